@@ -1,0 +1,60 @@
+/**
+ * Activity inputs and outputs: the only activity code the workflow sandbox sees (as types).
+ */
+import type { Actor, AgentSnapshot, SessionBudget, ToolPolicy } from '../governance/types';
+import type { TurnInput, TurnResult } from '../runtimes/runtime-adapter';
+import type { SessionStatus, StopReason } from '../workflows/definitions';
+
+export interface WorkflowEvent {
+  /** dedupe key: the same sourceId is written once per session, however often the activity retries */
+  sourceId: string;
+  /** a fixed public id (e.g. the one the API already returned for a user event); derived from sourceId otherwise */
+  id?: string;
+  type: string;
+  payload: Record<string, unknown>;
+}
+
+export interface RecordEventsInput {
+  sessionId: string;
+  events: WorkflowEvent[];
+  status?: { status: SessionStatus; stopReason: StopReason | null };
+}
+
+export interface RunTurnInput {
+  sessionId: string;
+  turnId: string;
+  /** which activity call of the turn this is (a turn that stops for approval has several) */
+  leg: number;
+  agent: AgentSnapshot;
+  initiator: Actor;
+  input: TurnInput;
+  policy: ToolPolicy;
+  policyVersion: number;
+  budget: SessionBudget;
+}
+
+export interface TurnOutcome {
+  result: TurnResult;
+  /** what the session has spent in total, read from the ledger after the turn */
+  spentMicros: number;
+  /** the turn was stopped because the session's cap was crossed */
+  budgetReached: boolean;
+  retriesExhausted?: boolean;
+}
+
+export interface RecordDecisionInput {
+  sessionId: string;
+  toolUseId: string;
+  result: 'allow' | 'deny';
+  /** the person who decided; null when the deadline decided */
+  actor: Actor | null;
+  reason: string;
+  denyMessage: string | null;
+}
+
+export interface SessionActivities {
+  recordEvents(input: RecordEventsInput): Promise<void>;
+  runTurn(input: RunTurnInput): Promise<TurnOutcome>;
+  recordDecision(input: RecordDecisionInput): Promise<void>;
+  closeRuntime(input: { sessionId: string; runtime: string }): Promise<void>;
+}

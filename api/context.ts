@@ -1,0 +1,8 @@
+import type { Actor } from '../governance/types';
+
+export interface AppEnv {
+  Variables: {
+    requestId: string;
+    actor: Actor;
+  };
+}

@@ -1,0 +1,86 @@
+/**
+ * The HTTP API: a thin layer that authenticates, validates, and turns requests into Temporal starts and
+ * signals and database reads. Built from its dependencies; `main.ts` only composes and serves.
+ */
+import { OpenAPIHono } from '@hono/zod-openapi';
+import type { Client } from '@temporalio/client';
+import { HTTPException } from 'hono/http-exception';
+import type { Db } from '../db/client';
+import { newId } from '../db/ids';
+import { findActiveKey } from '../db/queries/teams';
+import type { Vault } from '../db/vault';
+import { can, type Permission } from '../governance/permissions';
+import type { Role } from '../governance/types';
+import type { RuntimeCapabilities } from '../runtimes/runtime-adapter';
+import type { AppEnv } from './context';
+import { ApiError, fromZodError, problem } from './errors';
+import { registerAgentRoutes } from './routes/agents.routes';
+import { registerCredentialRoutes } from './routes/credentials.routes';
+import { registerEnvironmentRoutes } from './routes/environments.routes';
+import { registerHealthRoutes } from './routes/health.routes';
+import { registerSessionRoutes } from './routes/sessions.routes';
+
+export interface AppDeps {
+  db: Db;
+  vault: Vault;
+  temporal: Client;
+  taskQueue: string;
+  /** what each runtime can do, as its adapter declares it */
+  capabilities: Record<string, RuntimeCapabilities>;
+  /** how often the SSE stream looks for new events */
+  streamPollMs?: number;
+}
+
+export type App = OpenAPIHono<AppEnv>;
+
+export function createApp(deps: AppDeps): App {
+  const app: App = new OpenAPIHono<AppEnv>({
+    defaultHook: (result) => {
+      if (!result.success) throw fromZodError(result.error, result.target === 'json' ? 'body' : result.target === 'param' ? 'path' : (result.target as 'query'));
+    },
+  });
+
+  app.use('*', async (c, next) => {
+    c.set('requestId', c.req.header('x-request-id')?.slice(0, 100) || newId('req'));
+    await next();
+    c.header('x-request-id', c.get('requestId'));
+  });
+
+  app.use('/v1/*', async (c, next) => {
+    const header = c.req.header('authorization');
+    const plain = header?.toLowerCase().startsWith('bearer ') ? header.slice(7).trim() : c.req.header('x-api-key')?.trim();
+    if (!plain) throw new ApiError(401, 'auth.missing_key', 'send the key as "Authorization: Bearer <key>" or "x-api-key: <key>"');
+    const key = await findActiveKey(deps.db, plain);
+    if (!key) throw new ApiError(401, 'auth.invalid_key', 'the API key is unknown or revoked');
+    c.set('actor', { keyId: key.id, role: key.role as Role, teamId: key.teamId });
+    await next();
+  });
+
+  app.onError((err, c) => {
+    if (err instanceof ApiError) return problem(c, err);
+    if (err instanceof HTTPException && err.status < 500) {
+      return problem(c, new ApiError(400, 'request.invalid', err.message || 'the request could not be read'));
+    }
+    console.error(JSON.stringify({ level: 'ERROR', msg: 'unhandled API error', requestId: c.get('requestId'), error: String(err) }));
+    return problem(c, new ApiError(500, 'internal', 'an internal error occurred; quote the request_id when reporting it'));
+  });
+  app.notFound((c) => problem(c, new ApiError(404, 'resource.not_found', `no route for ${c.req.method} ${c.req.path}`)));
+
+  registerHealthRoutes(app, deps);
+  registerAgentRoutes(app, deps);
+  registerEnvironmentRoutes(app, deps);
+  registerCredentialRoutes(app, deps);
+  registerSessionRoutes(app, deps);
+
+  app.doc31('/openapi.json', {
+    openapi: '3.1.0',
+    info: { title: 'agentplane', version: '0.1.0', description: 'A control plane for AI coding agents. Managed-Agents-compatible where the concepts match.' },
+  });
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });
+  return app;
+}
+
+/** Throws 403 unless the caller's role grants the permission. */
+export function requirePermission(actor: { role: Role }, permission: Permission): void {
+  if (!can(actor.role, permission)) throw new ApiError(403, 'auth.forbidden', `role "${actor.role}" lacks "${permission}"`);
+}

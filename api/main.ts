@@ -1,0 +1,40 @@
+/**
+ * The API process: composition root. Reads config once, builds the real dependencies, serves.
+ */
+import { resolve } from 'node:path';
+import { serve } from '@hono/node-server';
+import { Client, Connection } from '@temporalio/client';
+import { z } from 'zod';
+import { databaseEnv, masterKeyEnv, parseEnv, temporalEnv } from '../config/env';
+import { openDatabase } from '../db/client';
+import { bootstrapAdmin } from '../db/queries/teams';
+import { createVault } from '../db/vault';
+import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
+import { createApp } from './create-app';
+
+const env = parseEnv({
+  ...temporalEnv,
+  ...databaseEnv,
+  ...masterKeyEnv,
+  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  HOST: z.string().default('0.0.0.0'),
+  AGENTPLANE_ADMIN_KEY: z.string().startsWith('ap_', 'must start with ap_').min(20).optional(),
+});
+
+const database = await openDatabase({ url: env.DATABASE_URL, pgliteDir: resolve(env.AGENTPLANE_DATA_DIR, 'pglite') });
+const admin = await bootstrapAdmin(database.db, env.AGENTPLANE_ADMIN_KEY);
+const connection = await Connection.connect({ address: env.TEMPORAL_ADDRESS });
+const temporal = new Client({ connection, namespace: env.TEMPORAL_NAMESPACE });
+const app = createApp({ db: database.db, vault: createVault(env.AGENTPLANE_MASTER_KEY), temporal, taskQueue: env.AGENTPLANE_TASK_QUEUE, capabilities: RUNTIME_CAPABILITIES });
+
+const server = serve({ fetch: app.fetch, port: env.PORT, hostname: env.HOST }, (info) => {
+  process.stdout.write(`${JSON.stringify({ level: 'INFO', msg: 'api listening', port: info.port })}\n`);
+  if (admin.plain) process.stdout.write(`admin key (shown once): ${admin.plain}\n`);
+});
+
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    server.close();
+    void connection.close().then(() => database.close()).then(() => process.exit(0));
+  });
+}

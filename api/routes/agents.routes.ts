@@ -1,0 +1,147 @@
+import { createRoute, z } from '@hono/zod-openapi';
+import { appendAudit } from '../../db/queries/audit';
+import { archiveAgent, createAgent, getAgent, listAgents, listAgentVersions, updateAgent } from '../../db/queries/agents';
+import { getCredential } from '../../db/queries/credentials';
+import type { Db } from '../../db/client';
+import { requirePermission, type App, type AppDeps } from '../create-app';
+import { ApiError, notFound } from '../errors';
+import { AgentDefinitionSchema, AgentSchema, AgentUpdateSchema, toAgentResponse, type AgentDefinition } from '../schemas/agent.schema';
+import { idParam, json, jsonBody, page, PageQuery, problemResponses } from '../schemas/common';
+
+const AgentId = idParam('agent_id', 'agent');
+const tags = ['agents'];
+
+export function registerAgentRoutes(app: App, deps: AppDeps): void {
+  const { db } = deps;
+
+  app.openapi(
+    createRoute({ method: 'post', path: '/v1/agents', tags, request: { body: jsonBody(AgentDefinitionSchema) }, responses: { 200: json(AgentSchema, 'The agent, version 1'), ...problemResponses } }),
+    async (c) => {
+      const actor = c.get('actor');
+      requirePermission(actor, 'agents:write');
+      const def = c.req.valid('json');
+      await checkReferences(db, actor.teamId, def);
+      const created = await db.transaction(async (tx) => {
+        const result = await createAgent(tx, { teamId: actor.teamId, name: def.name, definition: def, keyId: actor.keyId });
+        await appendAudit(tx, { ...auditActor(actor, c.get('requestId')), action: 'agent.create', target: result.agent.id, decision: 'ok', reason: 'agents:write', data: { version: 1 } });
+        return result;
+      });
+      return c.json(toAgentResponse(created.agent, created.version), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/agents',
+      tags,
+      request: { query: PageQuery.extend({ include_archived: z.enum(['true', 'false']).default('false') }) },
+      responses: { 200: json(page(AgentSchema, 'AgentPage'), 'Agents, newest first'), ...problemResponses },
+    }),
+    async (c) => {
+      const actor = c.get('actor');
+      requirePermission(actor, 'agents:read');
+      const q = c.req.valid('query');
+      const rows = await listAgents(db, { teamId: actor.teamId, limit: q.limit, before: q.page, includeArchived: q.include_archived === 'true' });
+      const data = rows.map((r) => toAgentResponse(r.agent, r.version));
+      return c.json({ data, next_page: rows.length === q.limit ? (rows.at(-1)?.agent.id ?? null) : null }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/agents/{agent_id}',
+      tags,
+      request: { params: AgentId, query: z.object({ version: z.coerce.number().int().positive().optional() }) },
+      responses: { 200: json(AgentSchema, 'The agent (current version unless one is asked for)'), ...problemResponses },
+    }),
+    async (c) => {
+      const actor = c.get('actor');
+      requirePermission(actor, 'agents:read');
+      const found = await getAgent(db, { teamId: actor.teamId, agentId: c.req.valid('param').agent_id, version: c.req.valid('query').version });
+      if (!found) throw notFound('agent');
+      return c.json(toAgentResponse(found.agent, found.version), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/agents/{agent_id}',
+      tags,
+      request: { params: AgentId, body: jsonBody(AgentUpdateSchema) },
+      responses: { 200: json(AgentSchema, 'The agent at its new version'), ...problemResponses },
+    }),
+    async (c) => {
+      const actor = c.get('actor');
+      requirePermission(actor, 'agents:write');
+      const agentId = c.req.valid('param').agent_id;
+      const { version: expectedVersion, ...changes } = c.req.valid('json');
+      const current = await getAgent(db, { teamId: actor.teamId, agentId });
+      if (!current) throw notFound('agent');
+      const merged = AgentDefinitionSchema.safeParse({ ...(current.version.definition as AgentDefinition), ...changes });
+      if (!merged.success) throw new ApiError(400, 'request.invalid', merged.error.issues.map((i) => `body.${i.path.join('.')}: ${i.message}`).join('; '));
+      await checkReferences(db, actor.teamId, merged.data);
+      const result = await db.transaction(async (tx) => {
+        const updated = await updateAgent(tx, { teamId: actor.teamId, agentId, name: merged.data.name, definition: merged.data, keyId: actor.keyId, expectedVersion });
+        if (updated.kind === 'ok') {
+          await appendAudit(tx, { ...auditActor(actor, c.get('requestId')), action: 'agent.update', target: agentId, decision: 'ok', reason: 'agents:write', data: { version: updated.version.version } });
+        }
+        return updated;
+      });
+      if (result.kind === 'not_found') throw notFound('agent');
+      if (result.kind === 'archived') throw new ApiError(409, 'resource.conflict', 'the agent is archived');
+      if (result.kind === 'version_conflict') throw new ApiError(409, 'resource.conflict', `version ${expectedVersion} is stale: the agent is at version ${result.current}`);
+      return c.json(toAgentResponse(result.agent, result.version), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({ method: 'post', path: '/v1/agents/{agent_id}/archive', tags, request: { params: AgentId }, responses: { 200: json(AgentSchema, 'The archived agent'), ...problemResponses } }),
+    async (c) => {
+      const actor = c.get('actor');
+      requirePermission(actor, 'agents:write');
+      const agentId = c.req.valid('param').agent_id;
+      const archived = await db.transaction(async (tx) => {
+        const row = await archiveAgent(tx, { teamId: actor.teamId, agentId });
+        if (row) await appendAudit(tx, { ...auditActor(actor, c.get('requestId')), action: 'agent.archive', target: agentId, decision: 'ok', reason: 'agents:write' });
+        return row;
+      });
+      if (!archived) throw notFound('agent');
+      const found = await getAgent(db, { teamId: actor.teamId, agentId });
+      return c.json(toAgentResponse(found!.agent, found!.version), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/agents/{agent_id}/versions',
+      tags,
+      request: { params: AgentId },
+      responses: { 200: json(page(AgentSchema, 'AgentVersionPage'), 'Every version, oldest first'), ...problemResponses },
+    }),
+    async (c) => {
+      const actor = c.get('actor');
+      requirePermission(actor, 'agents:read');
+      const found = await listAgentVersions(db, { teamId: actor.teamId, agentId: c.req.valid('param').agent_id });
+      if (!found) throw notFound('agent');
+      return c.json({ data: found.versions.map((v) => toAgentResponse(found.agent, v)), next_page: null }, 200);
+    },
+  );
+}
+
+/** A definition may only name credentials of the caller's team. */
+async function checkReferences(db: Db, teamId: string, def: AgentDefinition): Promise<void> {
+  const credentialId = def.model_provider?.credential_id;
+  if (credentialId && !(await getCredential(db, { teamId, credentialId }))) {
+    throw new ApiError(400, 'request.invalid', `body.model_provider.credential_id: credential ${credentialId} does not exist`, [
+      { name: 'body.model_provider.credential_id', reason: 'no such credential in this team' },
+    ]);
+  }
+}
+
+export function auditActor(actor: { keyId: string; role: string; teamId: string }, requestId: string) {
+  return { teamId: actor.teamId, actorKeyId: actor.keyId, actorRole: actor.role, requestId };
+}

@@ -1,0 +1,79 @@
+/**
+ * Credentials are write-only: the secret goes in, metadata comes out. Response schemas are written by hand so a
+ * secret can never ride along with a row.
+ */
+import { createRoute, z } from '@hono/zod-openapi';
+import { appendAudit } from '../../db/queries/audit';
+import { createCredential, getCredential, listCredentials, type CredentialMetadata } from '../../db/queries/credentials';
+import { requirePermission, type App, type AppDeps } from '../create-app';
+import { notFound } from '../errors';
+import { idParam, json, jsonBody, page, PageQuery, problemResponses } from '../schemas/common';
+import { auditActor } from './agents.routes';
+
+export const CredentialSchema = z
+  .object({
+    id: z.string(),
+    type: z.literal('credential'),
+    name: z.string(),
+    kind: z.string(),
+    secret_version: z.number().int(),
+    created_at: z.string(),
+    rotated_at: z.string().nullable(),
+    revoked_at: z.string().nullable(),
+  })
+  .openapi('Credential');
+
+const CredentialCreate = z.object({
+  name: z.string().min(1).max(256),
+  kind: z.enum(['api_key']).default('api_key'),
+  secret: z.string().min(1).max(16_384).openapi({ description: 'write-only: stored encrypted, never returned' }),
+});
+
+function toResponse(row: CredentialMetadata) {
+  return {
+    id: row.id,
+    type: 'credential' as const,
+    name: row.name,
+    kind: row.kind,
+    secret_version: row.secretVersion,
+    created_at: row.createdAt.toISOString(),
+    rotated_at: row.rotatedAt?.toISOString() ?? null,
+    revoked_at: row.revokedAt?.toISOString() ?? null,
+  };
+}
+
+export function registerCredentialRoutes(app: App, deps: AppDeps): void {
+  app.openapi(
+    createRoute({ method: 'post', path: '/v1/credentials', tags: ['credentials'], request: { body: jsonBody(CredentialCreate) }, responses: { 200: json(CredentialSchema, 'The credential, without its secret'), ...problemResponses } }),
+    async (c) => {
+      const actor = c.get('actor');
+      requirePermission(actor, 'credentials:write');
+      const body = c.req.valid('json');
+      const row = await deps.db.transaction(async (tx) => {
+        const created = await createCredential(tx, deps.vault, { teamId: actor.teamId, name: body.name, kind: body.kind, secret: body.secret });
+        await appendAudit(tx, { ...auditActor(actor, c.get('requestId')), action: 'credential.create', target: created.id, decision: 'ok', reason: 'credentials:write', data: { name: body.name } });
+        return created;
+      });
+      return c.json(toResponse(row), 200);
+    },
+  );
+  app.openapi(
+    createRoute({ method: 'get', path: '/v1/credentials', tags: ['credentials'], request: { query: PageQuery }, responses: { 200: json(page(CredentialSchema, 'CredentialPage'), 'Credential metadata'), ...problemResponses } }),
+    async (c) => {
+      const actor = c.get('actor');
+      requirePermission(actor, 'credentials:read');
+      const rows = await listCredentials(deps.db, { teamId: actor.teamId, limit: c.req.valid('query').limit });
+      return c.json({ data: rows.map(toResponse), next_page: null }, 200);
+    },
+  );
+  app.openapi(
+    createRoute({ method: 'get', path: '/v1/credentials/{credential_id}', tags: ['credentials'], request: { params: idParam('credential_id', 'cred') }, responses: { 200: json(CredentialSchema, 'Credential metadata'), ...problemResponses } }),
+    async (c) => {
+      const actor = c.get('actor');
+      requirePermission(actor, 'credentials:read');
+      const row = await getCredential(deps.db, { teamId: actor.teamId, credentialId: c.req.valid('param').credential_id });
+      if (!row) throw notFound('credential');
+      return c.json(toResponse(row), 200);
+    },
+  );
+}

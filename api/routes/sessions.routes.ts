@@ -1,0 +1,441 @@
+/**
+ * Sessions: start (a Temporal workflow per session), the fleet query, events in (signals) and out (history and
+ * an SSE stream that replays from Last-Event-ID), and the approvals inbox.
+ */
+import { createRoute, z } from '@hono/zod-openapi';
+import { WorkflowIdConflictPolicy, WorkflowNotFoundError } from '@temporalio/common';
+import { streamSSE } from 'hono/streaming';
+import { getAgent, getEnvironment } from '../../db/queries/agents';
+import { appendAudit } from '../../db/queries/audit';
+import { listEvents, toPublicEvent } from '../../db/queries/events';
+import {
+  getApproval,
+  getSession,
+  insertSession,
+  listPendingApprovals,
+  listSessions,
+  markSessionArchived,
+  setSessionStatus,
+  type ApprovalRow,
+  type SessionRow,
+} from '../../db/queries/sessions';
+import { newId, stableId } from '../../db/ids';
+import { microsToUsd } from '../../governance/budget';
+import type { Actor } from '../../governance/types';
+import {
+  archiveSignal,
+  interruptSignal,
+  SESSION_WORKFLOW,
+  toolConfirmationSignal,
+  userMessageSignal,
+  type SessionWorkflowInput,
+} from '../../workflows/definitions';
+import { requirePermission, type App, type AppDeps } from '../create-app';
+import { ApiError, notFound } from '../errors';
+import { toSnapshot, type AgentDefinition } from '../schemas/agent.schema';
+import { idParam, json, jsonBody, Metadata, page, PageQuery, problemResponses } from '../schemas/common';
+import { auditActor } from './agents.routes';
+
+const tags = ['sessions'];
+const SessionId = idParam('session_id', 'sesn');
+const STATUSES = ['idle', 'running', 'requires_action', 'terminated'] as const;
+
+const TextContent = z.union([
+  z.string().min(1).max(1_000_000),
+  z.array(z.object({ type: z.literal('text'), text: z.string().min(1).max(1_000_000) })).min(1).max(100),
+]);
+
+const UserMessage = z.object({ type: z.literal('user.message'), content: TextContent });
+const ToolConfirmation = z.object({
+  type: z.literal('user.tool_confirmation'),
+  tool_use_id: z.string().min(1).max(100),
+  result: z.enum(['allow', 'deny']),
+  deny_message: z.string().max(10_000).optional(),
+});
+const Interrupt = z.object({ type: z.literal('user.interrupt') });
+const UserEvent = z.discriminatedUnion('type', [UserMessage, ToolConfirmation, Interrupt]);
+
+const SessionCreate = z.object({
+  agent: z.union([
+    z.string().min(1).max(100),
+    z.object({ type: z.literal('agent'), id: z.string().min(1).max(100), version: z.number().int().positive().optional() }),
+  ]),
+  environment_id: z.string().min(1).max(100).optional(),
+  title: z.string().max(512).nullable().optional(),
+  metadata: Metadata.optional(),
+  budget: z.object({ max_cost_usd: z.number().positive().max(1_000_000) }).optional(),
+  initial_events: z.array(UserMessage).max(50).optional(),
+});
+
+const Usage = z.object({
+  input_tokens: z.number(),
+  output_tokens: z.number(),
+  cache_read_input_tokens: z.number(),
+  cache_creation_input_tokens: z.number(),
+  cost_usd: z.number(),
+  list_cost: z.object({ amount: z.string(), currency: z.literal('USD') }),
+});
+
+export const SessionSchema = z
+  .object({
+    id: z.string(),
+    type: z.literal('session'),
+    status: z.enum(STATUSES),
+    stop_reason: z.record(z.string(), z.unknown()).nullable(),
+    agent: z.object({ id: z.string(), version: z.number().int(), runtime: z.string() }),
+    environment_id: z.string().nullable(),
+    title: z.string().nullable(),
+    metadata: z.record(z.string(), z.string()),
+    budget: z.object({ max_cost_usd: z.number().optional() }),
+    usage: Usage,
+    pending_approvals: z.array(z.object({ tool_use_id: z.string(), tool: z.string(), input: z.unknown(), requested_at: z.string(), expires_at: z.string() })),
+    initiator: z.object({ key_id: z.string() }),
+    trigger: z.string(),
+    created_at: z.string(),
+    updated_at: z.string(),
+    archived_at: z.string().nullable(),
+  })
+  .openapi('Session');
+
+const EventSchema = z.object({ id: z.string(), type: z.string(), processed_at: z.string().nullable(), seq: z.number().int().optional() }).passthrough().openapi('SessionEvent');
+
+const ApprovalSchema = z
+  .object({ session_id: z.string(), tool_use_id: z.string(), tool: z.string(), input: z.unknown(), status: z.string(), requested_at: z.string(), expires_at: z.string() })
+  .openapi('Approval');
+
+function toApproval(a: ApprovalRow) {
+  return { session_id: a.sessionId, tool_use_id: a.toolUseId, tool: a.tool, input: a.input, status: a.status, requested_at: a.requestedAt.toISOString(), expires_at: a.expiresAt.toISOString() };
+}
+
+function toSessionResponse(row: SessionRow, pending: ApprovalRow[]): z.infer<typeof SessionSchema> {
+  const cost = microsToUsd(row.costMicros);
+  return {
+    id: row.id,
+    type: 'session',
+    status: row.status as (typeof STATUSES)[number],
+    stop_reason: (row.stopReason as Record<string, unknown> | null) ?? null,
+    agent: { id: row.agentId, version: row.agentVersion, runtime: row.runtime },
+    environment_id: row.environmentId,
+    title: row.title,
+    metadata: row.metadata as Record<string, string>,
+    budget: row.budget as { max_cost_usd?: number },
+    usage: {
+      input_tokens: row.inputTokens,
+      output_tokens: row.outputTokens,
+      cache_read_input_tokens: row.cacheReadTokens,
+      cache_creation_input_tokens: row.cacheCreationTokens,
+      cost_usd: cost,
+      list_cost: { amount: cost.toFixed(6), currency: 'USD' },
+    },
+    pending_approvals: pending.map((a) => ({ tool_use_id: a.toolUseId, tool: a.tool, input: a.input, requested_at: a.requestedAt.toISOString(), expires_at: a.expiresAt.toISOString() })),
+    initiator: { key_id: row.initiatorKeyId },
+    trigger: row.trigger,
+    created_at: row.createdAt.toISOString(),
+    updated_at: row.updatedAt.toISOString(),
+    archived_at: row.archivedAt?.toISOString() ?? null,
+  };
+}
+
+const textOf = (content: z.infer<typeof TextContent>) => (typeof content === 'string' ? content : content.map((c) => c.text).join('\n'));
+
+export function registerSessionRoutes(app: App, deps: AppDeps): void {
+  const { db, temporal } = deps;
+  const handle = (sessionId: string) => temporal.workflow.getHandle(sessionId);
+
+  async function loadSession(actor: Actor, sessionId: string) {
+    const row = await getSession(db, { teamId: actor.teamId, sessionId });
+    if (!row) throw notFound('session');
+    return row;
+  }
+
+  async function sessionResponse(row: SessionRow) {
+    return toSessionResponse(row, await listPendingApprovals(db, { teamId: row.teamId, sessionId: row.id, limit: 100 }));
+  }
+
+  /** Signals a running session; a session whose workflow has ended does not take events. */
+  async function signal(sessionId: string, send: () => Promise<void>) {
+    try {
+      await send();
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) throw new ApiError(409, 'session.not_accepting', `session ${sessionId} has ended`);
+      throw new ApiError(503, 'temporal.unavailable', 'the workflow service did not take the event; retry');
+    }
+  }
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/sessions',
+      tags,
+      request: {
+        body: jsonBody(SessionCreate),
+        headers: z.object({ 'idempotency-key': z.string().min(1).max(200).optional() }),
+      },
+      responses: { 200: json(SessionSchema, 'The session, started'), ...problemResponses },
+    }),
+    async (c) => {
+      const actor = c.get('actor');
+      requirePermission(actor, 'sessions:write');
+      const body = c.req.valid('json');
+      const agentRef = typeof body.agent === 'string' ? { id: body.agent, version: undefined } : body.agent;
+      const found = await getAgent(db, { teamId: actor.teamId, agentId: agentRef.id, version: agentRef.version });
+      if (!found) throw new ApiError(404, 'resource.not_found', `agent ${agentRef.id}${agentRef.version ? ` version ${agentRef.version}` : ''} was not found`);
+      if (found.agent.archivedAt) throw new ApiError(409, 'resource.conflict', `agent ${found.agent.id} is archived`);
+      if (body.environment_id && !(await getEnvironment(db, { teamId: actor.teamId, environmentId: body.environment_id }))) {
+        throw new ApiError(404, 'resource.not_found', `environment ${body.environment_id} was not found`);
+      }
+      const snapshot = toSnapshot({ agentId: found.agent.id, version: found.version.version, teamId: actor.teamId, def: found.version.definition as AgentDefinition });
+      const agentCap = snapshot.budget.max_cost_usd;
+      if (body.budget && agentCap !== undefined && body.budget.max_cost_usd > agentCap) {
+        throw new ApiError(400, 'request.invalid', `body.budget.max_cost_usd: ${body.budget.max_cost_usd} exceeds the agent's cap of ${agentCap}`, [
+          { name: 'body.budget.max_cost_usd', reason: `must not exceed the agent's cap (${agentCap})` },
+        ]);
+      }
+      const budget = body.budget ?? snapshot.budget;
+
+      // an Idempotency-Key makes a retried request land on the session the first one created
+      const idempotencyKey = c.req.valid('header')['idempotency-key'];
+      const sessionId = idempotencyKey ? stableId('sesn', actor.teamId, idempotencyKey) : newId('sesn');
+      if (idempotencyKey) {
+        const existing = await getSession(db, { teamId: actor.teamId, sessionId });
+        if (existing) return c.json(await sessionResponse(existing), 200);
+      }
+      const initialMessages = (body.initial_events ?? []).map((event, i) => ({ eventId: stableId('sevt', sessionId, 'initial', String(i)), text: textOf(event.content) }));
+
+      const row = await db.transaction(async (tx) => {
+        const inserted = await insertSession(tx, {
+          id: sessionId,
+          teamId: actor.teamId,
+          agentId: snapshot.agentId,
+          agentVersion: snapshot.version,
+          runtime: snapshot.runtime.type,
+          environmentId: body.environment_id ?? null,
+          title: body.title ?? null,
+          metadata: body.metadata ?? {},
+          status: 'idle',
+          initiatorKeyId: actor.keyId,
+          trigger: 'api',
+          budget,
+        });
+        await appendAudit(tx, {
+          ...auditActor(actor, c.get('requestId')),
+          action: 'session.create',
+          target: sessionId,
+          decision: 'ok',
+          reason: 'sessions:write',
+          data: { agent_id: snapshot.agentId, agent_version: snapshot.version, runtime: snapshot.runtime.type },
+        });
+        return inserted;
+      });
+
+      const input: SessionWorkflowInput = { sessionId, agent: snapshot, initiator: actor, trigger: 'api', budget, initialMessages };
+      try {
+        await temporal.workflow.start(SESSION_WORKFLOW, {
+          workflowId: sessionId,
+          taskQueue: deps.taskQueue,
+          args: [input],
+          workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+          memo: { teamId: actor.teamId, agentId: snapshot.agentId },
+        });
+      } catch (err) {
+        // the row must not claim a session that does not run
+        await setSessionStatus(db, { sessionId, status: 'terminated', stopReason: { type: 'error', message: 'the session could not be started' } });
+        throw new ApiError(503, 'temporal.unavailable', `the session could not be started: ${(err as Error).message}`);
+      }
+      return c.json(await sessionResponse(row), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/sessions',
+      tags,
+      request: {
+        query: PageQuery.extend({
+          agent_id: z.string().max(100).optional(),
+          runtime: z.string().max(50).optional(),
+          status: z.enum(STATUSES).optional(),
+          initiator: z.string().max(100).optional().openapi({ description: 'the key id that started the session' }),
+          created_after: z.iso.datetime({ offset: true }).optional(),
+          created_before: z.iso.datetime({ offset: true }).optional(),
+          include_archived: z.enum(['true', 'false']).default('false'),
+        }),
+      },
+      responses: { 200: json(page(SessionSchema, 'SessionPage'), 'Sessions across every runtime, newest first'), ...problemResponses },
+    }),
+    async (c) => {
+      const actor = c.get('actor');
+      requirePermission(actor, 'sessions:read');
+      const q = c.req.valid('query');
+      const rows = await listSessions(db, {
+        teamId: actor.teamId,
+        agentId: q.agent_id,
+        runtime: q.runtime,
+        status: q.status,
+        initiatorKeyId: q.initiator,
+        createdAfter: q.created_after ? new Date(q.created_after) : undefined,
+        createdBefore: q.created_before ? new Date(q.created_before) : undefined,
+        after: q.page,
+        limit: q.limit,
+        includeArchived: q.include_archived === 'true',
+      });
+      // the list shows pending approvals by count of the session page only; GET /v1/approvals lists them all
+      return c.json({ data: rows.map((r) => toSessionResponse(r, [])), next_page: rows.length === q.limit ? (rows.at(-1)?.id ?? null) : null }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({ method: 'get', path: '/v1/sessions/{session_id}', tags, request: { params: SessionId }, responses: { 200: json(SessionSchema, 'The session'), ...problemResponses } }),
+    async (c) => {
+      const actor = c.get('actor');
+      requirePermission(actor, 'sessions:read');
+      return c.json(await sessionResponse(await loadSession(actor, c.req.valid('param').session_id)), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({ method: 'post', path: '/v1/sessions/{session_id}/archive', tags, request: { params: SessionId }, responses: { 200: json(SessionSchema, 'The archived session'), ...problemResponses } }),
+    async (c) => {
+      const actor = c.get('actor');
+      requirePermission(actor, 'sessions:write');
+      const session = await loadSession(actor, c.req.valid('param').session_id);
+      if (session.status !== 'terminated') {
+        await signal(session.id, () => handle(session.id).signal(archiveSignal, { actor })).catch((err) => {
+          if (!(err instanceof ApiError && err.status === 409)) throw err;
+        });
+      }
+      const archived = await db.transaction(async (tx) => {
+        const row = await markSessionArchived(tx, { teamId: actor.teamId, sessionId: session.id });
+        await appendAudit(tx, { ...auditActor(actor, c.get('requestId')), action: 'session.archive', target: session.id, decision: 'ok', reason: 'sessions:write' });
+        return row!;
+      });
+      return c.json(await sessionResponse(archived), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/sessions/{session_id}/events',
+      tags,
+      request: { params: SessionId, body: jsonBody(z.object({ events: z.array(UserEvent).min(1).max(50) })) },
+      responses: { 200: json(z.object({ data: z.array(EventSchema) }), 'The events as accepted'), ...problemResponses },
+    }),
+    async (c) => {
+      const actor = c.get('actor');
+      const { events } = c.req.valid('json');
+      const session = await loadSession(actor, c.req.valid('param').session_id);
+      // check every event before sending any: a batch is taken whole or not at all
+      for (const [i, event] of events.entries()) {
+        requirePermission(actor, event.type === 'user.tool_confirmation' ? 'approvals:decide' : 'sessions:write');
+        if (session.status === 'terminated' || session.archivedAt) throw new ApiError(409, 'session.not_accepting', `session ${session.id} has ended`);
+        if (event.type === 'user.tool_confirmation') {
+          const approval = await getApproval(db, { teamId: actor.teamId, sessionId: session.id, toolUseId: event.tool_use_id });
+          if (!approval) throw new ApiError(404, 'resource.not_found', `body.events[${i}].tool_use_id: no tool call ${event.tool_use_id} in this session`);
+          if (approval.status !== 'pending') throw new ApiError(409, 'approval.not_pending', `tool call ${event.tool_use_id} is already ${approval.status}`);
+        }
+      }
+      const accepted = [];
+      for (const event of events) {
+        const eventId = newId('sevt');
+        if (event.type === 'user.message') {
+          await signal(session.id, () => handle(session.id).signal(userMessageSignal, { eventId, text: textOf(event.content) }));
+        } else if (event.type === 'user.tool_confirmation') {
+          await signal(session.id, () =>
+            handle(session.id).signal(toolConfirmationSignal, { toolUseId: event.tool_use_id, result: event.result, denyMessage: event.deny_message, actor, eventId }),
+          );
+        } else {
+          await signal(session.id, () => handle(session.id).signal(interruptSignal, { actor, eventId }));
+        }
+        accepted.push({ id: eventId, ...event, processed_at: null });
+      }
+      return c.json({ data: accepted }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/sessions/{session_id}/events',
+      tags,
+      request: { params: SessionId, query: PageQuery.extend({ order: z.enum(['asc', 'desc']).default('asc') }) },
+      responses: { 200: json(page(EventSchema, 'SessionEventPage'), 'The event log'), ...problemResponses },
+    }),
+    async (c) => {
+      const actor = c.get('actor');
+      requirePermission(actor, 'sessions:read');
+      const session = await loadSession(actor, c.req.valid('param').session_id);
+      const q = c.req.valid('query');
+      const cursor = q.page === undefined ? undefined : Number(q.page);
+      if (cursor !== undefined && !Number.isInteger(cursor)) throw new ApiError(400, 'request.invalid', 'query.page: not a cursor returned by this endpoint');
+      const rows = await listEvents(db, {
+        sessionId: session.id,
+        limit: q.limit,
+        order: q.order,
+        ...(q.order === 'asc' ? { afterSeq: cursor } : { beforeSeq: cursor }),
+      });
+      return c.json({ data: rows.map(toPublicEvent), next_page: rows.length === q.limit ? String(rows.at(-1)!.seq) : null }, 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/sessions/{session_id}/events/stream',
+      tags,
+      request: {
+        params: SessionId,
+        headers: z.object({ 'last-event-id': z.string().regex(/^\d+$/, 'must be the id of an event frame').optional() }),
+      },
+      responses: { 200: { description: 'Server-sent events: `id:` (the event sequence number), `event:` (the event type), `data:` (the event)', content: { 'text/event-stream': { schema: z.string() } } }, ...problemResponses },
+    }),
+    async (c) => {
+      const actor = c.get('actor');
+      requirePermission(actor, 'sessions:read');
+      const session = await loadSession(actor, c.req.valid('param').session_id);
+      const lastEventId = c.req.valid('header')['last-event-id'];
+      // without Last-Event-ID the stream starts now (like Managed Agents); with it, it replays what was missed
+      let cursor = lastEventId !== undefined ? Number(lastEventId) : session.eventSeq;
+      const pollMs = deps.streamPollMs ?? 200;
+      return streamSSE(c, async (stream) => {
+        let closed = false;
+        stream.onAbort(() => {
+          closed = true;
+        });
+        let idleSince = Date.now();
+        while (!closed) {
+          const rows = await listEvents(db, { sessionId: session.id, afterSeq: cursor, limit: 500, order: 'asc' });
+          for (const row of rows) {
+            await stream.writeSSE({ id: String(row.seq), event: row.type, data: JSON.stringify(toPublicEvent(row)) });
+            cursor = row.seq;
+            if (row.type === 'session.status_terminated') closed = true;
+          }
+          if (rows.length > 0) idleSince = Date.now();
+          else if (Date.now() - idleSince > 15_000) {
+            await stream.writeSSE({ event: 'ping', data: '{}' });
+            idleSince = Date.now();
+          }
+          if (!closed && rows.length < 500) await stream.sleep(pollMs);
+        }
+      });
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/v1/approvals',
+      tags: ['approvals'],
+      request: { query: PageQuery.extend({ session_id: z.string().max(100).optional() }) },
+      responses: { 200: json(page(ApprovalSchema, 'ApprovalPage'), 'Tool calls waiting for a decision, across the fleet'), ...problemResponses },
+    }),
+    async (c) => {
+      const actor = c.get('actor');
+      requirePermission(actor, 'approvals:read');
+      const q = c.req.valid('query');
+      const rows = await listPendingApprovals(db, { teamId: actor.teamId, sessionId: q.session_id, limit: q.limit });
+      return c.json({ data: rows.map(toApproval), next_page: null }, 200);
+    },
+  );
+}

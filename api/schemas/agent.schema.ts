@@ -1,0 +1,151 @@
+/**
+ * The agent definition: Managed-Agents-compatible fields (name, model, system, description, tools, metadata)
+ * plus agentplane's own (runtime, model_provider, tool_policy, budget, timeouts).
+ */
+import { z } from '@hono/zod-openapi';
+import type { AgentSnapshot, ToolPolicy } from '../../governance/types';
+import { Metadata } from './common';
+
+const Action = z.enum(['allow', 'ask', 'deny']);
+
+export const ToolPolicySchema = z
+  .object({
+    rules: z
+      .array(
+        z.object({
+          tool: z.string().min(1).max(200).openapi({ example: 'bash' }),
+          pattern: z.string().min(1).max(1000).optional().openapi({ example: 'git *' }),
+          action: Action,
+        }),
+      )
+      .max(200),
+    default: Action,
+  })
+  .openapi('ToolPolicy');
+
+/** Managed Agents' toolset permission settings, mapped onto a tool policy when no tool_policy is given. */
+const ManagedToolset = z
+  .object({
+    type: z.string(),
+    default_config: z.object({ permission_policy: z.object({ type: z.enum(['always_allow', 'always_ask', 'auto']) }).optional() }).passthrough().optional(),
+    configs: z.array(z.object({ name: z.string(), permission_policy: z.object({ type: z.enum(['always_allow', 'always_ask', 'auto']) }).optional() }).passthrough()).optional(),
+  })
+  .passthrough();
+
+export const AgentDefinitionSchema = z.object({
+  name: z.string().min(1).max(256),
+  model: z.union([z.string().min(1).max(200), z.object({ id: z.string().min(1).max(200) }).passthrough()]),
+  system: z.string().max(100_000).nullable().optional(),
+  description: z.string().max(2048).nullable().optional(),
+  metadata: Metadata.optional(),
+  tools: z.array(ManagedToolset).max(20).optional(),
+  runtime: z
+    .object({ type: z.enum(['opencode', 'scripted']), config: z.record(z.string(), z.unknown()).optional() })
+    .optional()
+    .openapi({ description: 'which runtime runs the agent (default opencode)' }),
+  model_provider: z
+    .object({ base_url: z.string().url(), credential_id: z.string().startsWith('cred_').optional() })
+    .optional()
+    .openapi({ description: 'an OpenAI-compatible endpoint for the model, and the credential holding its key' }),
+  tool_policy: ToolPolicySchema.optional(),
+  budget: z.object({ max_cost_usd: z.number().positive().max(1_000_000) }).optional(),
+  approval_timeout_seconds: z.number().int().min(1).max(30 * 86400).optional(),
+  idle_timeout_seconds: z.number().int().min(10).max(365 * 86400).optional(),
+});
+export type AgentDefinition = z.infer<typeof AgentDefinitionSchema>;
+
+export const AgentUpdateSchema = AgentDefinitionSchema.partial().extend({
+  version: z.number().int().positive().optional().openapi({ description: 'the version this update is based on; a stale one is refused (409)' }),
+});
+
+export const DEFAULT_APPROVAL_TIMEOUT_SECONDS = 24 * 3600;
+export const DEFAULT_IDLE_TIMEOUT_SECONDS = 7 * 86400;
+
+const MANAGED_TOOL_NAMES: Record<string, string> = { web_fetch: 'web_fetch', web_search: 'web_search' };
+
+export function effectivePolicy(def: AgentDefinition): ToolPolicy {
+  if (def.tool_policy) return def.tool_policy;
+  const toolset = def.tools?.find((t) => t.type.startsWith('agent_toolset'));
+  if (!toolset) return { rules: [], default: 'ask' };
+  const map = (type: string | undefined) => (type === 'always_allow' ? 'allow' : 'ask') as 'allow' | 'ask';
+  return {
+    rules: (toolset.configs ?? [])
+      .filter((c) => c.permission_policy)
+      .map((c) => ({ tool: MANAGED_TOOL_NAMES[c.name] ?? c.name, action: map(c.permission_policy?.type) })),
+    default: map(toolset.default_config?.permission_policy?.type ?? 'always_allow'),
+  };
+}
+
+export function modelId(def: AgentDefinition): string {
+  return typeof def.model === 'string' ? def.model : def.model.id;
+}
+
+export function toSnapshot(params: { agentId: string; version: number; teamId: string; def: AgentDefinition }): AgentSnapshot {
+  const { def } = params;
+  return {
+    agentId: params.agentId,
+    version: params.version,
+    teamId: params.teamId,
+    name: def.name,
+    runtime: { type: def.runtime?.type ?? 'opencode', config: def.runtime?.config ?? {} },
+    model: modelId(def),
+    modelProvider: def.model_provider ? { baseUrl: def.model_provider.base_url, credentialId: def.model_provider.credential_id ?? null } : null,
+    system: def.system ?? null,
+    toolPolicy: effectivePolicy(def),
+    budget: def.budget ?? {},
+    approvalTimeoutSeconds: def.approval_timeout_seconds ?? DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+    idleTimeoutSeconds: def.idle_timeout_seconds ?? DEFAULT_IDLE_TIMEOUT_SECONDS,
+  };
+}
+
+export const AgentSchema = z
+  .object({
+    id: z.string(),
+    type: z.literal('agent'),
+    version: z.number().int(),
+    name: z.string(),
+    model: z.object({ id: z.string() }),
+    system: z.string().nullable(),
+    description: z.string().nullable(),
+    metadata: z.record(z.string(), z.string()),
+    tools: z.array(z.any()),
+    mcp_servers: z.array(z.any()),
+    skills: z.array(z.any()),
+    runtime: z.object({ type: z.string(), config: z.record(z.string(), z.unknown()) }),
+    model_provider: z.object({ base_url: z.string(), credential_id: z.string().nullable() }).nullable(),
+    tool_policy: ToolPolicySchema,
+    budget: z.object({ max_cost_usd: z.number().optional() }),
+    approval_timeout_seconds: z.number().int(),
+    idle_timeout_seconds: z.number().int(),
+    created_at: z.string(),
+    updated_at: z.string(),
+    archived_at: z.string().nullable(),
+  })
+  .openapi('Agent');
+
+export function toAgentResponse(agent: { id: string; createdAt: Date; updatedAt: Date; archivedAt: Date | null }, version: { version: number; definition: unknown; createdAt: Date }): z.infer<typeof AgentSchema> {
+  const def = version.definition as AgentDefinition;
+  const snapshot = toSnapshot({ agentId: agent.id, version: version.version, teamId: '', def });
+  return {
+    id: agent.id,
+    type: 'agent' as const,
+    version: version.version,
+    name: def.name,
+    model: { id: snapshot.model },
+    system: snapshot.system,
+    description: def.description ?? null,
+    metadata: def.metadata ?? {},
+    tools: def.tools ?? [],
+    mcp_servers: [] as unknown[],
+    skills: [] as unknown[],
+    runtime: snapshot.runtime,
+    model_provider: def.model_provider ? { base_url: def.model_provider.base_url, credential_id: def.model_provider.credential_id ?? null } : null,
+    tool_policy: snapshot.toolPolicy,
+    budget: snapshot.budget,
+    approval_timeout_seconds: snapshot.approvalTimeoutSeconds,
+    idle_timeout_seconds: snapshot.idleTimeoutSeconds,
+    created_at: agent.createdAt.toISOString(),
+    updated_at: version.createdAt.toISOString(),
+    archived_at: agent.archivedAt?.toISOString() ?? null,
+  };
+}

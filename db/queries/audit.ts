@@ -1,0 +1,110 @@
+/**
+ * The tamper-evident audit log. Rows form one hash chain; appends serialise on a transaction-scoped advisory
+ * lock so two writers can never fork the chain.
+ */
+import { createHash } from 'node:crypto';
+import { and, asc, desc, eq, gt, sql, type SQL } from 'drizzle-orm';
+import type { Db } from '../client';
+import { newId } from '../ids';
+import { auditLog } from '../schema/index';
+
+const AUDIT_CHAIN_LOCK = 7_114_230;
+export const GENESIS_HASH = '0'.repeat(64);
+
+export interface AuditEntry {
+  teamId: string;
+  actorKeyId: string;
+  actorRole: string;
+  action: string;
+  target: string;
+  decision: string;
+  reason: string;
+  requestId?: string | null;
+  traceId?: string | null;
+  data?: Record<string, unknown>;
+}
+
+type AuditRow = typeof auditLog.$inferSelect;
+
+/** Appends one row. Call it inside the transaction that makes the change it records. */
+export async function appendAudit(db: Db, entry: AuditEntry): Promise<AuditRow> {
+  return db.transaction(async (tx) => {
+    await tx.execute(sql`select pg_advisory_xact_lock(${AUDIT_CHAIN_LOCK})`);
+    const [last] = await tx.select({ hash: auditLog.hash }).from(auditLog).orderBy(desc(auditLog.seq)).limit(1);
+    const row = {
+      id: newId('aud'),
+      teamId: entry.teamId,
+      actorKeyId: entry.actorKeyId,
+      actorRole: entry.actorRole,
+      action: entry.action,
+      target: entry.target,
+      decision: entry.decision,
+      reason: entry.reason,
+      requestId: entry.requestId ?? null,
+      traceId: entry.traceId ?? null,
+      data: entry.data ?? {},
+      createdAt: new Date(),
+      prevHash: last?.hash ?? GENESIS_HASH,
+    };
+    const [inserted] = await tx.insert(auditLog).values({ ...row, hash: hashRow(row) }).returning();
+    return inserted as AuditRow;
+  });
+}
+
+export function hashRow(row: Omit<AuditRow, 'seq' | 'hash'>): string {
+  const body = canonicalJson({
+    id: row.id,
+    teamId: row.teamId,
+    actorKeyId: row.actorKeyId,
+    actorRole: row.actorRole,
+    action: row.action,
+    target: row.target,
+    decision: row.decision,
+    reason: row.reason,
+    requestId: row.requestId,
+    traceId: row.traceId,
+    data: row.data,
+    createdAt: row.createdAt.toISOString(),
+  });
+  return createHash('sha256').update(row.prevHash).update('\n').update(body).digest('hex');
+}
+
+/** JSON with object keys sorted at every level, so jsonb's reordering cannot change a hash. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value ?? null);
+}
+
+export async function listAudit(db: Db, params: { teamId: string; after?: number; limit: number; action?: string }) {
+  const where: SQL[] = [eq(auditLog.teamId, params.teamId)];
+  if (params.after !== undefined) where.push(gt(auditLog.seq, params.after));
+  if (params.action) where.push(eq(auditLog.action, params.action));
+  return db.select().from(auditLog).where(and(...where)).orderBy(asc(auditLog.seq)).limit(params.limit);
+}
+
+export type ChainVerdict = { ok: true; rows: number } | { ok: false; rows: number; brokenSeq: number; brokenId: string; why: string };
+
+/** Walks the whole chain in order and names the first row whose hash or link does not hold. */
+export async function verifyAuditChain(db: Db, pageSize = 1000): Promise<ChainVerdict> {
+  let prevHash = GENESIS_HASH;
+  let after = 0;
+  let count = 0;
+  for (;;) {
+    const page = await db.select().from(auditLog).where(gt(auditLog.seq, after)).orderBy(asc(auditLog.seq)).limit(pageSize);
+    for (const row of page) {
+      count += 1;
+      if (row.prevHash !== prevHash) return { ok: false, rows: count, brokenSeq: row.seq, brokenId: row.id, why: 'prev_hash does not match the row before it' };
+      if (hashRow(row) !== row.hash) return { ok: false, rows: count, brokenSeq: row.seq, brokenId: row.id, why: 'row content does not match its hash' };
+      prevHash = row.hash;
+      after = row.seq;
+    }
+    if (page.length < pageSize) return { ok: true, rows: count };
+  }
+}
+

@@ -1,0 +1,114 @@
+/**
+ * The session index, approvals and runtime references. Every read that serves a caller is scoped by team.
+ */
+import { and, desc, eq, gte, isNull, lt, lte, type SQL } from 'drizzle-orm';
+import type { Db } from '../client';
+import { approvals, runtimeSessions, sessions } from '../schema/index';
+
+export type SessionRow = typeof sessions.$inferSelect;
+export type NewSession = typeof sessions.$inferInsert;
+
+export async function insertSession(db: Db, row: NewSession): Promise<SessionRow> {
+  const [inserted] = await db.insert(sessions).values(row).returning();
+  return inserted!;
+}
+
+export async function getSession(db: Db, params: { teamId: string; sessionId: string }): Promise<SessionRow | null> {
+  const [row] = await db
+    .select()
+    .from(sessions)
+    .where(and(eq(sessions.id, params.sessionId), eq(sessions.teamId, params.teamId)));
+  return row ?? null;
+}
+
+export interface SessionFilter {
+  teamId: string;
+  agentId?: string;
+  runtime?: string;
+  status?: string;
+  initiatorKeyId?: string;
+  createdAfter?: Date;
+  createdBefore?: Date;
+  /** the last id of the previous page */
+  after?: string;
+  limit: number;
+  includeArchived: boolean;
+}
+
+/** Newest first, paged by id (ulids sort by creation time). */
+export async function listSessions(db: Db, filter: SessionFilter): Promise<SessionRow[]> {
+  const where: SQL[] = [eq(sessions.teamId, filter.teamId)];
+  if (filter.agentId) where.push(eq(sessions.agentId, filter.agentId));
+  if (filter.runtime) where.push(eq(sessions.runtime, filter.runtime));
+  if (filter.status) where.push(eq(sessions.status, filter.status));
+  if (filter.initiatorKeyId) where.push(eq(sessions.initiatorKeyId, filter.initiatorKeyId));
+  if (filter.createdAfter) where.push(gte(sessions.createdAt, filter.createdAfter));
+  if (filter.createdBefore) where.push(lte(sessions.createdAt, filter.createdBefore));
+  if (filter.after) where.push(lt(sessions.id, filter.after));
+  if (!filter.includeArchived) where.push(isNull(sessions.archivedAt));
+  return db
+    .select()
+    .from(sessions)
+    .where(and(...where))
+    .orderBy(desc(sessions.id))
+    .limit(filter.limit);
+}
+
+export async function markSessionArchived(db: Db, params: { teamId: string; sessionId: string }) {
+  const [row] = await db
+    .update(sessions)
+    .set({ archivedAt: new Date(), updatedAt: new Date() })
+    .where(and(eq(sessions.id, params.sessionId), eq(sessions.teamId, params.teamId)))
+    .returning();
+  return row ?? null;
+}
+
+export async function setSessionStatus(db: Db, params: { sessionId: string; status: string; stopReason: unknown }) {
+  await db.update(sessions).set({ status: params.status, stopReason: params.stopReason, updatedAt: new Date() }).where(eq(sessions.id, params.sessionId));
+}
+
+// ---- approvals ---------------------------------------------------------------------------------------------
+
+export type ApprovalRow = typeof approvals.$inferSelect;
+
+export async function insertApproval(db: Db, row: typeof approvals.$inferInsert) {
+  await db.insert(approvals).values(row).onConflictDoNothing();
+}
+
+export async function getApproval(db: Db, params: { teamId: string; sessionId: string; toolUseId: string }) {
+  const [row] = await db
+    .select()
+    .from(approvals)
+    .where(and(eq(approvals.teamId, params.teamId), eq(approvals.sessionId, params.sessionId), eq(approvals.toolUseId, params.toolUseId)));
+  return row ?? null;
+}
+
+/** Moves a pending approval to its outcome; a second decision for the same call changes nothing. */
+export async function decideApproval(db: Db, params: { sessionId: string; toolUseId: string; status: 'allowed' | 'denied' | 'expired'; keyId: string | null; reason: string }) {
+  const [row] = await db
+    .update(approvals)
+    .set({ status: params.status, decidedAt: new Date(), decidedByKeyId: params.keyId, reason: params.reason })
+    .where(and(eq(approvals.sessionId, params.sessionId), eq(approvals.toolUseId, params.toolUseId), eq(approvals.status, 'pending')))
+    .returning();
+  return row ?? null;
+}
+
+export async function listPendingApprovals(db: Db, params: { teamId: string; sessionId?: string; limit: number }) {
+  const where = [eq(approvals.teamId, params.teamId), eq(approvals.status, 'pending')];
+  if (params.sessionId) where.push(eq(approvals.sessionId, params.sessionId));
+  return db.select().from(approvals).where(and(...where)).orderBy(desc(approvals.requestedAt)).limit(params.limit);
+}
+
+// ---- runtime references -------------------------------------------------------------------------------------
+
+export async function getRuntimeRef(db: Db, sessionId: string) {
+  const [row] = await db.select().from(runtimeSessions).where(eq(runtimeSessions.sessionId, sessionId));
+  return row ?? null;
+}
+
+export async function putRuntimeRef(db: Db, row: { sessionId: string; runtime: string; runtimeSessionId: string; state: Record<string, unknown> }) {
+  await db
+    .insert(runtimeSessions)
+    .values({ ...row, updatedAt: new Date() })
+    .onConflictDoUpdate({ target: runtimeSessions.sessionId, set: { runtimeSessionId: row.runtimeSessionId, state: row.state, updatedAt: new Date() } });
+}

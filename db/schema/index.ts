@@ -1,0 +1,6 @@
+export * from './teams';
+export * from './agents';
+export * from './credentials';
+export * from './sessions';
+export * from './ledger';
+export * from './audit';

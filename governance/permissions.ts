@@ -1,0 +1,34 @@
+/**
+ * Who may do what. The matrix is data so the API enforces it, the docs print it and the tests walk it.
+ * Everything is also scoped by team: a key never sees another team's resources (they answer 404).
+ */
+import type { Role } from './types';
+
+export const PERMISSIONS = [
+  'agents:read',
+  'agents:write',
+  'environments:read',
+  'environments:write',
+  'credentials:read',
+  'credentials:write',
+  'sessions:read',
+  'sessions:write',
+  'approvals:read',
+  'approvals:decide',
+  'audit:read',
+] as const;
+export type Permission = (typeof PERMISSIONS)[number];
+
+const READS: Permission[] = ['agents:read', 'environments:read', 'credentials:read', 'sessions:read', 'approvals:read'];
+
+export const ROLE_PERMISSIONS: Record<Role, ReadonlySet<Permission>> = {
+  admin: new Set(PERMISSIONS),
+  developer: new Set<Permission>([...READS, 'agents:write', 'environments:write', 'sessions:write']),
+  approver: new Set<Permission>(['agents:read', 'sessions:read', 'approvals:read', 'approvals:decide']),
+  viewer: new Set<Permission>([...READS, 'audit:read']),
+  service: new Set<Permission>(['agents:read', 'environments:read', 'sessions:read', 'sessions:write']),
+};
+
+export function can(role: Role, permission: Permission): boolean {
+  return ROLE_PERMISSIONS[role].has(permission);
+}

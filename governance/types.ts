@@ -1,0 +1,53 @@
+/**
+ * Types shared by the workflow sandbox, the activities and the API. Pure data: no I/O, no Node built-ins.
+ */
+
+/** Canonical tool names, the same on every runtime, so one policy governs them all. */
+export const CANONICAL_TOOLS = ['bash', 'read', 'write', 'edit', 'glob', 'grep', 'web_fetch', 'web_search', 'todo', 'task'] as const;
+/** `mcp:<server>:<tool>` names MCP tools; anything else a runtime invents is passed through as `other:<name>`. */
+export type CanonicalTool = (typeof CANONICAL_TOOLS)[number] | `mcp:${string}` | `other:${string}`;
+
+export type PolicyAction = 'allow' | 'ask' | 'deny';
+
+export interface PolicyRule {
+  /** a canonical tool name, `*` for any, or a prefix glob such as `mcp:github:*` */
+  tool: string;
+  /** glob over the call's subject (the bash command, the file path, the URL); absent = any */
+  pattern?: string;
+  action: PolicyAction;
+}
+
+export interface ToolPolicy {
+  rules: PolicyRule[];
+  default: PolicyAction;
+}
+
+export interface SessionBudget {
+  /** hard cap on what one session may spend, in USD */
+  max_cost_usd?: number;
+}
+
+export interface AgentSnapshot {
+  agentId: string;
+  version: number;
+  teamId: string;
+  name: string;
+  runtime: { type: 'opencode' | 'scripted'; config: Record<string, unknown> };
+  model: string;
+  /** an OpenAI-compatible endpoint for runtimes that take one; the key is a credential id, never a value */
+  modelProvider: { baseUrl: string; credentialId: string | null } | null;
+  system: string | null;
+  toolPolicy: ToolPolicy;
+  budget: SessionBudget;
+  approvalTimeoutSeconds: number;
+  idleTimeoutSeconds: number;
+}
+
+export interface Actor {
+  keyId: string;
+  role: Role;
+  teamId: string;
+}
+
+export const ROLES = ['admin', 'developer', 'approver', 'viewer', 'service'] as const;
+export type Role = (typeof ROLES)[number];

@@ -1,0 +1,12 @@
+/**
+ * What each runtime can do, as its adapter declares it. The API serves this and the README table is generated
+ * from it, so the two cannot drift from the adapters.
+ */
+import type { RuntimeCapabilities, RuntimeKind } from './runtime-adapter';
+const OPENCODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true } as const;
+import { SCRIPTED_CAPABILITIES } from './scripted.adapter';
+
+export const RUNTIME_CAPABILITIES: Record<RuntimeKind, RuntimeCapabilities> = {
+  opencode: OPENCODE_CAPABILITIES,
+  scripted: SCRIPTED_CAPABILITIES,
+};

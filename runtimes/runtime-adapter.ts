@@ -1,0 +1,127 @@
+/**
+ * The one contract every runtime sits behind.
+ *
+ * A turn is driven by the `runTurn` activity: it opens (or reattaches to) the runtime session, sends one user
+ * message, and streams canonical events into a sink until the turn ends or a tool call needs a person.
+ *
+ * What must stay true for every adapter:
+ * - Reattach, never redo. Before anything is sent, the adapter records (through `sink.checkpoint`) what it is
+ *   about to send and where its stream stands. A retried activity gets that state back in `ref.state` and must
+ *   resume the stream instead of sending the prompt again.
+ * - Every event carries a `sourceId` that is stable across replays of the same runtime event, so the event log
+ *   can drop duplicates.
+ * - `tool_use_id` on `agent.tool_use` / `agent.tool_result` is the runtime's own call id (PermissionRequest.callId);
+ *   the sink maps it to the public `agent.tool_use` event id, so the same call has one id everywhere.
+ * - Tool calls that the runtime lets us gate go through `sink.decide`. `allow`/`deny` are answered on the spot;
+ *   `ask` makes the adapter return `requires_action` with the runtime still blocked on that call. The workflow
+ *   then waits for a person and calls `runTurn` again with `{ kind: 'resume', decisions }`.
+ * - `sink.signal` aborts when the turn is cancelled (interrupt, budget): the adapter interrupts the runtime and
+ *   returns `{ status: 'interrupted' }`.
+ * - Secrets arrive in `TurnContext.secrets` only; they are never put in `ref.state`, events or errors.
+ */
+import type { AgentSnapshot, CanonicalTool } from '../governance/types';
+
+export type RuntimeKind = 'opencode' | 'scripted';
+
+export interface RuntimeCapabilities {
+  /** tool calls can be held for a decision (allow / deny / ask a person) */
+  approvals: boolean;
+  /** an in-flight turn can be stopped */
+  interrupt: boolean;
+  /** a retried activity resumes the runtime's stream without re-sending */
+  reattach: boolean;
+  /** where the price of a turn comes from */
+  cost: 'reported' | 'priced' | 'none';
+  /** events arrive while the turn runs, not only at its end */
+  streaming: boolean;
+}
+
+export interface TurnContext {
+  sessionId: string;
+  agent: AgentSnapshot;
+  /** a folder owned by this session (workspace, runtime state) under the worker's data directory */
+  workdir: string;
+  /** decrypted credential values, by purpose; never persisted */
+  secrets: { modelApiKey?: string };
+}
+
+/** What the adapter needs to find its runtime session again. JSON only, no secrets. */
+export interface RuntimeSessionRef {
+  sessionId: string;
+  runtimeSessionId: string;
+  state: Record<string, unknown>;
+}
+
+export type TurnInput =
+  /** `messageId` is deterministic per turn: the adapter uses it to tell "already sent" from "not yet sent". */
+  | { kind: 'message'; turnId: string; messageId: string; text: string }
+  | { kind: 'resume'; turnId: string; decisions: PermissionDecision[] };
+
+export interface ModelUsage {
+  input_tokens: number;
+  output_tokens: number;
+  cache_read_input_tokens: number;
+  cache_creation_input_tokens: number;
+}
+
+/** Canonical events, named after the Managed Agents vocabulary. `raw` may carry the native payload. */
+export type CanonicalEventBody =
+  | { type: 'agent.message'; content: Array<{ type: 'text'; text: string }> }
+  | { type: 'agent.thinking'; content: Array<{ type: 'text'; text: string }> }
+  | { type: 'agent.tool_use'; tool_use_id: string; name: CanonicalTool; input: Record<string, unknown>; evaluated_permission?: 'allow' | 'ask' | 'deny' }
+  | { type: 'agent.tool_result'; tool_use_id: string; content: Array<{ type: 'text'; text: string }>; is_error: boolean }
+  | { type: 'span.model_request_end'; model: string; model_usage: ModelUsage; cost_usd?: number; is_error: boolean }
+  | { type: 'session.error'; error: { type: string; message: string } };
+
+export type RuntimeEvent = CanonicalEventBody & {
+  /** stable id of the native event this came from: the event log's dedupe key */
+  sourceId: string;
+  raw?: unknown;
+};
+
+export interface PermissionRequest {
+  /** the runtime's own id for the pending request (used to answer it) */
+  requestId: string;
+  /** the runtime's id for the tool call */
+  callId: string;
+  tool: CanonicalTool;
+  input: Record<string, unknown>;
+}
+
+export interface PermissionDecision {
+  requestId: string;
+  behavior: 'allow' | 'deny';
+  message?: string;
+}
+
+export type Decision =
+  | { action: 'allow' | 'deny'; message?: string }
+  | { action: 'ask'; toolUseId: string };
+
+export interface TurnSink {
+  /** persist events (deduplicated by sourceId) before returning */
+  emit(events: RuntimeEvent[]): Promise<void>;
+  /** record adapter state (stream cursor, what was sent) so a retry can reattach */
+  checkpoint(state: Record<string, unknown>): Promise<void>;
+  /** decide a gated tool call; the sink records the `agent.tool_use` event with the decision */
+  decide(request: PermissionRequest): Promise<Decision>;
+  /** aborted when the turn must stop (interrupt, budget, activity cancellation) */
+  signal: AbortSignal;
+}
+
+export type TurnResult =
+  | { status: 'end_turn' }
+  | { status: 'requires_action'; pending: Array<{ requestId: string; toolUseId: string }> }
+  | { status: 'interrupted' }
+  | { status: 'error'; message: string; retryable: boolean };
+
+export interface RuntimeAdapter {
+  readonly kind: RuntimeKind;
+  readonly capabilities: RuntimeCapabilities;
+  /** start the runtime session, or reattach to `previous` when one was recorded */
+  open(ctx: TurnContext, previous: RuntimeSessionRef | null): Promise<RuntimeSessionRef>;
+  runTurn(ctx: TurnContext, ref: RuntimeSessionRef, input: TurnInput, sink: TurnSink): Promise<TurnResult>;
+  close(ref: RuntimeSessionRef): Promise<void>;
+}
+
+export type RuntimeRegistry = Partial<Record<RuntimeKind, RuntimeAdapter>>;

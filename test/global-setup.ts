@@ -1,0 +1,24 @@
+// Starts ONE Temporal dev server for the whole test run and hands its address to the tests:
+//
+//   import { inject } from "vitest";
+//   const connection = await Connection.connect({ address: inject("temporalAddress") });
+//
+// Test files share it, so each uses its own task queue and workflow ids. A test that needs to restart or kill the
+// server (durability) starts its own with startTemporalDevServer() instead of touching this one.
+// Set AGENTPLANE_TEST_TEMPORAL_ADDRESS to use a server you already run instead of starting one.
+import type { TestProject } from 'vitest/node';
+import { startTemporalDevServer } from './support/temporal-dev-server';
+
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const external = process.env.AGENTPLANE_TEST_TEMPORAL_ADDRESS;
+  if (external) {
+    project.provide('temporalAddress', external);
+    return async () => {};
+  }
+
+  const started = Date.now();
+  const server = await startTemporalDevServer();
+  console.error(`[global-setup] Temporal dev server on ${server.address} (ready in ${Date.now() - started} ms)`);
+  project.provide('temporalAddress', server.address);
+  return () => server.stop();
+}

@@ -1,0 +1,156 @@
+/**
+ * The whole platform for a test file: a fresh Postgres database, the shared Temporal dev server, a worker on its
+ * own task queue, and the API on a random port. Real components throughout.
+ */
+import type { AddressInfo } from 'node:net';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { serve, type ServerType } from '@hono/node-server';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection, type Worker } from '@temporalio/worker';
+import { inject } from 'vitest';
+import { createApp, type App } from '../../api/create-app';
+import { openDatabase, type Database } from '../../db/client';
+import { createApiKey, createTeam } from '../../db/queries/teams';
+import { createVault, generateMasterKeySpec, type Vault } from '../../db/vault';
+import type { Role } from '../../governance/types';
+import { RUNTIME_CAPABILITIES } from '../../runtimes/capabilities';
+import type { RuntimeRegistry } from '../../runtimes/runtime-adapter';
+import { createSessionWorker } from '../../worker/create-worker';
+import { createTestDatabase, type TestDatabase } from './postgres';
+
+export interface Stack {
+  url: string;
+  adminKey: string;
+  teamId: string;
+  db: Database;
+  databaseUrl: string;
+  masterKey: string;
+  vault: Vault;
+  temporal: Client;
+  temporalAddress: string;
+  taskQueue: string;
+  dataDir: string;
+  app: App;
+  /** a key of the given role in the stack's team, or in a new team */
+  key(role: Role, team?: 'own' | 'other'): Promise<string>;
+  /** fetch with the admin key (or another) and JSON in and out */
+  call(method: string, path: string, body?: unknown, key?: string): Promise<{ status: number; body: any; headers: Headers }>;
+  startWorker(runtimes: RuntimeRegistry): Promise<void>;
+  stopWorker(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startStack(opts: { runtimes?: RuntimeRegistry; worker?: boolean } = {}): Promise<Stack> {
+  const testDb: TestDatabase = await createTestDatabase();
+  const db = await openDatabase({ url: testDb.url });
+  const masterKey = generateMasterKeySpec();
+  const vault = createVault(masterKey);
+  const team = await createTeam(db.db, { name: 'acme' });
+  const admin = await createApiKey(db.db, { teamId: team.id, name: 'admin', role: 'admin' });
+  const temporalAddress = inject('temporalAddress');
+  const connection = await Connection.connect({ address: temporalAddress });
+  const temporal = new Client({ connection });
+  const taskQueue = `test-${Math.random().toString(36).slice(2, 10)}`;
+  const dataDir = await mkdtemp(join(tmpdir(), 'agentplane-test-'));
+  const app = createApp({ db: db.db, vault, temporal, taskQueue, capabilities: RUNTIME_CAPABILITIES, streamPollMs: 50 });
+  const server: ServerType = await new Promise((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
+  });
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+  let worker: Worker | null = null;
+  let workerRun: Promise<void> | null = null;
+  let workerConnection: NativeConnection | null = null;
+  const otherTeams = new Map<string, string>();
+
+  const stack: Stack = {
+    url,
+    adminKey: admin.plain,
+    teamId: team.id,
+    db,
+    databaseUrl: testDb.url,
+    masterKey,
+    vault,
+    temporal,
+    temporalAddress,
+    taskQueue,
+    dataDir,
+    app,
+    async key(role, which = 'own') {
+      let teamId = team.id;
+      if (which === 'other') {
+        teamId = otherTeams.get('other') ?? (await createTeam(db.db, { name: `other-${Math.random().toString(36).slice(2)}` })).id;
+        otherTeams.set('other', teamId);
+      }
+      return (await createApiKey(db.db, { teamId, name: `${role} key`, role })).plain;
+    },
+    async call(method, path, body, key) {
+      const res = await fetch(`${url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${key ?? admin.plain}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+      });
+      const text = await res.text();
+      let parsed: unknown = text;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        // not JSON: keep the text
+      }
+      return { status: res.status, body: parsed, headers: res.headers };
+    },
+    async startWorker(runtimes) {
+      workerConnection = await NativeConnection.connect({ address: temporalAddress });
+      worker = await createSessionWorker({ connection: workerConnection, namespace: 'default', taskQueue, deps: { db: db.db, vault, runtimes, dataDir } });
+      workerRun = worker.run();
+    },
+    async stopWorker() {
+      if (worker) {
+        worker.shutdown();
+        await workerRun;
+        await workerConnection?.close();
+        worker = null;
+      }
+    },
+    async stop() {
+      await stack.stopWorker();
+      await new Promise((resolve) => server.close(resolve));
+      await connection.close();
+      await db.close();
+      await testDb.drop();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+  if (opts.worker !== false && opts.runtimes) await stack.startWorker(opts.runtimes);
+  return stack;
+}
+
+/** Polls until `check` returns a value (not undefined), or fails with the last value seen. */
+export async function eventually<T>(check: () => Promise<T | undefined>, opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {}): Promise<T> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${opts.what ?? 'a condition'}`);
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 100));
+  }
+}
+
+/** Waits until the session has the given status and (optionally) stop reason type. */
+export async function waitForStatus(stack: Stack, sessionId: string, status: string, stopReason?: string, timeoutMs = 30_000) {
+  return eventually(
+    async () => {
+      const res = await stack.call('GET', `/v1/sessions/${sessionId}`);
+      if (res.body.status === status && (stopReason === undefined || res.body.stop_reason?.type === stopReason)) return res.body;
+      return undefined;
+    },
+    { timeoutMs, what: `session ${sessionId} to be ${status}${stopReason ? `/${stopReason}` : ''}` },
+  );
+}
+
+export async function eventsOf(stack: Stack, sessionId: string): Promise<any[]> {
+  const res = await stack.call('GET', `/v1/sessions/${sessionId}/events?limit=1000`);
+  return res.body.data;
+}

@@ -1,0 +1,14 @@
+import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
+import type { RuntimeRegistry } from '../runtimes/runtime-adapter';
+import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+
+export const RUNTIME_NAMES = ['opencode', 'scripted'] as const;
+
+export function buildRuntimes(names: ReadonlyArray<(typeof RUNTIME_NAMES)[number]>, opts: { dataDir: string; opencodeBin?: string }): RuntimeRegistry {
+  const registry: RuntimeRegistry = {};
+  for (const name of names) {
+    if (name === 'opencode') registry.opencode = createOpenCodeAdapter({ dataDir: opts.dataDir, binaryPath: opts.opencodeBin });
+    if (name === 'scripted') registry.scripted = createScriptedAdapter();
+  }
+  return registry;
+}

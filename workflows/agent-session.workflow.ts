@@ -1,0 +1,229 @@
+/**
+ * agentSession: one workflow per session, workflow id = session id.
+ *
+ * The workflow owns the session's state (status, policy version, spend) and every decision that waits for a
+ * person. Everything that touches the world — the runtime, the event log, the ledger, the audit log — happens
+ * in activities. Temporal history is the durable record: a worker that dies mid-turn is replaced and the turn
+ * is reattached by the next attempt of `runTurn`.
+ */
+import {
+  ActivityCancellationType,
+  CancellationScope,
+  allHandlersFinished,
+  condition,
+  continueAsNew,
+  isCancellation,
+  log,
+  proxyActivities,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { SessionActivities, TurnOutcome } from '../activities/types';
+import { checkSessionBudget } from '../governance/budget';
+import type { ToolPolicy } from '../governance/types';
+import type { PermissionDecision, TurnInput } from '../runtimes/runtime-adapter';
+import {
+  archiveSignal,
+  interruptSignal,
+  policyUpdateSignal,
+  sessionStateQuery,
+  toolConfirmationSignal,
+  userMessageSignal,
+  type PendingApproval,
+  type QueuedMessage,
+  type SessionStatus,
+  type SessionWorkflowInput,
+  type StopReason,
+} from './definitions';
+
+/** Continue-as-new after this many turns even if the server has not suggested it: keeps replay cheap. */
+const TURNS_PER_RUN = 200;
+
+const bookkeeping = proxyActivities<SessionActivities>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
+});
+
+const turns = proxyActivities<SessionActivities>({
+  startToCloseTimeout: '2 hours',
+  // a worker that dies mid-turn is noticed within this and the turn retried (and reattached) elsewhere
+  heartbeatTimeout: '10 seconds',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  retry: { initialInterval: '1 second', maximumInterval: '10 seconds', maximumAttempts: 10 },
+});
+
+export async function agentSession(input: SessionWorkflowInput): Promise<{ stopReason: StopReason | null }> {
+  const { sessionId, agent } = input;
+  const carried = input.carried;
+  let status: SessionStatus = 'idle';
+  let stopReason: StopReason | null = carried?.stopReason ?? null;
+  let turn = carried?.turn ?? 0;
+  let spentMicros = carried?.spentMicros ?? 0;
+  let policy: ToolPolicy = carried?.policy ?? agent.toolPolicy;
+  let policyVersion = carried?.policyVersion ?? 0;
+  const queue: QueuedMessage[] = [...input.initialMessages];
+  const pending = new Map<string, PendingApproval>();
+  let archived = false;
+  let interruptRequested = false;
+  let turnScope: CancellationScope | null = null;
+
+  setHandler(userMessageSignal, (message) => {
+    if (!queue.some((queued) => queued.eventId === message.eventId)) queue.push(message);
+  });
+  setHandler(toolConfirmationSignal, (confirmation) => {
+    const approval = pending.get(confirmation.toolUseId);
+    // a confirmation for something no longer pending (decided, timed out, replayed signal) changes nothing
+    if (!approval || approval.decision) return;
+    approval.decision = { result: confirmation.result, message: confirmation.denyMessage, actor: confirmation.actor };
+  });
+  setHandler(interruptSignal, () => {
+    interruptRequested = true;
+    queue.length = 0;
+    turnScope?.cancel();
+  });
+  setHandler(archiveSignal, () => {
+    archived = true;
+    turnScope?.cancel();
+  });
+  setHandler(policyUpdateSignal, (update) => {
+    if (update.version > policyVersion) {
+      policy = update.policy;
+      policyVersion = update.version;
+    }
+  });
+  setHandler(sessionStateQuery, () => ({
+    status,
+    stopReason,
+    turn,
+    spentMicros,
+    policyVersion,
+    queuedMessages: queue.length,
+    pendingApprovals: [...pending.values()].filter((p) => !p.decision).map((p) => ({ toolUseId: p.toolUseId })),
+  }));
+
+  async function setStatus(next: SessionStatus, reason: StopReason | null, sourceId: string, eventIds: string[] = []) {
+    status = next;
+    stopReason = reason;
+    const type = next === 'terminated' ? 'session.status_terminated' : next === 'running' ? 'session.status_running' : 'session.status_idle';
+    const payload: Record<string, unknown> = next === 'running' ? {} : { stop_reason: reason };
+    if (reason?.type === 'requires_action') payload.stop_reason = { type: 'requires_action', event_ids: eventIds };
+    await bookkeeping.recordEvents({ sessionId, events: [{ sourceId, type, payload }], status: { status: next, stopReason: reason } });
+  }
+
+  /** One user message, from sending it to the end of the runtime's turn, approvals included. */
+  async function runOneTurn(message: QueuedMessage): Promise<void> {
+    turn += 1;
+    const turnId = `t${turn}`;
+    await bookkeeping.recordEvents({
+      sessionId,
+      events: [{ id: message.eventId, sourceId: `msg:${message.eventId}`, type: 'user.message', payload: { content: [{ type: 'text', text: message.text }] } }],
+    });
+
+    const budget = checkSessionBudget(input.budget, spentMicros);
+    if (!budget.ok) {
+      log.info('turn refused: budget reached', { sessionId, reason: budget.reason });
+      await setStatus('idle', { type: 'budget_reached' }, `${turnId}:budget`);
+      return;
+    }
+
+    await setStatus('running', null, `${turnId}:running`);
+    let turnInput: TurnInput = { kind: 'message', turnId, messageId: `${sessionId}:${turnId}`, text: message.text };
+    for (let leg = 0; ; leg++) {
+      const outcome = await runLeg(turnId, leg, turnInput);
+      if (outcome === 'cancelled') {
+        await setStatus('idle', { type: 'interrupted' }, `${turnId}:${leg}:interrupted`);
+        return;
+      }
+      spentMicros = outcome.spentMicros;
+      const result = outcome.result;
+      if (result.status === 'requires_action') {
+        const decisions = await awaitDecisions(turnId, leg, result.pending);
+        if (interruptRequested || archived) {
+          // the runtime is still blocked on the call: release it with a refusal and stop the turn
+          turnInput = { kind: 'resume', turnId, decisions: decisions.map((d) => ({ ...d, behavior: 'deny' as const, message: 'interrupted' })) };
+          await runLeg(turnId, leg + 1, turnInput, true);
+          await setStatus('idle', { type: 'interrupted' }, `${turnId}:${leg}:interrupted`);
+          return;
+        }
+        await setStatus('running', null, `${turnId}:${leg}:resumed`);
+        turnInput = { kind: 'resume', turnId, decisions };
+        continue;
+      }
+      if (outcome.retriesExhausted) await setStatus('idle', { type: 'retries_exhausted', message: result.status === 'error' ? result.message : '' }, `${turnId}:${leg}:end`);
+      else if (outcome.budgetReached) await setStatus('idle', { type: 'budget_reached' }, `${turnId}:${leg}:end`);
+      else if (result.status === 'end_turn') await setStatus('idle', { type: 'end_turn' }, `${turnId}:${leg}:end`);
+      else if (result.status === 'interrupted') await setStatus('idle', { type: 'interrupted' }, `${turnId}:${leg}:end`);
+      else await setStatus('idle', { type: 'error', message: result.message }, `${turnId}:${leg}:end`);
+      return;
+    }
+  }
+
+  /** One activity call of a turn; a turn has several when it stops for approvals. */
+  async function runLeg(turnId: string, leg: number, turnInput: TurnInput, uncancellable = false): Promise<TurnOutcome | 'cancelled'> {
+    const call = () =>
+      turns.runTurn({ sessionId, turnId, leg, agent, initiator: input.initiator, input: turnInput, policy, policyVersion, budget: input.budget });
+    if (uncancellable) return CancellationScope.nonCancellable(call);
+    turnScope = new CancellationScope();
+    try {
+      return await turnScope.run(call);
+    } catch (err) {
+      if (isCancellation(err)) return 'cancelled';
+      const message = err instanceof Error ? err.message : String(err);
+      return { result: { status: 'error', message, retryable: false }, spentMicros, budgetReached: false, retriesExhausted: true };
+    } finally {
+      turnScope = null;
+    }
+  }
+
+  /** Waits, durably, for a person to decide each pending tool call; what is still undecided at the deadline is denied. */
+  async function awaitDecisions(turnId: string, leg: number, requests: Array<{ requestId: string; toolUseId: string }>): Promise<PermissionDecision[]> {
+    for (const request of requests) pending.set(request.toolUseId, { ...request, decision: null });
+    await setStatus('requires_action', { type: 'requires_action', event_ids: [] }, `${turnId}:${leg}:requires_action`, requests.map((r) => r.toolUseId));
+    const decided = () => requests.every((r) => pending.get(r.toolUseId)?.decision);
+    const inTime = await condition(() => decided() || interruptRequested || archived, `${agent.approvalTimeoutSeconds} seconds`);
+    const decisions: PermissionDecision[] = [];
+    for (const request of requests) {
+      const approval = pending.get(request.toolUseId) as PendingApproval;
+      const decision = approval.decision;
+      const expired = !decision;
+      const behavior = decision?.result ?? 'deny';
+      const message = decision?.message ?? (expired ? (inTime ? 'interrupted' : 'approval timed out') : undefined);
+      await bookkeeping.recordDecision({
+        sessionId,
+        toolUseId: request.toolUseId,
+        result: behavior,
+        actor: decision?.actor ?? null,
+        reason: expired ? (inTime ? 'interrupted before a decision' : `no decision within ${agent.approvalTimeoutSeconds}s: default deny`) : `decided by ${decision.actor.keyId}`,
+        denyMessage: message ?? null,
+      });
+      pending.delete(request.toolUseId);
+      decisions.push({ requestId: request.requestId, behavior, message });
+    }
+    return decisions;
+  }
+
+  // ---- main loop ------------------------------------------------------------------------------------------
+  if (!carried) await setStatus('idle', null, 'created');
+  for (;;) {
+    const woke = await condition(() => queue.length > 0 || archived, `${agent.idleTimeoutSeconds} seconds`);
+    if (archived || !woke) break;
+    interruptRequested = false;
+    const message = queue.shift() as QueuedMessage;
+    await runOneTurn(message);
+    if (archived) break;
+    if (queue.length === 0 && (workflowInfo().continueAsNewSuggested || turn % TURNS_PER_RUN === 0)) {
+      await condition(allHandlersFinished);
+      await continueAsNew<typeof agentSession>({
+        ...input,
+        initialMessages: [],
+        carried: { turn, spentMicros, policy, policyVersion, stopReason },
+      });
+    }
+  }
+
+  const reason: StopReason = archived ? { type: 'archived' } : { type: 'idle_timeout' };
+  await setStatus('terminated', reason, 'terminated');
+  await bookkeeping.closeRuntime({ sessionId, runtime: agent.runtime.type });
+  await condition(allHandlersFinished);
+  return { stopReason: reason };
+}
