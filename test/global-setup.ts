@@ -1,7 +1,7 @@
 // Starts ONE Temporal dev server for the whole test run and hands its address to the tests:
 //
-//   import { inject } from "vitest";
-//   const connection = await Connection.connect({ address: inject("temporalAddress") });
+//   import { inject } from 'vitest';
+//   const connection = await Connection.connect({ address: inject('temporalAddress') });
 //
 // Test files share it, so each uses its own task queue and workflow ids. A test that needs to restart or kill the
 // server (durability) starts its own with startTemporalDevServer() instead of touching this one.
