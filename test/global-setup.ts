@@ -7,7 +7,7 @@
 // server (durability) starts its own with startTemporalDevServer() instead of touching this one.
 // Set AGENTPLANE_TEST_TEMPORAL_ADDRESS to use a server you already run instead of starting one.
 import type { TestProject } from 'vitest/node';
-import { startTemporalDevServer } from './support/temporal-dev-server';
+import { startTemporalDevServer } from '../scripts/temporal-dev-server';
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const external = process.env.AGENTPLANE_TEST_TEMPORAL_ADDRESS;

@@ -37,7 +37,7 @@ import {
 } from './definitions';
 
 /** Continue-as-new after this many turns even if the server has not suggested it: keeps replay cheap. */
-const TURNS_PER_RUN = 200;
+const DEFAULT_TURNS_PER_RUN = 200;
 
 const bookkeeping = proxyActivities<SessionActivities>({
   startToCloseTimeout: '30 seconds',
@@ -211,11 +211,12 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
     const message = queue.shift() as QueuedMessage;
     await runOneTurn(message);
     if (archived) break;
-    if (queue.length === 0 && (workflowInfo().continueAsNewSuggested || turn % TURNS_PER_RUN === 0)) {
+    if (workflowInfo().continueAsNewSuggested || turn % (input.turnsPerRun ?? DEFAULT_TURNS_PER_RUN) === 0) {
       await condition(allHandlersFinished);
       await continueAsNew<typeof agentSession>({
         ...input,
-        initialMessages: [],
+        // a message that arrived while handlers finished is carried, not dropped
+        initialMessages: [...queue],
         carried: { turn, spentMicros, policy, policyVersion, stopReason },
       });
     }

@@ -35,6 +35,8 @@ export interface SessionWorkflowInput {
   trigger: SessionTrigger;
   budget: SessionBudget;
   initialMessages: QueuedMessage[];
+  /** continue-as-new after this many turns (default 200) even if the server has not suggested it */
+  turnsPerRun?: number;
   /** set when the workflow continues as new */
   carried?: CarriedState;
 }

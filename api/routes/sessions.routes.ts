@@ -202,31 +202,39 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
       }
       const initialMessages = (body.initial_events ?? []).map((event, i) => ({ eventId: stableId('sevt', sessionId, 'initial', String(i)), text: textOf(event.content) }));
 
-      const row = await db.transaction(async (tx) => {
-        const inserted = await insertSession(tx, {
-          id: sessionId,
-          teamId: actor.teamId,
-          agentId: snapshot.agentId,
-          agentVersion: snapshot.version,
-          runtime: snapshot.runtime.type,
-          environmentId: body.environment_id ?? null,
-          title: body.title ?? null,
-          metadata: body.metadata ?? {},
-          status: 'idle',
-          initiatorKeyId: actor.keyId,
-          trigger: 'api',
-          budget,
+      let row: SessionRow;
+      try {
+        row = await db.transaction(async (tx) => {
+          const inserted = await insertSession(tx, {
+            id: sessionId,
+            teamId: actor.teamId,
+            agentId: snapshot.agentId,
+            agentVersion: snapshot.version,
+            runtime: snapshot.runtime.type,
+            environmentId: body.environment_id ?? null,
+            title: body.title ?? null,
+            metadata: body.metadata ?? {},
+            status: 'idle',
+            initiatorKeyId: actor.keyId,
+            trigger: 'api',
+            budget,
+          });
+          await appendAudit(tx, {
+            ...auditActor(actor, c.get('requestId')),
+            action: 'session.create',
+            target: sessionId,
+            decision: 'ok',
+            reason: 'sessions:write',
+            data: { agent_id: snapshot.agentId, agent_version: snapshot.version, runtime: snapshot.runtime.type },
+          });
+          return inserted;
         });
-        await appendAudit(tx, {
-          ...auditActor(actor, c.get('requestId')),
-          action: 'session.create',
-          target: sessionId,
-          decision: 'ok',
-          reason: 'sessions:write',
-          data: { agent_id: snapshot.agentId, agent_version: snapshot.version, runtime: snapshot.runtime.type },
-        });
-        return inserted;
-      });
+      } catch (err) {
+        // a concurrent request with the same Idempotency-Key inserted the row first: it starts the workflow
+        const existing = idempotencyKey ? await getSession(db, { teamId: actor.teamId, sessionId }) : null;
+        if (existing) return c.json(await sessionResponse(existing), 200);
+        throw err;
+      }
 
       const input: SessionWorkflowInput = { sessionId, agent: snapshot, initiator: actor, trigger: 'api', budget, initialMessages };
       try {
@@ -325,10 +333,11 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
     async (c) => {
       const actor = c.get('actor');
       const { events } = c.req.valid('json');
+      // the permission first, as on every route: a key that may not do this learns nothing about the session
+      for (const event of events) requirePermission(actor, event.type === 'user.tool_confirmation' ? 'approvals:decide' : 'sessions:write');
       const session = await loadSession(actor, c.req.valid('param').session_id);
       // check every event before sending any: a batch is taken whole or not at all
       for (const [i, event] of events.entries()) {
-        requirePermission(actor, event.type === 'user.tool_confirmation' ? 'approvals:decide' : 'sessions:write');
         if (session.status === 'terminated' || session.archivedAt) throw new ApiError(409, 'session.not_accepting', `session ${session.id} has ended`);
         if (event.type === 'user.tool_confirmation') {
           const approval = await getApproval(db, { teamId: actor.teamId, sessionId: session.id, toolUseId: event.tool_use_id });
@@ -368,7 +377,9 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
       const session = await loadSession(actor, c.req.valid('param').session_id);
       const q = c.req.valid('query');
       const cursor = q.page === undefined ? undefined : Number(q.page);
-      if (cursor !== undefined && !Number.isInteger(cursor)) throw new ApiError(400, 'request.invalid', 'query.page: not a cursor returned by this endpoint');
+      if (cursor !== undefined && !Number.isInteger(cursor)) {
+        throw new ApiError(400, 'request.invalid', 'query.page: not a cursor returned by this endpoint', [{ name: 'query.page', reason: 'not a cursor returned by this endpoint' }]);
+      }
       const rows = await listEvents(db, {
         sessionId: session.id,
         limit: q.limit,

@@ -50,7 +50,7 @@ export const AgentDefinitionSchema = z.object({
   tool_policy: ToolPolicySchema.optional(),
   budget: z.object({ max_cost_usd: z.number().positive().max(1_000_000) }).optional(),
   approval_timeout_seconds: z.number().int().min(1).max(30 * 86400).optional(),
-  idle_timeout_seconds: z.number().int().min(10).max(365 * 86400).optional(),
+  idle_timeout_seconds: z.number().int().min(1).max(365 * 86400).optional(),
 });
 export type AgentDefinition = z.infer<typeof AgentDefinitionSchema>;
 

@@ -36,7 +36,7 @@ export interface TemporalDevServer {
   restart(options?: StopOptions): Promise<void>;
 }
 
-const ENSURE_TEMPORAL_SCRIPT = fileURLToPath(new URL('../../scripts/ensure-temporal.sh', import.meta.url));
+const ENSURE_TEMPORAL_SCRIPT = fileURLToPath(new URL('./ensure-temporal.sh', import.meta.url));
 const STOP_GRACE_MS = 10_000;
 const OUTPUT_TAIL_CHARS = 8_000;
 

@@ -1,0 +1,1087 @@
+/**
+ * OpenCode behind the RuntimeAdapter contract: one `opencode serve` process per agentplane session.
+ *
+ * API family: the classic (v1) HTTP API — `POST /session`, `POST /session/{id}/prompt_async`, the `/event` SSE bus,
+ * `GET /session/{id}/message`, `GET /permission`, `POST /permission/{id}/reply`, `POST /session/{id}/abort`.
+ * The v2 API (`/api/session/{id}/event?after=seq`) replays durably, but in 1.18.33 it reports `cost: 0` on every
+ * step (no USD cost, which agentplane charges from), answers `POST /api/session/{id}/wait` with 503, and keeps its
+ * permission requests off the durable stream anyway. v1 loses nothing we need on a reattach: every canonical event
+ * we emit is derived from a *final* state (a finished text part, a completed or failed tool part, a step-finish
+ * part, an assistant message's error), and all of those are in the session history that `GET /session/{id}/message`
+ * returns. So the "stream position" of a turn is simply its user message id: a retried activity re-reads the turn's
+ * messages (the sink drops what it already has by `sourceId`), lists pending permissions, and follows `/event`.
+ *
+ * What must stay true:
+ * - The prompt is sent at most once. Its OpenCode message id is chosen and checkpointed before sending; a retry
+ *   looks that id up in the history and only sends when it is absent.
+ * - Every tool call is gated by agentplane: the session is created with a `*: ask` permission rule (session rules are
+ *   evaluated last, so a repository's own opencode.json cannot loosen them) and every `permission.asked` goes
+ *   through `sink.decide`. A deny is always sent with a message: OpenCode stops the whole turn on a bare reject,
+ *   while a reject with feedback hands the refusal to the model, which carries on.
+ * - The model API key reaches the server as an environment variable referenced by `{env:…}` in the config; it is
+ *   never written to disk, into `ref.state`, events or errors. The server itself requires HTTP basic auth with a
+ *   random password kept in a 0600 file next to its data (not in `ref.state`), because `GET /config` shows the
+ *   resolved key to anyone who can call it. The server gets a minimal environment, not the worker's.
+ * - The server runs in its own process group and outlives a killed worker; `ref.state.server` says where it is.
+ */
+import { spawn } from 'node:child_process';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { createServer } from 'node:net';
+import { dirname, join } from 'node:path';
+import type { CanonicalTool } from '../governance/types';
+import { DEFAULT_PRICES, type ModelPrice } from '../governance/pricing';
+import type {
+  Decision,
+  PermissionRequest,
+  RuntimeAdapter,
+  RuntimeCapabilities,
+  RuntimeEvent,
+  RuntimeSessionRef,
+  TurnContext,
+  TurnInput,
+  TurnResult,
+  TurnSink,
+} from './runtime-adapter';
+
+export const OPENCODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true } as const satisfies RuntimeCapabilities;
+
+export interface AdapterLogger {
+  debug?(msg: string, meta?: Record<string, unknown>): void;
+  info(msg: string, meta?: Record<string, unknown>): void;
+  warn(msg: string, meta?: Record<string, unknown>): void;
+}
+
+export interface OpenCodeAdapterOptions {
+  /** the `opencode` binary; default: the one shipped by the `opencode-ai` package, else `opencode` on PATH */
+  binaryPath?: string;
+  /** runtime state (home, config, server log, OpenCode's own database) lives in `<dataDir>/opencode/<sessionId>` */
+  dataDir: string;
+  logger?: AdapterLogger;
+  /** USD per million tokens, so OpenCode can report cost; `agent.runtime.config.cost` wins. Default: governance prices */
+  prices?: Record<string, ModelPrice>;
+  /** environment the server inherits (PATH, locale…); the worker's own environment is not passed on */
+  baseEnv?: Record<string, string | undefined>;
+  /** how long a server may take to answer after spawn (default 30 s) */
+  startTimeoutMs?: number;
+  /** how long the session may look idle with its turn unfinished before the turn is called over (default 3 s) */
+  idleGraceMs?: number;
+}
+
+/** Where the runtime is; the only thing `ref.state` needs besides the turn in flight. JSON, no secrets. */
+interface ServerLocation {
+  pid: number;
+  port: number;
+}
+
+interface TurnRecord {
+  turnId: string;
+  /** agentplane's message id for the turn */
+  messageId: string;
+  /** the OpenCode id the prompt is (or will be) sent under */
+  openCodeMessageId: string;
+}
+
+interface OpenCodeState extends Record<string, unknown> {
+  server?: ServerLocation;
+  turn?: TurnRecord;
+}
+
+/** Kept next to the runtime's data, mode 0600: how to reach and authenticate to the server. */
+interface ServerFile extends ServerLocation {
+  password: string;
+  /** HMAC of the model key under the password: tells a rotated key apart without storing the key */
+  keyFingerprint: string;
+  startedAt: string;
+}
+
+const PROVIDER_ID = 'agentplane';
+/** while events flow, history is still re-read this often, in case the bus dropped one */
+const FULL_RECONCILE_MS = 10_000;
+const KEY_ENV = 'AGENTPLANE_MODEL_API_KEY';
+const SERVER_USER = 'opencode';
+
+export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdapter {
+  const log: AdapterLogger = opts.logger ?? { info() {}, warn() {} };
+  const binary = opts.binaryPath ?? defaultBinary();
+  const startTimeoutMs = opts.startTimeoutMs ?? 30_000;
+  const idleGraceMs = opts.idleGraceMs ?? 3_000;
+
+  function layout(sessionId: string) {
+    const root = join(opts.dataDir, 'opencode', sessionId);
+    const home = join(root, 'home');
+    return {
+      root,
+      home,
+      config: join(root, 'opencode.json'),
+      serverFile: join(root, 'server.json'),
+      log: join(root, 'server.log'),
+    };
+  }
+
+  function priceFor(ctx: TurnContext): ModelPrice | undefined {
+    const configured = (ctx.agent.runtime.config as { cost?: ModelPrice }).cost;
+    return configured ?? opts.prices?.[ctx.agent.model] ?? DEFAULT_PRICES[ctx.agent.model];
+  }
+
+  function buildConfig(ctx: TurnContext): Record<string, unknown> {
+    if (!ctx.agent.modelProvider) throw new Error('the opencode runtime needs agent.modelProvider.baseUrl');
+    const rc = ctx.agent.runtime.config as { contextLimit?: number; outputLimit?: number };
+    const price = priceFor(ctx);
+    const model = ctx.agent.model;
+    return {
+      $schema: 'https://opencode.ai/config.json',
+      model: `${PROVIDER_ID}/${model}`,
+      small_model: `${PROVIDER_ID}/${model}`,
+      autoupdate: false,
+      share: 'disabled',
+      snapshot: false,
+      enabled_providers: [PROVIDER_ID],
+      provider: {
+        [PROVIDER_ID]: {
+          npm: '@ai-sdk/openai-compatible',
+          name: 'agentplane',
+          // `{env:…}` is resolved by OpenCode when it loads the config: the key stays in the process environment
+          options: { baseURL: ctx.agent.modelProvider.baseUrl, apiKey: `{env:${KEY_ENV}}` },
+          models: {
+            [model]: {
+              name: model,
+              tool_call: true,
+              limit: { context: rc.contextLimit ?? 200_000, output: rc.outputLimit ?? 32_000 },
+              ...(price ? { cost: price } : {}),
+            },
+          },
+        },
+      },
+      // belt and braces: the session's own rules (see createSession) are what gate calls
+      permission: { '*': 'ask', question: 'deny' },
+    };
+  }
+
+  async function readServerFile(path: string): Promise<ServerFile | null> {
+    try {
+      return JSON.parse(await readFile(path, 'utf8')) as ServerFile;
+    } catch {
+      return null;
+    }
+  }
+
+  function clientFor(file: ServerFile, ctx: TurnContext | null): OpenCodeClient {
+    return new OpenCodeClient(`http://127.0.0.1:${file.port}`, file.password, ctx?.secrets.modelApiKey);
+  }
+
+  async function startServer(ctx: TurnContext): Promise<ServerFile> {
+    const dirs = layout(ctx.sessionId);
+    const xdg = {
+      XDG_CONFIG_HOME: join(dirs.home, '.config'),
+      XDG_DATA_HOME: join(dirs.home, '.local', 'share'),
+      XDG_STATE_HOME: join(dirs.home, '.local', 'state'),
+      XDG_CACHE_HOME: join(dirs.home, '.cache'),
+    };
+    for (const dir of [dirs.root, ctx.workdir, ...Object.values(xdg)]) await mkdir(dir, { recursive: true });
+    const config = buildConfig(ctx);
+    await writeFile(dirs.config, `${JSON.stringify(config, null, 2)}\n`);
+    const password = randomBytes(24).toString('hex');
+    const key = ctx.secrets.modelApiKey ?? '';
+    const base = opts.baseEnv ?? pickEnv(process.env, ['PATH', 'LANG', 'LC_ALL', 'TZ', 'TERM']);
+    const env: Record<string, string> = {
+      ...(Object.fromEntries(Object.entries(base).filter(([, v]) => v !== undefined)) as Record<string, string>),
+      HOME: dirs.home,
+      ...xdg,
+      OPENCODE_DISABLE_MODELS_FETCH: '1',
+      OPENCODE_DISABLE_AUTOUPDATE: '1',
+      OPENCODE_DISABLE_LSP_DOWNLOAD: '1',
+      OPENCODE_DISABLE_SHARE: '1',
+      OPENCODE_CONFIG: dirs.config,
+      // the same config again with the highest precedence, so a repository's opencode.json cannot point the
+      // provider (and its key) elsewhere or loosen permissions
+      OPENCODE_CONFIG_CONTENT: JSON.stringify(config),
+      OPENCODE_SERVER_USERNAME: SERVER_USER,
+      OPENCODE_SERVER_PASSWORD: password,
+      [KEY_ENV]: key,
+    };
+
+    let lastError = 'not started';
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const port = await freePort();
+      const out = openSync(dirs.log, 'a');
+      // detached: its own process group, so a SIGKILLed worker leaves the runtime (and its in-flight turn) running
+      const child = spawn(binary, ['serve', '--hostname', '127.0.0.1', '--port', String(port)], { cwd: ctx.workdir, env, detached: true, stdio: ['ignore', out, out] });
+      closeSync(out);
+      let exited: string | null = null;
+      const onExit = (code: number | null, signal: string | null) => (exited = `exited (${code ?? signal})`);
+      const onError = (err: Error) => (exited = err.message);
+      child.once('exit', onExit);
+      child.once('error', onError);
+      const file: ServerFile = { pid: child.pid ?? -1, port, password, keyFingerprint: fingerprint(password, key), startedAt: new Date().toISOString() };
+      const client = clientFor(file, ctx);
+      const deadline = Date.now() + startTimeoutMs;
+      let healthy = false;
+      while (Date.now() < deadline && exited === null) {
+        healthy = await client.healthy();
+        if (healthy) break;
+        await sleep(150);
+      }
+      child.off('exit', onExit);
+      child.off('error', onError);
+      child.unref();
+      if (healthy && file.pid > 0) {
+        await writeFile(dirs.serverFile, JSON.stringify(file), { mode: 0o600 });
+        await chmod(dirs.serverFile, 0o600);
+        log.info('opencode server started', { sessionId: ctx.sessionId, pid: file.pid, port, attempt });
+        return file;
+      }
+      lastError = exited ?? `no answer within ${startTimeoutMs} ms`;
+      if (file.pid > 0) await killGroup(file.pid, port);
+      log.warn('opencode server failed to start', { sessionId: ctx.sessionId, port, attempt, error: lastError });
+    }
+    throw new Error(`opencode server did not start: ${lastError} (see ${dirs.log})`);
+  }
+
+  /** The recorded server if it is alive, ours, and runs with the current key; else null (and it is stopped). */
+  async function reusableServer(ctx: TurnContext, recorded: ServerLocation | undefined): Promise<ServerFile | null> {
+    const file = await readServerFile(layout(ctx.sessionId).serverFile);
+    if (!file) {
+      // without its password file a recorded server cannot be used; it must not keep writing to the same data
+      if (recorded) await killGroup(recorded.pid, recorded.port);
+      return null;
+    }
+    if (recorded && (recorded.pid !== file.pid || recorded.port !== file.port)) {
+      log.warn('recorded server differs from the server file; using the file', { sessionId: ctx.sessionId, recorded, file: { pid: file.pid, port: file.port } });
+    }
+    const client = clientFor(file, ctx);
+    if (!isOurProcess(file.pid, file.port) || !(await client.healthy())) {
+      await killGroup(file.pid, file.port);
+      return null;
+    }
+    if (file.keyFingerprint !== fingerprint(file.password, ctx.secrets.modelApiKey ?? '')) {
+      // a rotated key takes effect on the next turn; a turn in flight (e.g. waiting for approval) keeps its server
+      const busy = await client.sessionBusy(null);
+      if (!busy) {
+        log.info('model key changed; restarting the opencode server', { sessionId: ctx.sessionId });
+        await killGroup(file.pid, file.port);
+        return null;
+      }
+    }
+    return file;
+  }
+
+  async function open(ctx: TurnContext, previous: RuntimeSessionRef | null): Promise<RuntimeSessionRef> {
+    const prevState = (previous?.state ?? {}) as OpenCodeState;
+    const file = (await reusableServer(ctx, prevState.server)) ?? (await startServer(ctx));
+    const client = clientFor(file, ctx);
+    const title = `agentplane ${ctx.sessionId}`;
+
+    let runtimeSessionId = previous?.runtimeSessionId ?? null;
+    if (runtimeSessionId && !(await client.sessionExists(runtimeSessionId))) {
+      // OpenCode keeps sessions on disk under our data dir; losing one means the data dir was wiped
+      log.warn('recorded opencode session is gone; starting a new one', { sessionId: ctx.sessionId, runtimeSessionId });
+      runtimeSessionId = null;
+    }
+    // idempotent on our session id: an open retried before its ref was saved finds the session it created
+    runtimeSessionId ??= (await client.findSessionByTitle(title)) ?? (await client.createSession(title));
+
+    const state: OpenCodeState = { ...prevState, server: { pid: file.pid, port: file.port } };
+    return { sessionId: ctx.sessionId, runtimeSessionId, state };
+  }
+
+  async function runTurn(ctx: TurnContext, ref: RuntimeSessionRef, input: TurnInput, sink: TurnSink): Promise<TurnResult> {
+    const file = await readServerFile(layout(ctx.sessionId).serverFile);
+    if (!file) return { status: 'error', message: 'the opencode server is not running (open the session first)', retryable: true };
+    const client = clientFor(file, ctx);
+    const state = ref.state as OpenCodeState;
+
+    let turn = state.turn;
+    if (input.kind === 'message') {
+      if (!turn || turn.turnId !== input.turnId || turn.messageId !== input.messageId) {
+        // choose the id and record it before anything is sent: a retry finds it and never sends twice
+        turn = { turnId: input.turnId, messageId: input.messageId, openCodeMessageId: openCodeMessageId(input.messageId) };
+        const next: OpenCodeState = { ...state, turn };
+        ref.state = next;
+        await sink.checkpoint(next);
+      }
+    } else if (!turn || turn.turnId !== input.turnId) {
+      return { status: 'error', message: `no turn ${input.turnId} to resume on this opencode session`, retryable: false };
+    }
+
+    const run = new TurnRun({ ctx, client, sessionId: ref.runtimeSessionId, turn, input, sink, log, idleGraceMs, priced: priceFor(ctx) !== undefined });
+    try {
+      return await run.execute();
+    } catch (err) {
+      const message = redact((err as Error).message, ctx.secrets.modelApiKey);
+      log.warn('opencode turn failed', { sessionId: ctx.sessionId, error: message });
+      // the server being unreachable is worth a retry: open() restarts it and the turn is reconciled from history
+      return { status: 'error', message: `opencode: ${message}`, retryable: err instanceof TransportError };
+    }
+  }
+
+  async function close(ref: RuntimeSessionRef): Promise<void> {
+    const dirs = layout(ref.sessionId);
+    const file = await readServerFile(dirs.serverFile);
+    const recorded = (ref.state as OpenCodeState).server;
+    const target = file ?? recorded;
+    if (target) await killGroup(target.pid, target.port);
+    await rm(dirs.serverFile, { force: true });
+    log.info('opencode server stopped', { sessionId: ref.sessionId, pid: target?.pid });
+  }
+
+  return { kind: 'opencode', capabilities: OPENCODE_CAPABILITIES, open, runTurn, close };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// One turn
+
+interface TurnRunDeps {
+  ctx: TurnContext;
+  client: OpenCodeClient;
+  sessionId: string;
+  turn: TurnRecord;
+  input: TurnInput;
+  sink: TurnSink;
+  log: AdapterLogger;
+  idleGraceMs: number;
+  /** a price was configured, so OpenCode's `cost` is a real figure (otherwise it is 0 and the ledger prices tokens) */
+  priced: boolean;
+}
+
+class TurnRun {
+  private readonly emitted = new Set<string>();
+  /** call ids decided during this run: they already have their `agent.tool_use` */
+  private readonly decided = new Set<string>();
+  private readonly handledPermissions = new Set<string>();
+  private readonly asks: Array<{ requestId: string; toolUseId: string }> = [];
+  private readonly messages = new Map<string, MessageInfo>();
+  private readonly toolParts = new Map<string, ToolPart>();
+  /** our session and its sub-agent sessions: their permission requests are ours to answer */
+  private readonly family: Set<string>;
+  private idleSince: number | null = null;
+  private lastReconcile = 0;
+  private stopping = false;
+  private outcome: TurnResult | null = null;
+
+  constructor(private readonly d: TurnRunDeps) {
+    this.family = new Set([d.sessionId]);
+  }
+
+  async execute(): Promise<TurnResult> {
+    const { client, sink, input, turn, sessionId } = this.d;
+    // subscribe before reading history, so nothing falls between the snapshot and the stream
+    const pump = new EventPump(client);
+    try {
+      await pump.connected();
+      if (sink.signal.aborted) return await this.interrupt();
+      if (input.kind === 'message') {
+        const history = await client.messages(sessionId);
+        if (!history.some((m) => m.info.id === turn.openCodeMessageId)) {
+          await client.promptAsync(sessionId, {
+            messageID: turn.openCodeMessageId,
+            parts: [{ type: 'text', text: input.text }],
+            model: { providerID: PROVIDER_ID, modelID: this.d.ctx.agent.model },
+            ...(this.d.ctx.agent.system ? { system: this.d.ctx.agent.system } : {}),
+          });
+          this.d.log.info('prompt sent', { sessionId: this.d.ctx.sessionId, turnId: turn.turnId, messageID: turn.openCodeMessageId });
+        } else {
+          this.d.log.info('prompt already sent; reattaching', { sessionId: this.d.ctx.sessionId, turnId: turn.turnId });
+        }
+      } else {
+        for (const decision of input.decisions) {
+          // answered here: a request still listed for a moment after the reply must not be decided again
+          this.handledPermissions.add(decision.requestId);
+          await this.reply(decision.requestId, decision.behavior === 'allow' ? 'once' : 'reject', decision.behavior === 'deny' ? (decision.message ?? 'denied by a person') : undefined);
+        }
+      }
+      await this.reconcile();
+      return await this.loop(pump);
+    } finally {
+      pump.close();
+    }
+  }
+
+  private async loop(pump: EventPump): Promise<TurnResult> {
+    const { sink } = this.d;
+    for (;;) {
+      if (this.outcome) return this.outcome;
+      const next = await pump.next(1_000, sink.signal);
+      if (next === 'aborted') return this.interrupt();
+      if (next !== 'tick' && next !== 'reconnected') await this.onEvent(next);
+      if (this.outcome) continue;
+      if (next === 'reconnected' || Date.now() - this.lastReconcile > FULL_RECONCILE_MS) await this.reconcile();
+      else if (next === 'tick') {
+        // quiet for a second: cheap checks only (a missed idle, a missed permission request)
+        if (await this.d.client.sessionBusy(this.d.sessionId)) await this.settlePermissions();
+        else await this.reconcile();
+      }
+    }
+  }
+
+  private async onEvent(event: BusEvent): Promise<void> {
+    const p = event.properties ?? {};
+    switch (event.type) {
+      case 'message.updated': {
+        const info = p.info as MessageInfo | undefined;
+        if (info?.sessionID === this.d.sessionId) this.messages.set(info.id, info);
+        return;
+      }
+      case 'message.part.updated': {
+        const part = p.part as Part | undefined;
+        if (!part || part.sessionID !== this.d.sessionId) return;
+        const owner = this.messages.get(part.messageID);
+        if (owner) await this.emit(this.translatePart(part, owner));
+        return;
+      }
+      case 'permission.asked': {
+        const request = p as unknown as PermissionAsked;
+        if (this.family.has(request.sessionID)) await this.onPermission(request, true);
+        return;
+      }
+      case 'session.created':
+      case 'session.updated': {
+        const info = p.info as { id?: string; parentID?: string } | undefined;
+        if (info?.id && info.parentID && this.family.has(info.parentID)) this.family.add(info.id);
+        return;
+      }
+      case 'session.idle':
+      case 'session.error':
+        if (p.sessionID === this.d.sessionId) await this.reconcile();
+        return;
+      case 'session.status': {
+        const status = p.status as { type?: string } | undefined;
+        if (p.sessionID === this.d.sessionId && status?.type === 'idle') await this.reconcile();
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  /** Re-derive the turn from OpenCode's history and pending permissions; decide whether it is over. */
+  private async reconcile(): Promise<void> {
+    const { client, sessionId, turn } = this.d;
+    this.lastReconcile = Date.now();
+    const history = await client.messages(sessionId);
+    const events: RuntimeEvent[] = [];
+    for (const m of history) {
+      this.messages.set(m.info.id, m.info);
+      for (const part of m.parts) events.push(...this.translatePart(part, m.info));
+    }
+    const turnMessages = history.filter((m) => m.info.role === 'assistant' && m.info.parentID === turn.openCodeMessageId);
+    for (const m of turnMessages) events.push(...this.translateError(m.info));
+    await this.emit(events);
+    if (this.outcome || this.stopping) return;
+
+    const busy = await client.sessionBusy(sessionId);
+    if (busy) {
+      this.idleSince = null;
+      await this.settlePermissions();
+      return;
+    }
+    const user = history.find((m) => m.info.id === turn.openCodeMessageId);
+    const last = turnMessages.at(-1)?.info;
+    const finished = last?.time?.completed !== undefined && (last.error !== undefined || !['tool-calls', 'unknown', undefined].includes(last.finish));
+    if (user && last && finished) {
+      this.outcome = this.finalOutcome(last);
+      return;
+    }
+    // idle but not visibly finished: a prompt not yet picked up, or a loop OpenCode stopped on its own
+    this.idleSince ??= Date.now();
+    if (Date.now() - this.idleSince < this.d.idleGraceMs) return;
+    if (!user) this.outcome = { status: 'error', message: 'opencode did not accept the prompt', retryable: false };
+    else if (!last) this.outcome = { status: 'error', message: 'opencode did not start the turn', retryable: false };
+    else if (last.time?.completed === undefined) this.outcome = { status: 'error', message: 'the opencode server stopped in the middle of the turn', retryable: false };
+    else this.outcome = this.finalOutcome(last);
+  }
+
+  private finalOutcome(last: MessageInfo): TurnResult {
+    if (!last.error) return { status: 'end_turn' };
+    if (last.error.name === 'MessageAbortedError') return { status: 'interrupted' };
+    return { status: 'error', message: describeError(last.error, this.d.ctx.secrets.modelApiKey), retryable: false };
+  }
+
+  private async settlePermissions(): Promise<void> {
+    await this.sweepPermissions();
+    if (this.asks.length > 0) this.outcome = { status: 'requires_action', pending: [...this.asks] };
+  }
+
+  private async sweepPermissions(): Promise<void> {
+    const pending = await this.d.client.pendingPermissions();
+    for (const request of pending) {
+      if (request.sessionID === this.d.sessionId && !this.belongsToTurn(request)) continue;
+      if (!this.family.has(request.sessionID)) {
+        // a sub-agent session created before this run subscribed: ask OpenCode whose child it is
+        const parent = await this.d.client.sessionParent(request.sessionID);
+        if (!parent || !this.family.has(parent)) continue;
+        this.family.add(request.sessionID);
+      }
+      await this.onPermission(request, false);
+    }
+  }
+
+  /** OpenCode keeps requests of aborted turns listed; only calls made by this turn's assistant messages count */
+  private belongsToTurn(request: PermissionAsked): boolean {
+    const owner = request.tool ? this.messages.get(request.tool.messageID) : undefined;
+    return owner === undefined || owner.parentID === this.d.turn.openCodeMessageId;
+  }
+
+  private async onPermission(request: PermissionAsked, sweepAfterAsk: boolean): Promise<void> {
+    if (this.handledPermissions.has(request.id) || this.stopping) return;
+    this.handledPermissions.add(request.id);
+    const callId = request.tool?.callID ?? request.id;
+    let part = this.toolParts.get(callId);
+    if (!part && request.tool?.messageID) part = await this.d.client.toolPart(request.sessionID, request.tool.messageID, callId);
+    const nativeName = part?.tool ?? request.permission;
+    const permissionRequest: PermissionRequest = {
+      requestId: request.id,
+      callId,
+      tool: canonicalTool(nativeName, this.d.ctx),
+      input: normaliseInput(nativeName, part?.state?.input ?? request.metadata ?? {}),
+    };
+    const decision: Decision = await this.d.sink.decide(permissionRequest);
+    this.decided.add(callId);
+    if (decision.action === 'ask') {
+      this.asks.push({ requestId: request.id, toolUseId: decision.toolUseId });
+      // collect every other call waiting at this moment (parallel tool calls), then hand the turn back
+      if (sweepAfterAsk) await this.sweepPermissions();
+      this.outcome = { status: 'requires_action', pending: [...this.asks] };
+    } else if (decision.action === 'allow') {
+      await this.reply(request.id, 'once');
+    } else {
+      await this.reply(request.id, 'reject', decision.message ?? 'denied by agentplane policy');
+    }
+  }
+
+  private async reply(requestId: string, reply: 'once' | 'reject', message?: string): Promise<void> {
+    // a request answered already (a retried resume) or gone with an aborted turn is not an error
+    await this.d.client.replyPermission(requestId, reply, message);
+  }
+
+  private async interrupt(): Promise<TurnResult> {
+    const { client, sessionId } = this.d;
+    this.stopping = true;
+    await client.abort(sessionId);
+    const deadline = Date.now() + 5_000;
+    while (Date.now() < deadline && (await client.sessionBusy(sessionId))) await sleep(100);
+    // OpenCode keeps permission requests of an aborted turn listed; clear ours so nothing waits on them
+    for (const request of await client.pendingPermissions()) {
+      if (this.family.has(request.sessionID)) await client.replyPermission(request.id, 'reject', 'the turn was interrupted');
+    }
+    await this.reconcile();
+    return { status: 'interrupted' };
+  }
+
+  private translatePart(part: Part, owner: MessageInfo): RuntimeEvent[] {
+    if (part.type === 'tool' && part.callID) this.toolParts.set(part.callID, part as ToolPart);
+    if (owner.role !== 'assistant' || owner.parentID !== this.d.turn.openCodeMessageId) return [];
+    switch (part.type) {
+      case 'text':
+        if (part.synthetic || part.ignored || part.time?.end === undefined || !part.text) return [];
+        return [{ type: 'agent.message', content: [{ type: 'text', text: part.text }], sourceId: `text:${part.id}` }];
+      case 'reasoning':
+        if (part.time?.end === undefined || !part.text) return [];
+        return [{ type: 'agent.thinking', content: [{ type: 'text', text: part.text }], sourceId: `reasoning:${part.id}` }];
+      case 'tool': {
+        const tool = part as ToolPart;
+        const status = tool.state?.status;
+        if (status !== 'completed' && status !== 'error') return [];
+        const events: RuntimeEvent[] = [];
+        if (!this.decided.has(tool.callID)) {
+          // ran without a permission request through this run (ungated, or decided by an earlier attempt, in
+          // which case the sink already has this event under the same source id and drops it)
+          events.push({
+            type: 'agent.tool_use',
+            tool_use_id: tool.callID,
+            name: canonicalTool(tool.tool, this.d.ctx),
+            input: normaliseInput(tool.tool, tool.state?.input ?? {}),
+            evaluated_permission: 'allow',
+            sourceId: `tool:${tool.callID}`,
+          });
+        }
+        const text = status === 'completed' ? (tool.state?.output ?? '') : (tool.state?.error ?? 'tool failed');
+        events.push({
+          type: 'agent.tool_result',
+          tool_use_id: tool.callID,
+          content: [{ type: 'text', text: redact(text, this.d.ctx.secrets.modelApiKey) }],
+          is_error: status === 'error',
+          sourceId: `tool_result:${tool.callID}`,
+        });
+        return events;
+      }
+      case 'step-finish': {
+        const t = part.tokens;
+        return [
+          {
+            type: 'span.model_request_end',
+            model: owner.modelID ?? this.d.ctx.agent.model,
+            model_usage: {
+              input_tokens: t?.input ?? 0,
+              // reasoning tokens are billed as output
+              output_tokens: (t?.output ?? 0) + (t?.reasoning ?? 0),
+              cache_read_input_tokens: t?.cache?.read ?? 0,
+              cache_creation_input_tokens: t?.cache?.write ?? 0,
+            },
+            ...(this.d.priced && typeof part.cost === 'number' ? { cost_usd: part.cost } : {}),
+            is_error: false,
+            sourceId: `step:${part.id}`,
+          },
+        ];
+      }
+      default:
+        return [];
+    }
+  }
+
+  private translateError(info: MessageInfo): RuntimeEvent[] {
+    if (!info.error || info.time?.completed === undefined) return [];
+    return [
+      {
+        type: 'session.error',
+        error: { type: info.error.name ?? 'UnknownError', message: describeError(info.error, this.d.ctx.secrets.modelApiKey) },
+        sourceId: `error:${info.id}`,
+      },
+    ];
+  }
+
+  private async emit(events: RuntimeEvent[]): Promise<void> {
+    const fresh = events.filter((e) => !this.emitted.has(e.sourceId));
+    if (fresh.length === 0) return;
+    await this.d.sink.emit(fresh);
+    for (const e of fresh) this.emitted.add(e.sourceId);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// OpenCode's HTTP API, the parts we use
+
+interface MessageInfo {
+  id: string;
+  sessionID: string;
+  role: 'user' | 'assistant';
+  parentID?: string;
+  modelID?: string;
+  finish?: string;
+  time?: { created?: number; completed?: number };
+  error?: { name?: string; data?: { message?: string; statusCode?: number; isRetryable?: boolean } };
+}
+
+interface Part {
+  id: string;
+  sessionID: string;
+  messageID: string;
+  type: string;
+  text?: string;
+  synthetic?: boolean;
+  ignored?: boolean;
+  time?: { start?: number; end?: number };
+  callID?: string;
+  tool?: string;
+  state?: ToolState;
+  tokens?: { input?: number; output?: number; reasoning?: number; cache?: { read?: number; write?: number } };
+  cost?: number;
+}
+
+interface ToolState {
+  status?: 'pending' | 'running' | 'completed' | 'error';
+  input?: Record<string, unknown>;
+  output?: string;
+  error?: string;
+}
+
+type ToolPart = Part & { callID: string; tool: string };
+
+interface PermissionAsked {
+  id: string;
+  sessionID: string;
+  permission: string;
+  patterns?: string[];
+  metadata?: Record<string, unknown>;
+  tool?: { messageID: string; callID: string };
+}
+
+interface BusEvent {
+  id?: string;
+  type: string;
+  properties?: Record<string, unknown>;
+}
+
+/** The server could not be reached at all (as opposed to answering with an error). */
+class TransportError extends Error {}
+
+class OpenCodeClient {
+  private readonly auth: string;
+
+  constructor(
+    readonly baseUrl: string,
+    password: string,
+    private readonly secret: string | undefined,
+  ) {
+    this.auth = `Basic ${Buffer.from(`${SERVER_USER}:${password}`).toString('base64')}`;
+  }
+
+  async request<T>(method: string, path: string, body?: unknown, timeoutMs = 15_000): Promise<{ status: number; data: T | null }> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.baseUrl}${path}`, {
+        method,
+        headers: { authorization: this.auth, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+    } catch (err) {
+      throw new TransportError(`${method} ${path}: ${(err as Error).message}`);
+    }
+    const text = await res.text();
+    let data: T | null = null;
+    if (text) {
+      try {
+        data = JSON.parse(text) as T;
+      } catch {
+        data = null;
+      }
+    }
+    return { status: res.status, data };
+  }
+
+  private async ok<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const { status, data } = await this.request<T>(method, path, body);
+    if (status < 200 || status >= 300) {
+      const detail = redact(JSON.stringify(data ?? {}).slice(0, 300), this.secret);
+      throw new Error(`${method} ${path} answered ${status} ${detail}`);
+    }
+    return data as T;
+  }
+
+  async healthy(): Promise<boolean> {
+    try {
+      const { status } = await this.request('GET', '/global/health', undefined, 1_500);
+      return status === 200;
+    } catch {
+      return false;
+    }
+  }
+
+  async sessionExists(id: string): Promise<boolean> {
+    const { status } = await this.request('GET', `/session/${encodeURIComponent(id)}`);
+    return status === 200;
+  }
+
+  async sessionParent(id: string): Promise<string | null> {
+    const { status, data } = await this.request<{ parentID?: string }>('GET', `/session/${encodeURIComponent(id)}`);
+    return status === 200 ? (data?.parentID ?? null) : null;
+  }
+
+  async findSessionByTitle(title: string): Promise<string | null> {
+    const sessions = await this.ok<Array<{ id: string; title?: string; parentID?: string }>>('GET', '/session');
+    return sessions.find((s) => s.title === title && !s.parentID)?.id ?? null;
+  }
+
+  async createSession(title: string): Promise<string> {
+    // Session rules are evaluated after the config's and the agent's, and the last match wins: `*: ask` here means
+    // every call comes to agentplane whatever a repository's opencode.json says. The `question` tool needs a
+    // person to type an answer through OpenCode's own UI, which agentplane does not have, so it is off.
+    const session = await this.ok<{ id: string }>('POST', '/session', {
+      title,
+      permission: [
+        { permission: '*', pattern: '*', action: 'ask' },
+        { permission: 'question', pattern: '*', action: 'deny' },
+      ],
+    });
+    return session.id;
+  }
+
+  messages(sessionId: string): Promise<Array<{ info: MessageInfo; parts: Part[] }>> {
+    return this.ok('GET', `/session/${encodeURIComponent(sessionId)}/message`);
+  }
+
+  async toolPart(sessionId: string, messageId: string, callId: string): Promise<ToolPart | undefined> {
+    const { status, data } = await this.request<{ parts: Part[] }>('GET', `/session/${encodeURIComponent(sessionId)}/message/${encodeURIComponent(messageId)}`);
+    if (status !== 200) return undefined;
+    return data?.parts.find((p): p is ToolPart => p.type === 'tool' && p.callID === callId);
+  }
+
+  async promptAsync(sessionId: string, body: Record<string, unknown>): Promise<void> {
+    await this.ok('POST', `/session/${encodeURIComponent(sessionId)}/prompt_async`, body);
+  }
+
+  /** busy or retrying; `null` = any session of this server */
+  async sessionBusy(sessionId: string | null): Promise<boolean> {
+    const statuses = await this.ok<Record<string, { type?: string }>>('GET', '/session/status');
+    const busy = (s: { type?: string } | undefined) => s !== undefined && s.type !== 'idle';
+    return sessionId === null ? Object.values(statuses).some(busy) : busy(statuses[sessionId]);
+  }
+
+  async pendingPermissions(): Promise<PermissionAsked[]> {
+    return (await this.ok<PermissionAsked[]>('GET', '/permission')) ?? [];
+  }
+
+  async replyPermission(requestId: string, reply: 'once' | 'reject', message?: string): Promise<void> {
+    const { status } = await this.request('POST', `/permission/${encodeURIComponent(requestId)}/reply`, { reply, ...(message ? { message } : {}) });
+    if (status >= 500) throw new Error(`POST /permission/${requestId}/reply answered ${status}`);
+  }
+
+  async abort(sessionId: string): Promise<void> {
+    await this.request('POST', `/session/${encodeURIComponent(sessionId)}/abort`);
+  }
+
+  /** `GET /event` as a stream of parsed frames */
+  async subscribe(signal: AbortSignal): Promise<AsyncGenerator<BusEvent>> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.baseUrl}/event`, { headers: { authorization: this.auth, accept: 'text/event-stream' }, signal });
+    } catch (err) {
+      throw new TransportError(`GET /event: ${(err as Error).message}`);
+    }
+    if (res.status !== 200 || !res.body) throw new Error(`GET /event answered ${res.status}`);
+    return readSse(res.body);
+  }
+}
+
+async function* readSse(body: ReadableStream<Uint8Array>): AsyncGenerator<BusEvent> {
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+    buffer += decoder.decode(chunk, { stream: true }).replace(/\r\n/g, '\n');
+    let end: number;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const frame = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = frame
+        .split('\n')
+        .filter((line) => line.startsWith('data:'))
+        .map((line) => line.slice(5).trimStart())
+        .join('\n');
+      if (!data) continue;
+      try {
+        yield JSON.parse(data) as BusEvent;
+      } catch {
+        // a frame we cannot read is skipped; reconciliation from history covers what it carried
+      }
+    }
+  }
+}
+
+/**
+ * Follows `/event` in the background and hands frames to the turn loop one at a time. A dropped stream is
+ * reopened; the loop then gets `reconnected` and re-reads history, which covers whatever was missed meanwhile.
+ */
+class EventPump {
+  private readonly queue: Array<BusEvent | 'reconnected'> = [];
+  private wake: (() => void) | null = null;
+  private readonly stop = new AbortController();
+  private firstConnect: Promise<void>;
+
+  constructor(private readonly client: OpenCodeClient) {
+    this.firstConnect = this.run();
+    // the first connection failing surfaces through connected(); later failures only trigger reconnects
+    this.firstConnect.catch(() => {});
+  }
+
+  private run(): Promise<void> {
+    return new Promise<void>((resolveConnected, rejectConnected) => {
+      let connectedOnce = false;
+      const loop = async () => {
+        while (!this.stop.signal.aborted) {
+          try {
+            const stream = await this.client.subscribe(this.stop.signal);
+            if (!connectedOnce) {
+              connectedOnce = true;
+              resolveConnected();
+            } else {
+              this.push('reconnected');
+            }
+            for await (const event of stream) this.push(event);
+          } catch (err) {
+            if (!connectedOnce) {
+              rejectConnected(err);
+              return;
+            }
+          }
+          if (!this.stop.signal.aborted) await sleep(300);
+        }
+      };
+      void loop();
+    });
+  }
+
+  connected(): Promise<void> {
+    return this.firstConnect;
+  }
+
+  private push(item: BusEvent | 'reconnected'): void {
+    if (item !== 'reconnected' && (item.type === 'server.heartbeat' || item.type === 'plugin.added')) return;
+    this.queue.push(item);
+    this.wake?.();
+  }
+
+  async next(timeoutMs: number, signal: AbortSignal): Promise<BusEvent | 'tick' | 'reconnected' | 'aborted'> {
+    if (signal.aborted) return 'aborted';
+    const queued = this.queue.shift();
+    if (queued) return queued;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        this.wake = null;
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      signal.addEventListener('abort', done, { once: true });
+      this.wake = done;
+    });
+    if (signal.aborted) return 'aborted';
+    return this.queue.shift() ?? 'tick';
+  }
+
+  close(): void {
+    this.stop.abort();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Names and inputs
+
+const TOOL_NAMES: Record<string, CanonicalTool> = {
+  bash: 'bash',
+  read: 'read',
+  write: 'write',
+  edit: 'edit',
+  // OpenCode's other file-changing tools are edits for governance purposes
+  multiedit: 'edit',
+  patch: 'edit',
+  apply_patch: 'edit',
+  glob: 'glob',
+  grep: 'grep',
+  webfetch: 'web_fetch',
+  websearch: 'web_search',
+  todowrite: 'todo',
+  todoread: 'todo',
+  task: 'task',
+};
+
+/** OpenCode's tool name → the canonical one. MCP tools are `<server>_<tool>` in OpenCode, known from the agent's config. */
+export function canonicalTool(name: string, ctx?: TurnContext): CanonicalTool {
+  const known = TOOL_NAMES[name];
+  if (known) return known;
+  const servers = Object.keys(((ctx?.agent.runtime.config as { mcp?: Record<string, unknown> } | undefined)?.mcp ?? {}) as Record<string, unknown>);
+  for (const server of servers.sort((a, b) => b.length - a.length)) {
+    const prefix = `${server.replace(/[^a-zA-Z0-9_-]/g, '_')}_`;
+    if (name.startsWith(prefix) && name.length > prefix.length) return `mcp:${server}:${name.slice(prefix.length)}`;
+  }
+  return `other:${name}`;
+}
+
+/** The keys policies match on (`command`, `file_path`, `url`) exist where they apply; the rest is kept. */
+export function normaliseInput(name: string, input: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...input };
+  const path = input.filePath ?? input.filepath ?? input.path;
+  if (out.file_path === undefined && typeof path === 'string' && ['read', 'write', 'edit', 'multiedit', 'patch', 'list', 'external_directory'].includes(name)) {
+    out.file_path = path;
+  }
+  if (out.file_path === undefined && typeof (input.filePath ?? input.filepath) === 'string') out.file_path = input.filePath ?? input.filepath;
+  if (name === 'bash' && out.command === undefined && typeof input.cmd === 'string') out.command = input.cmd;
+  if ((name === 'webfetch' || name === 'websearch') && out.url === undefined && typeof input.uri === 'string') out.url = input.uri;
+  return out;
+}
+
+/**
+ * OpenCode message ids are `msg_` + 12 hex digits of (ms × 4096 + counter) + 14 random base62 characters, and
+ * OpenCode sorts by them. Ours keeps that shape with the time of the first attempt (recorded in the checkpoint
+ * before sending, so a retry reuses it) and a suffix derived from agentplane's message id.
+ */
+export function openCodeMessageId(messageId: string, now = Date.now()): string {
+  const time = ((BigInt(now) * 0x1000n + 1n) & 0xffffffffffffn).toString(16).padStart(12, '0');
+  const alphabet = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+  const digest = createHash('sha256').update(`agentplane:${messageId}`).digest();
+  let suffix = '';
+  for (let i = 0; i < 14; i++) suffix += alphabet[(digest[i] ?? 0) % 62];
+  return `msg_${time}${suffix}`;
+}
+
+function describeError(error: NonNullable<MessageInfo['error']>, secret: string | undefined): string {
+  const name = error.name ?? 'UnknownError';
+  const detail = error.data?.message ? `: ${error.data.message}` : '';
+  return redact(`${name}${detail}`.slice(0, 500), secret);
+}
+
+function redact(text: string, secret: string | undefined): string {
+  let out = text;
+  if (secret && secret.length >= 4) out = out.split(secret).join('[redacted]');
+  return out.replace(/(sk-[A-Za-z0-9_-]{4})[A-Za-z0-9_-]{8,}/g, '$1…[redacted]');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Processes
+
+function defaultBinary(): string {
+  try {
+    const require = createRequire(import.meta.url);
+    const pkg = dirname(require.resolve('opencode-ai/package.json'));
+    for (const candidate of [join(pkg, 'bin', 'opencode.exe'), join(pkg, 'bin', 'opencode')]) if (existsSync(candidate)) return candidate;
+  } catch {
+    // not installed as a dependency: fall back to PATH
+  }
+  return 'opencode';
+}
+
+function pickEnv(env: NodeJS.ProcessEnv, names: string[]): Record<string, string | undefined> {
+  return Object.fromEntries(names.filter((n) => env[n] !== undefined).map((n) => [n, env[n]]));
+}
+
+function fingerprint(password: string, key: string): string {
+  return createHmac('sha256', password).update(key).digest('hex').slice(0, 16);
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** A recorded pid is only trusted while it still is an `opencode serve` on the recorded port (pids get reused). */
+function isOurProcess(pid: number, port: number): boolean {
+  if (!(pid > 0) || !alive(pid)) return false;
+  try {
+    const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    return args.includes('serve') && args.includes(String(port));
+  } catch {
+    return true; // no /proc (macOS): the health check with our password is the proof
+  }
+}
+
+async function killGroup(pid: number, port: number): Promise<void> {
+  if (!isOurProcess(pid, port)) return;
+  const signal = (sig: NodeJS.Signals) => {
+    try {
+      process.kill(-pid, sig);
+    } catch {
+      try {
+        process.kill(pid, sig);
+      } catch {
+        // already gone
+      }
+    }
+  };
+  signal('SIGTERM');
+  const deadline = Date.now() + 5_000;
+  while (Date.now() < deadline && alive(pid)) await sleep(100);
+  if (alive(pid)) signal('SIGKILL');
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

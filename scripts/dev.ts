@@ -1,0 +1,107 @@
+/**
+ * `npm run dev`: the whole platform on the embedded defaults, in one process.
+ *
+ * A Temporal dev server (its SQLite file under the data folder), PGlite under the data folder (or Postgres when
+ * DATABASE_URL is set), the worker and the API. Prints the URL and the admin key. Dev only: the master key and
+ * a generated admin key are kept in the data folder so a restart finds its own data again.
+ */
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { serve } from '@hono/node-server';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection } from '@temporalio/worker';
+import { z } from 'zod';
+import { createApp } from '../api/create-app';
+import { databaseEnv, parseEnv } from '../config/env';
+import { openDatabase } from '../db/client';
+import { bootstrapAdmin } from '../db/queries/teams';
+import { createVault, generateMasterKeySpec } from '../db/vault';
+import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
+import { createSessionWorker } from '../worker/create-worker';
+import { buildRuntimes, RUNTIME_NAMES } from '../worker/runtimes';
+import { startTemporalDevServer } from './temporal-dev-server';
+
+const env = parseEnv({
+  ...databaseEnv,
+  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  HOST: z.string().default('127.0.0.1'),
+  /** an existing Temporal server; when absent a dev server is started on TEMPORAL_PORT */
+  TEMPORAL_ADDRESS: z.string().optional(),
+  TEMPORAL_PORT: z.coerce.number().int().min(0).max(65535).default(7233),
+  AGENTPLANE_TASK_QUEUE: z.string().default('agentplane-sessions'),
+  AGENTPLANE_MASTER_KEY: z.string().optional(),
+  AGENTPLANE_ADMIN_KEY: z.string().startsWith('ap_', 'must start with ap_').min(20).optional(),
+  AGENTPLANE_RUNTIMES: z
+    .string()
+    .default('opencode,scripted')
+    .transform((value) => value.split(',').map((s) => s.trim()).filter(Boolean))
+    .pipe(z.array(z.enum(RUNTIME_NAMES)).min(1)),
+  OPENCODE_BIN: z.string().optional(),
+});
+
+const dataDir = resolve(env.AGENTPLANE_DATA_DIR);
+await mkdir(dataDir, { recursive: true });
+
+async function keptSecret(file: string, make: () => string): Promise<string> {
+  const path = join(dataDir, file);
+  const existing = await readFile(path, 'utf8').catch(() => null);
+  if (existing) return existing.trim();
+  const value = make();
+  await writeFile(path, `${value}\n`, { mode: 0o600 });
+  await chmod(path, 0o600);
+  return value;
+}
+
+const masterKey = env.AGENTPLANE_MASTER_KEY ?? (await keptSecret('master.key', () => generateMasterKeySpec()));
+const temporalServer = env.TEMPORAL_ADDRESS ? null : await startTemporalDevServer({ dbFile: join(dataDir, 'temporal.db'), port: env.TEMPORAL_PORT || undefined });
+const temporalAddress = env.TEMPORAL_ADDRESS ?? temporalServer!.address;
+
+const database = await openDatabase({ url: env.DATABASE_URL, pgliteDir: join(dataDir, 'pglite') });
+const savedAdminKey = await readFile(join(dataDir, 'admin.key'), 'utf8').then((s) => s.trim()).catch(() => undefined);
+const admin = await bootstrapAdmin(database.db, env.AGENTPLANE_ADMIN_KEY ?? savedAdminKey);
+if (admin.plain) await keptSecret('admin.key', () => admin.plain as string);
+const adminKey = env.AGENTPLANE_ADMIN_KEY ?? admin.plain ?? savedAdminKey ?? '(set AGENTPLANE_ADMIN_KEY: the generated key was shown on first start)';
+
+const vault = createVault(masterKey);
+const workerConnection = await NativeConnection.connect({ address: temporalAddress });
+const worker = await createSessionWorker({
+  connection: workerConnection,
+  namespace: 'default',
+  taskQueue: env.AGENTPLANE_TASK_QUEUE,
+  deps: { db: database.db, vault, runtimes: buildRuntimes(env.AGENTPLANE_RUNTIMES, { dataDir, opencodeBin: env.OPENCODE_BIN }), dataDir },
+});
+const workerRun = worker.run();
+
+const connection = await Connection.connect({ address: temporalAddress });
+const app = createApp({ db: database.db, vault, temporal: new Client({ connection }), taskQueue: env.AGENTPLANE_TASK_QUEUE, capabilities: RUNTIME_CAPABILITIES });
+const server = serve({ fetch: app.fetch, port: env.PORT, hostname: env.HOST }, (info) => {
+  const url = `http://${env.HOST}:${info.port}`;
+  process.stdout.write(
+    [
+      '',
+      'agentplane is up (embedded defaults)',
+      `  API        ${url}   (OpenAPI: ${url}/openapi.json)`,
+      `  admin key  ${adminKey}`,
+      `  Temporal   ${temporalAddress}${temporalServer ? ` (dev server, ${join(dataDir, 'temporal.db')})` : ''}`,
+      `  database   ${database.kind === 'pglite' ? `PGlite (${join(dataDir, 'pglite')})` : 'Postgres (DATABASE_URL)'}`,
+      `  runtimes   ${env.AGENTPLANE_RUNTIMES.join(', ')}`,
+      '',
+    ].join('\n') + '\n',
+  );
+});
+
+let stopping = false;
+async function shutdown() {
+  if (stopping) return;
+  stopping = true;
+  server.close();
+  worker.shutdown();
+  await workerRun.catch(() => undefined);
+  await workerConnection.close();
+  await connection.close();
+  await database.close();
+  await temporalServer?.stop();
+  process.exit(0);
+}
+process.once('SIGINT', () => void shutdown());
+process.once('SIGTERM', () => void shutdown());

@@ -1,0 +1,1141 @@
+/**
+ * The HTTP API route by route, on the real stack (Postgres, the shared Temporal dev server, a worker with the
+ * scripted runtime): who may call what (walked from the OpenAPI document and governance/permissions.ts, so a new
+ * route or role cannot be forgotten), authentication, validation, the agent lifecycle, the fleet query's
+ * pagination, write-only credentials, the SSE stream's replay and Idempotency-Key.
+ */
+import { sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashKey } from '../db/queries/teams';
+import { can, type Permission } from '../governance/permissions';
+import { ROLES, type Role } from '../governance/types';
+import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
+
+let stack: Stack;
+
+type Team = 'own' | 'other';
+const TEAMS: Team[] = ['own', 'other'];
+const keys = { own: {}, other: {} } as Record<Team, Record<Role, string>>;
+
+/** Resources of the stack's own team that the tables below point at; created once, left as they are. */
+/** SSE responses still open: a failed test must not leave one behind */
+const openStreams = new Set<{ close(): Promise<void> }>();
+
+const fx = {
+  agentId: '',
+  environmentId: '',
+  credentialId: '',
+  credentialSecret: '',
+  /** idle, no turn yet: read by the GET routes */
+  sessionId: '',
+  /** takes the user.message events of the access table */
+  messageSessionId: '',
+  /** parked in requires_action with one pending tool call that nobody decides */
+  waitingSessionId: '',
+  waitingToolUseId: '',
+};
+
+beforeAll(async () => {
+  stack = await startStack({ runtimes: { scripted: createScriptedAdapter() } });
+  for (const team of TEAMS) for (const role of ROLES) keys[team][role] = await stack.key(role, team);
+  fx.agentId = await createAgent();
+  fx.environmentId = (await stack.call('POST', '/v1/environments', { name: 'fixture environment' })).body.id;
+  fx.credentialSecret = `sk-fixture-${Math.random().toString(36).slice(2)}`;
+  fx.credentialId = (await stack.call('POST', '/v1/credentials', { name: 'fixture credential', secret: fx.credentialSecret })).body.id;
+  fx.sessionId = await startSession(fx.agentId);
+  fx.messageSessionId = await startSession(fx.agentId);
+  const waiting = await waitingSession();
+  fx.waitingSessionId = waiting.sessionId;
+  fx.waitingToolUseId = waiting.toolUseId;
+  for (const id of Object.values(fx)) expect(id).toBeTruthy();
+});
+afterAll(async () => {
+  // an open SSE response would keep the server from closing
+  for (const stream of [...openStreams]) await stream.close();
+  await stack?.stop();
+});
+
+// ---- helpers --------------------------------------------------------------------------------------------------
+
+/** A scripted agent: `write` asks a person, everything else runs; at most $5 a session. */
+function agentDefinition(extra: Record<string, unknown> = {}) {
+  return {
+    name: 'api test agent',
+    model: 'scripted',
+    runtime: { type: 'scripted' },
+    tool_policy: { rules: [{ tool: 'write', action: 'ask' }], default: 'allow' },
+    budget: { max_cost_usd: 5 },
+    ...extra,
+  };
+}
+
+async function createAgent(extra: Record<string, unknown> = {}, key?: string): Promise<string> {
+  const res = await stack.call('POST', '/v1/agents', agentDefinition(extra), key);
+  expect(res.status, JSON.stringify(res.body)).toBe(200);
+  return res.body.id;
+}
+
+/** Without initial events a scripted session just waits, idle: cheap. */
+async function startSession(agent: string, text?: string, extra: Record<string, unknown> = {}): Promise<string> {
+  const body = { agent, ...(text ? { initial_events: [{ type: 'user.message', content: text }] } : {}), ...extra };
+  const res = await stack.call('POST', '/v1/sessions', body);
+  expect(res.status, JSON.stringify(res.body)).toBe(200);
+  return res.body.id;
+}
+
+/** A session (started by the stack's admin key, not by any key of the tables) waiting for a decision on one tool call. */
+async function waitingSession(): Promise<{ sessionId: string; toolUseId: string }> {
+  const sessionId = await startSession(fx.agentId, `tool write /tmp/${Math.random().toString(36).slice(2)}.md\nsay written`);
+  const session = await waitForStatus(stack, sessionId, 'requires_action');
+  expect(session.pending_approvals).toHaveLength(1);
+  return { sessionId, toolUseId: session.pending_approvals[0].tool_use_id };
+}
+
+interface Sent {
+  status: number;
+  contentType: string;
+  text: string;
+  body: any;
+  headers: Headers;
+}
+
+/** fetch with the raw text kept; a stream answer is checked for its headers and then hung up on. */
+async function send(
+  method: string,
+  path: string,
+  opts: { key?: string | null; body?: unknown; rawBody?: string; headers?: Record<string, string>; auth?: 'bearer' | 'x-api-key' } = {},
+): Promise<Sent> {
+  const key = opts.key === undefined ? stack.adminKey : opts.key;
+  const headers: Record<string, string> = { ...opts.headers };
+  if (key !== null) {
+    if (opts.auth === 'x-api-key') headers['x-api-key'] = key;
+    else headers.authorization = `Bearer ${key}`;
+  }
+  const payload = opts.rawBody ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body));
+  if (payload !== undefined && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) headers['content-type'] = 'application/json';
+  const controller = new AbortController();
+  const res = await fetch(`${stack.url}${path}`, { method, headers, body: payload, signal: controller.signal });
+  const contentType = res.headers.get('content-type') ?? '';
+  if (contentType.startsWith('text/event-stream')) {
+    controller.abort();
+    return { status: res.status, contentType, text: '', body: null, headers: res.headers };
+  }
+  const text = await res.text();
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not JSON: keep the text
+  }
+  return { status: res.status, contentType, text, body, headers: res.headers };
+}
+
+function expectProblem(res: Sent, status: number, code: string) {
+  expect(res.status, res.text).toBe(status);
+  expect(res.contentType).toBe('application/problem+json');
+  expect(res.body).toMatchObject({ status, code, type: `https://agentplane.dev/problems/${code}`, error: { type: code } });
+  expect(res.body.title).toEqual(expect.any(String));
+  expect(res.body.detail).toEqual(expect.any(String));
+  expect(res.body.request_id).toBe(res.headers.get('x-request-id'));
+}
+
+/** Everything a refused request could have written: rows the API inserts, and the flags it sets. */
+interface Writes {
+  agents: number;
+  archived_agents: number;
+  agent_versions: number;
+  environments: number;
+  credentials: number;
+  sessions: number;
+  archived_sessions: number;
+  audit_rows: number;
+}
+
+async function writes(): Promise<Writes> {
+  const result = (await stack.db.db.execute(sql`
+    select
+      (select count(*) from agents) as agents,
+      (select count(*) from agents where archived_at is not null) as archived_agents,
+      (select count(*) from agent_versions) as agent_versions,
+      (select count(*) from environments) as environments,
+      (select count(*) from credentials) as credentials,
+      (select count(*) from sessions) as sessions,
+      (select count(*) from sessions where archived_at is not null) as archived_sessions,
+      (select count(*) from audit_log where action not like 'tool.%') as audit_rows
+  `)) as unknown as { rows: Writes[] };
+  return result.rows[0]!;
+}
+
+async function ownIds(table: 'agents' | 'environments' | 'credentials' | 'sessions'): Promise<Set<string>> {
+  const result = (await stack.db.db.execute(sql`select id from ${sql.identifier(table)} where team_id = ${stack.teamId}`)) as unknown as { rows: Array<{ id: string }> };
+  return new Set(result.rows.map((r) => r.id));
+}
+
+async function teamOf(table: 'agents' | 'environments' | 'credentials', id: string): Promise<string | undefined> {
+  const result = (await stack.db.db.execute(sql`select team_id from ${sql.identifier(table)} where id = ${id}`)) as unknown as { rows: Array<{ team_id: string }> };
+  return result.rows[0]?.team_id;
+}
+
+async function approvalStatus(sessionId: string, toolUseId: string): Promise<string | undefined> {
+  const result = (await stack.db.db.execute(sql`select status from approvals where session_id = ${sessionId} and tool_use_id = ${toolUseId}`)) as unknown as {
+    rows: Array<{ status: string }>;
+  };
+  return result.rows[0]?.status;
+}
+
+interface OpenApiDoc {
+  paths: Record<string, Record<string, { parameters?: Array<{ in: string; name: string }>; requestBody?: unknown }>>;
+}
+
+async function openApiRoutes(): Promise<Array<{ route: string; method: string; path: string; params: Array<{ in: string; name: string }>; hasBody: boolean }>> {
+  const res = await send('GET', '/openapi.json', { key: null });
+  expect(res.status).toBe(200);
+  const doc = res.body as OpenApiDoc;
+  return Object.entries(doc.paths).flatMap(([path, ops]) =>
+    Object.entries(ops).map(([method, op]) => ({
+      route: `${method.toUpperCase()} ${path}`,
+      method: method.toUpperCase(),
+      path,
+      params: op.parameters ?? [],
+      hasBody: op.requestBody !== undefined,
+    })),
+  );
+}
+
+// ---- the access table -----------------------------------------------------------------------------------------
+
+interface Call {
+  path: string;
+  body?: unknown;
+  headers?: Record<string, string>;
+}
+
+interface AccessCase {
+  /** what the call is, when a route has more than one permission */
+  label?: string;
+  permission: Permission;
+  /**
+   * The request, against the own team's resources. `fresh` is set for an allowed call of an own-team key: the
+   * call will succeed, so it gets resources of its own to use up (archive, decide).
+   */
+  request(fresh: boolean): Promise<Call>;
+  /**
+   * What an allowed key of another team gets: `not_found` — the call names an own-team resource, which does not
+   * exist for it; `list` — a list without any own-team resource; `created` — the thing is made in its own team.
+   */
+  otherTeam: 'not_found' | 'list' | 'created';
+  /** for `list`: how to name an item, the own-team item an own-team key must see, and every own-team item */
+  list?: { itemId(item: any): string; reference(): string; own(): Promise<Set<string>>; emptyForOtherTeam: boolean };
+  /** for `created`: the table the new row lands in */
+  table?: 'agents' | 'environments' | 'credentials';
+  /** more checks on an allowed own-team answer */
+  check?(res: Sent): Promise<void> | void;
+}
+
+const byId = (item: { id: string }) => item.id;
+
+const ACCESS: Record<string, AccessCase[]> = {
+  'POST /v1/agents': [
+    {
+      permission: 'agents:write',
+      request: async () => ({ path: '/v1/agents', body: agentDefinition({ name: 'made by the access table' }) }),
+      otherTeam: 'created',
+      table: 'agents',
+      check: (res) => expect(res.body).toMatchObject({ type: 'agent', version: 1, name: 'made by the access table' }),
+    },
+  ],
+  'GET /v1/agents': [
+    {
+      permission: 'agents:read',
+      request: async () => ({ path: '/v1/agents?limit=1000' }),
+      otherTeam: 'list',
+      list: { itemId: byId, reference: () => fx.agentId, own: () => ownIds('agents'), emptyForOtherTeam: false },
+    },
+  ],
+  'GET /v1/agents/{agent_id}': [
+    {
+      permission: 'agents:read',
+      request: async () => ({ path: `/v1/agents/${fx.agentId}` }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body.id).toBe(fx.agentId),
+    },
+  ],
+  'POST /v1/agents/{agent_id}': [
+    {
+      permission: 'agents:write',
+      request: async (fresh) => ({ path: `/v1/agents/${fresh ? await createAgent() : fx.agentId}`, body: { description: 'changed by the access table' } }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body).toMatchObject({ version: 2, description: 'changed by the access table' }),
+    },
+  ],
+  'POST /v1/agents/{agent_id}/archive': [
+    {
+      permission: 'agents:write',
+      request: async (fresh) => ({ path: `/v1/agents/${fresh ? await createAgent() : fx.agentId}/archive` }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body.archived_at).toEqual(expect.any(String)),
+    },
+  ],
+  'GET /v1/agents/{agent_id}/versions': [
+    {
+      permission: 'agents:read',
+      request: async () => ({ path: `/v1/agents/${fx.agentId}/versions` }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body.data.map((v: any) => v.version)).toEqual([1]),
+    },
+  ],
+  'POST /v1/environments': [
+    {
+      permission: 'environments:write',
+      request: async () => ({ path: '/v1/environments', body: { name: 'made by the access table' } }),
+      otherTeam: 'created',
+      table: 'environments',
+      check: (res) => expect(res.body).toMatchObject({ type: 'environment', name: 'made by the access table' }),
+    },
+  ],
+  'GET /v1/environments': [
+    {
+      permission: 'environments:read',
+      request: async () => ({ path: '/v1/environments?limit=1000' }),
+      otherTeam: 'list',
+      list: { itemId: byId, reference: () => fx.environmentId, own: () => ownIds('environments'), emptyForOtherTeam: false },
+    },
+  ],
+  'POST /v1/credentials': [
+    {
+      permission: 'credentials:write',
+      request: async () => ({ path: '/v1/credentials', body: { name: 'made by the access table', secret: 'sk-access-table' } }),
+      otherTeam: 'created',
+      table: 'credentials',
+      check: (res) => expect(res.text).not.toContain('sk-access-table'),
+    },
+  ],
+  'GET /v1/credentials': [
+    {
+      permission: 'credentials:read',
+      request: async () => ({ path: '/v1/credentials?limit=1000' }),
+      otherTeam: 'list',
+      list: { itemId: byId, reference: () => fx.credentialId, own: () => ownIds('credentials'), emptyForOtherTeam: false },
+    },
+  ],
+  'GET /v1/credentials/{credential_id}': [
+    {
+      permission: 'credentials:read',
+      request: async () => ({ path: `/v1/credentials/${fx.credentialId}` }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body.id).toBe(fx.credentialId),
+    },
+  ],
+  'POST /v1/sessions': [
+    {
+      permission: 'sessions:write',
+      request: async () => ({ path: '/v1/sessions', body: { agent: fx.agentId, title: 'started by the access table' } }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body).toMatchObject({ type: 'session', agent: { id: fx.agentId }, title: 'started by the access table' }),
+    },
+  ],
+  'GET /v1/sessions': [
+    {
+      permission: 'sessions:read',
+      request: async () => ({ path: '/v1/sessions?limit=1000' }),
+      otherTeam: 'list',
+      list: { itemId: byId, reference: () => fx.sessionId, own: () => ownIds('sessions'), emptyForOtherTeam: true },
+    },
+  ],
+  'GET /v1/sessions/{session_id}': [
+    {
+      permission: 'sessions:read',
+      request: async () => ({ path: `/v1/sessions/${fx.sessionId}` }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body.id).toBe(fx.sessionId),
+    },
+  ],
+  'POST /v1/sessions/{session_id}/archive': [
+    {
+      permission: 'sessions:write',
+      request: async (fresh) => ({ path: `/v1/sessions/${fresh ? await startSession(fx.agentId) : fx.sessionId}/archive` }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body.archived_at).toEqual(expect.any(String)),
+    },
+  ],
+  'POST /v1/sessions/{session_id}/events': [
+    {
+      label: 'user.message',
+      permission: 'sessions:write',
+      request: async () => ({ path: `/v1/sessions/${fx.messageSessionId}/events`, body: { events: [{ type: 'user.message', content: 'say ok' }] } }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body.data).toMatchObject([{ type: 'user.message', id: expect.stringMatching(/^sevt_/) }]),
+    },
+    {
+      label: 'user.interrupt',
+      permission: 'sessions:write',
+      request: async () => ({ path: `/v1/sessions/${fx.messageSessionId}/events`, body: { events: [{ type: 'user.interrupt' }] } }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body.data).toMatchObject([{ type: 'user.interrupt' }]),
+    },
+    {
+      label: 'user.tool_confirmation',
+      permission: 'approvals:decide',
+      request: async (fresh) => {
+        const target = fresh ? await waitingSession() : { sessionId: fx.waitingSessionId, toolUseId: fx.waitingToolUseId };
+        return { path: `/v1/sessions/${target.sessionId}/events`, body: { events: [{ type: 'user.tool_confirmation', tool_use_id: target.toolUseId, result: 'allow' }] } };
+      },
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body.data).toMatchObject([{ type: 'user.tool_confirmation', result: 'allow' }]),
+    },
+  ],
+  'GET /v1/sessions/{session_id}/events': [
+    {
+      permission: 'sessions:read',
+      request: async () => ({ path: `/v1/sessions/${fx.waitingSessionId}/events` }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body.data.map((e: any) => e.type)).toContain('agent.tool_use'),
+    },
+  ],
+  'GET /v1/sessions/{session_id}/events/stream': [
+    {
+      permission: 'sessions:read',
+      request: async () => ({ path: `/v1/sessions/${fx.sessionId}/events/stream` }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.contentType).toMatch(/^text\/event-stream/),
+    },
+  ],
+  'GET /v1/approvals': [
+    {
+      permission: 'approvals:read',
+      request: async () => ({ path: '/v1/approvals?limit=1000' }),
+      otherTeam: 'list',
+      list: {
+        itemId: (a) => `${a.session_id}/${a.tool_use_id}`,
+        reference: () => `${fx.waitingSessionId}/${fx.waitingToolUseId}`,
+        own: async () => {
+          const result = (await stack.db.db.execute(sql`select session_id, tool_use_id from approvals where team_id = ${stack.teamId}`)) as unknown as {
+            rows: Array<{ session_id: string; tool_use_id: string }>;
+          };
+          return new Set(result.rows.map((r) => `${r.session_id}/${r.tool_use_id}`));
+        },
+        emptyForOtherTeam: true,
+      },
+    },
+  ],
+};
+
+const PUBLIC_ROUTES = ['/healthz', '/readyz', '/openapi.json'];
+
+describe('access control', () => {
+  it('has a row in the access table for every route of the OpenAPI document, and none for a route that is gone', async () => {
+    const documented = (await openApiRoutes()).map((r) => r.route).sort();
+    expect(documented.length).toBeGreaterThan(0);
+    expect(Object.keys(ACCESS).sort()).toEqual(documented);
+  });
+
+  it('answers the health, readiness and OpenAPI routes without a key', async () => {
+    for (const path of PUBLIC_ROUTES) {
+      const res = await send('GET', path, { key: null });
+      expect(res.status, `${path}: ${res.text}`).toBe(200);
+    }
+    expect((await send('GET', '/readyz', { key: null })).body).toMatchObject({ status: 'ready', checks: { database: 'ok', temporal: 'ok' } });
+  });
+
+  for (const [route, cases] of Object.entries(ACCESS)) {
+    const [method, template] = route.split(' ') as [string, string];
+    for (const access of cases) {
+      const name = access.label ? `${route} (${access.label})` : route;
+      it(`${name} follows the permission matrix for every role, in the own team and in another`, async () => {
+        for (const role of ROLES) {
+          for (const team of TEAMS) {
+            const allowed = can(role, access.permission);
+            const where = `${role} of the ${team} team`;
+            const call = await access.request(allowed && team === 'own');
+            expect(call.path.startsWith(template.replace(/\{.*$/, '').replace(/\?.*$/, ''))).toBe(true);
+            const before = await writes();
+            const res = await send(method, call.path, { key: keys[team][role], body: call.body, headers: call.headers });
+
+            if (!allowed) {
+              expectProblem(res, 403, 'auth.forbidden');
+              expect(res.body.detail, where).toContain(access.permission);
+              expect(await writes(), `${where} wrote something`).toEqual(before);
+              continue;
+            }
+            if (team === 'own') {
+              expect(res.status, `${where}: ${res.text}`).toBe(200);
+              if (access.list) expect(res.body.data.map(access.list.itemId), where).toContain(access.list.reference());
+              await access.check?.(res);
+              continue;
+            }
+            if (access.otherTeam === 'not_found') {
+              expectProblem(res, 404, 'resource.not_found');
+              expect(await writes(), `${where} wrote something`).toEqual(before);
+            } else if (access.otherTeam === 'list') {
+              expect(res.status, `${where}: ${res.text}`).toBe(200);
+              const own = await access.list!.own();
+              expect(own.size).toBeGreaterThan(0);
+              const seen = res.body.data.map(access.list!.itemId) as string[];
+              expect(seen.filter((id) => own.has(id)), where).toEqual([]);
+              if (access.list!.emptyForOtherTeam) expect(res.body.data, where).toEqual([]);
+            } else {
+              expect(res.status, `${where}: ${res.text}`).toBe(200);
+              const owner = await teamOf(access.table!, res.body.id);
+              expect(owner).toBeDefined();
+              expect(owner, `${where} created in the wrong team`).not.toBe(stack.teamId);
+            }
+          }
+        }
+        // a refused decision leaves the shared tool call waiting
+        expect(await approvalStatus(fx.waitingSessionId, fx.waitingToolUseId)).toBe('pending');
+      });
+    }
+  }
+});
+
+// ---- authentication -------------------------------------------------------------------------------------------
+
+describe('authentication', () => {
+  async function everyRoute() {
+    const routes = await openApiRoutes();
+    return Promise.all(
+      routes.map(async (r) => {
+        const call = await ACCESS[r.route]![0]!.request(false);
+        return { ...r, call };
+      }),
+    );
+  }
+
+  it('refuses every /v1 route without a key with 401 auth.missing_key', async () => {
+    for (const { route, method, call } of await everyRoute()) {
+      const before = await writes();
+      const res = await send(method, call.path, { key: null, body: call.body });
+      expectProblem(res, 401, 'auth.missing_key');
+      expect(res.body.detail, route).toContain('Authorization: Bearer');
+      expect(await writes()).toEqual(before);
+    }
+  });
+
+  it('refuses every /v1 route with an unknown key with 401 auth.invalid_key, in either header', async () => {
+    for (const { method, call } of await everyRoute()) {
+      for (const auth of ['bearer', 'x-api-key'] as const) {
+        const res = await send(method, call.path, { key: 'ap_not-a-key-anyone-was-given', body: call.body, auth });
+        expectProblem(res, 401, 'auth.invalid_key');
+      }
+    }
+  });
+
+  it('takes the key as Authorization: Bearer (any case) or as x-api-key', async () => {
+    const viewer = keys.own.viewer;
+    expect((await send('GET', `/v1/agents/${fx.agentId}`, { key: viewer, auth: 'bearer' })).status).toBe(200);
+    expect((await send('GET', `/v1/agents/${fx.agentId}`, { key: viewer, auth: 'x-api-key' })).status).toBe(200);
+    const lower = await send('GET', `/v1/agents/${fx.agentId}`, { key: null, headers: { authorization: `bearer ${viewer}` } });
+    expect(lower.status).toBe(200);
+    // the x-api-key key acts with its own role: a viewer cannot write through either header
+    expectProblem(await send('POST', '/v1/environments', { key: viewer, auth: 'x-api-key', body: { name: 'nope' } }), 403, 'auth.forbidden');
+  });
+
+  it('refuses a revoked key with 401 auth.invalid_key', async () => {
+    const key = await stack.key('admin');
+    expect((await send('GET', '/v1/agents', { key })).status).toBe(200);
+    await stack.db.db.execute(sql`update api_keys set revoked_at = now() where hash = ${hashKey(key)}`);
+    expectProblem(await send('GET', '/v1/agents', { key }), 401, 'auth.invalid_key');
+  });
+});
+
+// ---- validation -----------------------------------------------------------------------------------------------
+
+interface Malformed {
+  /** what is wrong, for the failure message */
+  what: string;
+  call(): Call;
+  /** the name of the field, as `invalid_params[].name` gives it */
+  field: string;
+}
+
+const tooManyKeys = Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`k${i}`, 'v']));
+
+const MALFORMED: Record<string, Malformed[]> = {
+  'POST /v1/agents': [
+    { what: 'an empty name', call: () => ({ path: '/v1/agents', body: agentDefinition({ name: '' }) }), field: 'body.name' },
+    {
+      what: 'an unknown rule action',
+      call: () => ({ path: '/v1/agents', body: agentDefinition({ tool_policy: { rules: [{ tool: 'bash', action: 'perhaps' }], default: 'allow' } }) }),
+      field: 'body.tool_policy.rules.0.action',
+    },
+    { what: 'a negative budget', call: () => ({ path: '/v1/agents', body: agentDefinition({ budget: { max_cost_usd: -1 } }) }), field: 'body.budget.max_cost_usd' },
+    { what: 'no model', call: () => ({ path: '/v1/agents', body: { name: 'x' } }), field: 'body.model' },
+  ],
+  'GET /v1/agents': [
+    { what: 'a zero limit', call: () => ({ path: '/v1/agents?limit=0' }), field: 'query.limit' },
+    { what: 'include_archived that is not a boolean', call: () => ({ path: '/v1/agents?include_archived=yes' }), field: 'query.include_archived' },
+  ],
+  'GET /v1/agents/{agent_id}': [{ what: 'version 0', call: () => ({ path: `/v1/agents/${fx.agentId}?version=0` }), field: 'query.version' }],
+  'POST /v1/agents/{agent_id}': [
+    { what: 'a version that is not a number', call: () => ({ path: `/v1/agents/${fx.agentId}`, body: { version: 'latest' } }), field: 'body.version' },
+    { what: 'an unknown runtime', call: () => ({ path: `/v1/agents/${fx.agentId}`, body: { runtime: { type: 'mainframe' } } }), field: 'body.runtime.type' },
+  ],
+  'POST /v1/environments': [
+    { what: 'a name that is a number', call: () => ({ path: '/v1/environments', body: { name: 5 } }), field: 'body.name' },
+    { what: 'too many metadata keys', call: () => ({ path: '/v1/environments', body: { name: 'x', metadata: tooManyKeys } }), field: 'body.metadata' },
+  ],
+  'GET /v1/environments': [{ what: 'a limit that is not a number', call: () => ({ path: '/v1/environments?limit=many' }), field: 'query.limit' }],
+  'POST /v1/credentials': [
+    { what: 'an empty secret', call: () => ({ path: '/v1/credentials', body: { name: 'x', secret: '' } }), field: 'body.secret' },
+    { what: 'an unknown kind', call: () => ({ path: '/v1/credentials', body: { name: 'x', kind: 'password', secret: 's' } }), field: 'body.kind' },
+  ],
+  'GET /v1/credentials': [{ what: 'a limit above 1000', call: () => ({ path: '/v1/credentials?limit=1001' }), field: 'query.limit' }],
+  'POST /v1/sessions': [
+    { what: 'a zero budget', call: () => ({ path: '/v1/sessions', body: { agent: fx.agentId, budget: { max_cost_usd: 0 } } }), field: 'body.budget.max_cost_usd' },
+    { what: 'no agent', call: () => ({ path: '/v1/sessions', body: { title: 'x' } }), field: 'body.agent' },
+    {
+      what: 'an initial event that is not a message',
+      call: () => ({ path: '/v1/sessions', body: { agent: fx.agentId, initial_events: [{ type: 'user.interrupt' }] } }),
+      field: 'body.initial_events.0.type',
+    },
+    {
+      what: 'an Idempotency-Key of 201 characters',
+      call: () => ({ path: '/v1/sessions', body: { agent: fx.agentId }, headers: { 'idempotency-key': 'k'.repeat(201) } }),
+      field: 'header.idempotency-key',
+    },
+  ],
+  'GET /v1/sessions': [
+    { what: 'an unknown status', call: () => ({ path: '/v1/sessions?status=sleeping' }), field: 'query.status' },
+    { what: 'a date that is not ISO 8601', call: () => ({ path: '/v1/sessions?created_after=yesterday' }), field: 'query.created_after' },
+  ],
+  'POST /v1/sessions/{session_id}/events': [
+    { what: 'no events', call: () => ({ path: `/v1/sessions/${fx.messageSessionId}/events`, body: { events: [] } }), field: 'body.events' },
+    {
+      what: 'an empty message',
+      call: () => ({ path: `/v1/sessions/${fx.messageSessionId}/events`, body: { events: [{ type: 'user.message', content: '' }] } }),
+      field: 'body.events.0.content',
+    },
+    {
+      what: 'a decision that is neither allow nor deny',
+      call: () => ({ path: `/v1/sessions/${fx.waitingSessionId}/events`, body: { events: [{ type: 'user.tool_confirmation', tool_use_id: fx.waitingToolUseId, result: 'maybe' }] } }),
+      field: 'body.events.0.result',
+    },
+  ],
+  'GET /v1/sessions/{session_id}/events': [
+    { what: 'an unknown order', call: () => ({ path: `/v1/sessions/${fx.sessionId}/events?order=sideways` }), field: 'query.order' },
+    { what: 'a cursor this endpoint never gave', call: () => ({ path: `/v1/sessions/${fx.sessionId}/events?page=abc` }), field: 'query.page' },
+  ],
+  'GET /v1/sessions/{session_id}/events/stream': [
+    { what: 'a Last-Event-ID that is not a frame id', call: () => ({ path: `/v1/sessions/${fx.sessionId}/events/stream`, headers: { 'last-event-id': 'abc' } }), field: 'header.last-event-id' },
+  ],
+  'GET /v1/approvals': [{ what: 'a negative limit', call: () => ({ path: '/v1/approvals?limit=-1' }), field: 'query.limit' }],
+};
+
+/** A well-formed body for each route that takes one, so that only the id is wrong. */
+const GOOD_BODY: Record<string, unknown> = {
+  'POST /v1/agents/{agent_id}': { description: 'x' },
+  'POST /v1/sessions/{session_id}/events': { events: [{ type: 'user.message', content: 'say hi' }] },
+};
+
+const ID_PREFIX: Record<string, string> = { agent_id: 'agent', credential_id: 'cred', session_id: 'sesn' };
+
+describe('validation', () => {
+  it('has malformed inputs for every route that takes a body, a query or a header', async () => {
+    const needing = (await openApiRoutes()).filter((r) => r.hasBody || r.params.some((p) => p.in === 'query' || p.in === 'header')).map((r) => r.route);
+    expect(needing.filter((route) => !MALFORMED[route]?.length)).toEqual([]);
+    expect(Object.keys(MALFORMED).filter((route) => !needing.includes(route))).toEqual([]);
+  });
+
+  for (const [route, inputs] of Object.entries(MALFORMED)) {
+    const method = route.split(' ')[0]!;
+    it(`${route} answers malformed input with a 400 that names the field, and writes nothing`, async () => {
+      for (const input of inputs) {
+        const call = input.call();
+        const before = await writes();
+        const res = await send(method, call.path, { body: call.body, headers: call.headers });
+        expectProblem(res, 400, 'request.invalid');
+        expect(res.body.detail, input.what).toContain(input.field);
+        expect(res.body.invalid_params?.map((p: { name: string }) => p.name), input.what).toContain(input.field);
+        for (const p of res.body.invalid_params) expect(p.reason).toEqual(expect.any(String));
+        expect(await writes(), input.what).toEqual(before);
+      }
+    });
+  }
+
+  it('answers a body that is not JSON, or not sent as JSON, with a 400 problem on every route that takes a body', async () => {
+    const routes = (await openApiRoutes()).filter((r) => r.hasBody);
+    expect(routes.length).toBeGreaterThan(0);
+    for (const r of routes) {
+      const { path } = await ACCESS[r.route]![0]!.request(false);
+      const before = await writes();
+      const broken = await send(r.method, path, { rawBody: '{"name": "half' });
+      expectProblem(broken, 400, 'request.invalid');
+      const plain = await send(r.method, path, { rawBody: 'name=x', headers: { 'content-type': 'text/plain' } });
+      expect(plain.status, `${r.route}: ${plain.text}`).toBe(400);
+      expect(plain.contentType).toBe('application/problem+json');
+      expect(await writes(), r.route).toEqual(before);
+    }
+  });
+
+  it('answers an unknown or malformed id with 404 on every route that takes one', async () => {
+    const routes = (await openApiRoutes()).filter((r) => r.params.some((p) => p.in === 'path'));
+    expect(routes.length).toBeGreaterThan(0);
+    for (const r of routes) {
+      const param = r.params.find((p) => p.in === 'path')!;
+      const prefix = ID_PREFIX[param.name];
+      expect(prefix, `no id prefix for ${param.name}`).toBeDefined();
+      for (const id of [`${prefix}_01jzzzzzzzzzzzzzzzzzzzzzzz`, 'not-an-id', `${prefix === 'agent' ? 'sesn' : 'agent'}_01jzzzzzzzzzzzzzzzzzzzzzzz`]) {
+        const path = r.path.replace(`{${param.name}}`, id);
+        const before = await writes();
+        const res = await send(r.method, path, { body: r.hasBody ? GOOD_BODY[r.route] : undefined });
+        expectProblem(res, 404, 'resource.not_found');
+        expect(await writes(), `${r.route} ${id}`).toEqual(before);
+      }
+    }
+  });
+
+  it('answers a session for an unknown agent, agent version or environment with 404, and writes nothing', async () => {
+    for (const body of [
+      { agent: 'agent_01jzzzzzzzzzzzzzzzzzzzzzzz' },
+      { agent: { type: 'agent', id: fx.agentId, version: 99 } },
+      { agent: fx.agentId, environment_id: 'env_01jzzzzzzzzzzzzzzzzzzzzzzz' },
+    ]) {
+      const before = await writes();
+      const res = await send('POST', '/v1/sessions', { body });
+      expectProblem(res, 404, 'resource.not_found');
+      expect(await writes(), JSON.stringify(body)).toEqual(before);
+    }
+  });
+
+  it("refuses a session budget above the agent's cap with a 400 naming body.budget.max_cost_usd, and starts nothing", async () => {
+    const before = await writes();
+    const res = await send('POST', '/v1/sessions', { body: { agent: fx.agentId, budget: { max_cost_usd: 5.01 } } });
+    expectProblem(res, 400, 'request.invalid');
+    expect(res.body.detail).toContain('body.budget.max_cost_usd');
+    expect(res.body.invalid_params.map((p: { name: string }) => p.name)).toEqual(['body.budget.max_cost_usd']);
+    expect(await writes()).toEqual(before);
+    // at the cap is fine
+    const atCap = await send('POST', '/v1/sessions', { body: { agent: fx.agentId, budget: { max_cost_usd: 5 } } });
+    expect(atCap.status, atCap.text).toBe(200);
+    expect(atCap.body.budget).toEqual({ max_cost_usd: 5 });
+  });
+
+  it("refuses an agent that names another team's credential, and writes nothing", async () => {
+    const otherAdmin = keys.other.admin;
+    const theirs = await send('POST', '/v1/credentials', { key: otherAdmin, body: { name: 'theirs', secret: 'sk-theirs' } });
+    expect(theirs.status).toBe(200);
+    const before = await writes();
+    const res = await send('POST', '/v1/agents', { body: agentDefinition({ model_provider: { base_url: 'http://127.0.0.1:1/v1', credential_id: theirs.body.id } }) });
+    expectProblem(res, 400, 'request.invalid');
+    expect(res.body.invalid_params.map((p: { name: string }) => p.name)).toEqual(['body.model_provider.credential_id']);
+    expect(await writes()).toEqual(before);
+    const ours = await send('POST', '/v1/agents', { body: agentDefinition({ model_provider: { base_url: 'http://127.0.0.1:1/v1', credential_id: fx.credentialId } }) });
+    expect(ours.status, ours.text).toBe(200);
+    expect(ours.body.model_provider).toEqual({ base_url: 'http://127.0.0.1:1/v1', credential_id: fx.credentialId });
+  });
+
+  it('refuses events for an archived session, and for one whose workflow has ended, with 409', async () => {
+    const message = { events: [{ type: 'user.message', content: 'say too late' }] };
+    const archivedId = await startSession(fx.agentId);
+    expect((await send('POST', `/v1/sessions/${archivedId}/archive`)).status).toBe(200);
+    expectProblem(await send('POST', `/v1/sessions/${archivedId}/events`, { body: message }), 409, 'session.not_accepting');
+    await waitForStatus(stack, archivedId, 'terminated', 'archived');
+    expectProblem(await send('POST', `/v1/sessions/${archivedId}/events`, { body: message }), 409, 'session.not_accepting');
+    expect((await eventsOf(stack, archivedId)).filter((e) => e.type === 'user.message')).toEqual([]);
+
+    // the workflow ended behind the API's back: the row still says idle, Temporal says it is gone
+    const endedId = await startSession(fx.agentId);
+    await stack.temporal.workflow.getHandle(endedId).terminate('test: ended outside the API');
+    const res = await send('POST', `/v1/sessions/${endedId}/events`, { body: message });
+    expectProblem(res, 409, 'session.not_accepting');
+  });
+
+  it('answers a decision on a tool call the session never made with 404, and one already decided with 409', async () => {
+    const res = await send('POST', `/v1/sessions/${fx.waitingSessionId}/events`, {
+      body: { events: [{ type: 'user.tool_confirmation', tool_use_id: 'toolu_never_made', result: 'allow' }] },
+    });
+    expectProblem(res, 404, 'resource.not_found');
+    expect(res.body.detail).toContain('toolu_never_made');
+    expect(await approvalStatus(fx.waitingSessionId, fx.waitingToolUseId)).toBe('pending');
+
+    // a batch is taken whole or not at all: a good decision next to a bad one is not sent either
+    const batch = await send('POST', `/v1/sessions/${fx.waitingSessionId}/events`, {
+      body: {
+        events: [
+          { type: 'user.tool_confirmation', tool_use_id: fx.waitingToolUseId, result: 'allow' },
+          { type: 'user.tool_confirmation', tool_use_id: 'toolu_never_made', result: 'allow' },
+        ],
+      },
+    });
+    expectProblem(batch, 404, 'resource.not_found');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await approvalStatus(fx.waitingSessionId, fx.waitingToolUseId)).toBe('pending');
+    expect((await send('GET', `/v1/sessions/${fx.waitingSessionId}`)).body.status).toBe('requires_action');
+
+    const { sessionId, toolUseId } = await waitingSession();
+    const first = await send('POST', `/v1/sessions/${sessionId}/events`, { body: { events: [{ type: 'user.tool_confirmation', tool_use_id: toolUseId, result: 'deny' }] } });
+    expect(first.status, first.text).toBe(200);
+    await waitForStatus(stack, sessionId, 'idle', 'end_turn');
+    const second = await send('POST', `/v1/sessions/${sessionId}/events`, { body: { events: [{ type: 'user.tool_confirmation', tool_use_id: toolUseId, result: 'allow' }] } });
+    expectProblem(second, 409, 'approval.not_pending');
+  });
+});
+
+// ---- agents ---------------------------------------------------------------------------------------------------
+
+describe('agents', () => {
+  it('keeps every version of an agent, refuses a stale update, and refuses sessions once it is archived', async () => {
+    const created = await send('POST', '/v1/agents', { body: agentDefinition({ name: 'lifecycle v1', system: 'be brief' }) });
+    expect(created.status).toBe(200);
+    expect(created.body).toMatchObject({ type: 'agent', version: 1, name: 'lifecycle v1', system: 'be brief', model: { id: 'scripted' }, archived_at: null });
+    const id = created.body.id as string;
+    expect(id).toMatch(/^agent_/);
+    expect((await send('GET', `/v1/agents/${id}`)).body).toMatchObject({ id, version: 1, name: 'lifecycle v1' });
+
+    const updated = await send('POST', `/v1/agents/${id}`, { body: { version: 1, name: 'lifecycle v2' } });
+    expect(updated.status, updated.text).toBe(200);
+    // an update changes what it names and keeps the rest
+    expect(updated.body).toMatchObject({ id, version: 2, name: 'lifecycle v2', system: 'be brief', budget: { max_cost_usd: 5 } });
+
+    const before = await writes();
+    const stale = await send('POST', `/v1/agents/${id}`, { body: { version: 1, name: 'lifecycle lost update' } });
+    expectProblem(stale, 409, 'resource.conflict');
+    expect(stale.body.detail).toContain('version 2');
+    expect(await writes()).toEqual(before);
+
+    const versions = await send('GET', `/v1/agents/${id}/versions`);
+    expect(versions.body.data.map((v: any) => [v.version, v.name])).toEqual([
+      [1, 'lifecycle v1'],
+      [2, 'lifecycle v2'],
+    ]);
+    expect((await send('GET', `/v1/agents/${id}?version=1`)).body).toMatchObject({ version: 1, name: 'lifecycle v1' });
+    expectProblem(await send('GET', `/v1/agents/${id}?version=3`), 404, 'resource.not_found');
+    expect((await send('GET', `/v1/agents/${id}`)).body).toMatchObject({ version: 2, name: 'lifecycle v2' });
+
+    // a session pins the version it asked for
+    const pinned = await send('POST', '/v1/sessions', { body: { agent: { type: 'agent', id, version: 1 } } });
+    expect(pinned.body.agent).toEqual({ id, version: 1, runtime: 'scripted' });
+
+    const archived = await send('POST', `/v1/agents/${id}/archive`);
+    expect(archived.status).toBe(200);
+    expect(archived.body.archived_at).toEqual(expect.any(String));
+    expect((await send('GET', '/v1/agents?limit=1000')).body.data.map(byId)).not.toContain(id);
+    expect((await send('GET', '/v1/agents?limit=1000&include_archived=true')).body.data.map(byId)).toContain(id);
+
+    const beforeRefusals = await writes();
+    expectProblem(await send('POST', `/v1/agents/${id}`, { body: { name: 'lifecycle v3' } }), 409, 'resource.conflict');
+    const session = await send('POST', '/v1/sessions', { body: { agent: id } });
+    expectProblem(session, 409, 'resource.conflict');
+    expect(session.body.detail).toContain('archived');
+    expect(await writes()).toEqual(beforeRefusals);
+  });
+
+  it('maps a Managed Agents toolset permission config onto the tool policy, and the session follows it', async () => {
+    const tools = [
+      {
+        type: 'agent_toolset_20250822',
+        default_config: { permission_policy: { type: 'always_ask' } },
+        configs: [
+          { name: 'bash', permission_policy: { type: 'always_allow' } },
+          { name: 'web_fetch', permission_policy: { type: 'auto' } },
+          { name: 'read', enabled: true },
+        ],
+      },
+    ];
+    const res = await send('POST', '/v1/agents', { body: { name: 'managed style', model: 'scripted', runtime: { type: 'scripted' }, tools } });
+    expect(res.status, res.text).toBe(200);
+    expect(res.body.tools).toEqual(tools);
+    expect(res.body.tool_policy).toEqual({
+      rules: [
+        { tool: 'bash', action: 'allow' },
+        { tool: 'web_fetch', action: 'ask' },
+      ],
+      default: 'ask',
+    });
+
+    const allowAll = await send('POST', '/v1/agents', { body: { name: 'allow all', model: 'scripted', tools: [{ type: 'agent_toolset_20250822' }] } });
+    expect(allowAll.body.tool_policy).toEqual({ rules: [], default: 'allow' });
+    const noToolset = await send('POST', '/v1/agents', { body: { name: 'no toolset', model: 'scripted' } });
+    expect(noToolset.body.tool_policy).toEqual({ rules: [], default: 'ask' });
+    // an explicit tool_policy wins over the toolset config
+    const explicit = await send('POST', '/v1/agents', {
+      body: { name: 'explicit', model: 'scripted', tools, tool_policy: { rules: [{ tool: 'bash', action: 'deny' }], default: 'deny' } },
+    });
+    expect(explicit.body.tool_policy).toEqual({ rules: [{ tool: 'bash', action: 'deny' }], default: 'deny' });
+
+    const sessionId = await startSession(res.body.id, 'tool bash ls\ntool write /tmp/managed.md');
+    const waiting = await waitForStatus(stack, sessionId, 'requires_action');
+    expect(waiting.pending_approvals.map((a: any) => a.tool)).toEqual(['write']);
+    const uses = (await eventsOf(stack, sessionId)).filter((e) => e.type === 'agent.tool_use');
+    expect(uses.map((u) => [u.name, u.evaluated_permission])).toEqual([
+      ['bash', 'allow'],
+      ['write', 'ask'],
+    ]);
+    await send('POST', `/v1/sessions/${sessionId}/archive`);
+  });
+});
+
+// ---- the fleet query ------------------------------------------------------------------------------------------
+
+describe('sessions list', () => {
+  it('pages 25 sessions by next_page, 10 at a time, returning each exactly once', async () => {
+    const agent = await createAgent({ name: 'pager' });
+    const started = new Set<string>();
+    for (let i = 0; i < 25; i++) started.add(await startSession(agent));
+    expect(started.size).toBe(25);
+
+    const seen: string[] = [];
+    const sizes: number[] = [];
+    let cursor: string | null = null;
+    for (let pages = 0; pages < 10; pages++) {
+      const res: Sent = await send('GET', `/v1/sessions?agent_id=${agent}&limit=10${cursor ? `&page=${cursor}` : ''}`);
+      expect(res.status, res.text).toBe(200);
+      sizes.push(res.body.data.length);
+      seen.push(...res.body.data.map(byId));
+      cursor = res.body.next_page;
+      if (!cursor) break;
+    }
+    expect(sizes).toEqual([10, 10, 5]);
+    expect(new Set(seen).size).toBe(seen.length);
+    expect(new Set(seen)).toEqual(started);
+    expect(seen).toEqual([...seen].sort().reverse());
+  });
+
+  it('filters by agent, status and runtime', async () => {
+    const agent = await createAgent({ name: 'filtered' });
+    const idle = [await startSession(agent), await startSession(agent)];
+    const opencodeAgent = await createAgent({ name: 'opencode, never run', runtime: { type: 'opencode' } });
+    // no initial events: the session waits idle and the opencode runtime is never asked for
+    const opencodeSession = await startSession(opencodeAgent);
+
+    const byAgent = (await send('GET', `/v1/sessions?agent_id=${agent}&limit=1000`)).body.data;
+    expect(byAgent.map(byId).sort()).toEqual([...idle].sort());
+    expect(byAgent.every((s: any) => s.agent.id === agent)).toBe(true);
+
+    const waiting = (await send('GET', '/v1/sessions?status=requires_action&limit=1000')).body.data;
+    expect(waiting.map(byId)).toContain(fx.waitingSessionId);
+    expect(waiting.every((s: any) => s.status === 'requires_action')).toBe(true);
+    expect(waiting.map(byId)).not.toContain(idle[0]);
+    const idleList = (await send('GET', `/v1/sessions?status=idle&agent_id=${agent}&limit=1000`)).body.data;
+    expect(idleList.map(byId).sort()).toEqual([...idle].sort());
+    expect((await send('GET', `/v1/sessions?status=terminated&agent_id=${agent}`)).body.data).toEqual([]);
+
+    const opencode = (await send('GET', '/v1/sessions?runtime=opencode&limit=1000')).body.data;
+    expect(opencode.map(byId)).toEqual([opencodeSession]);
+    expect(opencode[0].agent.runtime).toBe('opencode');
+    const scripted = (await send('GET', '/v1/sessions?runtime=scripted&limit=1000')).body.data;
+    expect(scripted.map(byId)).toEqual(expect.arrayContaining(idle));
+    expect(scripted.map(byId)).not.toContain(opencodeSession);
+    expect(scripted.every((s: any) => s.agent.runtime === 'scripted')).toBe(true);
+
+    // archived sessions leave the list unless asked for
+    await send('POST', `/v1/sessions/${idle[0]}/archive`);
+    expect((await send('GET', `/v1/sessions?agent_id=${agent}`)).body.data.map(byId)).toEqual([idle[1]]);
+    expect((await send('GET', `/v1/sessions?agent_id=${agent}&include_archived=true`)).body.data.map(byId).sort()).toEqual([...idle].sort());
+    await send('POST', `/v1/sessions/${opencodeSession}/archive`);
+  });
+});
+
+// ---- credentials ----------------------------------------------------------------------------------------------
+
+describe('credentials', () => {
+  it('never returns the secret, from create, list or get, and does not store it in the clear', async () => {
+    const secret = `sk-live-${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}`;
+    const created = await send('POST', '/v1/credentials', { body: { name: 'model key', secret } });
+    expect(created.status).toBe(200);
+    expect(created.body).toMatchObject({ type: 'credential', name: 'model key', kind: 'api_key', secret_version: 1, revoked_at: null });
+    expect(created.body.id).toMatch(/^cred_/);
+    const listed = await send('GET', '/v1/credentials?limit=1000');
+    expect(listed.body.data.map(byId)).toContain(created.body.id);
+    const got = await send('GET', `/v1/credentials/${created.body.id}`);
+    expect(got.status).toBe(200);
+    for (const res of [created, listed, got]) {
+      expect(res.text).not.toContain(secret);
+      expect(res.text).not.toContain(secret.slice(8));
+    }
+    const stored = (await stack.db.db.execute(sql`select * from credentials where id = ${created.body.id}`)) as unknown as { rows: unknown[] };
+    expect(stored.rows).toHaveLength(1);
+    expect(JSON.stringify(stored.rows)).not.toContain(secret.slice(8));
+    const audit = (await stack.db.db.execute(sql`select * from audit_log where target = ${created.body.id}`)) as unknown as { rows: unknown[] };
+    expect(audit.rows).toHaveLength(1);
+    expect(JSON.stringify(audit.rows)).not.toContain(secret.slice(8));
+  });
+});
+
+// ---- the event stream -----------------------------------------------------------------------------------------
+
+interface Frame {
+  id?: string;
+  event?: string;
+  data?: string;
+}
+
+function parseFrame(block: string): Frame {
+  const frame: Frame = {};
+  for (const line of block.split(/\r?\n/)) {
+    const match = /^([^:]+):? ?(.*)$/.exec(line);
+    if (!match) continue;
+    const [, field, value] = match as unknown as [string, string, string];
+    if (field === 'data') frame.data = frame.data === undefined ? value : `${frame.data}\n${value}`;
+    else if (field === 'id' || field === 'event') frame[field] = value;
+  }
+  return frame;
+}
+
+/** Opens the stream and collects frames in the background until closed (or the server ends it). */
+async function openStream(sessionId: string, lastEventId?: string) {
+  const controller = new AbortController();
+  const res = await fetch(`${stack.url}/v1/sessions/${sessionId}/events/stream`, {
+    headers: { authorization: `Bearer ${stack.adminKey}`, ...(lastEventId === undefined ? {} : { 'last-event-id': lastEventId }) },
+    signal: controller.signal,
+  });
+  expect(res.status).toBe(200);
+  expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+  const frames: Frame[] = [];
+  const raw: string[] = [];
+  let ended = false;
+  const pump = (async () => {
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let buffer = '';
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        for (let match = /\r?\n\r?\n/.exec(buffer); match; match = /\r?\n\r?\n/.exec(buffer)) {
+          const block = buffer.slice(0, match.index);
+          buffer = buffer.slice(match.index + match[0].length);
+          raw.push(block);
+          frames.push(parseFrame(block));
+        }
+      }
+    } catch (err) {
+      if (!controller.signal.aborted) throw err;
+    } finally {
+      ended = true;
+    }
+  })();
+  const events = () => frames.filter((f) => f.event !== 'ping');
+  const stream = {
+    frames,
+    raw,
+    events,
+    get ended() {
+      return ended;
+    },
+    async waitFor(count: number, what: string) {
+      await eventually(async () => (events().length >= count ? true : undefined), { timeoutMs: 15_000, intervalMs: 20, what });
+    },
+    async close() {
+      openStreams.delete(stream);
+      controller.abort();
+      await pump;
+    },
+  };
+  openStreams.add(stream);
+  return stream;
+}
+
+const quiet = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('event stream', () => {
+  it('sends id, event and data on every frame, and replays exactly what came after Last-Event-ID', async () => {
+    const sessionId = await startSession(fx.agentId, 'say one\nsay two\ncost 0.01');
+    await waitForStatus(stack, sessionId, 'idle', 'end_turn');
+    const history = await eventsOf(stack, sessionId);
+    expect(history.map((e) => e.type)).toEqual([
+      'session.status_idle',
+      'user.message',
+      'session.status_running',
+      'agent.message',
+      'agent.message',
+      'span.model_request_end',
+      'session.status_idle',
+    ]);
+
+    const all = await openStream(sessionId, '0');
+    await all.waitFor(history.length, 'the whole history');
+    await quiet(300); // several polls: nothing more may come
+    await all.close();
+    for (const block of all.raw.filter((b) => !b.includes('event: ping'))) {
+      expect(block).toMatch(/^id: \d+$/m);
+      expect(block).toMatch(/^event: \S+$/m);
+      expect(block).toMatch(/^data: \{.*\}$/m);
+    }
+    expect(all.events().map((f) => [f.id, f.event, JSON.parse(f.data!)])).toEqual(history.map((e) => [String(e.seq), e.type, e]));
+
+    const n = 3;
+    const rest = await openStream(sessionId, String(n));
+    await rest.waitFor(history.length - n, 'the events after Last-Event-ID');
+    await quiet(300);
+    await rest.close();
+    expect(rest.events().map((f) => Number(f.id))).toEqual(history.filter((e) => e.seq > n).map((e) => e.seq));
+    expect(rest.events().map((f) => JSON.parse(f.data!).id)).toEqual(history.slice(n).map((e) => e.id));
+
+    const upToDate = await openStream(sessionId, String(history.at(-1).seq));
+    await quiet(300);
+    await upToDate.close();
+    expect(upToDate.events()).toEqual([]);
+  });
+
+  it('starts at now without Last-Event-ID, delivers new events live, and ends after the session terminates', async () => {
+    const sessionId = await startSession(fx.agentId, 'say before');
+    await waitForStatus(stack, sessionId, 'idle', 'end_turn');
+    const lastSeq = (await eventsOf(stack, sessionId)).at(-1).seq as number;
+
+    const live = await openStream(sessionId);
+    await quiet(200);
+    expect(live.events()).toEqual([]);
+    expect((await send('POST', `/v1/sessions/${sessionId}/events`, { body: { events: [{ type: 'user.message', content: 'say three' }] } })).status).toBe(200);
+    await eventually(async () => (live.events().some((f) => f.event === 'session.status_idle') ? true : undefined), { what: 'the live turn', timeoutMs: 15_000 });
+    const ids = live.events().map((f) => Number(f.id));
+    expect(ids[0]).toBe(lastSeq + 1);
+    expect(ids).toEqual(ids.map((_, i) => lastSeq + 1 + i)); // in order, no gaps, no repeats
+    expect(live.events().map((f) => f.event)).toEqual(['user.message', 'session.status_running', 'agent.message', 'session.status_idle']);
+    expect(JSON.parse(live.events()[2]!.data!).content).toEqual([{ type: 'text', text: 'three' }]);
+
+    expect((await send('POST', `/v1/sessions/${sessionId}/archive`)).status).toBe(200);
+    await eventually(async () => (live.ended ? true : undefined), { what: 'the stream to end', timeoutMs: 15_000 });
+    expect(live.events().at(-1)?.event).toBe('session.status_terminated');
+    await live.close();
+  });
+});
+
+// ---- Idempotency-Key ------------------------------------------------------------------------------------------
+
+describe('Idempotency-Key', () => {
+  async function workflowRuns(sessionId: string): Promise<number> {
+    let runs = 0;
+    for await (const _ of stack.temporal.workflow.list({ query: `WorkflowId = '${sessionId}'` })) runs += 1;
+    return runs;
+  }
+
+  it('lands a repeated POST /v1/sessions on the session the first one started, with one workflow', async () => {
+    const idempotencyKey = `retry-${Math.random().toString(36).slice(2)}`;
+    const body = { agent: fx.agentId, title: 'once' };
+    const first = await send('POST', '/v1/sessions', { body, headers: { 'idempotency-key': idempotencyKey } });
+    expect(first.status, first.text).toBe(200);
+    const before = await writes();
+    const second = await send('POST', '/v1/sessions', { body, headers: { 'idempotency-key': idempotencyKey } });
+    expect(second.status, second.text).toBe(200);
+    expect(second.body.id).toBe(first.body.id);
+    expect(await writes()).toEqual(before);
+
+    await eventually(async () => ((await workflowRuns(first.body.id)) >= 1 ? true : undefined), { what: 'the workflow to be visible' });
+    expect(await workflowRuns(first.body.id)).toBe(1);
+    expect((await stack.temporal.workflow.getHandle(first.body.id).describe()).status.name).toBe('RUNNING');
+
+    // a different key is a different session; the same key in another team is that team's own session
+    const other = await send('POST', '/v1/sessions', { body, headers: { 'idempotency-key': `${idempotencyKey}-2` } });
+    expect(other.body.id).not.toBe(first.body.id);
+    const theirAgent = await createAgent({ name: 'theirs' }, keys.other.admin);
+    const theirs = await send('POST', '/v1/sessions', { key: keys.other.admin, body: { agent: theirAgent }, headers: { 'idempotency-key': idempotencyKey } });
+    expect(theirs.status, theirs.text).toBe(200);
+    expect(theirs.body.id).not.toBe(first.body.id);
+  });
+
+  it('lands two concurrent POST /v1/sessions with one key on one session', async () => {
+    const idempotencyKey = `race-${Math.random().toString(36).slice(2)}`;
+    const before = await writes();
+    const results = await Promise.all(
+      Array.from({ length: 4 }, () => send('POST', '/v1/sessions', { body: { agent: fx.agentId }, headers: { 'idempotency-key': idempotencyKey } })),
+    );
+    for (const res of results) expect(res.status, res.text).toBe(200);
+    expect(new Set(results.map((r) => r.body.id)).size).toBe(1);
+    expect((await writes()).sessions).toBe(before.sessions + 1);
+    await eventually(async () => ((await workflowRuns(results[0]!.body.id)) >= 1 ? true : undefined), { what: 'the workflow to be visible' });
+    expect(await workflowRuns(results[0]!.body.id)).toBe(1);
+  });
+});

@@ -1,0 +1,79 @@
+/**
+ * `npm run dev` brings the whole platform up on the embedded defaults (Temporal dev server with its SQLite file,
+ * PGlite, worker, API) and prints the URL and an admin key; a restart on the same data folder finds everything.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const children: ChildProcess[] = [];
+let dataDir = '';
+
+afterAll(async () => {
+  for (const child of children) child.kill('SIGKILL');
+  if (dataDir) await rm(dataDir, { recursive: true, force: true });
+});
+
+async function startDev(dir: string): Promise<{ child: ChildProcess; url: string; key: string; output: () => string }> {
+  const env: Record<string, string | undefined> = { ...process.env, AGENTPLANE_DATA_DIR: dir, PORT: '0', TEMPORAL_PORT: '0', AGENTPLANE_RUNTIMES: 'scripted' };
+  delete env.DATABASE_URL; // the embedded default: PGlite
+  delete env.AGENTPLANE_MASTER_KEY;
+  delete env.AGENTPLANE_ADMIN_KEY;
+  const child = spawn('node_modules/.bin/tsx', ['scripts/dev.ts'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+  const deadline = Date.now() + 90_000;
+  while (!/admin key\s+ap_/.test(out)) {
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`dev did not come up:\n${out}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const url = /API\s+(http:\/\/\S+)/.exec(out)![1]!;
+  const key = /admin key\s+(ap_\S+)/.exec(out)![1]!;
+  return { child, url, key, output: () => out };
+}
+
+async function stopDev(child: ChildProcess) {
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGINT');
+  const stopped = await Promise.race([exited.then(() => true), new Promise((r) => setTimeout(() => r(false), 30_000))]);
+  expect(stopped, 'dev stops cleanly on SIGINT').toBe(true);
+}
+
+async function call(url: string, key: string, method: string, path: string, body?: unknown) {
+  const res = await fetch(`${url}${path}`, { method, headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined });
+  return { status: res.status, body: (await res.json()) as any };
+}
+
+describe('npm run dev', () => {
+  it('starts everything on the embedded defaults, runs a session, and comes back with its data after a restart', async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'agentplane-dev-'));
+    const first = await startDev(dataDir);
+    expect(first.output()).toContain('PGlite');
+    expect((await fetch(`${first.url}/readyz`)).status).toBe(200);
+
+    const agent = await call(first.url, first.key, 'POST', '/v1/agents', { name: 'dev', model: 'scripted', runtime: { type: 'scripted' }, tool_policy: { rules: [], default: 'allow' } });
+    expect(agent.status).toBe(200);
+    const session = await call(first.url, first.key, 'POST', '/v1/sessions', { agent: agent.body.id, initial_events: [{ type: 'user.message', content: 'say up and running' }] });
+    expect(session.status).toBe(200);
+    let status = '';
+    for (let i = 0; i < 100 && status !== 'idle'; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      status = (await call(first.url, first.key, 'GET', `/v1/sessions/${session.body.id}`)).body.stop_reason?.type === 'end_turn' ? 'idle' : '';
+    }
+    expect(status).toBe('idle');
+    await stopDev(first.child);
+
+    const second = await startDev(dataDir);
+    expect(second.key).toBe(first.key);
+    const again = await call(second.url, second.key, 'GET', `/v1/sessions/${session.body.id}`);
+    expect(again.body).toMatchObject({ id: session.body.id, stop_reason: { type: 'end_turn' } });
+    // the workflow survived in the dev server's SQLite file: the session still takes messages
+    const more = await call(second.url, second.key, 'POST', `/v1/sessions/${session.body.id}/events`, { events: [{ type: 'user.message', content: 'say still here' }] });
+    expect(more.status).toBe(200);
+    await stopDev(second.child);
+  }, 240_000);
+});
