@@ -3,7 +3,7 @@
  * from it, so the two cannot drift from the adapters.
  */
 import type { RuntimeCapabilities, RuntimeKind } from './runtime-adapter';
-const OPENCODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true } as const;
+import { OPENCODE_CAPABILITIES } from './opencode.adapter';
 import { SCRIPTED_CAPABILITIES } from './scripted.adapter';
 
 export const RUNTIME_CAPABILITIES: Record<RuntimeKind, RuntimeCapabilities> = {

@@ -528,14 +528,15 @@ class TurnRun {
     if (this.handledPermissions.has(request.id) || this.stopping) return;
     this.handledPermissions.add(request.id);
     const callId = request.tool?.callID ?? request.id;
+    // the part we hold may be from before its arguments arrived (`pending`, input {}); the server has it running
     let part = this.toolParts.get(callId);
-    if (!part && request.tool?.messageID) part = await this.d.client.toolPart(request.sessionID, request.tool.messageID, callId);
+    if ((!part || !hasKeys(part.state?.input)) && request.tool?.messageID) part = (await this.d.client.toolPart(request.sessionID, request.tool.messageID, callId)) ?? part;
     const nativeName = part?.tool ?? request.permission;
     const permissionRequest: PermissionRequest = {
       requestId: request.id,
       callId,
       tool: canonicalTool(nativeName, this.d.ctx),
-      input: normaliseInput(nativeName, part?.state?.input ?? request.metadata ?? {}),
+      input: normaliseInput(nativeName, hasKeys(part?.state?.input) ? part.state.input : (request.metadata ?? {})),
     };
     const decision: Decision = await this.d.sink.decide(permissionRequest);
     this.decided.add(callId);
@@ -995,6 +996,10 @@ export function openCodeMessageId(messageId: string, now = Date.now()): string {
   let suffix = '';
   for (let i = 0; i < 14; i++) suffix += alphabet[(digest[i] ?? 0) % 62];
   return `msg_${time}${suffix}`;
+}
+
+function hasKeys(value: Record<string, unknown> | undefined): value is Record<string, unknown> {
+  return value !== undefined && Object.keys(value).length > 0;
 }
 
 function describeError(error: NonNullable<MessageInfo['error']>, secret: string | undefined): string {

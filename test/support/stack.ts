@@ -42,14 +42,14 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-export async function startStack(opts: { runtimes?: RuntimeRegistry; worker?: boolean } = {}): Promise<Stack> {
+export async function startStack(opts: { runtimes?: RuntimeRegistry; worker?: boolean; temporalAddress?: string } = {}): Promise<Stack> {
   const testDb: TestDatabase = await createTestDatabase();
   const db = await openDatabase({ url: testDb.url });
   const masterKey = generateMasterKeySpec();
   const vault = createVault(masterKey);
   const team = await createTeam(db.db, { name: 'acme' });
   const admin = await createApiKey(db.db, { teamId: team.id, name: 'admin', role: 'admin' });
-  const temporalAddress = inject('temporalAddress');
+  const temporalAddress = opts.temporalAddress ?? inject('temporalAddress');
   const connection = await Connection.connect({ address: temporalAddress });
   const temporal = new Client({ connection });
   const taskQueue = `test-${Math.random().toString(36).slice(2, 10)}`;
@@ -120,7 +120,7 @@ export async function startStack(opts: { runtimes?: RuntimeRegistry; worker?: bo
       await connection.close();
       await db.close();
       await testDb.drop();
-      await rm(dataDir, { recursive: true, force: true });
+      await rm(dataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
     },
   };
   if (opts.worker !== false && opts.runtimes) await stack.startWorker(opts.runtimes);
