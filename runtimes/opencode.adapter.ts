@@ -27,7 +27,7 @@
 import { spawn } from 'node:child_process';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
-import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -137,6 +137,8 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
       small_model: `${PROVIDER_ID}/${model}`,
       autoupdate: false,
       share: 'disabled',
+      // OpenCode's undo snapshots (a shadow git repository of the workspace, diffed after every step) serve its own
+      // revert UI, which agentplane does not expose; they cost about a second per turn
       snapshot: false,
       enabled_providers: [PROVIDER_ID],
       provider: {
@@ -290,6 +292,7 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
   async function runTurn(ctx: TurnContext, ref: RuntimeSessionRef, input: TurnInput, sink: TurnSink): Promise<TurnResult> {
     const file = await readServerFile(layout(ctx.sessionId).serverFile);
     if (!file) return { status: 'error', message: 'the opencode server is not running (open the session first)', retryable: true };
+    // (a server that died since open() shows up as an unreachable-server error below, which is retryable)
     const client = clientFor(file, ctx);
     const state = ref.state as OpenCodeState;
 
@@ -310,10 +313,13 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     try {
       return await run.execute();
     } catch (err) {
-      const message = redact((err as Error).message, ctx.secrets.modelApiKey);
+      // failures of the sink (event log, checkpoint, decisions) are the activity's to retry: they propagate
+      if (!(err instanceof OpenCodeError)) throw err;
+      const message = redact(err.message, ctx.secrets.modelApiKey);
       log.warn('opencode turn failed', { sessionId: ctx.sessionId, error: message });
-      // the server being unreachable is worth a retry: open() restarts it and the turn is reconciled from history
-      return { status: 'error', message: `opencode: ${message}`, retryable: err instanceof TransportError };
+      // an unreachable or failing server is worth a retry: open() restarts a dead one and the turn is reconciled
+      // from history, never re-sent
+      return { status: 'error', message: `opencode: ${message}`, retryable: err.retryable };
     }
   }
 
@@ -328,6 +334,35 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
   }
 
   return { kind: 'opencode', capabilities: OPENCODE_CAPABILITIES, open, runTurn, close };
+}
+
+/**
+ * Stops every OpenCode server started under `dataDir` (tests' teardown, a worker's orderly shutdown when its
+ * sessions are not coming back). Servers deliberately outlive a crashed worker, so nothing else stops them.
+ */
+export async function stopOpenCodeServers(dataDir: string): Promise<number> {
+  const root = join(dataDir, 'opencode');
+  let sessions: string[];
+  try {
+    sessions = await readdir(root);
+  } catch {
+    return 0;
+  }
+  let stopped = 0;
+  for (const session of sessions) {
+    const path = join(root, session, 'server.json');
+    try {
+      const file = JSON.parse(await readFile(path, 'utf8')) as ServerFile;
+      if (isOurProcess(file.pid, file.port)) {
+        await killGroup(file.pid, file.port);
+        stopped++;
+      }
+      await rm(path, { force: true });
+    } catch {
+      // no server recorded for that session
+    }
+  }
+  return stopped;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -705,8 +740,15 @@ interface BusEvent {
   properties?: Record<string, unknown>;
 }
 
-/** The server could not be reached at all (as opposed to answering with an error). */
-class TransportError extends Error {}
+/** Something OpenCode's server did or failed to do; `retryable` when trying again can help. */
+class OpenCodeError extends Error {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+  ) {
+    super(message);
+  }
+}
 
 class OpenCodeClient {
   private readonly auth: string;
@@ -729,7 +771,7 @@ class OpenCodeClient {
         signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (err) {
-      throw new TransportError(`${method} ${path}: ${(err as Error).message}`);
+      throw new OpenCodeError(`${method} ${path}: ${(err as Error).message}`, true);
     }
     const text = await res.text();
     let data: T | null = null;
@@ -747,7 +789,7 @@ class OpenCodeClient {
     const { status, data } = await this.request<T>(method, path, body);
     if (status < 200 || status >= 300) {
       const detail = redact(JSON.stringify(data ?? {}).slice(0, 300), this.secret);
-      throw new Error(`${method} ${path} answered ${status} ${detail}`);
+      throw new OpenCodeError(`${method} ${path} answered ${status} ${detail}`, status >= 500);
     }
     return data as T;
   }
@@ -817,7 +859,7 @@ class OpenCodeClient {
 
   async replyPermission(requestId: string, reply: 'once' | 'reject', message?: string): Promise<void> {
     const { status } = await this.request('POST', `/permission/${encodeURIComponent(requestId)}/reply`, { reply, ...(message ? { message } : {}) });
-    if (status >= 500) throw new Error(`POST /permission/${requestId}/reply answered ${status}`);
+    if (status >= 500) throw new OpenCodeError(`POST /permission/${requestId}/reply answered ${status}`, true);
   }
 
   async abort(sessionId: string): Promise<void> {
@@ -830,9 +872,9 @@ class OpenCodeClient {
     try {
       res = await fetch(`${this.baseUrl}/event`, { headers: { authorization: this.auth, accept: 'text/event-stream' }, signal });
     } catch (err) {
-      throw new TransportError(`GET /event: ${(err as Error).message}`);
+      throw new OpenCodeError(`GET /event: ${(err as Error).message}`, true);
     }
-    if (res.status !== 200 || !res.body) throw new Error(`GET /event answered ${res.status}`);
+    if (res.status !== 200 || !res.body) throw new OpenCodeError(`GET /event answered ${res.status}`, res.status >= 500 || res.status === 401);
     return readSse(res.body);
   }
 }

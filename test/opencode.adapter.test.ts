@@ -11,7 +11,7 @@ import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentSnapshot } from '../governance/types';
-import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
+import { createOpenCodeAdapter, stopOpenCodeServers } from '../runtimes/opencode.adapter';
 import type { Decision, PermissionRequest, RuntimeAdapter, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnSink } from '../runtimes/runtime-adapter';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
 
@@ -96,7 +96,10 @@ describe('OpenCode adapter (real opencode serve + scripted model)', () => {
 
   afterAll(async () => {
     await model?.close();
-    if (root) await rm(root, { recursive: true, force: true });
+    if (!root) return;
+    // servers outlive their worker by design: stop whatever a failed test left behind before deleting its data
+    await stopOpenCodeServers(join(root, 'data'));
+    await rm(root, { recursive: true, force: true });
   });
 
   let counter = 0;
@@ -170,10 +173,20 @@ describe('OpenCode adapter (real opencode serve + scripted model)', () => {
     expect(refused?.content[0]?.text).toContain('denied by test policy');
     expect(sink.of('agent.message').at(-1)?.content[0]?.text).toContain('denied by test policy');
     expect(existsSync(join(ctx.workdir, 'denied-marker'))).toBe(false);
+
+    // other tools come through under canonical names with the keys policies match on
+    const notes = join(ctx.workdir, 'notes.txt');
+    await writeFile(notes, 'the notes say 42\n');
+    model.setScript({ 'read the notes': [{ tool: 'read', input: { filePath: notes } }, { text: 'read them' }] });
+    expect(await adapter.runTurn(ctx, ref, { kind: 'message', turnId: 'turn_3', messageId: 'smsg_3', text: 'read the notes' }, sink)).toEqual({ status: 'end_turn' });
+    const third = sink.requests[2];
+    expect(third).toMatchObject({ tool: 'read', input: { filePath: notes, file_path: notes } });
+    expect(sink.of('agent.tool_result').find((e) => e.tool_use_id === third?.callId)?.content[0]?.text).toContain('the notes say 42');
     // one tool_use per call, recorded by decide, never duplicated by the adapter
     expect(sink.of('agent.tool_use').map((e) => [e.tool_use_id, e.evaluated_permission])).toEqual([
       [first?.callId, 'allow'],
       [second?.callId, 'deny'],
+      [third?.callId, 'allow'],
     ]);
   });
 
@@ -197,6 +210,8 @@ describe('OpenCode adapter (real opencode serve + scripted model)', () => {
     expect(sink.of('agent.tool_result')[0]?.content[0]?.text).toContain('approved-ran');
     expect(sink.of('agent.message').at(-1)?.content[0]?.text).toContain('tool said: approved-ran');
     expect(sink.requests).toHaveLength(1);
+    // the resumed run re-derives the call's tool_use from history; the sink keeps the one decide recorded
+    expect(sink.of('agent.tool_use').map((e) => e.evaluated_permission)).toEqual(['ask']);
     expect(model.countPrompts('run something risky')).toBe(1);
   });
 

@@ -41,7 +41,7 @@ describe('agentSession', () => {
     const session = await waitForStatus(stack, id, 'idle', 'end_turn');
     expect(session.usage.cost_usd).toBeCloseTo(0.25);
     const types = (await eventsOf(stack, id)).map((e) => e.type);
-    expect(types).toEqual(['session.status_idle', 'user.message', 'session.status_running', 'agent.message', 'span.model_request_end', 'session.status_idle']);
+    expect(types).toEqual(['user.message', 'session.status_running', 'agent.message', 'span.model_request_end', 'session.status_idle']);
   });
 
   it('decides allow and deny at once from the policy and names the rule that matched', async () => {

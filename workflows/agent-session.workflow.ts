@@ -34,6 +34,7 @@ import {
   type SessionStatus,
   type SessionWorkflowInput,
   type StopReason,
+  type ToolConfirmation,
 } from './definitions';
 
 /** Continue-as-new after this many turns even if the server has not suggested it: keeps replay cheap. */
@@ -70,10 +71,17 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
   setHandler(userMessageSignal, (message) => {
     if (!queue.some((queued) => queued.eventId === message.eventId)) queue.push(message);
   });
+  // A person can answer as soon as the `agent.tool_use` event is in the log, which is before the turn's activity
+  // returns the call to this workflow: such early answers wait here until the call is registered as pending.
+  const early = new Map<string, ToolConfirmation>();
   setHandler(toolConfirmationSignal, (confirmation) => {
     const approval = pending.get(confirmation.toolUseId);
-    // a confirmation for something no longer pending (decided, timed out, replayed signal) changes nothing
-    if (!approval || approval.decision) return;
+    if (!approval) {
+      if (!early.has(confirmation.toolUseId)) early.set(confirmation.toolUseId, confirmation);
+      return;
+    }
+    // a second answer for a call already decided (or a replayed signal) changes nothing
+    if (approval.decision) return;
     approval.decision = { result: confirmation.result, message: confirmation.denyMessage, actor: confirmation.actor };
   });
   setHandler(interruptSignal, () => {
@@ -177,7 +185,11 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
 
   /** Waits, durably, for a person to decide each pending tool call; what is still undecided at the deadline is denied. */
   async function awaitDecisions(turnId: string, leg: number, requests: Array<{ requestId: string; toolUseId: string }>): Promise<PermissionDecision[]> {
-    for (const request of requests) pending.set(request.toolUseId, { ...request, decision: null });
+    for (const request of requests) {
+      const answered = early.get(request.toolUseId);
+      early.delete(request.toolUseId);
+      pending.set(request.toolUseId, { ...request, decision: answered ? { result: answered.result, message: answered.denyMessage, actor: answered.actor } : null });
+    }
     await setStatus('requires_action', { type: 'requires_action', event_ids: [] }, `${turnId}:${leg}:requires_action`, requests.map((r) => r.toolUseId));
     const decided = () => requests.every((r) => pending.get(r.toolUseId)?.decision);
     const inTime = await condition(() => decided() || interruptRequested || archived, `${agent.approvalTimeoutSeconds} seconds`);
@@ -203,7 +215,7 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
   }
 
   // ---- main loop ------------------------------------------------------------------------------------------
-  if (!carried) await setStatus('idle', null, 'created');
+  // a new session is already `idle` in the index; like Managed Agents, it emits no status event until it runs
   for (;;) {
     const woke = await condition(() => queue.length > 0 || archived, `${agent.idleTimeoutSeconds} seconds`);
     if (archived || !woke) break;
