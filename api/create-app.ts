@@ -29,6 +29,8 @@ export interface AppDeps {
   capabilities: Record<string, RuntimeCapabilities>;
   /** how often the SSE stream looks for new events */
   streamPollMs?: number;
+  /** structured log lines (one object per request and per unhandled error); silent when absent */
+  log?: (entry: Record<string, unknown>) => void;
 }
 
 export type App = OpenAPIHono<AppEnv>;
@@ -40,10 +42,22 @@ export function createApp(deps: AppDeps): App {
     },
   });
 
+  const log = deps.log ?? (() => undefined);
   app.use('*', async (c, next) => {
+    const started = performance.now();
     c.set('requestId', c.req.header('x-request-id')?.slice(0, 100) || newId('req'));
     await next();
     c.header('x-request-id', c.get('requestId'));
+    log({
+      level: c.res.status >= 500 ? 'ERROR' : 'INFO',
+      msg: 'request',
+      requestId: c.get('requestId'),
+      method: c.req.method,
+      path: c.req.path,
+      status: c.res.status,
+      ms: Math.round(performance.now() - started),
+      keyId: c.get('actor')?.keyId,
+    });
   });
 
   app.use('/v1/*', async (c, next) => {
@@ -61,7 +75,7 @@ export function createApp(deps: AppDeps): App {
     if (err instanceof HTTPException && err.status < 500) {
       return problem(c, new ApiError(400, 'request.invalid', err.message || 'the request could not be read'));
     }
-    console.error(JSON.stringify({ level: 'ERROR', msg: 'unhandled API error', requestId: c.get('requestId'), error: String(err) }));
+    log({ level: 'ERROR', msg: 'unhandled API error', requestId: c.get('requestId'), error: String(err) });
     return problem(c, new ApiError(500, 'internal', 'an internal error occurred; quote the request_id when reporting it'));
   });
   app.notFound((c) => problem(c, new ApiError(404, 'resource.not_found', `no route for ${c.req.method} ${c.req.path}`)));

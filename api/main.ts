@@ -25,7 +25,14 @@ const database = await openDatabase({ url: env.DATABASE_URL, pgliteDir: resolve(
 const admin = await bootstrapAdmin(database.db, env.AGENTPLANE_ADMIN_KEY);
 const connection = await Connection.connect({ address: env.TEMPORAL_ADDRESS });
 const temporal = new Client({ connection, namespace: env.TEMPORAL_NAMESPACE });
-const app = createApp({ db: database.db, vault: createVault(env.AGENTPLANE_MASTER_KEY), temporal, taskQueue: env.AGENTPLANE_TASK_QUEUE, capabilities: RUNTIME_CAPABILITIES });
+const app = createApp({
+  db: database.db,
+  vault: createVault(env.AGENTPLANE_MASTER_KEY),
+  temporal,
+  taskQueue: env.AGENTPLANE_TASK_QUEUE,
+  capabilities: RUNTIME_CAPABILITIES,
+  log: (entry) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n`),
+});
 
 const server = serve({ fetch: app.fetch, port: env.PORT, hostname: env.HOST }, (info) => {
   process.stdout.write(`${JSON.stringify({ level: 'INFO', msg: 'api listening', port: info.port })}\n`);

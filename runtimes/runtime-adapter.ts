@@ -101,7 +101,7 @@ export type Decision =
 export interface TurnSink {
   /** persist events (deduplicated by sourceId) before returning */
   emit(events: RuntimeEvent[]): Promise<void>;
-  /** record adapter state (stream cursor, what was sent) so a retry can reattach */
+  /** record adapter state (stream cursor, what was sent) so a retry can reattach; replaces the whole state */
   checkpoint(state: Record<string, unknown>): Promise<void>;
   /** decide a gated tool call; the sink records the `agent.tool_use` event with the decision */
   decide(request: PermissionRequest): Promise<Decision>;

@@ -16,6 +16,7 @@ import { createApiKey, createTeam } from '../../db/queries/teams';
 import { createVault, generateMasterKeySpec, type Vault } from '../../db/vault';
 import type { Role } from '../../governance/types';
 import { RUNTIME_CAPABILITIES } from '../../runtimes/capabilities';
+import { stopOpenCodeServers } from '../../runtimes/opencode.adapter';
 import type { RuntimeRegistry } from '../../runtimes/runtime-adapter';
 import { createSessionWorker } from '../../worker/create-worker';
 import { createTestDatabase, type TestDatabase } from './postgres';
@@ -120,6 +121,8 @@ export async function startStack(opts: { runtimes?: RuntimeRegistry; worker?: bo
       await connection.close();
       await db.close();
       await testDb.drop();
+      // runtimes outlive workers by design (a new worker reattaches); a test run must not leave them behind
+      await stopOpenCodeServers(dataDir);
       await rm(dataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
     },
   };

@@ -1,0 +1,162 @@
+/**
+ * A credential's secret reaches the model (the scripted model sees it as the bearer token) and nowhere else:
+ * not in workflow history, the event log, the audit log or any other table, not in the API's or the worker's logs,
+ * not in any API response, and not in the runtime's files on disk. API and worker run as real processes.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Client, Connection } from '@temporalio/client';
+import { sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { openDatabase, rowsOf, type Database } from '../db/client';
+import { generateMasterKeySpec } from '../db/vault';
+import { stopOpenCodeServers } from '../runtimes/opencode.adapter';
+import { createTestDatabase, type TestDatabase } from './support/postgres';
+import { startScriptedModel, type ScriptedModel } from './support/scripted-model';
+
+const REPO = fileURLToPath(new URL('..', import.meta.url));
+const SECRET = `sk-leakcheck-${Math.random().toString(36).slice(2)}-DO-NOT-LEAK`;
+const ADMIN_KEY = `ap_leakcheck_admin_${Math.random().toString(36).slice(2)}`;
+
+let testDb: TestDatabase;
+let db: Database;
+let model: ScriptedModel;
+let dataDir: string;
+const processes: Array<{ child: ChildProcess; output: () => string }> = [];
+const responses: string[] = [];
+let apiUrl = '';
+
+function run(script: string, env: Record<string, string>, ready: RegExp) {
+  const child = spawn(`${REPO}/node_modules/.bin/tsx`, [script], { cwd: REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+  processes.push({ child, output: () => out });
+  return (async () => {
+    const deadline = Date.now() + 60_000;
+    while (!ready.test(out)) {
+      if (child.exitCode !== null || Date.now() > deadline) throw new Error(`${script} did not start:\n${out}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return out;
+  })();
+}
+
+async function call(method: string, path: string, body?: unknown) {
+  const res = await fetch(`${apiUrl}${path}`, { method, headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined });
+  const text = await res.text();
+  responses.push(text);
+  return { status: res.status, body: JSON.parse(text) };
+}
+
+async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) out.push(...(await filesUnder(path)));
+    else if (entry.isFile() && (await stat(path)).size < 50_000_000) out.push(path);
+  }
+  return out;
+}
+
+beforeAll(async () => {
+  testDb = await createTestDatabase();
+  db = await openDatabase({ url: testDb.url });
+  model = await startScriptedModel();
+  dataDir = await mkdtemp(join(tmpdir(), 'agentplane-leak-'));
+  const env = {
+    DATABASE_URL: testDb.url,
+    TEMPORAL_ADDRESS: inject('temporalAddress'),
+    AGENTPLANE_TASK_QUEUE: `leak-${Math.random().toString(36).slice(2, 8)}`,
+    AGENTPLANE_MASTER_KEY: generateMasterKeySpec(),
+    AGENTPLANE_ADMIN_KEY: ADMIN_KEY,
+    AGENTPLANE_DATA_DIR: dataDir,
+    AGENTPLANE_RUNTIMES: 'opencode',
+    PORT: '0',
+    HOST: '127.0.0.1',
+    AGENTPLANE_LOG_LEVEL: 'DEBUG',
+  };
+  const apiOut = await run('api/main.ts', env, /"api listening"/);
+  apiUrl = `http://127.0.0.1:${/"port":(\d+)/.exec(apiOut)![1]}`;
+  await run('worker/main.ts', env, /worker started/);
+}, 120_000);
+
+afterAll(async () => {
+  for (const p of processes) p.child.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 1000));
+  for (const p of processes) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+  await db?.close();
+  await testDb?.drop();
+  await model?.close();
+  await stopOpenCodeServers(dataDir);
+  await rm(dataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
+}, 60_000);
+
+describe('secrets', () => {
+  it('a credential secret is used for the model call and appears nowhere else', async () => {
+    model.setScript([{ match: 'use the key', steps: [{ tool: 'bash', input: { command: 'echo hello', description: 'greet' } }, { text: 'done with the key' }] }]);
+    const credential = await call('POST', '/v1/credentials', { name: 'provider key', secret: SECRET });
+    expect(credential.status).toBe(200);
+    const agent = await call('POST', '/v1/agents', {
+      name: 'leak check',
+      model: 'scripted-model',
+      runtime: { type: 'opencode', config: { cost: { input: 3, output: 15 } } },
+      model_provider: { base_url: model.openaiBaseUrl, credential_id: credential.body.id },
+      tool_policy: { rules: [{ tool: 'bash', action: 'ask' }], default: 'allow' },
+    });
+    const session = await call('POST', '/v1/sessions', { agent: agent.body.id, initial_events: [{ type: 'user.message', content: 'use the key' }] });
+    const id = session.body.id as string;
+    let current = session.body;
+    for (let i = 0; i < 300 && current.status !== 'requires_action'; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      current = (await call('GET', `/v1/sessions/${id}`)).body;
+    }
+    expect(current.status).toBe('requires_action');
+    await call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.tool_confirmation', tool_use_id: current.pending_approvals[0].tool_use_id, result: 'allow' }] });
+    for (let i = 0; i < 300 && current.stop_reason?.type !== 'end_turn'; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      current = (await call('GET', `/v1/sessions/${id}`)).body;
+    }
+    expect(current.stop_reason?.type).toBe('end_turn');
+    await call('GET', `/v1/sessions/${id}/events?limit=1000`);
+    await call('GET', '/v1/credentials');
+    await call('GET', `/v1/credentials/${credential.body.id}`);
+    await call('GET', `/v1/agents/${agent.body.id}`);
+    await call('GET', '/v1/sessions');
+    await call('POST', `/v1/sessions/${id}/archive`);
+
+    // the secret really was used: the model server saw it as the bearer token
+    const modelCalls = model.requests.filter((r) => r.prompt === 'use the key');
+    expect(modelCalls.length).toBeGreaterThan(0);
+    expect(modelCalls.every((r) => r.headers.authorization === `Bearer ${SECRET}`)).toBe(true);
+
+    // ... and nowhere else
+    const temporal = new Client({ connection: await Connection.connect({ address: inject('temporalAddress') }) });
+    await temporal.workflow.getHandle(id).result();
+    const history = JSON.stringify(await temporal.workflow.getHandle(id).fetchHistory(), (_k, v) => (v instanceof Uint8Array ? Buffer.from(v).toString('utf8') : v));
+    await temporal.connection.close();
+    expect(history.length).toBeGreaterThan(1000);
+    expect(history).not.toContain(SECRET);
+
+    const tables = ['sessions', 'session_events', 'audit_log', 'runtime_sessions', 'agent_versions', 'approvals', 'ledger', 'credentials', 'environments'];
+    for (const table of tables) {
+      const dump = JSON.stringify(rowsOf(await db.db.execute(sql.raw(`select * from ${table}`))));
+      expect(dump, `table ${table}`).not.toContain(SECRET);
+    }
+    const events = rowsOf(await db.db.execute(sql`select count(*)::int as n from session_events where session_id = ${id}`));
+    expect((events[0] as { n: number }).n).toBeGreaterThan(5);
+
+    for (const text of responses) expect(text).not.toContain(SECRET);
+    for (const p of processes) {
+      expect(p.output().length).toBeGreaterThan(100);
+      expect(p.output()).not.toContain(SECRET);
+    }
+    const files = await filesUnder(dataDir);
+    expect(files.length).toBeGreaterThan(0);
+    for (const file of files) expect((await readFile(file)).includes(SECRET), file).toBe(false);
+  }, 180_000);
+});
