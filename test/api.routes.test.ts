@@ -1036,7 +1036,6 @@ describe('event stream', () => {
     await waitForStatus(stack, sessionId, 'idle', 'end_turn');
     const history = await eventsOf(stack, sessionId);
     expect(history.map((e) => e.type)).toEqual([
-      'session.status_idle',
       'user.message',
       'session.status_running',
       'agent.message',

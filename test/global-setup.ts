@@ -6,10 +6,18 @@
 // Test files share it, so each uses its own task queue and workflow ids. A test that needs to restart or kill the
 // server (durability) starts its own with startTemporalDevServer() instead of touching this one.
 // Set AGENTPLANE_TEST_TEMPORAL_ADDRESS to use a server you already run instead of starting one.
+import { execFileSync } from 'node:child_process';
 import type { TestProject } from 'vitest/node';
 import { startTemporalDevServer } from '../scripts/temporal-dev-server';
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  // `npm test` on a fresh machine: without DATABASE_URL, set up the local Debian PostgreSQL (needs root and apt)
+  if (!process.env.DATABASE_URL) {
+    const out = execFileSync('bash', ['scripts/ensure-postgres.sh'], { stdio: ['ignore', 'pipe', 'inherit'] }).toString().trim();
+    process.env.DATABASE_URL = out.split('\n').at(-1);
+    console.error(`[global-setup] DATABASE_URL not set: using the local PostgreSQL (${process.env.DATABASE_URL?.replace(/:[^:@]*@/, ':***@')})`);
+  }
+  project.provide('databaseUrl', process.env.DATABASE_URL as string);
   const external = process.env.AGENTPLANE_TEST_TEMPORAL_ADDRESS;
   if (external) {
     project.provide('temporalAddress', external);

@@ -2,6 +2,7 @@
 // (scripts/ensure-postgres.sh sets one up locally; .ci/run exports it).
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { inject } from 'vitest';
 
 export interface TestDatabase {
   /** Connection string for the new database. */
@@ -13,7 +14,7 @@ export interface TestDatabase {
 }
 
 export async function createTestDatabase(): Promise<TestDatabase> {
-  const baseUrl = process.env.DATABASE_URL;
+  const baseUrl = process.env.DATABASE_URL ?? inject('databaseUrl');
   if (!baseUrl) {
     throw new Error(
       'DATABASE_URL is not set: the tests need a real Postgres server. Run ' +
