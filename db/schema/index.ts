@@ -4,3 +4,4 @@ export * from './credentials';
 export * from './sessions';
 export * from './ledger';
 export * from './audit';
+export * from './governance';

@@ -1,8 +1,10 @@
-import { index, pgTable, text, timestamp } from 'drizzle-orm/pg-core';
+import { index, integer, pgTable, text, timestamp } from 'drizzle-orm/pg-core';
 
 export const teams = pgTable('teams', {
   id: text('id').primaryKey(),
   name: text('name').notNull().unique(),
+  /** bumped by every policy change in the team (agent or team rules): the version running sessions compare */
+  policyRevision: integer('policy_revision').notNull().default(0),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
 });
 
