@@ -8,10 +8,15 @@ import type { Db } from '../db/client';
 import { openCredential } from '../db/queries/credentials';
 import { appendAudit } from '../db/queries/audit';
 import { appendEvents, findEvent, type NewCharge, type NewEvent } from '../db/queries/events';
+import { chargeReservation, reserveBudget, settleReservation, type ThresholdCrossing } from '../db/queries/budgets';
+import { loadPrices } from '../db/queries/pricing';
+import { effectivePolicyFor } from '../db/queries/policies';
+import { enqueueNotification } from '../db/queries/webhooks';
+import { approvalRequested, budgetThreshold } from '../governance/notifications';
 import { decideApproval, getRuntimeRef, getSession, insertApproval, putRuntimeRef } from '../db/queries/sessions';
 import { stableId } from '../db/ids';
 import type { Vault } from '../db/vault';
-import { usdToMicros } from '../governance/budget';
+import { DEFAULT_TURN_RESERVE_USD, microsToUsd, usdToMicros } from '../governance/budget';
 import { evaluatePolicy } from '../governance/policy';
 import { DEFAULT_PRICES, priceUsageMicros, type ModelPrice } from '../governance/pricing';
 import type { Decision, PermissionRequest, RuntimeEvent, RuntimeRegistry, RuntimeSessionRef, TurnContext, TurnSink } from '../runtimes/runtime-adapter';
@@ -26,11 +31,13 @@ export interface ActivityDeps {
   prices?: Record<string, ModelPrice>;
   /** how often a running turn heartbeats */
   heartbeatMs?: number;
+  /** the API's address as people reach it, for the action links in notifications */
+  publicUrl?: string;
 }
 
 export function createSessionActivities(deps: ActivityDeps): SessionActivities {
   const { db } = deps;
-  const prices = deps.prices ?? DEFAULT_PRICES;
+  const defaultPrices = deps.prices ?? DEFAULT_PRICES;
 
   async function recordEvents(input: RecordEventsInput): Promise<void> {
     await appendEvents(db, { sessionId: input.sessionId, events: input.events, status: input.status });
@@ -51,7 +58,35 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
       } catch (err) {
         throw ApplicationFailure.create({ type: 'credential.unavailable', message: (err as Error).message, nonRetryable: true });
       }
+      if (activity.info.attempt === 1) {
+        await appendAudit(db, {
+          ...sessionActor(input),
+          action: 'credential.use',
+          target: credentialId,
+          decision: 'ok',
+          reason: `model credential of agent ${input.agent.agentId} v${input.agent.version}`,
+          data: { session_id: input.sessionId, turn: input.turnId, leg: input.leg },
+        });
+      }
     }
+
+    // team and agent budgets: hold an estimate before anything is sent; a turn that cannot be covered does not leave
+    const reservationId = `${input.sessionId}:${input.turnId}:${input.leg}`;
+    // the rest of an admitted turn (after an approval) is not refused: the runtime is waiting mid-turn
+    const resuming = input.input.kind === 'resume';
+    const reserve = resuming ? 0 : usdToMicros(input.agent.budget.turn_reserve_usd ?? DEFAULT_TURN_RESERVE_USD);
+    const held = await reserveBudget(db, { reservationId, teamId: input.agent.teamId, agentId: input.agent.agentId, sessionId: input.sessionId, amountMicros: reserve, now: new Date(), force: resuming });
+    if (!held.ok) {
+      const { budget } = held;
+      const detail = { budget_id: budget.id, scope: budget.scope, period: budget.period, limit_usd: microsToUsd(budget.limitMicros), spent_usd: microsToUsd(held.spentMicros), reserved_usd: microsToUsd(held.reservedMicros), requested_usd: microsToUsd(reserve) };
+      await db.transaction(async (tx) => {
+        await appendEvents(tx, { sessionId: input.sessionId, events: [{ sourceId: `budget:${reservationId}`, type: 'budget.exceeded', payload: detail }] });
+        await appendAudit(tx, { ...sessionActor(input), action: 'budget.reserve', target: budget.id, decision: 'deny', reason: `${budget.scope} budget (${budget.period}) cannot cover the turn`, data: { ...detail, session_id: input.sessionId } });
+      });
+      const session = await getSession(db, { teamId: input.agent.teamId, sessionId: input.sessionId });
+      return { result: { status: 'interrupted' }, spentMicros: session?.costMicros ?? 0, budgetReached: true };
+    }
+    const prices = await loadPrices(db, { teamId: input.agent.teamId, defaults: defaultPrices });
 
     const stored = await getRuntimeRef(db, input.sessionId);
     const previous: RuntimeSessionRef | null = stored ? { sessionId: input.sessionId, runtimeSessionId: stored.runtimeSessionId, state: stored.state as Record<string, unknown> } : null;
@@ -68,8 +103,18 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     const sink: TurnSink = {
       signal: abort.signal,
       async emit(events) {
-        const result = await appendEvents(db, { sessionId: input.sessionId, events: events.map((e) => toLogEvent(input.sessionId, e)), charges: events.flatMap((e) => toCharge(e, prices)) });
-        if (capMicros !== null && result.costMicros >= capMicros && !abort.signal.aborted) {
+        // events, their ledger charges and the budget windows they draw on commit together
+        const { result, charged } = await db.transaction(async (tx) => {
+          const result = await appendEvents(tx, { sessionId: input.sessionId, events: events.map((e) => toLogEvent(input.sessionId, e)), charges: events.flatMap((e) => toCharge(e, prices)) });
+          const charged = held.reservationId ? await chargeReservation(tx, { reservationId: held.reservationId, amountMicros: result.chargedMicros }) : { withinLimits: true, crossings: [] };
+          if (charged.crossings.length > 0) {
+            await appendEvents(tx, { sessionId: input.sessionId, events: charged.crossings.map(thresholdEvent) });
+            for (const crossing of charged.crossings) await enqueueNotification(tx, { teamId: input.agent.teamId, type: 'budget.threshold', payload: thresholdNotification(crossing) });
+          }
+          return { result, charged };
+        });
+        const overSession = capMicros !== null && result.costMicros >= capMicros;
+        if ((overSession || !charged.withinLimits) && !abort.signal.aborted) {
           budgetReached = true;
           abort.abort(new Error('budget reached'));
         }
@@ -88,9 +133,11 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
         throw ApplicationFailure.create({ type: 'runtime.error', message: result.message, nonRetryable: false });
       }
       const session = await getSession(db, { teamId: input.agent.teamId, sessionId: input.sessionId });
-      return { result, spentMicros: session?.costMicros ?? 0, budgetReached };
+      // a turn that finished as its spend reached a limit ended normally; the next turn is refused before it leaves
+      return { result, spentMicros: session?.costMicros ?? 0, budgetReached: budgetReached && result.status !== 'end_turn' };
     } finally {
       clearInterval(beat);
+      if (held.reservationId) await settleReservation(db, { reservationId: held.reservationId });
     }
   }
 
@@ -103,7 +150,10 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     const sourceId = `tool:${request.callId}`;
     const toolUseId = toolUseEventId(input.sessionId, request.callId);
     const recorded = await findEvent(db, input.sessionId, toolUseId);
-    const verdict = evaluatePolicy(input.policy, request.tool, request.input);
+    // a policy changed after this leg started still governs its next call: the newest revision wins
+    const live = await effectivePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId });
+    const current = live.revision > input.policyVersion ? { policy: live.policy, version: live.revision } : { policy: input.policy, version: input.policyVersion };
+    const verdict = evaluatePolicy(current.policy, request.tool, request.input);
     const action = (recorded?.payload as { evaluated_permission?: 'allow' | 'ask' | 'deny' } | undefined)?.evaluated_permission ?? verdict.action;
     if (!recorded) {
       await db.transaction(async (tx) => {
@@ -114,30 +164,36 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
               id: toolUseId,
               sourceId,
               type: 'agent.tool_use',
-              payload: { name: request.tool, input: request.input, evaluated_permission: action, evaluation: { rule: verdict.reason, policy_version: input.policyVersion } },
+              payload: { name: request.tool, input: request.input, evaluated_permission: action, evaluation: { rule: verdict.reason, policy_version: current.version } },
             },
           ],
         });
         if (action === 'ask') {
-          await insertApproval(tx, {
-            sessionId: input.sessionId,
-            toolUseId,
+          const expiresAt = new Date(Date.now() + input.agent.approvalTimeoutSeconds * 1000);
+          await insertApproval(tx, { sessionId: input.sessionId, toolUseId, teamId: input.agent.teamId, tool: request.tool, input: request.input, status: 'pending', expiresAt });
+          // the approvers hear of it iff the pending approval committed
+          await enqueueNotification(tx, {
             teamId: input.agent.teamId,
-            tool: request.tool,
-            input: request.input,
-            status: 'pending',
-            expiresAt: new Date(Date.now() + input.agent.approvalTimeoutSeconds * 1000),
+            type: 'approval.requested',
+            payload: approvalRequested({
+              publicUrl: deps.publicUrl ?? 'http://127.0.0.1:8080',
+              teamId: input.agent.teamId,
+              sessionId: input.sessionId,
+              toolUseId,
+              tool: request.tool,
+              input: request.input,
+              agent: { id: input.agent.agentId, name: input.agent.name },
+              expiresAt,
+            }),
           });
         }
         await appendAudit(tx, {
-          teamId: input.agent.teamId,
-          actorKeyId: input.initiator.keyId,
-          actorRole: input.initiator.role,
+          ...sessionActor(input),
           action: 'tool.evaluate',
           target: `${input.sessionId}/${toolUseId}`,
           decision: action,
           reason: verdict.reason,
-          data: { tool: request.tool, policy_version: input.policyVersion, session_id: input.sessionId },
+          data: { tool: request.tool, policy_version: current.version, session_id: input.sessionId },
         });
       });
       log.info('tool decision', { sessionId: input.sessionId, tool: request.tool, action, rule: verdict.reason });
@@ -200,6 +256,34 @@ function toLogEvent(sessionId: string, event: RuntimeEvent): NewEvent {
     return { sourceId, type, payload: { ...body, tool_use_id: toolUseEventId(sessionId, event.tool_use_id) } };
   }
   return { sourceId, type, payload: body };
+}
+
+/** Governance decisions inside a session act for the identity that started it. */
+function sessionActor(input: RunTurnInput) {
+  return { teamId: input.agent.teamId, actorKeyId: input.initiator.keyId, actorRole: input.initiator.role };
+}
+
+function thresholdNotification(crossing: ThresholdCrossing) {
+  const { budget } = crossing;
+  return budgetThreshold({
+    teamId: budget.teamId,
+    budgetId: budget.id,
+    scope: budget.scope,
+    agentId: budget.agentId || null,
+    percent: crossing.percent,
+    spentUsd: microsToUsd(crossing.spentMicros),
+    limitUsd: microsToUsd(budget.limitMicros),
+    periodStart: crossing.periodStart,
+  });
+}
+
+function thresholdEvent(crossing: ThresholdCrossing): NewEvent {
+  const { budget } = crossing;
+  return {
+    sourceId: `threshold:${budget.id}:${crossing.periodStart.toISOString()}:${crossing.percent}`,
+    type: 'budget.threshold',
+    payload: { budget_id: budget.id, scope: budget.scope, period: budget.period, percent: crossing.percent, spent_usd: microsToUsd(crossing.spentMicros), limit_usd: microsToUsd(budget.limitMicros) },
+  };
 }
 
 /** The public id of the `agent.tool_use` event for a runtime's tool call. */

@@ -15,10 +15,15 @@ import type { RuntimeCapabilities } from '../runtimes/runtime-adapter';
 import type { AppEnv } from './context';
 import { ApiError, fromZodError, problem } from './errors';
 import { registerAgentRoutes } from './routes/agents.routes';
+import { registerAuditRoutes } from './routes/audit.routes';
 import { registerCredentialRoutes } from './routes/credentials.routes';
 import { registerEnvironmentRoutes } from './routes/environments.routes';
+import { registerGovernanceRoutes } from './routes/governance.routes';
 import { registerHealthRoutes } from './routes/health.routes';
+import { registerKeyRoutes } from './routes/keys.routes';
 import { registerSessionRoutes } from './routes/sessions.routes';
+import { registerTeamRoutes } from './routes/teams.routes';
+import { registerWebhookRoutes } from './routes/webhooks.routes';
 
 export interface AppDeps {
   db: Db;
@@ -85,6 +90,11 @@ export function createApp(deps: AppDeps): App {
   registerEnvironmentRoutes(app, deps);
   registerCredentialRoutes(app, deps);
   registerSessionRoutes(app, deps);
+  registerKeyRoutes(app, deps);
+  registerTeamRoutes(app, deps);
+  registerAuditRoutes(app, deps);
+  registerWebhookRoutes(app, deps);
+  registerGovernanceRoutes(app, deps);
 
   app.doc31('/openapi.json', {
     openapi: '3.1.0',

@@ -31,3 +31,8 @@ export const databaseEnv = {
 export const masterKeyEnv = {
   AGENTPLANE_MASTER_KEY: z.string({ error: 'is required: kid:base64 of 32 random bytes (e.g. k1:$(openssl rand -base64 32))' }).min(1),
 };
+
+/** Where people and chat bots reach the API: the base of the action links in webhook notifications. */
+export const publicUrlEnv = {
+  AGENTPLANE_PUBLIC_URL: z.url({ protocol: /^https?$/, error: 'must be the http(s) URL the API is reached at' }).default('http://127.0.0.1:8080'),
+};

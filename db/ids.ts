@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { ulid } from 'ulid';
 
-export type IdPrefix = 'sesn' | 'agent' | 'cred' | 'team' | 'key' | 'env' | 'sevt' | 'led' | 'aud' | 'req';
+export type IdPrefix = 'sesn' | 'agent' | 'cred' | 'team' | 'key' | 'env' | 'sevt' | 'led' | 'aud' | 'req' | 'bud' | 'whk' | 'dlv';
 
 /** Prefixed, time-ordered ids: `sesn_01J…`. Lower case so they read well in URLs. */
 export function newId(prefix: IdPrefix): string {

@@ -16,10 +16,20 @@ export const PERMISSIONS = [
   'approvals:read',
   'approvals:decide',
   'audit:read',
+  /** create, list and revoke API keys; create teams */
+  'keys:admin',
+  /** register, list and delete webhooks and read their deliveries */
+  'webhooks:admin',
+  /** see budgets, spend and prices */
+  'budgets:read',
+  /** set budgets and price overrides */
+  'budgets:write',
+  /** change team tool rules and agents' policies */
+  'policies:write',
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
-const READS: Permission[] = ['agents:read', 'environments:read', 'credentials:read', 'sessions:read', 'approvals:read'];
+const READS: Permission[] = ['agents:read', 'environments:read', 'credentials:read', 'sessions:read', 'approvals:read', 'budgets:read'];
 
 export const ROLE_PERMISSIONS: Record<Role, ReadonlySet<Permission>> = {
   admin: new Set(PERMISSIONS),

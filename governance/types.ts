@@ -15,6 +15,8 @@ export interface PolicyRule {
   /** glob over the call's subject (the bash command, the file path, the URL); absent = any */
   pattern?: string;
   action: PolicyAction;
+  /** set on rules that come from the team's policy (see composePolicy) */
+  source?: 'team';
 }
 
 export interface ToolPolicy {
@@ -25,6 +27,8 @@ export interface ToolPolicy {
 export interface SessionBudget {
   /** hard cap on what one session may spend, in USD */
   max_cost_usd?: number;
+  /** held from the team's and agent's budgets before each turn (default DEFAULT_TURN_RESERVE_USD) */
+  turn_reserve_usd?: number;
 }
 
 export interface AgentSnapshot {
@@ -41,6 +45,11 @@ export interface AgentSnapshot {
   budget: SessionBudget;
   approvalTimeoutSeconds: number;
   idleTimeoutSeconds: number;
+  /**
+   * The key that started the session may not decide its tool calls. Default false; absent (falsy) in snapshots
+   * taken before it existed, which running sessions and recorded histories still carry.
+   */
+  separationOfDuties: boolean;
 }
 
 export interface Actor {

@@ -20,6 +20,9 @@ type Step =
   | { kind: 'tokens'; input: number; output: number }
   | { kind: 'sleep'; ms: number };
 
+/** the canonical input key that carries each tool's subject (what a policy pattern matches) */
+const SUBJECT_KEYS: Record<string, string> = { bash: 'command', read: 'file_path', write: 'file_path', edit: 'file_path', web_fetch: 'url', web_search: 'query', grep: 'pattern', glob: 'pattern' };
+
 export function parseScript(text: string): Step[] {
   const steps: Step[] = [];
   for (const line of text.split('\n').map((l) => l.trim()).filter(Boolean)) {
@@ -32,7 +35,7 @@ export function parseScript(text: string): Step[] {
     else if (word === 'tool') {
       const [name = 'bash', ...subject] = rest;
       const value = subject.join(' ');
-      const key = name === 'bash' ? 'command' : ['read', 'write', 'edit'].includes(name) ? 'file_path' : 'input';
+      const key = SUBJECT_KEYS[name] ?? 'input';
       steps.push({ kind: 'tool', tool: name as CanonicalTool, input: { [key]: value } });
     }
   }

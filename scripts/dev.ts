@@ -18,6 +18,7 @@ import { bootstrapAdmin } from '../db/queries/teams';
 import { createVault, generateMasterKeySpec } from '../db/vault';
 import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
 import { createSessionWorker } from '../worker/create-worker';
+import { createNotifier } from '../worker/notifier';
 import { buildRuntimes, RUNTIME_NAMES } from '../worker/runtimes';
 import { startTemporalDevServer } from './temporal-dev-server';
 
@@ -37,6 +38,8 @@ const env = parseEnv({
     .transform((value) => value.split(',').map((s) => s.trim()).filter(Boolean))
     .pipe(z.array(z.enum(RUNTIME_NAMES)).min(1)),
   OPENCODE_BIN: z.string().optional(),
+  /** the base of the action links in webhook notifications; this server's own URL when absent */
+  AGENTPLANE_PUBLIC_URL: z.url({ protocol: /^https?$/, error: 'must be the http(s) URL the API is reached at' }).optional(),
 });
 
 const dataDir = resolve(env.AGENTPLANE_DATA_DIR);
@@ -71,6 +74,8 @@ const worker = await createSessionWorker({
   deps: { db: database.db, vault, runtimes: buildRuntimes(env.AGENTPLANE_RUNTIMES, { dataDir, opencodeBin: env.OPENCODE_BIN }), dataDir },
 });
 const workerRun = worker.run();
+const notifier = createNotifier({ db: database.db, vault });
+notifier.start();
 
 const connection = await Connection.connect({ address: temporalAddress });
 const app = createApp({ db: database.db, vault, temporal: new Client({ connection }), taskQueue: env.AGENTPLANE_TASK_QUEUE, capabilities: RUNTIME_CAPABILITIES });
@@ -85,6 +90,7 @@ const server = serve({ fetch: app.fetch, port: env.PORT, hostname: env.HOST }, (
       `  Temporal   ${temporalAddress}${temporalServer ? ` (dev server, ${join(dataDir, 'temporal.db')})` : ''}`,
       `  database   ${database.kind === 'pglite' ? `PGlite (${join(dataDir, 'pglite')})` : 'Postgres (DATABASE_URL)'}`,
       `  runtimes   ${env.AGENTPLANE_RUNTIMES.join(', ')}`,
+      `  webhooks   sent by the worker; action links point at ${env.AGENTPLANE_PUBLIC_URL ?? url}`,
       '',
     ].join('\n') + '\n',
   );
@@ -97,6 +103,7 @@ async function shutdown() {
   server.close();
   worker.shutdown();
   await workerRun.catch(() => undefined);
+  await notifier.stop();
   await workerConnection.close();
   await connection.close();
   await database.close();

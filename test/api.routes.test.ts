@@ -34,6 +34,10 @@ const fx = {
   /** parked in requires_action with one pending tool call that nobody decides */
   waitingSessionId: '',
   waitingToolUseId: '',
+  /** a key of the own team that the revoke route points at; only fresh keys are actually revoked */
+  keyId: '',
+  /** the audit row of the fixture agent's creation */
+  auditId: '',
 };
 
 beforeAll(async () => {
@@ -48,6 +52,8 @@ beforeAll(async () => {
   const waiting = await waitingSession();
   fx.waitingSessionId = waiting.sessionId;
   fx.waitingToolUseId = waiting.toolUseId;
+  fx.keyId = await keyIdOf(await stack.key('viewer'));
+  fx.auditId = (await stack.db.db.execute(sql`select id from audit_log where target = ${fx.agentId} and action = 'agent.create'`) as unknown as { rows: Array<{ id: string }> }).rows[0]!.id;
   for (const id of Object.values(fx)) expect(id).toBeTruthy();
 });
 afterAll(async () => {
@@ -75,6 +81,14 @@ async function createAgent(extra: Record<string, unknown> = {}, key?: string): P
   expect(res.status, JSON.stringify(res.body)).toBe(200);
   return res.body.id;
 }
+
+async function keyIdOf(plain: string): Promise<string> {
+  const result = (await stack.db.db.execute(sql`select id from api_keys where hash = ${hashKey(plain)}`)) as unknown as { rows: Array<{ id: string }> };
+  return result.rows[0]!.id;
+}
+
+/** JSON lines (the audit export) as the items they hold. */
+const jsonLines = (res: { text: string }) => res.text.split('\n').filter((line) => line.length > 0).map((line) => JSON.parse(line));
 
 /** Without initial events a scripted session just waits, idle: cheap. */
 async function startSession(agent: string, text?: string, extra: Record<string, unknown> = {}): Promise<string> {
@@ -150,6 +164,11 @@ interface Writes {
   sessions: number;
   archived_sessions: number;
   audit_rows: number;
+  teams: number;
+  api_keys: number;
+  revoked_keys: number;
+  webhooks: number;
+  disabled_webhooks: number;
 }
 
 async function writes(): Promise<Writes> {
@@ -162,18 +181,25 @@ async function writes(): Promise<Writes> {
       (select count(*) from credentials) as credentials,
       (select count(*) from sessions) as sessions,
       (select count(*) from sessions where archived_at is not null) as archived_sessions,
-      (select count(*) from audit_log where action not like 'tool.%') as audit_rows
+      (select count(*) from audit_log where action not like 'tool.%') as audit_rows,
+      (select count(*) from teams) as teams,
+      (select count(*) from api_keys) as api_keys,
+      (select count(*) from api_keys where revoked_at is not null) as revoked_keys,
+      (select count(*) from webhooks) as webhooks,
+      (select count(*) from webhooks where disabled_at is not null) as disabled_webhooks
   `)) as unknown as { rows: Writes[] };
   return result.rows[0]!;
 }
 
-async function ownIds(table: 'agents' | 'environments' | 'credentials' | 'sessions'): Promise<Set<string>> {
+async function ownIds(table: 'agents' | 'environments' | 'credentials' | 'sessions' | 'api_keys' | 'audit_log' | 'webhooks'): Promise<Set<string>> {
   const result = (await stack.db.db.execute(sql`select id from ${sql.identifier(table)} where team_id = ${stack.teamId}`)) as unknown as { rows: Array<{ id: string }> };
   return new Set(result.rows.map((r) => r.id));
 }
 
-async function teamOf(table: 'agents' | 'environments' | 'credentials', id: string): Promise<string | undefined> {
-  const result = (await stack.db.db.execute(sql`select team_id from ${sql.identifier(table)} where id = ${id}`)) as unknown as { rows: Array<{ team_id: string }> };
+async function teamOf(table: 'agents' | 'environments' | 'credentials' | 'api_keys' | 'teams' | 'webhooks', id: string): Promise<string | undefined> {
+  // a team is its own team
+  const column = sql.identifier(table === 'teams' ? 'id' : 'team_id');
+  const result = (await stack.db.db.execute(sql`select ${column} as team_id from ${sql.identifier(table)} where id = ${id}`)) as unknown as { rows: Array<{ team_id: string }> };
   return result.rows[0]?.team_id;
 }
 
@@ -214,7 +240,8 @@ interface Call {
 interface AccessCase {
   /** what the call is, when a route has more than one permission */
   label?: string;
-  permission: Permission;
+  /** null: any valid key may call it */
+  permission: Permission | null;
   /**
    * The request, against the own team's resources. `fresh` is set for an allowed call of an own-team key: the
    * call will succeed, so it gets resources of its own to use up (archive, decide).
@@ -222,18 +249,35 @@ interface AccessCase {
   request(fresh: boolean): Promise<Call>;
   /**
    * What an allowed key of another team gets: `not_found` — the call names an own-team resource, which does not
-   * exist for it; `list` — a list without any own-team resource; `created` — the thing is made in its own team.
+   * exist for it; `list` — a list without any own-team resource; `created` — the thing is made in its own team;
+   * `answered` — the call names no resource, so it answers for the caller's own team (`check` says how).
    */
-  otherTeam: 'not_found' | 'list' | 'created';
-  /** for `list`: how to name an item, the own-team item an own-team key must see, and every own-team item */
-  list?: { itemId(item: any): string; reference(): string; own(): Promise<Set<string>>; emptyForOtherTeam: boolean };
+  otherTeam: 'not_found' | 'list' | 'created' | 'answered';
+  /**
+   * for `list`: how to name an item, the own-team item an own-team key must see, and every own-team item;
+   * `items` reads an answer that is not `{ data }`
+   */
+  list?: { itemId(item: any): string; reference(): string; own(): Promise<Set<string>>; emptyForOtherTeam: boolean; items?(res: Sent): any[] };
   /** for `created`: the table the new row lands in */
-  table?: 'agents' | 'environments' | 'credentials';
-  /** more checks on an allowed own-team answer */
-  check?(res: Sent): Promise<void> | void;
+  table?: 'agents' | 'environments' | 'credentials' | 'api_keys' | 'teams' | 'webhooks';
+  /** more checks on an allowed own-team answer (and, for `answered`, on another team's) */
+  check?(res: Sent, team: Team): Promise<void> | void;
 }
 
 const byId = (item: { id: string }) => item.id;
+
+/** A webhook of the own team (nobody listens at its URL: nothing is sent in this file). */
+async function createWebhook(): Promise<string> {
+  const res = await send('POST', '/v1/webhooks', { body: { url: 'http://127.0.0.1:9/access-table' } });
+  expect(res.status, res.text).toBe(200);
+  return res.body.id;
+}
+/** the webhook the tables read, made on first use; never deleted (a deleting call that may succeed gets a fresh one) */
+let fixtureWebhookId = '';
+async function webhookId(): Promise<string> {
+  fixtureWebhookId ||= await createWebhook();
+  return fixtureWebhookId;
+}
 
 const ACCESS: Record<string, AccessCase[]> = {
   'POST /v1/agents': [
@@ -419,6 +463,128 @@ const ACCESS: Record<string, AccessCase[]> = {
       },
     },
   ],
+  'POST /v1/keys': [
+    {
+      permission: 'keys:admin',
+      request: async () => ({ path: '/v1/keys', body: { name: 'made by the access table', role: 'viewer' } }),
+      otherTeam: 'created',
+      table: 'api_keys',
+      check: async (res) => {
+        expect(res.body).toMatchObject({ type: 'api_key', name: 'made by the access table', role: 'viewer', revoked_at: null, key: expect.stringMatching(/^ap_/) });
+        expect(res.body.key.startsWith(res.body.prefix)).toBe(true);
+        expect(res.text).not.toContain(hashKey(res.body.key));
+        // the new key works, in its team, with its role
+        expect((await send('GET', '/v1/agents', { key: res.body.key })).status).toBe(200);
+        expectProblem(await send('POST', '/v1/environments', { key: res.body.key, body: { name: 'nope' } }), 403, 'auth.forbidden');
+      },
+    },
+  ],
+  'GET /v1/keys': [
+    {
+      permission: 'keys:admin',
+      request: async () => ({ path: '/v1/keys?limit=1000' }),
+      otherTeam: 'list',
+      list: { itemId: byId, reference: () => fx.keyId, own: () => ownIds('api_keys'), emptyForOtherTeam: false },
+      check: (res) => {
+        for (const key of res.body.data) expect(Object.keys(key).sort()).toEqual(['created_at', 'id', 'name', 'prefix', 'revoked_at', 'role', 'type']);
+      },
+    },
+  ],
+  'POST /v1/keys/{key_id}/revoke': [
+    {
+      permission: 'keys:admin',
+      request: async (fresh) => ({ path: `/v1/keys/${fresh ? await keyIdOf(await stack.key('developer')) : fx.keyId}/revoke` }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body).toMatchObject({ type: 'api_key', role: 'developer', revoked_at: expect.any(String) }),
+    },
+  ],
+  'GET /v1/teams/current': [
+    {
+      permission: null,
+      request: async () => ({ path: '/v1/teams/current' }),
+      otherTeam: 'answered',
+      check: (res, team) => {
+        expect(res.body).toMatchObject({ type: 'team', id: expect.stringMatching(/^team_/) });
+        if (team === 'own') expect(res.body).toMatchObject({ id: stack.teamId, name: 'acme' });
+        else expect(res.body.id).not.toBe(stack.teamId);
+      },
+    },
+  ],
+  'POST /v1/teams': [
+    {
+      permission: 'keys:admin',
+      request: async () => ({ path: '/v1/teams', body: { name: `made by the access table ${Math.random().toString(36).slice(2)}` } }),
+      otherTeam: 'created',
+      table: 'teams',
+      check: (res) => {
+        expect(res.body).toMatchObject({ type: 'team', id: expect.stringMatching(/^team_/), admin_key: { type: 'api_key', role: 'admin', key: expect.stringMatching(/^ap_/) } });
+      },
+    },
+  ],
+  'GET /v1/audit': [
+    {
+      permission: 'audit:read',
+      request: async () => ({ path: '/v1/audit?limit=1000' }),
+      otherTeam: 'list',
+      list: { itemId: byId, reference: () => fx.auditId, own: () => ownIds('audit_log'), emptyForOtherTeam: false },
+    },
+  ],
+  'GET /v1/audit/export': [
+    {
+      permission: 'audit:read',
+      request: async () => ({ path: '/v1/audit/export' }),
+      otherTeam: 'list',
+      list: { itemId: byId, reference: () => fx.auditId, own: () => ownIds('audit_log'), emptyForOtherTeam: false, items: jsonLines },
+      check: (res) => expect(res.contentType).toBe('application/x-ndjson'),
+    },
+  ],
+  'GET /v1/audit/verify': [
+    {
+      permission: 'audit:read',
+      request: async () => ({ path: '/v1/audit/verify' }),
+      otherTeam: 'answered',
+      check: (res) => expect(res.body).toMatchObject({ ok: true, rows: expect.any(Number) }),
+    },
+  ],
+  'POST /v1/webhooks': [
+    {
+      permission: 'webhooks:admin',
+      request: async () => ({ path: '/v1/webhooks', body: { url: 'http://127.0.0.1:9/made-by-the-access-table', events: ['approval.requested'] } }),
+      otherTeam: 'created',
+      table: 'webhooks',
+      check: (res) => expect(res.body).toMatchObject({ type: 'webhook', events: ['approval.requested'], disabled_at: null, secret: expect.stringMatching(/^whsec_/) }),
+    },
+  ],
+  'GET /v1/webhooks': [
+    {
+      permission: 'webhooks:admin',
+      request: async () => {
+        await webhookId();
+        return { path: '/v1/webhooks?limit=1000' };
+      },
+      otherTeam: 'list',
+      list: { itemId: byId, reference: () => fixtureWebhookId, own: () => ownIds('webhooks'), emptyForOtherTeam: false },
+      check: (res) => {
+        for (const hook of res.body.data) expect(Object.keys(hook).sort()).toEqual(['created_at', 'disabled_at', 'events', 'id', 'type', 'url']);
+      },
+    },
+  ],
+  'DELETE /v1/webhooks/{webhook_id}': [
+    {
+      permission: 'webhooks:admin',
+      request: async (fresh) => ({ path: `/v1/webhooks/${fresh ? await createWebhook() : await webhookId()}` }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body).toMatchObject({ type: 'webhook', disabled_at: expect.any(String) }),
+    },
+  ],
+  'GET /v1/webhooks/{webhook_id}/deliveries': [
+    {
+      permission: 'webhooks:admin',
+      request: async () => ({ path: `/v1/webhooks/${await webhookId()}/deliveries` }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body).toMatchObject({ data: expect.any(Array), next_page: null }),
+    },
+  ],
 };
 
 const PUBLIC_ROUTES = ['/healthz', '/readyz', '/openapi.json'];
@@ -445,7 +611,7 @@ describe('access control', () => {
       it(`${name} follows the permission matrix for every role, in the own team and in another`, async () => {
         for (const role of ROLES) {
           for (const team of TEAMS) {
-            const allowed = can(role, access.permission);
+            const allowed = access.permission === null || can(role, access.permission);
             const where = `${role} of the ${team} team`;
             const call = await access.request(allowed && team === 'own');
             expect(call.path.startsWith(template.replace(/\{.*$/, '').replace(/\?.*$/, ''))).toBe(true);
@@ -454,14 +620,14 @@ describe('access control', () => {
 
             if (!allowed) {
               expectProblem(res, 403, 'auth.forbidden');
-              expect(res.body.detail, where).toContain(access.permission);
+              expect(res.body.detail, where).toContain(access.permission!);
               expect(await writes(), `${where} wrote something`).toEqual(before);
               continue;
             }
             if (team === 'own') {
               expect(res.status, `${where}: ${res.text}`).toBe(200);
-              if (access.list) expect(res.body.data.map(access.list.itemId), where).toContain(access.list.reference());
-              await access.check?.(res);
+              if (access.list) expect((access.list.items?.(res) ?? res.body.data).map(access.list.itemId), where).toContain(access.list.reference());
+              await access.check?.(res, team);
               continue;
             }
             if (access.otherTeam === 'not_found') {
@@ -471,9 +637,13 @@ describe('access control', () => {
               expect(res.status, `${where}: ${res.text}`).toBe(200);
               const own = await access.list!.own();
               expect(own.size).toBeGreaterThan(0);
-              const seen = res.body.data.map(access.list!.itemId) as string[];
+              const items = access.list!.items?.(res) ?? res.body.data;
+              const seen = items.map(access.list!.itemId) as string[];
               expect(seen.filter((id) => own.has(id)), where).toEqual([]);
-              if (access.list!.emptyForOtherTeam) expect(res.body.data, where).toEqual([]);
+              if (access.list!.emptyForOtherTeam) expect(items, where).toEqual([]);
+            } else if (access.otherTeam === 'answered') {
+              expect(res.status, `${where}: ${res.text}`).toBe(200);
+              await access.check?.(res, team);
             } else {
               expect(res.status, `${where}: ${res.text}`).toBe(200);
               const owner = await teamOf(access.table!, res.body.id);
@@ -620,6 +790,27 @@ const MALFORMED: Record<string, Malformed[]> = {
     { what: 'a Last-Event-ID that is not a frame id', call: () => ({ path: `/v1/sessions/${fx.sessionId}/events/stream`, headers: { 'last-event-id': 'abc' } }), field: 'header.last-event-id' },
   ],
   'GET /v1/approvals': [{ what: 'a negative limit', call: () => ({ path: '/v1/approvals?limit=-1' }), field: 'query.limit' }],
+  'POST /v1/keys': [
+    { what: 'an unknown role', call: () => ({ path: '/v1/keys', body: { name: 'x', role: 'owner' } }), field: 'body.role' },
+    { what: 'an empty name', call: () => ({ path: '/v1/keys', body: { name: '', role: 'viewer' } }), field: 'body.name' },
+  ],
+  'GET /v1/keys': [{ what: 'a zero limit', call: () => ({ path: '/v1/keys?limit=0' }), field: 'query.limit' }],
+  'POST /v1/teams': [
+    { what: 'a blank name', call: () => ({ path: '/v1/teams', body: { name: '   ' } }), field: 'body.name' },
+    { what: 'no name', call: () => ({ path: '/v1/teams', body: {} }), field: 'body.name' },
+  ],
+  'GET /v1/audit': [
+    { what: 'a since that is not ISO 8601', call: () => ({ path: '/v1/audit?since=yesterday' }), field: 'query.since' },
+    { what: 'a cursor this endpoint never gave', call: () => ({ path: '/v1/audit?page=abc' }), field: 'query.page' },
+  ],
+  'GET /v1/audit/export': [{ what: 'an until that is not ISO 8601', call: () => ({ path: '/v1/audit/export?until=soon' }), field: 'query.until' }],
+  'POST /v1/webhooks': [
+    { what: 'an ftp URL', call: () => ({ path: '/v1/webhooks', body: { url: 'ftp://127.0.0.1/hook' } }), field: 'body.url' },
+    { what: 'an unknown event type', call: () => ({ path: '/v1/webhooks', body: { url: 'http://127.0.0.1:9/x', events: ['session.created'] } }), field: 'body.events.0' },
+    { what: 'a secret too short to sign with', call: () => ({ path: '/v1/webhooks', body: { url: 'http://127.0.0.1:9/x', secret: 'short' } }), field: 'body.secret' },
+  ],
+  'GET /v1/webhooks': [{ what: 'a zero limit', call: () => ({ path: '/v1/webhooks?limit=0' }), field: 'query.limit' }],
+  'GET /v1/webhooks/{webhook_id}/deliveries': [{ what: 'a limit that is not a number', call: () => ({ path: '/v1/webhooks/whk_01jzzzzzzzzzzzzzzzzzzzzzzz/deliveries?limit=many' }), field: 'query.limit' }],
 };
 
 /** A well-formed body for each route that takes one, so that only the id is wrong. */
@@ -628,7 +819,7 @@ const GOOD_BODY: Record<string, unknown> = {
   'POST /v1/sessions/{session_id}/events': { events: [{ type: 'user.message', content: 'say hi' }] },
 };
 
-const ID_PREFIX: Record<string, string> = { agent_id: 'agent', credential_id: 'cred', session_id: 'sesn' };
+const ID_PREFIX: Record<string, string> = { agent_id: 'agent', credential_id: 'cred', session_id: 'sesn', key_id: 'key', webhook_id: 'whk' };
 
 describe('validation', () => {
   it('has malformed inputs for every route that takes a body, a query or a header', async () => {

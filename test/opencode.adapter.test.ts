@@ -71,6 +71,7 @@ function agent(model: ScriptedModel): AgentSnapshot {
     budget: {},
     approvalTimeoutSeconds: 60,
     idleTimeoutSeconds: 600,
+    separationOfDuties: false,
   };
 }
 

@@ -4,16 +4,18 @@
 import { resolve } from 'node:path';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { z } from 'zod';
-import { databaseEnv, masterKeyEnv, parseEnv, temporalEnv } from '../config/env';
+import { databaseEnv, masterKeyEnv, parseEnv, publicUrlEnv, temporalEnv } from '../config/env';
 import { openDatabase } from '../db/client';
 import { createVault } from '../db/vault';
 import { buildRuntimes, RUNTIME_NAMES } from './runtimes';
 import { createSessionWorker } from './create-worker';
+import { createNotifier } from './notifier';
 
 const env = parseEnv({
   ...temporalEnv,
   ...databaseEnv,
   ...masterKeyEnv,
+  ...publicUrlEnv,
   AGENTPLANE_RUNTIMES: z
     .string()
     .default('opencode')
@@ -31,6 +33,7 @@ Runtime.install({
 
 const dataDir = resolve(env.AGENTPLANE_DATA_DIR);
 const database = await openDatabase({ url: env.DATABASE_URL, pgliteDir: resolve(dataDir, 'pglite') });
+const vault = createVault(env.AGENTPLANE_MASTER_KEY);
 const connection = await NativeConnection.connect({ address: env.TEMPORAL_ADDRESS });
 const worker = await createSessionWorker({
   connection,
@@ -38,12 +41,18 @@ const worker = await createSessionWorker({
   taskQueue: env.AGENTPLANE_TASK_QUEUE,
   deps: {
     db: database.db,
-    vault: createVault(env.AGENTPLANE_MASTER_KEY),
+    vault,
     runtimes: buildRuntimes(env.AGENTPLANE_RUNTIMES, { dataDir, opencodeBin: env.OPENCODE_BIN }),
     dataDir,
   },
 });
-process.stdout.write(`${JSON.stringify({ level: 'INFO', msg: 'worker started', taskQueue: env.AGENTPLANE_TASK_QUEUE, runtimes: env.AGENTPLANE_RUNTIMES })}\n`);
-await worker.run();
+const writeLog = (entry: Record<string, unknown>) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n`);
+// the webhook outbox is sent from every worker replica; claims keep them from sending one delivery twice at once
+const notifier = createNotifier({ db: database.db, vault, log: writeLog });
+const running = worker.run();
+notifier.start();
+writeLog({ level: 'INFO', msg: 'worker started', taskQueue: env.AGENTPLANE_TASK_QUEUE, runtimes: env.AGENTPLANE_RUNTIMES, publicUrl: env.AGENTPLANE_PUBLIC_URL });
+// the worker stops on SIGINT/SIGTERM (the Temporal runtime's shutdown signals); the notifier finishes its poll
+await running.finally(() => notifier.stop());
 await connection.close();
 await database.close();

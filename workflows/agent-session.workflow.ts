@@ -8,6 +8,8 @@
  */
 import {
   ActivityCancellationType,
+  ActivityFailure,
+  ApplicationFailure,
   CancellationScope,
   allHandlersFinished,
   condition,
@@ -61,7 +63,7 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
   let turn = carried?.turn ?? 0;
   let spentMicros = carried?.spentMicros ?? 0;
   let policy: ToolPolicy = carried?.policy ?? agent.toolPolicy;
-  let policyVersion = carried?.policyVersion ?? 0;
+  let policyVersion = carried?.policyVersion ?? input.policyVersion ?? 0;
   const queue: QueuedMessage[] = [...input.initialMessages];
   const pending = new Map<string, PendingApproval>();
   let archived = false;
@@ -75,6 +77,9 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
   // returns the call to this workflow: such early answers wait here until the call is registered as pending.
   const early = new Map<string, ToolConfirmation>();
   setHandler(toolConfirmationSignal, (confirmation) => {
+    // separation of duties, held here too and not only by the API: the initiator's own decision does not count.
+    // It changes nothing unless the agent sets the flag, so histories recorded before it still replay.
+    if (agent.separationOfDuties && confirmation.actor.keyId === input.initiator.keyId) return;
     const approval = pending.get(confirmation.toolUseId);
     if (!approval) {
       if (!early.has(confirmation.toolUseId)) early.set(confirmation.toolUseId, confirmation);
@@ -161,7 +166,10 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
       else if (outcome.budgetReached) await setStatus('idle', { type: 'budget_reached' }, `${turnId}:${leg}:end`);
       else if (result.status === 'end_turn') await setStatus('idle', { type: 'end_turn' }, `${turnId}:${leg}:end`);
       else if (result.status === 'interrupted') await setStatus('idle', { type: 'interrupted' }, `${turnId}:${leg}:end`);
-      else await setStatus('idle', { type: 'error', message: result.message }, `${turnId}:${leg}:end`);
+      else {
+        await bookkeeping.recordEvents({ sessionId, events: [{ sourceId: `${turnId}:${leg}:error`, type: 'session.error', payload: { error: { type: 'turn_failed', message: result.message } } }] });
+        await setStatus('idle', { type: 'error', message: result.message }, `${turnId}:${leg}:end`);
+      }
       return;
     }
   }
@@ -176,8 +184,11 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
       return await turnScope.run(call);
     } catch (err) {
       if (isCancellation(err)) return 'cancelled';
-      const message = err instanceof Error ? err.message : String(err);
-      return { result: { status: 'error', message, retryable: false }, spentMicros, budgetReached: false, retriesExhausted: true };
+      // a non-retryable failure (revoked credential, unknown runtime) is an error; anything else ran out of retries
+      const cause = err instanceof ActivityFailure ? err.cause : err;
+      const message = cause instanceof Error ? cause.message : String(cause);
+      const final = cause instanceof ApplicationFailure && cause.nonRetryable;
+      return { result: { status: 'error', message, retryable: false }, spentMicros, budgetReached: false, retriesExhausted: !final };
     } finally {
       turnScope = null;
     }

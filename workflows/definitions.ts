@@ -35,6 +35,8 @@ export interface SessionWorkflowInput {
   trigger: SessionTrigger;
   budget: SessionBudget;
   initialMessages: QueuedMessage[];
+  /** the team's policy revision `agent.toolPolicy` was composed at */
+  policyVersion?: number;
   /** continue-as-new after this many turns (default 200) even if the server has not suggested it */
   turnsPerRun?: number;
   /** set when the workflow continues as new */

@@ -4,9 +4,9 @@
  */
 import { createRoute, z } from '@hono/zod-openapi';
 import { appendAudit } from '../../db/queries/audit';
-import { createCredential, getCredential, listCredentials, type CredentialMetadata } from '../../db/queries/credentials';
+import { createCredential, getCredential, listCredentials, revokeCredential, rewrapCredentials, rotateCredential, type CredentialMetadata } from '../../db/queries/credentials';
 import { requirePermission, type App, type AppDeps } from '../create-app';
-import { notFound } from '../errors';
+import { ApiError, notFound } from '../errors';
 import { idParam, json, jsonBody, page, PageQuery, problemResponses } from '../schemas/common';
 import { auditActor } from './agents.routes';
 
@@ -76,4 +76,60 @@ export function registerCredentialRoutes(app: App, deps: AppDeps): void {
       return c.json(toResponse(row), 200);
     },
   );
+
+  const CredentialId = idParam('credential_id', 'cred');
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/credentials/{credential_id}/rotate',
+      tags: ['credentials'],
+      request: { params: CredentialId, body: jsonBody(z.object({ secret: CredentialCreate.shape.secret })) },
+      responses: { 200: json(CredentialSchema, 'Rotated: the next turn uses the new secret'), ...problemResponses },
+    }),
+    async (c) => {
+      const actor = c.get('actor');
+      requirePermission(actor, 'credentials:write');
+      const credentialId = c.req.valid('param').credential_id;
+      const row = await deps.db.transaction(async (tx) => {
+        const rotated = await rotateCredential(tx, deps.vault, { teamId: actor.teamId, credentialId, secret: c.req.valid('json').secret });
+        if (rotated) await appendAudit(tx, { ...auditActor(actor, c.get('requestId')), action: 'credential.rotate', target: credentialId, decision: 'ok', reason: 'credentials:write', data: { secret_version: rotated.secretVersion } });
+        return rotated;
+      });
+      if (!row) throw await missingOrRevoked(actor.teamId, credentialId);
+      return c.json(toResponse(row), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({ method: 'post', path: '/v1/credentials/{credential_id}/revoke', tags: ['credentials'], request: { params: CredentialId }, responses: { 200: json(CredentialSchema, 'Revoked: sessions that need it stop at their next turn'), ...problemResponses } }),
+    async (c) => {
+      const actor = c.get('actor');
+      requirePermission(actor, 'credentials:write');
+      const credentialId = c.req.valid('param').credential_id;
+      const row = await deps.db.transaction(async (tx) => {
+        const revoked = await revokeCredential(tx, { teamId: actor.teamId, credentialId });
+        if (revoked) await appendAudit(tx, { ...auditActor(actor, c.get('requestId')), action: 'credential.revoke', target: credentialId, decision: 'ok', reason: 'credentials:write' });
+        return revoked;
+      });
+      if (!row) throw await missingOrRevoked(actor.teamId, credentialId);
+      return c.json(toResponse(row), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({ method: 'post', path: '/v1/credentials/rewrap', tags: ['credentials'], responses: { 200: json(z.object({ rewrapped: z.number().int(), master_key_id: z.string() }), 'Every data key re-sealed under the current master key'), ...problemResponses } }),
+    async (c) => {
+      const actor = c.get('actor');
+      requirePermission(actor, 'keys:admin');
+      const rewrapped = await rewrapCredentials(deps.db, deps.vault);
+      await appendAudit(deps.db, { ...auditActor(actor, c.get('requestId')), action: 'vault.rewrap', target: deps.vault.currentKeyId, decision: 'ok', reason: 'keys:admin', data: { rewrapped } });
+      return c.json({ rewrapped, master_key_id: deps.vault.currentKeyId }, 200);
+    },
+  );
+
+  async function missingOrRevoked(teamId: string, credentialId: string) {
+    const existing = await getCredential(deps.db, { teamId, credentialId });
+    return existing ? new ApiError(409, 'resource.conflict', `credential ${credentialId} is revoked`) : notFound('credential');
+  }
 }

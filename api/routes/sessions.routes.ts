@@ -21,6 +21,8 @@ import {
 } from '../../db/queries/sessions';
 import { newId, stableId } from '../../db/ids';
 import { microsToUsd } from '../../governance/budget';
+import { composePolicy } from '../../governance/policy';
+import { getTeamPolicy } from '../../db/queries/policies';
 import type { Actor } from '../../governance/types';
 import {
   archiveSignal,
@@ -148,6 +150,12 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
     return row;
   }
 
+  /** Whether the agent version the session runs forbids its initiator to decide its tool calls. */
+  async function separationOfDuties(actor: Actor, session: SessionRow): Promise<boolean> {
+    const found = await getAgent(db, { teamId: actor.teamId, agentId: session.agentId, version: session.agentVersion });
+    return found ? toSnapshot({ agentId: found.agent.id, version: found.version.version, teamId: actor.teamId, def: found.version.definition as AgentDefinition }).separationOfDuties : false;
+  }
+
   async function sessionResponse(row: SessionRow) {
     return toSessionResponse(row, await listPendingApprovals(db, { teamId: row.teamId, sessionId: row.id, limit: 100 }));
   }
@@ -191,7 +199,10 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
           { name: 'body.budget.max_cost_usd', reason: `must not exceed the agent's cap (${agentCap})` },
         ]);
       }
-      const budget = body.budget ?? snapshot.budget;
+      const budget = { ...snapshot.budget, ...body.budget };
+      // the team's deny rules go on top of the agent's own; the revision orders later policy changes
+      const team = await getTeamPolicy(db, actor.teamId);
+      snapshot.toolPolicy = composePolicy(team.rules, snapshot.toolPolicy);
 
       // an Idempotency-Key makes a retried request land on the session the first one created
       const idempotencyKey = c.req.valid('header')['idempotency-key'];
@@ -236,7 +247,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
         throw err;
       }
 
-      const input: SessionWorkflowInput = { sessionId, agent: snapshot, initiator: actor, trigger: 'api', budget, initialMessages };
+      const input: SessionWorkflowInput = { sessionId, agent: snapshot, initiator: actor, trigger: 'api', budget, initialMessages, policyVersion: team.revision };
       try {
         await temporal.workflow.start(SESSION_WORKFLOW, {
           workflowId: sessionId,
@@ -336,6 +347,10 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
       // the permission first, as on every route: a key that may not do this learns nothing about the session
       for (const event of events) requirePermission(actor, event.type === 'user.tool_confirmation' ? 'approvals:decide' : 'sessions:write');
       const session = await loadSession(actor, c.req.valid('param').session_id);
+      // separation of duties is a property of the agent version the session runs (the workflow holds it too)
+      if (actor.keyId === session.initiatorKeyId && events.some((e) => e.type === 'user.tool_confirmation') && (await separationOfDuties(actor, session))) {
+        throw new ApiError(403, 'approval.self_approval', `key ${actor.keyId} started session ${session.id}: another key must decide its tool calls`);
+      }
       // check every event before sending any: a batch is taken whole or not at all
       for (const [i, event] of events.entries()) {
         if (session.status === 'terminated' || session.archivedAt) throw new ApiError(409, 'session.not_accepting', `session ${session.id} has ended`);

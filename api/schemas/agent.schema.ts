@@ -3,6 +3,7 @@
  * plus agentplane's own (runtime, model_provider, tool_policy, budget, timeouts).
  */
 import { z } from '@hono/zod-openapi';
+import { policyFromDefinition } from '../../governance/policy';
 import type { AgentSnapshot, ToolPolicy } from '../../governance/types';
 import { Metadata } from './common';
 
@@ -48,9 +49,18 @@ export const AgentDefinitionSchema = z.object({
     .optional()
     .openapi({ description: 'an OpenAI-compatible endpoint for the model, and the credential holding its key' }),
   tool_policy: ToolPolicySchema.optional(),
-  budget: z.object({ max_cost_usd: z.number().positive().max(1_000_000) }).optional(),
+  budget: z
+    .object({
+      max_cost_usd: z.number().positive().max(1_000_000).optional().openapi({ description: 'cap for one session' }),
+      turn_reserve_usd: z.number().positive().max(10_000).optional().openapi({ description: "held on the team's and agent's budgets before each turn (default 0.10)" }),
+    })
+    .optional(),
   approval_timeout_seconds: z.number().int().min(1).max(30 * 86400).optional(),
   idle_timeout_seconds: z.number().int().min(1).max(365 * 86400).optional(),
+  approvals: z
+    .object({ separation_of_duties: z.boolean() })
+    .optional()
+    .openapi({ description: 'separation_of_duties: the key that started a session may not decide its tool calls (default false)' }),
 });
 export type AgentDefinition = z.infer<typeof AgentDefinitionSchema>;
 
@@ -61,19 +71,9 @@ export const AgentUpdateSchema = AgentDefinitionSchema.partial().extend({
 export const DEFAULT_APPROVAL_TIMEOUT_SECONDS = 24 * 3600;
 export const DEFAULT_IDLE_TIMEOUT_SECONDS = 7 * 86400;
 
-const MANAGED_TOOL_NAMES: Record<string, string> = { web_fetch: 'web_fetch', web_search: 'web_search' };
-
+/** The agent's own policy: its tool_policy, else its Managed Agents toolset settings (see governance/policy.ts). */
 export function effectivePolicy(def: AgentDefinition): ToolPolicy {
-  if (def.tool_policy) return def.tool_policy;
-  const toolset = def.tools?.find((t) => t.type.startsWith('agent_toolset'));
-  if (!toolset) return { rules: [], default: 'ask' };
-  const map = (type: string | undefined) => (type === 'always_allow' ? 'allow' : 'ask') as 'allow' | 'ask';
-  return {
-    rules: (toolset.configs ?? [])
-      .filter((c) => c.permission_policy)
-      .map((c) => ({ tool: MANAGED_TOOL_NAMES[c.name] ?? c.name, action: map(c.permission_policy?.type) })),
-    default: map(toolset.default_config?.permission_policy?.type ?? 'always_allow'),
-  };
+  return policyFromDefinition(def);
 }
 
 export function modelId(def: AgentDefinition): string {
@@ -95,6 +95,7 @@ export function toSnapshot(params: { agentId: string; version: number; teamId: s
     budget: def.budget ?? {},
     approvalTimeoutSeconds: def.approval_timeout_seconds ?? DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     idleTimeoutSeconds: def.idle_timeout_seconds ?? DEFAULT_IDLE_TIMEOUT_SECONDS,
+    separationOfDuties: def.approvals?.separation_of_duties ?? false,
   };
 }
 
@@ -114,9 +115,10 @@ export const AgentSchema = z
     runtime: z.object({ type: z.string(), config: z.record(z.string(), z.unknown()) }),
     model_provider: z.object({ base_url: z.string(), credential_id: z.string().nullable() }).nullable(),
     tool_policy: ToolPolicySchema,
-    budget: z.object({ max_cost_usd: z.number().optional() }),
+    budget: z.object({ max_cost_usd: z.number().optional(), turn_reserve_usd: z.number().optional() }),
     approval_timeout_seconds: z.number().int(),
     idle_timeout_seconds: z.number().int(),
+    approvals: z.object({ separation_of_duties: z.boolean() }),
     created_at: z.string(),
     updated_at: z.string(),
     archived_at: z.string().nullable(),
@@ -144,6 +146,7 @@ export function toAgentResponse(agent: { id: string; createdAt: Date; updatedAt:
     budget: snapshot.budget,
     approval_timeout_seconds: snapshot.approvalTimeoutSeconds,
     idle_timeout_seconds: snapshot.idleTimeoutSeconds,
+    approvals: { separation_of_duties: snapshot.separationOfDuties },
     created_at: agent.createdAt.toISOString(),
     updated_at: version.createdAt.toISOString(),
     archived_at: agent.archivedAt?.toISOString() ?? null,

@@ -33,6 +33,8 @@ CREATE TABLE "reservations" (
 	"session_id" text NOT NULL,
 	"windows" jsonb NOT NULL,
 	"amount_micros" bigint NOT NULL,
+	"remaining_micros" bigint NOT NULL,
+	"charged_micros" bigint DEFAULT 0 NOT NULL,
 	"status" text NOT NULL,
 	"created_at" timestamp with time zone DEFAULT now() NOT NULL,
 	"settled_at" timestamp with time zone

@@ -3,7 +3,7 @@
  * lock so two writers can never fork the chain.
  */
 import { createHash } from 'node:crypto';
-import { and, asc, desc, eq, gt, sql, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, gte, lt, lte, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../client';
 import { newId } from '../ids';
 import { auditLog } from '../schema/index';
@@ -81,14 +81,40 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(value ?? null);
 }
 
-export async function listAudit(db: Db, params: { teamId: string; after?: number; limit: number; action?: string }) {
+export interface AuditFilter {
+  teamId: string;
+  action?: string;
+  actorKeyId?: string;
+  target?: string;
+  /** created at or after */
+  since?: Date;
+  /** created before */
+  until?: Date;
+}
+
+/** A team's rows in chain order, paged by `seq` (`after` is the last seq of the previous page). */
+export async function listAudit(db: Db, params: AuditFilter & { after?: number; limit: number; throughSeq?: number }) {
   const where: SQL[] = [eq(auditLog.teamId, params.teamId)];
   if (params.after !== undefined) where.push(gt(auditLog.seq, params.after));
+  if (params.throughSeq !== undefined) where.push(lte(auditLog.seq, params.throughSeq));
   if (params.action) where.push(eq(auditLog.action, params.action));
+  if (params.actorKeyId) where.push(eq(auditLog.actorKeyId, params.actorKeyId));
+  if (params.target) where.push(eq(auditLog.target, params.target));
+  if (params.since) where.push(gte(auditLog.createdAt, params.since));
+  if (params.until) where.push(lt(auditLog.createdAt, params.until));
   return db.select().from(auditLog).where(and(...where)).orderBy(asc(auditLog.seq)).limit(params.limit);
 }
 
-export type ChainVerdict = { ok: true; rows: number } | { ok: false; rows: number; brokenSeq: number; brokenId: string; why: string };
+/** The newest seq of the whole chain (0 when empty): an export stops there, so rows written meanwhile cannot keep it going. */
+export async function lastAuditSeq(db: Db): Promise<number> {
+  const [row] = await db.select({ seq: auditLog.seq }).from(auditLog).orderBy(desc(auditLog.seq)).limit(1);
+  return row?.seq ?? 0;
+}
+
+export type ChainVerdict =
+  | { ok: true; rows: number }
+  /** `brokenTeamId` lets a caller of another team be told only that the break is not in its rows */
+  | { ok: false; rows: number; brokenSeq: number; brokenId: string; brokenTeamId: string; why: string };
 
 /** Walks the whole chain in order and names the first row whose hash or link does not hold. */
 export async function verifyAuditChain(db: Db, pageSize = 1000): Promise<ChainVerdict> {
@@ -99,8 +125,8 @@ export async function verifyAuditChain(db: Db, pageSize = 1000): Promise<ChainVe
     const page = await db.select().from(auditLog).where(gt(auditLog.seq, after)).orderBy(asc(auditLog.seq)).limit(pageSize);
     for (const row of page) {
       count += 1;
-      if (row.prevHash !== prevHash) return { ok: false, rows: count, brokenSeq: row.seq, brokenId: row.id, why: 'prev_hash does not match the row before it' };
-      if (hashRow(row) !== row.hash) return { ok: false, rows: count, brokenSeq: row.seq, brokenId: row.id, why: 'row content does not match its hash' };
+      if (row.prevHash !== prevHash) return { ok: false, rows: count, brokenSeq: row.seq, brokenId: row.id, brokenTeamId: row.teamId, why: 'prev_hash does not match the row before it' };
+      if (hashRow(row) !== row.hash) return { ok: false, rows: count, brokenSeq: row.seq, brokenId: row.id, brokenTeamId: row.teamId, why: 'row content does not match its hash' };
       prevHash = row.hash;
       after = row.seq;
     }

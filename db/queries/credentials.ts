@@ -2,7 +2,7 @@
  * Credentials: the sealed secret never leaves this module except through `openCredential`, which only the
  * worker's activities call. Reads for the API select metadata columns by name, never `*`.
  */
-import { and, desc, eq, isNull } from 'drizzle-orm';
+import { and, desc, eq, isNull, ne, sql } from 'drizzle-orm';
 import type { Db } from '../client';
 import { newId } from '../ids';
 import { credentials } from '../schema/index';
@@ -54,4 +54,40 @@ export async function openCredential(db: Db, vault: Vault, params: { teamId: str
     .where(and(eq(credentials.id, params.credentialId), eq(credentials.teamId, params.teamId), isNull(credentials.revokedAt)));
   if (!row) throw new CredentialUnavailableError(`credential ${params.credentialId} is missing or revoked`);
   return vault.open(row);
+}
+
+/** A new secret under the same id; the next turn that opens the credential uses it. */
+export async function rotateCredential(db: Db, vault: Vault, params: { teamId: string; credentialId: string; secret: string }): Promise<CredentialMetadata | null> {
+  const sealed = vault.seal(params.secret);
+  const [row] = await db
+    .update(credentials)
+    .set({ ...sealed, secretVersion: sql`${credentials.secretVersion} + 1`, rotatedAt: new Date() })
+    .where(and(eq(credentials.id, params.credentialId), eq(credentials.teamId, params.teamId), isNull(credentials.revokedAt)))
+    .returning(metadataColumns);
+  return row ?? null;
+}
+
+export async function revokeCredential(db: Db, params: { teamId: string; credentialId: string }): Promise<CredentialMetadata | null> {
+  const [row] = await db
+    .update(credentials)
+    .set({ revokedAt: new Date() })
+    .where(and(eq(credentials.id, params.credentialId), eq(credentials.teamId, params.teamId), isNull(credentials.revokedAt)))
+    .returning(metadataColumns);
+  return row ?? null;
+}
+
+/**
+ * Master-key rotation: re-seals every data key sealed by an older master key under the current one. The secrets
+ * themselves are not touched, and both keys stay configured until this has run, so nothing is ever unreadable.
+ */
+export async function rewrapCredentials(db: Db, vault: Vault): Promise<number> {
+  const stale = await db.select().from(credentials).where(ne(credentials.masterKeyId, vault.currentKeyId));
+  for (const row of stale) {
+    const rewrapped = vault.rewrap(row);
+    await db
+      .update(credentials)
+      .set({ masterKeyId: rewrapped.masterKeyId, wrappedKey: rewrapped.wrappedKey })
+      .where(and(eq(credentials.id, row.id), eq(credentials.masterKeyId, row.masterKeyId)));
+  }
+  return stale.length;
 }

@@ -32,6 +32,8 @@ export interface AppendResult {
   inserted: EventRow[];
   /** the session's total spend after this append */
   costMicros: number;
+  /** what this append charged (charges already in the ledger are not counted again) */
+  chargedMicros: number;
 }
 
 export async function appendEvents(
@@ -113,7 +115,7 @@ export async function appendEvents(
         ...(params.status ? { status: params.status.status, stopReason: params.status.stopReason } : {}),
       })
       .where(eq(sessions.id, params.sessionId));
-    return { inserted, costMicros: session.costMicros + added.micros };
+    return { inserted, costMicros: session.costMicros + added.micros, chargedMicros: added.micros };
   });
 }
 

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { and, eq, isNull } from 'drizzle-orm';
+import { and, desc, eq, isNull, lt } from 'drizzle-orm';
 import type { Role } from '../../governance/types';
 import type { Db } from '../client';
 import { newId } from '../ids';
@@ -16,6 +16,17 @@ export function generateApiKey(): string {
 export async function createTeam(db: Db, params: { name: string; id?: string }) {
   const [team] = await db.insert(teams).values({ id: params.id ?? newId('team'), name: params.name }).returning();
   return team!;
+}
+
+/** Creates the team unless the name is taken (null then): the unique index decides, not a read before the write. */
+export async function createTeamIfNameFree(db: Db, params: { name: string }) {
+  const [team] = await db.insert(teams).values({ id: newId('team'), name: params.name }).onConflictDoNothing({ target: teams.name }).returning();
+  return team ?? null;
+}
+
+export async function getTeam(db: Db, params: { teamId: string }) {
+  const [team] = await db.select().from(teams).where(eq(teams.id, params.teamId));
+  return team ?? null;
 }
 
 export async function findTeamByName(db: Db, name: string) {
@@ -35,6 +46,40 @@ export async function createApiKey(db: Db, params: { teamId: string; name: strin
   // the same plain key was registered before (a bootstrap key on restart): hand back the existing row
   const [existing] = await db.select().from(apiKeys).where(eq(apiKeys.hash, hashKey(plain)));
   return { key: existing!, plain };
+}
+
+/** What may be shown of a key: never the hash (columns are named, so a new secret column cannot ride along). */
+const keyMetadata = {
+  id: apiKeys.id,
+  teamId: apiKeys.teamId,
+  name: apiKeys.name,
+  role: apiKeys.role,
+  prefix: apiKeys.prefix,
+  createdAt: apiKeys.createdAt,
+  revokedAt: apiKeys.revokedAt,
+};
+export type ApiKeyMetadata = { id: string; teamId: string; name: string; role: string; prefix: string; createdAt: Date; revokedAt: Date | null };
+
+/** A team's keys, revoked ones included, newest first, paged by id (`before` is the last id of the previous page). */
+export async function listApiKeys(db: Db, params: { teamId: string; limit: number; before?: string }): Promise<ApiKeyMetadata[]> {
+  const where = [eq(apiKeys.teamId, params.teamId)];
+  if (params.before) where.push(lt(apiKeys.id, params.before));
+  return db.select(keyMetadata).from(apiKeys).where(and(...where)).orderBy(desc(apiKeys.id)).limit(params.limit);
+}
+
+export async function getApiKey(db: Db, params: { teamId: string; keyId: string }): Promise<ApiKeyMetadata | null> {
+  const [row] = await db.select(keyMetadata).from(apiKeys).where(and(eq(apiKeys.id, params.keyId), eq(apiKeys.teamId, params.teamId)));
+  return row ?? null;
+}
+
+/** Revokes an active key of the team; null when there is none (unknown, another team's, or already revoked). */
+export async function revokeApiKey(db: Db, params: { teamId: string; keyId: string }): Promise<ApiKeyMetadata | null> {
+  const [row] = await db
+    .update(apiKeys)
+    .set({ revokedAt: new Date() })
+    .where(and(eq(apiKeys.id, params.keyId), eq(apiKeys.teamId, params.teamId), isNull(apiKeys.revokedAt)))
+    .returning(keyMetadata);
+  return row ?? null;
 }
 
 export async function findActiveKey(db: Db, plain: string) {

@@ -48,8 +48,13 @@ export const reservations = pgTable(
     sessionId: text('session_id').notNull(),
     /** [{budgetId, periodStart}] the hold was taken on */
     windows: jsonb('windows').notNull(),
+    /** what was held before the turn */
     amountMicros: bigint('amount_micros', { mode: 'number' }).notNull(),
-    /** 'held' | 'settled' | 'refused' */
+    /** the part of the hold not yet consumed by charges; returned to the windows at settlement */
+    remainingMicros: bigint('remaining_micros', { mode: 'number' }).notNull(),
+    /** what the turn was charged against this hold (may exceed the hold by the last usage report) */
+    chargedMicros: bigint('charged_micros', { mode: 'number' }).notNull().default(0),
+    /** 'held' | 'settled' */
     status: text('status').notNull(),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
     settledAt: timestamp('settled_at', { withTimezone: true }),

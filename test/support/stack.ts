@@ -34,8 +34,10 @@ export interface Stack {
   taskQueue: string;
   dataDir: string;
   app: App;
-  /** a key of the given role in the stack's team, or in a new team */
+  /** a key of the given role in the stack's team, or in a second team (the same one each call) */
   key(role: Role, team?: 'own' | 'other'): Promise<string>;
+  /** a brand-new team, for tests that must not share budgets or policies */
+  newTeam(): Promise<{ teamId: string; key(role: Role): Promise<string> }>;
   /** fetch with the admin key (or another) and JSON in and out */
   call(method: string, path: string, body?: unknown, key?: string): Promise<{ status: number; body: any; headers: Headers }>;
   startWorker(runtimes: RuntimeRegistry): Promise<void>;
@@ -86,6 +88,10 @@ export async function startStack(opts: { runtimes?: RuntimeRegistry; worker?: bo
         otherTeams.set('other', teamId);
       }
       return (await createApiKey(db.db, { teamId, name: `${role} key`, role })).plain;
+    },
+    async newTeam() {
+      const created = await createTeam(db.db, { name: `team-${Math.random().toString(36).slice(2)}` });
+      return { teamId: created.id, key: async (role: Role) => (await createApiKey(db.db, { teamId: created.id, name: `${role} key`, role })).plain };
     },
     async call(method, path, body, key) {
       const res = await fetch(`${url}${path}`, {

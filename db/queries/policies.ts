@@ -1,0 +1,54 @@
+/**
+ * Live policy: team deny rules, and the team's policy revision that orders every policy change (team or agent).
+ * Running sessions compare revisions, so the newest policy wins wherever a change arrives first (signal or read).
+ */
+import { and, eq, ne, sql } from 'drizzle-orm';
+import { composePolicy, policyFromDefinition } from '../../governance/policy';
+import type { ToolPolicy } from '../../governance/types';
+import type { Db } from '../client';
+import { agents, agentVersions, sessions, teamPolicies, teams } from '../schema/index';
+
+export type TeamDeny = { tool: string; pattern?: string };
+
+export async function getTeamPolicy(db: Db, teamId: string): Promise<{ rules: TeamDeny[]; revision: number }> {
+  const [team] = await db.select({ revision: teams.policyRevision }).from(teams).where(eq(teams.id, teamId));
+  const [policy] = await db.select().from(teamPolicies).where(eq(teamPolicies.teamId, teamId));
+  return { rules: (policy?.rules as TeamDeny[] | undefined) ?? [], revision: team?.revision ?? 0 };
+}
+
+/** Bumps and returns the team's policy revision; call it in the transaction that changes a policy. */
+export async function bumpPolicyRevision(db: Db, teamId: string): Promise<number> {
+  const [row] = await db
+    .update(teams)
+    .set({ policyRevision: sql`${teams.policyRevision} + 1` })
+    .where(eq(teams.id, teamId))
+    .returning({ revision: teams.policyRevision });
+  return row!.revision;
+}
+
+export async function setTeamRules(db: Db, params: { teamId: string; rules: TeamDeny[] }): Promise<number> {
+  await db
+    .insert(teamPolicies)
+    .values({ teamId: params.teamId, rules: params.rules })
+    .onConflictDoUpdate({ target: teamPolicies.teamId, set: { rules: params.rules, updatedAt: new Date() } });
+  return bumpPolicyRevision(db, params.teamId);
+}
+
+/** The policy a session of this agent runs under now: team denies, then the agent's current version's rules. */
+export async function effectivePolicyFor(db: Db, params: { teamId: string; agentId: string }): Promise<{ policy: ToolPolicy; revision: number }> {
+  const team = await getTeamPolicy(db, params.teamId);
+  const [current] = await db
+    .select({ definition: agentVersions.definition })
+    .from(agents)
+    .innerJoin(agentVersions, and(eq(agentVersions.agentId, agents.id), eq(agentVersions.version, agents.currentVersion)))
+    .where(and(eq(agents.id, params.agentId), eq(agents.teamId, params.teamId)));
+  const agentPolicy = current ? policyFromDefinition(current.definition as Parameters<typeof policyFromDefinition>[0]) : { rules: [], default: 'deny' as const };
+  return { policy: composePolicy(team.rules, agentPolicy), revision: team.revision };
+}
+
+/** Sessions whose workflow may still be running, for pushing a policy change to them. */
+export async function liveSessions(db: Db, params: { teamId: string; agentId?: string }) {
+  const where = [eq(sessions.teamId, params.teamId), ne(sessions.status, 'terminated')];
+  if (params.agentId) where.push(eq(sessions.agentId, params.agentId));
+  return db.select({ id: sessions.id, agentId: sessions.agentId }).from(sessions).where(and(...where));
+}
