@@ -24,6 +24,8 @@ export default tseslint.config(
             { regex: '(^|/)db(/|$)', message: 'workflows must not touch the database: use an activity' },
             { regex: '(^|/)config(/|$)', message: 'workflows must not read configuration' },
             { regex: '(^|/)(api|worker)(/|$)', message: 'nothing imports api/ or worker/' },
+            { regex: '(^|/)runtimes/(?!runtime-adapter$)', message: 'workflows import only the adapter contract types, never an adapter' },
+            { regex: '(^|/)activities/(?!types$)', message: 'workflows import only activity types' },
             { regex: '^(pg|drizzle-orm|@electric-sql/pglite|hono|@hono/.*|zod)$', message: 'not in the workflow sandbox' },
           ],
         },
@@ -33,27 +35,6 @@ export default tseslint.config(
         { selector: "MemberExpression[object.name='Math'][property.name='random']", message: 'Math.random is not deterministic: use uuid4() from @temporalio/workflow' },
         { selector: "MemberExpression[object.name='process'][property.name='env']", message: 'workflows do not read process.env' },
         { selector: "CallExpression[callee.object.name='console']", message: 'use log from @temporalio/workflow' },
-      ],
-    },
-  },
-  {
-    // the workflow body: only the adapter contract and activity *types* from the rest of the tree
-    files: ['workflows/**/*.ts'],
-    ignores: ['workflows/definitions.ts', 'workflows/index.ts'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            { regex: '^node:', message: 'workflow code runs in the deterministic sandbox: no Node built-ins' },
-            { regex: '(^|/)db(/|$)', message: 'workflows must not touch the database: use an activity' },
-            { regex: '(^|/)config(/|$)', message: 'workflows must not read configuration' },
-            { regex: '(^|/)(api|worker)(/|$)', message: 'nothing imports api/ or worker/' },
-            { regex: '(^|/)runtimes/(?!runtime-adapter$)', message: 'workflows import only the adapter contract types, never an adapter' },
-            { regex: '(^|/)activities/(?!types$)', message: 'workflows import only activity types' },
-            { regex: '^(pg|drizzle-orm|@electric-sql/pglite|hono|@hono/.*|zod)$', message: 'not in the workflow sandbox' },
-          ],
-        },
       ],
     },
   },

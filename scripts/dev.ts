@@ -66,12 +66,13 @@ if (admin.plain) await keptSecret('admin.key', () => admin.plain as string);
 const adminKey = env.AGENTPLANE_ADMIN_KEY ?? admin.plain ?? savedAdminKey ?? '(set AGENTPLANE_ADMIN_KEY: the generated key was shown on first start)';
 
 const vault = createVault(masterKey);
+const publicUrl = env.AGENTPLANE_PUBLIC_URL ?? `http://${env.HOST}:${env.PORT}`;
 const workerConnection = await NativeConnection.connect({ address: temporalAddress });
 const worker = await createSessionWorker({
   connection: workerConnection,
   namespace: 'default',
   taskQueue: env.AGENTPLANE_TASK_QUEUE,
-  deps: { db: database.db, vault, runtimes: buildRuntimes(env.AGENTPLANE_RUNTIMES, { dataDir, opencodeBin: env.OPENCODE_BIN }), dataDir },
+  deps: { db: database.db, vault, runtimes: buildRuntimes(env.AGENTPLANE_RUNTIMES, { dataDir, opencodeBin: env.OPENCODE_BIN }), dataDir, publicUrl },
 });
 const workerRun = worker.run();
 const notifier = createNotifier({ db: database.db, vault });
@@ -90,7 +91,7 @@ const server = serve({ fetch: app.fetch, port: env.PORT, hostname: env.HOST }, (
       `  Temporal   ${temporalAddress}${temporalServer ? ` (dev server, ${join(dataDir, 'temporal.db')})` : ''}`,
       `  database   ${database.kind === 'pglite' ? `PGlite (${join(dataDir, 'pglite')})` : 'Postgres (DATABASE_URL)'}`,
       `  runtimes   ${env.AGENTPLANE_RUNTIMES.join(', ')}`,
-      `  webhooks   sent by the worker; action links point at ${env.AGENTPLANE_PUBLIC_URL ?? url}`,
+      `  webhooks   sent by the worker; action links point at ${publicUrl}`,
       '',
     ].join('\n') + '\n',
   );

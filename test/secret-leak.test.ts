@@ -15,20 +15,29 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { openDatabase, rowsOf, type Database } from '../db/client';
 import { generateMasterKeySpec } from '../db/vault';
 import { stopOpenCodeServers } from '../runtimes/opencode.adapter';
+import { verifySignature } from '../worker/notifier';
+import { createServer, type Server } from 'node:http';
 import { createTestDatabase, type TestDatabase } from './support/postgres';
 import { startScriptedModel, type ScriptedModel } from './support/scripted-model';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const SECRET = `sk-leakcheck-${Math.random().toString(36).slice(2)}-DO-NOT-LEAK`;
+const OLD_SECRET = `sk-leakcheck-old-${Math.random().toString(36).slice(2)}-DO-NOT-LEAK`;
+const WEBHOOK_SECRET = `whsec_leakcheck_${Math.random().toString(36).slice(2)}`;
 const ADMIN_KEY = `ap_leakcheck_admin_${Math.random().toString(36).slice(2)}`;
+const MASTER_KEY = generateMasterKeySpec();
+/** every secret this run uses; none may show up anywhere but where it is meant to go */
+const SECRETS = [SECRET, OLD_SECRET, WEBHOOK_SECRET, ADMIN_KEY, MASTER_KEY, MASTER_KEY.slice(MASTER_KEY.indexOf(':') + 1)];
 
 let testDb: TestDatabase;
 let db: Database;
 let model: ScriptedModel;
 let dataDir: string;
 const processes: Array<{ child: ChildProcess; output: () => string }> = [];
-const responses: string[] = [];
+const responses: Array<{ method: string; path: string; text: string }> = [];
 let apiUrl = '';
+let receiver: Server;
+const deliveries: Array<{ headers: Record<string, string | string[] | undefined>; body: string }> = [];
 
 function run(script: string, env: Record<string, string>, ready: RegExp) {
   const child = spawn(`${REPO}/node_modules/.bin/tsx`, [script], { cwd: REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -49,7 +58,7 @@ function run(script: string, env: Record<string, string>, ready: RegExp) {
 async function call(method: string, path: string, body?: unknown) {
   const res = await fetch(`${apiUrl}${path}`, { method, headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined });
   const text = await res.text();
-  responses.push(text);
+  responses.push({ method, path, text });
   return { status: res.status, body: JSON.parse(text) };
 }
 
@@ -72,7 +81,7 @@ beforeAll(async () => {
     DATABASE_URL: testDb.url,
     TEMPORAL_ADDRESS: inject('temporalAddress'),
     AGENTPLANE_TASK_QUEUE: `leak-${Math.random().toString(36).slice(2, 8)}`,
-    AGENTPLANE_MASTER_KEY: generateMasterKeySpec(),
+    AGENTPLANE_MASTER_KEY: MASTER_KEY,
     AGENTPLANE_ADMIN_KEY: ADMIN_KEY,
     AGENTPLANE_DATA_DIR: dataDir,
     AGENTPLANE_RUNTIMES: 'opencode',
@@ -80,6 +89,15 @@ beforeAll(async () => {
     HOST: '127.0.0.1',
     AGENTPLANE_LOG_LEVEL: 'DEBUG',
   };
+  receiver = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      deliveries.push({ headers: req.headers, body });
+      res.writeHead(200).end('ok');
+    });
+  });
+  await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
   const apiOut = await run('api/main.ts', env, /"api listening"/);
   apiUrl = `http://127.0.0.1:${/"port":(\d+)/.exec(apiOut)![1]}`;
   await run('worker/main.ts', env, /worker started/);
@@ -92,6 +110,7 @@ afterAll(async () => {
   await db?.close();
   await testDb?.drop();
   await model?.close();
+  await new Promise((r) => receiver?.close(r));
   await stopOpenCodeServers(dataDir);
   await rm(dataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
 }, 60_000);
@@ -99,8 +118,11 @@ afterAll(async () => {
 describe('secrets', () => {
   it('a credential secret is used for the model call and appears nowhere else', async () => {
     model.setScript([{ match: 'use the key', steps: [{ tool: 'bash', input: { command: 'echo hello', description: 'greet' } }, { text: 'done with the key' }] }]);
-    const credential = await call('POST', '/v1/credentials', { name: 'provider key', secret: SECRET });
+    const credential = await call('POST', '/v1/credentials', { name: 'provider key', secret: OLD_SECRET });
     expect(credential.status).toBe(200);
+    expect((await call('POST', `/v1/credentials/${credential.body.id}/rotate`, { secret: SECRET })).status).toBe(200);
+    const port = (receiver.address() as { port: number }).port;
+    expect((await call('POST', '/v1/webhooks', { url: `http://127.0.0.1:${port}/hook`, secret: WEBHOOK_SECRET })).status).toBe(200);
     const agent = await call('POST', '/v1/agents', {
       name: 'leak check',
       model: 'scripted-model',
@@ -116,6 +138,11 @@ describe('secrets', () => {
       current = (await call('GET', `/v1/sessions/${id}`)).body;
     }
     expect(current.status).toBe('requires_action');
+    // the approvers' webhook arrives signed with the webhook secret
+    for (let i = 0; i < 150 && deliveries.length === 0; i++) await new Promise((r) => setTimeout(r, 200));
+    expect(deliveries).toHaveLength(1);
+    expect(verifySignature(WEBHOOK_SECRET, deliveries[0]!.headers, deliveries[0]!.body)).toMatchObject({ ok: true });
+    expect(JSON.parse(deliveries[0]!.body)).toMatchObject({ type: 'approval.requested', session_id: session.body.id });
     await call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.tool_confirmation', tool_use_id: current.pending_approvals[0].tool_use_id, result: 'allow' }] });
     for (let i = 0; i < 300 && current.stop_reason?.type !== 'end_turn'; i++) {
       await new Promise((r) => setTimeout(r, 200));
@@ -140,23 +167,27 @@ describe('secrets', () => {
     const history = JSON.stringify(await temporal.workflow.getHandle(id).fetchHistory(), (_k, v) => (v instanceof Uint8Array ? Buffer.from(v).toString('utf8') : v));
     await temporal.connection.close();
     expect(history.length).toBeGreaterThan(1000);
-    expect(history).not.toContain(SECRET);
+    for (const secret of SECRETS) expect(history).not.toContain(secret);
 
-    const tables = ['sessions', 'session_events', 'audit_log', 'runtime_sessions', 'agent_versions', 'approvals', 'ledger', 'credentials', 'environments'];
+    const tables = ['sessions', 'session_events', 'audit_log', 'runtime_sessions', 'agent_versions', 'approvals', 'ledger', 'credentials', 'environments', 'api_keys', 'webhooks', 'webhook_deliveries', 'budgets', 'reservations'];
     for (const table of tables) {
       const dump = JSON.stringify(rowsOf(await db.db.execute(sql.raw(`select * from ${table}`))));
-      expect(dump, `table ${table}`).not.toContain(SECRET);
+      for (const secret of SECRETS) expect(dump, `table ${table}`).not.toContain(secret);
     }
+    for (const delivery of deliveries) for (const secret of SECRETS) expect(delivery.body).not.toContain(secret);
     const events = rowsOf(await db.db.execute(sql`select count(*)::int as n from session_events where session_id = ${id}`));
     expect((events[0] as { n: number }).n).toBeGreaterThan(5);
 
-    for (const text of responses) expect(text).not.toContain(SECRET);
+    // the webhook secret is shown once, at creation (that response is the one place it may appear)
+    const shownOnce = responses.filter((r) => r.method === 'POST' && r.path === '/v1/webhooks');
+    expect(shownOnce.map((r) => JSON.parse(r.text).secret)).toEqual([WEBHOOK_SECRET]);
+    for (const r of responses.filter((x) => !shownOnce.includes(x))) for (const secret of SECRETS) expect(r.text, `${r.method} ${r.path}`).not.toContain(secret);
     for (const p of processes) {
       expect(p.output().length).toBeGreaterThan(100);
-      expect(p.output()).not.toContain(SECRET);
+      for (const secret of SECRETS) expect(p.output()).not.toContain(secret);
     }
     const files = await filesUnder(dataDir);
     expect(files.length).toBeGreaterThan(0);
-    for (const file of files) expect((await readFile(file)).includes(SECRET), file).toBe(false);
+    for (const file of files) for (const secret of SECRETS) expect((await readFile(file)).includes(secret), file).toBe(false);
   }, 180_000);
 });

@@ -483,7 +483,9 @@ describe('payloads', () => {
     const pending = waiting.pending_approvals[0];
     expect(pending).toMatchObject({ tool: 'write', input: { file_path: '/tmp/x' } });
 
-    // the turn activity will do this in the transaction that records the pending call
+    // the turn activity wrote the notification in the transaction that recorded the pending call
+    const written = await deliveryRows(hook.id);
+    expect(written.map((d) => [d.event_type, d.status])).toEqual([['approval.requested', 'pending']]);
     const payload = approvalRequested({
       publicUrl: stack.url,
       teamId: stack.teamId,
@@ -494,7 +496,10 @@ describe('payloads', () => {
       agent: { id: agent.body.id, name: agent.body.name },
       expiresAt: new Date(pending.expires_at),
     });
-    await enqueue(stack.teamId, payload);
+    expect(written[0]!.id).toBe(deliveryIdOf(hook.id, payload.id));
+    expect({ ...written[0]!.payload, created_at: null }).toEqual({ ...payload, created_at: null });
+    // the same cause notified again (a retried activity) is the same notification: nothing more is written
+    expect(await enqueue(stack.teamId, payload)).toEqual([]);
     expect((await notifier().runOnce()).delivered).toBe(1);
 
     const [delivery] = receivedAt('/approvals');

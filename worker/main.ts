@@ -44,6 +44,7 @@ const worker = await createSessionWorker({
     vault,
     runtimes: buildRuntimes(env.AGENTPLANE_RUNTIMES, { dataDir, opencodeBin: env.OPENCODE_BIN }),
     dataDir,
+    publicUrl: env.AGENTPLANE_PUBLIC_URL,
   },
 });
 const writeLog = (entry: Record<string, unknown>) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n`);
@@ -51,7 +52,7 @@ const writeLog = (entry: Record<string, unknown>) => process.stdout.write(`${JSO
 const notifier = createNotifier({ db: database.db, vault, log: writeLog });
 const running = worker.run();
 notifier.start();
-writeLog({ level: 'INFO', msg: 'worker started', taskQueue: env.AGENTPLANE_TASK_QUEUE, runtimes: env.AGENTPLANE_RUNTIMES, publicUrl: env.AGENTPLANE_PUBLIC_URL });
+writeLog({ level: 'INFO', msg: 'worker started', taskQueue: env.AGENTPLANE_TASK_QUEUE, runtimes: env.AGENTPLANE_RUNTIMES });
 // the worker stops on SIGINT/SIGTERM (the Temporal runtime's shutdown signals); the notifier finishes its poll
 await running.finally(() => notifier.stop());
 await connection.close();

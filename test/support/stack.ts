@@ -110,7 +110,7 @@ export async function startStack(opts: { runtimes?: RuntimeRegistry; worker?: bo
     },
     async startWorker(runtimes) {
       workerConnection = await NativeConnection.connect({ address: temporalAddress });
-      worker = await createSessionWorker({ connection: workerConnection, namespace: 'default', taskQueue, deps: { db: db.db, vault, runtimes, dataDir } });
+      worker = await createSessionWorker({ connection: workerConnection, namespace: 'default', taskQueue, deps: { db: db.db, vault, runtimes, dataDir, publicUrl: url } });
       workerRun = worker.run();
     },
     async stopWorker() {
