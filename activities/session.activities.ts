@@ -86,6 +86,9 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
       const session = await getSession(db, { teamId: input.agent.teamId, sessionId: input.sessionId });
       return { result: { status: 'interrupted' }, spentMicros: session?.costMicros ?? 0, budgetReached: true };
     }
+    if (held.fresh) {
+      await appendAudit(db, { ...sessionActor(input), action: 'budget.reserve', target: held.budgetIds.join(','), decision: 'allow', reason: `held $${microsToUsd(held.amountMicros)} for the turn`, data: { session_id: input.sessionId, reservation: reservationId } });
+    }
     const prices = await loadPrices(db, { teamId: input.agent.teamId, defaults: defaultPrices });
 
     const stored = await getRuntimeRef(db, input.sessionId);

@@ -6,6 +6,9 @@
  */
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openCredential } from '../db/queries/credentials';
+import { getTeamPolicy } from '../db/queries/policies';
+import { listPrices } from '../db/queries/pricing';
 import { hashKey } from '../db/queries/teams';
 import { can, type Permission } from '../governance/permissions';
 import { ROLES, type Role } from '../governance/types';
@@ -161,6 +164,9 @@ interface Writes {
   agent_versions: number;
   environments: number;
   credentials: number;
+  /** the sum of every credential's secret_version: a rotation adds one */
+  credential_secret_versions: number;
+  revoked_credentials: number;
   sessions: number;
   archived_sessions: number;
   audit_rows: number;
@@ -169,6 +175,15 @@ interface Writes {
   revoked_keys: number;
   webhooks: number;
   disabled_webhooks: number;
+  /** budgets, price overrides and team rules are upserted: their newest updated_at moves on an update in place */
+  budgets: number;
+  budgets_updated: string | null;
+  model_prices: number;
+  model_prices_updated: string | null;
+  team_policies: number;
+  team_policies_updated: string | null;
+  /** the sum of every team's policy revision: every policy change (team rules or an agent's) bumps its team's */
+  policy_revisions: number;
 }
 
 async function writes(): Promise<Writes> {
@@ -179,6 +194,8 @@ async function writes(): Promise<Writes> {
       (select count(*) from agent_versions) as agent_versions,
       (select count(*) from environments) as environments,
       (select count(*) from credentials) as credentials,
+      (select coalesce(sum(secret_version), 0) from credentials) as credential_secret_versions,
+      (select count(*) from credentials where revoked_at is not null) as revoked_credentials,
       (select count(*) from sessions) as sessions,
       (select count(*) from sessions where archived_at is not null) as archived_sessions,
       (select count(*) from audit_log where action not like 'tool.%') as audit_rows,
@@ -186,17 +203,24 @@ async function writes(): Promise<Writes> {
       (select count(*) from api_keys) as api_keys,
       (select count(*) from api_keys where revoked_at is not null) as revoked_keys,
       (select count(*) from webhooks) as webhooks,
-      (select count(*) from webhooks where disabled_at is not null) as disabled_webhooks
+      (select count(*) from webhooks where disabled_at is not null) as disabled_webhooks,
+      (select count(*) from budgets) as budgets,
+      (select max(updated_at)::text from budgets) as budgets_updated,
+      (select count(*) from model_prices) as model_prices,
+      (select max(updated_at)::text from model_prices) as model_prices_updated,
+      (select count(*) from team_policies) as team_policies,
+      (select max(updated_at)::text from team_policies) as team_policies_updated,
+      (select coalesce(sum(policy_revision), 0) from teams) as policy_revisions
   `)) as unknown as { rows: Writes[] };
   return result.rows[0]!;
 }
 
-async function ownIds(table: 'agents' | 'environments' | 'credentials' | 'sessions' | 'api_keys' | 'audit_log' | 'webhooks'): Promise<Set<string>> {
+async function ownIds(table: 'agents' | 'environments' | 'credentials' | 'sessions' | 'api_keys' | 'audit_log' | 'webhooks' | 'budgets'): Promise<Set<string>> {
   const result = (await stack.db.db.execute(sql`select id from ${sql.identifier(table)} where team_id = ${stack.teamId}`)) as unknown as { rows: Array<{ id: string }> };
   return new Set(result.rows.map((r) => r.id));
 }
 
-async function teamOf(table: 'agents' | 'environments' | 'credentials' | 'api_keys' | 'teams' | 'webhooks', id: string): Promise<string | undefined> {
+async function teamOf(table: 'agents' | 'environments' | 'credentials' | 'api_keys' | 'teams' | 'webhooks' | 'budgets', id: string): Promise<string | undefined> {
   // a team is its own team
   const column = sql.identifier(table === 'teams' ? 'id' : 'team_id');
   const result = (await stack.db.db.execute(sql`select ${column} as team_id from ${sql.identifier(table)} where id = ${id}`)) as unknown as { rows: Array<{ team_id: string }> };
@@ -259,7 +283,7 @@ interface AccessCase {
    */
   list?: { itemId(item: any): string; reference(): string; own(): Promise<Set<string>>; emptyForOtherTeam: boolean; items?(res: Sent): any[] };
   /** for `created`: the table the new row lands in */
-  table?: 'agents' | 'environments' | 'credentials' | 'api_keys' | 'teams' | 'webhooks';
+  table?: 'agents' | 'environments' | 'credentials' | 'api_keys' | 'teams' | 'webhooks' | 'budgets';
   /** more checks on an allowed own-team answer (and, for `answered`, on another team's) */
   check?(res: Sent, team: Team): Promise<void> | void;
 }
@@ -278,6 +302,69 @@ async function webhookId(): Promise<string> {
   fixtureWebhookId ||= await createWebhook();
   return fixtureWebhookId;
 }
+
+/** Made on first use and kept: a promise, so that concurrent first uses (the authentication walk) share one. */
+function once<T>(make: () => Promise<T>): () => Promise<T> {
+  let made: Promise<T> | undefined;
+  return () => (made ??= make());
+}
+
+async function createBudget(body: Record<string, unknown>): Promise<string> {
+  const res = await send('POST', '/v1/budgets', { body });
+  expect(res.status, res.text).toBe(200);
+  return res.body.id;
+}
+/**
+ * The agent the own team's budgets are set on. It never runs: a team budget, or one on an agent that runs, would
+ * hold money on the turns of this file's sessions.
+ */
+const budgetAgentId = once(() => createAgent({ name: 'budgeted, never run' }));
+/** the budget the tables read; never deleted (a deleting call that may succeed gets a budget of its own) */
+const budgetId = once(async () => createBudget({ scope: 'agent', agent_id: await budgetAgentId(), period: 'day', limit_usd: 10 }));
+
+/** A credential of the own team, for a call that rotates or revokes it. */
+async function createCredential(): Promise<string> {
+  const res = await send('POST', '/v1/credentials', { body: { name: 'used up by the access table', secret: `sk-${Math.random().toString(36).slice(2)}` } });
+  expect(res.status, res.text).toBe(200);
+  return res.body.id;
+}
+const ROTATED_SECRET = `sk-rotated-${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}`;
+
+/** Spend in the own team's ledger: one turn with a reported cost. Returns the session it was spent in. */
+const ownSpend = once(async () => {
+  const sessionId = await startSession(fx.agentId, 'cost 0.01');
+  await waitForStatus(stack, sessionId, 'idle', 'end_turn');
+  await eventually(
+    async () => {
+      const result = (await stack.db.db.execute(sql`select count(*)::int as n from ledger where session_id = ${sessionId}`)) as unknown as { rows: Array<{ n: number }> };
+      return result.rows[0]!.n > 0 ? true : undefined;
+    },
+    { what: 'the turn to reach the ledger' },
+  );
+  return sessionId;
+});
+
+/** A price override of the own team, for the model nobody else names. */
+const FIXTURE_MODEL = 'access-table-fixture-model';
+const ownPriceOverride = once(async () => {
+  const res = await send('PUT', `/v1/pricing/${FIXTURE_MODEL}`, { body: { input: 1, output: 2 } });
+  expect(res.status, res.text).toBe(200);
+});
+const ownOverrides = async () => Object.fromEntries((await listPrices(stack.db.db, { teamId: stack.teamId })).map((o) => [o.model, o.price]));
+
+/**
+ * Team deny rules for the own team, when it has none yet. They name a tool nobody calls in this file with a pattern
+ * nothing matches: the file's sessions run as if there were none.
+ */
+async function ownTeamRules() {
+  const current = await getTeamPolicy(stack.db.db, stack.teamId);
+  if (current.rules.length > 0) return current;
+  const res = await send('PUT', '/v1/policies/team', { body: { rules: [{ tool: 'web_fetch', pattern: 'https://fixture.invalid/*' }] } });
+  expect(res.status, res.text).toBe(200);
+  return getTeamPolicy(stack.db.db, stack.teamId);
+}
+/** rules that are unique to one call, so that whose they are can be told */
+const markedRules = () => [{ tool: 'web_fetch', pattern: `https://${Math.random().toString(36).slice(2)}.invalid/*` }];
 
 const ACCESS: Record<string, AccessCase[]> = {
   'POST /v1/agents': [
@@ -369,6 +456,40 @@ const ACCESS: Record<string, AccessCase[]> = {
       request: async () => ({ path: `/v1/credentials/${fx.credentialId}` }),
       otherTeam: 'not_found',
       check: (res) => expect(res.body.id).toBe(fx.credentialId),
+    },
+  ],
+  'POST /v1/credentials/{credential_id}/rotate': [
+    {
+      permission: 'credentials:write',
+      request: async (fresh) => ({ path: `/v1/credentials/${fresh ? await createCredential() : fx.credentialId}/rotate`, body: { secret: ROTATED_SECRET } }),
+      otherTeam: 'not_found',
+      check: async (res) => {
+        expect(res.body).toMatchObject({ type: 'credential', secret_version: 2, rotated_at: expect.any(String), revoked_at: null });
+        expect(res.text).not.toContain(ROTATED_SECRET);
+        expect(res.text).not.toContain(ROTATED_SECRET.slice(10));
+        // the next turn opens the new secret
+        expect(await openCredential(stack.db.db, stack.vault, { teamId: stack.teamId, credentialId: res.body.id })).toBe(ROTATED_SECRET);
+      },
+    },
+  ],
+  'POST /v1/credentials/{credential_id}/revoke': [
+    {
+      permission: 'credentials:write',
+      request: async (fresh) => ({ path: `/v1/credentials/${fresh ? await createCredential() : fx.credentialId}/revoke` }),
+      otherTeam: 'not_found',
+      check: async (res) => {
+        expect(res.body).toMatchObject({ type: 'credential', revoked_at: expect.any(String) });
+        await expect(openCredential(stack.db.db, stack.vault, { teamId: stack.teamId, credentialId: res.body.id })).rejects.toThrow(res.body.id);
+      },
+    },
+  ],
+  'POST /v1/credentials/rewrap': [
+    {
+      permission: 'keys:admin',
+      request: async () => ({ path: '/v1/credentials/rewrap' }),
+      otherTeam: 'answered',
+      // the stack has one master key: nothing is sealed under an older one
+      check: (res) => expect(res.body).toEqual({ rewrapped: 0, master_key_id: stack.vault.currentKeyId }),
     },
   ],
   'POST /v1/sessions': [
@@ -583,6 +704,193 @@ const ACCESS: Record<string, AccessCase[]> = {
       request: async () => ({ path: `/v1/webhooks/${await webhookId()}/deliveries` }),
       otherTeam: 'not_found',
       check: (res) => expect(res.body).toMatchObject({ data: expect.any(Array), next_page: null }),
+    },
+  ],
+  'POST /v1/budgets': [
+    {
+      permission: 'budgets:write',
+      // an own-team call that succeeds budgets the agent that never runs; any other call (refused, or another
+      // team's, which lands in its own team) sets a team budget
+      request: async (fresh) => ({
+        path: '/v1/budgets',
+        body: fresh
+          ? { scope: 'agent', agent_id: await budgetAgentId(), period: 'month', limit_usd: 25, thresholds: [80, 50, 80] }
+          : { scope: 'team', period: 'total', limit_usd: 1000, thresholds: [80, 50, 80] },
+      }),
+      otherTeam: 'created',
+      table: 'budgets',
+      check: async (res) => {
+        expect(res.body).toEqual({
+          id: expect.stringMatching(/^bud_/),
+          type: 'budget',
+          scope: 'agent',
+          agent_id: await budgetAgentId(),
+          period: 'month',
+          limit_usd: 25,
+          thresholds: [50, 80],
+          current: { period_start: expect.any(String), spent_usd: 0, reserved_usd: 0, remaining_usd: 25 },
+        });
+        expect(Date.parse(res.body.current.period_start)).toBeLessThanOrEqual(Date.now());
+      },
+    },
+  ],
+  'GET /v1/budgets': [
+    {
+      permission: 'budgets:read',
+      request: async () => {
+        await budgetId();
+        return { path: '/v1/budgets' };
+      },
+      otherTeam: 'list',
+      list: { itemId: byId, reference: () => (budgetId(), fixtureBudget), own: () => ownIds('budgets'), emptyForOtherTeam: false },
+      check: (res) => {
+        expect(res.body.next_page).toBeNull();
+        for (const budget of res.body.data) expect(budget).toMatchObject({ type: 'budget', current: { spent_usd: expect.any(Number) } });
+      },
+    },
+  ],
+  'DELETE /v1/budgets/{budget_id}': [
+    {
+      permission: 'budgets:write',
+      request: async (fresh) => ({
+        path: `/v1/budgets/${fresh ? await createBudget({ scope: 'agent', agent_id: await createAgent({ name: 'budgeted, then not' }), period: 'total', limit_usd: 1 }) : await budgetId()}`,
+      }),
+      otherTeam: 'not_found',
+      check: async (res) => {
+        expect(res.body).toEqual({ id: expect.stringMatching(/^bud_/), deleted: true });
+        expect(await teamOf('budgets', res.body.id)).toBeUndefined();
+      },
+    },
+  ],
+  'GET /v1/usage': [
+    {
+      permission: 'budgets:read',
+      request: async () => {
+        await ownSpend();
+        return { path: '/v1/usage?group_by=team' };
+      },
+      otherTeam: 'answered',
+      check: (res, team) => {
+        expect(res.body).toMatchObject({ group_by: 'team', from: null, to: null });
+        const keys = res.body.data.map((row: any) => row.key);
+        if (team === 'own') {
+          expect(keys).toEqual([stack.teamId]);
+          expect(res.body.data[0]).toMatchObject({ day: null, cost_usd: expect.any(Number), requests: expect.any(Number) });
+          expect(res.body.data[0].cost_usd).toBeGreaterThanOrEqual(0.01);
+        } else expect(keys).not.toContain(stack.teamId);
+      },
+    },
+    {
+      label: 'by session and day',
+      permission: 'budgets:read',
+      request: async () => ({ path: `/v1/usage?group_by=session&bucket=day&from=${encodeURIComponent(new Date(Date.now() - 86_400_000).toISOString())}`, spend: await ownSpend() }),
+      otherTeam: 'answered',
+      check: async (res, team) => {
+        const keys = res.body.data.map((row: any) => row.key);
+        if (team === 'own') {
+          const spent = res.body.data.find((row: any) => row.key === (await ownSpend()));
+          expect(spent).toMatchObject({ day: expect.stringMatching(/^\d{4}-\d{2}-\d{2}$/), requests: 1 });
+          expect(spent.cost_usd).toBeCloseTo(0.01, 6);
+        } else {
+          const own = await ownIds('sessions');
+          expect(keys.filter((key: string) => own.has(key))).toEqual([]);
+        }
+      },
+    },
+  ],
+  'GET /v1/pricing': [
+    {
+      permission: 'budgets:read',
+      request: async () => {
+        await ownPriceOverride();
+        return { path: '/v1/pricing' };
+      },
+      otherTeam: 'answered',
+      check: async (res, team) => {
+        expect(Object.keys(res.body.defaults).length).toBeGreaterThan(0);
+        const own = await ownOverrides();
+        expect(own[FIXTURE_MODEL]).toEqual({ input: 1, output: 2 });
+        if (team === 'own') expect(res.body.overrides).toEqual(own);
+        else expect(Object.keys(res.body.overrides).filter((model) => model in own)).toEqual([]);
+      },
+    },
+  ],
+  'PUT /v1/pricing/{model}': [
+    {
+      permission: 'budgets:write',
+      // a model of its own for every call: whose override it is can be told
+      request: async () => ({ path: `/v1/pricing/access-table-${Math.random().toString(36).slice(2)}`, body: { input: 3, output: 15 } }),
+      otherTeam: 'answered',
+      check: async (res, team) => {
+        expect(res.body).toEqual({ model: expect.stringMatching(/^access-table-/), price: { input: 3, output: 15 } });
+        const own = await ownOverrides();
+        if (team === 'own') expect(own[res.body.model]).toEqual({ input: 3, output: 15 });
+        else expect(own).not.toHaveProperty([res.body.model]);
+      },
+    },
+  ],
+  'GET /v1/policies/team': [
+    {
+      permission: 'agents:read',
+      request: async () => {
+        await ownTeamRules();
+        return { path: '/v1/policies/team' };
+      },
+      otherTeam: 'answered',
+      check: async (res, team) => {
+        const own = await getTeamPolicy(stack.db.db, stack.teamId);
+        if (team === 'own') expect(res.body).toEqual(own);
+        else {
+          expect(res.body).toEqual({ rules: expect.any(Array), revision: expect.any(Number) });
+          for (const rule of own.rules) expect(res.body.rules).not.toContainEqual(rule);
+        }
+      },
+    },
+  ],
+  'PUT /v1/policies/team': [
+    {
+      permission: 'policies:write',
+      request: async () => ({ path: '/v1/policies/team', body: { rules: markedRules() } }),
+      otherTeam: 'answered',
+      check: async (res, team) => {
+        expect(res.body).toEqual({ rules: [{ tool: 'web_fetch', pattern: expect.stringMatching(/\.invalid\/\*$/) }], revision: expect.any(Number), sessions_notified: expect.any(Number) });
+        const own = await getTeamPolicy(stack.db.db, stack.teamId);
+        if (team === 'own') {
+          expect(own).toEqual({ rules: res.body.rules, revision: res.body.revision });
+          // the own team has sessions that are still live (the fixtures): each was sent the new policy
+          expect(res.body.sessions_notified).toBeGreaterThan(0);
+        } else expect(own.rules).not.toContainEqual(res.body.rules[0]);
+      },
+    },
+  ],
+  'PUT /v1/agents/{agent_id}/policy': [
+    {
+      permission: 'policies:write',
+      request: async (fresh) => ({
+        path: `/v1/agents/${fresh ? await createAgent() : fx.agentId}/policy`,
+        body: { tool_policy: { rules: [{ tool: 'bash', pattern: 'rm *', action: 'deny' }], default: 'allow' } },
+      }),
+      otherTeam: 'not_found',
+      check: (res) =>
+        expect(res.body).toMatchObject({
+          type: 'agent',
+          version: 2,
+          tool_policy: { rules: [{ tool: 'bash', pattern: 'rm *', action: 'deny' }], default: 'allow' },
+          budget: { max_cost_usd: 5 },
+          sessions_notified: 0,
+        }),
+    },
+  ],
+  'POST /v1/policies/evaluate': [
+    {
+      permission: 'agents:read',
+      request: async () => ({ path: '/v1/policies/evaluate', body: { agent_id: fx.agentId, tool: 'bash', input: { command: 'ls' } } }),
+      otherTeam: 'not_found',
+      check: async (res) => {
+        // the fixture agent asks only for write; the team's rules name web_fetch
+        const { revision } = await getTeamPolicy(stack.db.db, stack.teamId);
+        expect(res.body).toEqual({ action: 'allow', rule: 'default → allow', rule_index: null, policy_version: revision });
+      },
     },
   ],
 };

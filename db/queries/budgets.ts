@@ -58,7 +58,8 @@ export async function deleteBudget(db: Db, params: { teamId: string; budgetId: s
 }
 
 export type ReserveResult =
-  | { ok: true; reservationId: string | null }
+  /** `fresh`: this call took the hold (false when a retry found it, or no budget applies) */
+  | { ok: true; reservationId: string | null; fresh: boolean; amountMicros: number; budgetIds: string[] }
   | { ok: false; budget: BudgetRow; spentMicros: number; reservedMicros: number };
 
 /**
@@ -72,12 +73,12 @@ export async function reserveBudget(
   params: { reservationId: string; teamId: string; agentId: string; sessionId: string; amountMicros: number; now: Date; force?: boolean },
 ): Promise<ReserveResult> {
   const [existing] = await db.select().from(reservations).where(eq(reservations.id, params.reservationId));
-  if (existing) return { ok: true, reservationId: existing.id };
+  if (existing) return { ok: true, reservationId: existing.id, fresh: false, amountMicros: existing.amountMicros, budgetIds: (existing.windows as WindowRef[]).map((w) => w.budgetId) };
   const applicable = await db
     .select()
     .from(budgets)
     .where(and(eq(budgets.teamId, params.teamId), sql`(${budgets.scope} = 'team' or (${budgets.scope} = 'agent' and ${budgets.agentId} = ${params.agentId}))`));
-  if (applicable.length === 0) return { ok: true, reservationId: null };
+  if (applicable.length === 0) return { ok: true, reservationId: null, fresh: false, amountMicros: 0, budgetIds: [] };
 
   class Refused extends Error {
     constructor(readonly result: ReserveResult) {
@@ -117,7 +118,7 @@ export async function reserveBudget(
         remainingMicros: params.amountMicros,
         status: 'held',
       });
-      return { ok: true as const, reservationId: params.reservationId };
+      return { ok: true as const, reservationId: params.reservationId, fresh: true, amountMicros: params.amountMicros, budgetIds: windows.map((w) => w.budgetId) };
     });
   } catch (err) {
     if (err instanceof Refused) return err.result;
