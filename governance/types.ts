@@ -7,6 +7,10 @@ export const CANONICAL_TOOLS = ['bash', 'read', 'write', 'edit', 'glob', 'grep',
 /** `mcp:<server>:<tool>` names MCP tools; anything else a runtime invents is passed through as `other:<name>`. */
 export type CanonicalTool = (typeof CANONICAL_TOOLS)[number] | `mcp:${string}` | `other:${string}`;
 
+/** Every runtime agentplane can drive. Adding one: here, its adapter, runtimes/capabilities.ts, worker/runtimes.ts. */
+export const RUNTIME_KINDS = ['opencode', 'scripted'] as const;
+export type RuntimeKind = (typeof RUNTIME_KINDS)[number];
+
 export type PolicyAction = 'allow' | 'ask' | 'deny';
 
 export interface PolicyRule {
@@ -36,7 +40,7 @@ export interface AgentSnapshot {
   version: number;
   teamId: string;
   name: string;
-  runtime: { type: 'opencode' | 'scripted'; config: Record<string, unknown> };
+  runtime: { type: RuntimeKind; config: Record<string, unknown> };
   model: string;
   /** an OpenAI-compatible endpoint for runtimes that take one; the key is a credential id, never a value */
   modelProvider: { baseUrl: string; credentialId: string | null } | null;

@@ -19,9 +19,9 @@
  *   returns `{ status: 'interrupted' }`.
  * - Secrets arrive in `TurnContext.secrets` only; they are never put in `ref.state`, events or errors.
  */
-import type { AgentSnapshot, CanonicalTool } from '../governance/types';
+import type { AgentSnapshot, CanonicalTool, RuntimeKind } from '../governance/types';
 
-export type RuntimeKind = 'opencode' | 'scripted';
+export type { RuntimeKind } from '../governance/types';
 
 export interface RuntimeCapabilities {
   /** tool calls can be held for a decision (allow / deny / ask a person) */

@@ -1,8 +1,9 @@
+import { RUNTIME_KINDS } from '../governance/types';
 import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
 import type { RuntimeRegistry } from '../runtimes/runtime-adapter';
 import { createScriptedAdapter } from '../runtimes/scripted.adapter';
 
-export const RUNTIME_NAMES = ['opencode', 'scripted'] as const;
+export const RUNTIME_NAMES = RUNTIME_KINDS;
 
 export function buildRuntimes(names: ReadonlyArray<(typeof RUNTIME_NAMES)[number]>, opts: { dataDir: string; opencodeBin?: string }): RuntimeRegistry {
   const registry: RuntimeRegistry = {};

@@ -4,7 +4,7 @@
  */
 import { z } from '@hono/zod-openapi';
 import { policyFromDefinition } from '../../governance/policy';
-import type { AgentSnapshot, ToolPolicy } from '../../governance/types';
+import { RUNTIME_KINDS, type AgentSnapshot, type ToolPolicy } from '../../governance/types';
 import { Metadata } from './common';
 
 const Action = z.enum(['allow', 'ask', 'deny']);
@@ -41,7 +41,7 @@ export const AgentDefinitionSchema = z.object({
   metadata: Metadata.optional(),
   tools: z.array(ManagedToolset).max(20).optional(),
   runtime: z
-    .object({ type: z.enum(['opencode', 'scripted']), config: z.record(z.string(), z.unknown()).optional() })
+    .object({ type: z.enum(RUNTIME_KINDS), config: z.record(z.string(), z.unknown()).optional() })
     .optional()
     .openapi({ description: 'which runtime runs the agent (default opencode)' }),
   model_provider: z
