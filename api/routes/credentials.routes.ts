@@ -118,11 +118,11 @@ export function registerCredentialRoutes(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'post', path: '/v1/credentials/rewrap', tags: ['credentials'], responses: { 200: json(z.object({ rewrapped: z.number().int(), master_key_id: z.string() }), 'Every data key re-sealed under the current master key'), ...problemResponses } }),
+    createRoute({ method: 'post', path: '/v1/credentials/rewrap', tags: ['credentials'], responses: { 200: json(z.object({ rewrapped: z.number().int(), master_key_id: z.string() }), "Every data key of the caller's team re-sealed under the current master key"), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
       requirePermission(actor, 'keys:admin');
-      const rewrapped = await rewrapCredentials(deps.db, deps.vault);
+      const rewrapped = await rewrapCredentials(deps.db, deps.vault, { teamId: actor.teamId });
       await appendAudit(deps.db, { ...auditActor(actor, c.get('requestId')), action: 'vault.rewrap', target: deps.vault.currentKeyId, decision: 'ok', reason: 'keys:admin', data: { rewrapped } });
       return c.json({ rewrapped, master_key_id: deps.vault.currentKeyId }, 200);
     },

@@ -281,7 +281,7 @@ export function registerGovernanceRoutes(app: App, deps: AppDeps): void {
         policy = composePolicy(team.rules, policy);
         version = team.revision;
       } else {
-        throw new ApiError(400, 'request.invalid', 'body: give agent_id or tool_policy', [{ name: 'body.agent_id', reason: 'agent_id or tool_policy is required' }]);
+        throw new ApiError(400, 'request.invalid', 'body.agent_id: agent_id or tool_policy is required', [{ name: 'body.agent_id', reason: 'agent_id or tool_policy is required' }]);
       }
       const decision = evaluatePolicy(policy, body.tool as CanonicalTool, body.input);
       return c.json({ action: decision.action, rule: decision.reason, rule_index: decision.ruleIndex, policy_version: version }, 200);

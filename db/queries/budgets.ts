@@ -49,7 +49,7 @@ export async function listBudgets(db: Db, params: { teamId: string; now: Date })
 
 export async function deleteBudget(db: Db, params: { teamId: string; budgetId: string }): Promise<boolean> {
   return db.transaction(async (tx) => {
-    const [found] = await tx.select().from(budgets).where(and(eq(budgets.id, params.budgetId), eq(budgets.teamId, params.teamId)));
+    const [found] = await tx.select().from(budgets).where(and(eq(budgets.id, params.budgetId), eq(budgets.teamId, params.teamId))).for('update');
     if (!found) return false;
     await tx.delete(budgetWindows).where(eq(budgetWindows.budgetId, found.id));
     await tx.delete(budgets).where(eq(budgets.id, found.id));
@@ -74,11 +74,10 @@ export async function reserveBudget(
 ): Promise<ReserveResult> {
   const [existing] = await db.select().from(reservations).where(eq(reservations.id, params.reservationId));
   if (existing) return { ok: true, reservationId: existing.id, fresh: false, amountMicros: existing.amountMicros, budgetIds: (existing.windows as WindowRef[]).map((w) => w.budgetId) };
-  const applicable = await db
-    .select()
-    .from(budgets)
-    .where(and(eq(budgets.teamId, params.teamId), sql`(${budgets.scope} = 'team' or (${budgets.scope} = 'agent' and ${budgets.agentId} = ${params.agentId}))`));
-  if (applicable.length === 0) return { ok: true, reservationId: null, fresh: false, amountMicros: 0, budgetIds: [] };
+  const applies = and(eq(budgets.teamId, params.teamId), sql`(${budgets.scope} = 'team' or (${budgets.scope} = 'agent' and ${budgets.agentId} = ${params.agentId}))`);
+  if ((await db.select({ id: budgets.id }).from(budgets).where(applies)).length === 0) {
+    return { ok: true, reservationId: null, fresh: false, amountMicros: 0, budgetIds: [] };
+  }
 
   class Refused extends Error {
     constructor(readonly result: ReserveResult) {
@@ -87,6 +86,8 @@ export async function reserveBudget(
   }
   try {
     return await db.transaction(async (tx) => {
+      // FOR SHARE: a budget cannot be deleted under a hold being taken on it
+      const applicable = await tx.select().from(budgets).where(applies).for('share');
       const windows: WindowRef[] = [];
       // a stable order so two reservations never wait on each other's rows
       for (const budget of [...applicable].sort((a, b) => a.id.localeCompare(b.id))) {

@@ -80,8 +80,10 @@ export async function revokeCredential(db: Db, params: { teamId: string; credent
  * Master-key rotation: re-seals every data key sealed by an older master key under the current one. The secrets
  * themselves are not touched, and both keys stay configured until this has run, so nothing is ever unreadable.
  */
-export async function rewrapCredentials(db: Db, vault: Vault): Promise<number> {
-  const stale = await db.select().from(credentials).where(ne(credentials.masterKeyId, vault.currentKeyId));
+export async function rewrapCredentials(db: Db, vault: Vault, params: { teamId?: string } = {}): Promise<number> {
+  const where = [ne(credentials.masterKeyId, vault.currentKeyId)];
+  if (params.teamId) where.push(eq(credentials.teamId, params.teamId));
+  const stale = await db.select().from(credentials).where(and(...where));
   for (const row of stale) {
     const rewrapped = vault.rewrap(row);
     await db
