@@ -39,12 +39,14 @@ describe('session lifecycle', () => {
     const id = created.body.id;
     const ended = await waitForStatus(stack, id, 'terminated', 'idle_timeout', 20_000);
     expect(ended.stop_reason).toEqual({ type: 'idle_timeout' });
+    // releasing the runtime is the workflow's last step, after the status change
+    await stack.temporal.workflow.getHandle(id).result();
     expect(closed).toContain(id);
     const late = await stack.call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.message', content: 'too late' }] });
     expect(late.status).toBe(409);
   });
 
-  it('continues as new every few turns, carrying spend and policy, and loses no message', async () => {
+  it('continues as new every few turns, carrying spend and policy, and loses no message', { timeout: 180_000 }, async () => {
     const agent = await agentWith({ budget: { max_cost_usd: 0.45 } });
     const created = await stack.call('POST', '/v1/sessions', { agent });
     const id = created.body.id as string;
@@ -63,8 +65,8 @@ describe('session lifecycle', () => {
     for (let i = 1; i <= 5; i++) {
       await handle.signal(userMessageSignal, { eventId: `sevt_test_${i}`, text: `say turn ${i}\ncost 0.1` });
     }
-    await eventually(async () => ((await eventsOf(stack, id)).filter((e) => e.type === 'user.message').length === 5 ? true : undefined), { timeoutMs: 30_000 });
-    const final = await waitForStatus(stack, id, 'idle', 'budget_reached');
+    await eventually(async () => ((await eventsOf(stack, id)).filter((e) => e.type === 'user.message').length === 5 ? true : undefined), { timeoutMs: 90_000 });
+    const final = await waitForStatus(stack, id, 'idle', 'budget_reached', 90_000);
     // 0.1 per turn against a 0.45 cap: after four turns 0.4 is spent, so the fifth runs and crosses the cap
     expect(final.usage.cost_usd).toBeCloseTo(0.5);
     const state = await handle.query(sessionStateQuery);
