@@ -66,21 +66,26 @@ describe('session lifecycle', () => {
       await handle.signal(userMessageSignal, { eventId: `sevt_test_${i}`, text: `say turn ${i}\ncost 0.1` });
     }
     await eventually(async () => ((await eventsOf(stack, id)).filter((e) => e.type === 'user.message').length === 5 ? true : undefined), { timeoutMs: 90_000 });
+    await eventually(async () => ((await eventsOf(stack, id)).filter((e) => e.type === 'agent.message').length === 5 ? true : undefined), { timeoutMs: 90_000 });
+    const fifth = await waitForStatus(stack, id, 'idle', 'end_turn', 90_000);
+    // 0.1 per turn against a 0.45 cap: after four turns 0.4 is spent, so the fifth runs (and finishes) past the cap
+    expect(fifth.usage.cost_usd).toBeCloseTo(0.5);
+    // ... and the spend carried across runs refuses a sixth before it is sent
+    await handle.signal(userMessageSignal, { eventId: 'sevt_test_6', text: 'say turn 6\ncost 0.1' });
     const final = await waitForStatus(stack, id, 'idle', 'budget_reached', 90_000);
-    // 0.1 per turn against a 0.45 cap: after four turns 0.4 is spent, so the fifth runs and crosses the cap
     expect(final.usage.cost_usd).toBeCloseTo(0.5);
     const state = await handle.query(sessionStateQuery);
-    expect(state.turn).toBe(5);
+    expect(state.turn).toBe(6);
     expect(state.spentMicros).toBe(500_000);
-    // five turns at two per run: the restarted session continued as new twice
+    // six turns at two per run: the restarted session continued as new three times
     const continued = await eventually(async () => {
       let count = 0;
       for await (const run of stack.temporal.workflow.list({ query: `WorkflowId = '${id}'` })) {
         if (run.runId !== original && run.status.name === 'CONTINUED_AS_NEW') count += 1;
       }
-      return count >= 2 ? count : undefined;
+      return count >= 3 ? count : undefined;
     });
-    expect(continued).toBe(2);
+    expect(continued).toBe(3);
     const texts = (await eventsOf(stack, id)).filter((e) => e.type === 'agent.message').map((e) => e.content[0].text);
     expect(texts).toEqual(['turn 1', 'turn 2', 'turn 3', 'turn 4', 'turn 5']);
   });
