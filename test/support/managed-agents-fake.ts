@@ -93,7 +93,7 @@ export async function startManagedAgentsFake(opts: { apiKey?: string; heartbeatM
   }
 
   function publish(s: FakeSession, body: Record<string, unknown>) {
-    const event = { id: id('sevt'), processed_at: now(), ...body };
+    const event: Record<string, unknown> & { id: string } = { id: id('sevt'), processed_at: now(), ...body };
     s.events.push(event);
     for (const res of s.subscribers) res.write(`event: ${String(event.type)}\ndata: ${JSON.stringify(event)}\n\n`);
     return event;
