@@ -242,7 +242,7 @@ describe('agentplane driving agentplane through the Managed Agents protocol', ()
 
   it('runs an outer turn on an inner scripted session; both policies apply', async () => {
     // the outer agentplane holds the inner's admin key as the model credential of its agent
-    const cred = await outer.call('POST', '/v1/credentials', { name: 'inner agentplane', value: inner.adminKey });
+    const cred = await outer.call('POST', '/v1/credentials', { name: 'inner agentplane', secret: inner.adminKey });
     expect(cred.status, JSON.stringify(cred.body)).toBe(200);
     const agent = await outer.call('POST', '/v1/agents', {
       name: 'outer',
