@@ -9,7 +9,7 @@ import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
 import { createScriptedAdapter } from '../runtimes/scripted.adapter';
 import type { Decision, PermissionRequest, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnSink } from '../runtimes/runtime-adapter';
 import { startManagedAgentsFake, type ManagedAgentsFake } from './support/managed-agents-fake';
-import { eventsOf, startStack, waitForStatus, type Stack } from './support/stack';
+import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
 
 let fake: ManagedAgentsFake;
 
@@ -296,4 +296,46 @@ describe('agentplane driving agentplane through the Managed Agents protocol', ()
     expect(innerEvents.filter((e) => e.type === 'user.message')).toHaveLength(1);
     expect(JSON.stringify(events)).not.toContain(inner.adminKey);
   }, 120_000);
+
+  it('an outer ask waits for a person on the outer agentplane while the inner session waits; a follow-up reuses the inner session', async () => {
+    const cred = await outer.call('POST', '/v1/credentials', { name: 'inner agentplane 2', secret: inner.adminKey });
+    const agent = await outer.call('POST', '/v1/agents', {
+      name: 'outer asks',
+      model: 'claude-sonnet-4-6',
+      // no inner policy given: the adapter's always_ask toolset makes the inner ask for every call
+      runtime: { type: 'managed-agents', config: { agent: { runtime: { type: 'scripted' } } } },
+      model_provider: { base_url: inner.url, credential_id: cred.body.id },
+      tool_policy: { rules: [], default: 'ask' },
+    });
+    expect(agent.status, JSON.stringify(agent.body)).toBe(200);
+    const env = await outer.call('POST', '/v1/environments', { name: 'outer env 2' });
+    const session = await outer.call('POST', '/v1/sessions', { agent: agent.body.id, environment_id: env.body.id });
+    const id = session.body.id;
+    await outer.call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.message', content: [{ type: 'text', text: 'tool write /tmp/notes.md\nsay written' }] }] });
+    const waiting = await waitForStatus(outer, id, 'requires_action', undefined, 60_000);
+    expect(waiting.pending_approvals).toHaveLength(1);
+    const toolUseId = waiting.pending_approvals[0].tool_use_id;
+
+    // the inner session is parked on the same call
+    const innerSession = (await inner.call('GET', '/v1/sessions')).body.data.find((s: any) => s.metadata?.agentplane_session_id === id);
+    expect((await inner.call('GET', `/v1/sessions/${innerSession.id}`)).body.status).toBe('requires_action');
+
+    const approved = await outer.call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.tool_confirmation', tool_use_id: toolUseId, result: 'allow' }] });
+    expect(approved.status).toBe(200);
+    await waitForStatus(outer, id, 'idle', 'end_turn', 60_000);
+    let events = await eventsOf(outer, id);
+    expect(events.find((e) => e.type === 'agent.tool_result')).toMatchObject({ tool_use_id: toolUseId, is_error: false });
+    expect(events.filter((e) => e.type === 'agent.message').map((e) => e.content[0].text)).toEqual(['written']);
+    const innerEvents = await eventsOf(inner, innerSession.id);
+    expect(innerEvents.find((e) => e.type === 'user.tool_confirmation')).toMatchObject({ result: 'allow' });
+
+    await outer.call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.message', content: [{ type: 'text', text: 'say again' }] }] });
+    await eventually(async () => ((await eventsOf(outer, id)).filter((e) => e.type === 'agent.message').length === 2 ? true : undefined), { what: 'the follow-up answer', timeoutMs: 60_000 });
+    await waitForStatus(outer, id, 'idle', 'end_turn', 60_000);
+    events = await eventsOf(outer, id);
+    expect(events.filter((e) => e.type === 'agent.message').map((e) => e.content[0].text)).toEqual(['written', 'again']);
+    const innerSessions = (await inner.call('GET', '/v1/sessions')).body.data.filter((s: any) => s.metadata?.agentplane_session_id === id);
+    expect(innerSessions).toHaveLength(1);
+    expect((await eventsOf(inner, innerSession.id)).filter((e) => e.type === 'user.message')).toHaveLength(2);
+  }, 150_000);
 });
