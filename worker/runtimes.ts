@@ -1,4 +1,5 @@
 import { RUNTIME_KINDS } from '../governance/types';
+import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
 import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
 import type { RuntimeRegistry } from '../runtimes/runtime-adapter';
 import { createScriptedAdapter } from '../runtimes/scripted.adapter';
@@ -10,6 +11,7 @@ export function buildRuntimes(names: ReadonlyArray<(typeof RUNTIME_NAMES)[number
   for (const name of names) {
     if (name === 'opencode') registry.opencode = createOpenCodeAdapter({ dataDir: opts.dataDir, binaryPath: opts.opencodeBin });
     if (name === 'scripted') registry.scripted = createScriptedAdapter();
+    if (name === 'managed-agents') registry['managed-agents'] = createManagedAgentsAdapter();
   }
   return registry;
 }
