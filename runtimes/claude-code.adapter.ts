@@ -297,6 +297,7 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
       return { behavior: decision.behavior, message: decision.message ?? (decision.behavior === 'deny' ? 'denied by a person' : undefined) };
     }
     const decision = await driver.sink.decide({ requestId: callId, callId, tool, input });
+    log.debug?.('tool call decided', { callId, tool, action: decision.action });
     if (decision.action !== 'ask') return decision.action === 'allow' ? { behavior: 'allow' } : { behavior: 'deny', message: decision.message ?? 'denied by agentplane policy' };
     const toolUseId = decision.toolUseId;
     return new Promise((resolve) => {
@@ -418,6 +419,7 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
           continue;
         }
         session.nextMessage = null;
+        log.debug?.('claude message', { sessionId: driver.ctx.sessionId, type: next.done ? 'done' : next.value.type });
         if (next.done) {
           session.closed = true;
           live.delete(driver.ctx.sessionId);
