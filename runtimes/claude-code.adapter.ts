@@ -31,7 +31,11 @@
  * and an unfinished one is continued with a short, explicit continuation message (never the original prompt). A
  * pending ask whose process is gone is resumed the same way: the continuation message tells the model the person's
  * decision and asks it to retry the call when approved; the re-issued call is answered with the recorded decision
- * when its tool and input match, and goes through `sink.decide` like any other call otherwise.
+ * when its tool and input match (recorded as an `agent.tool_use` under the new call id with that decision, without a
+ * second policy evaluation), and goes through `sink.decide` like any other call otherwise. The model may of course
+ * choose not to repeat the call; that is the honest limit of resuming without the process that held it.
+ *
+ * While the worker lives, each session keeps its `claude` process (and its memory) until `close`.
  *
  * Cost: `result.total_cost_usd` is cumulative per `query` process (a resumed query starts from the transcript's
  * earlier figure) and Claude Code prices with its own list prices, which know nothing about a custom endpoint. So
@@ -76,8 +80,6 @@ interface TurnRecord {
   messageId: string;
   /** user prompts in the transcript before this turn's prompt was sent: more than that means it was sent */
   promptsBefore: number;
-  /** the continuation message id when the turn had to be continued after its process was lost */
-  continued?: boolean;
 }
 
 interface ClaudeState extends Record<string, unknown> {

@@ -3,10 +3,13 @@
  * to the scripted model over the Anthropic Messages protocol. Every test gets its own agentplane session, hence its
  * own Claude Code process, CLAUDE_CONFIG_DIR and HOME.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentSnapshot } from '../governance/types';
 import { claudeSessionIdFor, createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
@@ -14,6 +17,7 @@ import type { Decision, PermissionRequest, RuntimeAdapter, RuntimeEvent, Runtime
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
 
 const SECRET = 'sk-ant-test-0123456789abcdefSECRET';
+const REPO = join(import.meta.dirname, '..');
 
 /** What the activity's sink does, in memory: dedupe by sourceId, record decisions as `agent.tool_use` once. */
 class MemorySink implements TurnSink {
@@ -87,6 +91,7 @@ describe('Claude Code adapter (real Agent SDK + claude binary + scripted model)'
   let adapter: RuntimeAdapter;
   const opened: RuntimeSessionRef[] = [];
   const gates: Gate[] = [];
+  const children: ChildProcess[] = [];
 
   beforeAll(async () => {
     model = await startScriptedModel();
@@ -96,6 +101,7 @@ describe('Claude Code adapter (real Agent SDK + claude binary + scripted model)'
 
   afterEach(async () => {
     for (const gate of gates.splice(0)) gate.release();
+    for (const child of children.splice(0)) child.kill('SIGKILL');
     await Promise.all(opened.splice(0).map((ref) => adapter.close(ref)));
   });
 
@@ -254,5 +260,65 @@ describe('Claude Code adapter (real Agent SDK + claude binary + scripted model)'
     expect(again.of('agent.message').map((e) => e.content[0]?.text)).toEqual(['noted once']);
     expect(again.of('agent.message')[0]?.sourceId).toBe(sink.of('agent.message')[0]?.sourceId);
     await other.close(retried);
+  });
+
+  it('a worker killed while a call waits for a person: the next worker resumes from the transcript and applies the decision', { timeout: 90_000 }, async () => {
+    const prompt = 'make the approved marker';
+    model.setScript([
+      {
+        match: prompt,
+        steps: [{ tool: 'Bash', input: { command: 'echo approved-after-crash > marker.txt', description: 'marker' } }, { text: (c) => `after the crash: ${c.lastToolResult ?? 'nothing'}` }],
+      },
+      // the continuation message after the lost process: the model makes the approved call again
+      {
+        match: 'interrupted by a restart',
+        steps: [{ tool: 'Bash', input: { command: 'echo approved-after-crash > marker.txt', description: 'marker' } }, { text: 'made the marker' }],
+      },
+    ]);
+    const ctx = context();
+    const input = { kind: 'message', turnId: 'turn_1', messageId: 'smsg_1', text: prompt } as const;
+    const script = join(root, 'ask-worker.mts');
+    await writeFile(
+      script,
+      `import { createClaudeCodeAdapter } from ${JSON.stringify(pathToFileURL(join(REPO, 'runtimes', 'claude-code.adapter.ts')).href)};
+const [ctx, input, dataDir] = JSON.parse(process.argv[2]);
+const adapter = createClaudeCodeAdapter({ dataDir });
+const ref = await adapter.open(ctx, null);
+const sink = {
+  signal: new AbortController().signal,
+  async emit() {},
+  async checkpoint(state) { console.log('CHECKPOINT ' + JSON.stringify(state)); },
+  async decide(request) { console.log('DECIDE ' + JSON.stringify(request)); return { action: 'ask', toolUseId: 'tu_' + request.callId }; },
+};
+const result = await adapter.runTurn(ctx, ref, input, sink);
+console.log('RESULT ' + JSON.stringify({ ref, result }));
+`,
+    );
+    const child = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify([ctx, input, join(root, 'data')])], { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] });
+    children.push(child);
+    let checkpoint: Record<string, unknown> | null = null;
+    const paused = await new Promise<{ ref: RuntimeSessionRef; result: { status: string; pending: Array<{ requestId: string }> } }>((resolve) => {
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        if (line.startsWith('CHECKPOINT ')) checkpoint = JSON.parse(line.slice(11));
+        if (line.startsWith('RESULT ')) resolve(JSON.parse(line.slice(7)));
+      });
+    });
+    expect(paused.result.status).toBe('requires_action');
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+    expect(existsSync(join(ctx.workdir, 'marker.txt'))).toBe(false);
+
+    // the next worker: no live process; the person's decision arrives
+    const ref = await openSession(ctx);
+    ref.state = checkpoint!;
+    const sink = new MemorySink();
+    const requestId = paused.result.pending[0]!.requestId;
+    const resumed = await adapter.runTurn(ctx, ref, { kind: 'resume', turnId: 'turn_1', decisions: [{ requestId, behavior: 'allow' }] }, sink);
+    expect(resumed).toEqual({ status: 'end_turn' });
+    expect(existsSync(join(ctx.workdir, 'marker.txt'))).toBe(true);
+    // the re-issued call was answered with the recorded decision, not decided again
+    expect(sink.requests).toHaveLength(0);
+    expect(sink.of('agent.tool_use').map((e) => [e.name, e.evaluated_permission])).toEqual([['bash', 'allow']]);
+    expect(sent(prompt)).toBe(1);
   });
 });
