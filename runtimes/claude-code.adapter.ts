@@ -141,12 +141,11 @@ export function canonicalClaudeTool(name: string): CanonicalTool {
   return `other:${name}`;
 }
 
-/** The keys policies match on (`command`, `file_path`, `url`, `pattern`) where they apply; the rest is kept. */
+/** Claude Code already names inputs as policies match them (`command`, `file_path`, `url`, `pattern`, `query`); aliases are added, nothing is dropped. */
 export function normaliseClaudeInput(name: string, input: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = { ...input };
   if (out.file_path === undefined && typeof input.notebook_path === 'string') out.file_path = input.notebook_path;
   if (out.file_path === undefined && typeof input.path === 'string' && ['Read', 'Write', 'Edit', 'MultiEdit'].includes(name)) out.file_path = input.path;
-  if (name === 'WebSearch' && out.pattern === undefined && typeof input.query === 'string') out.pattern = input.query;
   return out;
 }
 

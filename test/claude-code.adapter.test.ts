@@ -12,7 +12,7 @@ import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentSnapshot } from '../governance/types';
-import { claudeSessionIdFor, createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
+import { canonicalClaudeTool, claudeSessionIdFor, createClaudeCodeAdapter, normaliseClaudeInput } from '../runtimes/claude-code.adapter';
 import type { Decision, PermissionRequest, RuntimeAdapter, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnSink } from '../runtimes/runtime-adapter';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
 
@@ -84,6 +84,19 @@ async function filesUnder(dir: string): Promise<string[]> {
   }
   return out;
 }
+
+describe('Claude Code tool names and inputs', () => {
+  it('maps native tool names to canonical ones and keeps the keys policies match on', () => {
+    const names = ['Bash', 'Read', 'Write', 'Edit', 'MultiEdit', 'Glob', 'Grep', 'WebFetch', 'WebSearch', 'TodoWrite', 'Task', 'mcp__github__create_issue', 'Skill'];
+    expect(names.map(canonicalClaudeTool)).toEqual(['bash', 'read', 'write', 'edit', 'edit', 'glob', 'grep', 'web_fetch', 'web_search', 'todo', 'task', 'mcp:github:create_issue', 'other:Skill']);
+    expect(normaliseClaudeInput('Bash', { command: 'ls', description: 'list' })).toEqual({ command: 'ls', description: 'list' });
+    expect(normaliseClaudeInput('NotebookEdit', { notebook_path: '/w/a.ipynb' })).toMatchObject({ file_path: '/w/a.ipynb' });
+    expect(normaliseClaudeInput('Grep', { pattern: 'TODO', path: '/w' })).toEqual({ pattern: 'TODO', path: '/w' });
+    expect(normaliseClaudeInput('WebFetch', { url: 'https://example.com', prompt: 'x' })).toMatchObject({ url: 'https://example.com' });
+    expect(claudeSessionIdFor('sesn_1')).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(claudeSessionIdFor('sesn_1')).toBe(claudeSessionIdFor('sesn_1'));
+  });
+});
 
 describe('Claude Code adapter (real Agent SDK + claude binary + scripted model)', () => {
   let model: ScriptedModel;
