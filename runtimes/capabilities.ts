@@ -3,12 +3,14 @@
  * from it, so the two cannot drift from the adapters.
  */
 import type { RuntimeCapabilities, RuntimeKind } from './runtime-adapter';
+import { CLAUDE_CODE_CAPABILITIES } from './claude-code.adapter';
 import { MANAGED_AGENTS_CAPABILITIES } from './managed-agents.adapter';
 import { OPENCODE_CAPABILITIES } from './opencode.adapter';
 import { SCRIPTED_CAPABILITIES } from './scripted.adapter';
 
 export const RUNTIME_CAPABILITIES: Record<RuntimeKind, RuntimeCapabilities> = {
   opencode: OPENCODE_CAPABILITIES,
+  'claude-code': CLAUDE_CODE_CAPABILITIES,
   scripted: SCRIPTED_CAPABILITIES,
   'managed-agents': MANAGED_AGENTS_CAPABILITIES,
 };

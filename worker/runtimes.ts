@@ -1,4 +1,5 @@
 import { RUNTIME_KINDS } from '../governance/types';
+import { createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
 import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
 import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
 import type { RuntimeRegistry } from '../runtimes/runtime-adapter';
@@ -10,6 +11,7 @@ export function buildRuntimes(names: ReadonlyArray<(typeof RUNTIME_NAMES)[number
   const registry: RuntimeRegistry = {};
   for (const name of names) {
     if (name === 'opencode') registry.opencode = createOpenCodeAdapter({ dataDir: opts.dataDir, binaryPath: opts.opencodeBin });
+    if (name === 'claude-code') registry['claude-code'] = createClaudeCodeAdapter({ dataDir: opts.dataDir });
     if (name === 'scripted') registry.scripted = createScriptedAdapter();
     if (name === 'managed-agents') registry['managed-agents'] = createManagedAgentsAdapter();
   }

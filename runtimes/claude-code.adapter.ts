@@ -1,0 +1,694 @@
+/**
+ * Claude Code behind the RuntimeAdapter contract, through `@anthropic-ai/claude-agent-sdk` (which spawns the bundled
+ * `claude` binary and talks stream-json to it over stdio).
+ *
+ * Layout: every agentplane session owns `<dataDir>/claude-code/<sessionId>/` with `home/` (HOME), `config/`
+ * (CLAUDE_CONFIG_DIR: Claude Code's transcripts live in `config/projects/<cwd-slug>/<claudeSessionId>.jsonl`), and the
+ * session's workdir as cwd. `settingSources: []`, so no user or project settings (and no repository hooks or
+ * permission rules) apply. The child gets a minimal environment, not the worker's; the model key is passed only as
+ * `ANTHROPIC_API_KEY` in that environment: never on disk, in `ref.state`, events or errors.
+ *
+ * Gating: a `PreToolUse` hook that matches every tool sends every call through `sink.decide` (`canUseTool` alone
+ * misses calls Claude Code auto-approves, such as read-only shell commands). The hook is registered with
+ * `onFailure: 'block'`, so a hook that fails blocks the call instead of letting it run. allow/deny are answered on the
+ * spot (a deny carries a reason the model sees as the tool result). `ask` leaves the hook's promise pending and the
+ * turn returns `requires_action`.
+ *
+ * Process model. The runtime is a child process of the worker, so it cannot outlive it the way `opencode serve` does.
+ * While this worker lives, the session's `query` (in streaming-input mode) is kept in an in-process map keyed by our
+ * session id: follow-up turns are pushed into it, and a `resume` leg finds the pending hook callbacks and answers them.
+ *
+ * What survives a worker crash (the claude process dies with the worker):
+ * - the Claude session id: derived deterministically from our session id (UUID from a hash) and checkpointed in
+ *   `ref.state` before anything is sent; the SDK's `sessionId` option pre-assigns it;
+ * - the transcript (JSONL under the session's CLAUDE_CONFIG_DIR), flushed by Claude Code as the turn goes;
+ * - what was sent: the checkpoint records the turn and how many user prompts the transcript held before sending, so a
+ *   retried turn whose prompt reached the transcript does not send it again;
+ * - recorded decisions (the workflow's) for a pending ask.
+ * What does not survive: the live process and an in-flight model request or tool run. A retried turn starts a new
+ * process with `resume: <claudeSessionId>`. If the prompt is already in the transcript, the turn's finished events are
+ * replayed from the transcript (the sink drops duplicates by `sourceId`); a turn that had ended is reported as ended,
+ * and an unfinished one is continued with a short, explicit continuation message (never the original prompt). A
+ * pending ask whose process is gone is resumed the same way: the continuation message tells the model the person's
+ * decision and asks it to retry the call when approved; the re-issued call is answered with the recorded decision
+ * when its tool and input match (recorded as an `agent.tool_use` under the new call id with that decision, without a
+ * second policy evaluation), and goes through `sink.decide` like any other call otherwise. The model may of course
+ * choose not to repeat the call; that is the honest limit of resuming without the process that held it.
+ *
+ * While the worker lives, each session keeps its `claude` process (and its memory) until `close`.
+ *
+ * Cost: `result.total_cost_usd` is cumulative per `query` process (a resumed query starts from the transcript's
+ * earlier figure) and Claude Code prices with its own list prices, which know nothing about a custom endpoint. So
+ * spans carry per-request token usage (from each assistant message's `usage`, once per API message id) and no
+ * `cost_usd`: the ledger prices every request from its pricing table, idempotently per request, with no double count.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { query, type HookCallback, type Query, type SDKMessage, type SDKUserMessage } from '@anthropic-ai/claude-agent-sdk';
+import type { CanonicalTool } from '../governance/types';
+import type { AdapterLogger } from './opencode.adapter';
+import type {
+  PermissionDecision,
+  RuntimeAdapter,
+  RuntimeCapabilities,
+  RuntimeEvent,
+  RuntimeSessionRef,
+  TurnContext,
+  TurnInput,
+  TurnResult,
+  TurnSink,
+} from './runtime-adapter';
+
+export const CLAUDE_CODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true } as const satisfies RuntimeCapabilities;
+
+export interface ClaudeCodeAdapterOptions {
+  /** runtime state (home, CLAUDE_CONFIG_DIR with transcripts) lives in `<dataDir>/claude-code/<sessionId>` */
+  dataDir: string;
+  logger?: AdapterLogger;
+  /** the `claude` executable; default: the one the SDK's platform package ships */
+  executablePath?: string;
+  /** environment the child inherits (PATH, locale…); the worker's own environment is not passed on */
+  baseEnv?: Record<string, string | undefined>;
+  /** how long a gated call may wait for a person before Claude Code gives up on the hook (default 7 days) */
+  approvalHoldSeconds?: number;
+}
+
+interface TurnRecord {
+  turnId: string;
+  messageId: string;
+  /** user prompts in the transcript before this turn's prompt was sent: more than that means it was sent */
+  promptsBefore: number;
+}
+
+interface ClaudeState extends Record<string, unknown> {
+  claudeSessionId: string;
+  turn?: TurnRecord;
+}
+
+interface PendingCall {
+  requestId: string;
+  toolUseId: string;
+  tool: CanonicalTool;
+  input: Record<string, unknown>;
+  resolve: (decision: { behavior: 'allow' | 'deny'; message?: string }) => void;
+}
+
+/** One live Claude Code process for one agentplane session, while this worker lives. */
+interface LiveSession {
+  q: Query;
+  iterator: AsyncIterator<SDKMessage>;
+  push: (message: SDKUserMessage) => void;
+  end: () => void;
+  /** the sink of the turn being driven (hooks decide through it) */
+  turn: TurnDriver | null;
+  pending: Map<string, PendingCall>;
+  /** an outstanding `iterator.next()` left by a turn that returned `requires_action` */
+  nextMessage: Promise<IteratorResult<SDKMessage>> | null;
+  /** call ids decided through the hook (they already have their `agent.tool_use`) */
+  decided: Set<string>;
+  /** recorded decisions to apply to a re-issued call after a lost process: canonical tool + input → decision */
+  preDecided: Array<{ tool: CanonicalTool; input: string; decision: PermissionDecision }>;
+  sentMessageIds: Set<string>;
+  /** per-request usage not yet reported, kept across the legs of a turn */
+  usage: UsageStore;
+  closed: boolean;
+}
+
+const TOOL_NAMES: Record<string, CanonicalTool> = {
+  Bash: 'bash',
+  Read: 'read',
+  Write: 'write',
+  Edit: 'edit',
+  MultiEdit: 'edit',
+  NotebookEdit: 'edit',
+  Glob: 'glob',
+  Grep: 'grep',
+  WebFetch: 'web_fetch',
+  WebSearch: 'web_search',
+  TodoWrite: 'todo',
+  Task: 'task',
+  Agent: 'task',
+};
+
+/** Claude Code's tool name → canonical. `mcp__server__tool` → `mcp:server:tool`. */
+export function canonicalClaudeTool(name: string): CanonicalTool {
+  const known = TOOL_NAMES[name];
+  if (known) return known;
+  const mcp = /^mcp__(.+?)__(.+)$/.exec(name);
+  if (mcp) return `mcp:${mcp[1]}:${mcp[2]}`;
+  return `other:${name}`;
+}
+
+/** Claude Code already names inputs as policies match them (`command`, `file_path`, `url`, `pattern`, `query`); aliases are added, nothing is dropped. */
+export function normaliseClaudeInput(name: string, input: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...input };
+  if (out.file_path === undefined && typeof input.notebook_path === 'string') out.file_path = input.notebook_path;
+  if (out.file_path === undefined && typeof input.path === 'string' && ['Read', 'Write', 'Edit', 'MultiEdit'].includes(name)) out.file_path = input.path;
+  return out;
+}
+
+/** A UUID (v4 layout) derived from our session id, so the Claude session id is known before anything is sent. */
+export function claudeSessionIdFor(sessionId: string): string {
+  const h = createHash('sha256').update(`agentplane:claude-code:${sessionId}`).digest('hex');
+  const variant = ((parseInt(h[16] ?? '0', 16) & 0x3) | 0x8).toString(16);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): RuntimeAdapter {
+  const log: AdapterLogger = opts.logger ?? { info() {}, warn() {} };
+  const live = new Map<string, LiveSession>();
+  const holdSeconds = opts.approvalHoldSeconds ?? 7 * 24 * 3600;
+
+  function layout(sessionId: string) {
+    const root = join(opts.dataDir, 'claude-code', sessionId);
+    return { root, home: join(root, 'home'), config: join(root, 'config') };
+  }
+
+  async function transcriptPath(sessionId: string, claudeSessionId: string): Promise<string | null> {
+    const projects = join(layout(sessionId).config, 'projects');
+    let dirs: string[];
+    try {
+      dirs = await readdir(projects);
+    } catch {
+      return null;
+    }
+    for (const dir of dirs) {
+      const file = join(projects, dir, `${claudeSessionId}.jsonl`);
+      if (existsSync(file)) return file;
+    }
+    return null;
+  }
+
+  /** The transcript's entries (JSONL), oldest first; [] when there is none yet. */
+  async function transcript(sessionId: string, claudeSessionId: string): Promise<Array<Record<string, unknown>>> {
+    const path = await transcriptPath(sessionId, claudeSessionId);
+    if (!path) return [];
+    const out: Array<Record<string, unknown>> = [];
+    for (const line of (await readFile(path, 'utf8')).split('\n')) {
+      if (!line.trim()) continue;
+      try {
+        out.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        // a line being written while we read
+      }
+    }
+    return out;
+  }
+
+  function env(ctx: TurnContext): Record<string, string> {
+    const dirs = layout(ctx.sessionId);
+    const base = opts.baseEnv ?? pickEnv(process.env, ['PATH', 'LANG', 'LC_ALL', 'TZ', 'TERM', 'TMPDIR']);
+    const out: Record<string, string> = Object.fromEntries(Object.entries(base).filter((e): e is [string, string] => e[1] !== undefined));
+    Object.assign(out, {
+      HOME: dirs.home,
+      CLAUDE_CONFIG_DIR: dirs.config,
+      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+      DISABLE_TELEMETRY: '1',
+      DISABLE_AUTOUPDATER: '1',
+      DISABLE_ERROR_REPORTING: '1',
+    });
+    if (ctx.agent.modelProvider?.baseUrl) out.ANTHROPIC_BASE_URL = ctx.agent.modelProvider.baseUrl.replace(/\/+$/, '').replace(/\/v1$/, '');
+    if (ctx.secrets.modelApiKey) out.ANTHROPIC_API_KEY = ctx.secrets.modelApiKey;
+    return out;
+  }
+
+  function start(ctx: TurnContext, state: ClaudeState, resume: boolean): LiveSession {
+    const queue: SDKUserMessage[] = [];
+    let wake: (() => void) | null = null;
+    let ended = false;
+    async function* input(): AsyncGenerator<SDKUserMessage> {
+      for (;;) {
+        while (queue.length > 0) yield queue.shift() as SDKUserMessage;
+        if (ended) return;
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = null;
+      }
+    }
+    const session = {} as LiveSession;
+    const hook: HookCallback = async (hookInput, toolUseId, { signal }) => {
+      if (hookInput.hook_event_name !== 'PreToolUse') return {};
+      const decision = await decideCall(session, hookInput.tool_name, (hookInput.tool_input ?? {}) as Record<string, unknown>, hookInput.tool_use_id ?? toolUseId ?? '', signal);
+      return {
+        hookSpecificOutput: {
+          hookEventName: 'PreToolUse',
+          permissionDecision: decision.behavior,
+          ...(decision.behavior === 'deny' ? { permissionDecisionReason: decision.message ?? 'denied by agentplane policy' } : {}),
+        },
+      };
+    };
+    const rc = ctx.agent.runtime.config as { maxTurns?: number };
+    const q = query({
+      prompt: input(),
+      options: {
+        cwd: ctx.workdir,
+        env: env(ctx),
+        model: ctx.agent.model,
+        ...(ctx.agent.system ? { systemPrompt: ctx.agent.system } : {}),
+        settingSources: [],
+        includePartialMessages: true,
+        ...(resume ? { resume: state.claudeSessionId } : { sessionId: state.claudeSessionId }),
+        permissionMode: 'default',
+        hooks: { PreToolUse: [{ hooks: [hook], timeout: holdSeconds, onFailure: 'block' }] },
+        // every call was decided by the hook already; a call that reaches the permission prompt anyway is allowed
+        // only because the hook allowed it
+        canUseTool: async (_name, toolInput) => ({ behavior: 'allow', updatedInput: toolInput }),
+        ...(opts.executablePath ? { pathToClaudeCodeExecutable: opts.executablePath } : {}),
+        ...(rc.maxTurns ? { maxTurns: rc.maxTurns } : {}),
+        stderr: (data: string) => log.debug?.('claude stderr', { sessionId: ctx.sessionId, data: redact(data, ctx.secrets.modelApiKey).slice(0, 500) }),
+      },
+    });
+    Object.assign(session, {
+      q,
+      iterator: q[Symbol.asyncIterator](),
+      push: (m: SDKUserMessage) => {
+        queue.push(m);
+        wake?.();
+      },
+      end: () => {
+        ended = true;
+        wake?.();
+      },
+      turn: null,
+      pending: new Map(),
+      nextMessage: null,
+      decided: new Set(),
+      preDecided: [],
+      sentMessageIds: new Set(),
+      usage: newUsageStore(),
+      closed: false,
+    } satisfies Omit<LiveSession, never>);
+    live.set(ctx.sessionId, session);
+    log.info('claude code started', { sessionId: ctx.sessionId, claudeSessionId: state.claudeSessionId, resume });
+    return session;
+  }
+
+  async function decideCall(session: LiveSession, nativeName: string, rawInput: Record<string, unknown>, callId: string, signal: AbortSignal): Promise<{ behavior: 'allow' | 'deny'; message?: string }> {
+    const driver = session.turn;
+    if (!driver) return { behavior: 'deny', message: 'no agentplane turn is running' };
+    const tool = canonicalClaudeTool(nativeName);
+    const input = normaliseClaudeInput(nativeName, rawInput);
+    session.decided.add(callId);
+    const key = JSON.stringify(input);
+    const pre = session.preDecided.findIndex((p) => p.tool === tool && p.input === key);
+    if (pre >= 0) {
+      const { decision } = session.preDecided.splice(pre, 1)[0] as { decision: PermissionDecision };
+      await driver.emit([{ type: 'agent.tool_use', tool_use_id: callId, name: tool, input, evaluated_permission: decision.behavior, sourceId: `tool:${callId}` }]);
+      return { behavior: decision.behavior, message: decision.message ?? (decision.behavior === 'deny' ? 'denied by a person' : undefined) };
+    }
+    const decision = await driver.sink.decide({ requestId: callId, callId, tool, input });
+    log.debug?.('tool call decided', { callId, tool, action: decision.action });
+    if (decision.action !== 'ask') return decision.action === 'allow' ? { behavior: 'allow' } : { behavior: 'deny', message: decision.message ?? 'denied by agentplane policy' };
+    const toolUseId = decision.toolUseId;
+    return new Promise((resolve) => {
+      const pending: PendingCall = { requestId: callId, toolUseId, tool, input, resolve };
+      session.pending.set(callId, pending);
+      signal.addEventListener('abort', () => {
+        session.pending.delete(callId);
+        resolve({ behavior: 'deny', message: 'the call was abandoned' });
+      });
+      session.turn?.onAsk();
+    });
+  }
+
+  async function open(ctx: TurnContext, previous: RuntimeSessionRef | null): Promise<RuntimeSessionRef> {
+    const dirs = layout(ctx.sessionId);
+    for (const dir of [dirs.home, dirs.config, ctx.workdir]) await mkdir(dir, { recursive: true });
+    const prev = (previous?.state ?? {}) as Partial<ClaudeState>;
+    const claudeSessionId = previous?.runtimeSessionId ?? prev.claudeSessionId ?? claudeSessionIdFor(ctx.sessionId);
+    return { sessionId: ctx.sessionId, runtimeSessionId: claudeSessionId, state: { ...prev, claudeSessionId } };
+  }
+
+  async function runTurn(ctx: TurnContext, ref: RuntimeSessionRef, input: TurnInput, sink: TurnSink): Promise<TurnResult> {
+    const state = { ...(ref.state as Partial<ClaudeState>), claudeSessionId: ref.runtimeSessionId } as ClaudeState;
+    let session = live.get(ctx.sessionId);
+    if (session?.closed) {
+      live.delete(ctx.sessionId);
+      session = undefined;
+    }
+    const driver = new TurnDriver(sink, ctx, log);
+
+    if (input.kind === 'message') {
+      let turn = state.turn;
+      const same = turn?.turnId === input.turnId && turn.messageId === input.messageId;
+      if (session && same && session.sentMessageIds.has(input.messageId)) {
+        // a retry in this worker: the prompt is in the live process; keep driving it
+        return drive(session, driver);
+      }
+      const entries = await transcript(ctx.sessionId, state.claudeSessionId);
+      if (!turn || !same) {
+        turn = { turnId: input.turnId, messageId: input.messageId, promptsBefore: userPrompts(entries).length };
+        const next: ClaudeState = { ...state, turn };
+        ref.state = next;
+        await sink.checkpoint(next);
+      }
+      const prompts = userPrompts(entries);
+      if (prompts.length > turn.promptsBefore) {
+        // the prompt reached the transcript in an earlier attempt whose process is gone: never send it again
+        log.info('prompt already in the transcript; reattaching', { sessionId: ctx.sessionId, turnId: turn.turnId });
+        const at = prompts[turn.promptsBefore] as number;
+        await driver.replay(entries.slice(at + 1));
+        if (turnEnded(entries.slice(at + 1))) return { status: 'end_turn' };
+        session ??= start(ctx, state, true);
+        session.push(userMessage('[agentplane] The previous attempt of this turn was cut off by a restart. Continue the task from where you left off.'));
+        return drive(session, driver);
+      }
+      session ??= start(ctx, state, entries.length > 0);
+      session.sentMessageIds.add(input.messageId);
+      session.push(userMessage(input.text));
+      log.info('prompt sent', { sessionId: ctx.sessionId, turnId: turn.turnId });
+      return drive(session, driver);
+    }
+
+    // resume after a person decided
+    if (state.turn?.turnId !== input.turnId) return { status: 'error', message: `no turn ${input.turnId} to resume on this claude-code session`, retryable: false };
+    if (session && session.pending.size > 0) {
+      for (const decision of input.decisions) {
+        const pending = session.pending.get(decision.requestId);
+        if (!pending) continue;
+        session.pending.delete(decision.requestId);
+        pending.resolve({ behavior: decision.behavior, message: decision.behavior === 'deny' ? (decision.message ?? 'denied by a person') : undefined });
+      }
+      return drive(session, driver);
+    }
+    // the process that held the call is gone: resume from the transcript and re-issue the decision
+    const entries = await transcript(ctx.sessionId, state.claudeSessionId);
+    const calls = new Map<string, { name: string; input: Record<string, unknown> }>();
+    for (const e of entries) for (const b of contentBlocks(e)) if (b.type === 'tool_use' && typeof b.id === 'string') calls.set(b.id, { name: String(b.name), input: (b.input ?? {}) as Record<string, unknown> });
+    if (session) session.end();
+    session = start(ctx, state, true);
+    const lines: string[] = [];
+    for (const decision of input.decisions) {
+      const call = calls.get(decision.requestId);
+      if (!call) continue;
+      const tool = canonicalClaudeTool(call.name);
+      session.preDecided.push({ tool, input: JSON.stringify(normaliseClaudeInput(call.name, call.input)), decision });
+      lines.push(
+        decision.behavior === 'allow'
+          ? `The ${call.name} call ${JSON.stringify(call.input)} was approved; make that call again now.`
+          : `The ${call.name} call ${JSON.stringify(call.input)} was denied: ${decision.message ?? 'denied by a person'}. Do not retry it.`,
+      );
+    }
+    session.push(userMessage(`[agentplane] Your pending tool call was interrupted by a restart while it waited for a person. ${lines.join(' ')}`));
+    return drive(session, driver);
+  }
+
+  async function drive(session: LiveSession, driver: TurnDriver): Promise<TurnResult> {
+    session.turn = driver;
+    driver.store = session.usage;
+    const asked = new Promise<'ask'>((resolve) => (driver.onAsk = () => resolve('ask')));
+    const aborted = new Promise<'abort'>((resolve) => {
+      if (driver.sink.signal.aborted) resolve('abort');
+      driver.sink.signal.addEventListener('abort', () => resolve('abort'), { once: true });
+    });
+    let interrupting = false;
+    try {
+      for (;;) {
+        session.nextMessage ??= session.iterator.next();
+        const next = await Promise.race([session.nextMessage, asked, ...(interrupting ? [] : [aborted])]);
+        if (next === 'ask') {
+          // let parallel calls of the same assistant message reach their hooks before handing the turn back
+          await sleep(200);
+          return { status: 'requires_action', pending: [...session.pending.values()].map((p) => ({ requestId: p.requestId, toolUseId: p.toolUseId })) };
+        }
+        if (next === 'abort') {
+          interrupting = true;
+          for (const p of session.pending.values()) p.resolve({ behavior: 'deny', message: 'the turn was interrupted' });
+          session.pending.clear();
+          await session.q.interrupt().catch(() => undefined);
+          continue;
+        }
+        session.nextMessage = null;
+        log.debug?.('claude message', { sessionId: driver.ctx.sessionId, type: next.done ? 'done' : next.value.type });
+        if (next.done) {
+          session.closed = true;
+          live.delete(driver.ctx.sessionId);
+          await driver.flush();
+          return interrupting ? { status: 'interrupted' } : { status: 'error', message: 'claude code exited in the middle of the turn', retryable: true };
+        }
+        const message = next.value;
+        await driver.onMessage(message, session.decided);
+        if (message.type === 'result') {
+          await driver.flush();
+          session.decided.clear();
+          if (interrupting || driver.sink.signal.aborted) return { status: 'interrupted' };
+          if (message.subtype === 'success' && !message.is_error) return { status: 'end_turn' };
+          const detail = message.subtype === 'success' ? message.result : (message.errors ?? []).join('; ');
+          const text = redact(`${message.subtype}: ${detail}`.slice(0, 500), driver.ctx.secrets.modelApiKey);
+          await driver.emit([{ type: 'session.error', error: { type: message.subtype, message: text }, sourceId: `error:${message.uuid}` }]);
+          return { status: 'error', message: `claude code: ${text}`, retryable: false };
+        }
+      }
+    } catch (err) {
+      if (err instanceof SinkError) throw err.failure;
+      session.closed = true;
+      live.delete(driver.ctx.sessionId);
+      const text = redact((err as Error).message ?? String(err), driver.ctx.secrets.modelApiKey);
+      log.warn('claude code turn failed', { sessionId: driver.ctx.sessionId, error: text });
+      return { status: 'error', message: `claude code: ${text}`, retryable: true };
+    } finally {
+      if (session.turn === driver) session.turn = null;
+    }
+  }
+
+  async function close(ref: RuntimeSessionRef): Promise<void> {
+    const session = live.get(ref.sessionId);
+    if (!session) return;
+    live.delete(ref.sessionId);
+    session.closed = true;
+    for (const p of session.pending.values()) p.resolve({ behavior: 'deny', message: 'the session was closed' });
+    session.end();
+    session.q.close();
+    log.info('claude code stopped', { sessionId: ref.sessionId });
+  }
+
+  return { kind: 'claude-code', capabilities: CLAUDE_CODE_CAPABILITIES, open, runTurn, close };
+}
+
+/** Removes a session's Claude Code data (transcripts, home). */
+export async function removeClaudeCodeData(dataDir: string, sessionId: string): Promise<void> {
+  await rm(join(dataDir, 'claude-code', sessionId), { recursive: true, force: true });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// One turn: native messages → canonical events
+
+class SinkError extends Error {
+  constructor(readonly failure: unknown) {
+    super('sink failed');
+  }
+}
+
+interface ContentBlock {
+  type: string;
+  id?: string;
+  name?: string;
+  input?: unknown;
+  text?: string;
+  thinking?: string;
+  tool_use_id?: string;
+  content?: unknown;
+  is_error?: boolean;
+}
+
+interface AnthropicUsage {
+  input_tokens?: number;
+  output_tokens?: number;
+  cache_read_input_tokens?: number | null;
+  cache_creation_input_tokens?: number | null;
+}
+
+interface UsageStore {
+  /** API message id → usage and model from the assistant messages (`message_start` figures) */
+  requests: Map<string, { model: string; usage: AnthropicUsage }>;
+  /** usage as streamed (`message_start` + `message_delta`), by API message id: the complete per-request figure */
+  streamed: Map<string, { model: string; usage: AnthropicUsage }>;
+  /** tool calls seen in assistant messages, by call id */
+  calls: Map<string, { name: string; input: Record<string, unknown> }>;
+  current: string | null;
+}
+
+function newUsageStore(): UsageStore {
+  return { requests: new Map(), streamed: new Map(), calls: new Map(), current: null };
+}
+
+class TurnDriver {
+  onAsk: () => void = () => {};
+  private readonly emitted = new Set<string>();
+  /** requests whose span is not out yet; the live session's store, so a request open at an ask survives the resume */
+  store: UsageStore = newUsageStore();
+  private get requests() {
+    return this.store.requests;
+  }
+  private get streamed() {
+    return this.store.streamed;
+  }
+  private get calls() {
+    return this.store.calls;
+  }
+
+  constructor(
+    readonly sink: TurnSink,
+    readonly ctx: TurnContext,
+    private readonly log: AdapterLogger,
+  ) {}
+
+  async emit(events: RuntimeEvent[]): Promise<void> {
+    const fresh = events.filter((e) => !this.emitted.has(e.sourceId));
+    if (fresh.length === 0) return;
+    try {
+      await this.sink.emit(fresh);
+    } catch (err) {
+      throw new SinkError(err);
+    }
+    for (const e of fresh) this.emitted.add(e.sourceId);
+  }
+
+  async onMessage(message: SDKMessage, decided: Set<string>): Promise<void> {
+    if (message.type === 'stream_event') {
+      // the assistant messages carry the usage of `message_start` only; the final output count is in `message_delta`
+      if (message.parent_tool_use_id) return;
+      const event = message.event as { type: string; message?: { id: string; model?: string; usage?: AnthropicUsage }; usage?: AnthropicUsage };
+      if (event.type === 'message_start' && event.message) {
+        this.store.current = event.message.id;
+        this.streamed.set(event.message.id, { model: event.message.model ?? this.ctx.agent.model, usage: { ...event.message.usage } });
+      } else if (event.type === 'message_delta' && this.store.current && event.usage) {
+        const r = this.streamed.get(this.store.current);
+        if (r) for (const [k, v] of Object.entries(event.usage)) if (typeof v === 'number') (r.usage as Record<string, number>)[k] = v;
+      }
+    } else if (message.type === 'assistant') {
+      if (message.parent_tool_use_id) return;
+      await this.assistant(message.message as unknown as { id: string; model?: string; content: ContentBlock[]; usage?: AnthropicUsage }, message.uuid);
+    } else if (message.type === 'user') {
+      if (message.parent_tool_use_id) return;
+      await this.flush();
+      await this.toolResults(message.message.content as unknown, decided);
+    }
+  }
+
+  private async assistant(m: { id: string; model?: string; content: ContentBlock[]; usage?: AnthropicUsage }, uuid: string): Promise<void> {
+    for (const [id] of this.requests) if (id !== m.id) await this.flushOne(id);
+    if (m.usage) this.requests.set(m.id, { model: m.model ?? this.ctx.agent.model, usage: m.usage });
+    const events: RuntimeEvent[] = [];
+    (m.content ?? []).forEach((b, i) => {
+      if (b.type === 'text' && b.text) events.push({ type: 'agent.message', content: [{ type: 'text', text: b.text }], sourceId: `text:${m.id}:${uuid}:${i}` });
+      if (b.type === 'thinking' && b.thinking) events.push({ type: 'agent.thinking', content: [{ type: 'text', text: b.thinking }], sourceId: `thinking:${m.id}:${uuid}:${i}` });
+      if (b.type === 'tool_use' && b.id) this.calls.set(b.id, { name: String(b.name), input: (b.input ?? {}) as Record<string, unknown> });
+    });
+    await this.emit(events);
+  }
+
+  private async toolResults(content: unknown, decided: Set<string>): Promise<void> {
+    if (!Array.isArray(content)) return;
+    const events: RuntimeEvent[] = [];
+    for (const b of content as ContentBlock[]) {
+      if (b.type !== 'tool_result' || !b.tool_use_id) continue;
+      const call = this.calls.get(b.tool_use_id);
+      if (!decided.has(b.tool_use_id) && call) {
+        // ran without going through the hook in this process (e.g. decided by an earlier attempt: the sink already
+        // has this event under the same source id and drops it)
+        events.push({ type: 'agent.tool_use', tool_use_id: b.tool_use_id, name: canonicalClaudeTool(call.name), input: normaliseClaudeInput(call.name, call.input), evaluated_permission: 'allow', sourceId: `tool:${b.tool_use_id}` });
+      }
+      events.push({
+        type: 'agent.tool_result',
+        tool_use_id: b.tool_use_id,
+        content: [{ type: 'text', text: redact(resultText(b.content), this.ctx.secrets.modelApiKey) }],
+        is_error: b.is_error === true,
+        sourceId: `tool_result:${b.tool_use_id}`,
+      });
+    }
+    await this.emit(events);
+  }
+
+  /** Replays a turn's finished entries from the transcript (after a lost process). */
+  async replay(entries: Array<Record<string, unknown>>): Promise<void> {
+    const decided = new Set<string>();
+    for (const e of entries) {
+      if (e.isSidechain === true) continue;
+      if (e.type === 'assistant') await this.assistant(e.message as { id: string; model?: string; content: ContentBlock[]; usage?: AnthropicUsage }, String(e.uuid));
+      else if (e.type === 'user') {
+        await this.flush();
+        await this.toolResults((e.message as { content?: unknown } | undefined)?.content, decided);
+      }
+    }
+    await this.flush();
+    this.log.debug?.('transcript replayed', { sessionId: this.ctx.sessionId, entries: entries.length });
+  }
+
+  async flush(): Promise<void> {
+    for (const id of [...this.requests.keys()]) await this.flushOne(id);
+  }
+
+  private async flushOne(id: string): Promise<void> {
+    const r = this.streamed.get(id) ?? this.requests.get(id);
+    this.requests.delete(id);
+    this.streamed.delete(id);
+    if (!r) return;
+    await this.emit([
+      {
+        type: 'span.model_request_end',
+        model: r.model,
+        model_usage: {
+          input_tokens: r.usage.input_tokens ?? 0,
+          output_tokens: r.usage.output_tokens ?? 0,
+          cache_read_input_tokens: r.usage.cache_read_input_tokens ?? 0,
+          cache_creation_input_tokens: r.usage.cache_creation_input_tokens ?? 0,
+        },
+        is_error: false,
+        sourceId: `request:${id}`,
+      },
+    ]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Helpers
+
+function userMessage(text: string): SDKUserMessage {
+  return { type: 'user', message: { role: 'user', content: text }, parent_tool_use_id: null };
+}
+
+function contentBlocks(entry: Record<string, unknown>): ContentBlock[] {
+  const content = (entry.message as { content?: unknown } | undefined)?.content;
+  return Array.isArray(content) ? (content as ContentBlock[]) : [];
+}
+
+/** Indexes of the transcript's user prompts (user entries that are not tool results, meta or sidechain). */
+function userPrompts(entries: Array<Record<string, unknown>>): number[] {
+  const out: number[] = [];
+  entries.forEach((e, i) => {
+    if (e.type !== 'user' || e.isSidechain === true || e.isMeta === true) return;
+    const content = (e.message as { content?: unknown } | undefined)?.content;
+    if (typeof content === 'string' || (Array.isArray(content) && (content as ContentBlock[]).some((b) => b.type === 'text'))) out.push(i);
+  });
+  return out;
+}
+
+/** The turn's transcript ends with an assistant message that did not stop for tools. */
+function turnEnded(entries: Array<Record<string, unknown>>): boolean {
+  const last = entries.filter((e) => (e.type === 'assistant' || e.type === 'user') && e.isSidechain !== true).at(-1);
+  if (!last || last.type !== 'assistant') return false;
+  const m = last.message as { stop_reason?: string | null; content?: ContentBlock[] };
+  return m.stop_reason !== 'tool_use' && !(m.content ?? []).some((b) => b.type === 'tool_use');
+}
+
+function resultText(content: unknown): string {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content)) return (content as ContentBlock[]).map((b) => (b.type === 'text' ? (b.text ?? '') : '')).join('');
+  return '';
+}
+
+function redact(text: string, secret: string | undefined): string {
+  let out = text;
+  if (secret && secret.length >= 4) out = out.split(secret).join('[redacted]');
+  return out.replace(/(sk-[A-Za-z0-9_-]{4})[A-Za-z0-9_-]{8,}/g, '$1…[redacted]');
+}
+
+function pickEnv(env: NodeJS.ProcessEnv, keys: string[]): Record<string, string | undefined> {
+  return Object.fromEntries(keys.map((k) => [k, env[k]]));
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
