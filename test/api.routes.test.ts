@@ -620,6 +620,14 @@ const ACCESS: Record<string, AccessCase[]> = {
       check: (res) => expect(res.body).toMatchObject({ type: 'api_key', role: 'developer', revoked_at: expect.any(String) }),
     },
   ],
+  'GET /v1/runtimes': [
+    {
+      permission: null,
+      request: async () => ({ path: '/v1/runtimes' }),
+      otherTeam: 'answered',
+      check: (res) => expect(res.body.data.map((r: { type: string }) => r.type)).toEqual(expect.arrayContaining(['opencode', 'claude-code', 'managed-agents', 'scripted'])),
+    },
+  ],
   'GET /v1/teams/current': [
     {
       permission: null,

@@ -5,7 +5,7 @@ import { getCredential } from '../../db/queries/credentials';
 import type { Db } from '../../db/client';
 import { requirePermission, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
-import { AgentDefinitionSchema, AgentSchema, AgentUpdateSchema, toAgentResponse, type AgentDefinition } from '../schemas/agent.schema';
+import { AgentDefinitionSchema, AgentSchema, AgentUpdateSchema, effectivePolicy, toAgentResponse, type AgentDefinition } from '../schemas/agent.schema';
 import { idParam, json, jsonBody, page, PageQuery, problemResponses } from '../schemas/common';
 
 const AgentId = idParam('agent_id', 'agent');
@@ -20,6 +20,7 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
       const actor = c.get('actor');
       requirePermission(actor, 'agents:write');
       const def = c.req.valid('json');
+      checkEnforceable(def, deps.capabilities);
       await checkReferences(db, actor.teamId, def);
       const created = await db.transaction(async (tx) => {
         const result = await createAgent(tx, { teamId: actor.teamId, name: def.name, definition: def, keyId: actor.keyId });
@@ -82,6 +83,7 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
       if (!current) throw notFound('agent');
       const merged = AgentDefinitionSchema.safeParse({ ...(current.version.definition as AgentDefinition), ...changes });
       if (!merged.success) throw new ApiError(400, 'request.invalid', merged.error.issues.map((i) => `body.${i.path.join('.')}: ${i.message}`).join('; '));
+      checkEnforceable(merged.data, deps.capabilities);
       await checkReferences(db, actor.teamId, merged.data);
       const result = await db.transaction(async (tx) => {
         const updated = await updateAgent(tx, { teamId: actor.teamId, agentId, name: merged.data.name, definition: merged.data, keyId: actor.keyId, expectedVersion });
@@ -117,6 +119,22 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
   app.openapi(
     createRoute({
       method: 'get',
+      path: '/v1/runtimes',
+      tags: ['agents'],
+      responses: {
+        200: json(
+          z.object({ data: z.array(z.object({ type: z.string(), approvals: z.boolean(), interrupt: z.boolean(), reattach: z.boolean(), cost: z.string(), streaming: z.boolean() })) }),
+          'Every runtime and what its adapter declares it can do',
+        ),
+        ...problemResponses,
+      },
+    }),
+    (c) => c.json({ data: Object.entries(deps.capabilities).map(([type, caps]) => ({ type, ...caps })) }, 200),
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'get',
       path: '/v1/agents/{agent_id}/versions',
       tags,
       request: { params: AgentId },
@@ -130,6 +148,22 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
       return c.json({ data: found.versions.map((v) => toAgentResponse(found.agent, v)), next_page: null }, 200);
     },
   );
+}
+
+/**
+ * A policy must be one the runtime can enforce: a runtime without an approval hook cannot hold a call for a person,
+ * so an `ask` for it would silently be an allow or a deny. Refuse it and say why.
+ */
+export function checkEnforceable(def: AgentDefinition, capabilities: AppDeps['capabilities']): void {
+  const runtime = def.runtime?.type ?? 'opencode';
+  if (capabilities[runtime]?.approvals !== false) return;
+  const policy = effectivePolicy(def);
+  const asks = policy.rules.some((r) => r.action === 'ask') || policy.default === 'ask';
+  if (asks) {
+    throw new ApiError(400, 'request.invalid', `body.tool_policy: the ${runtime} runtime has no approval hook, so "ask" cannot be enforced; use allow or deny`, [
+      { name: 'body.tool_policy', reason: `runtime ${runtime} cannot hold a tool call for approval (capabilities.approvals is false)` },
+    ]);
+  }
 }
 
 /** A definition may only name credentials of the caller's team. */

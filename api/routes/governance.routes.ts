@@ -19,7 +19,7 @@ import { requirePermission, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
 import { AgentDefinitionSchema, AgentSchema, toAgentResponse, ToolPolicySchema, type AgentDefinition } from '../schemas/agent.schema';
 import { idParam, json, jsonBody, problemResponses } from '../schemas/common';
-import { auditActor } from './agents.routes';
+import { auditActor, checkEnforceable } from './agents.routes';
 
 const BudgetCreate = z.object({
   scope: z.enum(['team', 'agent']),
@@ -243,6 +243,7 @@ export function registerGovernanceRoutes(app: App, deps: AppDeps): void {
       const current = await getAgent(db, { teamId: actor.teamId, agentId });
       if (!current) throw notFound('agent');
       const definition = AgentDefinitionSchema.parse({ ...(current.version.definition as AgentDefinition), tool_policy: c.req.valid('json').tool_policy });
+      checkEnforceable(definition, deps.capabilities);
       const result = await db.transaction(async (tx) => {
         const updated = await updateAgent(tx, { teamId: actor.teamId, agentId, name: definition.name, definition, keyId: actor.keyId });
         if (updated.kind !== 'ok') return updated;
