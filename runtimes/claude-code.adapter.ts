@@ -48,8 +48,8 @@ import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { query, type HookCallback, type Query, type SDKMessage, type SDKUserMessage } from '@anthropic-ai/claude-agent-sdk';
 import type { CanonicalTool } from '../governance/types';
-import type { AdapterLogger } from './opencode.adapter';
 import type {
+  AdapterLogger,
   PermissionDecision,
   RuntimeAdapter,
   RuntimeCapabilities,

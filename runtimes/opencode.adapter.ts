@@ -34,6 +34,7 @@ import { dirname, join } from 'node:path';
 import type { CanonicalTool } from '../governance/types';
 import { DEFAULT_PRICES, type ModelPrice } from '../governance/pricing';
 import type {
+  AdapterLogger,
   Decision,
   PermissionRequest,
   RuntimeAdapter,
@@ -48,11 +49,6 @@ import type {
 
 export const OPENCODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true } as const satisfies RuntimeCapabilities;
 
-export interface AdapterLogger {
-  debug?(msg: string, meta?: Record<string, unknown>): void;
-  info(msg: string, meta?: Record<string, unknown>): void;
-  warn(msg: string, meta?: Record<string, unknown>): void;
-}
 
 export interface OpenCodeAdapterOptions {
   /** the `opencode` binary; default: the one shipped by the `opencode-ai` package, else `opencode` on PATH */

@@ -124,4 +124,11 @@ export interface RuntimeAdapter {
   close(ref: RuntimeSessionRef): Promise<void>;
 }
 
+/** Adapters log through this (the worker passes a structured logger); silent when absent. */
+export interface AdapterLogger {
+  debug?(msg: string, meta?: Record<string, unknown>): void;
+  info(msg: string, meta?: Record<string, unknown>): void;
+  warn(msg: string, meta?: Record<string, unknown>): void;
+}
+
 export type RuntimeRegistry = Partial<Record<RuntimeKind, RuntimeAdapter>>;

@@ -13,50 +13,12 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentSnapshot } from '../governance/types';
 import { canonicalClaudeTool, claudeSessionIdFor, createClaudeCodeAdapter, normaliseClaudeInput } from '../runtimes/claude-code.adapter';
-import type { Decision, PermissionRequest, RuntimeAdapter, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnSink } from '../runtimes/runtime-adapter';
+import type { RuntimeAdapter, RuntimeSessionRef, TurnContext } from '../runtimes/runtime-adapter';
+import { MemorySink } from './support/memory-sink';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
 
 const SECRET = 'sk-ant-test-0123456789abcdefSECRET';
 const REPO = join(import.meta.dirname, '..');
-
-/** What the activity's sink does, in memory: dedupe by sourceId, record decisions as `agent.tool_use` once. */
-class MemorySink implements TurnSink {
-  readonly events: RuntimeEvent[] = [];
-  readonly checkpoints: Array<Record<string, unknown>> = [];
-  readonly requests: PermissionRequest[] = [];
-  private readonly controller = new AbortController();
-  readonly signal = this.controller.signal;
-  private readonly recorded = new Map<string, Decision>();
-
-  constructor(private readonly policy: (request: PermissionRequest) => 'allow' | 'deny' | 'ask' = () => 'allow') {}
-
-  async emit(events: RuntimeEvent[]): Promise<void> {
-    for (const e of events) if (!this.events.some((x) => x.sourceId === e.sourceId)) this.events.push(e);
-  }
-
-  async checkpoint(state: Record<string, unknown>): Promise<void> {
-    this.checkpoints.push(structuredClone(state));
-  }
-
-  async decide(request: PermissionRequest): Promise<Decision> {
-    this.requests.push(request);
-    const seen = this.recorded.get(request.callId);
-    if (seen) return seen;
-    const action = this.policy(request);
-    const decision: Decision = action === 'ask' ? { action, toolUseId: `tu_${request.callId}` } : { action, message: action === 'deny' ? 'denied by test policy: no bash here' : undefined };
-    this.recorded.set(request.callId, decision);
-    await this.emit([{ type: 'agent.tool_use', tool_use_id: request.callId, name: request.tool, input: request.input, evaluated_permission: action, sourceId: `tool:${request.callId}` }]);
-    return decision;
-  }
-
-  abort(): void {
-    this.controller.abort(new Error('interrupted by the test'));
-  }
-
-  of<T extends RuntimeEvent['type']>(type: T): Array<Extract<RuntimeEvent, { type: T }>> {
-    return this.events.filter((e): e is Extract<RuntimeEvent, { type: T }> => e.type === type);
-  }
-}
 
 function agent(model: ScriptedModel): AgentSnapshot {
   return {
