@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -14,6 +14,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentSnapshot } from '../governance/types';
 import { canonicalClaudeTool, claudeSessionIdFor, createClaudeCodeAdapter, normaliseClaudeInput } from '../runtimes/claude-code.adapter';
 import type { RuntimeAdapter, RuntimeSessionRef, TurnContext } from '../runtimes/runtime-adapter';
+import { readFilesUnder } from './support/files';
 import { MemorySink } from './support/memory-sink';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
 
@@ -36,15 +37,6 @@ function agent(model: ScriptedModel): AgentSnapshot {
     idleTimeoutSeconds: 600,
     separationOfDuties: false,
   };
-}
-
-async function filesUnder(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    const path = join(entry.parentPath, entry.name);
-    if (entry.isFile() && (await stat(path)).size < 5_000_000) out.push(path);
-  }
-  return out;
 }
 
 describe('Claude Code tool names and inputs', () => {
@@ -128,9 +120,9 @@ describe('Claude Code adapter (real Agent SDK + claude binary + scripted model)'
     expect(JSON.stringify(sink.checkpoints)).not.toContain(SECRET);
     expect(JSON.stringify(sink.events)).not.toContain(SECRET);
     // the transcript exists under the session's own config dir, and no file under the data dir holds the key
-    const files = await filesUnder(join(root, 'data', 'claude-code', ctx.sessionId));
-    expect(files.some((f) => f.endsWith(`${ref.runtimeSessionId}.jsonl`))).toBe(true);
-    for (const f of files) expect(await readFile(f, 'utf8'), f).not.toContain(SECRET);
+    const files = await readFilesUnder(join(root, 'data', 'claude-code', ctx.sessionId));
+    expect(files.some((f) => f.path.endsWith(`${ref.runtimeSessionId}.jsonl`))).toBe(true);
+    for (const f of files) expect(f.content.includes(SECRET), f.path).toBe(false);
   });
 
   it('runs an allowed bash call and refuses a denied one; the model sees the refusal', { timeout: 90_000 }, async () => {

@@ -3,10 +3,10 @@
  * `claude` binary, scripted Anthropic Messages model): the agent's policy denies bash, asks for write and allows the
  * rest; a person approves the write. The model key comes from the vault and reaches the model, nowhere else.
  */
-import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
+import { readFilesUnder } from './support/files';
 import { startScriptedModel, type ScriptedModel } from './support/scripted-model';
 import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
 
@@ -81,9 +81,8 @@ describe('Claude Code through the whole stack', () => {
     // the key reached the model and is in no event and no file under the worker's data dir
     expect(model.requests.find((r) => r.protocol === 'anthropic')?.headers['x-api-key']).toBe(SECRET);
     expect(JSON.stringify(events)).not.toContain(SECRET);
-    for (const entry of await readdir(stack.dataDir, { withFileTypes: true, recursive: true })) {
-      const path = join(entry.parentPath, entry.name);
-      if (entry.isFile() && (await stat(path)).size < 5_000_000) expect(await readFile(path, 'utf8'), path).not.toContain(SECRET);
-    }
+    const files = await readFilesUnder(stack.dataDir);
+    expect(files.length).toBeGreaterThan(0);
+    for (const file of files) expect(file.content.includes(SECRET), file.path).toBe(false);
   }, 240_000);
 });

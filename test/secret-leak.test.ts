@@ -4,7 +4,6 @@
  * not in any API response, and not in the runtime's files on disk. API and worker run as real processes.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdir, readFile, stat } from 'node:fs/promises';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +17,7 @@ import { stopOpenCodeServers } from '../runtimes/opencode.adapter';
 import { verifySignature } from '../worker/notifier';
 import { createServer, type Server } from 'node:http';
 import { createTestDatabase, type TestDatabase } from './support/postgres';
+import { readFilesUnder } from './support/files';
 import { startScriptedModel, type ScriptedModel } from './support/scripted-model';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
@@ -60,16 +60,6 @@ async function call(method: string, path: string, body?: unknown) {
   const text = await res.text();
   responses.push({ method, path, text });
   return { status: res.status, body: JSON.parse(text) };
-}
-
-async function filesUnder(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) out.push(...(await filesUnder(path)));
-    else if (entry.isFile() && (await stat(path)).size < 50_000_000) out.push(path);
-  }
-  return out;
 }
 
 beforeAll(async () => {
@@ -186,8 +176,8 @@ describe('secrets', () => {
       expect(p.output().length).toBeGreaterThan(100);
       for (const secret of SECRETS) expect(p.output()).not.toContain(secret);
     }
-    const files = await filesUnder(dataDir);
+    const files = await readFilesUnder(dataDir);
     expect(files.length).toBeGreaterThan(0);
-    for (const file of files) for (const secret of SECRETS) expect((await readFile(file)).includes(secret), file).toBe(false);
+    for (const file of files) for (const secret of SECRETS) expect(file.content.includes(secret), file.path).toBe(false);
   }, 180_000);
 });
