@@ -42,6 +42,8 @@ export interface CursorFake {
   agents: Map<string, { id: string; body: any; runs: string[] }>;
   runs: Map<string, Run>;
   script: (prompt: string) => CursorStep[];
+  /** served by `GET /v1/models` (the SDK checks the model there) */
+  models: string[];
   hold(): void;
   release(): void;
   /** drop every open stream (as a network failure would) */
@@ -76,6 +78,7 @@ export async function startCursorFake(opts: { apiKey?: string; stepMs?: number }
     agents: new Map(),
     runs: new Map(),
     script: defaultScript,
+    models: ['composer-1', 'claude-sonnet-4-5'],
     hold: () => (held = true),
     release: () => {
       held = false;
@@ -217,6 +220,8 @@ export async function startCursorFake(opts: { apiKey?: string; stepMs?: number }
     const path = url.pathname;
     fake.requests.push({ method: req.method ?? 'GET', path, body, headers: req.headers });
     if (!authorized(req)) return send(res, 401, { error: { code: 'unauthorized', message: 'invalid API key' } });
+    if (req.method === 'GET' && path === '/v1/models') return send(res, 200, { items: fake.models.map((id) => ({ id })) });
+    if (req.method === 'GET' && path === '/v1/me') return send(res, 200, { apiKeyName: 'test', userEmail: 'test@example.com' });
     const m = path.match(/^\/v1\/agents(?:\/([^/]+)(?:\/runs(?:\/([^/]+)(?:\/(stream|cancel))?)?)?)?$/);
     if (!m) return send(res, 404, { error: { code: 'not_found', message: `no route ${path}` } });
     const [, agentId, runId, action] = m;
