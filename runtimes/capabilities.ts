@@ -4,6 +4,7 @@
  */
 import type { RuntimeCapabilities, RuntimeKind } from './runtime-adapter';
 import { CLAUDE_CODE_CAPABILITIES } from './claude-code.adapter';
+import { CURSOR_CAPABILITIES } from './cursor.adapter';
 import { MANAGED_AGENTS_CAPABILITIES } from './managed-agents.adapter';
 import { OPENCODE_CAPABILITIES } from './opencode.adapter';
 import { SCRIPTED_CAPABILITIES } from './scripted.adapter';
@@ -13,4 +14,5 @@ export const RUNTIME_CAPABILITIES: Record<RuntimeKind, RuntimeCapabilities> = {
   'claude-code': CLAUDE_CODE_CAPABILITIES,
   scripted: SCRIPTED_CAPABILITIES,
   'managed-agents': MANAGED_AGENTS_CAPABILITIES,
+  cursor: CURSOR_CAPABILITIES,
 };

@@ -1,5 +1,6 @@
 import { RUNTIME_KINDS } from '../governance/types';
 import { createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
+import { createCursorAdapter } from '../runtimes/cursor.adapter';
 import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
 import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
 import type { RuntimeRegistry } from '../runtimes/runtime-adapter';
@@ -14,6 +15,7 @@ export function buildRuntimes(names: ReadonlyArray<(typeof RUNTIME_NAMES)[number
     if (name === 'claude-code') registry['claude-code'] = createClaudeCodeAdapter({ dataDir: opts.dataDir });
     if (name === 'scripted') registry.scripted = createScriptedAdapter();
     if (name === 'managed-agents') registry['managed-agents'] = createManagedAgentsAdapter();
+    if (name === 'cursor') registry.cursor = createCursorAdapter();
   }
   return registry;
 }
