@@ -18,6 +18,7 @@
  *   with `Last-Event-ID` and never sends again.
  * - The key is never in `ref.state`, events or errors.
  */
+import { readSseFrames } from './sse';
 import { evaluatePolicy } from '../governance/policy';
 import { CANONICAL_TOOLS, type CanonicalTool } from '../governance/types';
 import type { RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
@@ -99,38 +100,16 @@ function createApi(baseUrl: string, key: string | undefined) {
 type Api = ReturnType<typeof createApi>;
 
 async function* readSse(body: ReadableStream<Uint8Array>): AsyncGenerator<Frame> {
-  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = '';
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer = (buffer + value).replace(/\r\n/g, '\n');
-      let end: number;
-      while ((end = buffer.indexOf('\n\n')) >= 0) {
-        const frame = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        let id: string | null = null;
-        let event = 'message';
-        const data: string[] = [];
-        for (const line of frame.split('\n')) {
-          if (line.startsWith('id:')) id = line.slice(3).trim();
-          else if (line.startsWith('event:')) event = line.slice(6).trim();
-          else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
-        }
-        if (event === 'heartbeat' || data.length === 0) continue;
-        let parsed: unknown = data.join('\n');
-        try {
-          parsed = JSON.parse(data.join('\n'));
-        } catch {
-          // keep the text
-        }
-        yield { id, event, data: parsed };
-      }
+  for await (const frame of readSseFrames(body)) {
+    const event = frame.event ?? 'message';
+    if (event === 'heartbeat' || frame.data === '') continue;
+    let parsed: unknown = frame.data;
+    try {
+      parsed = JSON.parse(frame.data);
+    } catch {
+      // keep the text
     }
-  } finally {
-    reader.releaseLock();
-    await body.cancel().catch(() => {});
+    yield { id: frame.id, event, data: parsed };
   }
 }
 

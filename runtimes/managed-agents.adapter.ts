@@ -26,6 +26,7 @@
  *   neither gets its spans priced by tokens at the end of the turn.
  * - The key is never in `ref.state`, events or errors.
  */
+import { readSseFrames } from './sse';
 import { CANONICAL_TOOLS, type CanonicalTool } from '../governance/types';
 import type { ModelUsage, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
 
@@ -134,31 +135,10 @@ function createApi(baseUrl: string, key: string | undefined): Api {
 
 /** SSE frames: `event:` + `data:`; frames without `event:` are dropped (as the official SDK does), pings skipped */
 async function* readSse(body: ReadableStream<Uint8Array>): AsyncGenerator<RemoteEvent> {
-  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = '';
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer = (buffer + value).replace(/\r\n/g, '\n');
-      let end: number;
-      while ((end = buffer.indexOf('\n\n')) >= 0) {
-        const frame = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        let event: string | null = null;
-        const data: string[] = [];
-        for (const line of frame.split('\n')) {
-          if (line.startsWith('event:')) event = line.slice(6).trim();
-          else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
-        }
-        if (event === null || event === 'ping' || data.length === 0) continue;
-        if (event === 'error') throw new ManagedAgentsError(502, `stream error: ${data.join('\n').slice(0, 500)}`);
-        yield JSON.parse(data.join('\n')) as RemoteEvent;
-      }
-    }
-  } finally {
-    reader.releaseLock();
-    await body.cancel().catch(() => {});
+  for await (const frame of readSseFrames(body)) {
+    if (frame.event === null || frame.event === 'ping' || frame.data === '') continue;
+    if (frame.event === 'error') throw new ManagedAgentsError(502, `stream error: ${frame.data.slice(0, 500)}`);
+    yield JSON.parse(frame.data) as RemoteEvent;
   }
 }
 

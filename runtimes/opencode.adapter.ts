@@ -24,6 +24,7 @@
  *   resolved key to anyone who can call it. The server gets a minimal environment, not the worker's.
  * - The server runs in its own process group and outlives a killed worker; `ref.state.server` says where it is.
  */
+import { readSseFrames } from './sse';
 import { spawn } from 'node:child_process';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
@@ -876,25 +877,12 @@ class OpenCodeClient {
 }
 
 async function* readSse(body: ReadableStream<Uint8Array>): AsyncGenerator<BusEvent> {
-  const decoder = new TextDecoder();
-  let buffer = '';
-  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
-    buffer += decoder.decode(chunk, { stream: true }).replace(/\r\n/g, '\n');
-    let end: number;
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
-      const frame = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      const data = frame
-        .split('\n')
-        .filter((line) => line.startsWith('data:'))
-        .map((line) => line.slice(5).trimStart())
-        .join('\n');
-      if (!data) continue;
-      try {
-        yield JSON.parse(data) as BusEvent;
-      } catch {
-        // a frame we cannot read is skipped; reconciliation from history covers what it carried
-      }
+  for await (const frame of readSseFrames(body)) {
+    if (!frame.data) continue;
+    try {
+      yield JSON.parse(frame.data) as BusEvent;
+    } catch {
+      // a frame we cannot read is skipped; reconciliation from history covers what it carried
     }
   }
 }
