@@ -87,6 +87,13 @@ describe('agentplane CLI', () => {
 
   it('applies examples/agents: creates each agent, and a second apply changes nothing and says so', async () => {
     await login();
+    const dry = await cli(['agents', 'apply', '-f', EXAMPLES, '--dry-run']);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toContain(`create coder (${join(EXAMPLES, 'coder.yaml')})`);
+    expect(dry.stdout).toContain('  + tool_policy.rules.0.tool: "bash"');
+    expect(dry.stdout).toContain('dry run: 3 to create, 0 to update, 0 unchanged; nothing was written');
+    expect((await agentsByName()).size).toBe(0);
+
     const first = await cli(['agents', 'apply', '-f', EXAMPLES]);
     expect(first.code, first.stderr).toBe(0);
     for (const name of ['reviewer', 'coder', 'triage']) expect(first.stdout).toMatch(new RegExp(`${name}\\s+created\\s+agent_\\S+\\s+v1`));
