@@ -7,6 +7,7 @@ import type { ApiClient } from './client';
 import { flag, option, type CommandTable } from './command';
 import type { AgentFile, Change } from './agent-files';
 import { CliError, EXIT } from './errors';
+import type { Output } from './output';
 
 /** The fields of an agent the CLI reads; the rest passes through to --json untouched. */
 export interface Agent extends Record<string, unknown> {
@@ -18,19 +19,27 @@ export interface Agent extends Record<string, unknown> {
   updated_at: string;
 }
 
+// the API's agent schema (zod, @hono/zod-openapi) and the YAML parser take a while to load: only apply needs them
+const agentFiles = () => import('./agent-files');
+
+/** What apply does with one file's agent; everything is decided (and checked) before the first write. */
+interface Plan {
+  file: AgentFile;
+  action: 'create' | 'update' | 'unchanged';
+  current: Agent | null;
+  changes: Change[];
+  /** the request that makes the agent equal the file (none when unchanged) */
+  body: Record<string, unknown> | null;
+}
+
 interface Result {
   name: string;
   file: string;
-  action: 'create' | 'update' | 'unchanged' | 'created' | 'updated';
+  action: Plan['action'] | 'created' | 'updated';
   id: string | null;
   version: number | null;
   changes: Change[];
 }
-
-// the API's agent schema (zod, @hono/zod-openapi) and the YAML parser take a while to load: only apply needs them
-const agentFiles = () => import('./agent-files');
-
-type Plan = { file: AgentFile; action: 'create' } | { file: AgentFile; action: 'update' | 'unchanged'; current: Agent; changes: Change[] };
 
 /** The team's live agents by name; two live agents with one name make the name ambiguous, which apply refuses. */
 export async function agentsByName(api: ApiClient): Promise<Map<string, Agent[]>> {
@@ -49,16 +58,45 @@ export async function resolveAgent(api: ApiClient, nameOrId: string): Promise<Ag
 }
 
 async function plan(api: ApiClient, files: AgentFile[]): Promise<Plan[]> {
-  const { diffAgents, normalizeDefinition, withoutAssigned } = await agentFiles();
+  const { diffAgents, normalizeDefinition, replacementBody, withoutAssigned } = await agentFiles();
   const byName = await agentsByName(api);
   return files.map((file): Plan => {
     const live = byName.get(file.definition.name) ?? [];
     if (live.length > 1) throw new CliError(EXIT.api, `${file.path}: ${live.length} agents are named "${file.definition.name}" (${live.map((a) => a.id).join(', ')}): archive all but one`);
-    const current = live[0];
-    if (!current) return { file, action: 'create' };
-    const changes = diffAgents(withoutAssigned(current), normalizeDefinition(file.definition));
-    return { file, action: changes.length ? 'update' : 'unchanged', current, changes };
+    const current = live[0] ?? null;
+    const wanted = normalizeDefinition(file.definition);
+    if (!current) return { file, action: 'create', current, changes: diffAgents({}, wanted), body: file.definition };
+    const changes = diffAgents(withoutAssigned(current), wanted);
+    if (changes.length === 0) return { file, action: 'unchanged', current, changes, body: null };
+    // based on the version compared against: a change made since then is refused (409), not overwritten
+    return { file, action: 'update', current, changes, body: { ...replacementBody(file.definition, withoutAssigned(current)), version: current.version } };
   });
+}
+
+async function execute(api: ApiClient, plans: Plan[], dryRun: boolean): Promise<Result[]> {
+  const results: Result[] = [];
+  for (const p of plans) {
+    const result: Result = { name: p.file.definition.name, file: p.file.path, action: p.action, id: p.current?.id ?? null, version: p.current?.version ?? null, changes: p.changes };
+    if (dryRun || !p.body) {
+      results.push(result);
+      continue;
+    }
+    const agent = await api.post<Agent>(p.current ? `/v1/agents/${p.current.id}` : '/v1/agents', p.body);
+    results.push({ ...result, action: p.current ? 'updated' : 'created', id: agent.id, version: agent.version });
+  }
+  return results;
+}
+
+function report(out: Output, results: Result[], dryRun: boolean, formatChange: (change: Change) => string): void {
+  if (out.json) return out.value({ dry_run: dryRun, results });
+  if (results.every((r) => r.action === 'unchanged')) return out.line(`no changes: ${results.length} agent${results.length === 1 ? '' : 's'} unchanged`);
+  if (!dryRun) return out.table(results.map((r) => ({ ...r, version: r.version === null ? null : `v${r.version}` })), ['name', 'action', 'id', 'version']);
+  for (const r of results) {
+    out.line(`${r.action} ${r.name} (${r.file})${r.id ? ` ${r.id} v${r.version}` : ''}`);
+    if (r.action !== 'unchanged') for (const change of r.changes) out.line(formatChange(change));
+  }
+  const count = (action: Result['action']) => results.filter((r) => r.action === action).length;
+  out.line(`dry run: ${count('create')} to create, ${count('update')} to update, ${count('unchanged')} unchanged; nothing was written`);
 }
 
 export const agentCommands: CommandTable = {
@@ -67,36 +105,12 @@ export const agentCommands: CommandTable = {
     summary: 'create or update agents from agent files (*.yaml, *.yml, *.json)',
     options: { file: { type: 'string', short: 'f' }, 'dry-run': { type: 'boolean' } },
     async run(ctx, args) {
-      const { diffAgents, formatChange, loadAgentFiles, normalizeDefinition, replacementBody, withoutAssigned } = await agentFiles();
+      const { formatChange, loadAgentFiles } = await agentFiles();
+      // every file is read and checked before the first request
       const files = await loadAgentFiles(option(args, 'file', { required: true }));
       const api = await ctx.api();
-      const plans = await plan(api, files);
       const dryRun = flag(args, 'dry-run');
-      const results: Result[] = [];
-      for (const p of plans) {
-        const base = { name: p.file.definition.name, file: p.file.path };
-        if (dryRun || p.action === 'unchanged') {
-          results.push({ ...base, action: p.action, id: p.action === 'create' ? null : p.current.id, version: p.action === 'create' ? null : p.current.version, changes: p.action === 'create' ? diffAgents({}, normalizeDefinition(p.file.definition)) : p.changes });
-          continue;
-        }
-        const agent =
-          p.action === 'create'
-            ? await api.post<Agent>('/v1/agents', p.file.definition)
-            : await api.post<Agent>(`/v1/agents/${p.current.id}`, { ...replacementBody(p.file.definition, withoutAssigned(p.current)), version: p.current.version });
-        results.push({ ...base, action: p.action === 'create' ? 'created' : 'updated', id: agent.id, version: agent.version, changes: p.action === 'create' ? [] : p.changes });
-      }
-
-      if (ctx.out.json) return ctx.out.value({ dry_run: dryRun, results });
-      if (results.every((r) => r.action === 'unchanged')) return ctx.out.line(`no changes: ${results.length} agent${results.length === 1 ? '' : 's'} unchanged`);
-      if (dryRun) {
-        for (const r of results) {
-          ctx.out.line(`${r.action} ${r.name} (${r.file})${r.id ? ` ${r.id} v${r.version}` : ''}`);
-          if (r.action !== 'unchanged') for (const change of r.changes) ctx.out.line(formatChange(change));
-        }
-        const count = (action: string) => results.filter((r) => r.action === action).length;
-        return ctx.out.line(`dry run: ${count('create')} to create, ${count('update')} to update, ${count('unchanged')} unchanged; nothing was written`);
-      }
-      ctx.out.table(results.map((r) => ({ ...r, version: r.version === null ? null : `v${r.version}` })), ['name', 'action', 'id', 'version']);
+      report(ctx.out, await execute(api, await plan(api, files), dryRun), dryRun, formatChange);
     },
   },
 

@@ -64,7 +64,8 @@ async function agentsByName(): Promise<Map<string, any>> {
   return new Map(res.body.data.map((a: any) => [a.name, a]));
 }
 
-describe('agentplane CLI', () => {
+// every CLI run is a fresh node process loading TypeScript through tsx: a few seconds each on a busy 2-core machine
+describe('agentplane CLI', { timeout: 180_000 }, () => {
   it('login checks the key, then stores the URL and key in an owner-only file without printing the key', async () => {
     const run = await login();
     expect(run.code, run.stderr).toBe(0);
