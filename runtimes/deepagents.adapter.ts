@@ -36,7 +36,9 @@
  */
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { AIMessage, HumanMessage, ToolMessage, type BaseMessage } from '@langchain/core/messages';
+import { BaseCallbackHandler } from '@langchain/core/callbacks/base';
+import { AIMessage, HumanMessage, ToolMessage, type BaseMessage, type UsageMetadata } from '@langchain/core/messages';
+import type { LLMResult } from '@langchain/core/outputs';
 import type { RunnableConfig } from '@langchain/core/runnables';
 import { Command, type StateSnapshot } from '@langchain/langgraph';
 import { MemorySaver, type Checkpoint, type CheckpointMetadata, type PendingWrite } from '@langchain/langgraph-checkpoint';
@@ -140,7 +142,8 @@ export function createDeepAgentsAdapter(opts: DeepAgentsAdapterOptions): Runtime
         const message = redact(err instanceof Error ? err.message : String(err));
         opts.logger?.warn('deepagents turn failed', { sessionId: ctx.sessionId, error: message });
         const status = (err as { status?: unknown }).status;
-        const retryable = typeof status === 'number' ? status >= 500 || status === 408 || status === 429 : true;
+        // provider answers by HTTP status; a connection failure may pass; anything else (a bug, a broken graph) will not
+        const retryable = typeof status === 'number' ? status >= 500 || status === 408 || status === 429 : /connection|timeout|ECONNRE|fetch failed/i.test(`${(err as Error)?.name} ${message}`);
         return { status: 'error', message, retryable };
       }
     },
@@ -165,7 +168,38 @@ class OfflineCompletions extends ChatOpenAICompletions {
   }
 }
 
-async function buildAgent(opts: DeepAgentsAdapterOptions, ctx: TurnContext): Promise<Agent> {
+/**
+ * Usage of model calls made by subagents (the `task` tool runs one with the same model). Their messages stay in the
+ * subagent, not in this thread's state, so their spans come from the model's callbacks instead, keyed by the run id;
+ * a subagent run is not replayed from a checkpoint, so that id is the request's own. Calls of the main graph are
+ * left to `emitTurn` (their checkpoint namespace has no parent).
+ */
+class SubagentUsage extends BaseCallbackHandler {
+  name = 'agentplane-subagent-usage';
+  override awaitHandlers = true;
+  private readonly subagentRuns = new Set<string>();
+
+  constructor(
+    private readonly ctx: TurnContext,
+    private readonly sink: TurnSink,
+  ) {
+    super();
+  }
+
+  override handleChatModelStart(_llm: unknown, _messages: unknown, runId: string, _parent?: string, _extra?: unknown, _tags?: string[], metadata?: Record<string, unknown>): void {
+    const ns = String(metadata?.langgraph_checkpoint_ns ?? metadata?.checkpoint_ns ?? '');
+    if (ns.includes('|')) this.subagentRuns.add(runId);
+  }
+
+  override async handleLLMEnd(output: LLMResult, runId: string): Promise<void> {
+    if (!this.subagentRuns.delete(runId)) return;
+    const message = (output.generations[0]?.[0] as { message?: AIMessage } | undefined)?.message;
+    const span = message?.usage_metadata ? usageSpan(this.ctx, `deepagents:subagent:${runId}:usage`, message.usage_metadata) : null;
+    if (span) await this.sink.emit([span]);
+  }
+}
+
+async function buildAgent(opts: DeepAgentsAdapterOptions, ctx: TurnContext, sink: TurnSink): Promise<Agent> {
   await mkdir(ctx.workdir, { recursive: true });
   const fields = {
     model: ctx.agent.model,
@@ -175,6 +209,7 @@ async function buildAgent(opts: DeepAgentsAdapterOptions, ctx: TurnContext): Pro
     streaming: true,
     streamUsage: true,
     maxRetries: 2,
+    callbacks: [new SubagentUsage(ctx, sink)],
   };
   const model = new ChatOpenAI({ ...fields, completions: new OfflineCompletions(fields) });
   const { createDeepAgent, LocalShellBackend } = await loadDeepAgents();
@@ -202,23 +237,21 @@ async function runTurn(opts: DeepAgentsAdapterOptions, ctx: TurnContext, ref: Ru
     ref.state = next;
     await sink.checkpoint(next);
   };
-  const agent = await buildAgent(opts, ctx);
+  const agent = await buildAgent(opts, ctx, sink);
   const config = { configurable: { thread_id: threadId } };
   const messagesOf = async (): Promise<BaseMessage[]> => ((await agent.getState(config)).values?.messages as BaseMessage[] | undefined) ?? [];
 
   let turn: TurnRecord;
   let next: unknown;
   if (input.kind === 'message') {
-    const already = state.turn?.messageId === input.messageId && (await messagesOf()).some((m) => m.id === input.messageId);
     turn = state.turn?.messageId === input.messageId ? state.turn : { turnId: input.turnId, messageId: input.messageId };
-    if (already) {
+    if (state.turn?.messageId === input.messageId && (await messagesOf()).some((m) => m.id === input.messageId)) {
       // a retry: the prompt is in the thread; replay what it produced, then pick up where the graph stopped
       opts.logger?.info('deepagents turn reattached from the checkpoint', { sessionId: ctx.sessionId, messageId: input.messageId });
       await emitTurn(ctx, sink, turn.messageId, await messagesOf());
       next = null;
     } else {
       if (sink.signal.aborted) return { status: 'interrupted' };
-      turn = { turnId: input.turnId, messageId: input.messageId };
       await save({ ...state, threadId, turn });
       next = { messages: [new HumanMessage({ content: input.text, id: input.messageId })] };
     }
@@ -268,19 +301,17 @@ async function isFinished(agent: Agent, config: RunnableConfig): Promise<boolean
 /** the action requests of the interrupt the graph waits on, with the tool call id of each */
 async function pendingActions(agent: Agent, config: RunnableConfig): Promise<Array<ActionRequest & { callId: string }> | null> {
   const snapshot = await agent.getState(config);
-  const value = snapshot.tasks.flatMap((t) => t.interrupts).find((i) => Array.isArray((i.value as { actionRequests?: unknown } | undefined)?.actionRequests))?.value as
-    | { actionRequests: ActionRequest[] }
-    | undefined;
-  if (!value) return null;
+  const pending = snapshot.tasks.flatMap((t) => t.interrupts).find((i) => Array.isArray((i.value as { actionRequests?: unknown } | undefined)?.actionRequests));
+  if (!pending) return null;
+  const { actionRequests } = pending.value as { actionRequests: ActionRequest[] };
   const messages = (snapshot.values?.messages as BaseMessage[] | undefined) ?? [];
   const last = [...messages].reverse().find((m) => AIMessage.isInstance(m)) as AIMessage | undefined;
   // HumanInTheLoopMiddleware asks for the gated calls of the last AI message, in their order
   const calls = (last?.tool_calls ?? []).filter((c) => c.name in DEEPAGENTS_TOOLS);
-  return value.actionRequests.map((request, i) => {
-    const call = calls[i];
-    if (!call?.id || call.name !== request.name) throw new Error(`interrupt does not match the pending tool calls (${request.name})`);
-    return { ...request, callId: call.id };
-  });
+  const ours = actionRequests.length === calls.length && actionRequests.every((r, i) => calls[i]?.name === r.name && calls[i]?.id);
+  // an interrupt that is not about this graph's last message comes from a subagent (the `task` tool runs one, with
+  // the same interruptOn): its calls live in the subagent's own messages, so they get ids from the interrupt's
+  return actionRequests.map((request, i) => ({ ...request, callId: ours ? calls[i]!.id! : `${pending.id ?? 'interrupt'}:${i}` }));
 }
 
 async function answerInterrupt(
@@ -345,17 +376,8 @@ async function emitTurn(ctx: TurnContext, sink: TurnSink, messageId: string, mes
     if (AIMessage.isInstance(m)) {
       const text = textOf(m.content);
       if (text) events.push({ sourceId: `${key}:text`, type: 'agent.message', content: [{ type: 'text', text }] });
-      const usage = m.usage_metadata;
-      if (usage) {
-        const cacheRead = usage.input_token_details?.cache_read ?? 0;
-        events.push({
-          sourceId: `${key}:usage`,
-          type: 'span.model_request_end',
-          model: ctx.agent.model,
-          is_error: false,
-          model_usage: { input_tokens: usage.input_tokens - cacheRead, output_tokens: usage.output_tokens, cache_read_input_tokens: cacheRead, cache_creation_input_tokens: usage.input_token_details?.cache_creation ?? 0 },
-        });
-      }
+      const span = m.usage_metadata ? usageSpan(ctx, `${key}:usage`, m.usage_metadata) : null;
+      if (span) events.push(span);
     } else if (ToolMessage.isInstance(m)) {
       events.push({
         sourceId: `deepagents:result:${m.tool_call_id}`,
@@ -367,6 +389,19 @@ async function emitTurn(ctx: TurnContext, sink: TurnSink, messageId: string, mes
     }
   });
   if (events.length > 0) await sink.emit(events);
+}
+
+function usageSpan(ctx: TurnContext, sourceId: string, usage: UsageMetadata): RuntimeEvent {
+  const cacheRead = usage.input_token_details?.cache_read ?? 0;
+  const cacheWrite = usage.input_token_details?.cache_creation ?? 0;
+  return {
+    sourceId,
+    type: 'span.model_request_end',
+    model: ctx.agent.model,
+    is_error: false,
+    // OpenAI counts cached prompt tokens inside input_tokens; the ledger prices them separately
+    model_usage: { input_tokens: Math.max(usage.input_tokens - cacheRead - cacheWrite, 0), output_tokens: usage.output_tokens, cache_read_input_tokens: cacheRead, cache_creation_input_tokens: cacheWrite },
+  };
 }
 
 function textOf(content: unknown): string {

@@ -197,6 +197,66 @@ describe('DeepAgents adapter (real deepagents graph + ChatOpenAI + scripted mode
     expect(sink.of('agent.message').at(-1)?.content[0]?.text).toBe('understood, not written');
   });
 
+  it('a subagent (the task tool) is governed too: its calls go through decide, and its model usage is reported', { timeout: 60_000 }, async () => {
+    model.setScript([
+      { match: 'delegate the writing', steps: [{ tool: 'task', input: { description: 'SUBTASK write sub.txt', subagent_type: 'general-purpose' } }, { text: (c) => `parent saw: ${c.lastToolResult}` }] },
+      { match: 'SUBTASK write sub.txt', steps: [{ tool: 'write_file', input: { file_path: 'sub.txt', content: 'from the subagent\n' } }, { text: 'sub done' }] },
+    ]);
+    const ctx = context();
+    const a = adapter();
+    const ref = await a.open(ctx, null);
+    const sink = new MemorySink((r) => (r.tool === 'write' ? 'ask' : 'allow'));
+
+    const paused = await a.runTurn(ctx, ref, { kind: 'message', turnId: 'turn_1', messageId: 'smsg_1', text: 'delegate the writing' }, sink);
+    if (paused.status !== 'requires_action') throw new Error(`expected requires_action, got ${JSON.stringify(paused)}`);
+    expect(sink.requests.map((r) => [r.tool, r.input])).toEqual([
+      ['task', { description: 'SUBTASK write sub.txt', subagent_type: 'general-purpose' }],
+      ['write', { file_path: 'sub.txt', content: 'from the subagent\n' }],
+    ]);
+    expect(existsSync(join(ctx.workdir, 'sub.txt'))).toBe(false);
+
+    const resumed = await a.runTurn(ctx, ref, { kind: 'resume', turnId: 'turn_1', decisions: [{ requestId: paused.pending[0]!.requestId, behavior: 'allow' }] }, sink);
+    expect(resumed).toEqual({ status: 'end_turn' });
+    expect(await readFile(join(ctx.workdir, 'sub.txt'), 'utf8')).toBe('from the subagent\n');
+    expect(sink.of('agent.message').at(-1)?.content[0]?.text).toBe('parent saw: sub done');
+    // one span per model request, the subagent's two included
+    const requests = model.requestsFor('delegate the writing').length + model.requestsFor('SUBTASK write sub.txt').length;
+    expect(requests).toBe(4);
+    expect(sink.of('span.model_request_end')).toHaveLength(requests);
+  });
+
+  it('a provider error ends the turn with an error that does not carry the key, and says whether a retry can help', { timeout: 60_000 }, async () => {
+    model.setScript({
+      'the key is refused': [{ error: { status: 401, message: `invalid key ${SECRET}` } }],
+    });
+    const ctx = context();
+    const a = adapter();
+    const ref = await a.open(ctx, null);
+    const sink = new MemorySink();
+    const result = await a.runTurn(ctx, ref, { kind: 'message', turnId: 'turn_1', messageId: 'smsg_1', text: 'the key is refused' }, sink);
+    expect(result).toMatchObject({ status: 'error', retryable: false });
+    if (result.status !== 'error') return;
+    expect(result.message).toContain('401');
+    expect(result.message).not.toContain(SECRET);
+    expect(JSON.stringify(sink.events) + JSON.stringify(sink.checkpoints)).not.toContain(SECRET);
+  });
+
+  it('a new message while a call still waits for a person: the waiting call is dropped and the new turn runs', { timeout: 60_000 }, async () => {
+    model.setScript({ 'write the abandoned file': [{ tool: 'write_file', input: { file_path: 'abandoned.txt', content: 'no\n' } }, { text: 'never' }], 'something else': [{ text: 'moved on' }] });
+    const ctx = context();
+    const a = adapter();
+    const ref = await a.open(ctx, null);
+    const sink = new MemorySink(() => 'ask');
+    const paused = await a.runTurn(ctx, ref, { kind: 'message', turnId: 'turn_1', messageId: 'smsg_1', text: 'write the abandoned file' }, sink);
+    expect(paused.status).toBe('requires_action');
+
+    const next = await a.runTurn(ctx, ref, { kind: 'message', turnId: 'turn_2', messageId: 'smsg_2', text: 'something else' }, sink);
+    expect(next).toEqual({ status: 'end_turn' });
+    expect(sink.of('agent.message').at(-1)?.content[0]?.text).toBe('moved on');
+    expect(existsSync(join(ctx.workdir, 'abandoned.txt'))).toBe(false);
+    expect(model.countPrompts('something else')).toBe(1);
+  });
+
   it('stops a turn when the sink signal aborts, returns interrupted, and the session goes on', { timeout: 60_000 }, async () => {
     const gate = createGate();
     gates.push(gate);
