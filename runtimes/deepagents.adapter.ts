@@ -21,9 +21,10 @@
  * `buildRuntimes` with a data directory and no database handle, the session's other runtime state (Claude Code's
  * transcript, OpenCode's store) already lives in the worker's data directory with the same durability, and a table
  * would mean a migration in a schema several branches are changing at once. The price: like those runtimes, a session
- * resumes on a worker that sees the same data directory. The file holds the conversation, never the key. It is kept
- * whole (no pruning: LangGraph's delta channels may read older checkpoints), which is fine for sessions of modest
- * length; a database saver can replace `FileCheckpointSaver` without touching the rest of this file.
+ * resumes on a worker that sees the same data directory. The file holds the conversation, never the key; only the
+ * newest few checkpoints per namespace are kept (each holds the whole state), so it grows with the conversation, not
+ * with the number of steps. It is rewritten whole on every change, which is fine for sessions of ordinary length; a
+ * database saver can replace `FileCheckpointSaver` without touching the rest of this file.
  *
  * What must stay true:
  * - The user message goes into the graph with `id = messageId`, after `sink.checkpoint` recorded the turn. A retried
@@ -34,7 +35,7 @@
  * - `tool_use_id` is LangChain's tool call id (the model's), also the `requestId` of the pending decision.
  * - The key is passed to `ChatOpenAI` only; it is never in `ref.state`, the checkpoint file, events or errors.
  */
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { BaseCallbackHandler } from '@langchain/core/callbacks/base';
 import { AIMessage, HumanMessage, ToolMessage, type BaseMessage, type UsageMetadata } from '@langchain/core/messages';
@@ -151,10 +152,6 @@ export function createDeepAgentsAdapter(opts: DeepAgentsAdapterOptions): Runtime
       // nothing lives between turns: the graph is rebuilt from the checkpoint file each turn
     },
   };
-}
-
-export async function removeDeepAgentsData(dataDir: string, sessionId: string): Promise<void> {
-  await rm(join(dataDir, 'deepagents', sessionId), { recursive: true, force: true });
 }
 
 /**
@@ -415,6 +412,8 @@ function textOf(content: unknown): string {
  * (temporary file + rename), so a process killed at any moment leaves the previous or the next version, never half
  * of one. Writes are serialised so an older snapshot never overwrites a newer one.
  */
+const KEEP_CHECKPOINTS = 4;
+
 export class FileCheckpointSaver extends MemorySaver {
   private queue: Promise<void> = Promise.resolve();
 
@@ -454,7 +453,25 @@ export class FileCheckpointSaver extends MemorySaver {
     await this.persist();
   }
 
+  /**
+   * Keeps the newest checkpoints of each thread and namespace, and the pending writes of those. Every checkpoint holds
+   * the whole channel values (the agent graph has no delta channels), so the newest one is enough to resume; a few
+   * more are kept for the step that is being written. Without this the file would grow with the square of the session.
+   */
+  private prune(): void {
+    for (const [threadId, namespaces] of Object.entries(this.storage)) {
+      for (const [ns, checkpoints] of Object.entries(namespaces)) {
+        const old = Object.keys(checkpoints).sort().reverse().slice(KEEP_CHECKPOINTS);
+        for (const id of old) {
+          delete checkpoints[id];
+          delete this.writes[JSON.stringify([threadId, ns, id])];
+        }
+      }
+    }
+  }
+
   private persist(): Promise<void> {
+    this.prune();
     const text = JSON.stringify({ storage: this.storage, writes: this.writes }, function (this: Record<string, unknown>, key, value) {
       const original = this[key];
       return original instanceof Uint8Array ? { $bytes: Buffer.from(original).toString('base64') } : value;

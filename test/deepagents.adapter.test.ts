@@ -156,6 +156,15 @@ describe('DeepAgents adapter (real deepagents graph + ChatOpenAI + scripted mode
     // the denied call was reported to the model as a tool error
     const second = model.requestsFor('run the denied command then read').find((r) => r.stepIndex === 1);
     expect(JSON.stringify(second?.body)).toContain('denied by test policy');
+
+    // the checkpoint file keeps only the newest checkpoints, and they are enough: a follow-up sees the whole history
+    const stored = JSON.parse(await readFile(checkpointFile(ctx), 'utf8')) as { storage: Record<string, Record<string, Record<string, unknown>>> };
+    expect(Object.keys(stored.storage[ctx.sessionId]![''] ?? {}).length).toBeLessThanOrEqual(4);
+    model.setScript({ 'and now a follow-up': [{ text: 'followed up' }] });
+    expect(await a.runTurn(ctx, ref, { kind: 'message', turnId: 'turn_2', messageId: 'smsg_2', text: 'and now a follow-up' }, sink)).toEqual({ status: 'end_turn' });
+    const history = JSON.stringify(model.requestsFor('and now a follow-up')[0]?.body);
+    expect(history).toContain('run the denied command then read');
+    expect(history).toContain('the notes say hi');
   });
 
   it('returns requires_action for an ask, then runs the call when resumed with allow', { timeout: 60_000 }, async () => {
