@@ -32,8 +32,15 @@
  *   the state (same sourceIds, the sink drops duplicates); an unfinished one continues from the last checkpoint
  *   (`stream(null)`), or re-asks the pending interrupt's decisions (the sink answers recorded ones without asking).
  * - sourceIds come from the checkpointed messages (their ids, tool call ids), so a replay yields the same ones.
- * - `tool_use_id` is LangChain's tool call id (the model's), also the `requestId` of the pending decision.
- * - The key is passed to `ChatOpenAI` only; it is never in `ref.state`, the checkpoint file, events or errors.
+ * - `tool_use_id` is LangChain's tool call id (the model's), also the `requestId` of the pending decision. Calls made
+ *   inside a subagent (the `task` tool; subagents inherit `interruptOn`) are decided too, under an id derived from the
+ *   interrupt, since their messages live in the subagent; their results reach the event log only through the `task`
+ *   call's result, their model usage through the model's callbacks.
+ * - Checkpoints are written synchronously after every step (`durability: 'sync'`): a tool that finished is never run
+ *   again by a retry. A tool cut off mid-run by a crash is run again (at least once), like in every runtime.
+ * - Events are emitted after every step from the checkpointed state, so they stream while the turn runs.
+ * - The key is passed to `ChatOpenAI` only; it is never in `ref.state`, the checkpoint file, events or errors (errors
+ *   are redacted). Token counting never goes to the network (tiktoken downloads are replaced by an estimate).
  */
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';

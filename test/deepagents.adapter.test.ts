@@ -316,6 +316,8 @@ describe('DeepAgents adapter (real deepagents graph + ChatOpenAI + scripted mode
     const running = first.runTurn(ctx, ref, input, sink);
     // the tool ran and the model is answering: the step is in flight when the worker goes away
     await model.waitForRequest((r) => r.prompt === prompt && r.stepIndex === 1, 30_000);
+    // streaming: the finished step's events arrive while the turn is still running (the model is held)
+    await until(() => sink.of('agent.tool_result').length === 1 && sink.of('span.model_request_end').length === 1);
     sink.abort();
     await running;
 
@@ -382,3 +384,7 @@ setInterval(() => {}, 1000);
   });
 });
 
+/** waits for a condition the test cannot otherwise await; the test's own timeout bounds it */
+async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((r) => setTimeout(r, 20));
+}
