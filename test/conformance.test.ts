@@ -15,6 +15,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
+import { createDeepAgentsAdapter } from '../runtimes/deepagents.adapter';
 import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
 import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
 import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
@@ -62,15 +63,25 @@ interface RuntimeCase {
 
 const POLICY = { rules: [{ tool: 'bash', action: 'deny' }, { tool: 'write', action: 'ask' }], default: 'allow' };
 
-/** scripted model steps for runtimes that call an LLM (OpenCode: filePath, Claude Code: file_path) */
+/**
+ * scripted model steps for runtimes that call an LLM (OpenCode: filePath, Claude Code and DeepAgents: file_path). Each
+ * tool lists every runtime's spelling; the model calls the one the runtime offers (DeepAgents: execute, write_file,
+ * read_file).
+ */
 function modelSteps(env: Env, prompt: string, steps: Step[], fileKey: 'filePath' | 'file_path'): ScriptStep[] {
   return steps.map((s): ScriptStep => {
     if ('hold' in s) return { text: s.say ?? 'never said', waitFor: gateFor(env, prompt).promise };
     if ('say' in s) return { text: s.say };
-    if (s.tool === 'bash') return { tool: ['bash', 'Bash'], input: { command: s.subject, description: 'conformance' } };
-    if (s.tool === 'write') return { tool: ['write', 'Write'], input: { [fileKey]: s.subject, content: 'conformance content\n' } };
-    return { tool: ['read', 'Read'], input: { [fileKey]: s.subject } };
+    if (s.tool === 'bash') return { tool: ['bash', 'Bash', 'execute'], input: { command: s.subject, description: 'conformance' } };
+    if (s.tool === 'write') return { tool: ['write', 'Write', 'write_file'], input: { [fileKey]: s.subject, content: 'conformance content\n' } };
+    return { tool: ['read', 'Read', 'read_file'], input: { [fileKey]: s.subject } };
   });
+}
+
+/** the user messages' text of an OpenAI chat completions request */
+function userMessages(body: unknown): string[] {
+  const messages = (body as { messages?: Array<{ role?: string; content?: unknown }> }).messages ?? [];
+  return messages.filter((m) => m.role === 'user').map((m) => (typeof m.content === 'string' ? m.content : Array.isArray(m.content) ? m.content.map((c: { text?: string }) => c.text ?? '').join('') : ''));
 }
 
 function gateFor(env: Env, prompt: string): Gate {
@@ -131,6 +142,24 @@ const RUNTIMES: RuntimeCase[] = [
       env.model!.setScript([{ match: prompt, steps: modelSteps(env, prompt, steps, 'file_path') }, ...(held ? [{ match: 'cut off by a restart', steps: [{ text: held.say }] }] : [])]);
       return prompt;
     },
+  },
+  {
+    kind: 'deepagents',
+    ...modelBackend,
+    adapter: (env) => ({ deepagents: createDeepAgentsAdapter({ dataDir: env.stack.dataDir }) }),
+    async agent(env) {
+      const credential = await env.stack.call('POST', '/v1/credentials', { name: 'openai-compatible key', secret: 'sk-deepagents-conformance-0123456789' });
+      // a model in the default pricing table: DeepAgents reports tokens, the ledger prices them
+      return { model: 'gpt-4.1', runtime: { type: 'deepagents', config: {} }, model_provider: { base_url: env.model!.openaiBaseUrl, credential_id: credential.body.id } };
+    },
+    script(env, prompt, steps) {
+      env.model!.setScript([{ match: prompt, steps: modelSteps(env, prompt, steps, 'file_path') }]);
+      return prompt;
+    },
+    // The graph runs in the worker: a model call cut off by the crash is made again from the last checkpoint, with
+    // the same conversation. What must not happen is the prompt going into the thread twice, so count how often it
+    // is a user message of the conversation the model is sent.
+    promptsReceived: (env, prompt) => Math.max(0, ...env.model!.requestsFor(prompt).map((r) => userMessages(r.body).filter((text) => text === prompt).length)),
   },
   {
     kind: 'managed-agents',
