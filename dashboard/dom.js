@@ -1,5 +1,5 @@
 // Building the DOM from text: every string becomes a text node, so nothing the API returns (event content is
-// written by whoever talks to the agent) is ever parsed as markup. There is no innerHTML anywhere in the dashboard.
+// written by whoever talks to the agent) is ever parsed as markup. No HTML-parsing API is used anywhere here.
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
