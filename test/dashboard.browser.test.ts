@@ -167,6 +167,7 @@ describe.skipIf(!hasChromium)('the dashboard in Chromium', () => {
     const card = page.locator(`article.approval[data-tool-use="${approval.tool_use_id}"]`);
     await card.waitFor();
     expect(await card.locator('pre').textContent()).toContain('/x');
+    await page.screenshot({ path: `${ARTIFACTS}/approvals.png`, fullPage: true });
     await card.locator('button.approve').click();
     await eventually(async () => ((await eventsOf(stack, sessionId)).some((e) => e.type === 'user.tool_confirmation' && e.tool_use_id === approval.tool_use_id && e.result === 'allow') ? true : undefined), {
       what: 'the confirmation from the dashboard',

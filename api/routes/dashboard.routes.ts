@@ -47,8 +47,8 @@ function loadFiles(dir: string, files = new Map<string, StaticFile>(), prefix = 
   return files;
 }
 
-export function registerDashboardRoutes(app: App, opts: { dir?: string } = {}): void {
-  const files = loadFiles(opts.dir ?? DASHBOARD_DIR);
+export function registerDashboardRoutes(app: App): void {
+  const files = loadFiles(DASHBOARD_DIR);
   app.get('/', (c) => c.redirect('/ui/', 302));
   app.get('/ui', (c) => c.redirect('/ui/', 301));
   app.get('/ui/*', (c, next) => {
