@@ -3,24 +3,22 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ApplicationFailure, Context, log } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import type { Db } from '../db/client';
 import { openCredential } from '../db/queries/credentials';
 import { appendAudit } from '../db/queries/audit';
-import { appendEvents, findEvent, type NewCharge, type NewEvent } from '../db/queries/events';
+import { appendEvents, type NewCharge, type NewEvent } from '../db/queries/events';
 import { chargeReservation, reserveBudget, settleReservation, type ThresholdCrossing } from '../db/queries/budgets';
 import { loadPrices } from '../db/queries/pricing';
-import { effectivePolicyFor } from '../db/queries/policies';
 import { enqueueNotification } from '../db/queries/webhooks';
-import { approvalRequested, budgetThreshold } from '../governance/notifications';
-import { decideApproval, getRuntimeRef, getSession, insertApproval, putRuntimeRef } from '../db/queries/sessions';
-import { stableId } from '../db/ids';
+import { budgetThreshold } from '../governance/notifications';
+import { decideApproval, getRuntimeRef, getSession, putRuntimeRef } from '../db/queries/sessions';
 import type { Vault } from '../db/vault';
 import { DEFAULT_TURN_RESERVE_USD, microsToUsd, usdToMicros } from '../governance/budget';
-import { evaluatePolicy } from '../governance/policy';
 import { DEFAULT_PRICES, priceUsageMicros, type ModelPrice } from '../governance/pricing';
-import type { Decision, PermissionRequest, RuntimeEvent, RuntimeRegistry, RuntimeSessionRef, TurnContext, TurnSink } from '../runtimes/runtime-adapter';
+import type { RuntimeEvent, RuntimeRegistry, RuntimeSessionRef, TurnContext, TurnSink } from '../runtimes/runtime-adapter';
 import type { RecordDecisionInput, RecordEventsInput, RunTurnInput, SessionActivities, TurnOutcome } from './types';
+import { decideToolCall, sessionActor, toolUseEventId } from './tool-decision';
 
 export interface ActivityDeps {
   db: Db;
@@ -127,7 +125,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
         await saveRef();
         activity.heartbeat();
       },
-      decide: (request) => decide(input, request),
+      decide: (request) => decideToolCall(deps, input, request),
     };
 
     try {
@@ -142,67 +140,6 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
       clearInterval(beat);
       if (held.reservationId) await settleReservation(db, { reservationId: held.reservationId });
     }
-  }
-
-  /**
-   * The fast path of a tool decision. `allow` and `deny` are answered here from the session's current policy;
-   * `ask` is recorded as pending and goes back to the workflow, which waits for a person. A replayed request
-   * (after a reattach) gets the decision recorded the first time.
-   */
-  async function decide(input: RunTurnInput, request: PermissionRequest): Promise<Decision> {
-    const sourceId = `tool:${request.callId}`;
-    const toolUseId = toolUseEventId(input.sessionId, request.callId);
-    const recorded = await findEvent(db, input.sessionId, toolUseId);
-    // a policy changed after this leg started still governs its next call: the newest revision wins
-    const live = await effectivePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId });
-    const current = live.revision > input.policyVersion ? { policy: live.policy, version: live.revision } : { policy: input.policy, version: input.policyVersion };
-    const verdict = evaluatePolicy(current.policy, request.tool, request.input);
-    const action = (recorded?.payload as { evaluated_permission?: 'allow' | 'ask' | 'deny' } | undefined)?.evaluated_permission ?? verdict.action;
-    if (!recorded) {
-      await db.transaction(async (tx) => {
-        await appendEvents(tx, {
-          sessionId: input.sessionId,
-          events: [
-            {
-              id: toolUseId,
-              sourceId,
-              type: 'agent.tool_use',
-              payload: { name: request.tool, input: request.input, evaluated_permission: action, evaluation: { rule: verdict.reason, policy_version: current.version } },
-            },
-          ],
-        });
-        if (action === 'ask') {
-          const expiresAt = new Date(Date.now() + input.agent.approvalTimeoutSeconds * 1000);
-          await insertApproval(tx, { sessionId: input.sessionId, toolUseId, teamId: input.agent.teamId, tool: request.tool, input: request.input, status: 'pending', expiresAt });
-          // the approvers hear of it iff the pending approval committed
-          await enqueueNotification(tx, {
-            teamId: input.agent.teamId,
-            type: 'approval.requested',
-            payload: approvalRequested({
-              publicUrl: deps.publicUrl ?? 'http://127.0.0.1:8080',
-              teamId: input.agent.teamId,
-              sessionId: input.sessionId,
-              toolUseId,
-              tool: request.tool,
-              input: request.input,
-              agent: { id: input.agent.agentId, name: input.agent.name },
-              expiresAt,
-            }),
-          });
-        }
-        await appendAudit(tx, {
-          ...sessionActor(input),
-          action: 'tool.evaluate',
-          target: `${input.sessionId}/${toolUseId}`,
-          decision: action,
-          reason: verdict.reason,
-          data: { tool: request.tool, policy_version: current.version, session_id: input.sessionId },
-        });
-      });
-      log.info('tool decision', { sessionId: input.sessionId, tool: request.tool, action, rule: verdict.reason });
-    }
-    if (action === 'ask') return { action, toolUseId };
-    return { action, message: action === 'deny' ? `denied by agentplane policy (${verdict.reason})` : undefined };
   }
 
   async function recordDecision(input: RecordDecisionInput): Promise<void> {
@@ -262,10 +199,6 @@ function toLogEvent(sessionId: string, event: RuntimeEvent): NewEvent {
 }
 
 /** Governance decisions inside a session act for the identity that started it. */
-function sessionActor(input: RunTurnInput) {
-  return { teamId: input.agent.teamId, actorKeyId: input.initiator.keyId, actorRole: input.initiator.role };
-}
-
 function thresholdNotification(crossing: ThresholdCrossing) {
   const { budget } = crossing;
   return budgetThreshold({
@@ -290,10 +223,6 @@ function thresholdEvent(crossing: ThresholdCrossing): NewEvent {
 }
 
 /** The public id of the `agent.tool_use` event for a runtime's tool call. */
-export function toolUseEventId(sessionId: string, callId: string): string {
-  return stableId('sevt', sessionId, `tool:${callId}`);
-}
-
 function toCharge(event: RuntimeEvent, prices: Record<string, ModelPrice>): NewCharge[] {
   if (event.type !== 'span.model_request_end') return [];
   const usage = event.model_usage;

@@ -1,0 +1,89 @@
+/**
+ * A tool decision, the hot path of governance: the session's current policy (the newest revision wins, so a policy
+ * changed mid-turn governs the next call), the `agent.tool_use` event with its verdict, the audit row and, for `ask`,
+ * the pending approval and its notification, all in one transaction. Called by the runTurn activity's sink; the
+ * governance benchmark calls it directly.
+ */
+import { log } from '@temporalio/activity';
+import { stableId } from '../db/ids';
+import { appendAudit } from '../db/queries/audit';
+import { appendEvents, findEvent } from '../db/queries/events';
+import { effectivePolicyFor } from '../db/queries/policies';
+import { insertApproval } from '../db/queries/sessions';
+import { enqueueNotification } from '../db/queries/webhooks';
+import { approvalRequested } from '../governance/notifications';
+import { evaluatePolicy } from '../governance/policy';
+import type { Decision, PermissionRequest } from '../runtimes/runtime-adapter';
+import type { ActivityDeps } from './session.activities';
+import type { RunTurnInput } from './types';
+
+/**
+ * The fast path of a tool decision. `allow` and `deny` are answered here from the session's current policy;
+ * `ask` is recorded as pending and goes back to the workflow, which waits for a person. A replayed request
+ * (after a reattach) gets the decision recorded the first time.
+ */
+export async function decideToolCall(deps: Pick<ActivityDeps, 'db' | 'publicUrl'>, input: RunTurnInput, request: PermissionRequest): Promise<Decision> {
+  const { db } = deps;
+  const sourceId = `tool:${request.callId}`;
+  const toolUseId = toolUseEventId(input.sessionId, request.callId);
+  const recorded = await findEvent(db, input.sessionId, toolUseId);
+  // a policy changed after this leg started still governs its next call: the newest revision wins
+  const live = await effectivePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId });
+  const current = live.revision > input.policyVersion ? { policy: live.policy, version: live.revision } : { policy: input.policy, version: input.policyVersion };
+  const verdict = evaluatePolicy(current.policy, request.tool, request.input);
+  const action = (recorded?.payload as { evaluated_permission?: 'allow' | 'ask' | 'deny' } | undefined)?.evaluated_permission ?? verdict.action;
+  if (!recorded) {
+    await db.transaction(async (tx) => {
+      await appendEvents(tx, {
+        sessionId: input.sessionId,
+        events: [
+          {
+            id: toolUseId,
+            sourceId,
+            type: 'agent.tool_use',
+            payload: { name: request.tool, input: request.input, evaluated_permission: action, evaluation: { rule: verdict.reason, policy_version: current.version } },
+          },
+        ],
+      });
+      if (action === 'ask') {
+        const expiresAt = new Date(Date.now() + input.agent.approvalTimeoutSeconds * 1000);
+        await insertApproval(tx, { sessionId: input.sessionId, toolUseId, teamId: input.agent.teamId, tool: request.tool, input: request.input, status: 'pending', expiresAt });
+        // the approvers hear of it iff the pending approval committed
+        await enqueueNotification(tx, {
+          teamId: input.agent.teamId,
+          type: 'approval.requested',
+          payload: approvalRequested({
+            publicUrl: deps.publicUrl ?? 'http://127.0.0.1:8080',
+            teamId: input.agent.teamId,
+            sessionId: input.sessionId,
+            toolUseId,
+            tool: request.tool,
+            input: request.input,
+            agent: { id: input.agent.agentId, name: input.agent.name },
+            expiresAt,
+          }),
+        });
+      }
+      await appendAudit(tx, {
+        ...sessionActor(input),
+        action: 'tool.evaluate',
+        target: `${input.sessionId}/${toolUseId}`,
+        decision: action,
+        reason: verdict.reason,
+        data: { tool: request.tool, policy_version: current.version, session_id: input.sessionId },
+      });
+    });
+    log.info('tool decision', { sessionId: input.sessionId, tool: request.tool, action, rule: verdict.reason });
+  }
+  if (action === 'ask') return { action, toolUseId };
+  return { action, message: action === 'deny' ? `denied by agentplane policy (${verdict.reason})` : undefined };
+}
+
+/** The public id of a tool call's `agent.tool_use` event: the same for every replay of the runtime's call. */
+export function toolUseEventId(sessionId: string, callId: string): string {
+  return stableId('sevt', sessionId, `tool:${callId}`);
+}
+
+export function sessionActor(input: RunTurnInput) {
+  return { teamId: input.agent.teamId, actorKeyId: input.initiator.keyId, actorRole: input.initiator.role };
+}
