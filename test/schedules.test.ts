@@ -92,7 +92,7 @@ describe('schedules', () => {
     const schedule = await createSchedule({ title: 'nightly', metadata: { team: 'infra' }, paused: true });
     expect(schedule).toMatchObject({ type: 'schedule', agent: { id: agentId, version: null }, state: { paused: true }, spec: { cron: ['0 3 * * *'], time_zone: 'UTC' } });
     const triggered = await stack.call('POST', `/v1/schedules/${schedule.id}/trigger`);
-    expect(triggered.status).toBe(202);
+    expect(triggered.status).toBe(200);
 
     const [run] = await settledRuns(schedule.id, 1);
     expect(run).toMatchObject({ status: 'idle', stop_reason: { type: 'end_turn' }, cost_usd: 0.25 });
@@ -113,7 +113,7 @@ describe('schedules', () => {
     const schedule = await createSchedule({ spec: { cron: ['* * * * *'] }, paused: true, policies: { overlap: 'allow_all' } });
     const start = new Date('2026-01-01T00:00:00Z');
     const res = await stack.call('POST', `/v1/schedules/${schedule.id}/backfill`, { start: start.toISOString(), end: new Date(start.getTime() + 3 * 60_000 - 1000).toISOString() });
-    expect(res.status, JSON.stringify(res.body)).toBe(202);
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
     const runs = await settledRuns(schedule.id, 3);
     expect(runs).toHaveLength(3);
     // newest first, one per minute
@@ -126,9 +126,9 @@ describe('schedules', () => {
     const schedule = await createSchedule({ spec: { cron: ['* * * * *'] }, paused: true, policies: { overlap: 'allow_all' } });
     const start = new Date('2026-02-01T00:00:00Z');
     const backfill = { start: start.toISOString(), end: new Date(start.getTime() + 4 * 60_000 - 1000).toISOString() };
-    expect((await replicaCall('POST', `/v1/schedules/${schedule.id}/backfill`, backfill)).status).toBe(202);
+    expect((await replicaCall('POST', `/v1/schedules/${schedule.id}/backfill`, backfill)).status).toBe(200);
     // the same backfill again from the first API: the fires are the same, so nothing runs twice
-    expect((await stack.call('POST', `/v1/schedules/${schedule.id}/backfill`, backfill)).status).toBe(202);
+    expect((await stack.call('POST', `/v1/schedules/${schedule.id}/backfill`, backfill)).status).toBe(200);
     const runs = await settledRuns(schedule.id, 4);
     const sessions = await stack.db.db.execute(`select id, scheduled_at from sessions where schedule_id = '${schedule.id}'`);
     expect((sessions as unknown as { rows: unknown[] }).rows).toHaveLength(4);

@@ -196,6 +196,17 @@ function toTemporalPolicies(policies: Policies) {
   return { overlap: OVERLAP[policies.overlap], catchupWindow: policies.catchup_window_seconds * 1000 };
 }
 
+const NoteBody = z.object({ note: z.string().max(1000).optional() });
+const TriggerBody = z.object({ overlap: OverlapSchema.optional().openapi({ description: "for this run only (default: the schedule's)" }) });
+
+/**
+ * For a route whose body may be left out (validated like any other when sent as JSON, {} when absent): a body
+ * sent as anything else is refused rather than ignored.
+ */
+function refuseNonJson(contentType: string | undefined): void {
+  if (contentType && !/^application\/([a-z0-9.+-]*\+)?json/i.test(contentType)) throw new ApiError(400, 'request.invalid', 'send the body as application/json, or send none');
+}
+
 const agentRefOf = (agent: z.infer<typeof AgentRef>) => (typeof agent === 'string' ? { id: agent, version: undefined } : agent);
 
 /** The server refused what we sent (a spec it cannot read): the caller's input, named. */
@@ -405,7 +416,6 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
     },
   );
 
-  const NoteBody = z.object({ note: z.string().max(1000).optional() });
 
   for (const action of ['pause', 'unpause'] as const) {
     app.openapi(
@@ -420,9 +430,8 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
         const actor = c.get('actor');
         requirePermission(actor, 'schedules:write');
         const row = await loadSchedule(actor, c.req.valid('param').schedule_id);
-        const note = (await c.req.json().catch(() => ({})))?.note as string | undefined;
-        const parsedNote = NoteBody.safeParse({ note });
-        if (!parsedNote.success) throw new ApiError(400, 'request.invalid', 'body.note: at most 1000 characters', [{ name: 'body.note', reason: 'at most 1000 characters' }]);
+        refuseNonJson(c.req.header('content-type'));
+        const { note } = c.req.valid('json');
         const updated = await change(actor, c.get('requestId'), row, `schedule.${action}`, { state: action === 'pause' ? 'paused' : 'active', note: note ?? null }, () =>
           (action === 'pause' ? handleOf(row.id).pause(note) : handleOf(row.id).unpause(note)).catch((err) => temporalError(err, 'schedule')),
         );
@@ -436,23 +445,21 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
       method: 'post',
       path: '/v1/schedules/{schedule_id}/trigger',
       tags,
-      request: { params: ScheduleId, body: { required: false, content: { 'application/json': { schema: z.object({ overlap: OverlapSchema.optional() }) } } } },
-      responses: { 202: json(z.object({ schedule_id: z.string(), triggered: z.literal(true) }), 'One run, now (also when paused)'), ...problemResponses },
+      request: { params: ScheduleId, body: { required: false, content: { 'application/json': { schema: TriggerBody } } } },
+      responses: { 200: json(z.object({ schedule_id: z.string(), triggered: z.literal(true) }), 'One run, now (also when paused)'), ...problemResponses },
     }),
     async (c) => {
       const actor = c.get('actor');
       requirePermission(actor, 'schedules:write');
       const row = await loadSchedule(actor, c.req.valid('param').schedule_id);
-      const raw = await c.req.json().catch(() => ({}));
-      const parsed = z.object({ overlap: OverlapSchema.optional() }).safeParse(raw ?? {});
-      if (!parsed.success) throw new ApiError(400, 'request.invalid', `body.overlap: must be one of ${Object.keys(OVERLAP).join(', ')}`, [{ name: 'body.overlap', reason: 'not an overlap policy' }]);
-      const overlap = parsed.data.overlap;
+      refuseNonJson(c.req.header('content-type'));
+      const { overlap } = c.req.valid('json');
       await change(actor, c.get('requestId'), row, 'schedule.trigger', {}, () =>
         handleOf(row.id)
           .trigger(overlap ? OVERLAP[overlap] : undefined)
           .catch((err) => temporalError(err, 'schedule')),
       );
-      return c.json({ schedule_id: row.id, triggered: true as const }, 202);
+      return c.json({ schedule_id: row.id, triggered: true as const }, 200);
     },
   );
 
@@ -462,7 +469,7 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
       path: '/v1/schedules/{schedule_id}/backfill',
       tags,
       request: { params: ScheduleId, body: jsonBody(Backfill) },
-      responses: { 202: json(z.object({ schedule_id: z.string(), backfilled: z.literal(true) }), 'The runs the schedule would have started in [start, end), started now'), ...problemResponses },
+      responses: { 200: json(z.object({ schedule_id: z.string(), backfilled: z.literal(true) }), 'The runs the schedule would have started in [start, end), started now'), ...problemResponses },
     }),
     async (c) => {
       const actor = c.get('actor');
@@ -474,7 +481,7 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
           .backfill({ start: new Date(body.start), end: new Date(body.end), ...(body.overlap ? { overlap: OVERLAP[body.overlap] } : {}) })
           .catch((err) => temporalError(err, 'body')),
       { start: body.start, end: body.end, overlap: body.overlap ?? null });
-      return c.json({ schedule_id: row.id, backfilled: true as const }, 202);
+      return c.json({ schedule_id: row.id, backfilled: true as const }, 200);
     },
   );
 
