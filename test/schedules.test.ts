@@ -199,6 +199,34 @@ describe('schedules', () => {
     expect(got.body.info.next_run_times.length).toBeGreaterThan(0);
   });
 
+  it('with overlap "cancel other", a new run interrupts the run still going; with "skip", it is not started', async () => {
+    const long = 'say working\nsleep 120000\nsay done';
+    const cancelling = await createSchedule({ prompt: long, paused: true, policies: { overlap: 'cancel_other' } });
+    await stack.call('POST', `/v1/schedules/${cancelling.id}/trigger`);
+    const first = await eventually(async () => (await runsOf(cancelling.id)).find((r) => r.status === 'running'), { what: 'the first run to be running' });
+    // the second fire has its own scheduled time (fires are named by the second)
+    await eventually(async () => (Date.now() - Date.parse(first.scheduled_at) > 1500 ? true : undefined), { what: 'the next second' });
+    await stack.call('POST', `/v1/schedules/${cancelling.id}/trigger`);
+    const interrupted = await eventually(async () => (await runsOf(cancelling.id)).find((r) => r.session_id === first.session_id && r.stop_reason?.type === 'interrupted'), {
+      what: 'the first run to be interrupted',
+    });
+    expect(interrupted.status).toBe('idle');
+    const second = await eventually(async () => (await runsOf(cancelling.id)).find((r) => r.session_id !== first.session_id && r.status === 'running'), { what: 'the second run to be running' });
+    expect(second.scheduled_at > first.scheduled_at).toBe(true);
+    await stack.call('POST', `/v1/sessions/${second.session_id}/events`, { events: [{ type: 'user.interrupt' }] });
+
+    const skipping = await createSchedule({ prompt: long, paused: true, policies: { overlap: 'skip' } });
+    const handle = stack.temporal.schedule.getHandle(skipping.id);
+    await stack.call('POST', `/v1/schedules/${skipping.id}/trigger`);
+    const only = await eventually(async () => (await runsOf(skipping.id)).find((r) => r.status === 'running'), { what: 'the run to be running' });
+    await eventually(async () => (Date.now() - Date.parse(only.scheduled_at) > 1500 ? true : undefined), { what: 'the next second' });
+    await stack.call('POST', `/v1/schedules/${skipping.id}/trigger`);
+    // Temporal counts the fire it skipped; nothing was started for it
+    await eventually(async () => ((await handle.describe()).info.numActionsSkippedOverlap === 1 ? true : undefined), { what: 'the skipped fire' });
+    expect((await runsOf(skipping.id)).map((r) => r.session_id)).toEqual([only.session_id]);
+    await stack.call('POST', `/v1/sessions/${only.session_id}/events`, { events: [{ type: 'user.interrupt' }] });
+  });
+
   it('audits create, update, pause, unpause, trigger and delete, and a deleted schedule is gone', async () => {
     const schedule = await createSchedule({ paused: true });
     await stack.call('PATCH', `/v1/schedules/${schedule.id}`, { prompt: 'say other' });

@@ -456,7 +456,8 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
       const { overlap } = c.req.valid('json');
       await change(actor, c.get('requestId'), row, 'schedule.trigger', {}, () =>
         handleOf(row.id)
-          .trigger(overlap ? OVERLAP[overlap] : undefined)
+          // the SDK's default is "allow all"; a run triggered by hand follows the schedule's policy unless told otherwise
+          .trigger(OVERLAP[overlap ?? (row.policies as Policies).overlap])
           .catch((err) => temporalError(err, 'schedule')),
       );
       return c.json({ schedule_id: row.id, triggered: true as const }, 200);
