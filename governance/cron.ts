@@ -10,7 +10,7 @@ const FIELDS: Array<{ name: string; min: number; max: number; names?: string[]; 
   { name: 'hour', min: 0, max: 23 },
   { name: 'day of month', min: 1, max: 31 },
   { name: 'month', min: 1, max: 12, names: MONTHS, namesFrom: 1 },
-  { name: 'day of week', min: 0, max: 7, names: DAYS, namesFrom: 0 },
+  { name: 'day of week', min: 0, max: 6, names: DAYS, namesFrom: 0 },
 ];
 
 /** Why the expression is not one we accept, or null when it is. */

@@ -52,6 +52,9 @@ const SpecSchema = z
       const problem = cronProblem(expression);
       if (problem) ctx.addIssue({ code: 'custom', path: ['cron', i], message: `not a cron expression: ${problem}` });
     }
+    for (const [i, interval] of (spec.intervals ?? []).entries()) {
+      if ((interval.offset_seconds ?? 0) >= interval.every_seconds) ctx.addIssue({ code: 'custom', path: ['intervals', i, 'offset_seconds'], message: 'must be less than every_seconds' });
+    }
     if (!isKnownTimeZone(spec.time_zone)) ctx.addIssue({ code: 'custom', path: ['time_zone'], message: `unknown time zone ${spec.time_zone}` });
   });
 type Spec = z.infer<typeof SpecSchema>;
