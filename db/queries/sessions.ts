@@ -8,11 +8,6 @@ import { approvals, runtimeSessions, sessions } from '../schema/index';
 export type SessionRow = typeof sessions.$inferSelect;
 export type NewSession = typeof sessions.$inferInsert;
 
-export async function insertSession(db: Db, row: NewSession): Promise<SessionRow> {
-  const [inserted] = await db.insert(sessions).values(row).returning();
-  return inserted!;
-}
-
 /** Inserts the row unless its id is taken (a retry, or a concurrent request with the same idempotency key): null then. */
 export async function insertSessionIfAbsent(db: Db, row: NewSession): Promise<SessionRow | null> {
   const [inserted] = await db.insert(sessions).values(row).onConflictDoNothing({ target: sessions.id }).returning();
