@@ -3,7 +3,7 @@
  */
 import type { Actor, AgentSnapshot, SessionBudget, ToolPolicy } from '../governance/types';
 import type { TurnInput, TurnResult } from '../runtimes/runtime-adapter';
-import type { SessionStatus, StopReason } from '../workflows/definitions';
+import type { SessionStatus, SessionWorkflowInput, StopReason } from '../workflows/definitions';
 
 export interface WorkflowEvent {
   /** dedupe key: the same sourceId is written once per session, however often the activity retries */
@@ -57,4 +57,24 @@ export interface SessionActivities {
   runTurn(input: RunTurnInput): Promise<TurnOutcome>;
   recordDecision(input: RecordDecisionInput): Promise<void>;
   closeRuntime(input: { sessionId: string; runtime: string }): Promise<void>;
+}
+
+export interface CreateScheduledSessionInput {
+  scheduleId: string;
+  teamId: string;
+  /** the scheduled workflow's id: unique per fire, so the session id derives from it */
+  runId: string;
+  /** ISO time the schedule fired for */
+  scheduledAt: string;
+}
+
+export interface ScheduledSession {
+  sessionId: string;
+  input: SessionWorkflowInput;
+}
+
+export interface ScheduleActivities {
+  createScheduledSession(input: CreateScheduledSessionInput): Promise<ScheduledSession>;
+  /** resolves once the session is idle after a turn, or terminated; heartbeats meanwhile */
+  awaitSessionSettled(input: { sessionId: string }): Promise<{ status: SessionStatus; stopReason: StopReason | null }>;
 }

@@ -22,6 +22,7 @@ import { registerEnvironmentRoutes } from './routes/environments.routes';
 import { registerGovernanceRoutes } from './routes/governance.routes';
 import { registerHealthRoutes } from './routes/health.routes';
 import { registerKeyRoutes } from './routes/keys.routes';
+import { registerScheduleRoutes } from './routes/schedules.routes';
 import { registerSessionRoutes } from './routes/sessions.routes';
 import { registerTeamRoutes } from './routes/teams.routes';
 import { registerWebhookRoutes } from './routes/webhooks.routes';
@@ -91,6 +92,7 @@ export function createApp(deps: AppDeps): App {
   registerEnvironmentRoutes(app, deps);
   registerCredentialRoutes(app, deps);
   registerSessionRoutes(app, deps);
+  registerScheduleRoutes(app, deps);
   registerKeyRoutes(app, deps);
   registerTeamRoutes(app, deps);
   registerAuditRoutes(app, deps);

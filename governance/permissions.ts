@@ -26,14 +26,18 @@ export const PERMISSIONS = [
   'budgets:write',
   /** change team tool rules and agents' policies */
   'policies:write',
+  /** list schedules and their run history */
+  'schedules:read',
+  /** create, change, pause, trigger and delete schedules (their runs start sessions as the schedule's creator) */
+  'schedules:write',
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
-const READS: Permission[] = ['agents:read', 'environments:read', 'credentials:read', 'sessions:read', 'approvals:read', 'budgets:read'];
+const READS: Permission[] = ['agents:read', 'environments:read', 'credentials:read', 'sessions:read', 'approvals:read', 'budgets:read', 'schedules:read'];
 
 export const ROLE_PERMISSIONS: Record<Role, ReadonlySet<Permission>> = {
   admin: new Set(PERMISSIONS),
-  developer: new Set<Permission>([...READS, 'agents:write', 'environments:write', 'sessions:write']),
+  developer: new Set<Permission>([...READS, 'agents:write', 'environments:write', 'sessions:write', 'schedules:write']),
   approver: new Set<Permission>(['agents:read', 'sessions:read', 'approvals:read', 'approvals:decide']),
   viewer: new Set<Permission>([...READS, 'audit:read']),
   service: new Set<Permission>(['agents:read', 'environments:read', 'sessions:read', 'sessions:write']),

@@ -41,6 +41,8 @@ const fx = {
   keyId: '',
   /** the audit row of the fixture agent's creation */
   auditId: '',
+  /** paused, on a cron that fires once in four years: nothing it does starts a session in this file */
+  scheduleId: '',
 };
 
 beforeAll(async () => {
@@ -57,6 +59,7 @@ beforeAll(async () => {
   fx.waitingToolUseId = waiting.toolUseId;
   fx.keyId = await keyIdOf(await stack.key('viewer'));
   fx.auditId = (await stack.db.db.execute(sql`select id from audit_log where target = ${fx.agentId} and action = 'agent.create'`) as unknown as { rows: Array<{ id: string }> }).rows[0]!.id;
+  fx.scheduleId = await createSchedule(fx.agentId);
   for (const id of Object.values(fx)) expect(id).toBeTruthy();
 });
 afterAll(async () => {
@@ -184,6 +187,9 @@ interface Writes {
   team_policies_updated: string | null;
   /** the sum of every team's policy revision: every policy change (team rules or an agent's) bumps its team's */
   policy_revisions: number;
+  schedules: number;
+  /** an update, pause or delete moves a schedule's updated_at */
+  schedules_updated: string | null;
 }
 
 async function writes(): Promise<Writes> {
@@ -210,12 +216,14 @@ async function writes(): Promise<Writes> {
       (select max(updated_at)::text from model_prices) as model_prices_updated,
       (select count(*) from team_policies) as team_policies,
       (select max(updated_at)::text from team_policies) as team_policies_updated,
-      (select coalesce(sum(policy_revision), 0) from teams) as policy_revisions
+      (select coalesce(sum(policy_revision), 0) from teams) as policy_revisions,
+      (select count(*) from schedules) as schedules,
+      (select max(updated_at)::text from schedules) as schedules_updated
   `)) as unknown as { rows: Writes[] };
   return result.rows[0]!;
 }
 
-async function ownIds(table: 'agents' | 'environments' | 'credentials' | 'sessions' | 'api_keys' | 'audit_log' | 'webhooks' | 'budgets'): Promise<Set<string>> {
+async function ownIds(table: 'agents' | 'environments' | 'credentials' | 'sessions' | 'api_keys' | 'audit_log' | 'webhooks' | 'budgets' | 'schedules'): Promise<Set<string>> {
   const result = (await stack.db.db.execute(sql`select id from ${sql.identifier(table)} where team_id = ${stack.teamId}`)) as unknown as { rows: Array<{ id: string }> };
   return new Set(result.rows.map((r) => r.id));
 }
@@ -322,6 +330,25 @@ const budgetAgentId = once(() => createAgent({ name: 'budgeted, never run' }));
 /** the budget the tables read; never deleted (a deleting call that may succeed gets a budget of its own) */
 let fixtureBudgetId = '';
 const budgetId = once(async () => (fixtureBudgetId = await createBudget({ scope: 'agent', agent_id: await budgetAgentId(), period: 'day', limit_usd: 10 })));
+
+/** The first of February 29: a schedule on it fires nothing while this file runs. */
+const LEAP_DAY_CRON = '0 0 29 2 *';
+/** A paused schedule of the own team on the given agent. */
+async function createSchedule(agentId: string): Promise<string> {
+  const res = await send('POST', '/v1/schedules', { body: { agent: agentId, prompt: 'say scheduled', spec: { cron: [LEAP_DAY_CRON] }, paused: true } });
+  expect(res.status, res.text).toBe(200);
+  return res.body.id;
+}
+/**
+ * A schedule whose agent was archived after it was made: a run it fires fails before it writes a session, so a
+ * trigger that succeeds leaves no session appearing later, under another role's check that nothing was written.
+ */
+async function inertSchedule(): Promise<string> {
+  const agentId = await createAgent({ name: 'scheduled, then archived' });
+  const scheduleId = await createSchedule(agentId);
+  expect((await send('POST', `/v1/agents/${agentId}/archive`)).status).toBe(200);
+  return scheduleId;
+}
 
 /** A credential of the own team, for a call that rotates or revokes it. */
 async function createCredential(): Promise<string> {
@@ -906,6 +933,92 @@ const ACCESS: Record<string, AccessCase[]> = {
       },
     },
   ],
+  'POST /v1/schedules': [
+    {
+      permission: 'schedules:write',
+      // the body names the own team's agent: another team's key does not find it
+      request: async () => ({ path: '/v1/schedules', body: { agent: fx.agentId, prompt: 'say scheduled', spec: { cron: [LEAP_DAY_CRON] }, paused: true } }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body).toMatchObject({ type: 'schedule', agent: { id: fx.agentId }, state: { paused: true }, policies: { overlap: 'skip' } }),
+    },
+  ],
+  'GET /v1/schedules': [
+    {
+      permission: 'schedules:read',
+      request: async () => ({ path: '/v1/schedules?limit=1000' }),
+      otherTeam: 'list',
+      list: { itemId: byId, reference: () => fx.scheduleId, own: () => ownIds('schedules'), emptyForOtherTeam: true },
+    },
+  ],
+  'GET /v1/schedules/{schedule_id}': [
+    {
+      permission: 'schedules:read',
+      request: async () => ({ path: `/v1/schedules/${fx.scheduleId}` }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body).toMatchObject({ id: fx.scheduleId, info: { runs_started: 0 } }),
+    },
+  ],
+  'PATCH /v1/schedules/{schedule_id}': [
+    {
+      permission: 'schedules:write',
+      request: async () => ({ path: `/v1/schedules/${fx.scheduleId}`, body: { prompt: 'say changed by the access table' } }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body).toMatchObject({ id: fx.scheduleId, prompt: 'say changed by the access table' }),
+    },
+  ],
+  'DELETE /v1/schedules/{schedule_id}': [
+    {
+      permission: 'schedules:write',
+      request: async (fresh) => ({ path: `/v1/schedules/${fresh ? await createSchedule(fx.agentId) : fx.scheduleId}` }),
+      otherTeam: 'not_found',
+      check: async (res) => expect((await send('GET', `/v1/schedules/${res.body.id}`)).status).toBe(404),
+    },
+  ],
+  'POST /v1/schedules/{schedule_id}/pause': [
+    {
+      permission: 'schedules:write',
+      request: async () => ({ path: `/v1/schedules/${fx.scheduleId}/pause`, body: { note: 'paused by the access table' } }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body.state).toEqual({ paused: true, note: 'paused by the access table' }),
+    },
+  ],
+  'POST /v1/schedules/{schedule_id}/unpause': [
+    {
+      permission: 'schedules:write',
+      // unpausing the fixture would leave it firing on leap days only; a fresh one is unpaused and deleted
+      request: async (fresh) => ({ path: `/v1/schedules/${fresh ? await createSchedule(fx.agentId) : fx.scheduleId}/unpause` }),
+      otherTeam: 'not_found',
+      check: async (res) => {
+        expect(res.body.state.paused).toBe(false);
+        expect((await send('DELETE', `/v1/schedules/${res.body.id}`)).status).toBe(200);
+      },
+    },
+  ],
+  'POST /v1/schedules/{schedule_id}/trigger': [
+    {
+      permission: 'schedules:write',
+      request: async (fresh) => ({ path: `/v1/schedules/${fresh ? await inertSchedule() : fx.scheduleId}/trigger` }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body).toEqual({ schedule_id: expect.stringMatching(/^sched_/), triggered: true }),
+    },
+  ],
+  'POST /v1/schedules/{schedule_id}/backfill': [
+    {
+      permission: 'schedules:write',
+      // a minute of 2026 with no leap day in it: the backfill fires nothing
+      request: async () => ({ path: `/v1/schedules/${fx.scheduleId}/backfill`, body: { start: '2026-01-01T00:00:00Z', end: '2026-01-01T00:01:00Z' } }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body).toEqual({ schedule_id: fx.scheduleId, backfilled: true }),
+    },
+  ],
+  'GET /v1/schedules/{schedule_id}/runs': [
+    {
+      permission: 'schedules:read',
+      request: async () => ({ path: `/v1/schedules/${fx.scheduleId}/runs` }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body).toEqual({ data: [], next_page: null }),
+    },
+  ],
 };
 
 const PUBLIC_ROUTES = ['/healthz', '/readyz', '/openapi.json'];
@@ -1169,6 +1282,30 @@ const MALFORMED: Record<string, Malformed[]> = {
       field: 'body.tool_policy.rules.0.action',
     },
   ],
+  'POST /v1/schedules': [
+    { what: 'a cron hour of 25', call: () => ({ path: '/v1/schedules', body: { agent: fx.agentId, prompt: 'x', spec: { cron: ['0 25 * * *'] } } }), field: 'body.spec.cron.0' },
+    { what: 'an unknown time zone', call: () => ({ path: '/v1/schedules', body: { agent: fx.agentId, prompt: 'x', spec: { cron: ['0 3 * * *'], time_zone: 'Mars/Olympus_Mons' } } }), field: 'body.spec.time_zone' },
+    { what: 'neither cron nor intervals', call: () => ({ path: '/v1/schedules', body: { agent: fx.agentId, prompt: 'x', spec: {} } }), field: 'body.spec.cron' },
+    {
+      what: 'an overlap policy that is not offered',
+      call: () => ({ path: '/v1/schedules', body: { agent: fx.agentId, prompt: 'x', spec: { cron: ['0 3 * * *'] }, policies: { overlap: 'terminate_other' } } }),
+      field: 'body.policies.overlap',
+    },
+    { what: 'no prompt', call: () => ({ path: '/v1/schedules', body: { agent: fx.agentId, spec: { cron: ['0 3 * * *'] } } }), field: 'body.prompt' },
+  ],
+  'GET /v1/schedules': [{ what: 'a zero limit', call: () => ({ path: '/v1/schedules?limit=0' }), field: 'query.limit' }],
+  'PATCH /v1/schedules/{schedule_id}': [
+    { what: 'an interval of 0 seconds', call: () => ({ path: `/v1/schedules/${fx.scheduleId}`, body: { spec: { intervals: [{ every_seconds: 0 }] } } }), field: 'body.spec.intervals.0.every_seconds' },
+    { what: 'a catch-up window under 10 seconds', call: () => ({ path: `/v1/schedules/${fx.scheduleId}`, body: { policies: { catchup_window_seconds: 1 } } }), field: 'body.policies.catchup_window_seconds' },
+  ],
+  'POST /v1/schedules/{schedule_id}/pause': [{ what: 'a note that is a number', call: () => ({ path: `/v1/schedules/${fx.scheduleId}/pause`, body: { note: 5 } }), field: 'body.note' }],
+  'POST /v1/schedules/{schedule_id}/unpause': [{ what: 'a note that is a list', call: () => ({ path: `/v1/schedules/${fx.scheduleId}/unpause`, body: { note: ['x'] } }), field: 'body.note' }],
+  'POST /v1/schedules/{schedule_id}/trigger': [{ what: 'an unknown overlap policy', call: () => ({ path: `/v1/schedules/${fx.scheduleId}/trigger`, body: { overlap: 'maybe' } }), field: 'body.overlap' }],
+  'POST /v1/schedules/{schedule_id}/backfill': [
+    { what: 'a start that is not ISO 8601', call: () => ({ path: `/v1/schedules/${fx.scheduleId}/backfill`, body: { start: 'yesterday', end: '2026-01-01T00:01:00Z' } }), field: 'body.start' },
+    { what: 'an end before the start', call: () => ({ path: `/v1/schedules/${fx.scheduleId}/backfill`, body: { start: '2026-01-01T00:01:00Z', end: '2026-01-01T00:00:00Z' } }), field: 'body.end' },
+  ],
+  'GET /v1/schedules/{schedule_id}/runs': [{ what: 'a limit above 1000', call: () => ({ path: `/v1/schedules/${fx.scheduleId}/runs?limit=1001` }), field: 'query.limit' }],
 };
 
 /** A well-formed body for each route that takes one, so that only the id is wrong. */
@@ -1177,9 +1314,11 @@ const GOOD_BODY: Record<string, unknown> = {
   'POST /v1/sessions/{session_id}/events': { events: [{ type: 'user.message', content: 'say hi' }] },
   'POST /v1/credentials/{credential_id}/rotate': { secret: 'sk-never-stored' },
   'PUT /v1/agents/{agent_id}/policy': { tool_policy: { rules: [], default: 'allow' } },
+  'PATCH /v1/schedules/{schedule_id}': { prompt: 'say x' },
+  'POST /v1/schedules/{schedule_id}/backfill': { start: '2026-01-01T00:00:00Z', end: '2026-01-01T00:01:00Z' },
 };
 
-const ID_PREFIX: Record<string, string> = { agent_id: 'agent', credential_id: 'cred', session_id: 'sesn', key_id: 'key', webhook_id: 'whk', budget_id: 'bud' };
+const ID_PREFIX: Record<string, string> = { agent_id: 'agent', credential_id: 'cred', session_id: 'sesn', key_id: 'key', webhook_id: 'whk', budget_id: 'bud', schedule_id: 'sched' };
 /**
  * Path parameters that are names, not ids: every value is valid, so there is no unknown one to answer 404 for.
  * `PUT /v1/pricing/{model}` sets a price for any model name, also one no agent uses yet (the access table calls

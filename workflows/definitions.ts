@@ -82,3 +82,22 @@ export const interruptSignal = defineSignal<[{ actor: Actor; eventId: string }]>
 export const archiveSignal = defineSignal<[{ actor: Actor }]>('session.archive');
 export const policyUpdateSignal = defineSignal<[{ policy: ToolPolicy; version: number }]>('policy.update');
 export const sessionStateQuery = defineQuery<SessionState>('session.state');
+
+// ---- scheduled runs ---------------------------------------------------------------------------------------
+
+export const SCHEDULED_RUN_WORKFLOW = 'scheduledRun';
+
+/**
+ * What a schedule's action starts: the schedule is read when the run fires, so an update to its prompt or agent
+ * needs no change to the Temporal schedule.
+ */
+export interface ScheduledRunInput {
+  scheduleId: string;
+  teamId: string;
+}
+
+export interface ScheduledRunResult {
+  sessionId: string;
+  status: SessionStatus;
+  stopReason: StopReason | null;
+}

@@ -1,1 +1,2 @@
 export { agentSession } from './agent-session.workflow';
+export { scheduledRun } from './scheduled-run.workflow';

@@ -5,13 +5,13 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { WorkflowIdConflictPolicy, WorkflowNotFoundError } from '@temporalio/common';
 import { streamSSE } from 'hono/streaming';
-import { getAgent, getEnvironment } from '../../db/queries/agents';
+import { getAgent } from '../../db/queries/agents';
+import { planSession, recordSession, SessionStartError, sessionWorkflowInput } from '../../db/queries/session-start';
 import { appendAudit } from '../../db/queries/audit';
 import { listEvents, toPublicEvent } from '../../db/queries/events';
 import {
   getApproval,
   getSession,
-  insertSession,
   listPendingApprovals,
   listSessions,
   markSessionArchived,
@@ -21,8 +21,6 @@ import {
 } from '../../db/queries/sessions';
 import { newId, stableId } from '../../db/ids';
 import { microsToUsd } from '../../governance/budget';
-import { composePolicy } from '../../governance/policy';
-import { getTeamPolicy } from '../../db/queries/policies';
 import type { Actor } from '../../governance/types';
 import {
   archiveSignal,
@@ -30,7 +28,6 @@ import {
   SESSION_WORKFLOW,
   toolConfirmationSignal,
   userMessageSignal,
-  type SessionWorkflowInput,
 } from '../../workflows/definitions';
 import { requirePermission, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
@@ -92,7 +89,7 @@ export const SessionSchema = z
     usage: Usage,
     pending_approvals: z.array(z.object({ tool_use_id: z.string(), tool: z.string(), input: z.unknown(), requested_at: z.string(), expires_at: z.string() })),
     initiator: z.object({ key_id: z.string() }),
-    trigger: z.string(),
+    trigger: z.object({ type: z.enum(['api', 'schedule', 'cli']), schedule_id: z.string().optional(), scheduled_at: z.string().optional() }).openapi({ description: 'what started the session' }),
     created_at: z.string(),
     updated_at: z.string(),
     archived_at: z.string().nullable(),
@@ -109,7 +106,7 @@ function toApproval(a: ApprovalRow) {
   return { session_id: a.sessionId, tool_use_id: a.toolUseId, tool: a.tool, input: a.input, status: a.status, requested_at: a.requestedAt.toISOString(), expires_at: a.expiresAt.toISOString() };
 }
 
-function toSessionResponse(row: SessionRow, pending: ApprovalRow[]): z.infer<typeof SessionSchema> {
+export function toSessionResponse(row: SessionRow, pending: ApprovalRow[]): z.infer<typeof SessionSchema> {
   const cost = microsToUsd(row.costMicros);
   return {
     id: row.id,
@@ -131,11 +128,21 @@ function toSessionResponse(row: SessionRow, pending: ApprovalRow[]): z.infer<typ
     },
     pending_approvals: pending.map((a) => ({ tool_use_id: a.toolUseId, tool: a.tool, input: a.input, requested_at: a.requestedAt.toISOString(), expires_at: a.expiresAt.toISOString() })),
     initiator: { key_id: row.initiatorKeyId },
-    trigger: row.trigger,
+    trigger: {
+      type: row.trigger as 'api' | 'schedule' | 'cli',
+      ...(row.scheduleId ? { schedule_id: row.scheduleId } : {}),
+      ...(row.scheduledAt ? { scheduled_at: row.scheduledAt.toISOString() } : {}),
+    },
     created_at: row.createdAt.toISOString(),
     updated_at: row.updatedAt.toISOString(),
     archived_at: row.archivedAt?.toISOString() ?? null,
   };
+}
+
+/** A session that cannot start is the caller's fault: the answer names the field. */
+function rethrowStartError(err: unknown): never {
+  if (err instanceof SessionStartError) throw new ApiError(err.status, err.code, err.message, err.field ? [{ name: err.field, reason: err.message }] : undefined);
+  throw err;
 }
 
 const textOf = (content: z.infer<typeof TextContent>) => (typeof content === 'string' ? content : content.map((c) => c.text).join('\n'));
@@ -186,23 +193,9 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
       requirePermission(actor, 'sessions:write');
       const body = c.req.valid('json');
       const agentRef = typeof body.agent === 'string' ? { id: body.agent, version: undefined } : body.agent;
-      const found = await getAgent(db, { teamId: actor.teamId, agentId: agentRef.id, version: agentRef.version });
-      if (!found) throw new ApiError(404, 'resource.not_found', `agent ${agentRef.id}${agentRef.version ? ` version ${agentRef.version}` : ''} was not found`);
-      if (found.agent.archivedAt) throw new ApiError(409, 'resource.conflict', `agent ${found.agent.id} is archived`);
-      if (body.environment_id && !(await getEnvironment(db, { teamId: actor.teamId, environmentId: body.environment_id }))) {
-        throw new ApiError(404, 'resource.not_found', `environment ${body.environment_id} was not found`);
-      }
-      const snapshot = toSnapshot({ agentId: found.agent.id, version: found.version.version, teamId: actor.teamId, def: found.version.definition as AgentDefinition });
-      const agentCap = snapshot.budget.max_cost_usd;
-      if (body.budget && agentCap !== undefined && body.budget.max_cost_usd > agentCap) {
-        throw new ApiError(400, 'request.invalid', `body.budget.max_cost_usd: ${body.budget.max_cost_usd} exceeds the agent's cap of ${agentCap}`, [
-          { name: 'body.budget.max_cost_usd', reason: `must not exceed the agent's cap (${agentCap})` },
-        ]);
-      }
-      const budget = { ...snapshot.budget, ...body.budget };
-      // the team's deny rules go on top of the agent's own; the revision orders later policy changes
-      const team = await getTeamPolicy(db, actor.teamId);
-      snapshot.toolPolicy = composePolicy(team.rules, snapshot.toolPolicy);
+      const plan = await planSession(db, { teamId: actor.teamId, agentId: agentRef.id, agentVersion: agentRef.version, environmentId: body.environment_id, budget: body.budget }).catch(
+        rethrowStartError,
+      );
 
       // an Idempotency-Key makes a retried request land on the session the first one created
       const idempotencyKey = c.req.valid('header')['idempotency-key'];
@@ -213,48 +206,27 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
       }
       const initialMessages = (body.initial_events ?? []).map((event, i) => ({ eventId: stableId('sevt', sessionId, 'initial', String(i)), text: textOf(event.content) }));
 
-      let row: SessionRow;
-      try {
-        row = await db.transaction(async (tx) => {
-          const inserted = await insertSession(tx, {
-            id: sessionId,
-            teamId: actor.teamId,
-            agentId: snapshot.agentId,
-            agentVersion: snapshot.version,
-            runtime: snapshot.runtime.type,
-            environmentId: body.environment_id ?? null,
-            title: body.title ?? null,
-            metadata: body.metadata ?? {},
-            status: 'idle',
-            initiatorKeyId: actor.keyId,
-            trigger: 'api',
-            budget,
-          });
-          await appendAudit(tx, {
-            ...auditActor(actor, c.get('requestId')),
-            action: 'session.create',
-            target: sessionId,
-            decision: 'ok',
-            reason: 'sessions:write',
-            data: { agent_id: snapshot.agentId, agent_version: snapshot.version, runtime: snapshot.runtime.type },
-          });
-          return inserted;
-        });
-      } catch (err) {
-        // a concurrent request with the same Idempotency-Key inserted the row first: it starts the workflow
-        const existing = idempotencyKey ? await getSession(db, { teamId: actor.teamId, sessionId }) : null;
-        if (existing) return c.json(await sessionResponse(existing), 200);
-        throw err;
-      }
+      const { row, created } = await recordSession(db, {
+        id: sessionId,
+        actor,
+        plan,
+        environmentId: body.environment_id ?? null,
+        title: body.title ?? null,
+        metadata: body.metadata ?? {},
+        trigger: 'api',
+        requestId: c.get('requestId'),
+      });
+      // a concurrent request with the same Idempotency-Key inserted the row first: it starts the workflow
+      if (!created) return c.json(await sessionResponse(row), 200);
 
-      const input: SessionWorkflowInput = { sessionId, agent: snapshot, initiator: actor, trigger: 'api', budget, initialMessages, policyVersion: team.revision };
+      const input = sessionWorkflowInput({ id: sessionId, actor, plan, trigger: 'api' }, initialMessages);
       try {
         await temporal.workflow.start(SESSION_WORKFLOW, {
           workflowId: sessionId,
           taskQueue: deps.taskQueue,
           args: [input],
           workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
-          memo: { teamId: actor.teamId, agentId: snapshot.agentId },
+          memo: { teamId: actor.teamId, agentId: plan.snapshot.agentId },
         });
       } catch (err) {
         // the row must not claim a session that does not run
@@ -276,6 +248,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
           runtime: z.string().max(50).optional(),
           status: z.enum(STATUSES).optional(),
           initiator: z.string().max(100).optional().openapi({ description: 'the key id that started the session' }),
+          schedule_id: z.string().max(100).optional().openapi({ description: 'only the runs of this schedule' }),
           created_after: z.iso.datetime({ offset: true }).optional(),
           created_before: z.iso.datetime({ offset: true }).optional(),
           include_archived: z.enum(['true', 'false']).default('false'),
@@ -293,6 +266,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
         runtime: q.runtime,
         status: q.status,
         initiatorKeyId: q.initiator,
+        scheduleId: q.schedule_id,
         createdAfter: q.created_after ? new Date(q.created_after) : undefined,
         createdBefore: q.created_before ? new Date(q.created_before) : undefined,
         after: q.page,

@@ -8,9 +8,10 @@ import { approvals, runtimeSessions, sessions } from '../schema/index';
 export type SessionRow = typeof sessions.$inferSelect;
 export type NewSession = typeof sessions.$inferInsert;
 
-export async function insertSession(db: Db, row: NewSession): Promise<SessionRow> {
-  const [inserted] = await db.insert(sessions).values(row).returning();
-  return inserted!;
+/** Inserts the row unless its id is taken (a retry, or a concurrent request with the same idempotency key): null then. */
+export async function insertSessionIfAbsent(db: Db, row: NewSession): Promise<SessionRow | null> {
+  const [inserted] = await db.insert(sessions).values(row).onConflictDoNothing({ target: sessions.id }).returning();
+  return inserted ?? null;
 }
 
 export async function getSession(db: Db, params: { teamId: string; sessionId: string }): Promise<SessionRow | null> {
@@ -21,12 +22,19 @@ export async function getSession(db: Db, params: { teamId: string; sessionId: st
   return row ?? null;
 }
 
+/** For the worker, which knows the session only by id. */
+export async function getSessionById(db: Db, sessionId: string): Promise<SessionRow | null> {
+  const [row] = await db.select().from(sessions).where(eq(sessions.id, sessionId));
+  return row ?? null;
+}
+
 export interface SessionFilter {
   teamId: string;
   agentId?: string;
   runtime?: string;
   status?: string;
   initiatorKeyId?: string;
+  scheduleId?: string;
   createdAfter?: Date;
   createdBefore?: Date;
   /** the last id of the previous page */
@@ -42,6 +50,7 @@ export async function listSessions(db: Db, filter: SessionFilter): Promise<Sessi
   if (filter.runtime) where.push(eq(sessions.runtime, filter.runtime));
   if (filter.status) where.push(eq(sessions.status, filter.status));
   if (filter.initiatorKeyId) where.push(eq(sessions.initiatorKeyId, filter.initiatorKeyId));
+  if (filter.scheduleId) where.push(eq(sessions.scheduleId, filter.scheduleId));
   if (filter.createdAfter) where.push(gte(sessions.createdAt, filter.createdAfter));
   if (filter.createdBefore) where.push(lte(sessions.createdAt, filter.createdBefore));
   if (filter.after) where.push(lt(sessions.id, filter.after));

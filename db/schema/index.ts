@@ -5,3 +5,4 @@ export * from './sessions';
 export * from './ledger';
 export * from './audit';
 export * from './governance';
+export * from './schedules';

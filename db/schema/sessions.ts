@@ -17,6 +17,10 @@ export const sessions = pgTable(
     stopReason: jsonb('stop_reason'),
     initiatorKeyId: text('initiator_key_id').notNull(),
     trigger: text('trigger').notNull(),
+    /** the schedule that started the session (trigger 'schedule') */
+    scheduleId: text('schedule_id'),
+    /** for a scheduled run: the time Temporal scheduled it for */
+    scheduledAt: timestamp('scheduled_at', { withTimezone: true }),
     budget: jsonb('budget').notNull(),
     inputTokens: bigint('input_tokens', { mode: 'number' }).notNull().default(0),
     outputTokens: bigint('output_tokens', { mode: 'number' }).notNull().default(0),
@@ -35,6 +39,7 @@ export const sessions = pgTable(
     index('sessions_team_status_idx').on(t.teamId, t.status, t.id),
     index('sessions_team_agent_idx').on(t.teamId, t.agentId, t.id),
     index('sessions_team_runtime_idx').on(t.teamId, t.runtime, t.id),
+    index('sessions_schedule_idx').on(t.scheduleId, t.id),
   ],
 );
 
