@@ -1,4 +1,5 @@
 import { RUNTIME_KINDS } from '../governance/types';
+import { createAcpAdapter, type AcpAgentSpec } from '../runtimes/acp.adapter';
 import { createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
 import { createCursorAdapter } from '../runtimes/cursor.adapter';
 import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
@@ -8,7 +9,7 @@ import { createScriptedAdapter } from '../runtimes/scripted.adapter';
 
 export const RUNTIME_NAMES = RUNTIME_KINDS;
 
-export function buildRuntimes(names: ReadonlyArray<(typeof RUNTIME_NAMES)[number]>, opts: { dataDir: string; opencodeBin?: string }): RuntimeRegistry {
+export function buildRuntimes(names: ReadonlyArray<(typeof RUNTIME_NAMES)[number]>, opts: { dataDir: string; opencodeBin?: string; acpAgents?: Record<string, AcpAgentSpec> }): RuntimeRegistry {
   const registry: RuntimeRegistry = {};
   for (const name of names) {
     if (name === 'opencode') registry.opencode = createOpenCodeAdapter({ dataDir: opts.dataDir, binaryPath: opts.opencodeBin });
@@ -16,6 +17,7 @@ export function buildRuntimes(names: ReadonlyArray<(typeof RUNTIME_NAMES)[number
     if (name === 'scripted') registry.scripted = createScriptedAdapter();
     if (name === 'managed-agents') registry['managed-agents'] = createManagedAgentsAdapter();
     if (name === 'cursor') registry.cursor = createCursorAdapter();
+    if (name === 'acp') registry.acp = createAcpAdapter({ dataDir: opts.dataDir, opencodeBin: opts.opencodeBin, agents: opts.acpAgents });
   }
   return registry;
 }
