@@ -161,7 +161,10 @@ interface LiveAgent {
   loading: boolean;
   keyHash: string;
   inbox: Inbound[];
-  wake: (() => void) | null;
+  /** called on every inbound message, prompt answer and exit */
+  waiters: Set<() => void>;
+  /** the leg driving the turn now; an older attempt's leg that is still running stops when it sees another */
+  driver: TurnDriver | null;
   prompt: PromptInFlight | null;
   pending: PendingPermission[];
   calls: Map<string, CallState>;
@@ -174,6 +177,7 @@ interface LiveAgent {
 export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
   const log: AdapterLogger = opts.logger ?? { info() {}, warn() {} };
   const live = new Map<string, LiveAgent>();
+  const starting = new Map<string, Promise<LiveAgent>>();
   const startTimeoutMs = opts.startTimeoutMs ?? 60_000;
   const cancelGraceMs = opts.cancelGraceMs ?? 20_000;
 
@@ -244,7 +248,8 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
       loading: false,
       keyHash: keyHash(ctx.secrets.modelApiKey),
       inbox: [],
-      wake: null,
+      waiters: new Set(),
+      driver: null,
       prompt: null,
       pending: [],
       calls: new Map(),
@@ -253,7 +258,7 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
     } as unknown as LiveAgent;
     const deliver = (item: Inbound) => {
       agent.inbox.push(item);
-      agent.wake?.();
+      wake(agent);
     };
     const app = acpClient({})
       .onNotification('session/update', ({ params }) => {
@@ -276,7 +281,7 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
       for (const p of agent.pending) p.answer({ outcome: { outcome: 'cancelled' } });
       agent.pending = [];
       if (live.get(ctx.sessionId) === agent) live.delete(ctx.sessionId);
-      agent.wake?.();
+      wake(agent);
     };
     child.once('exit', (code, signal) => gone(`exited (${code ?? signal})`));
     child.once('error', (err) => gone(`could not start: ${err.message}`));
@@ -319,23 +324,38 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
     return agent;
   }
 
+  /**
+   * Cheap on purpose: the activity heartbeats only once `runTurn` runs, and an agent can take longer than the
+   * heartbeat timeout to start. The process is started (or found) by `runTurn`.
+   */
   async function open(ctx: TurnContext, previous: RuntimeSessionRef | null): Promise<RuntimeSessionRef> {
     const prev = (previous?.state ?? null) as AcpState | null;
+    const state: AcpState = { ...(prev ?? {}), agent: '', acpSessionId: prev?.acpSessionId ?? '' };
+    delete state.unavailable;
     try {
-      return await openAgent(ctx, prev);
+      const name = agentName(ctx);
+      launch(name, ctx); // refuses a name this worker does not allow
+      state.agent = name;
+      if (prev && prev.agent !== name) {
+        // the agent definition now names another agent: its sessions are not this one's
+        state.acpSessionId = '';
+        delete state.turn;
+      }
     } catch (err) {
-      if (!(err instanceof AcpError) || err.retryable) throw err;
-      // an agent this worker will never run (unknown name, missing command): the turn reports it as a session.error
-      log.warn('acp agent unavailable', { sessionId: ctx.sessionId, error: err.message });
-      const state: AcpState = { ...(prev ?? {}), agent: String((ctx.agent.runtime.config as { agent?: unknown }).agent ?? ''), acpSessionId: prev?.acpSessionId ?? '', unavailable: err.message };
-      return { sessionId: ctx.sessionId, runtimeSessionId: prev?.acpSessionId ?? '', state };
+      if (!(err instanceof AcpError)) throw err;
+      // an agent this worker will never run: the turn reports it as a session.error
+      state.unavailable = err.message;
     }
+    const running = live.get(ctx.sessionId);
+    if (running && running.exited === null && running.name === state.agent) state.acpSessionId = running.acpSessionId;
+    return { sessionId: ctx.sessionId, runtimeSessionId: state.acpSessionId, state };
   }
 
-  async function openAgent(ctx: TurnContext, prev: AcpState | null): Promise<RuntimeSessionRef> {
-    const name = agentName(ctx);
+  /** The session's live agent: the running one, or a new process that loads the recorded ACP session. */
+  async function ensureAgent(ctx: TurnContext, ref: RuntimeSessionRef): Promise<LiveAgent> {
+    const state = ref.state as AcpState;
     let agent = live.get(ctx.sessionId);
-    if (agent && (agent.exited !== null || agent.name !== name)) {
+    if (agent && (agent.exited !== null || agent.name !== state.agent)) {
       stop(agent);
       agent = undefined;
     }
@@ -345,45 +365,56 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
       stop(agent);
       agent = undefined;
     }
-    agent ??= await start(ctx, name, prev && prev.agent === name ? prev : prev ? { ...prev, acpSessionId: '' } : null);
-    const state: AcpState = { ...(prev ?? {}), agent: name, acpSessionId: agent.acpSessionId, pid: agent.child.pid, command: agent.command };
-    delete state.unavailable;
-    if (prev?.acpSessionId !== agent.acpSessionId) delete state.turn;
-    return { sessionId: ctx.sessionId, runtimeSessionId: agent.acpSessionId, state };
+    if (!agent) {
+      // a retried attempt of the same activity waits for the start already under way instead of starting another
+      let pending = starting.get(ctx.sessionId);
+      if (!pending) {
+        pending = start(ctx, state.agent, state).finally(() => starting.delete(ctx.sessionId));
+        starting.set(ctx.sessionId, pending);
+      }
+      agent = await pending;
+    }
+    if (agent.acpSessionId !== state.acpSessionId) {
+      const { turn: _previousTurn, ...rest } = state;
+      ref.state = { ...rest, acpSessionId: agent.acpSessionId };
+    }
+    ref.state = { ...ref.state, pid: agent.child.pid, command: agent.command };
+    ref.runtimeSessionId = agent.acpSessionId;
+    return agent;
   }
 
   async function runTurn(ctx: TurnContext, ref: RuntimeSessionRef, input: TurnInput, sink: TurnSink): Promise<TurnResult> {
-    const state = ref.state as AcpState;
-    const agent = live.get(ctx.sessionId);
     const driver = new TurnDriver(ctx, sink, log);
     try {
+      const state = ref.state as AcpState;
       if (state.unavailable) {
         await driver.emit([{ type: 'session.error', error: { type: 'runtime.unavailable', message: state.unavailable }, sourceId: `acp:${input.turnId}:unavailable` }]);
         return { status: 'error', message: `acp: ${state.unavailable}`, retryable: false };
       }
-      if (!agent || agent.exited !== null || agent.acpSessionId !== ref.runtimeSessionId) {
-        return await lost(driver, state, input, 'the agent process is not running (open the session first)');
-      }
+      const running = live.get(ctx.sessionId);
+      const inFlight = running?.exited === null && running.acpSessionId === state.acpSessionId ? running.prompt : null;
+
       if (input.kind === 'resume') {
-        if (!agent.prompt || agent.prompt.turnId !== input.turnId) return await lost(driver, state, input, `no turn ${input.turnId} is waiting on this agent`);
+        if (!running || !inFlight || inFlight.turnId !== input.turnId) return await lost(driver, state, input, `turn ${input.turnId} is not waiting on a live agent process (was the worker restarted?)`);
         for (const decision of input.decisions) {
-          for (const p of agent.pending.filter((x) => x.callId === decision.requestId)) {
+          for (const p of running.pending.filter((x) => x.callId === decision.requestId)) {
             p.answer(choose(p.options, decision.behavior));
-            agent.pending.splice(agent.pending.indexOf(p), 1);
+            running.pending.splice(running.pending.indexOf(p), 1);
           }
         }
-        return await drive(agent, driver);
+        return await drive(running, driver);
       }
 
       const same = state.turn?.turnId === input.turnId && state.turn.messageId === input.messageId;
-      if (same && agent.prompt?.messageId === input.messageId) return await drive(agent, driver); // a retry in this worker
+      if (same && running && inFlight?.messageId === input.messageId) return await drive(running, driver); // a retry in this worker
       if (same && state.turn?.sent) return await lost(driver, state, input, 'the prompt was sent to an agent process that is gone');
-      if (agent.prompt) await cancelPrompt(agent, driver, 'a new message replaced the turn');
 
+      const agent = await ensureAgent(ctx, ref);
+      if (agent.prompt) await cancelPrompt(agent, driver, 'a new message replaced the turn');
       const turn: TurnRecord = { turnId: input.turnId, messageId: input.messageId, sent: true };
-      const next: AcpState = { ...state, turn };
+      const next: AcpState = { ...(ref.state as AcpState), turn };
       ref.state = next;
-      await sink.checkpoint(next);
+      await driver.checkpoint(next);
       const prompt: PromptInFlight = { turnId: input.turnId, messageId: input.messageId, settled: null, costAtStart: agent.costUsd, segments: 0 };
       agent.prompt = prompt;
       agent.conn.agent.request('session/prompt', { sessionId: agent.acpSessionId, prompt: [{ type: 'text', text: input.text }] }).then(
@@ -402,7 +433,7 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
 
   function settle(agent: LiveAgent, prompt: PromptInFlight, outcome: NonNullable<PromptInFlight['settled']>): void {
     prompt.settled = outcome;
-    agent.wake?.();
+    wake(agent);
   }
 
   /** A turn this worker cannot continue: say so once, never re-send. */
@@ -417,7 +448,11 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
     const prompt = agent.prompt;
     if (!prompt) return { status: 'error', message: 'acp: no prompt in flight', retryable: false };
     driver.prompt = prompt;
+    agent.driver = driver;
+    wake(agent);
     for (;;) {
+      // an earlier attempt of this activity (timed out, still running here) gives way to the newer one
+      if (agent.driver !== driver) return { status: 'error', message: 'acp: superseded by a newer attempt of the turn', retryable: true };
       while (agent.inbox.length > 0) {
         const item = agent.inbox.shift()!;
         if (item.kind === 'update') await driver.onUpdate(agent, item.update);
@@ -449,11 +484,11 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
       await new Promise<void>((resolve) => {
         const done = () => {
           driver.sink.signal.removeEventListener('abort', done);
-          agent.wake = null;
+          agent.waiters.delete(done);
           resolve();
         };
-        agent.wake = done;
-        if (agent.inbox.length > 0 || prompt.settled || agent.exited !== null) return done();
+        agent.waiters.add(done);
+        if (agent.inbox.length > 0 || prompt.settled || agent.exited !== null || agent.driver !== driver) return done();
         driver.sink.signal.addEventListener('abort', done, { once: true });
       });
     }
@@ -494,10 +529,10 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
         const timer = setTimeout(done, Math.max(0, deadline - Date.now()));
         function done() {
           clearTimeout(timer);
-          agent.wake = null;
+          agent.waiters.delete(done);
           resolve();
         }
-        agent.wake = done;
+        agent.waiters.add(done);
         if (agent.inbox.length > 0 || prompt.settled || agent.exited !== null) done();
       });
     }
@@ -578,6 +613,14 @@ class TurnDriver {
     if (events.length === 0) return;
     try {
       await this.sink.emit(events);
+    } catch (err) {
+      throw new SinkFailure(err);
+    }
+  }
+
+  async checkpoint(state: Record<string, unknown>): Promise<void> {
+    try {
+      await this.sink.checkpoint(state);
     } catch (err) {
       throw new SinkFailure(err);
     }
@@ -734,6 +777,10 @@ function usdCost(update: { cost?: { amount: number; currency: string } | null })
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
+
+function wake(agent: LiveAgent): void {
+  for (const waiter of [...agent.waiters]) waiter();
+}
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);

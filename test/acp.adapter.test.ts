@@ -7,6 +7,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { acpAgentsEnv, ConfigError, parseEnv } from '../config/env';
 import type { AgentSnapshot } from '../governance/types';
 import { createAcpAdapter, toolInput, toolName } from '../runtimes/acp.adapter';
 import type { RuntimeAdapter, RuntimeSessionRef, TurnContext } from '../runtimes/runtime-adapter';
@@ -77,12 +78,14 @@ describe('ACP adapter (real opencode acp + scripted model)', () => {
     model.setScript({ 'say hello please': [{ text: 'hello over acp' }] });
     const ctx = context();
     const ref = await openSession(ctx);
-    expect(ref.runtimeSessionId).toMatch(/^ses_/);
     const sink = new MemorySink();
 
     const result = await adapter.runTurn(ctx, ref, { kind: 'message', turnId: 'turn_1', messageId: 'smsg_1', text: 'say hello please' }, sink);
 
     expect(result).toEqual({ status: 'end_turn' });
+    // the agent started with the turn, and its ACP session is what the ref (saved by the checkpoint) names
+    expect(ref.runtimeSessionId).toMatch(/^ses_/);
+    expect(ref.state.acpSessionId).toBe(ref.runtimeSessionId);
     expect(sink.of('agent.message').map((e) => e.content[0]?.text)).toEqual(['hello over acp']);
     const spans = sink.of('span.model_request_end');
     expect(spans).toHaveLength(1);
@@ -256,10 +259,9 @@ describe('ACP adapter (real opencode acp + scripted model)', () => {
     );
     const custom = createAcpAdapter({ dataDir: join(root, 'data'), agents: { envy: { command: process.execPath, args: [script], env: { FIXED: '1' }, keyEnv: 'MY_KEY' } } });
     const ctx = context({ agent: 'envy' });
-    const failure = await custom.open(ctx, null).then(
-      () => null,
-      (err: Error) => err,
-    );
+    const result = await custom.runTurn(ctx, await custom.open(ctx, null), { kind: 'message', turnId: 'turn_1', messageId: 'smsg_1', text: 'hello' }, new MemorySink());
+    expect(result).toMatchObject({ status: 'error', retryable: true });
+    const failure = result.status === 'error' ? result : null;
     expect(failure?.message).toContain('FIXED');
     expect(failure?.message).toContain('MY_KEY');
     // the key was in the agent's environment, but it never comes back in an error
@@ -283,5 +285,17 @@ describe('ACP tool names and inputs', () => {
     expect(toolInput({ rawInput: { filePath: '/w/a.txt', content: 'x' }, locations: [] }, { filepath: '/w/a.txt', diff: '+x' })).toEqual({ filePath: '/w/a.txt', content: 'x', filepath: '/w/a.txt', diff: '+x', file_path: '/w/a.txt' });
     expect(toolInput({ rawInput: {}, locations: ['/w/b.txt'] }, {})).toEqual({ file_path: '/w/b.txt' });
     expect(toolInput({ rawInput: { cmd: 'ls' }, locations: [] }, undefined)).toEqual({ cmd: 'ls', command: 'ls' });
+  });
+});
+
+describe('AGENTPLANE_ACP_AGENTS', () => {
+  it('parses named agents with defaults, and refuses bad JSON or a bad name naming the variable', () => {
+    const parsed = parseEnv(acpAgentsEnv, { AGENTPLANE_ACP_AGENTS: '{"gemini": {"command": "/usr/bin/gemini", "args": ["--experimental-acp"], "keyEnv": "GEMINI_API_KEY"}}' });
+    expect(parsed.AGENTPLANE_ACP_AGENTS).toEqual({ gemini: { command: '/usr/bin/gemini', args: ['--experimental-acp'], env: {}, keyEnv: 'GEMINI_API_KEY' } });
+    expect(parseEnv(acpAgentsEnv, {}).AGENTPLANE_ACP_AGENTS).toEqual({});
+    expect(() => parseEnv(acpAgentsEnv, { AGENTPLANE_ACP_AGENTS: '{not json' })).toThrow(ConfigError);
+    expect(() => parseEnv(acpAgentsEnv, { AGENTPLANE_ACP_AGENTS: '{not json' })).toThrow(/AGENTPLANE_ACP_AGENTS: must be JSON/);
+    expect(() => parseEnv(acpAgentsEnv, { AGENTPLANE_ACP_AGENTS: '{"Bad Name": {"command": "x"}}' })).toThrow(/AGENTPLANE_ACP_AGENTS/);
+    expect(() => parseEnv(acpAgentsEnv, { AGENTPLANE_ACP_AGENTS: '{"ok": {"command": "x", "secret": "sk-1"}}' })).toThrow(/AGENTPLANE_ACP_AGENTS/);
   });
 });
