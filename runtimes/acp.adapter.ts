@@ -314,9 +314,9 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
       }
     } catch (err) {
       const detail = agent.exited ? `${agent.exited} (see ${dirs.log})` : errorText(err);
-      stop(agent);
       // a command that cannot be run will not start on a retry either
       const retryable = !agent.exited?.startsWith('could not start');
+      stop(agent);
       throw new AcpError(redact(`the ${name} agent did not start: ${detail}`, ctx.secrets.modelApiKey), retryable);
     }
     live.set(ctx.sessionId, agent);
