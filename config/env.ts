@@ -36,3 +36,37 @@ export const masterKeyEnv = {
 export const publicUrlEnv = {
   AGENTPLANE_PUBLIC_URL: z.url({ protocol: /^https?$/, error: 'must be the http(s) URL the API is reached at' }).default('http://127.0.0.1:8080'),
 };
+
+/**
+ * The ACP agents a worker may run besides the built-in `opencode`, as JSON: `{"name": {"command": "/usr/bin/agent",
+ * "args": ["--acp"], "env": {}, "keyEnv": "OPENAI_API_KEY", "baseUrlEnv": "OPENAI_BASE_URL", "modelEnv": "MODEL"}}`.
+ * Agent definitions pick one by name; the command line never comes from the API.
+ */
+export const acpAgentsEnv = {
+  AGENTPLANE_ACP_AGENTS: z
+    .string()
+    .default('{}')
+    .transform((value, ctx) => {
+      try {
+        return JSON.parse(value) as unknown;
+      } catch {
+        ctx.addIssue({ code: 'custom', message: 'must be JSON: {"name": {"command": "...", "args": ["..."]}}' });
+        return z.NEVER;
+      }
+    })
+    .pipe(
+      z.record(
+        z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'agent names are lowercase letters, digits, ".", "_" and "-"'),
+        z
+          .object({
+            command: z.string().min(1),
+            args: z.array(z.string()).default([]),
+            env: z.record(z.string(), z.string()).default({}),
+            keyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional(),
+            baseUrlEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional(),
+            modelEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional(),
+          })
+          .strict(),
+      ),
+    ),
+};

@@ -3,6 +3,7 @@
  * from it, so the two cannot drift from the adapters.
  */
 import type { RuntimeCapabilities, RuntimeKind } from './runtime-adapter';
+import { ACP_CAPABILITIES } from './acp.adapter';
 import { CLAUDE_CODE_CAPABILITIES } from './claude-code.adapter';
 import { CURSOR_CAPABILITIES } from './cursor.adapter';
 import { DEEPAGENTS_CAPABILITIES } from './deepagents.adapter';
@@ -17,4 +18,5 @@ export const RUNTIME_CAPABILITIES: Record<RuntimeKind, RuntimeCapabilities> = {
   'managed-agents': MANAGED_AGENTS_CAPABILITIES,
   cursor: CURSOR_CAPABILITIES,
   deepagents: DEEPAGENTS_CAPABILITIES,
+  acp: ACP_CAPABILITIES,
 };

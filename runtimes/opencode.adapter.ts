@@ -97,12 +97,58 @@ interface ServerFile extends ServerLocation {
 const PROVIDER_ID = 'agentplane';
 /** while events flow, history is still re-read this often, in case the bus dropped one */
 const FULL_RECONCILE_MS = 10_000;
-const KEY_ENV = 'AGENTPLANE_MODEL_API_KEY';
+export const OPENCODE_KEY_ENV = 'AGENTPLANE_MODEL_API_KEY';
 const SERVER_USER = 'opencode';
+
+/** USD per million tokens for the agent's model: `agent.runtime.config.cost`, else the given table, else governance prices. */
+export function openCodePrice(ctx: TurnContext, prices?: Record<string, ModelPrice>): ModelPrice | undefined {
+  const configured = (ctx.agent.runtime.config as { cost?: ModelPrice }).cost;
+  return configured ?? prices?.[ctx.agent.model] ?? DEFAULT_PRICES[ctx.agent.model];
+}
+
+/**
+ * The OpenCode config for an agent (also used by the ACP adapter's built-in `opencode acp` agent): one provider,
+ * `agentplane`, at the agent's OpenAI-compatible base URL, its key read from `$AGENTPLANE_MODEL_API_KEY` by OpenCode,
+ * and every tool set to ask.
+ */
+export function buildOpenCodeConfig(ctx: TurnContext, price: ModelPrice | undefined): Record<string, unknown> {
+  if (!ctx.agent.modelProvider) throw new Error('the opencode runtime needs agent.modelProvider.baseUrl');
+  const rc = ctx.agent.runtime.config as { contextLimit?: number; outputLimit?: number };
+  const model = ctx.agent.model;
+  return {
+    $schema: 'https://opencode.ai/config.json',
+    model: `${PROVIDER_ID}/${model}`,
+    small_model: `${PROVIDER_ID}/${model}`,
+    autoupdate: false,
+    share: 'disabled',
+    // OpenCode's undo snapshots (a shadow git repository of the workspace, diffed after every step) serve its own
+    // revert UI, which agentplane does not expose; they cost about a second per turn
+    snapshot: false,
+    enabled_providers: [PROVIDER_ID],
+    provider: {
+      [PROVIDER_ID]: {
+        npm: '@ai-sdk/openai-compatible',
+        name: 'agentplane',
+        // `{env:…}` is resolved by OpenCode when it loads the config: the key stays in the process environment
+        options: { baseURL: ctx.agent.modelProvider.baseUrl, apiKey: `{env:${OPENCODE_KEY_ENV}}` },
+        models: {
+          [model]: {
+            name: model,
+            tool_call: true,
+            limit: { context: rc.contextLimit ?? 200_000, output: rc.outputLimit ?? 32_000 },
+            ...(price ? { cost: price } : {}),
+          },
+        },
+      },
+    },
+    // belt and braces: the session's own rules (see createSession) are what gate calls
+    permission: { '*': 'ask', question: 'deny' },
+  };
+}
 
 export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdapter {
   const log: AdapterLogger = opts.logger ?? { info() {}, warn() {} };
-  const binary = opts.binaryPath ?? defaultBinary();
+  const binary = opts.binaryPath ?? defaultOpenCodeBinary();
   const startTimeoutMs = opts.startTimeoutMs ?? 30_000;
   const idleGraceMs = opts.idleGraceMs ?? 3_000;
 
@@ -115,47 +161,6 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
       config: join(root, 'opencode.json'),
       serverFile: join(root, 'server.json'),
       log: join(root, 'server.log'),
-    };
-  }
-
-  function priceFor(ctx: TurnContext): ModelPrice | undefined {
-    const configured = (ctx.agent.runtime.config as { cost?: ModelPrice }).cost;
-    return configured ?? opts.prices?.[ctx.agent.model] ?? DEFAULT_PRICES[ctx.agent.model];
-  }
-
-  function buildConfig(ctx: TurnContext): Record<string, unknown> {
-    if (!ctx.agent.modelProvider) throw new Error('the opencode runtime needs agent.modelProvider.baseUrl');
-    const rc = ctx.agent.runtime.config as { contextLimit?: number; outputLimit?: number };
-    const price = priceFor(ctx);
-    const model = ctx.agent.model;
-    return {
-      $schema: 'https://opencode.ai/config.json',
-      model: `${PROVIDER_ID}/${model}`,
-      small_model: `${PROVIDER_ID}/${model}`,
-      autoupdate: false,
-      share: 'disabled',
-      // OpenCode's undo snapshots (a shadow git repository of the workspace, diffed after every step) serve its own
-      // revert UI, which agentplane does not expose; they cost about a second per turn
-      snapshot: false,
-      enabled_providers: [PROVIDER_ID],
-      provider: {
-        [PROVIDER_ID]: {
-          npm: '@ai-sdk/openai-compatible',
-          name: 'agentplane',
-          // `{env:…}` is resolved by OpenCode when it loads the config: the key stays in the process environment
-          options: { baseURL: ctx.agent.modelProvider.baseUrl, apiKey: `{env:${KEY_ENV}}` },
-          models: {
-            [model]: {
-              name: model,
-              tool_call: true,
-              limit: { context: rc.contextLimit ?? 200_000, output: rc.outputLimit ?? 32_000 },
-              ...(price ? { cost: price } : {}),
-            },
-          },
-        },
-      },
-      // belt and braces: the session's own rules (see createSession) are what gate calls
-      permission: { '*': 'ask', question: 'deny' },
     };
   }
 
@@ -180,7 +185,7 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
       XDG_CACHE_HOME: join(dirs.home, '.cache'),
     };
     for (const dir of [dirs.root, ctx.workdir, ...Object.values(xdg)]) await mkdir(dir, { recursive: true });
-    const config = buildConfig(ctx);
+    const config = buildOpenCodeConfig(ctx, openCodePrice(ctx, opts.prices));
     await writeFile(dirs.config, `${JSON.stringify(config, null, 2)}\n`);
     const password = randomBytes(24).toString('hex');
     const key = ctx.secrets.modelApiKey ?? '';
@@ -199,7 +204,7 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
       OPENCODE_CONFIG_CONTENT: JSON.stringify(config),
       OPENCODE_SERVER_USERNAME: SERVER_USER,
       OPENCODE_SERVER_PASSWORD: password,
-      [KEY_ENV]: key,
+      [OPENCODE_KEY_ENV]: key,
     };
 
     let lastError = 'not started';
@@ -306,7 +311,7 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
       return { status: 'error', message: `no turn ${input.turnId} to resume on this opencode session`, retryable: false };
     }
 
-    const run = new TurnRun({ ctx, client, sessionId: ref.runtimeSessionId, turn, input, sink, log, idleGraceMs, priced: priceFor(ctx) !== undefined });
+    const run = new TurnRun({ ctx, client, sessionId: ref.runtimeSessionId, turn, input, sink, log, idleGraceMs, priced: openCodePrice(ctx, opts.prices) !== undefined });
     try {
       return await run.execute();
     } catch (err) {
@@ -1043,7 +1048,8 @@ function redact(text: string, secret: string | undefined): string {
 // ---------------------------------------------------------------------------------------------------------------
 // Processes
 
-function defaultBinary(): string {
+/** The `opencode` binary shipped by the `opencode-ai` package, else `opencode` on PATH. */
+export function defaultOpenCodeBinary(): string {
   try {
     const require = createRequire(import.meta.url);
     const pkg = dirname(require.resolve('opencode-ai/package.json'));

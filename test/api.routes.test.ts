@@ -1517,6 +1517,23 @@ describe('agents', () => {
     expect(await writes()).toEqual(beforeRefusals);
   });
 
+  it('an acp agent names a worker-side ACP agent: a missing name or a command line is refused, naming the field', async () => {
+    const before = await writes();
+    const missing = await send('POST', '/v1/agents', { body: { name: 'acp without agent', model: 'scripted', runtime: { type: 'acp', config: {} } } });
+    expectProblem(missing, 400, 'request.invalid');
+    expect(missing.body.detail).toContain('body.runtime.config.agent');
+    const command = await send('POST', '/v1/agents', { body: { name: 'acp with a command', model: 'scripted', runtime: { type: 'acp', config: { agent: 'opencode', command: '/bin/sh', args: ['-c', 'id'] } } } });
+    expectProblem(command, 400, 'request.invalid');
+    expect(command.body.detail).toContain('body.runtime.config.command');
+    expect(await writes()).toEqual(before);
+
+    const ok = await send('POST', '/v1/agents', { body: { name: 'acp opencode', model: 'scripted', runtime: { type: 'acp', config: { agent: 'opencode' } } } });
+    expect(ok.status, ok.text).toBe(200);
+    const sneaky = await send('POST', `/v1/agents/${ok.body.id}`, { body: { runtime: { type: 'acp', config: { agent: '../../bin/sh' } } } });
+    expectProblem(sneaky, 400, 'request.invalid');
+    expect(sneaky.body.detail).toContain('body.runtime.config.agent');
+  });
+
   it('maps a Managed Agents toolset permission config onto the tool policy, and the session follows it', async () => {
     const tools = [
       {

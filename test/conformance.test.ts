@@ -4,7 +4,7 @@
  * approvals, so each runtime runs the same abstract script (bash, write, read, say) under the same policy and the
  * sequences of `[tool, decision]` are compared at the end.
  *
- * Each case turns the abstract steps into its runtime's own script (scripted model for OpenCode and Claude Code, the
+ * Each case turns the abstract steps into its runtime's own script (scripted model for OpenCode, ACP and Claude Code, the
  * contract fakes for Managed Agents and Cursor, the message text for the in-process scripted runtime). What a runtime
  * declares in `capabilities` decides which tests apply: a declared capability must hold, and one not declared must be
  * refused by the API (an `ask` policy for a runtime without approvals).
@@ -14,6 +14,7 @@
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAcpAdapter } from '../runtimes/acp.adapter';
 import { createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
 import { createDeepAgentsAdapter } from '../runtimes/deepagents.adapter';
 import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
@@ -121,6 +122,19 @@ const RUNTIMES: RuntimeCase[] = [
     ...modelBackend,
     adapter: (env) => ({ opencode: createOpenCodeAdapter({ dataDir: env.stack.dataDir }) }),
     agent: async (env) => ({ model: 'scripted-model', runtime: { type: 'opencode', config: { cost: { input: 3, output: 15 } } }, model_provider: { base_url: env.model!.openaiBaseUrl } }),
+    script(env, prompt, steps) {
+      env.model!.setScript([{ match: prompt, steps: modelSteps(env, prompt, steps, 'filePath') }]);
+      return prompt;
+    },
+  },
+  {
+    kind: 'acp',
+    ...modelBackend,
+    adapter: (env) => ({ acp: createAcpAdapter({ dataDir: env.stack.dataDir }) }),
+    async agent(env) {
+      const credential = await env.stack.call('POST', '/v1/credentials', { name: 'acp model key', secret: 'sk-acp-conformance-0123456789' });
+      return { model: 'scripted-model', runtime: { type: 'acp', config: { agent: 'opencode', cost: { input: 3, output: 15 } } }, model_provider: { base_url: env.model!.openaiBaseUrl, credential_id: credential.body.id } };
+    },
     script(env, prompt, steps) {
       env.model!.setScript([{ match: prompt, steps: modelSteps(env, prompt, steps, 'filePath') }]);
       return prompt;

@@ -1,4 +1,5 @@
 import { RUNTIME_KINDS } from '../governance/types';
+import { createAcpAdapter, type AcpAgentSpec } from '../runtimes/acp.adapter';
 import { createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
 import { createCursorAdapter } from '../runtimes/cursor.adapter';
 import { createDeepAgentsAdapter } from '../runtimes/deepagents.adapter';
@@ -9,7 +10,7 @@ import { createScriptedAdapter } from '../runtimes/scripted.adapter';
 
 export const RUNTIME_NAMES = RUNTIME_KINDS;
 
-export function buildRuntimes(names: ReadonlyArray<(typeof RUNTIME_NAMES)[number]>, opts: { dataDir: string; opencodeBin?: string }): RuntimeRegistry {
+export function buildRuntimes(names: ReadonlyArray<(typeof RUNTIME_NAMES)[number]>, opts: { dataDir: string; opencodeBin?: string; acpAgents?: Record<string, AcpAgentSpec> }): RuntimeRegistry {
   const registry: RuntimeRegistry = {};
   for (const name of names) {
     if (name === 'opencode') registry.opencode = createOpenCodeAdapter({ dataDir: opts.dataDir, binaryPath: opts.opencodeBin });
@@ -18,6 +19,7 @@ export function buildRuntimes(names: ReadonlyArray<(typeof RUNTIME_NAMES)[number
     if (name === 'managed-agents') registry['managed-agents'] = createManagedAgentsAdapter();
     if (name === 'cursor') registry.cursor = createCursorAdapter();
     if (name === 'deepagents') registry.deepagents = createDeepAgentsAdapter({ dataDir: opts.dataDir });
+    if (name === 'acp') registry.acp = createAcpAdapter({ dataDir: opts.dataDir, opencodeBin: opts.opencodeBin, agents: opts.acpAgents });
   }
   return registry;
 }

@@ -21,6 +21,7 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
       requirePermission(actor, 'agents:write');
       const def = c.req.valid('json');
       checkEnforceable(def, deps.capabilities);
+      checkRuntimeConfig(def);
       await checkReferences(db, actor.teamId, def);
       const created = await db.transaction(async (tx) => {
         const result = await createAgent(tx, { teamId: actor.teamId, name: def.name, definition: def, keyId: actor.keyId });
@@ -84,6 +85,7 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
       const merged = AgentDefinitionSchema.safeParse({ ...(current.version.definition as AgentDefinition), ...changes });
       if (!merged.success) throw new ApiError(400, 'request.invalid', merged.error.issues.map((i) => `body.${i.path.join('.')}: ${i.message}`).join('; '));
       checkEnforceable(merged.data, deps.capabilities);
+      checkRuntimeConfig(merged.data);
       await checkReferences(db, actor.teamId, merged.data);
       const result = await db.transaction(async (tx) => {
         const updated = await updateAgent(tx, { teamId: actor.teamId, agentId, name: merged.data.name, definition: merged.data, keyId: actor.keyId, expectedVersion });
@@ -163,6 +165,29 @@ export function checkEnforceable(def: AgentDefinition, capabilities: AppDeps['ca
     throw new ApiError(400, 'request.invalid', `body.tool_policy: the ${runtime} runtime has no approval hook, so "ask" cannot be enforced; use allow or deny`, [
       { name: 'body.tool_policy', reason: `runtime ${runtime} cannot hold a tool call for approval (capabilities.approvals is false)` },
     ]);
+  }
+}
+
+/**
+ * The ACP runtime runs an agent the worker allows by name (`runtime.config.agent`), never a command from the API.
+ * Which names a worker allows is its own configuration, so an unknown name is reported by the session (session.error);
+ * a missing or malformed one is refused here.
+ */
+export function checkRuntimeConfig(def: AgentDefinition): void {
+  if (def.runtime?.type !== 'acp') return;
+  const config = def.runtime.config ?? {};
+  const agent = config.agent;
+  if (typeof agent !== 'string' || !/^[a-z0-9][a-z0-9._-]{0,63}$/.test(agent)) {
+    throw new ApiError(400, 'request.invalid', 'body.runtime.config.agent: the acp runtime needs the name of an ACP agent the worker allows, e.g. "opencode"', [
+      { name: 'body.runtime.config.agent', reason: 'a name of lowercase letters, digits, ".", "_" or "-" (at most 64)' },
+    ]);
+  }
+  for (const key of ['command', 'args']) {
+    if (key in config) {
+      throw new ApiError(400, 'request.invalid', `body.runtime.config.${key}: an ACP agent's command line is set by the worker (AGENTPLANE_ACP_AGENTS), not by the API`, [
+        { name: `body.runtime.config.${key}`, reason: 'not accepted: pick an agent by name' },
+      ]);
+    }
   }
 }
 
