@@ -84,7 +84,7 @@ interface TurnRecord {
   lastEventId: string | null;
   calls: CallRecord[];
   /** calls waiting for a person (requires_action) */
-  pending: Array<{ requestId: string; callId: string }>;
+  pending: Array<{ requestId: string; callId: string; toolUseId: string }>;
   /** text segments emitted so far (a segment ends at a tool call) */
   segments: number;
 }
@@ -412,7 +412,7 @@ class Turn {
   }
 
   private waiting(): TurnResult {
-    return { status: 'requires_action', pending: this.turn.pending.map((p) => ({ requestId: p.requestId, toolUseId: p.callId })) };
+    return { status: 'requires_action', pending: this.turn.pending.map((p) => ({ requestId: p.requestId, toolUseId: p.toolUseId })) };
   }
 
   private async flushText(live: LiveStream): Promise<void> {
@@ -545,7 +545,7 @@ class Turn {
     this.setCall(call.callId, { status: 'asked' }, call.tool);
     const decision = await this.sink.decide({ requestId: call.callId, callId: call.callId, tool: hermesTool(call.tool), input: toolInput(call.tool, call.args) });
     if (decision.action === 'ask') {
-      this.turn = { ...this.turn, pending: [...this.turn.pending.filter((p) => p.callId !== call.callId), { requestId: call.callId, callId: call.callId }] };
+      this.turn = { ...this.turn, pending: [...this.turn.pending.filter((p) => p.callId !== call.callId), { requestId: call.callId, callId: call.callId, toolUseId: decision.toolUseId }] };
       await this.save();
       return this.waiting();
     }

@@ -14,11 +14,13 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
+import { createHermesAdapter } from '../runtimes/hermes.adapter';
 import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
 import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
 import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
 import type { RuntimeKind, RuntimeRegistry } from '../runtimes/runtime-adapter';
 import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { ensureHermes, startHermes, type HermesServer } from './support/hermes-server';
 import { startManagedAgentsFake, type FakeStep, type ManagedAgentsFake } from './support/managed-agents-fake';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel, type ScriptStep } from './support/scripted-model';
 import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
@@ -29,6 +31,7 @@ interface Env {
   stack: Stack;
   model?: ScriptedModel;
   fake?: ManagedAgentsFake;
+  hermes?: HermesServer;
   gates: Gate[];
 }
 
@@ -60,6 +63,20 @@ function modelSteps(env: Env, steps: Step[], fileKey: 'filePath' | 'file_path'):
     return { tool: ['read', 'Read'], input: { [fileKey]: s.subject } };
   });
 }
+
+/** scripted model steps in Hermes's tool names (terminal, write_file, read_file) */
+function hermesSteps(env: Env, steps: Step[]): ScriptStep[] {
+  return modelSteps(env, steps, 'file_path').map((s, i) => {
+    const step = steps[i]!;
+    if (!('tool' in step)) return s;
+    if (step.tool === 'bash') return { tool: 'terminal', input: { command: step.subject } };
+    if (step.tool === 'write') return { tool: 'write_file', input: { path: step.subject, content: 'conformance content\n' } };
+    return { tool: 'read_file', input: { path: step.subject } };
+  });
+}
+
+const hermesInstalled = ensureHermes();
+if ('error' in hermesInstalled) console.error(`\n!!! conformance: hermes SKIPPED: ${hermesInstalled.error}\n`);
 
 const RUNTIMES: RuntimeCase[] = [
   {
@@ -124,6 +141,27 @@ const RUNTIMES: RuntimeCase[] = [
     },
     held: async (env, prompt) => env.fake!.gate(`hold:${prompt}`).reached,
   },
+  ...('bin' in hermesInstalled
+    ? [
+        {
+          kind: 'hermes',
+          async backend(env) {
+            env.model = await startScriptedModel();
+            env.hermes = await startHermes({ bin: hermesInstalled.bin, modelBaseUrl: env.model.openaiBaseUrl });
+          },
+          adapter: () => ({ hermes: createHermesAdapter({ pollMs: 200, settleMs: 500 }) }),
+          async agent(env) {
+            const credential = await env.stack.call('POST', '/v1/credentials', { name: 'hermes api server key', secret: env.hermes!.apiKey });
+            return { model: 'claude-sonnet-4-5', runtime: { type: 'hermes', config: {} }, model_provider: { base_url: env.hermes!.url, credential_id: credential.body.id } };
+          },
+          script(env, prompt, steps) {
+            env.model!.setScript([{ match: prompt, steps: hermesSteps(env, steps) }]);
+            return prompt;
+          },
+          held: async (env, prompt) => void (await env.model!.waitForRequest((r) => r.prompt?.includes(prompt) === true, 60_000)),
+        } satisfies RuntimeCase,
+      ]
+    : []),
 ];
 
 /** the `[tool, decision]` sequence of the policy turn, per runtime */
@@ -165,6 +203,7 @@ describe.each(RUNTIMES)('conformance: $kind', (rt) => {
   afterAll(async () => {
     for (const gate of env.gates) gate.release();
     await env.stack?.stop();
+    await env.hermes?.close();
     await env.model?.close();
     await env.fake?.close();
   }, 60_000);

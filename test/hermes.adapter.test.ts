@@ -138,10 +138,10 @@ describe.skipIf('error' in installed)('the hermes adapter against a real Hermes 
     const first = await adapter.runTurn(ctx, ref, message('ask before writing'), sink);
     expect(first.status).toBe('requires_action');
     const pending = (first as { pending: Array<{ requestId: string; toolUseId: string }> }).pending;
-    expect(pending).toHaveLength(1);
+    expect(pending).toEqual([{ requestId: expect.any(String), toolUseId: `tu_${pending[0]!.requestId}` }]);
     expect(existsSync(file)).toBe(false);
     const runId = (ref.state.turn as { runId: string }).runId;
-    const status = await fetch(`${hermes.url}/v1/runs/${runId}`, { headers: { authorization: `Bearer ${hermes.apiKey}` } }).then((r) => r.json());
+    const status = await fetch(`${hermes.url}/v1/runs/${runId}`, { headers: { authorization: `Bearer ${hermes.apiKey}` } }).then((r) => r.json() as Promise<{ status: string }>);
     expect(status.status).toBe('waiting_for_approval');
 
     const resumed = await adapter.runTurn(ctx, ref, { kind: 'resume', turnId: `t${turns}`, decisions: [{ requestId: pending[0]!.requestId, behavior: 'allow' }] }, sink);
@@ -162,7 +162,7 @@ describe.skipIf('error' in installed)('the hermes adapter against a real Hermes 
       sink.abort();
       expect(await running).toEqual({ status: 'interrupted' });
       const runId = (ref.state.turn as { runId: string }).runId;
-      const status = await fetch(`${hermes.url}/v1/runs/${runId}`, { headers: { authorization: `Bearer ${hermes.apiKey}` } }).then((r) => r.json());
+      const status = await fetch(`${hermes.url}/v1/runs/${runId}`, { headers: { authorization: `Bearer ${hermes.apiKey}` } }).then((r) => r.json() as Promise<{ status: string }>);
       expect(['stopping', 'cancelled']).toContain(status.status);
       expect(texts(sink.events, 'agent.message')).toEqual([]);
     } finally {
