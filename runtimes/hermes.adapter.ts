@@ -7,7 +7,8 @@
  * model credential, used as the API server key (`Authorization: Bearer`) only. Hermes picks the LLM from its own
  * config; `agent.model` is sent as `model` (a Hermes model route when one is configured) and names the model the
  * pricing table prices the turn's tokens by. `agent.system` goes as `instructions`. Every run carries
- * `session_id: <our session id>`, so Hermes keeps one conversation per agentplane session.
+ * `session_id: <our session id>`, under which Hermes stores the conversation; 0.19 does not load it for a new run, so
+ * the run also carries that stored conversation (`GET /api/sessions/{id}/messages`) as `conversation_history`.
  *
  * Governance. Hermes itself asks a person only before "dangerous" terminal commands. To hold every tool call, the
  * Hermes server loads the agentplane gate plugin (`runtimes/hermes-gate/`, see `HERMES_GATE_PLUGIN_DIR`): a
@@ -272,15 +273,32 @@ class Turn {
     if (this.turn.runId) return this.follow();
     if (this.sink.signal.aborted) return { status: 'interrupted' };
     await this.save();
+    const history = await this.history();
     const created = await this.api.request<{ run_id: string }>(
       'POST',
       '/v1/runs',
-      { input: input.text, session_id: this.ctx.sessionId, ...(this.ctx.agent.model ? { model: this.ctx.agent.model } : {}), ...(this.ctx.agent.system ? { instructions: this.ctx.agent.system } : {}) },
+      { input: input.text, session_id: this.ctx.sessionId, ...(history.length > 0 ? { conversation_history: history } : {}), ...(this.ctx.agent.model ? { model: this.ctx.agent.model } : {}), ...(this.ctx.agent.system ? { instructions: this.ctx.agent.system } : {}) },
       { 'idempotency-key': this.turn.messageId },
     );
     this.turn = { ...this.turn, runId: created.run_id };
     await this.save();
     return this.follow();
+  }
+
+  /**
+   * The session's conversation so far, from Hermes's own session store. A 0.19 run starts from `conversation_history`
+   * only (its `session_id` files the messages but does not load them), so each run carries the user and assistant
+   * messages Hermes stored for this session.
+   */
+  private async history(): Promise<Array<{ role: string; content: string }>> {
+    let listed: { data?: Array<{ role?: string; content?: unknown }> };
+    try {
+      listed = await this.api.request('GET', `/api/sessions/${encodeURIComponent(this.ctx.sessionId)}/messages`);
+    } catch (err) {
+      if (err instanceof HermesApiError && err.status === 404) return []; // the session's first run
+      throw err;
+    }
+    return (listed.data ?? []).flatMap((m) => ((m.role === 'user' || m.role === 'assistant') && typeof m.content === 'string' && m.content ? [{ role: m.role, content: m.content }] : []));
   }
 
   private get runId(): string {

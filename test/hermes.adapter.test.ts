@@ -100,6 +100,31 @@ describe.skipIf('error' in installed)('the hermes adapter against a real Hermes 
     expect(ref.state.turn).toMatchObject({ turnId: `t${turns}`, messageId: `m${turns}`, runId: expect.stringMatching(/^run_/) });
   });
 
+  it('keeps one Hermes conversation per session: a follow-up run sees the earlier turn', { timeout: 120_000 }, async () => {
+    model.setScript([
+      { match: 'remember the word kumquat', steps: [{ text: 'remembered' }] },
+      { match: 'which word was it', steps: [{ text: 'kumquat' }] },
+    ]);
+    const { adapter, ctx, ref } = await opened('follow-up');
+    expect(await adapter.runTurn(ctx, ref, message('remember the word kumquat'), sinkFor(ref))).toEqual({ status: 'end_turn' });
+    expect(await adapter.runTurn(ctx, ref, message('which word was it'), sinkFor(ref))).toEqual({ status: 'end_turn' });
+    model.setScript([{ match: 'and once more', steps: [{ text: 'still kumquat' }] }]);
+    expect(await adapter.runTurn(ctx, ref, message('and once more'), sinkFor(ref))).toEqual({ status: 'end_turn' });
+    const seen = (prompt: string) => (model.requestsFor(prompt)[0]!.body as { messages: Array<{ role: string; content: unknown }> }).messages.filter((m) => m.role !== 'system').map((m) => [m.role, m.content]);
+    expect(seen('which word was it')).toEqual([
+      ['user', 'remember the word kumquat'],
+      ['assistant', 'remembered'],
+      ['user', 'which word was it'],
+    ]);
+    expect(seen('and once more')).toEqual([
+      ['user', 'remember the word kumquat'],
+      ['assistant', 'remembered'],
+      ['user', 'which word was it'],
+      ['assistant', 'kumquat'],
+      ['user', 'and once more'],
+    ]);
+  });
+
   it('sends every tool call through the gate: a denied terminal call is blocked, an allowed write runs', { timeout: 120_000 }, async () => {
     const file = join(hermes.home, 'allowed.txt');
     const marker = join(hermes.home, 'denied-ran.txt');
