@@ -6,6 +6,8 @@
  */
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_PRICES, priceUsageMicros } from '../governance/pricing';
@@ -28,6 +30,74 @@ describe('Hermes tool names', () => {
 
   it('declares approvals, interrupt, reattach and priced cost', () => {
     expect(HERMES_CAPABILITIES).toEqual({ approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true });
+  });
+});
+
+/**
+ * Hermes 0.19 sends no `id:` lines, so a real server cannot show the Last-Event-ID path. This stub of the documented
+ * Runs API numbers its frames and replays after `Last-Event-ID`, the way the docs describe later versions.
+ */
+describe('the hermes adapter against a Runs API that numbers its events', () => {
+  it('checkpoints the last event id and reattaches with Last-Event-ID, sending the run once', { timeout: 30_000 }, async () => {
+    const frames = [
+      { event: 'message.delta', delta: 'first part' },
+      { event: 'tool.started', tool: 'read_file', preview: 'a.txt' },
+      { event: 'tool.completed', tool: 'read_file', duration: 0.1, error: false },
+      { event: 'run.completed', output: 'second part', usage: { input_tokens: 10, output_tokens: 5, total_tokens: 15 } },
+    ];
+    const requests: Array<{ method: string; url: string; headers: Record<string, unknown> }> = [];
+    let cut = true;
+    const server = createServer((req, res) => {
+      requests.push({ method: req.method!, url: req.url!, headers: req.headers });
+      if (req.method === 'POST' && req.url === '/v1/runs') return void res.writeHead(202, { 'content-type': 'application/json' }).end(JSON.stringify({ run_id: 'run_numbered', status: 'started' }));
+      if (req.url === '/v1/runs/run_numbered') return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ object: 'hermes.run', run_id: 'run_numbered', status: 'running' }));
+      if (req.url === '/v1/runs/run_numbered/events') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const after = Number(req.headers['last-event-id'] ?? 0);
+        // the first stream breaks after two events, as when the worker reading it dies
+        const upTo = cut ? 2 : frames.length;
+        for (let i = after; i < upTo; i++) res.write(`id: ${i + 1}\ndata: ${JSON.stringify({ ...frames[i], run_id: 'run_numbered' })}\n\n`);
+        if (cut) {
+          cut = false;
+          setTimeout(() => res.destroy(), 50);
+        } else res.end(': stream closed\n\n');
+        return;
+      }
+      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message: 'not found' } }));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const agent = { model: 'claude-sonnet-4-5', modelProvider: { baseUrl: url, credentialId: 'cred_1' }, toolPolicy: { rules: [], default: 'allow' }, system: null } as unknown as AgentSnapshot;
+      const ctx: TurnContext = { sessionId: 'sesn_numbered', agent, workdir: '/tmp', secrets: { modelApiKey: 'hermes-stub-key-0123456789' } };
+      const first = createHermesAdapter({ pollMs: 100, settleMs: 200, reconnectMs: 10 });
+      const ref = await first.open(ctx, null);
+      const sink = new MemorySink();
+      const states: Array<Record<string, unknown>> = [];
+      // the worker dies once it has checkpointed event 2: nothing it does afterwards lands
+      sink.checkpoint = async (state) => {
+        if (states.some((s) => (s.turn as { lastEventId?: string }).lastEventId === '2')) throw new Error('worker died');
+        states.push(structuredClone(state));
+      };
+      const input: TurnInput = { kind: 'message', turnId: 't_numbered', messageId: 'm_numbered', text: 'numbered job' };
+      await expect(first.runTurn(ctx, ref, input, sink)).rejects.toThrow('worker died');
+      const saved = states.at(-1)!;
+      expect(saved.turn).toMatchObject({ runId: 'run_numbered', lastEventId: '2' });
+
+      const second = createHermesAdapter({ pollMs: 100, settleMs: 200, reconnectMs: 10 });
+      const retried: RuntimeSessionRef = { ...ref, state: saved };
+      const sink2 = new MemorySink();
+      expect(await second.runTurn(ctx, await second.open(ctx, retried), input, sink2)).toEqual({ status: 'end_turn' });
+      expect(sink2.of('agent.message').map((m) => m.content[0]!.text)).toEqual(['second part']);
+      expect(sink2.of('agent.tool_result')).toHaveLength(1);
+      expect(requests.filter((r) => r.method === 'POST' && r.url === '/v1/runs')).toHaveLength(1);
+      expect(requests.find((r) => r.method === 'POST' && r.url === '/v1/runs')!.headers['idempotency-key']).toBe('m_numbered');
+      const streams = requests.filter((r) => r.url.endsWith('/events'));
+      expect(streams.at(-1)!.headers['last-event-id']).toBe('2');
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
   });
 });
 
