@@ -492,7 +492,7 @@ class Turn {
         if (gated) {
           this.setCall(gated.callId, { ran: true });
         } else {
-          // not gated (no plugin): Hermes gives only a preview, which for a terminal call is the command
+          // not gated (no plugin): Hermes gives only a display preview (for a terminal call, a shortened command)
           const callId = `${this.runId}:${tool}:${this.turn.calls.length}`;
           this.setCall(callId, { status: 'ungated', ran: true }, tool);
           const input = tool === 'terminal' ? { command: String(d.preview ?? '') } : { preview: String(d.preview ?? '') };

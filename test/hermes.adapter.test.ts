@@ -317,3 +317,45 @@ describe.skipIf('error' in installed)('the hermes adapter against a real Hermes 
     expect(JSON.stringify({ result, state: bad.ref.state })).not.toContain(wrong);
   });
 });
+
+describe.skipIf('error' in installed)('the hermes adapter against a Hermes server without the gate plugin', () => {
+  let model: ScriptedModel;
+  let hermes: HermesServer;
+
+  beforeAll(async () => {
+    model = await startScriptedModel();
+    hermes = await startHermes({ bin: (installed as { bin: string }).bin, modelBaseUrl: model.openaiBaseUrl, gate: false });
+  }, 180_000);
+  afterAll(async () => {
+    await hermes?.close();
+    await model?.close();
+  }, 60_000);
+
+  it('decides only dangerous terminal commands, and names calls it ran against the policy', { timeout: 120_000 }, async () => {
+    const junk = join(hermes.home, 'junk');
+    const listed = join(hermes.home, 'listed.txt');
+    model.setScript([{ match: 'ungated tools', steps: [{ tool: 'terminal', input: { command: `ls > ${listed}` } }, { tool: 'terminal', input: { command: `rm -rf ${junk}` } }, { text: 'ungated done' }] }]);
+    const agent = {
+      model: 'claude-sonnet-4-5',
+      modelProvider: { baseUrl: hermes.url, credentialId: 'cred_1' },
+      toolPolicy: { rules: [{ tool: 'bash', pattern: 'rm *', action: 'deny' }, { tool: 'bash', action: 'ask' }], default: 'allow' },
+      system: null,
+    } as unknown as AgentSnapshot;
+    const ctx: TurnContext = { sessionId: 'sesn_hermes_ungated', agent, workdir: hermes.home, secrets: { modelApiKey: hermes.apiKey } };
+    const adapter = createHermesAdapter({ pollMs: 200, settleMs: 1000 });
+    const ref = await adapter.open(ctx, null);
+    const sink = new MemorySink((r) => (String(r.input.command).startsWith('rm ') ? 'deny' : 'ask'));
+    expect(await adapter.runTurn(ctx, ref, { kind: 'message', turnId: 't_ungated', messageId: 'm_ungated', text: 'ungated tools' }, sink)).toEqual({ status: 'end_turn' });
+    // only the dangerous command came to a decision; `ls` ran without asking
+    expect(sink.requests.map((r) => [r.tool, r.input.command])).toEqual([['bash', `rm -rf ${junk}`]]);
+    expect(existsSync(listed)).toBe(true);
+    // an unasked call is known only by Hermes's display preview of it (here `ls`, without the redirection)
+    expect(sink.of('agent.tool_use').map((u) => [u.name, u.input.command, u.evaluated_permission])).toEqual([
+      ['bash', expect.stringMatching(/^ls/), 'allow'],
+      ['bash', `rm -rf ${junk}`, 'deny'],
+    ]);
+    expect(sink.of('agent.tool_result').map((r) => r.is_error)).toEqual([false, true]);
+    expect(sink.of('session.error').map((e) => e.error.type)).toEqual(['policy_not_enforced']);
+    expect(sink.of('session.error')[0]!.error.message).toContain('policy says ask');
+  });
+});
