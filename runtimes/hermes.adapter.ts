@@ -244,6 +244,8 @@ export function createHermesAdapter(opts: HermesAdapterOptions = {}): RuntimeAda
 class Turn {
   private state: HermesState;
   private turn!: TurnRecord;
+  /** ungated calls' inputs (only the preview is known), for the record made when they complete; lost with the process */
+  private ungated?: Map<string, Record<string, unknown>>;
 
   constructor(
     private readonly api: Api,
@@ -468,8 +470,7 @@ class Turn {
   }
 
   private async handle(live: LiveStream, frame: Frame): Promise<TurnResult | null> {
-    const d = frame.data;
-    const result = await this.dispatch(live, frame.event, d);
+    const result = await this.dispatch(live, frame.event, frame.data);
     if (frame.id && !result) {
       this.turn = { ...this.turn, lastEventId: frame.id };
       await this.save();
@@ -532,9 +533,6 @@ class Turn {
         return null;
     }
   }
-
-  /** ungated calls' inputs (only the preview is known), for the record made when they complete */
-  private ungated?: Map<string, Record<string, unknown>>;
 
   /** text after the last tool call is the run's output, emitted by `finish`; anything else still buffered is emitted here */
   private async flushTail(live: LiveStream, d: Record<string, any>): Promise<void> {
