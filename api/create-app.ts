@@ -17,6 +17,7 @@ import { ApiError, fromZodError, problem } from './errors';
 import { registerAgentRoutes } from './routes/agents.routes';
 import { registerAuditRoutes } from './routes/audit.routes';
 import { registerCredentialRoutes } from './routes/credentials.routes';
+import { registerDashboardRoutes } from './routes/dashboard.routes';
 import { registerEnvironmentRoutes } from './routes/environments.routes';
 import { registerGovernanceRoutes } from './routes/governance.routes';
 import { registerHealthRoutes } from './routes/health.routes';
@@ -95,6 +96,7 @@ export function createApp(deps: AppDeps): App {
   registerAuditRoutes(app, deps);
   registerWebhookRoutes(app, deps);
   registerGovernanceRoutes(app, deps);
+  registerDashboardRoutes(app);
 
   app.doc31('/openapi.json', {
     openapi: '3.1.0',

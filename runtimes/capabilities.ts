@@ -5,6 +5,7 @@
 import type { RuntimeCapabilities, RuntimeKind } from './runtime-adapter';
 import { CLAUDE_CODE_CAPABILITIES } from './claude-code.adapter';
 import { CURSOR_CAPABILITIES } from './cursor.adapter';
+import { DEEPAGENTS_CAPABILITIES } from './deepagents.adapter';
 import { HERMES_CAPABILITIES } from './hermes.adapter';
 import { MANAGED_AGENTS_CAPABILITIES } from './managed-agents.adapter';
 import { OPENCODE_CAPABILITIES } from './opencode.adapter';
@@ -16,5 +17,6 @@ export const RUNTIME_CAPABILITIES: Record<RuntimeKind, RuntimeCapabilities> = {
   scripted: SCRIPTED_CAPABILITIES,
   'managed-agents': MANAGED_AGENTS_CAPABILITIES,
   cursor: CURSOR_CAPABILITIES,
+  deepagents: DEEPAGENTS_CAPABILITIES,
   hermes: HERMES_CAPABILITIES,
 };

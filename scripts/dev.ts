@@ -87,6 +87,7 @@ const server = serve({ fetch: app.fetch, port: env.PORT, hostname: env.HOST }, (
       '',
       'agentplane is up (embedded defaults)',
       `  API        ${url}   (OpenAPI: ${url}/openapi.json)`,
+      `  dashboard  ${url}/ui/   (sign in with the admin key)`,
       `  admin key  ${adminKey}`,
       `  Temporal   ${temporalAddress}${temporalServer ? ` (dev server, ${join(dataDir, 'temporal.db')})` : ''}`,
       `  database   ${database.kind === 'pglite' ? `PGlite (${join(dataDir, 'pglite')})` : 'Postgres (DATABASE_URL)'}`,

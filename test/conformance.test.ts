@@ -5,34 +5,45 @@
  * sequences of `[tool, decision]` are compared at the end.
  *
  * Each case turns the abstract steps into its runtime's own script (scripted model for OpenCode and Claude Code, the
- * contract fake for Managed Agents, the message text for the in-process scripted runtime). What a runtime declares
- * in `capabilities` decides which tests apply, and a declared capability must hold.
+ * contract fakes for Managed Agents and Cursor, the message text for the in-process scripted runtime). What a runtime
+ * declares in `capabilities` decides which tests apply: a declared capability must hold, and one not declared must be
+ * refused by the API (an `ask` policy for a runtime without approvals).
  *
- * Reattach after a worker is killed is not repeated here: test/durability.test.ts covers OpenCode, and the Claude
- * Code and Managed Agents adapter tests cover theirs.
+ * The reattach case runs last in each block: the in-process worker is replaced by a worker process that is SIGKILLed
+ * mid-turn, and a second process must finish the turn without the runtime receiving the prompt twice.
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
+import { createDeepAgentsAdapter } from '../runtimes/deepagents.adapter';
 import { createHermesAdapter } from '../runtimes/hermes.adapter';
 import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
 import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
 import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
 import type { RuntimeKind, RuntimeRegistry } from '../runtimes/runtime-adapter';
 import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createCursorAdapter } from '../runtimes/cursor.adapter';
+import { startCursorFake, type CursorFake, type CursorStep } from './support/cursor-fake';
 import { ensureHermes, startHermes, type HermesServer } from './support/hermes-server';
 import { startManagedAgentsFake, type FakeStep, type ManagedAgentsFake } from './support/managed-agents-fake';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel, type ScriptStep } from './support/scripted-model';
 import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
+import { spawnWorker, type WorkerProcess } from './support/worker-process';
 
-type Step = { say: string } | { tool: 'bash' | 'write' | 'read'; subject: string } | { hold: true };
+/** `hold` parks the turn until the test releases it (never, for the interrupt case), then says `say` */
+type Step = { say: string } | { tool: 'bash' | 'write' | 'read'; subject: string } | { hold: true; say?: string };
 
 interface Env {
   stack: Stack;
   model?: ScriptedModel;
   fake?: ManagedAgentsFake;
   hermes?: HermesServer;
-  gates: Gate[];
+  cursor?: CursorFake;
+  /** Cursor fake runs by prompt */
+  cursorScripts: Map<string, CursorStep[]>;
+  sessionId: string;
+  /** held steps by prompt */
+  gates: Map<string, Gate>;
 }
 
 interface RuntimeCase {
@@ -43,30 +54,57 @@ interface RuntimeCase {
   agent(env: Env): Promise<Record<string, unknown>>;
   /** make `prompt` run `steps`; returns the text to send as the user message */
   script(env: Env, prompt: string, steps: Step[]): string;
-  /** resolves once the held step of an interrupt script has been reached */
+  /** resolves once the held step of a script has been reached */
   held(env: Env, prompt: string): Promise<void>;
+  /** lets the held step go on */
+  release(env: Env, prompt: string): void;
+  /** how often the runtime's backend received `prompt` (the in-process scripted runtime has none: null) */
+  promptsReceived(env: Env, prompt: string): number | null;
+  /** a policy the runtime can enforce (default POLICY) */
+  policy?: unknown;
 }
 
 const POLICY = { rules: [{ tool: 'bash', action: 'deny' }, { tool: 'write', action: 'ask' }], default: 'allow' };
 
-/** scripted model steps for runtimes that call an LLM (OpenCode: filePath, Claude Code: file_path) */
-function modelSteps(env: Env, steps: Step[], fileKey: 'filePath' | 'file_path'): ScriptStep[] {
+/**
+ * scripted model steps for runtimes that call an LLM (OpenCode: filePath, Claude Code and DeepAgents: file_path). Each
+ * tool lists every runtime's spelling; the model calls the one the runtime offers (DeepAgents: execute, write_file,
+ * read_file).
+ */
+function modelSteps(env: Env, prompt: string, steps: Step[], fileKey: 'filePath' | 'file_path'): ScriptStep[] {
   return steps.map((s): ScriptStep => {
+    if ('hold' in s) return { text: s.say ?? 'never said', waitFor: gateFor(env, prompt).promise };
     if ('say' in s) return { text: s.say };
-    if ('hold' in s) {
-      const gate = createGate();
-      env.gates.push(gate);
-      return { text: 'never said', waitFor: gate.promise };
-    }
-    if (s.tool === 'bash') return { tool: ['bash', 'Bash'], input: { command: s.subject, description: 'conformance' } };
-    if (s.tool === 'write') return { tool: ['write', 'Write'], input: { [fileKey]: s.subject, content: 'conformance content\n' } };
-    return { tool: ['read', 'Read'], input: { [fileKey]: s.subject } };
+    if (s.tool === 'bash') return { tool: ['bash', 'Bash', 'execute'], input: { command: s.subject, description: 'conformance' } };
+    if (s.tool === 'write') return { tool: ['write', 'Write', 'write_file'], input: { [fileKey]: s.subject, content: 'conformance content\n' } };
+    return { tool: ['read', 'Read', 'read_file'], input: { [fileKey]: s.subject } };
   });
 }
 
+/** the user messages' text of an OpenAI chat completions request */
+function userMessages(body: unknown): string[] {
+  const messages = (body as { messages?: Array<{ role?: string; content?: unknown }> }).messages ?? [];
+  return messages.filter((m) => m.role === 'user').map((m) => (typeof m.content === 'string' ? m.content : Array.isArray(m.content) ? m.content.map((c: { text?: string }) => c.text ?? '').join('') : ''));
+}
+
+function gateFor(env: Env, prompt: string): Gate {
+  if (!env.gates.has(prompt)) env.gates.set(prompt, createGate());
+  return env.gates.get(prompt)!;
+}
+
+const modelBackend = {
+  async backend(env: Env) {
+    env.model = await startScriptedModel();
+  },
+  held: async (env: Env, prompt: string) => void (await env.model!.waitForRequest((r) => r.prompt?.includes(prompt) === true, 60_000)),
+  release: (env: Env, prompt: string) => gateFor(env, prompt).release(),
+  // Claude Code prefixes the prompt with system reminders: the exchange's prompt ends with ours
+  promptsReceived: (env: Env, prompt: string) => env.model!.requests.filter((r) => r.protocol !== null && r.prompt?.endsWith(prompt) === true && r.stepIndex === 0).length,
+};
+
 /** scripted model steps in Hermes's tool names (terminal, write_file, read_file) */
-function hermesSteps(env: Env, steps: Step[]): ScriptStep[] {
-  return modelSteps(env, steps, 'file_path').map((s, i) => {
+function hermesSteps(env: Env, prompt: string, steps: Step[]): ScriptStep[] {
+  return modelSteps(env, prompt, steps, 'file_path').map((s, i) => {
     const step = steps[i]!;
     if (!('tool' in step)) return s;
     if (step.tool === 'bash') return { tool: 'terminal', input: { command: step.subject } };
@@ -84,41 +122,61 @@ const RUNTIMES: RuntimeCase[] = [
     async backend() {},
     adapter: () => ({ scripted: createScriptedAdapter() }),
     agent: async () => ({ model: 'scripted', runtime: { type: 'scripted', config: {} } }),
-    script(_env, _prompt, steps) {
-      const lines = steps.map((s) => ('say' in s ? `say ${s.say}` : 'hold' in s ? 'sleep 60000' : `tool ${s.tool} ${s.subject}`));
+    script(_env, prompt, steps) {
+      // a hold that is released is a pause long enough for a worker to be killed in it (the runtime lives in the worker)
+      const lines = steps.flatMap((s) => ('hold' in s ? [`say held ${prompt}`, ...(s.say ? ['sleep 3000', `say ${s.say}`] : ['sleep 60000'])] : 'say' in s ? [`say ${s.say}`] : [`tool ${s.tool} ${s.subject}`]));
       return [...lines, 'cost 0.001'].join('\n');
     },
-    held: async () => {},
+    async held(env, prompt) {
+      await eventually(async () => ((await eventsOf(env.stack, env.sessionId)).some((e) => e.type === 'agent.message' && e.content[0].text === `held ${prompt}`) ? true : undefined), { timeoutMs: 60_000, what: `scripted: held ${prompt}` });
+    },
+    release() {},
+    promptsReceived: () => null,
   },
   {
     kind: 'opencode',
-    async backend(env) {
-      env.model = await startScriptedModel();
-    },
+    ...modelBackend,
     adapter: (env) => ({ opencode: createOpenCodeAdapter({ dataDir: env.stack.dataDir }) }),
     agent: async (env) => ({ model: 'scripted-model', runtime: { type: 'opencode', config: { cost: { input: 3, output: 15 } } }, model_provider: { base_url: env.model!.openaiBaseUrl } }),
     script(env, prompt, steps) {
-      env.model!.setScript([{ match: prompt, steps: modelSteps(env, steps, 'filePath') }]);
+      env.model!.setScript([{ match: prompt, steps: modelSteps(env, prompt, steps, 'filePath') }]);
       return prompt;
     },
-    held: async (env, prompt) => void (await env.model!.waitForRequest((r) => r.prompt?.includes(prompt) === true, 60_000)),
   },
   {
     kind: 'claude-code',
-    async backend(env) {
-      env.model = await startScriptedModel();
-    },
+    ...modelBackend,
     adapter: (env) => ({ 'claude-code': createClaudeCodeAdapter({ dataDir: env.stack.dataDir }) }),
     async agent(env) {
       const credential = await env.stack.call('POST', '/v1/credentials', { name: 'anthropic key', secret: 'sk-ant-conformance-0123456789' });
       return { model: 'claude-sonnet-4-5', runtime: { type: 'claude-code', config: {} }, model_provider: { base_url: env.model!.url, credential_id: credential.body.id } };
     },
     script(env, prompt, steps) {
-      // Claude Code prefixes prompts with system reminders: rules match by substring
-      env.model!.setScript([{ match: prompt, steps: modelSteps(env, steps, 'file_path') }]);
+      // Claude Code prefixes prompts with system reminders: rules match by substring. A turn cut off by a worker crash
+      // is continued by the adapter with its own message (the claude process and its model request died with the
+      // worker); the model answers it with what the held step would have said.
+      const held = steps.find((s): s is { hold: true; say: string } => 'hold' in s && s.say !== undefined);
+      env.model!.setScript([{ match: prompt, steps: modelSteps(env, prompt, steps, 'file_path') }, ...(held ? [{ match: 'cut off by a restart', steps: [{ text: held.say }] }] : [])]);
       return prompt;
     },
-    held: async (env, prompt) => void (await env.model!.waitForRequest((r) => r.prompt?.includes(prompt) === true, 60_000)),
+  },
+  {
+    kind: 'deepagents',
+    ...modelBackend,
+    adapter: (env) => ({ deepagents: createDeepAgentsAdapter({ dataDir: env.stack.dataDir }) }),
+    async agent(env) {
+      const credential = await env.stack.call('POST', '/v1/credentials', { name: 'openai-compatible key', secret: 'sk-deepagents-conformance-0123456789' });
+      // a model in the default pricing table: DeepAgents reports tokens, the ledger prices them
+      return { model: 'gpt-4.1', runtime: { type: 'deepagents', config: {} }, model_provider: { base_url: env.model!.openaiBaseUrl, credential_id: credential.body.id } };
+    },
+    script(env, prompt, steps) {
+      env.model!.setScript([{ match: prompt, steps: modelSteps(env, prompt, steps, 'file_path') }]);
+      return prompt;
+    },
+    // The graph runs in the worker: a model call cut off by the crash is made again from the last checkpoint, with
+    // the same conversation. What must not happen is the prompt going into the thread twice, so count how often it
+    // is a user message of the conversation the model is sent.
+    promptsReceived: (env, prompt) => Math.max(0, ...env.model!.requestsFor(prompt).map((r) => userMessages(r.body).filter((text) => text === prompt).length)),
   },
   {
     kind: 'managed-agents',
@@ -132,19 +190,53 @@ const RUNTIMES: RuntimeCase[] = [
     },
     script(env, prompt, steps) {
       const fakeSteps = steps.flatMap((s): FakeStep[] => {
+        if ('hold' in s) return [{ gate: `hold:${prompt}` }, ...(s.say ? [{ say: s.say }] : [])];
         if ('say' in s) return [{ say: s.say }];
-        if ('hold' in s) return [{ gate: `hold:${prompt}` }];
         return [{ tool: s.tool, input: s.tool === 'bash' ? { command: s.subject } : s.tool === 'write' ? { file_path: s.subject, content: 'conformance content\n' } : { file_path: s.subject }, result: 'ok' }];
       });
       env.fake!.script(prompt, [...fakeSteps, { usage: { input: 100, output: 20, costUsd: 0.001 } }]);
       return prompt;
     },
     held: async (env, prompt) => env.fake!.gate(`hold:${prompt}`).reached,
+    release: (env, prompt) => env.fake!.gate(`hold:${prompt}`).open(),
+    promptsReceived: (env, prompt) => env.fake!.countPrompts(prompt),
+  },
+  {
+    kind: 'cursor',
+    // no approval hook: an ask rule is refused (tested below), so the policy is allow/deny only
+    policy: { rules: [{ tool: 'bash', action: 'deny' }], default: 'allow' },
+    async backend(env) {
+      env.cursor = await startCursorFake();
+      env.cursor.script = (prompt) => env.cursorScripts.get(prompt) ?? [{ assistant: `echo: ${prompt}` }, { usage: { inputTokens: 100, outputTokens: 20 } }];
+    },
+    adapter: () => ({ cursor: createCursorAdapter({ reconnectMs: 50 }) }),
+    async agent(env) {
+      const credential = await env.stack.call('POST', '/v1/credentials', { name: 'cursor key', secret: env.cursor!.apiKey });
+      return { model: 'claude-sonnet-4-5', runtime: { type: 'cursor', config: {} }, model_provider: { base_url: env.cursor!.url, credential_id: credential.body.id } };
+    },
+    script(env, prompt, steps) {
+      const cursorSteps = steps.flatMap((s): CursorStep[] => {
+        // the fake parks a run after its first event while held: the thinking step is that first event
+        if ('hold' in s) {
+          env.cursor!.hold();
+          return [{ thinking: `held ${prompt}` }, { assistant: s.say ?? 'never said' }];
+        }
+        if ('say' in s) return [{ assistant: s.say }];
+        return [{ tool: s.tool === 'bash' ? 'run_terminal_cmd' : s.tool === 'write' ? 'edit_file' : 'read_file', args: { path: s.subject }, result: 'ok' }];
+      });
+      env.cursorScripts.set(prompt, [...cursorSteps, { usage: { inputTokens: 100, outputTokens: 20 } }]);
+      return prompt;
+    },
+    held: async (env, prompt) =>
+      void (await eventually(async () => ([...env.cursor!.runs.values()].some((r) => r.prompt === prompt && r.frames.length > 1) ? true : undefined), { timeoutMs: 60_000, what: `cursor: held ${prompt}` })),
+    release: (env) => env.cursor!.release(),
+    promptsReceived: (env, prompt) => env.cursor!.prompts.filter((p) => p === prompt).length,
   },
   ...('bin' in hermesInstalled
     ? [
         {
           kind: 'hermes',
+          ...modelBackend,
           async backend(env) {
             env.model = await startScriptedModel();
             env.hermes = await startHermes({ bin: hermesInstalled.bin, modelBaseUrl: env.model.openaiBaseUrl });
@@ -155,10 +247,9 @@ const RUNTIMES: RuntimeCase[] = [
             return { model: 'claude-sonnet-4-5', runtime: { type: 'hermes', config: {} }, model_provider: { base_url: env.hermes!.url, credential_id: credential.body.id } };
           },
           script(env, prompt, steps) {
-            env.model!.setScript([{ match: prompt, steps: hermesSteps(env, steps) }]);
+            env.model!.setScript([{ match: prompt, steps: hermesSteps(env, prompt, steps) }]);
             return prompt;
           },
-          held: async (env, prompt) => void (await env.model!.waitForRequest((r) => r.prompt?.includes(prompt) === true, 60_000)),
         } satisfies RuntimeCase,
       ]
     : []),
@@ -169,8 +260,10 @@ const decisions: Partial<Record<RuntimeKind, Array<[string, string]>>> = {};
 
 describe.each(RUNTIMES)('conformance: $kind', (rt) => {
   const caps = RUNTIME_CAPABILITIES[rt.kind];
-  const env = { gates: [] } as unknown as Env;
+  const env = { gates: new Map(), cursorScripts: new Map() } as unknown as Env;
   let sessionId: string;
+  /** the worker process of the reattach case */
+  let worker: WorkerProcess | undefined;
 
   /** sends a message and waits for the next session.status_idle event; returns it */
   async function turn(text: string, timeoutMs = 90_000) {
@@ -194,18 +287,21 @@ describe.each(RUNTIMES)('conformance: $kind', (rt) => {
     env.stack = await startStack({ worker: false });
     await rt.backend(env);
     await env.stack.startWorker(rt.adapter(env));
-    const agent = await env.stack.call('POST', '/v1/agents', { name: `conformance ${rt.kind}`, tool_policy: POLICY, ...(await rt.agent(env)) });
+    const agent = await env.stack.call('POST', '/v1/agents', { name: `conformance ${rt.kind}`, tool_policy: rt.policy ?? POLICY, ...(await rt.agent(env)) });
     expect(agent.status, JSON.stringify(agent.body)).toBeLessThan(300);
     const session = await env.stack.call('POST', '/v1/sessions', { agent: agent.body.id });
     expect(session.status, JSON.stringify(session.body)).toBeLessThan(300);
     sessionId = session.body.id;
+    env.sessionId = sessionId;
   }, 120_000);
   afterAll(async () => {
-    for (const gate of env.gates) gate.release();
+    for (const gate of env.gates.values()) gate.release();
+    await worker?.stop();
     await env.stack?.stop();
     await env.hermes?.close();
     await env.model?.close();
     await env.fake?.close();
+    await env.cursor?.close();
   }, 60_000);
 
   it('answers a message: agent.message, a model request with usage, idle end_turn, and a cost when one is declared', { timeout: 120_000 }, async () => {
@@ -259,6 +355,14 @@ describe.each(RUNTIMES)('conformance: $kind', (rt) => {
     const interrupted = await env.stack.call('POST', `/v1/sessions/${sessionId}/events`, { events: [{ type: 'user.interrupt' }] });
     expect(interrupted.status, JSON.stringify(interrupted.body)).toBeLessThan(300);
     await waitForStatus(env.stack, sessionId, 'idle', 'interrupted', 60_000);
+    rt.release(env, 'conformance interrupt');
+  });
+
+  it.runIf(!caps.approvals)('refuses a policy that asks a person, naming the field, since the runtime cannot hold a call', async () => {
+    const refused = await env.stack.call('POST', '/v1/agents', { name: `conformance ${rt.kind} asks`, tool_policy: POLICY, ...(await rt.agent(env)) });
+    expect(refused.status).toBe(400);
+    expect(JSON.stringify(refused.body)).toContain('tool_policy');
+    expect(refused.body.detail ?? refused.body.title).toMatch(/approv|ask/i);
   });
 
   it('answers a follow-up in the same session with end_turn', { timeout: 120_000 }, async () => {
@@ -266,6 +370,30 @@ describe.each(RUNTIMES)('conformance: $kind', (rt) => {
     expect(idle.stop_reason?.type).toBe('end_turn');
     const messages = (await eventsOf(env.stack, sessionId)).filter((e) => e.type === 'agent.message');
     expect(messages.at(-1)?.content[0].text).toBe('followed up');
+  });
+
+  // last: it replaces the in-process worker with worker processes
+  it.runIf(caps.reattach)('finishes a turn whose worker was SIGKILLed mid-turn, without the runtime receiving the prompt twice', { timeout: 240_000 }, async () => {
+    await env.stack.stopWorker();
+    worker = await spawnWorker(env.stack, { AGENTPLANE_RUNTIMES: rt.kind });
+    const prompt = 'conformance reattach';
+    const before = (await eventsOf(env.stack, sessionId)).length;
+    const sent = await env.stack.call('POST', `/v1/sessions/${sessionId}/events`, { events: [{ type: 'user.message', content: script(prompt, [{ hold: true, say: 'finished after the crash' }]) }] });
+    expect(sent.status).toBeLessThan(300);
+    await rt.held(env, prompt);
+    await worker.kill();
+    worker = await spawnWorker(env.stack, { AGENTPLANE_RUNTIMES: rt.kind });
+    rt.release(env, prompt);
+    await waitForStatus(env.stack, sessionId, 'idle', 'end_turn', 180_000);
+
+    const received = rt.promptsReceived(env, prompt);
+    if (received !== null) expect(received).toBe(1);
+    const events = await eventsOf(env.stack, sessionId);
+    expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
+    const messages = events.slice(before).filter((e) => e.type === 'agent.message').map((e) => e.content[0].text);
+    expect(messages.at(-1)).toBe('finished after the crash');
+    // every message of the turn once: nothing replayed into the log twice
+    expect(new Set(messages).size).toBe(messages.length);
   });
 });
 

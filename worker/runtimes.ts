@@ -1,6 +1,7 @@
 import { RUNTIME_KINDS } from '../governance/types';
 import { createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
 import { createCursorAdapter } from '../runtimes/cursor.adapter';
+import { createDeepAgentsAdapter } from '../runtimes/deepagents.adapter';
 import { createHermesAdapter } from '../runtimes/hermes.adapter';
 import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
 import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
@@ -17,6 +18,7 @@ export function buildRuntimes(names: ReadonlyArray<(typeof RUNTIME_NAMES)[number
     if (name === 'scripted') registry.scripted = createScriptedAdapter();
     if (name === 'managed-agents') registry['managed-agents'] = createManagedAgentsAdapter();
     if (name === 'cursor') registry.cursor = createCursorAdapter();
+    if (name === 'deepagents') registry.deepagents = createDeepAgentsAdapter({ dataDir: opts.dataDir });
     if (name === 'hermes') registry.hermes = createHermesAdapter();
   }
   return registry;

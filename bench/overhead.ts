@@ -1,0 +1,98 @@
+/**
+ * Control-plane overhead per turn: an agentplane session on a no-op runtime against a bare Temporal workflow that
+ * runs one activity per turn, N turns each, in this process against the same Temporal dev server.
+ *
+ *   npx tsx bench/overhead.ts [--turns 50] [--warmup 5]
+ *
+ * (a) bare: client signal → workflow → one activity; the turn ends when the activity returns (clock read in the
+ *     activity, in this process).
+ * (b) agentplane: `POST /v1/sessions/{id}/events` (user.message) → API validation and event write → signal →
+ *     `agentSession` → the runTurn activity (budget reserve/settle, policy, credential, events) on the in-process
+ *     `scripted` runtime saying one line → idle; the turn ends when the `session.status_idle` event is written
+ *     (its `processed_at`, same machine clock).
+ * Target: p50 ratio b/a ≤ 1.5.
+ */
+import { fileURLToPath } from 'node:url';
+import { NativeConnection, Worker } from '@temporalio/worker';
+import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { eventsOf } from '../test/support/stack';
+import { bareMessage, type BareActivities } from './workflows/bare.workflow';
+import { flags, ms, printMachine, printTable, startPlatform, summarize } from './support';
+
+const opts = flags({ turns: 50, warmup: 5 });
+printMachine(`overhead: agentplane turn vs bare Temporal turn (${opts.turns} turns each, ${opts.warmup} warm-up)`);
+
+const platform = await startPlatform({ scripted: createScriptedAdapter() });
+const { stack } = platform;
+
+// (a) the bare baseline, on its own task queue
+const finished = new Map<number, (at: number) => void>();
+const activities: BareActivities = {
+  async bareTurn(turn) {
+    finished.get(turn)?.(Date.now());
+  },
+};
+const connection = await NativeConnection.connect({ address: platform.temporal.address });
+const bareWorker = await Worker.create({
+  connection,
+  taskQueue: 'bench-bare',
+  workflowsPath: fileURLToPath(new URL('./workflows/bare.workflow.ts', import.meta.url)),
+  activities,
+});
+const bareRun = bareWorker.run();
+
+async function bare(turns: number): Promise<number[]> {
+  const handle = await stack.temporal.workflow.start('bareSession', { taskQueue: 'bench-bare', workflowId: `bare-${Date.now()}`, args: [turns] });
+  const samples: number[] = [];
+  for (let turn = 0; turn < turns; turn++) {
+    const done = new Promise<number>((resolve) => finished.set(turn, resolve));
+    const t0 = Date.now();
+    await handle.signal(bareMessage, turn);
+    samples.push((await done) - t0);
+  }
+  await handle.result();
+  return samples;
+}
+
+// (b) agentplane, through the API
+const agent = await stack.call('POST', '/v1/agents', { name: 'bench no-op', model: 'scripted', runtime: { type: 'scripted', config: {} }, tool_policy: { rules: [], default: 'allow' } });
+if (agent.status !== 200) throw new Error(`agent: ${JSON.stringify(agent.body)}`);
+
+async function agentplane(turns: number): Promise<number[]> {
+  const session = await stack.call('POST', '/v1/sessions', { agent: agent.body.id });
+  if (session.status !== 200) throw new Error(`session: ${JSON.stringify(session.body)}`);
+  const id = session.body.id as string;
+  const samples: number[] = [];
+  for (let turn = 0; turn < turns; turn++) {
+    const t0 = Date.now();
+    const sent = await stack.call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.message', content: `say turn ${turn}` }] });
+    if (sent.status !== 200) throw new Error(`message: ${JSON.stringify(sent.body)}`);
+    let idle: { processed_at: string } | undefined;
+    while (!idle) {
+      idle = (await eventsOf(stack, id)).filter((e) => e.type === 'session.status_idle')[turn];
+      if (!idle) await new Promise((r) => setTimeout(r, 5));
+    }
+    samples.push(Date.parse(idle.processed_at) - t0);
+  }
+  await stack.call('POST', `/v1/sessions/${id}/archive`);
+  return samples;
+}
+
+await bare(opts.warmup);
+await agentplane(opts.warmup);
+const a = summarize(await bare(opts.turns));
+const b = summarize(await agentplane(opts.turns));
+
+printTable(
+  ['path', 'turns', 'p50', 'p99', 'mean'],
+  [
+    ['(a) bare Temporal: signal + 1 activity', a.n, ms(a.p50), ms(a.p99), ms(a.mean)],
+    ['(b) agentplane: API + agentSession + runTurn', b.n, ms(b.p50), ms(b.p99), ms(b.mean)],
+  ],
+);
+console.log(`ratio b/a: p50 ${(b.p50 / a.p50).toFixed(2)}, p99 ${(b.p99 / a.p99).toFixed(2)}, mean ${(b.mean / a.mean).toFixed(2)} (target p50 ≤ 1.5)`);
+
+bareWorker.shutdown();
+await bareRun;
+await connection.close();
+await platform.stop();

@@ -1,0 +1,82 @@
+/**
+ * What every benchmark shares: the real platform on this machine (a Temporal dev server started here, a fresh
+ * Postgres database, the API on a random port, a worker), flags, and how figures are printed.
+ *
+ * Benchmarks print figures; they never assert timings. Each one measures a baseline in the same process against
+ * the same servers, so the ratio it prints is comparable across machines even when the milliseconds are not.
+ */
+import { execFileSync } from 'node:child_process';
+import { cpus, totalmem } from 'node:os';
+import { parseArgs } from 'node:util';
+import { startTemporalDevServer, type TemporalDevServer } from '../scripts/temporal-dev-server';
+import { startStack, type Stack } from '../test/support/stack';
+import type { RuntimeRegistry } from '../runtimes/runtime-adapter';
+
+export interface BenchPlatform {
+  temporal: TemporalDevServer;
+  stack: Stack;
+  stop(): Promise<void>;
+}
+
+/** Postgres from DATABASE_URL, else the local Debian cluster (scripts/ensure-postgres.sh), as the tests do. */
+function ensureDatabaseUrl(): void {
+  if (process.env.DATABASE_URL) return;
+  const out = execFileSync('bash', ['scripts/ensure-postgres.sh'], { stdio: ['ignore', 'pipe', 'inherit'] }).toString().trim();
+  process.env.DATABASE_URL = out.split('\n').at(-1);
+}
+
+export async function startPlatform(runtimes: RuntimeRegistry): Promise<BenchPlatform> {
+  ensureDatabaseUrl();
+  const temporal = await startTemporalDevServer();
+  const stack = await startStack({ temporalAddress: temporal.address, runtimes });
+  return {
+    temporal,
+    stack,
+    async stop() {
+      await stack.stop();
+      await temporal.stop();
+    },
+  };
+}
+
+/** `--name value` flags with numeric defaults: `flags({ turns: 50 })`. */
+export function flags<T extends Record<string, number>>(defaults: T): T {
+  const { values } = parseArgs({ options: Object.fromEntries(Object.keys(defaults).map((k) => [k, { type: 'string' as const }])), strict: true });
+  const out = { ...defaults };
+  for (const [k, v] of Object.entries(values)) {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${k} must be a positive number, got ${String(v)}`);
+    (out as Record<string, number>)[k] = n;
+  }
+  return out;
+}
+
+export interface Summary {
+  n: number;
+  p50: number;
+  p99: number;
+  mean: number;
+}
+
+export function summarize(samples: number[]): Summary {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? NaN;
+  return { n: sorted.length, p50: at(0.5), p99: at(0.99), mean: sorted.reduce((a, b) => a + b, 0) / (sorted.length || 1) };
+}
+
+export const ms = (x: number) => `${x.toFixed(2)} ms`;
+
+/** One header line naming the machine, so a figure is never read without its context. */
+export function printMachine(title: string): void {
+  console.log(`# ${title}`);
+  console.log(`machine: ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`);
+}
+
+export function printTable(header: string[], rows: Array<Array<string | number>>): void {
+  const cells = [header, ...rows.map((r) => r.map(String))];
+  const widths = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  console.log(line(header));
+  console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
+  for (const r of cells.slice(1)) console.log(line(r));
+}

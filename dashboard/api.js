@@ -1,0 +1,130 @@
+// The one API client. The key is entered once and kept in sessionStorage (gone when the tab closes), and sent as
+// `Authorization: Bearer …` exactly like any other client. The event stream is read with fetch rather than
+// EventSource, because EventSource cannot send that header; the alternative, a short-lived token in the URL,
+// would put a credential in logs and history, and add a second way to authenticate.
+
+const KEY = 'agentplane.apiKey';
+
+export const auth = {
+  get: () => sessionStorage.getItem(KEY),
+  set: (key) => sessionStorage.setItem(KEY, key),
+  clear: () => sessionStorage.removeItem(KEY),
+};
+
+export class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem?.detail ?? `HTTP ${status}`);
+    this.status = status;
+    this.code = problem?.code;
+  }
+}
+
+function headers(extra = {}) {
+  return { authorization: `Bearer ${auth.get() ?? ''}`, ...extra };
+}
+
+/** GET/POST JSON; query values that are empty are left out */
+export async function api(method, path, { query, body, signal } = {}) {
+  const url = new URL(path, location.origin);
+  for (const [name, value] of Object.entries(query ?? {})) {
+    if (value !== undefined && value !== null && value !== '') url.searchParams.set(name, value);
+  }
+  const res = await fetch(url, {
+    method,
+    signal,
+    headers: headers(body === undefined ? {} : { 'content-type': 'application/json' }),
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const parsed = await res.json().catch(() => null);
+  if (!res.ok) {
+    if (res.status === 401) window.dispatchEvent(new CustomEvent('agentplane:unauthorized'));
+    throw new ApiError(res.status, parsed);
+  }
+  return parsed;
+}
+
+export const get = (path, query, signal) => api('GET', path, { query, signal });
+export const post = (path, body) => api('POST', path, { body });
+
+/**
+ * Follows a session's event stream until `signal` aborts or the session terminates, calling onEvent for each event.
+ * A dropped connection is resumed from the last event seen (Last-Event-ID), so nothing is missed or repeated.
+ */
+export async function streamEvents(sessionId, { lastEventId, onEvent, onState, signal }) {
+  let cursor = lastEventId;
+  while (!signal.aborted) {
+    try {
+      onState?.('live');
+      const res = await fetch(`/v1/sessions/${encodeURIComponent(sessionId)}/events/stream`, {
+        signal,
+        headers: headers({ accept: 'text/event-stream', ...(cursor !== undefined ? { 'last-event-id': String(cursor) } : {}) }),
+      });
+      if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null));
+      for await (const frame of sseFrames(res.body)) {
+        if (frame.id !== undefined) cursor = frame.id;
+        if (frame.event === 'ping') continue;
+        const event = JSON.parse(frame.data);
+        onEvent(event);
+        if (event.type === 'session.status_terminated') {
+          onState?.('ended');
+          return;
+        }
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      if (err instanceof ApiError && err.status < 500) {
+        onState?.(`stopped: ${err.message}`);
+        return;
+      }
+    }
+    onState?.('reconnecting');
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+/** Splits a text/event-stream body into frames ({ id, event, data }). */
+async function* sseFrames(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value.replace(/\r\n?/g, '\n');
+    let end;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const frame = { data: '' };
+      const data = [];
+      for (const line of block.split('\n')) {
+        if (!line || line.startsWith(':')) continue;
+        const colon = line.indexOf(':');
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const val = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+        if (field === 'data') data.push(val);
+        else if (field === 'id') frame.id = val;
+        else if (field === 'event') frame.event = val;
+      }
+      frame.data = data.join('\n');
+      if (data.length > 0) yield frame;
+    }
+  }
+}
+
+/** Runs fn now and then every `ms` until signal aborts; a slow run is never overlapped by the next one. */
+export async function poll(ms, fn, signal) {
+  while (!signal.aborted) {
+    await fn().catch(() => undefined);
+    await new Promise((resolve) => {
+      const stop = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        signal.removeEventListener('abort', stop);
+        resolve();
+      }, ms);
+      signal.addEventListener('abort', stop, { once: true });
+    });
+  }
+}
