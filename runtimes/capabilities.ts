@@ -7,6 +7,7 @@ import { ACP_CAPABILITIES } from './acp.adapter';
 import { CLAUDE_CODE_CAPABILITIES } from './claude-code.adapter';
 import { CURSOR_CAPABILITIES } from './cursor.adapter';
 import { DEEPAGENTS_CAPABILITIES } from './deepagents.adapter';
+import { HERMES_CAPABILITIES } from './hermes.adapter';
 import { MANAGED_AGENTS_CAPABILITIES } from './managed-agents.adapter';
 import { OPENCODE_CAPABILITIES } from './opencode.adapter';
 import { SCRIPTED_CAPABILITIES } from './scripted.adapter';
@@ -19,4 +20,5 @@ export const RUNTIME_CAPABILITIES: Record<RuntimeKind, RuntimeCapabilities> = {
   cursor: CURSOR_CAPABILITIES,
   deepagents: DEEPAGENTS_CAPABILITIES,
   acp: ACP_CAPABILITIES,
+  hermes: HERMES_CAPABILITIES,
 };

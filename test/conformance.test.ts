@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAcpAdapter } from '../runtimes/acp.adapter';
 import { createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
 import { createDeepAgentsAdapter } from '../runtimes/deepagents.adapter';
+import { createHermesAdapter } from '../runtimes/hermes.adapter';
 import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
 import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
 import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
@@ -24,6 +25,7 @@ import type { RuntimeKind, RuntimeRegistry } from '../runtimes/runtime-adapter';
 import { createScriptedAdapter } from '../runtimes/scripted.adapter';
 import { createCursorAdapter } from '../runtimes/cursor.adapter';
 import { startCursorFake, type CursorFake, type CursorStep } from './support/cursor-fake';
+import { ensureHermes, startHermes, type HermesServer } from './support/hermes-server';
 import { startManagedAgentsFake, type FakeStep, type ManagedAgentsFake } from './support/managed-agents-fake';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel, type ScriptStep } from './support/scripted-model';
 import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
@@ -36,6 +38,7 @@ interface Env {
   stack: Stack;
   model?: ScriptedModel;
   fake?: ManagedAgentsFake;
+  hermes?: HermesServer;
   cursor?: CursorFake;
   /** Cursor fake runs by prompt */
   cursorScripts: Map<string, CursorStep[]>;
@@ -99,6 +102,20 @@ const modelBackend = {
   // Claude Code prefixes the prompt with system reminders: the exchange's prompt ends with ours
   promptsReceived: (env: Env, prompt: string) => env.model!.requests.filter((r) => r.protocol !== null && r.prompt?.endsWith(prompt) === true && r.stepIndex === 0).length,
 };
+
+/** scripted model steps in Hermes's tool names (terminal, write_file, read_file) */
+function hermesSteps(env: Env, prompt: string, steps: Step[]): ScriptStep[] {
+  return modelSteps(env, prompt, steps, 'file_path').map((s, i) => {
+    const step = steps[i]!;
+    if (!('tool' in step)) return s;
+    if (step.tool === 'bash') return { tool: 'terminal', input: { command: step.subject } };
+    if (step.tool === 'write') return { tool: 'write_file', input: { path: step.subject, content: 'conformance content\n' } };
+    return { tool: 'read_file', input: { path: step.subject } };
+  });
+}
+
+const hermesInstalled = ensureHermes();
+if ('error' in hermesInstalled) console.error(`\n!!! conformance: hermes SKIPPED: ${hermesInstalled.error}\n`);
 
 const RUNTIMES: RuntimeCase[] = [
   {
@@ -229,6 +246,27 @@ const RUNTIMES: RuntimeCase[] = [
     release: (env) => env.cursor!.release(),
     promptsReceived: (env, prompt) => env.cursor!.prompts.filter((p) => p === prompt).length,
   },
+  ...('bin' in hermesInstalled
+    ? [
+        {
+          kind: 'hermes',
+          ...modelBackend,
+          async backend(env) {
+            env.model = await startScriptedModel();
+            env.hermes = await startHermes({ bin: hermesInstalled.bin, modelBaseUrl: env.model.openaiBaseUrl });
+          },
+          adapter: () => ({ hermes: createHermesAdapter({ pollMs: 200, settleMs: 500 }) }),
+          async agent(env) {
+            const credential = await env.stack.call('POST', '/v1/credentials', { name: 'hermes api server key', secret: env.hermes!.apiKey });
+            return { model: 'claude-sonnet-4-5', runtime: { type: 'hermes', config: {} }, model_provider: { base_url: env.hermes!.url, credential_id: credential.body.id } };
+          },
+          script(env, prompt, steps) {
+            env.model!.setScript([{ match: prompt, steps: hermesSteps(env, prompt, steps) }]);
+            return prompt;
+          },
+        } satisfies RuntimeCase,
+      ]
+    : []),
 ];
 
 /** the `[tool, decision]` sequence of the policy turn, per runtime */
@@ -274,6 +312,7 @@ describe.each(RUNTIMES)('conformance: $kind', (rt) => {
     for (const gate of env.gates.values()) gate.release();
     await worker?.stop();
     await env.stack?.stop();
+    await env.hermes?.close();
     await env.model?.close();
     await env.fake?.close();
     await env.cursor?.close();

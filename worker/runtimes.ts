@@ -3,6 +3,7 @@ import { createAcpAdapter, type AcpAgentSpec } from '../runtimes/acp.adapter';
 import { createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
 import { createCursorAdapter } from '../runtimes/cursor.adapter';
 import { createDeepAgentsAdapter } from '../runtimes/deepagents.adapter';
+import { createHermesAdapter } from '../runtimes/hermes.adapter';
 import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
 import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
 import type { RuntimeRegistry } from '../runtimes/runtime-adapter';
@@ -20,6 +21,7 @@ export function buildRuntimes(names: ReadonlyArray<(typeof RUNTIME_NAMES)[number
     if (name === 'cursor') registry.cursor = createCursorAdapter();
     if (name === 'deepagents') registry.deepagents = createDeepAgentsAdapter({ dataDir: opts.dataDir });
     if (name === 'acp') registry.acp = createAcpAdapter({ dataDir: opts.dataDir, opencodeBin: opts.opencodeBin, agents: opts.acpAgents });
+    if (name === 'hermes') registry.hermes = createHermesAdapter();
   }
   return registry;
 }

@@ -1,0 +1,580 @@
+/**
+ * Hermes Agent (Nous Research) behind the RuntimeAdapter contract, through its API server's Runs API over plain `fetch`:
+ * `POST /v1/runs`, `GET /v1/runs/{id}`, `GET /v1/runs/{id}/events` (SSE), `POST /v1/runs/{id}/approval`,
+ * `POST /v1/runs/{id}/stop`. Checked against hermes-agent 0.19.0 from PyPI, run for real in the tests.
+ *
+ * The base URL is the agent's `modelProvider.baseUrl` (the API server, default http://127.0.0.1:8642) and the key its
+ * model credential, used as the API server key (`Authorization: Bearer`) only. Hermes picks the LLM from its own
+ * config; `agent.model` is sent as `model` (a Hermes model route when one is configured) and names the model the
+ * pricing table prices the turn's tokens by. `agent.system` goes as `instructions`. Every run carries
+ * `session_id: <our session id>`, under which Hermes stores the conversation; 0.19 does not load it for a new run, so
+ * the run also carries that stored conversation (`GET /api/sessions/{id}/messages`) as `conversation_history`.
+ *
+ * Governance. Hermes itself asks a person only before "dangerous" terminal commands. To hold every tool call, the
+ * Hermes server loads the agentplane gate plugin (`runtimes/hermes-gate/`, see `HERMES_GATE_PLUGIN_DIR`): a
+ * `pre_tool_call` hook that escalates each call to Hermes's approval gate with the call (tool, call id, arguments) as
+ * JSON in the description. Each `approval.request` goes through `sink.decide`: allow → choice `once`, deny → `deny`
+ * (Hermes blocks the call and the model sees the refusal), ask → the turn returns `requires_action` with the run still
+ * blocked, and the resume turn posts the decisions and reads on. A dangerous-command prompt for a call already
+ * decided is answered with that decision. Without the plugin only dangerous terminal commands reach `sink.decide`;
+ * every other call runs unasked, is recorded with `evaluated_permission: 'allow'`, and a `session.error`
+ * (`policy_not_enforced`) names any such call the policy would have denied or asked about. So approvals hold only on a
+ * Hermes server that loads the plugin.
+ *
+ * What Hermes 0.19's run events carry, and what that costs us: `message.delta`, `tool.started {tool, preview}`,
+ * `tool.completed {tool, duration, error}` (no call id, no output: results are recorded without content),
+ * `approval.request`, `approval.responded`, `run.completed {output, usage}`, `run.failed`, `run.cancelled`. Frames are
+ * `data:` lines only; there is no `id:`, no replay, and one reader per run: the stream is dropped when its reader goes
+ * away. Hence:
+ * - A run's stream is read by one live reader. When a turn parks on `ask`, its reader is parked in this process (keyed
+ *   by run id) and the resume turn picks it up.
+ * - A retried turn never sends again: the turn is checkpointed before sending, the send carries
+ *   `Idempotency-Key: <messageId>`, and the run id is checkpointed as soon as it is known. With a run id the turn
+ *   reattaches: the parked reader if this process has one, else the run's status (`GET /v1/runs/{id}`: a finished
+ *   run's output and usage) and a new stream with `Last-Event-ID` (sent when a server gives ids). While streaming, the
+ *   status is polled too, so a run whose events went to a dead reader still ends the turn. Events a dead reader took
+ *   are lost except for the final output and usage, which come from the status.
+ * - Event ids (`sourceId`) are built from the run id and the call id / segment, never from arrival order alone.
+ *
+ * Usage: `run.completed.usage {input_tokens, output_tokens}` for the whole run becomes one `span.model_request_end`
+ * without `cost_usd`; the ledger prices it by `agent.model` (cost 'priced').
+ *
+ * The key is never in `ref.state`, events or errors.
+ */
+import { fileURLToPath } from 'node:url';
+import { evaluatePolicy } from '../governance/policy';
+import { CANONICAL_TOOLS, type CanonicalTool } from '../governance/types';
+import type { PermissionDecision, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
+import { readSseFrames } from './sse';
+
+export const HERMES_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true } as const satisfies RuntimeCapabilities;
+
+/** The Hermes plugin that holds every tool call at the approval gate; copy it to `$HERMES_HOME/plugins/agentplane_gate`. */
+export const HERMES_GATE_PLUGIN_DIR = fileURLToPath(new URL('./hermes-gate', import.meta.url));
+/** What the gate plugin puts before the call's JSON in an approval's description. */
+export const HERMES_GATE_MARKER = 'agentplane-gate:';
+
+const DEFAULT_BASE_URL = 'http://127.0.0.1:8642';
+const TERMINAL = new Set(['completed', 'failed', 'cancelled', 'interrupted']);
+
+export interface HermesAdapterOptions {
+  defaultBaseUrl?: string;
+  /** how often the run's status is polled while its stream is read (default 1000 ms) */
+  pollMs?: number;
+  /** how long a stream may stay silent after the status says the run ended (default 2000 ms) */
+  settleMs?: number;
+  /** wait before reopening a stream that broke (default 300 ms) */
+  reconnectMs?: number;
+}
+
+/** A tool call of the current run, as far as we know it. `tool` is Hermes's name for it. */
+interface CallRecord {
+  callId: string;
+  tool: string;
+  /** ungated: Hermes ran it without asking; asked: waiting for a decision; allowed/denied: the answer sent */
+  status: 'ungated' | 'asked' | 'allowed' | 'denied';
+  /** Hermes reported `tool.started` / `tool.completed` for it */
+  ran: boolean;
+  done: boolean;
+}
+
+interface TurnRecord {
+  turnId: string;
+  messageId: string;
+  runId: string | null;
+  lastEventId: string | null;
+  calls: CallRecord[];
+  /** calls waiting for a person (requires_action) */
+  pending: Array<{ requestId: string; callId: string; toolUseId: string }>;
+  /** text segments emitted so far (a segment ends at a tool call) */
+  segments: number;
+}
+
+interface HermesState extends Record<string, unknown> {
+  turn?: TurnRecord;
+}
+
+export class HermesApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface Frame {
+  id: string | null;
+  event: string;
+  data: Record<string, any>;
+}
+
+interface RunStatus {
+  status: string;
+  output?: string;
+  usage?: { input_tokens?: number; output_tokens?: number };
+  error?: string;
+}
+
+/** A run's open stream: read by one turn at a time, parked between an `ask` and its resume. */
+interface LiveStream {
+  frames: AsyncGenerator<Frame>;
+  abort: AbortController;
+  /** text of the current segment, not yet emitted */
+  text: string;
+  next: Promise<IteratorResult<Frame>> | null;
+}
+
+function createApi(baseUrl: string, key: string | undefined) {
+  const root = baseUrl.replace(/\/+$/, '');
+  const auth = (): Record<string, string> => (key ? { authorization: `Bearer ${key}` } : {});
+  const redact = (s: string) => (key ? s.split(key).join('[redacted]') : s);
+  async function failure(res: Response, what: string) {
+    const text = await res.text().catch(() => '');
+    let message = text.slice(0, 500);
+    try {
+      const body = JSON.parse(text) as { error?: { message?: string } };
+      message = body.error?.message ?? message;
+    } catch {
+      // not JSON
+    }
+    return new HermesApiError(res.status, `${what}: ${res.status} ${redact(message)}`);
+  }
+  return {
+    async request<T = any>(method: string, path: string, body?: unknown, extra: Record<string, string> = {}): Promise<T> {
+      const res = await fetch(`${root}${path}`, {
+        method,
+        headers: { ...auth(), ...extra, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      if (!res.ok) throw await failure(res, `${method} ${path.replace(/\/run_[^/]+/g, '/{id}')}`);
+      return (await res.json()) as T;
+    },
+    async stream(runId: string, lastEventId: string | null): Promise<LiveStream> {
+      const abort = new AbortController();
+      const res = await fetch(`${root}/v1/runs/${runId}/events`, {
+        headers: { ...auth(), accept: 'text/event-stream', ...(lastEventId ? { 'last-event-id': lastEventId } : {}) },
+        signal: abort.signal,
+      });
+      if (!res.ok || !res.body) throw await failure(res, 'GET /v1/runs/{id}/events');
+      return { frames: readFrames(res.body), abort, text: '', next: null };
+    },
+  };
+}
+type Api = ReturnType<typeof createApi>;
+
+async function* readFrames(body: ReadableStream<Uint8Array>): AsyncGenerator<Frame> {
+  for await (const frame of readSseFrames(body)) {
+    if (frame.data === '') continue; // keepalive and "stream closed" comments
+    let data: unknown;
+    try {
+      data = JSON.parse(frame.data);
+    } catch {
+      continue;
+    }
+    if (!data || typeof data !== 'object') continue;
+    const d = data as Record<string, any>;
+    // 0.19 names the event inside the JSON; an `event:` line (documented for later versions) wins when present
+    yield { id: frame.id, event: frame.event ?? String(d.event ?? 'message'), data: d };
+  }
+}
+
+const TOOL_NAMES: Record<string, CanonicalTool> = {
+  terminal: 'bash',
+  execute_code: 'bash',
+  read_file: 'read',
+  write_file: 'write',
+  patch: 'edit',
+  search_files: 'grep',
+  web_search: 'web_search',
+  web_extract: 'web_fetch',
+  todo: 'todo',
+  delegate_task: 'task',
+};
+
+export function hermesTool(name: string): CanonicalTool {
+  if (TOOL_NAMES[name]) return TOOL_NAMES[name];
+  if (name.startsWith('mcp_')) return `mcp:${name.slice(4).replace('_', ':')}` as CanonicalTool;
+  if ((CANONICAL_TOOLS as readonly string[]).includes(name)) return name as CanonicalTool;
+  return `other:${name}`;
+}
+
+/** Hermes's arguments, with the subject under the key the policy matches on (`command`, `path`, `url`, `pattern`). */
+function toolInput(tool: string, args: Record<string, unknown>): Record<string, unknown> {
+  if (tool === 'execute_code' && typeof args.code === 'string' && args.command === undefined) return { command: args.code, ...args };
+  if (tool === 'web_extract' && Array.isArray(args.urls) && typeof args.urls[0] === 'string') return { url: args.urls[0], ...args };
+  return args;
+}
+
+export function createHermesAdapter(opts: HermesAdapterOptions = {}): RuntimeAdapter {
+  const timing = { pollMs: opts.pollMs ?? 1000, settleMs: opts.settleMs ?? 2000, reconnectMs: opts.reconnectMs ?? 300 };
+  /** streams parked on an `ask`, by run id */
+  const parked = new Map<string, LiveStream>();
+  return {
+    kind: 'hermes',
+    capabilities: HERMES_CAPABILITIES,
+    async open(ctx, previous) {
+      if (previous?.runtimeSessionId) return previous;
+      return { sessionId: ctx.sessionId, runtimeSessionId: `hermes:${ctx.sessionId}`, state: { ...(previous?.state ?? {}) } };
+    },
+    async runTurn(ctx, ref, input, sink) {
+      const api = createApi(ctx.agent.modelProvider?.baseUrl || opts.defaultBaseUrl || DEFAULT_BASE_URL, ctx.secrets.modelApiKey);
+      try {
+        return await new Turn(api, ctx, ref, sink, parked, timing).run(input);
+      } catch (err) {
+        if (err instanceof HermesApiError) {
+          const retryable = err.status >= 500 || err.status === 408 || err.status === 429;
+          return { status: 'error', message: err.message, retryable };
+        }
+        if (err instanceof TypeError) return { status: 'error', message: `Hermes API server unreachable: ${err.message}`, retryable: true };
+        throw err;
+      }
+    },
+    async close(ref) {
+      const runId = (ref.state as HermesState).turn?.runId;
+      const live = runId ? parked.get(runId) : undefined;
+      if (live && runId) {
+        parked.delete(runId);
+        live.abort.abort();
+      }
+    },
+  };
+}
+
+class Turn {
+  private state: HermesState;
+  private turn!: TurnRecord;
+  /** ungated calls' inputs (only the preview is known), for the record made when they complete; lost with the process */
+  private ungated?: Map<string, Record<string, unknown>>;
+
+  constructor(
+    private readonly api: Api,
+    private readonly ctx: TurnContext,
+    private readonly ref: RuntimeSessionRef,
+    private readonly sink: TurnSink,
+    private readonly parked: Map<string, LiveStream>,
+    private readonly timing: { pollMs: number; settleMs: number; reconnectMs: number },
+  ) {
+    this.state = { ...ref.state } as HermesState;
+  }
+
+  private async save(): Promise<void> {
+    this.state = { ...this.state, turn: this.turn };
+    await this.sink.checkpoint(this.state);
+  }
+
+  async run(input: TurnInput): Promise<TurnResult> {
+    const current = this.state.turn;
+    if (input.kind === 'resume') {
+      if (!current?.runId) return { status: 'error', message: 'no Hermes run is waiting for a decision', retryable: false };
+      this.turn = current;
+      await this.answer(input.decisions);
+      return this.follow();
+    }
+    this.turn = current?.turnId === input.turnId ? current : { turnId: input.turnId, messageId: input.messageId, runId: null, lastEventId: null, calls: [], pending: [], segments: 0 };
+    if (this.turn.runId) return this.follow();
+    if (this.sink.signal.aborted) return { status: 'interrupted' };
+    await this.save();
+    const history = await this.history();
+    const created = await this.api.request<{ run_id: string }>(
+      'POST',
+      '/v1/runs',
+      { input: input.text, session_id: this.ctx.sessionId, ...(history.length > 0 ? { conversation_history: history } : {}), ...(this.ctx.agent.model ? { model: this.ctx.agent.model } : {}), ...(this.ctx.agent.system ? { instructions: this.ctx.agent.system } : {}) },
+      { 'idempotency-key': this.turn.messageId },
+    );
+    this.turn = { ...this.turn, runId: created.run_id };
+    await this.save();
+    return this.follow();
+  }
+
+  /**
+   * The session's conversation so far, from Hermes's own session store. A 0.19 run starts from `conversation_history`
+   * only (its `session_id` files the messages but does not load them), so each run carries the user and assistant
+   * messages Hermes stored for this session.
+   */
+  private async history(): Promise<Array<{ role: string; content: string }>> {
+    let listed: { data?: Array<{ role?: string; content?: unknown }> };
+    try {
+      listed = await this.api.request('GET', `/api/sessions/${encodeURIComponent(this.ctx.sessionId)}/messages`);
+    } catch (err) {
+      if (err instanceof HermesApiError && err.status === 404) return []; // the session's first run
+      throw err;
+    }
+    return (listed.data ?? []).flatMap((m) => ((m.role === 'user' || m.role === 'assistant') && typeof m.content === 'string' && m.content ? [{ role: m.role, content: m.content }] : []));
+  }
+
+  private get runId(): string {
+    return this.turn.runId!;
+  }
+
+  /** post the person's decisions for the calls the run is blocked on */
+  private async answer(decisions: PermissionDecision[]): Promise<void> {
+    for (const pending of this.turn.pending) {
+      const decision = decisions.find((d) => d.requestId === pending.requestId);
+      if (!decision) continue;
+      await this.reply(pending.callId, decision.behavior, decision.message);
+    }
+    this.turn = { ...this.turn, pending: this.turn.pending.filter((p) => !decisions.some((d) => d.requestId === p.requestId)) };
+    await this.save();
+  }
+
+  private async reply(callId: string, behavior: 'allow' | 'deny', message?: string): Promise<void> {
+    try {
+      await this.api.request('POST', `/v1/runs/${this.runId}/approval`, { choice: behavior === 'allow' ? 'once' : 'deny' });
+    } catch (err) {
+      // 409: nothing pending any more (answered before a crash, or the run moved on); the record below still holds
+      if (!(err instanceof HermesApiError && err.status === 409)) throw err;
+    }
+    this.setCall(callId, { status: behavior === 'allow' ? 'allowed' : 'denied' });
+    if (behavior === 'deny') {
+      // a blocked call produces no tool event in Hermes: its result is the refusal
+      await this.sink.emit([{ sourceId: `hermes:${this.runId}:${callId}:result`, type: 'agent.tool_result', tool_use_id: callId, content: [{ type: 'text', text: message ?? 'denied by policy' }], is_error: true }]);
+    }
+    await this.save();
+  }
+
+  private setCall(callId: string, change: Partial<CallRecord>, tool?: string): void {
+    const calls = this.turn.calls.some((c) => c.callId === callId)
+      ? this.turn.calls.map((c) => (c.callId === callId ? { ...c, ...change } : c))
+      : [...this.turn.calls, { callId, tool: tool ?? 'unknown', status: 'asked' as const, ran: false, done: false, ...change }];
+    this.turn = { ...this.turn, calls };
+  }
+
+  /** read the run's events (parked, or a new stream) until the turn ends or waits for a person */
+  private async follow(): Promise<TurnResult> {
+    if (this.turn.pending.length > 0) return this.waiting();
+    let live = this.parked.get(this.runId) ?? null;
+    this.parked.delete(this.runId);
+    if (!live) {
+      const status = await this.status();
+      if (status && TERMINAL.has(status.status)) return this.finish(status);
+    }
+    const onAbort = () => live?.abort.abort();
+    this.sink.signal.addEventListener('abort', onAbort, { once: true });
+    let keep = false;
+    try {
+      let endedAt: number | null = null;
+      for (;;) {
+        if (this.sink.signal.aborted) return await this.stop();
+        if (!live) {
+          try {
+            live = await this.api.stream(this.runId, this.turn.lastEventId);
+          } catch (err) {
+            // 404: 0.19 drops a run's stream once its reader is gone; the status still tells how the run ends
+            if (!(err instanceof HermesApiError && err.status === 404)) throw err;
+          }
+        }
+        const step = live ? await this.nextFrame(live) : await delay(this.timing.pollMs).then(() => 'tick' as const);
+        if (step === 'tick' || step === 'closed') {
+          if (step === 'closed') live = null;
+          if (this.sink.signal.aborted) return await this.stop();
+          const status = await this.status();
+          if (!status) return { status: 'error', message: `Hermes run ${this.runId} is gone`, retryable: false };
+          if (TERMINAL.has(status.status)) {
+            endedAt ??= Date.now();
+            // the stream may still hold the run's last events: let it drain a little before the status decides
+            if (!live || Date.now() - endedAt >= this.timing.settleMs) return await this.finish(status);
+          }
+          if (!live && step === 'closed') await delay(this.timing.reconnectMs);
+          continue;
+        }
+        const outcome = await this.handle(live!, step);
+        if (outcome) {
+          if (outcome.status === 'requires_action') {
+            this.parked.set(this.runId, live!);
+            keep = true;
+          }
+          return outcome;
+        }
+      }
+    } catch (err) {
+      if (this.sink.signal.aborted) return await this.stop();
+      throw err;
+    } finally {
+      this.sink.signal.removeEventListener('abort', onAbort);
+      if (!keep) live?.abort.abort();
+    }
+  }
+
+  /** the next frame, or 'tick' when the poll interval passes first, or 'closed' when the stream ended */
+  private async nextFrame(live: LiveStream): Promise<Frame | 'tick' | 'closed'> {
+    live.next ??= live.frames.next();
+    const pending = live.next;
+    let timer: NodeJS.Timeout | undefined;
+    const tick = new Promise<'tick'>((resolve) => (timer = setTimeout(() => resolve('tick'), this.timing.pollMs)));
+    try {
+      const result = await Promise.race([pending.then((r) => r, () => ({ done: true, value: undefined }) as IteratorResult<Frame>), tick]);
+      if (result === 'tick') return 'tick';
+      live.next = null;
+      return result.done ? 'closed' : result.value;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async status(): Promise<RunStatus | null> {
+    try {
+      return await this.api.request<RunStatus>('GET', `/v1/runs/${this.runId}`);
+    } catch (err) {
+      if (err instanceof HermesApiError && err.status === 404) return null;
+      throw err;
+    }
+  }
+
+  private async stop(): Promise<TurnResult> {
+    try {
+      await this.api.request('POST', `/v1/runs/${this.runId}/stop`, {});
+    } catch (err) {
+      // 404: the run already finished; there is nothing left to stop
+      if (!(err instanceof HermesApiError && err.status === 404)) throw err;
+    }
+    return { status: 'interrupted' };
+  }
+
+  private waiting(): TurnResult {
+    return { status: 'requires_action', pending: this.turn.pending.map((p) => ({ requestId: p.requestId, toolUseId: p.toolUseId })) };
+  }
+
+  private async flushText(live: LiveStream): Promise<void> {
+    const text = live.text.trim();
+    live.text = '';
+    if (!text) return;
+    this.turn = { ...this.turn, segments: this.turn.segments + 1 };
+    await this.sink.emit([{ sourceId: `hermes:${this.runId}:text:${this.turn.segments}`, type: 'agent.message', content: [{ type: 'text', text }] }]);
+    await this.save();
+  }
+
+  /** the run ended: its output and usage (the same source ids whether they came from the stream or the status) */
+  private async finish(status: RunStatus): Promise<TurnResult> {
+    const parked = this.parked.get(this.runId);
+    if (parked) {
+      this.parked.delete(this.runId);
+      parked.abort.abort();
+    }
+    const events: RuntimeEvent[] = [];
+    if (status.output) events.push({ sourceId: `hermes:${this.runId}:output`, type: 'agent.message', content: [{ type: 'text', text: status.output }] });
+    if (status.usage) {
+      events.push({
+        sourceId: `hermes:${this.runId}:usage`,
+        type: 'span.model_request_end',
+        model: this.ctx.agent.model,
+        is_error: status.status === 'failed',
+        model_usage: { input_tokens: num(status.usage.input_tokens), output_tokens: num(status.usage.output_tokens), cache_read_input_tokens: 0, cache_creation_input_tokens: 0 },
+      });
+    }
+    if (status.status === 'failed') events.push({ sourceId: `hermes:${this.runId}:failed`, type: 'session.error', error: { type: 'hermes_run_failed', message: String(status.error ?? 'Hermes run failed') } });
+    if (events.length > 0) await this.sink.emit(events);
+    if (status.status === 'completed') return { status: 'end_turn' };
+    if (status.status === 'cancelled') return { status: 'interrupted' };
+    return { status: 'error', message: `Hermes run ${this.runId} ${status.status}: ${status.error ?? 'no detail'}`, retryable: false };
+  }
+
+  private async handle(live: LiveStream, frame: Frame): Promise<TurnResult | null> {
+    const result = await this.dispatch(live, frame.event, frame.data);
+    if (frame.id && !result) {
+      this.turn = { ...this.turn, lastEventId: frame.id };
+      await this.save();
+    }
+    return result;
+  }
+
+  private async dispatch(live: LiveStream, event: string, d: Record<string, any>): Promise<TurnResult | null> {
+    switch (event) {
+      case 'message.delta':
+        if (typeof d.delta === 'string') live.text += d.delta;
+        return null;
+      case 'approval.request':
+        await this.flushText(live);
+        return this.approval(d);
+      case 'tool.started': {
+        await this.flushText(live);
+        const tool = String(d.tool ?? 'unknown');
+        const gated = this.turn.calls.find((c) => c.tool === tool && c.status === 'allowed' && !c.ran);
+        if (gated) {
+          this.setCall(gated.callId, { ran: true });
+        } else {
+          // not gated (no plugin): Hermes gives only a display preview (for a terminal call, a shortened command)
+          const callId = `${this.runId}:${tool}:${this.turn.calls.length}`;
+          this.setCall(callId, { status: 'ungated', ran: true }, tool);
+          const input = tool === 'terminal' ? { command: String(d.preview ?? '') } : { preview: String(d.preview ?? '') };
+          (this.ungated ??= new Map()).set(callId, input);
+        }
+        await this.save();
+        return null;
+      }
+      case 'tool.completed': {
+        const tool = String(d.tool ?? 'unknown');
+        const call = this.turn.calls.find((c) => c.tool === tool && c.ran && !c.done && (c.status === 'allowed' || c.status === 'ungated'));
+        if (!call) return null;
+        this.setCall(call.callId, { done: true });
+        const events: RuntimeEvent[] = [];
+        const input = call.status === 'ungated' ? (this.ungated?.get(call.callId) ?? {}) : null;
+        if (input) {
+          const canonical = hermesTool(tool);
+          events.push({ sourceId: `tool:${call.callId}`, type: 'agent.tool_use', tool_use_id: call.callId, name: canonical, input, evaluated_permission: 'allow' });
+          const verdict = evaluatePolicy(this.ctx.agent.toolPolicy, canonical, input);
+          if (verdict.action !== 'allow') {
+            events.push({ sourceId: `hermes:${this.runId}:${call.callId}:policy`, type: 'session.error', error: { type: 'policy_not_enforced', message: `Hermes ran ${canonical} without asking although the policy says ${verdict.action} (${verdict.reason}): load the agentplane gate plugin on the Hermes server` } });
+          }
+        }
+        events.push({ sourceId: `hermes:${this.runId}:${call.callId}:result`, type: 'agent.tool_result', tool_use_id: call.callId, content: [], is_error: d.error === true });
+        await this.sink.emit(events);
+        await this.save();
+        return null;
+      }
+      case 'run.completed':
+        await this.flushTail(live, d);
+        return this.finish({ status: 'completed', output: typeof d.output === 'string' ? d.output : undefined, usage: d.usage });
+      case 'run.failed':
+        return this.finish({ status: 'failed', error: String(d.error ?? 'Hermes run failed'), usage: d.usage });
+      case 'run.cancelled':
+        return this.finish({ status: 'cancelled' });
+      default:
+        return null;
+    }
+  }
+
+  /** text after the last tool call is the run's output, emitted by `finish`; anything else still buffered is emitted here */
+  private async flushTail(live: LiveStream, d: Record<string, any>): Promise<void> {
+    const output = typeof d.output === 'string' ? d.output.trim() : '';
+    if (live.text.trim() && live.text.trim() !== output) await this.flushText(live);
+    live.text = '';
+  }
+
+  private async approval(d: Record<string, any>): Promise<TurnResult | null> {
+    const description = String(d.description ?? '');
+    let call: { callId: string; tool: string; args: Record<string, unknown> };
+    if (description.startsWith(HERMES_GATE_MARKER)) {
+      const parsed = JSON.parse(description.slice(HERMES_GATE_MARKER.length)) as { tool?: string; call_id?: string; args?: Record<string, unknown> };
+      call = { callId: String(parsed.call_id || `${this.runId}:${parsed.tool}:${this.turn.calls.length}`), tool: String(parsed.tool ?? 'unknown'), args: parsed.args ?? {} };
+    } else {
+      // Hermes's own prompt before a dangerous terminal command; the call already started (or was gated by the plugin)
+      const running = this.turn.calls.findLast((c) => c.tool === 'terminal' && c.ran && !c.done);
+      if (running?.status === 'allowed') {
+        await this.api.request('POST', `/v1/runs/${this.runId}/approval`, { choice: 'once' });
+        return null;
+      }
+      call = { callId: running?.callId ?? `${this.runId}:terminal:${this.turn.calls.length}`, tool: 'terminal', args: { command: String(d.command ?? '') } };
+    }
+    const known = this.turn.calls.find((c) => c.callId === call.callId);
+    if (known?.status === 'allowed' || known?.status === 'denied') return null; // answered before a reattach
+    this.setCall(call.callId, { status: 'asked' }, call.tool);
+    const decision = await this.sink.decide({ requestId: call.callId, callId: call.callId, tool: hermesTool(call.tool), input: toolInput(call.tool, call.args) });
+    if (decision.action === 'ask') {
+      this.turn = { ...this.turn, pending: [...this.turn.pending.filter((p) => p.callId !== call.callId), { requestId: call.callId, callId: call.callId, toolUseId: decision.toolUseId }] };
+      await this.save();
+      return this.waiting();
+    }
+    await this.reply(call.callId, decision.action, decision.message);
+    return null;
+  }
+}
+
+function num(v: unknown): number {
+  const n = typeof v === 'string' ? Number(v) : typeof v === 'number' ? v : 0;
+  return Number.isFinite(n) ? n : 0;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
