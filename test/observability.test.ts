@@ -100,8 +100,9 @@ beforeAll(async () => {
     OTEL_SERVICE_NAME: 'agentplane-worker',
     AGENTPLANE_METRICS_PORT: '0',
     AGENTPLANE_METRICS_HOST: '127.0.0.1',
-  });
-});
+    // a loaded 2-core machine can take more than a minute to load and bundle
+  }, 150_000);
+}, 240_000);
 
 afterAll(async () => {
   await worker?.stop();
