@@ -14,6 +14,8 @@ import { enqueueNotification } from '../db/queries/webhooks';
 import { budgetThreshold } from '../governance/notifications';
 import { decideApproval, getRuntimeRef, getSession, putRuntimeRef } from '../db/queries/sessions';
 import type { Vault } from '../db/vault';
+import { createWorkerMetrics, type WorkerMetrics } from '../observability/metrics';
+import { inSpan } from '../observability/tracing';
 import { DEFAULT_TURN_RESERVE_USD, microsToUsd, usdToMicros } from '../governance/budget';
 import { DEFAULT_PRICES, priceUsageMicros, type ModelPrice } from '../governance/pricing';
 import type { RuntimeEvent, RuntimeRegistry, RuntimeSessionRef, TurnContext, TurnSink } from '../runtimes/runtime-adapter';
@@ -31,11 +33,14 @@ export interface ActivityDeps {
   heartbeatMs?: number;
   /** the API's address as people reach it, for the action links in notifications */
   publicUrl?: string;
+  /** the worker's Prometheus counters; a private registry when absent */
+  metrics?: WorkerMetrics;
 }
 
 export function createSessionActivities(deps: ActivityDeps): SessionActivities {
   const { db } = deps;
   const defaultPrices = deps.prices ?? DEFAULT_PRICES;
+  const metrics = deps.metrics ?? createWorkerMetrics();
 
   async function recordEvents(input: RecordEventsInput): Promise<void> {
     await appendEvents(db, { sessionId: input.sessionId, events: input.events, status: input.status });
@@ -91,7 +96,9 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
 
     const stored = await getRuntimeRef(db, input.sessionId);
     const previous: RuntimeSessionRef | null = stored ? { sessionId: input.sessionId, runtimeSessionId: stored.runtimeSessionId, state: stored.state as Record<string, unknown> } : null;
-    const ref = await adapter.open(ctx, previous);
+    const runtime = adapter.kind;
+    const spanAttributes = { 'agentplane.session_id': input.sessionId, 'agentplane.runtime': runtime, 'agentplane.turn': input.turnId, 'agentplane.leg': input.leg };
+    const ref = await inSpan(`runtime.open ${runtime}`, spanAttributes, () => adapter.open(ctx, previous));
     const saveRef = () => putRuntimeRef(db, { sessionId: input.sessionId, runtime: adapter.kind, runtimeSessionId: ref.runtimeSessionId, state: ref.state });
     await saveRef();
 
@@ -114,6 +121,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
           }
           return { result, charged };
         });
+        if (result.chargedMicros > 0) metrics.spend.inc({ runtime }, microsToUsd(result.chargedMicros));
         const overSession = capMicros !== null && result.costMicros >= capMicros;
         if ((overSession || !charged.withinLimits) && !abort.signal.aborted) {
           budgetReached = true;
@@ -125,11 +133,17 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
         await saveRef();
         activity.heartbeat();
       },
-      decide: (request) => decideToolCall(deps, input, request),
+      decide: (request) => decideToolCall({ db, publicUrl: deps.publicUrl, metrics }, input, request),
     };
 
+    if (input.input.kind === 'message' && activity.info.attempt === 1) metrics.turns.inc({ runtime });
     try {
-      const result = await adapter.runTurn(ctx, ref, input.input, sink);
+      const result = await inSpan(`runtime.turn ${runtime}`, { ...spanAttributes, 'agentplane.input': input.input.kind }, () => adapter.runTurn(ctx, ref, input.input, sink)).catch((err: unknown) => {
+        metrics.runtimeErrors.inc({ runtime });
+        throw err;
+      });
+      metrics.turnLegs.inc({ runtime, status: result.status });
+      if (result.status === 'error') metrics.runtimeErrors.inc({ runtime });
       if (result.status === 'error' && result.retryable) {
         throw ApplicationFailure.create({ type: 'runtime.error', message: result.message, nonRetryable: false });
       }
@@ -145,7 +159,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
   async function recordDecision(input: RecordDecisionInput): Promise<void> {
     const session = await db.query.sessions.findFirst({ where: (s, { eq }) => eq(s.id, input.sessionId) });
     if (!session) throw ApplicationFailure.create({ type: 'session.not_found', message: `session ${input.sessionId} is gone`, nonRetryable: true });
-    await db.transaction(async (tx) => {
+    const decided = await db.transaction(async (tx) => {
       const status = input.actor ? (input.result === 'allow' ? 'allowed' : 'denied') : 'expired';
       const changed = await decideApproval(tx, { sessionId: input.sessionId, toolUseId: input.toolUseId, status, keyId: input.actor?.keyId ?? null, reason: input.reason });
       await appendEvents(tx, {
@@ -170,14 +184,20 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
           data: { status },
         });
       }
+      return changed;
     });
+    // counted once: a retried activity finds the approval already decided
+    if (decided?.decidedAt) {
+      metrics.toolDecisions.inc({ runtime: session.runtime, source: 'approval', outcome: decided.status });
+      metrics.approvalWait.observe({ outcome: decided.status }, Math.max(0, (decided.decidedAt.getTime() - decided.requestedAt.getTime()) / 1000));
+    }
   }
 
   async function closeRuntime(input: { sessionId: string; runtime: string }): Promise<void> {
     const adapter = deps.runtimes[input.runtime as keyof RuntimeRegistry];
     const stored = await getRuntimeRef(db, input.sessionId);
     if (!adapter || !stored) return;
-    await adapter.close({ sessionId: input.sessionId, runtimeSessionId: stored.runtimeSessionId, state: stored.state as Record<string, unknown> });
+    await inSpan(`runtime.close ${adapter.kind}`, { 'agentplane.session_id': input.sessionId, 'agentplane.runtime': adapter.kind }, () => adapter.close({ sessionId: input.sessionId, runtimeSessionId: stored.runtimeSessionId, state: stored.state as Record<string, unknown> }));
   }
 
   return { recordEvents, runTurn, recordDecision, closeRuntime };

@@ -22,7 +22,7 @@ import type { RunTurnInput } from './types';
  * `ask` is recorded as pending and goes back to the workflow, which waits for a person. A replayed request
  * (after a reattach) gets the decision recorded the first time.
  */
-export async function decideToolCall(deps: Pick<ActivityDeps, 'db' | 'publicUrl'>, input: RunTurnInput, request: PermissionRequest): Promise<Decision> {
+export async function decideToolCall(deps: Pick<ActivityDeps, 'db' | 'publicUrl' | 'metrics'>, input: RunTurnInput, request: PermissionRequest): Promise<Decision> {
   const { db } = deps;
   const sourceId = `tool:${request.callId}`;
   const toolUseId = toolUseEventId(input.sessionId, request.callId);
@@ -73,6 +73,7 @@ export async function decideToolCall(deps: Pick<ActivityDeps, 'db' | 'publicUrl'
         data: { tool: request.tool, policy_version: current.version, session_id: input.sessionId },
       });
     });
+    deps.metrics?.toolDecisions.inc({ runtime: input.agent.runtime.type, source: 'policy', outcome: action });
     log.info('tool decision', { sessionId: input.sessionId, tool: request.tool, action, rule: verdict.reason });
   }
   if (action === 'ask') return { action, toolUseId };

@@ -3,14 +3,18 @@
  * signals and database reads. Built from its dependencies; `main.ts` only composes and serves.
  */
 import { OpenAPIHono } from '@hono/zod-openapi';
+import { SpanKind, SpanStatusCode, type Span, type Tracer } from '@opentelemetry/api';
 import type { Client } from '@temporalio/client';
 import { HTTPException } from 'hono/http-exception';
+import { matchedRoutes } from 'hono/route';
 import type { Db } from '../db/client';
 import { newId } from '../db/ids';
 import { findActiveKey } from '../db/queries/teams';
 import type { Vault } from '../db/vault';
 import { can, type Permission } from '../governance/permissions';
 import type { Role } from '../governance/types';
+import { createApiMetrics, type ApiMetrics } from '../observability/metrics';
+import { activeTraceId, extractContext } from '../observability/tracing';
 import type { RuntimeCapabilities } from '../runtimes/runtime-adapter';
 import type { AppEnv } from './context';
 import { ApiError, fromZodError, problem } from './errors';
@@ -38,6 +42,10 @@ export interface AppDeps {
   streamPollMs?: number;
   /** structured log lines (one object per request and per unhandled error); silent when absent */
   log?: (entry: Record<string, unknown>) => void;
+  /** a span per request, parent of the workflow it starts; absent: tracing off */
+  tracer?: Tracer | null;
+  /** request latency by route template; a private registry when absent */
+  metrics?: ApiMetrics;
 }
 
 export type App = OpenAPIHono<AppEnv>;
@@ -50,20 +58,45 @@ export function createApp(deps: AppDeps): App {
   });
 
   const log = deps.log ?? (() => undefined);
+  const metrics = deps.metrics ?? createApiMetrics();
+  const tracer = deps.tracer ?? null;
   app.use('*', async (c, next) => {
     const started = performance.now();
     c.set('requestId', c.req.header('x-request-id')?.slice(0, 100) || newId('req'));
-    await next();
-    c.header('x-request-id', c.get('requestId'));
-    log({
-      level: c.res.status >= 500 ? 'ERROR' : 'INFO',
-      msg: 'request',
-      requestId: c.get('requestId'),
-      method: c.req.method,
-      path: c.req.path,
-      status: c.res.status,
-      ms: Math.round(performance.now() - started),
-      keyId: c.get('actor')?.keyId,
+    const handle = async (span: Span | null) => {
+      await next();
+      c.header('x-request-id', c.get('requestId'));
+      // the template, not the path: one series per route however many ids it is called with
+      const route = routeTemplate(c);
+      const sessionId = c.get('sessionId') ?? /^\/v1\/sessions\/(sesn_[^/]+)/.exec(c.req.path)?.[1];
+      if (span) {
+        span.updateName(`${c.req.method} ${route}`);
+        span.setAttributes({ 'http.route': route, 'http.response.status_code': c.res.status, 'agentplane.request_id': c.get('requestId'), ...(sessionId ? { 'agentplane.session_id': sessionId } : {}) });
+        if (c.res.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+      }
+      metrics.requestDuration.observe({ method: c.req.method, route, status: String(c.res.status) }, (performance.now() - started) / 1000);
+      log({
+        level: c.res.status >= 500 ? 'ERROR' : 'INFO',
+        msg: 'request',
+        requestId: c.get('requestId'),
+        traceId: activeTraceId() ?? undefined,
+        sessionId,
+        method: c.req.method,
+        path: c.req.path,
+        route,
+        status: c.res.status,
+        ms: Math.round(performance.now() - started),
+        keyId: c.get('actor')?.keyId,
+      });
+    };
+    if (!tracer) return handle(null);
+    const attributes = { 'http.request.method': c.req.method, 'url.path': c.req.path };
+    await tracer.startActiveSpan(`${c.req.method}`, { kind: SpanKind.SERVER, attributes }, extractContext(c.req.header()), async (span) => {
+      try {
+        await handle(span);
+      } finally {
+        span.end();
+      }
     });
   });
 
@@ -106,6 +139,12 @@ export function createApp(deps: AppDeps): App {
   });
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });
   return app;
+}
+
+/** The matched route's template (`/v1/sessions/:session_id`); `unmatched` when only middleware matched. */
+function routeTemplate(c: Parameters<typeof matchedRoutes>[0]): string {
+  const handler = matchedRoutes(c).findLast((r) => r.method !== 'ALL');
+  return handler?.path ?? 'unmatched';
 }
 
 /** Throws 403 unless the caller's role grants the permission. */

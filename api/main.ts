@@ -5,10 +5,14 @@ import { resolve } from 'node:path';
 import { serve } from '@hono/node-server';
 import { Client, Connection } from '@temporalio/client';
 import { z } from 'zod';
-import { databaseEnv, masterKeyEnv, parseEnv, temporalEnv } from '../config/env';
+import { databaseEnv, masterKeyEnv, parseEnv, telemetryEnv, temporalEnv } from '../config/env';
 import { openDatabase } from '../db/client';
+import { countSessionsByState } from '../db/queries/sessions';
 import { bootstrapAdmin } from '../db/queries/teams';
 import { createVault } from '../db/vault';
+import { createJsonLog } from '../observability/logger';
+import { createApiMetrics, serveMetrics } from '../observability/metrics';
+import { clientInterceptors, startTracing } from '../observability/tracing';
 import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
 import { createApp } from './create-app';
 
@@ -16,32 +20,42 @@ const env = parseEnv({
   ...temporalEnv,
   ...databaseEnv,
   ...masterKeyEnv,
+  ...telemetryEnv,
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   HOST: z.string().default('0.0.0.0'),
   AGENTPLANE_ADMIN_KEY: z.string().startsWith('ap_', 'must start with ap_').min(20).optional(),
 });
 
+const tracing = env.OTEL_EXPORTER_OTLP_ENDPOINT ? startTracing({ endpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: env.OTEL_SERVICE_NAME ?? 'agentplane-api' }) : null;
+const log = createJsonLog();
 const database = await openDatabase({ url: env.DATABASE_URL, pgliteDir: resolve(env.AGENTPLANE_DATA_DIR, 'pglite') });
 const admin = await bootstrapAdmin(database.db, env.AGENTPLANE_ADMIN_KEY);
 const connection = await Connection.connect({ address: env.TEMPORAL_ADDRESS });
-const temporal = new Client({ connection, namespace: env.TEMPORAL_NAMESPACE });
+const temporal = new Client({ connection, namespace: env.TEMPORAL_NAMESPACE, interceptors: clientInterceptors(tracing) });
+const metrics = createApiMetrics({ sessionsByState: () => countSessionsByState(database.db) });
+const metricsServer = env.AGENTPLANE_METRICS_PORT === undefined ? null : await serveMetrics(metrics.registry, { port: env.AGENTPLANE_METRICS_PORT, host: env.AGENTPLANE_METRICS_HOST });
 const app = createApp({
   db: database.db,
   vault: createVault(env.AGENTPLANE_MASTER_KEY),
   temporal,
   taskQueue: env.AGENTPLANE_TASK_QUEUE,
   capabilities: RUNTIME_CAPABILITIES,
-  log: (entry) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n`),
+  log,
+  tracer: tracing?.tracer,
+  metrics,
 });
 
 const server = serve({ fetch: app.fetch, port: env.PORT, hostname: env.HOST }, (info) => {
-  process.stdout.write(`${JSON.stringify({ level: 'INFO', msg: 'api listening', port: info.port })}\n`);
+  log({ level: 'INFO', msg: 'api listening', port: info.port, metrics: metricsServer?.url ?? null, tracing: tracing ? 'otlp' : 'off' });
   if (admin.plain) process.stdout.write(`admin key (shown once): ${admin.plain}\n`);
 });
 
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.once(sig, () => {
     server.close();
-    void connection.close().then(() => database.close()).then(() => process.exit(0));
+    void Promise.all([metricsServer?.close(), tracing?.shutdown()])
+      .then(() => connection.close())
+      .then(() => database.close())
+      .then(() => process.exit(0));
   });
 }

@@ -70,3 +70,15 @@ export const acpAgentsEnv = {
       ),
     ),
 };
+
+/**
+ * Observability. Traces go over OTLP/HTTP when an endpoint is set (the OpenTelemetry standard variable: the base URL,
+ * `/v1/traces` is appended); without one no exporter is built and spans are no-ops. /metrics is served on its own
+ * port, unauthenticated, when AGENTPLANE_METRICS_PORT is set: bind it where only the scraper reaches it.
+ */
+export const telemetryEnv = {
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.url({ protocol: /^https?$/, error: 'must be the http(s) base URL of an OTLP/HTTP receiver' }).optional(),
+  OTEL_SERVICE_NAME: z.string().min(1).optional(),
+  AGENTPLANE_METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  AGENTPLANE_METRICS_HOST: z.string().default('0.0.0.0'),
+};

@@ -12,10 +12,14 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import { z } from 'zod';
 import { createApp } from '../api/create-app';
-import { databaseEnv, parseEnv } from '../config/env';
+import { Registry } from 'prom-client';
+import { databaseEnv, parseEnv, telemetryEnv } from '../config/env';
 import { openDatabase } from '../db/client';
+import { countSessionsByState } from '../db/queries/sessions';
 import { bootstrapAdmin } from '../db/queries/teams';
 import { createVault, generateMasterKeySpec } from '../db/vault';
+import { createApiMetrics, createWorkerMetrics, serveMetrics } from '../observability/metrics';
+import { clientInterceptors, startTracing } from '../observability/tracing';
 import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
 import { createSessionWorker } from '../worker/create-worker';
 import { createNotifier } from '../worker/notifier';
@@ -24,6 +28,7 @@ import { startTemporalDevServer } from './temporal-dev-server';
 
 const env = parseEnv({
   ...databaseEnv,
+  ...telemetryEnv,
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   HOST: z.string().default('127.0.0.1'),
   /** an existing Temporal server; when absent a dev server is started on TEMPORAL_PORT */
@@ -66,20 +71,35 @@ if (admin.plain) await keptSecret('admin.key', () => admin.plain as string);
 const adminKey = env.AGENTPLANE_ADMIN_KEY ?? admin.plain ?? savedAdminKey ?? '(set AGENTPLANE_ADMIN_KEY: the generated key was shown on first start)';
 
 const vault = createVault(masterKey);
+const tracing = env.OTEL_EXPORTER_OTLP_ENDPOINT ? startTracing({ endpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: env.OTEL_SERVICE_NAME ?? 'agentplane-dev' }) : null;
+const workerMetrics = createWorkerMetrics();
+const apiMetrics = createApiMetrics({ sessionsByState: () => countSessionsByState(database.db) });
+// one process, one /metrics: the worker's and the API's registries together
+const metricsServer =
+  env.AGENTPLANE_METRICS_PORT === undefined ? null : await serveMetrics(Registry.merge([workerMetrics.registry, apiMetrics.registry]), { port: env.AGENTPLANE_METRICS_PORT, host: env.AGENTPLANE_METRICS_HOST });
 const publicUrl = env.AGENTPLANE_PUBLIC_URL ?? `http://${env.HOST}:${env.PORT}`;
 const workerConnection = await NativeConnection.connect({ address: temporalAddress });
 const worker = await createSessionWorker({
   connection: workerConnection,
   namespace: 'default',
   taskQueue: env.AGENTPLANE_TASK_QUEUE,
-  deps: { db: database.db, vault, runtimes: buildRuntimes(env.AGENTPLANE_RUNTIMES, { dataDir, opencodeBin: env.OPENCODE_BIN }), dataDir, publicUrl },
+  deps: { db: database.db, vault, runtimes: buildRuntimes(env.AGENTPLANE_RUNTIMES, { dataDir, opencodeBin: env.OPENCODE_BIN }), dataDir, publicUrl, metrics: workerMetrics },
+  tracing,
 });
 const workerRun = worker.run();
 const notifier = createNotifier({ db: database.db, vault });
 notifier.start();
 
 const connection = await Connection.connect({ address: temporalAddress });
-const app = createApp({ db: database.db, vault, temporal: new Client({ connection }), taskQueue: env.AGENTPLANE_TASK_QUEUE, capabilities: RUNTIME_CAPABILITIES });
+const app = createApp({
+  db: database.db,
+  vault,
+  temporal: new Client({ connection, interceptors: clientInterceptors(tracing) }),
+  taskQueue: env.AGENTPLANE_TASK_QUEUE,
+  capabilities: RUNTIME_CAPABILITIES,
+  tracer: tracing?.tracer,
+  metrics: apiMetrics,
+});
 const server = serve({ fetch: app.fetch, port: env.PORT, hostname: env.HOST }, (info) => {
   const url = `http://${env.HOST}:${info.port}`;
   process.stdout.write(
@@ -93,6 +113,8 @@ const server = serve({ fetch: app.fetch, port: env.PORT, hostname: env.HOST }, (
       `  database   ${database.kind === 'pglite' ? `PGlite (${join(dataDir, 'pglite')})` : 'Postgres (DATABASE_URL)'}`,
       `  runtimes   ${env.AGENTPLANE_RUNTIMES.join(', ')}`,
       `  webhooks   sent by the worker; action links point at ${publicUrl}`,
+      ...(metricsServer ? [`  metrics    ${metricsServer.url}`] : []),
+      ...(tracing ? [`  traces     OTLP/HTTP to ${env.OTEL_EXPORTER_OTLP_ENDPOINT}`] : []),
       '',
     ].join('\n') + '\n',
   );
@@ -106,6 +128,8 @@ async function shutdown() {
   worker.shutdown();
   await workerRun.catch(() => undefined);
   await notifier.stop();
+  await tracing?.shutdown();
+  await metricsServer?.close();
   await workerConnection.close();
   await connection.close();
   await database.close();

@@ -10,10 +10,13 @@ import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-uti
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { workerTracing } from '../observability/tracing';
 import { bundleWorkflows } from '../worker/create-worker';
 import { startStack, waitForStatus, type Stack } from './support/stack';
 
 const FIXTURES = fileURLToPath(new URL('./fixtures/histories', import.meta.url));
+/** the bundle's tracing interceptors hand spans to the `exporter` sink; a replay drops them */
+const { sinks } = workerTracing(null);
 let stack: Stack;
 
 beforeAll(async () => {
@@ -54,7 +57,7 @@ describe('agentSession replay', () => {
     if (process.env.RECORD_HISTORIES === '1') {
       await writeFile(join(FIXTURES, `agent-session-${Date.now()}.json`), historyToJSON(history));
     }
-    await Worker.runReplayHistory({ workflowBundle: await bundleWorkflows() }, history, 'fresh');
+    await Worker.runReplayHistory({ workflowBundle: await bundleWorkflows(), sinks }, history, 'fresh');
   });
 
   it('replays every committed history fixture', async () => {
@@ -63,7 +66,7 @@ describe('agentSession replay', () => {
     const bundle = await bundleWorkflows();
     for (const file of files) {
       const history = historyFromJSON(JSON.parse(await readFile(join(FIXTURES, file), 'utf8')));
-      await Worker.runReplayHistory({ workflowBundle: bundle }, history, file);
+      await Worker.runReplayHistory({ workflowBundle: bundle, sinks }, history, file);
     }
   });
 });

@@ -4,12 +4,15 @@
 import { fileURLToPath } from 'node:url';
 import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../activities/index';
+import { workerTracing, type Tracing } from '../observability/tracing';
 
 export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
+/** the tracing interceptors run inside every workflow, whether tracing is on or not (see workflows/interceptors.ts) */
+export const WORKFLOW_INTERCEPTORS_PATH = fileURLToPath(new URL('../workflows/interceptors.ts', import.meta.url));
 
 /** Bundling takes seconds; processes that build several workers bundle once. */
 export function bundleWorkflows(): Promise<WorkflowBundleWithSourceMap> {
-  return bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietBundlerLogger });
+  return bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, workflowInterceptorModules: [WORKFLOW_INTERCEPTORS_PATH], logger: quietBundlerLogger });
 }
 
 export interface SessionWorkerOptions {
@@ -19,15 +22,21 @@ export interface SessionWorkerOptions {
   deps: ActivityDeps;
   workflowBundle?: WorkflowBundleWithSourceMap;
   maxConcurrentActivityTaskExecutions?: number;
+  /** spans for activities and the workflow sandbox's exporter; null or absent: tracing off */
+  tracing?: Tracing | null;
 }
 
 export async function createSessionWorker(opts: SessionWorkerOptions): Promise<Worker> {
+  const tracing = workerTracing(opts.tracing ?? null);
   return Worker.create({
     connection: opts.connection,
     namespace: opts.namespace,
     taskQueue: opts.taskQueue,
     activities: createActivities(opts.deps),
+    // a given bundle was built by bundleWorkflows(), which includes the workflow interceptors
     ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
+    interceptors: { activity: tracing.activityInterceptors, ...(opts.workflowBundle ? {} : { workflowModules: [WORKFLOW_INTERCEPTORS_PATH] }) },
+    sinks: tracing.sinks,
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivityTaskExecutions ?? 200,
     // a killed worker's turns move to another worker after the heartbeat timeout; give cancellations time to land
     shutdownGraceTime: '10 seconds',

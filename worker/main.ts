@@ -4,9 +4,12 @@
 import { resolve } from 'node:path';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { z } from 'zod';
-import { acpAgentsEnv, databaseEnv, masterKeyEnv, parseEnv, publicUrlEnv, temporalEnv } from '../config/env';
+import { acpAgentsEnv, databaseEnv, masterKeyEnv, parseEnv, publicUrlEnv, telemetryEnv, temporalEnv } from '../config/env';
 import { openDatabase } from '../db/client';
 import { createVault } from '../db/vault';
+import { createJsonLog, fromTemporalEntry } from '../observability/logger';
+import { createWorkerMetrics, serveMetrics } from '../observability/metrics';
+import { startTracing } from '../observability/tracing';
 import { buildRuntimes, RUNTIME_NAMES } from './runtimes';
 import { createSessionWorker } from './create-worker';
 import { createNotifier } from './notifier';
@@ -17,6 +20,7 @@ const env = parseEnv({
   ...masterKeyEnv,
   ...publicUrlEnv,
   ...acpAgentsEnv,
+  ...telemetryEnv,
   AGENTPLANE_RUNTIMES: z
     .string()
     .default('opencode')
@@ -26,11 +30,11 @@ const env = parseEnv({
   AGENTPLANE_LOG_LEVEL: z.enum(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR']).default('INFO'),
 });
 
-Runtime.install({
-  logger: new DefaultLogger(env.AGENTPLANE_LOG_LEVEL, (entry) => {
-    process.stdout.write(`${JSON.stringify({ level: entry.level, msg: entry.message, time: new Date(Number(entry.timestampNanos / 1_000_000n)).toISOString(), ...entry.meta })}\n`);
-  }),
-});
+const tracing = env.OTEL_EXPORTER_OTLP_ENDPOINT ? startTracing({ endpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: env.OTEL_SERVICE_NAME ?? 'agentplane-worker' }) : null;
+const writeLog = createJsonLog();
+Runtime.install({ logger: new DefaultLogger(env.AGENTPLANE_LOG_LEVEL, (entry) => writeLog(fromTemporalEntry(entry))) });
+const metrics = createWorkerMetrics();
+const metricsServer = env.AGENTPLANE_METRICS_PORT === undefined ? null : await serveMetrics(metrics.registry, { port: env.AGENTPLANE_METRICS_PORT, host: env.AGENTPLANE_METRICS_HOST });
 
 const dataDir = resolve(env.AGENTPLANE_DATA_DIR);
 const database = await openDatabase({ url: env.DATABASE_URL, pgliteDir: resolve(dataDir, 'pglite') });
@@ -46,15 +50,19 @@ const worker = await createSessionWorker({
     runtimes: buildRuntimes(env.AGENTPLANE_RUNTIMES, { dataDir, opencodeBin: env.OPENCODE_BIN, acpAgents: env.AGENTPLANE_ACP_AGENTS }),
     dataDir,
     publicUrl: env.AGENTPLANE_PUBLIC_URL,
+    metrics,
   },
+  tracing,
 });
-const writeLog = (entry: Record<string, unknown>) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...entry })}\n`);
 // the webhook outbox is sent from every worker replica; claims keep them from sending one delivery twice at once
 const notifier = createNotifier({ db: database.db, vault, log: writeLog });
 const running = worker.run();
 notifier.start();
-writeLog({ level: 'INFO', msg: 'worker started', taskQueue: env.AGENTPLANE_TASK_QUEUE, runtimes: env.AGENTPLANE_RUNTIMES });
+writeLog({ level: 'INFO', msg: 'worker started', taskQueue: env.AGENTPLANE_TASK_QUEUE, runtimes: env.AGENTPLANE_RUNTIMES, metrics: metricsServer?.url ?? null, tracing: tracing ? 'otlp' : 'off' });
 // the worker stops on SIGINT/SIGTERM (the Temporal runtime's shutdown signals); the notifier finishes its poll
 await running.finally(() => notifier.stop());
+// the spans of the last turns are still in the batch: send them before the process goes
+await tracing?.shutdown();
+await metricsServer?.close();
 await connection.close();
 await database.close();

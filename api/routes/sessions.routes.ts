@@ -96,7 +96,14 @@ export const SessionSchema = z
   })
   .openapi('Session');
 
-const EventSchema = z.object({ id: z.string(), type: z.string(), processed_at: z.string().nullable(), seq: z.number().int().optional() }).passthrough().openapi('SessionEvent');
+const EventSchema = z
+  .object({
+    id: z.string(),
+    type: z.string(),
+    processed_at: z.string().nullable(),
+    seq: z.number().int().optional(),
+    trace_id: z.string().nullable().optional().openapi({ description: 'the OpenTelemetry trace the event was written in; null when tracing is off' }),
+  }).passthrough().openapi('SessionEvent');
 
 const ApprovalSchema = z
   .object({ session_id: z.string(), tool_use_id: z.string(), tool: z.string(), input: z.unknown(), status: z.string(), requested_at: z.string(), expires_at: z.string() })
@@ -204,6 +211,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
         const existing = await getSession(db, { teamId: actor.teamId, sessionId });
         if (existing) return c.json(await sessionResponse(existing), 200);
       }
+      c.set('sessionId', sessionId);
       const initialMessages = (body.initial_events ?? []).map((event, i) => ({ eventId: stableId('sevt', sessionId, 'initial', String(i)), text: textOf(event.content) }));
 
       const { row, created } = await recordSession(db, {

@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { and, asc, desc, eq, gt, gte, lt, lte, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../client';
+import { activeTraceId } from '../../observability/tracing';
 import { newId } from '../ids';
 import { auditLog } from '../schema/index';
 
@@ -41,7 +42,8 @@ export async function appendAudit(db: Db, entry: AuditEntry): Promise<AuditRow> 
       decision: entry.decision,
       reason: entry.reason,
       requestId: entry.requestId ?? null,
-      traceId: entry.traceId ?? null,
+      // like events: the trace of the request or activity that writes the row, unless the caller names one
+      traceId: entry.traceId !== undefined ? entry.traceId : activeTraceId(),
       data: entry.data ?? {},
       createdAt: new Date(),
       prevHash: last?.hash ?? GENESIS_HASH,

@@ -5,6 +5,7 @@
  */
 import { and, asc, desc, eq, gt, inArray, lt, sql } from 'drizzle-orm';
 import type { Db } from '../client';
+import { activeTraceId } from '../../observability/tracing';
 import { stableId } from '../ids';
 import { ledger, sessionEvents, sessions } from '../schema/index';
 
@@ -38,8 +39,10 @@ export interface AppendResult {
 
 export async function appendEvents(
   db: Db,
-  params: { sessionId: string; events: NewEvent[]; status?: { status: string; stopReason: unknown }; charges?: NewCharge[] },
+  params: { sessionId: string; events: NewEvent[]; status?: { status: string; stopReason: unknown }; charges?: NewCharge[]; traceId?: string | null },
 ): Promise<AppendResult> {
+  // every writer runs inside a span (API request, activity): its trace goes on the row without being passed down
+  const traceId = params.traceId !== undefined ? params.traceId : activeTraceId();
   return db.transaction(async (tx) => {
     const [session] = await tx
       .select({ eventSeq: sessions.eventSeq, teamId: sessions.teamId, agentId: sessions.agentId, costMicros: sessions.costMicros })
@@ -73,6 +76,7 @@ export async function appendEvents(
         sourceId: event.sourceId,
         type: event.type,
         payload: event.payload,
+        traceId,
       }));
     const inserted = fresh.length > 0 ? await tx.insert(sessionEvents).values(fresh).returning() : [];
 
@@ -141,5 +145,5 @@ export async function findEvent(db: Db, sessionId: string, eventId: string) {
 
 /** The public shape of an event (Managed Agents style). */
 export function toPublicEvent(row: EventRow) {
-  return { id: row.id, type: row.type, ...(row.payload as Record<string, unknown>), processed_at: row.createdAt.toISOString(), seq: row.seq };
+  return { id: row.id, type: row.type, ...(row.payload as Record<string, unknown>), processed_at: row.createdAt.toISOString(), seq: row.seq, trace_id: row.traceId };
 }

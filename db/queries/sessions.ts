@@ -1,7 +1,7 @@
 /**
  * The session index, approvals and runtime references. Every read that serves a caller is scoped by team.
  */
-import { and, desc, eq, gte, isNull, lt, lte, type SQL } from 'drizzle-orm';
+import { and, desc, eq, gte, isNull, lt, lte, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../client';
 import { approvals, runtimeSessions, sessions } from '../schema/index';
 
@@ -120,4 +120,18 @@ export async function putRuntimeRef(db: Db, row: { sessionId: string; runtime: s
     .insert(runtimeSessions)
     .values({ ...row, updatedAt: new Date() })
     .onConflictDoUpdate({ target: runtimeSessions.sessionId, set: { runtimeSessionId: row.runtimeSessionId, state: row.state, updatedAt: new Date() } });
+}
+
+// ---- fleet gauges -------------------------------------------------------------------------------------------
+
+/**
+ * Sessions not archived, counted by status and runtime across every team: an operator's gauge for /metrics,
+ * which is served on the metrics port only and never to an API key.
+ */
+export async function countSessionsByState(db: Db): Promise<Array<{ state: string; runtime: string; count: number }>> {
+  return db
+    .select({ state: sessions.status, runtime: sessions.runtime, count: sql<number>`count(*)::int` })
+    .from(sessions)
+    .where(isNull(sessions.archivedAt))
+    .groupBy(sessions.status, sessions.runtime);
 }

@@ -53,6 +53,8 @@ export const sessionEvents = pgTable(
     sourceId: text('source_id').notNull(),
     type: text('type').notNull(),
     payload: jsonb('payload').notNull(),
+    /** the OpenTelemetry trace the event was written in (a session's trace starts at the request that created it) */
+    traceId: text('trace_id'),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [

@@ -15,6 +15,8 @@ import { openDatabase, type Database } from '../../db/client';
 import { createApiKey, createTeam } from '../../db/queries/teams';
 import { createVault, generateMasterKeySpec, type Vault } from '../../db/vault';
 import type { Role } from '../../governance/types';
+import type { ApiMetrics } from '../../observability/metrics';
+import { clientInterceptors, type Tracing } from '../../observability/tracing';
 import { RUNTIME_CAPABILITIES } from '../../runtimes/capabilities';
 import { stopOpenCodeServers } from '../../runtimes/opencode.adapter';
 import type { RuntimeRegistry } from '../../runtimes/runtime-adapter';
@@ -45,7 +47,17 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-export async function startStack(opts: { runtimes?: RuntimeRegistry; worker?: boolean; temporalAddress?: string } = {}): Promise<Stack> {
+export interface StackOptions {
+  runtimes?: RuntimeRegistry;
+  worker?: boolean;
+  temporalAddress?: string;
+  /** trace the API (and an in-process worker) with this process's registered provider */
+  tracing?: Tracing;
+  apiLog?: (entry: Record<string, unknown>) => void;
+  apiMetrics?: ApiMetrics;
+}
+
+export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const testDb: TestDatabase = await createTestDatabase();
   const db = await openDatabase({ url: testDb.url });
   const masterKey = generateMasterKeySpec();
@@ -54,10 +66,10 @@ export async function startStack(opts: { runtimes?: RuntimeRegistry; worker?: bo
   const admin = await createApiKey(db.db, { teamId: team.id, name: 'admin', role: 'admin' });
   const temporalAddress = opts.temporalAddress ?? inject('temporalAddress');
   const connection = await Connection.connect({ address: temporalAddress });
-  const temporal = new Client({ connection });
+  const temporal = new Client({ connection, interceptors: clientInterceptors(opts.tracing ?? null) });
   const taskQueue = `test-${Math.random().toString(36).slice(2, 10)}`;
   const dataDir = await mkdtemp(join(tmpdir(), 'agentplane-test-'));
-  const app = createApp({ db: db.db, vault, temporal, taskQueue, capabilities: RUNTIME_CAPABILITIES, streamPollMs: 50 });
+  const app = createApp({ db: db.db, vault, temporal, taskQueue, capabilities: RUNTIME_CAPABILITIES, streamPollMs: 50, log: opts.apiLog, tracer: opts.tracing?.tracer, metrics: opts.apiMetrics });
   const server: ServerType = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
   });
@@ -110,7 +122,7 @@ export async function startStack(opts: { runtimes?: RuntimeRegistry; worker?: bo
     },
     async startWorker(runtimes) {
       workerConnection = await NativeConnection.connect({ address: temporalAddress });
-      worker = await createSessionWorker({ connection: workerConnection, namespace: 'default', taskQueue, deps: { db: db.db, vault, runtimes, dataDir, publicUrl: url } });
+      worker = await createSessionWorker({ connection: workerConnection, namespace: 'default', taskQueue, deps: { db: db.db, vault, runtimes, dataDir, publicUrl: url }, tracing: opts.tracing });
       workerRun = worker.run();
     },
     async stopWorker() {

@@ -14,7 +14,8 @@ export interface WorkerProcess {
   stop(): Promise<void>;
 }
 
-export async function spawnWorker(stack: Stack, env: Record<string, string> = {}): Promise<WorkerProcess> {
+/** `startTimeoutMs`: how long the process may take to bundle the workflows and start polling (default 60 s) */
+export async function spawnWorker(stack: Stack, env: Record<string, string> = {}, startTimeoutMs = 60_000): Promise<WorkerProcess> {
   const child = spawn(`${REPO}/node_modules/.bin/tsx`, ['worker/main.ts'], {
     cwd: REPO,
     env: {
@@ -32,7 +33,7 @@ export async function spawnWorker(stack: Stack, env: Record<string, string> = {}
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-  const deadline = Date.now() + 60_000;
+  const deadline = Date.now() + startTimeoutMs;
   while (!out.includes('worker started')) {
     if (child.exitCode !== null || Date.now() > deadline) throw new Error(`worker did not start:\n${out}`);
     await new Promise((r) => setTimeout(r, 100));

@@ -1,0 +1,1 @@
+ALTER TABLE "session_events" ADD COLUMN "trace_id" text;
