@@ -6,6 +6,7 @@ import type { RuntimeCapabilities, RuntimeKind } from './runtime-adapter';
 import { CLAUDE_CODE_CAPABILITIES } from './claude-code.adapter';
 import { CURSOR_CAPABILITIES } from './cursor.adapter';
 import { MANAGED_AGENTS_CAPABILITIES } from './managed-agents.adapter';
+import { OPENCLAW_CAPABILITIES } from './openclaw.adapter';
 import { OPENCODE_CAPABILITIES } from './opencode.adapter';
 import { SCRIPTED_CAPABILITIES } from './scripted.adapter';
 
@@ -15,4 +16,5 @@ export const RUNTIME_CAPABILITIES: Record<RuntimeKind, RuntimeCapabilities> = {
   scripted: SCRIPTED_CAPABILITIES,
   'managed-agents': MANAGED_AGENTS_CAPABILITIES,
   cursor: CURSOR_CAPABILITIES,
+  openclaw: OPENCLAW_CAPABILITIES,
 };

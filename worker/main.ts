@@ -4,7 +4,7 @@
 import { resolve } from 'node:path';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { z } from 'zod';
-import { databaseEnv, masterKeyEnv, parseEnv, publicUrlEnv, temporalEnv } from '../config/env';
+import { databaseEnv, masterKeyEnv, openclawEnv, parseEnv, publicUrlEnv, temporalEnv } from '../config/env';
 import { openDatabase } from '../db/client';
 import { createVault } from '../db/vault';
 import { buildRuntimes, RUNTIME_NAMES } from './runtimes';
@@ -16,6 +16,7 @@ const env = parseEnv({
   ...databaseEnv,
   ...masterKeyEnv,
   ...publicUrlEnv,
+  ...openclawEnv,
   AGENTPLANE_RUNTIMES: z
     .string()
     .default('opencode')
@@ -42,7 +43,7 @@ const worker = await createSessionWorker({
   deps: {
     db: database.db,
     vault,
-    runtimes: buildRuntimes(env.AGENTPLANE_RUNTIMES, { dataDir, opencodeBin: env.OPENCODE_BIN }),
+    runtimes: buildRuntimes(env.AGENTPLANE_RUNTIMES, { dataDir, opencodeBin: env.OPENCODE_BIN, openclaw: { nodeBin: env.AGENTPLANE_NODE24_BIN, openclawBin: env.AGENTPLANE_OPENCLAW_BIN } }),
     dataDir,
     publicUrl: env.AGENTPLANE_PUBLIC_URL,
   },
