@@ -273,6 +273,7 @@ function buildConfig(ctx: TurnContext, port: number, token: string): Record<stri
 
 export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdapter {
   const live = new Map<string, LiveGateway>();
+  const starting = new Map<string, Promise<LiveGateway>>();
   const startTimeoutMs = opts.startTimeoutMs ?? 240_000;
 
   async function readGatewayConfig(paths: Paths): Promise<{ port: number; token: string } | null> {
@@ -285,10 +286,26 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
     }
   }
 
-  /** the session's gateway: the live one, the one a previous worker left running, or a new one */
+  /** the session's gateway: the live one, the one starting, the one a previous worker left running, or a new one */
   async function gateway(ctx: TurnContext, state: OpenClawState, save: (s: OpenClawState) => Promise<void>, signal: AbortSignal): Promise<LiveGateway> {
     const known = live.get(ctx.sessionId);
     if (known?.client.open) return known;
+    // one start per session: a retried activity waits for the start its failed attempt began (it takes minutes on a
+    // busy machine) instead of starting a second gateway on the same state folder
+    let pending = starting.get(ctx.sessionId);
+    if (!pending) {
+      pending = locate(ctx, state, save, known).finally(() => starting.delete(ctx.sessionId));
+      starting.set(ctx.sessionId, pending);
+    }
+    return new Promise<LiveGateway>((resolve, reject) => {
+      const onAbort = () => reject(new OpenClawError('aborted while the gateway was starting', false));
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      pending.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
+  }
+
+  async function locate(ctx: TurnContext, state: OpenClawState, save: (s: OpenClawState) => Promise<void>, known: LiveGateway | undefined): Promise<LiveGateway> {
     const paths = pathsOf(ctx.workdir);
     if (state.port) {
       const config = await readGatewayConfig(paths);
@@ -304,10 +321,10 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
       }
     }
     known?.child?.kill('SIGKILL');
-    return start(ctx, paths, state, save, signal);
+    return start(ctx, paths, state, save);
   }
 
-  async function start(ctx: TurnContext, paths: Paths, state: OpenClawState, save: (s: OpenClawState) => Promise<void>, signal: AbortSignal): Promise<LiveGateway> {
+  async function start(ctx: TurnContext, paths: Paths, state: OpenClawState, save: (s: OpenClawState) => Promise<void>): Promise<LiveGateway> {
     await mkdir(paths.state, { recursive: true });
     await mkdir(paths.home, { recursive: true });
     // the port and token stay the same for the session: rewriting them would make a running gateway restart itself
@@ -321,7 +338,7 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
     const started = Date.now();
     for (let attempt = 1; ; attempt++) {
       try {
-        return await launch(ctx, paths, port, token, signal, started);
+        return await launch(ctx, paths, port, token, started);
       } catch (err) {
         // 78 (EX_CONFIG) is also what a startup self-check that timed out on a busy machine exits with: repair, retry once
         if (!(err instanceof GatewayExit) || err.code !== 78 || attempt > 1) throw err;
@@ -361,7 +378,7 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
     });
   }
 
-  async function launch(ctx: TurnContext, paths: Paths, port: number, token: string, signal: AbortSignal, started: number): Promise<LiveGateway> {
+  async function launch(ctx: TurnContext, paths: Paths, port: number, token: string, started: number): Promise<LiveGateway> {
     const child = spawn(opts.nodeBin, [opts.openclawBin, 'gateway', 'run', '--allow-unconfigured'], { cwd: ctx.workdir, env: childEnv(paths), stdio: ['ignore', 'pipe', 'pipe'] });
     const tail: string[] = [];
     const keep = (chunk: Buffer) => {
@@ -379,10 +396,6 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
     opts.logger?.info('openclaw gateway starting', { sessionId: ctx.sessionId, port, pid: child.pid });
 
     for (;;) {
-      if (signal.aborted) {
-        child.kill('SIGKILL');
-        throw new OpenClawError('aborted while the gateway was starting', false);
-      }
       if (exited !== null) throw new GatewayExit(exited, `openclaw gateway exited with ${exited} while starting: ${redact(tail.slice(-5).join(' | '), ctx)}`);
       try {
         const client = await GatewayClient.connect(port, token);
@@ -497,6 +510,8 @@ async function runTurn(
   }
 }
 
+const ABORT_GRACE_MS = 30_000;
+
 type RunOutcome = { kind: 'end' } | { kind: 'aborted' } | { kind: 'error'; message: string };
 
 /**
@@ -520,11 +535,13 @@ function followRun(ctx: TurnContext, client: GatewayClient, fullKey: string, sin
     if (!payload || payload.runId !== runId) return;
     if (event === 'agent' && payload.stream === 'tool') {
       chain = chain.then(() => emitTool(ctx, sink, payload.data, args)).catch(fail);
+    } else if (event === 'agent' && payload.stream === 'lifecycle' && payload.data?.phase === 'end' && aborting) {
+      settle({ kind: 'aborted' });
     } else if (event === 'agent' && payload.stream === 'lifecycle' && payload.data?.phase === 'error') {
       chain.then(() => settle({ kind: 'error', message: String(payload.data?.error ?? 'OpenClaw run failed') }), fail);
     } else if (event === 'chat' && ['final', 'aborted', 'error'].includes(payload.state)) {
       const outcome: RunOutcome =
-        payload.state === 'aborted' || payload.stopReason === 'aborted'
+        aborting || payload.state === 'aborted' || payload.stopReason === 'aborted'
           ? { kind: 'aborted' }
           : payload.state === 'error'
             ? { kind: 'error', message: String(payload.errorMessage ?? payload.error ?? 'OpenClaw run failed') }
@@ -537,9 +554,16 @@ function followRun(ctx: TurnContext, client: GatewayClient, fullKey: string, sin
     if (runId === null && event !== '$closed') early.push([event, payload]);
     else handle(event, payload);
   });
+  // ask the gateway to abort, and report the turn interrupted once the run has ended there (so the next message is
+  // not queued behind it), or after a grace period if the gateway never says so
+  let aborting = false;
   const onAbort = () => {
-    if (runId) client.call('sessions.abort', { key: fullKey, runId }).catch(() => {});
-    settle({ kind: 'aborted' });
+    if (aborting) return;
+    aborting = true;
+    const settleAborted = () => settle({ kind: 'aborted' });
+    if (!runId) return settleAborted();
+    client.call('sessions.abort', { key: fullKey, runId }).catch(settleAborted);
+    setTimeout(settleAborted, ABORT_GRACE_MS).unref();
   };
   sink.signal.addEventListener('abort', onAbort, { once: true });
   return {

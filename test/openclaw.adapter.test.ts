@@ -141,7 +141,10 @@ describe.skipIf(!binaries)('OpenClaw adapter (real gateway + scripted model)', (
     expect(results[0]!.content[0]!.text).toContain('from-exec');
     expect(sink.of('session.error')).toEqual([]);
     expect(() => statSync(file)).toThrow();
-    expect(sink.of('span.model_request_end')).toHaveLength(3);
+    // one span per model request, each with its cost
+    const spans = sink.of('span.model_request_end');
+    expect(spans.length, JSON.stringify({ answers: requestsFor('openclaw tools').map((r) => r.answer), spans })).toBe(requestsFor('openclaw tools').length);
+    expect(spans.every((span) => (span.cost_usd ?? 0) > 0)).toBe(true);
   });
 
   it('stops a turn when the sink signal aborts and returns interrupted', { timeout: 300_000 }, async () => {
