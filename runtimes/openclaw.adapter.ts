@@ -31,7 +31,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import WebSocket from 'ws';
@@ -340,10 +340,13 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
       try {
         return await launch(ctx, paths, port, token, started);
       } catch (err) {
-        // 78 (EX_CONFIG) is also what a startup self-check that timed out on a busy machine exits with: repair, retry once
-        if (!(err instanceof GatewayExit) || err.code !== 78 || attempt > 1) throw err;
+        // 78 (EX_CONFIG) is also what OpenClaw exits with when a startup self-check times out on a busy machine (its
+        // state-lease worker must answer within a fixed 5 s): run doctor --fix as gateway/embedding.md says, and retry
+        if (!(err instanceof GatewayExit) || err.code !== 78 || attempt >= START_ATTEMPTS) throw err;
         opts.logger?.warn('openclaw gateway refused to start; running doctor --fix and retrying', { sessionId: ctx.sessionId });
         await doctor(paths, ctx.workdir);
+        // doctor rewrites the config and leaves backups next to it: all of them hold the key
+        for (const name of await readdir(paths.root)) if (name.startsWith('openclaw.json')) await chmod(join(paths.root, name), 0o600).catch(() => {});
       }
     }
   }
@@ -511,6 +514,7 @@ async function runTurn(
 }
 
 const ABORT_GRACE_MS = 30_000;
+const START_ATTEMPTS = 3;
 
 type RunOutcome = { kind: 'end' } | { kind: 'aborted' } | { kind: 'error'; message: string };
 
