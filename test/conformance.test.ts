@@ -152,12 +152,11 @@ const RUNTIMES: RuntimeCase[] = [
 const decisions: Partial<Record<RuntimeKind, Array<[string, string]>>> = {};
 
 /**
- * OpenClaw runs only where scripts/ensure-openclaw.sh installed it (test/support/openclaw.ts says why it skips), and
- * only with AGENTPLANE_TEST_OPENCLAW_CONFORMANCE=1 for now: on the shared 2-core machine (load 20+) its gateway kept
- * failing its own startup self-check (a state-lease worker must answer within a fixed 5 s), so this row has not been
- * seen green yet. test/openclaw.adapter.test.ts covers the adapter against a real gateway.
+ * OpenClaw runs only where scripts/ensure-openclaw.sh installed it (test/support/openclaw.ts says why it skips). Its
+ * gateway is slow to start on a loaded machine and can fail its own startup self-check there (a state-lease worker
+ * must answer within a fixed 5 s); the adapter retries the start, and `startMs` gives the first turn the time.
  */
-const available = (rt: RuntimeCase) => rt.kind !== 'openclaw' || (process.env.AGENTPLANE_TEST_OPENCLAW_CONFORMANCE === '1' && openClawBinaries().binaries !== null);
+const available = (rt: RuntimeCase) => rt.kind !== 'openclaw' || openClawBinaries().binaries !== null;
 
 describe.each(RUNTIMES.filter(available))('conformance: $kind', (rt) => {
   const caps = RUNTIME_CAPABILITIES[rt.kind];
