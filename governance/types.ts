@@ -8,7 +8,7 @@ export const CANONICAL_TOOLS = ['bash', 'read', 'write', 'edit', 'glob', 'grep',
 export type CanonicalTool = (typeof CANONICAL_TOOLS)[number] | `mcp:${string}` | `other:${string}`;
 
 /** Every runtime agentplane can drive. Adding one: here, its adapter, runtimes/capabilities.ts, worker/runtimes.ts. */
-export const RUNTIME_KINDS = ['opencode', 'claude-code', 'managed-agents', 'cursor', 'deepagents', 'hermes', 'acp', 'scripted'] as const;
+export const RUNTIME_KINDS = ['opencode', 'claude-code', 'managed-agents', 'cursor', 'deepagents', 'hermes', 'openclaw', 'acp', 'scripted'] as const;
 export type RuntimeKind = (typeof RUNTIME_KINDS)[number];
 
 export type PolicyAction = 'allow' | 'ask' | 'deny';

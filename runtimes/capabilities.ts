@@ -9,6 +9,7 @@ import { CURSOR_CAPABILITIES } from './cursor.adapter';
 import { DEEPAGENTS_CAPABILITIES } from './deepagents.adapter';
 import { HERMES_CAPABILITIES } from './hermes.adapter';
 import { MANAGED_AGENTS_CAPABILITIES } from './managed-agents.adapter';
+import { OPENCLAW_CAPABILITIES } from './openclaw.adapter';
 import { OPENCODE_CAPABILITIES } from './opencode.adapter';
 import { SCRIPTED_CAPABILITIES } from './scripted.adapter';
 
@@ -21,4 +22,5 @@ export const RUNTIME_CAPABILITIES: Record<RuntimeKind, RuntimeCapabilities> = {
   deepagents: DEEPAGENTS_CAPABILITIES,
   acp: ACP_CAPABILITIES,
   hermes: HERMES_CAPABILITIES,
+  openclaw: OPENCLAW_CAPABILITIES,
 };

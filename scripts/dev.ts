@@ -13,7 +13,7 @@ import { NativeConnection } from '@temporalio/worker';
 import { z } from 'zod';
 import { createApp } from '../api/create-app';
 import { Registry } from 'prom-client';
-import { databaseEnv, parseEnv, telemetryEnv } from '../config/env';
+import { databaseEnv, openclawEnv, parseEnv, telemetryEnv } from '../config/env';
 import { openDatabase } from '../db/client';
 import { countSessionsByState } from '../db/queries/sessions';
 import { bootstrapAdmin } from '../db/queries/teams';
@@ -43,6 +43,7 @@ const env = parseEnv({
     .transform((value) => value.split(',').map((s) => s.trim()).filter(Boolean))
     .pipe(z.array(z.enum(RUNTIME_NAMES)).min(1)),
   OPENCODE_BIN: z.string().optional(),
+  ...openclawEnv,
   /** the base of the action links in webhook notifications; this server's own URL when absent */
   AGENTPLANE_PUBLIC_URL: z.url({ protocol: /^https?$/, error: 'must be the http(s) URL the API is reached at' }).optional(),
 });
@@ -83,7 +84,14 @@ const worker = await createSessionWorker({
   connection: workerConnection,
   namespace: 'default',
   taskQueue: env.AGENTPLANE_TASK_QUEUE,
-  deps: { db: database.db, vault, runtimes: buildRuntimes(env.AGENTPLANE_RUNTIMES, { dataDir, opencodeBin: env.OPENCODE_BIN }), dataDir, publicUrl, metrics: workerMetrics },
+  deps: {
+    db: database.db,
+    vault,
+    runtimes: buildRuntimes(env.AGENTPLANE_RUNTIMES, { dataDir, opencodeBin: env.OPENCODE_BIN, openclaw: { nodeBin: env.AGENTPLANE_NODE24_BIN, openclawBin: env.AGENTPLANE_OPENCLAW_BIN } }),
+    dataDir,
+    publicUrl,
+    metrics: workerMetrics,
+  },
   tracing,
 });
 const workerRun = worker.run();

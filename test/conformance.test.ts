@@ -19,6 +19,7 @@ import { createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
 import { createDeepAgentsAdapter } from '../runtimes/deepagents.adapter';
 import { createHermesAdapter } from '../runtimes/hermes.adapter';
 import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
+import { createOpenClawAdapter } from '../runtimes/openclaw.adapter';
 import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
 import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
 import type { RuntimeKind, RuntimeRegistry } from '../runtimes/runtime-adapter';
@@ -26,6 +27,7 @@ import { createScriptedAdapter } from '../runtimes/scripted.adapter';
 import { createCursorAdapter } from '../runtimes/cursor.adapter';
 import { startCursorFake, type CursorFake, type CursorStep } from './support/cursor-fake';
 import { ensureHermes, startHermes, type HermesServer } from './support/hermes-server';
+import { openClawBinaries } from './support/openclaw';
 import { startManagedAgentsFake, type FakeStep, type ManagedAgentsFake } from './support/managed-agents-fake';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel, type ScriptStep } from './support/scripted-model';
 import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
@@ -61,11 +63,13 @@ interface RuntimeCase {
   release(env: Env, prompt: string): void;
   /** how often the runtime's backend received `prompt` (the in-process scripted runtime has none: null) */
   promptsReceived(env: Env, prompt: string): number | null;
-  /** a policy the runtime can enforce (default POLICY) */
-  policy?: unknown;
+  /** extra time the first turn may take because the runtime starts then */
+  startMs?: number;
 }
 
 const POLICY = { rules: [{ tool: 'bash', action: 'deny' }, { tool: 'write', action: 'ask' }], default: 'allow' };
+/** for runtimes without approvals the API refuses an `ask`: the same policy without it */
+const POLICY_WITHOUT_ASK = { rules: [{ tool: 'bash', action: 'deny' }], default: 'allow' };
 
 /**
  * scripted model steps for runtimes that call an LLM (OpenCode: filePath, Claude Code and DeepAgents: file_path). Each
@@ -217,8 +221,6 @@ const RUNTIMES: RuntimeCase[] = [
   },
   {
     kind: 'cursor',
-    // no approval hook: an ask rule is refused (tested below), so the policy is allow/deny only
-    policy: { rules: [{ tool: 'bash', action: 'deny' }], default: 'allow' },
     async backend(env) {
       env.cursor = await startCursorFake();
       env.cursor.script = (prompt) => env.cursorScripts.get(prompt) ?? [{ assistant: `echo: ${prompt}` }, { usage: { inputTokens: 100, outputTokens: 20 } }];
@@ -267,12 +269,33 @@ const RUNTIMES: RuntimeCase[] = [
         } satisfies RuntimeCase,
       ]
     : []),
+  {
+    kind: 'openclaw',
+    ...modelBackend,
+    adapter: () => ({ openclaw: createOpenClawAdapter(openClawBinaries().binaries!) }),
+    // the first turn starts the gateway: about 20 s on an idle machine, a minute or more on a loaded one
+    startMs: 180_000,
+    agent: async (env) => ({ model: 'scripted-model', runtime: { type: 'openclaw', config: { cost: { input: 3, output: 15 } } }, model_provider: { base_url: env.model!.openaiBaseUrl } }),
+    script(env, prompt, steps) {
+      // OpenClaw prefixes the prompt with a timestamp: rules match by substring
+      env.model!.setScript([{ match: prompt, steps: modelSteps(env, prompt, steps, 'filePath') }]);
+      return prompt;
+    },
+    held: async (env, prompt) => void (await env.model!.waitForRequest((r) => r.prompt?.includes(prompt) === true, 120_000)),
+  },
 ];
 
 /** the `[tool, decision]` sequence of the policy turn, per runtime */
 const decisions: Partial<Record<RuntimeKind, Array<[string, string]>>> = {};
 
-describe.each(RUNTIMES)('conformance: $kind', (rt) => {
+/**
+ * OpenClaw runs only where scripts/ensure-openclaw.sh installed it (test/support/openclaw.ts says why it skips). Its
+ * gateway is slow to start on a loaded machine and can fail its own startup self-check there (a state-lease worker
+ * must answer within a fixed 5 s); the adapter retries the start, and `startMs` gives the first turn the time.
+ */
+const available = (rt: RuntimeCase) => rt.kind !== 'openclaw' || openClawBinaries().binaries !== null;
+
+describe.each(RUNTIMES.filter(available))('conformance: $kind', (rt) => {
   const caps = RUNTIME_CAPABILITIES[rt.kind];
   const env = { gates: new Map(), cursorScripts: new Map() } as unknown as Env;
   let sessionId: string;
@@ -301,7 +324,7 @@ describe.each(RUNTIMES)('conformance: $kind', (rt) => {
     env.stack = await startStack({ worker: false });
     await rt.backend(env);
     await env.stack.startWorker(rt.adapter(env));
-    const agent = await env.stack.call('POST', '/v1/agents', { name: `conformance ${rt.kind}`, tool_policy: rt.policy ?? POLICY, ...(await rt.agent(env)) });
+    const agent = await env.stack.call('POST', '/v1/agents', { name: `conformance ${rt.kind}`, tool_policy: caps.approvals ? POLICY : POLICY_WITHOUT_ASK, ...(await rt.agent(env)) });
     expect(agent.status, JSON.stringify(agent.body)).toBeLessThan(300);
     const session = await env.stack.call('POST', '/v1/sessions', { agent: agent.body.id });
     expect(session.status, JSON.stringify(session.body)).toBeLessThan(300);
@@ -318,8 +341,8 @@ describe.each(RUNTIMES)('conformance: $kind', (rt) => {
     await env.cursor?.close();
   }, 60_000);
 
-  it('answers a message: agent.message, a model request with usage, idle end_turn, and a cost when one is declared', { timeout: 120_000 }, async () => {
-    const idle = await turn(script('conformance hello', [{ say: 'hello from the runtime' }]));
+  it('answers a message: agent.message, a model request with usage, idle end_turn, and a cost when one is declared', { timeout: 120_000 + (rt.startMs ?? 0) }, async () => {
+    const idle = await turn(script('conformance hello', [{ say: 'hello from the runtime' }]), 90_000 + (rt.startMs ?? 0));
     expect(idle.stop_reason?.type).toBe('end_turn');
     const events = await eventsOf(env.stack, sessionId);
     expect(events.filter((e) => e.type === 'agent.message').map((e) => e.content[0].text)).toContain('hello from the runtime');

@@ -4,7 +4,7 @@
 import { resolve } from 'node:path';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { z } from 'zod';
-import { acpAgentsEnv, databaseEnv, masterKeyEnv, parseEnv, publicUrlEnv, telemetryEnv, temporalEnv } from '../config/env';
+import { acpAgentsEnv, databaseEnv, masterKeyEnv, openclawEnv, parseEnv, publicUrlEnv, telemetryEnv, temporalEnv } from '../config/env';
 import { openDatabase } from '../db/client';
 import { createVault } from '../db/vault';
 import { createJsonLog, fromTemporalEntry } from '../observability/logger';
@@ -21,6 +21,7 @@ const env = parseEnv({
   ...publicUrlEnv,
   ...acpAgentsEnv,
   ...telemetryEnv,
+  ...openclawEnv,
   AGENTPLANE_RUNTIMES: z
     .string()
     .default('opencode')
@@ -47,7 +48,12 @@ const worker = await createSessionWorker({
   deps: {
     db: database.db,
     vault,
-    runtimes: buildRuntimes(env.AGENTPLANE_RUNTIMES, { dataDir, opencodeBin: env.OPENCODE_BIN, acpAgents: env.AGENTPLANE_ACP_AGENTS }),
+    runtimes: buildRuntimes(env.AGENTPLANE_RUNTIMES, {
+      dataDir,
+      opencodeBin: env.OPENCODE_BIN,
+      acpAgents: env.AGENTPLANE_ACP_AGENTS,
+      openclaw: { nodeBin: env.AGENTPLANE_NODE24_BIN, openclawBin: env.AGENTPLANE_OPENCLAW_BIN },
+    }),
     dataDir,
     publicUrl: env.AGENTPLANE_PUBLIC_URL,
     metrics,

@@ -5,13 +5,17 @@ import { createCursorAdapter } from '../runtimes/cursor.adapter';
 import { createDeepAgentsAdapter } from '../runtimes/deepagents.adapter';
 import { createHermesAdapter } from '../runtimes/hermes.adapter';
 import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
+import { createOpenClawAdapter } from '../runtimes/openclaw.adapter';
 import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
 import type { RuntimeRegistry } from '../runtimes/runtime-adapter';
 import { createScriptedAdapter } from '../runtimes/scripted.adapter';
 
 export const RUNTIME_NAMES = RUNTIME_KINDS;
 
-export function buildRuntimes(names: ReadonlyArray<(typeof RUNTIME_NAMES)[number]>, opts: { dataDir: string; opencodeBin?: string; acpAgents?: Record<string, AcpAgentSpec> }): RuntimeRegistry {
+export function buildRuntimes(
+  names: ReadonlyArray<(typeof RUNTIME_NAMES)[number]>,
+  opts: { dataDir: string; opencodeBin?: string; acpAgents?: Record<string, AcpAgentSpec>; openclaw?: { nodeBin: string; openclawBin: string } },
+): RuntimeRegistry {
   const registry: RuntimeRegistry = {};
   for (const name of names) {
     if (name === 'opencode') registry.opencode = createOpenCodeAdapter({ dataDir: opts.dataDir, binaryPath: opts.opencodeBin });
@@ -22,6 +26,10 @@ export function buildRuntimes(names: ReadonlyArray<(typeof RUNTIME_NAMES)[number
     if (name === 'deepagents') registry.deepagents = createDeepAgentsAdapter({ dataDir: opts.dataDir });
     if (name === 'acp') registry.acp = createAcpAdapter({ dataDir: opts.dataDir, opencodeBin: opts.opencodeBin, agents: opts.acpAgents });
     if (name === 'hermes') registry.hermes = createHermesAdapter();
+    if (name === 'openclaw') {
+      if (!opts.openclaw) throw new Error('the openclaw runtime needs the Node 24 and openclaw binaries (AGENTPLANE_NODE24_BIN, AGENTPLANE_OPENCLAW_BIN)');
+      registry.openclaw = createOpenClawAdapter(opts.openclaw);
+    }
   }
   return registry;
 }

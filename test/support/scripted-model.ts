@@ -15,7 +15,8 @@
  * answer: step N answers once N tool calls of this exchange have their results in the conversation. Harnesses append
  * synthetic user messages after tool results (OpenClaw does), so "the last message is a user message" does not mean
  * a new exchange; the exchange starts at the last user message that matches a script rule, or else at the last
- * user message that does not follow a tool result. Prompts that match no rule get `echo: <prompt>`.
+ * user message that does not follow a tool result and is not a harness message (OpenClaw also sends its internal
+ * context as a user message right after the prompt). Prompts that match no rule get `echo: <prompt>`.
  *
  * Every request is recorded (path, body, time, which exchange and step answered) so tests can prove that a runtime
  * sent a prompt exactly once. A step can be held (`waitFor`, `delayMs`) so a test can kill a worker mid-turn.
@@ -371,7 +372,7 @@ function locateExchange(convo: Conversation, rules: ScriptRule[]): { rule: Scrip
   // …unless a newer user message, not a follow-up to a tool result, started an unscripted exchange since
   for (let i = turns.length - 1; i > start; i--) {
     const t = turns[i];
-    if (t?.kind === 'user' && !followsToolResult(turns, i)) {
+    if (t?.kind === 'user' && !followsToolResult(turns, i) && !isHarnessMessage(t.text)) {
       rule = null;
       start = i;
       break;
@@ -403,6 +404,13 @@ function locateExchange(convo: Conversation, rules: ScriptRule[]): { rule: Scrip
     if (t?.kind === 'assistant' && t.toolCallIds.length > 0 && t.toolCallIds.some((id) => answered.has(id))) completedToolRounds++;
   }
   return { rule, exchange: { prompt, startIndex: Math.max(start, 0), completedToolRounds, lastToolResult } };
+}
+
+/** user messages a harness adds on its own: never the start of an exchange */
+const HARNESS_MARKERS = ['<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>'];
+
+function isHarnessMessage(text: string): boolean {
+  return HARNESS_MARKERS.some((marker) => text.trimStart().startsWith(marker));
 }
 
 function followsToolResult(turns: Turn[], index: number): boolean {

