@@ -34,6 +34,8 @@ export function ensureHermes(): { bin: string } | { error: string } {
     const e = err as { stderr?: Buffer; message: string };
     ensured = { error: `scripts/ensure-hermes.sh failed: ${e.stderr?.toString().trim() || e.message}` };
   }
+  // CI installs it (.ci/run): there a missing runtime is a failure, not a skip
+  if ('error' in ensured && process.env.CI) throw new Error(`Hermes is required in CI: ${ensured.error}`);
   return ensured;
 }
 

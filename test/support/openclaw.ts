@@ -27,6 +27,8 @@ export function openClawBinaries(): { binaries: OpenClawBinaries | null; reason:
     }
   }
   if (!found) found = present() ? { binaries, reason: '' } : { binaries: null, reason: `OpenClaw is not installed at ${binaries.openclawBin} (run scripts/ensure-openclaw.sh)` };
+  // CI installs it (.ci/run): there a missing runtime is a failure, not a skip
+  if (!found.binaries && process.env.CI) throw new Error(`OpenClaw is required in CI: ${found.reason}`);
   if (!found.binaries) console.error(`[openclaw] SKIPPING the OpenClaw tests: ${found.reason}`);
   return found;
 }
