@@ -18,6 +18,7 @@
  *   with `Last-Event-ID` and never sends again.
  * - The key is never in `ref.state`, events or errors.
  */
+import { createJsonClient, RuntimeApiError } from './http-api';
 import { readSseFrames } from './sse';
 import { evaluatePolicy } from '../governance/policy';
 import { CANONICAL_TOOLS, type CanonicalTool } from '../governance/types';
@@ -47,14 +48,7 @@ interface CursorState extends Record<string, unknown> {
   turn?: TurnRecord;
 }
 
-export class CursorApiError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export class CursorApiError extends RuntimeApiError {}
 
 interface Frame {
   id: string | null;
@@ -63,30 +57,10 @@ interface Frame {
 }
 
 function createApi(baseUrl: string, key: string | undefined) {
-  const root = baseUrl.replace(/\/+$/, '');
-  const auth = (): Record<string, string> => (key ? { authorization: `Bearer ${key}` } : {});
-  const redact = (s: string) => (key ? s.split(key).join('[redacted]') : s);
-  async function failure(res: Response, what: string) {
-    const text = await res.text().catch(() => '');
-    let message = text.slice(0, 500);
-    try {
-      const body = JSON.parse(text) as { error?: { message?: string } };
-      message = body.error?.message ?? message;
-    } catch {
-      // not JSON
-    }
-    return new CursorApiError(res.status, `${what}: ${res.status} ${redact(message)}`);
-  }
+  const client = createJsonClient(baseUrl, key, { ids: /\/(bc|run)-[^/]+/g, error: CursorApiError });
+  const { root, auth, failure } = client;
   return {
-    async request<T = any>(method: string, path: string, body?: unknown, extra: Record<string, string> = {}): Promise<T> {
-      const res = await fetch(`${root}${path}`, {
-        method,
-        headers: { ...auth(), ...extra, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      if (!res.ok) throw await failure(res, `${method} ${path.replace(/\/(bc|run)-[^/]+/g, '/{id}')}`);
-      return (await res.json()) as T;
-    },
+    request: client.request,
     async stream(agentId: string, runId: string, lastEventId: string | null, signal: AbortSignal): Promise<AsyncGenerator<Frame>> {
       const res = await fetch(`${root}/v1/agents/${agentId}/runs/${runId}/stream`, {
         headers: { ...auth(), accept: 'text/event-stream', 'x-cursor-streaming': 'true', ...(lastEventId ? { 'last-event-id': lastEventId } : {}) },

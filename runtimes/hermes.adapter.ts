@@ -45,6 +45,7 @@ import { fileURLToPath } from 'node:url';
 import { evaluatePolicy } from '../governance/policy';
 import { CANONICAL_TOOLS, type CanonicalTool } from '../governance/types';
 import type { PermissionDecision, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
+import { createJsonClient, RuntimeApiError } from './http-api';
 import { readSseFrames } from './sse';
 
 export const HERMES_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true } as const satisfies RuntimeCapabilities;
@@ -94,14 +95,7 @@ interface HermesState extends Record<string, unknown> {
   turn?: TurnRecord;
 }
 
-export class HermesApiError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+export class HermesApiError extends RuntimeApiError {}
 
 interface Frame {
   id: string | null;
@@ -126,30 +120,10 @@ interface LiveStream {
 }
 
 function createApi(baseUrl: string, key: string | undefined) {
-  const root = baseUrl.replace(/\/+$/, '');
-  const auth = (): Record<string, string> => (key ? { authorization: `Bearer ${key}` } : {});
-  const redact = (s: string) => (key ? s.split(key).join('[redacted]') : s);
-  async function failure(res: Response, what: string) {
-    const text = await res.text().catch(() => '');
-    let message = text.slice(0, 500);
-    try {
-      const body = JSON.parse(text) as { error?: { message?: string } };
-      message = body.error?.message ?? message;
-    } catch {
-      // not JSON
-    }
-    return new HermesApiError(res.status, `${what}: ${res.status} ${redact(message)}`);
-  }
+  const client = createJsonClient(baseUrl, key, { ids: /\/run_[^/]+/g, error: HermesApiError });
+  const { root, auth, failure } = client;
   return {
-    async request<T = any>(method: string, path: string, body?: unknown, extra: Record<string, string> = {}): Promise<T> {
-      const res = await fetch(`${root}${path}`, {
-        method,
-        headers: { ...auth(), ...extra, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      if (!res.ok) throw await failure(res, `${method} ${path.replace(/\/run_[^/]+/g, '/{id}')}`);
-      return (await res.json()) as T;
-    },
+    request: client.request,
     async stream(runId: string, lastEventId: string | null): Promise<LiveStream> {
       const abort = new AbortController();
       const res = await fetch(`${root}/v1/runs/${runId}/events`, {

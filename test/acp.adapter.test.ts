@@ -12,26 +12,18 @@ import type { AgentSnapshot } from '../governance/types';
 import { createAcpAdapter, toolInput, toolName } from '../runtimes/acp.adapter';
 import type { RuntimeAdapter, RuntimeSessionRef, TurnContext } from '../runtimes/runtime-adapter';
 import { MemorySink } from './support/memory-sink';
+import { testAgent } from './support/test-agent';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
 
 const SECRET = 'sk-test-0123456789abcdefACPSECRET';
 
 function agent(model: ScriptedModel, config: Record<string, unknown> = { agent: 'opencode', cost: { input: 3, output: 15 } }): AgentSnapshot {
-  return {
-    agentId: 'agent_test',
-    version: 1,
-    teamId: 'team_test',
+  return testAgent({
     name: 'acp test agent',
     runtime: { type: 'acp', config },
     model: 'scripted-model',
     modelProvider: { baseUrl: model.openaiBaseUrl, credentialId: 'cred_test' },
-    system: null,
-    toolPolicy: { rules: [], default: 'allow' },
-    budget: {},
-    approvalTimeoutSeconds: 60,
-    idleTimeoutSeconds: 600,
-    separationOfDuties: false,
-  };
+  });
 }
 
 describe('ACP adapter (real opencode acp + scripted model)', () => {

@@ -16,27 +16,19 @@ import { canonicalClaudeTool, claudeSessionIdFor, createClaudeCodeAdapter, norma
 import type { RuntimeAdapter, RuntimeSessionRef, TurnContext } from '../runtimes/runtime-adapter';
 import { readFilesUnder } from './support/files';
 import { MemorySink } from './support/memory-sink';
+import { testAgent } from './support/test-agent';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
 
 const SECRET = 'sk-ant-test-0123456789abcdefSECRET';
 const REPO = join(import.meta.dirname, '..');
 
 function agent(model: ScriptedModel): AgentSnapshot {
-  return {
-    agentId: 'agent_test',
-    version: 1,
-    teamId: 'team_test',
+  return testAgent({
     name: 'claude code test agent',
     runtime: { type: 'claude-code', config: {} },
     model: 'claude-sonnet-4-5',
     modelProvider: { baseUrl: model.url, credentialId: 'cred_test' },
-    system: null,
-    toolPolicy: { rules: [], default: 'allow' },
-    budget: {},
-    approvalTimeoutSeconds: 60,
-    idleTimeoutSeconds: 600,
-    separationOfDuties: false,
-  };
+  });
 }
 
 describe('Claude Code tool names and inputs', () => {

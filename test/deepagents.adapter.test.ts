@@ -15,27 +15,19 @@ import type { AgentSnapshot } from '../governance/types';
 import { canonicalDeepAgentsTool, createDeepAgentsAdapter, DEEPAGENTS_TOOLS } from '../runtimes/deepagents.adapter';
 import type { RuntimeSessionRef, TurnContext } from '../runtimes/runtime-adapter';
 import { MemorySink } from './support/memory-sink';
+import { testAgent } from './support/test-agent';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
 
 const SECRET = 'sk-deepagents-test-0123456789SECRET';
 const REPO = join(import.meta.dirname, '..');
 
 function agent(model: ScriptedModel): AgentSnapshot {
-  return {
-    agentId: 'agent_test',
-    version: 1,
-    teamId: 'team_test',
+  return testAgent({
     name: 'deepagents test agent',
     runtime: { type: 'deepagents', config: {} },
     model: 'gpt-4.1',
     modelProvider: { baseUrl: model.openaiBaseUrl, credentialId: 'cred_test' },
-    system: null,
-    toolPolicy: { rules: [], default: 'allow' },
-    budget: {},
-    approvalTimeoutSeconds: 60,
-    idleTimeoutSeconds: 600,
-    separationOfDuties: false,
-  };
+  });
 }
 
 describe('DeepAgents tool names', () => {

@@ -14,27 +14,19 @@ import type { AgentSnapshot } from '../governance/types';
 import { createOpenCodeAdapter, stopOpenCodeServers } from '../runtimes/opencode.adapter';
 import type { RuntimeAdapter, RuntimeSessionRef, TurnContext } from '../runtimes/runtime-adapter';
 import { MemorySink } from './support/memory-sink';
+import { testAgent } from './support/test-agent';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
 
 const SECRET = 'sk-test-0123456789abcdefSECRET';
 const REPO = join(import.meta.dirname, '..');
 
 function agent(model: ScriptedModel): AgentSnapshot {
-  return {
-    agentId: 'agent_test',
-    version: 1,
-    teamId: 'team_test',
+  return testAgent({
     name: 'opencode test agent',
     runtime: { type: 'opencode', config: { cost: { input: 3, output: 15 } } },
     model: 'scripted-model',
     modelProvider: { baseUrl: model.openaiBaseUrl, credentialId: 'cred_test' },
-    system: null,
-    toolPolicy: { rules: [], default: 'allow' },
-    budget: {},
-    approvalTimeoutSeconds: 60,
-    idleTimeoutSeconds: 600,
-    separationOfDuties: false,
-  };
+  });
 }
 
 describe('OpenCode adapter (real opencode serve + scripted model)', () => {
