@@ -1,8 +1,7 @@
 /**
  * The Cursor contract fake against the documented v1 shapes (research: runtimes.md §4), with plain fetch.
- * The official `@cursor/sdk@1.0.18` (Agent.create / send / stream / wait / cancel, CURSOR_BACKEND_URL) was run against
- * this fake by hand and worked; it is not a dependency because its `sqlite3` native addon (local store) does not
- * build here, so this test uses plain fetch.
+ * test/cursor-sdk.test.ts runs the official `@cursor/sdk` against the same fake (create, stream, follow-up, cancel,
+ * auth), so the fake is checked both against the documented shapes and against the real client.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCursorFake, type CursorFake } from './support/cursor-fake';
