@@ -8,7 +8,11 @@
 // Set AGENTPLANE_TEST_TEMPORAL_ADDRESS to use a server you already run instead of starting one.
 import { execFileSync } from 'node:child_process';
 import type { TestProject } from 'vitest/node';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startTemporalDevServer } from '../scripts/temporal-dev-server';
+import { bundleWorkflows } from '../worker/create-worker';
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   // `npm test` on a fresh machine: without DATABASE_URL, set up the local Debian PostgreSQL (needs root and apt)
@@ -22,6 +26,14 @@ export default async function setup(project: TestProject): Promise<() => Promise
   if (external) {
     project.provide('temporalAddress', external);
     return async () => {};
+  }
+
+  // Worker processes that tests spawn (and SIGKILL) start from one bundle instead of bundling the workflows each time
+  if (!process.env.AGENTPLANE_WORKFLOW_BUNDLE) {
+    const bundle = await bundleWorkflows();
+    const dir = await mkdtemp(join(tmpdir(), 'agentplane-bundle-'));
+    process.env.AGENTPLANE_WORKFLOW_BUNDLE = join(dir, 'workflow-bundle.js');
+    await writeFile(process.env.AGENTPLANE_WORKFLOW_BUNDLE, bundle.code);
   }
 
   const started = Date.now();

@@ -2,7 +2,7 @@
  * Builds a session worker from its dependencies. Used by worker/main.ts, the dev command and the tests.
  */
 import { fileURLToPath } from 'node:url';
-import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundleOption, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../activities/index';
 import { workerTracing, type Tracing } from '../observability/tracing';
 
@@ -20,7 +20,8 @@ export interface SessionWorkerOptions {
   namespace: string;
   taskQueue: string;
   deps: ActivityDeps;
-  workflowBundle?: WorkflowBundleWithSourceMap;
+  /** a bundle built by bundleWorkflows() (in memory, or written to a file: `{ codePath }`) */
+  workflowBundle?: WorkflowBundleOption;
   maxConcurrentActivityTaskExecutions?: number;
   /** spans for activities and the workflow sandbox's exporter; null or absent: tracing off */
   tracing?: Tracing | null;

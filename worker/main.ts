@@ -28,6 +28,8 @@ const env = parseEnv({
     .transform((value) => value.split(',').map((s) => s.trim()).filter(Boolean))
     .pipe(z.array(z.enum(RUNTIME_NAMES)).min(1)),
   OPENCODE_BIN: z.string().optional(),
+  /** a workflow bundle written by `npm run build` (dist/workflow-bundle.js): the worker starts without bundling */
+  AGENTPLANE_WORKFLOW_BUNDLE: z.string().optional(),
   AGENTPLANE_LOG_LEVEL: z.enum(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR']).default('INFO'),
 });
 
@@ -45,6 +47,7 @@ const worker = await createSessionWorker({
   connection,
   namespace: env.TEMPORAL_NAMESPACE,
   taskQueue: env.AGENTPLANE_TASK_QUEUE,
+  ...(env.AGENTPLANE_WORKFLOW_BUNDLE ? { workflowBundle: { codePath: resolve(env.AGENTPLANE_WORKFLOW_BUNDLE) } } : {}),
   deps: {
     db: database.db,
     vault,

@@ -9,29 +9,32 @@
  * declares in `capabilities` decides which tests apply: a declared capability must hold, and one not declared must be
  * refused by the API (an `ask` policy for a runtime without approvals).
  *
+ * Each runtime has its own file, test/conformance/<kind>.test.ts, which calls `describeConformance(kind)`, so two
+ * runtimes run at once; every one of them asserts the same literal decision sequence for the same policy and script.
+ *
  * The reattach case runs last in each block: the in-process worker is replaced by a worker process that is SIGKILLed
  * mid-turn, and a second process must finish the turn without the runtime receiving the prompt twice.
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createAcpAdapter } from '../runtimes/acp.adapter';
-import { createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
-import { createDeepAgentsAdapter } from '../runtimes/deepagents.adapter';
-import { createHermesAdapter } from '../runtimes/hermes.adapter';
-import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
-import { createOpenClawAdapter } from '../runtimes/openclaw.adapter';
-import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
-import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
-import type { RuntimeKind, RuntimeRegistry } from '../runtimes/runtime-adapter';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
-import { createCursorAdapter } from '../runtimes/cursor.adapter';
-import { startCursorFake, type CursorFake, type CursorStep } from './support/cursor-fake';
-import { ensureHermes, startHermes, type HermesServer } from './support/hermes-server';
-import { openClawBinaries } from './support/openclaw';
-import { startManagedAgentsFake, type FakeStep, type ManagedAgentsFake } from './support/managed-agents-fake';
-import { createGate, startScriptedModel, type Gate, type ScriptedModel, type ScriptStep } from './support/scripted-model';
-import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
-import { spawnWorker, type WorkerProcess } from './support/worker-process';
+import { createAcpAdapter } from '../../runtimes/acp.adapter';
+import { createClaudeCodeAdapter } from '../../runtimes/claude-code.adapter';
+import { createDeepAgentsAdapter } from '../../runtimes/deepagents.adapter';
+import { createHermesAdapter } from '../../runtimes/hermes.adapter';
+import { createManagedAgentsAdapter } from '../../runtimes/managed-agents.adapter';
+import { createOpenClawAdapter } from '../../runtimes/openclaw.adapter';
+import { createOpenCodeAdapter } from '../../runtimes/opencode.adapter';
+import { RUNTIME_CAPABILITIES } from '../../runtimes/capabilities';
+import type { RuntimeKind, RuntimeRegistry } from '../../runtimes/runtime-adapter';
+import { createScriptedAdapter } from '../../runtimes/scripted.adapter';
+import { createCursorAdapter } from '../../runtimes/cursor.adapter';
+import { startCursorFake, type CursorFake, type CursorStep } from './cursor-fake';
+import { ensureHermes, startHermes, type HermesServer } from './hermes-server';
+import { openClawBinaries } from './openclaw';
+import { startManagedAgentsFake, type FakeStep, type ManagedAgentsFake } from './managed-agents-fake';
+import { createGate, startScriptedModel, type Gate, type ScriptedModel, type ScriptStep } from './scripted-model';
+import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './stack';
+import { spawnWorker, type WorkerProcess } from './worker-process';
 
 /** `hold` parks the turn until the test releases it (never, for the interrupt case), then says `say` */
 type Step = { say: string } | { tool: 'bash' | 'write' | 'read'; subject: string } | { hold: true; say?: string };
@@ -285,9 +288,6 @@ const RUNTIMES: RuntimeCase[] = [
   },
 ];
 
-/** the `[tool, decision]` sequence of the policy turn, per runtime */
-const decisions: Partial<Record<RuntimeKind, Array<[string, string]>>> = {};
-
 /**
  * OpenClaw runs only where scripts/ensure-openclaw.sh installed it (test/support/openclaw.ts says why it skips). Its
  * gateway is slow to start on a loaded machine and can fail its own startup self-check there (a state-lease worker
@@ -295,150 +295,152 @@ const decisions: Partial<Record<RuntimeKind, Array<[string, string]>>> = {};
  */
 const available = (rt: RuntimeCase) => rt.kind !== 'openclaw' || openClawBinaries().binaries !== null;
 
-describe.each(RUNTIMES.filter(available))('conformance: $kind', (rt) => {
-  const caps = RUNTIME_CAPABILITIES[rt.kind];
-  const env = { gates: new Map(), cursorScripts: new Map() } as unknown as Env;
-  let sessionId: string;
-  /** the worker process of the reattach case */
-  let worker: WorkerProcess | undefined;
-
-  /** sends a message and waits for the next session.status_idle event; returns it */
-  async function turn(text: string, timeoutMs = 90_000) {
-    const before = (await eventsOf(env.stack, sessionId)).filter((e) => e.type === 'session.status_idle').length;
-    const sent = await env.stack.call('POST', `/v1/sessions/${sessionId}/events`, { events: [{ type: 'user.message', content: text }] });
-    expect(sent.status, JSON.stringify(sent.body)).toBeLessThan(300);
-    return eventually(
-      async () => {
-        const idles = (await eventsOf(env.stack, sessionId)).filter((e) => e.type === 'session.status_idle');
-        return idles.length > before ? idles.at(-1) : undefined;
-      },
-      { timeoutMs, what: `${rt.kind}: idle after "${text.split('\n')[0]}"` },
-    );
+export function describeConformance(kind: RuntimeKind): void {
+  const rt = RUNTIMES.find((r) => r.kind === kind);
+  if (!rt || !available(rt)) {
+    // not installed here (the runtime's support module printed why; in CI that is an error, not a skip)
+    describe.skip(`conformance: ${kind}`, () => it('runs', () => undefined));
+    return;
   }
+  describeRuntime(rt);
+}
 
-  function script(prompt: string, steps: Step[]) {
-    return rt.script(env, prompt, steps);
-  }
+function describeRuntime(rt: RuntimeCase): void {
+  describe(`conformance: ${rt.kind}`, () => {
+    const caps = RUNTIME_CAPABILITIES[rt.kind];
+    const env = { gates: new Map(), cursorScripts: new Map() } as unknown as Env;
+    let sessionId: string;
+    /** the worker process of the reattach case */
+    let worker: WorkerProcess | undefined;
 
-  beforeAll(async () => {
-    env.stack = await startStack({ worker: false });
-    await rt.backend(env);
-    await env.stack.startWorker(rt.adapter(env));
-    const agent = await env.stack.call('POST', '/v1/agents', { name: `conformance ${rt.kind}`, tool_policy: caps.approvals ? POLICY : POLICY_WITHOUT_ASK, ...(await rt.agent(env)) });
-    expect(agent.status, JSON.stringify(agent.body)).toBeLessThan(300);
-    const session = await env.stack.call('POST', '/v1/sessions', { agent: agent.body.id });
-    expect(session.status, JSON.stringify(session.body)).toBeLessThan(300);
-    sessionId = session.body.id;
-    env.sessionId = sessionId;
-  }, 120_000);
-  afterAll(async () => {
-    for (const gate of env.gates.values()) gate.release();
-    await worker?.stop();
-    await env.stack?.stop();
-    await env.hermes?.close();
-    await env.model?.close();
-    await env.fake?.close();
-    await env.cursor?.close();
-  }, 60_000);
+    /** sends a message and waits for the next session.status_idle event; returns it */
+    async function turn(text: string, timeoutMs = 90_000) {
+      const before = (await eventsOf(env.stack, sessionId)).filter((e) => e.type === 'session.status_idle').length;
+      const sent = await env.stack.call('POST', `/v1/sessions/${sessionId}/events`, { events: [{ type: 'user.message', content: text }] });
+      expect(sent.status, JSON.stringify(sent.body)).toBeLessThan(300);
+      return eventually(
+        async () => {
+          const idles = (await eventsOf(env.stack, sessionId)).filter((e) => e.type === 'session.status_idle');
+          return idles.length > before ? idles.at(-1) : undefined;
+        },
+        { timeoutMs, what: `${rt.kind}: idle after "${text.split('\n')[0]}"` },
+      );
+    }
 
-  it('answers a message: agent.message, a model request with usage, idle end_turn, and a cost when one is declared', { timeout: 120_000 + (rt.startMs ?? 0) }, async () => {
-    const idle = await turn(script('conformance hello', [{ say: 'hello from the runtime' }]), 90_000 + (rt.startMs ?? 0));
-    expect(idle.stop_reason?.type).toBe('end_turn');
-    const events = await eventsOf(env.stack, sessionId);
-    expect(events.filter((e) => e.type === 'agent.message').map((e) => e.content[0].text)).toContain('hello from the runtime');
-    const spans = events.filter((e) => e.type === 'span.model_request_end');
-    expect(spans.length).toBeGreaterThan(0);
-    expect(spans[0].model_usage).toMatchObject({ input_tokens: expect.any(Number), output_tokens: expect.any(Number) });
-    const session = await env.stack.call('GET', `/v1/sessions/${sessionId}`);
-    if (caps.cost !== 'none') expect(session.body.usage.cost_usd).toBeGreaterThan(0);
+    function script(prompt: string, steps: Step[]) {
+      return rt.script(env, prompt, steps);
+    }
+
+    beforeAll(async () => {
+      env.stack = await startStack({ worker: false });
+      await rt.backend(env);
+      await env.stack.startWorker(rt.adapter(env));
+      const agent = await env.stack.call('POST', '/v1/agents', { name: `conformance ${rt.kind}`, tool_policy: caps.approvals ? POLICY : POLICY_WITHOUT_ASK, ...(await rt.agent(env)) });
+      expect(agent.status, JSON.stringify(agent.body)).toBeLessThan(300);
+      const session = await env.stack.call('POST', '/v1/sessions', { agent: agent.body.id });
+      expect(session.status, JSON.stringify(session.body)).toBeLessThan(300);
+      sessionId = session.body.id;
+      env.sessionId = sessionId;
+    }, 120_000);
+    afterAll(async () => {
+      for (const gate of env.gates.values()) gate.release();
+      await worker?.stop();
+      await env.stack?.stop();
+      await env.hermes?.close();
+      await env.model?.close();
+      await env.fake?.close();
+      await env.cursor?.close();
+    }, 60_000);
+
+    it('answers a message: agent.message, a model request with usage, idle end_turn, and a cost when one is declared', { timeout: 120_000 + (rt.startMs ?? 0) }, async () => {
+      const idle = await turn(script('conformance hello', [{ say: 'hello from the runtime' }]), 90_000 + (rt.startMs ?? 0));
+      expect(idle.stop_reason?.type).toBe('end_turn');
+      const events = await eventsOf(env.stack, sessionId);
+      expect(events.filter((e) => e.type === 'agent.message').map((e) => e.content[0].text)).toContain('hello from the runtime');
+      const spans = events.filter((e) => e.type === 'span.model_request_end');
+      expect(spans.length).toBeGreaterThan(0);
+      expect(spans[0].model_usage).toMatchObject({ input_tokens: expect.any(Number), output_tokens: expect.any(Number) });
+      const session = await env.stack.call('GET', `/v1/sessions/${sessionId}`);
+      if (caps.cost !== 'none') expect(session.body.usage.cost_usd).toBeGreaterThan(0);
+    });
+
+    it.runIf(caps.approvals)('applies the same policy: bash denied, write asked and approved, read allowed', { timeout: 150_000 }, async () => {
+      const file = join(env.stack.dataDir, 'sessions', sessionId, 'conformance.txt');
+      const text = script('conformance policy', [{ tool: 'bash', subject: 'echo conformance' }, { tool: 'write', subject: file }, { tool: 'read', subject: file }, { say: 'policy done' }]);
+      const before = (await eventsOf(env.stack, sessionId)).length;
+      const sent = await env.stack.call('POST', `/v1/sessions/${sessionId}/events`, { events: [{ type: 'user.message', content: text }] });
+      expect(sent.status).toBeLessThan(300);
+      const waiting = await waitForStatus(env.stack, sessionId, 'requires_action', 'requires_action', 90_000);
+      expect(waiting.pending_approvals).toHaveLength(1);
+      const approved = await env.stack.call('POST', `/v1/sessions/${sessionId}/events`, { events: [{ type: 'user.tool_confirmation', tool_use_id: waiting.pending_approvals[0].tool_use_id, result: 'allow' }] });
+      expect(approved.status, JSON.stringify(approved.body)).toBeLessThan(300);
+      await waitForStatus(env.stack, sessionId, 'idle', 'end_turn', 90_000);
+      await eventually(async () => ((await eventsOf(env.stack, sessionId)).slice(before).some((e) => e.type === 'agent.message') ? true : undefined), { timeoutMs: 10_000 });
+
+      const events = (await eventsOf(env.stack, sessionId)).slice(before);
+      const uses = events.filter((e) => e.type === 'agent.tool_use');
+      const sequence = uses.map((u): [string, string] => [u.name, u.evaluated_permission]);
+      expect(sequence).toEqual([
+        ['bash', 'deny'],
+        ['write', 'ask'],
+        ['read', 'allow'],
+      ]);
+      const results = events.filter((e) => e.type === 'agent.tool_result');
+      expect(results.map((r) => [r.tool_use_id, r.is_error])).toEqual([
+        [uses[0].id, true],
+        [uses[1].id, false],
+        [uses[2].id, false],
+      ]);
+    });
+
+    it.runIf(caps.interrupt)('stops an in-flight turn on user.interrupt: idle with stop reason interrupted', { timeout: 120_000 }, async () => {
+      const text = script('conformance interrupt', [{ hold: true }]);
+      const sent = await env.stack.call('POST', `/v1/sessions/${sessionId}/events`, { events: [{ type: 'user.message', content: text }] });
+      expect(sent.status).toBeLessThan(300);
+      await waitForStatus(env.stack, sessionId, 'running', undefined, 60_000);
+      await rt.held(env, 'conformance interrupt');
+      const interrupted = await env.stack.call('POST', `/v1/sessions/${sessionId}/events`, { events: [{ type: 'user.interrupt' }] });
+      expect(interrupted.status, JSON.stringify(interrupted.body)).toBeLessThan(300);
+      await waitForStatus(env.stack, sessionId, 'idle', 'interrupted', 60_000);
+      rt.release(env, 'conformance interrupt');
+    });
+
+    it.runIf(!caps.approvals)('refuses a policy that asks a person, naming the field, since the runtime cannot hold a call', async () => {
+      const refused = await env.stack.call('POST', '/v1/agents', { name: `conformance ${rt.kind} asks`, tool_policy: POLICY, ...(await rt.agent(env)) });
+      expect(refused.status).toBe(400);
+      expect(JSON.stringify(refused.body)).toContain('tool_policy');
+      expect(refused.body.detail ?? refused.body.title).toMatch(/approv|ask/i);
+    });
+
+    it('answers a follow-up in the same session with end_turn', { timeout: 120_000 }, async () => {
+      const idle = await turn(script('conformance follow-up', [{ say: 'followed up' }]));
+      expect(idle.stop_reason?.type).toBe('end_turn');
+      const messages = (await eventsOf(env.stack, sessionId)).filter((e) => e.type === 'agent.message');
+      expect(messages.at(-1)?.content[0].text).toBe('followed up');
+    });
+
+    // last: it replaces the in-process worker with worker processes
+    it.runIf(caps.reattach)('finishes a turn whose worker was SIGKILLed mid-turn, without the runtime receiving the prompt twice', { timeout: 240_000 }, async () => {
+      await env.stack.stopWorker();
+      worker = await spawnWorker(env.stack, { AGENTPLANE_RUNTIMES: rt.kind });
+      const prompt = 'conformance reattach';
+      const before = (await eventsOf(env.stack, sessionId)).length;
+      const sent = await env.stack.call('POST', `/v1/sessions/${sessionId}/events`, { events: [{ type: 'user.message', content: script(prompt, [{ hold: true, say: 'finished after the crash' }]) }] });
+      expect(sent.status).toBeLessThan(300);
+      await rt.held(env, prompt);
+      await worker.kill();
+      worker = await spawnWorker(env.stack, { AGENTPLANE_RUNTIMES: rt.kind });
+      rt.release(env, prompt);
+      await waitForStatus(env.stack, sessionId, 'idle', 'end_turn', 180_000);
+
+      const received = rt.promptsReceived(env, prompt);
+      if (received !== null) expect(received).toBe(1);
+      const events = await eventsOf(env.stack, sessionId);
+      expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
+      const messages = events.slice(before).filter((e) => e.type === 'agent.message').map((e) => e.content[0].text);
+      expect(messages.at(-1)).toBe('finished after the crash');
+      // every message of the turn once: nothing replayed into the log twice
+      expect(new Set(messages).size).toBe(messages.length);
+    });
   });
-
-  it.runIf(caps.approvals)('applies the same policy: bash denied, write asked and approved, read allowed', { timeout: 150_000 }, async () => {
-    const file = join(env.stack.dataDir, 'sessions', sessionId, 'conformance.txt');
-    const text = script('conformance policy', [{ tool: 'bash', subject: 'echo conformance' }, { tool: 'write', subject: file }, { tool: 'read', subject: file }, { say: 'policy done' }]);
-    const before = (await eventsOf(env.stack, sessionId)).length;
-    const sent = await env.stack.call('POST', `/v1/sessions/${sessionId}/events`, { events: [{ type: 'user.message', content: text }] });
-    expect(sent.status).toBeLessThan(300);
-    const waiting = await waitForStatus(env.stack, sessionId, 'requires_action', 'requires_action', 90_000);
-    expect(waiting.pending_approvals).toHaveLength(1);
-    const approved = await env.stack.call('POST', `/v1/sessions/${sessionId}/events`, { events: [{ type: 'user.tool_confirmation', tool_use_id: waiting.pending_approvals[0].tool_use_id, result: 'allow' }] });
-    expect(approved.status, JSON.stringify(approved.body)).toBeLessThan(300);
-    await waitForStatus(env.stack, sessionId, 'idle', 'end_turn', 90_000);
-    await eventually(async () => ((await eventsOf(env.stack, sessionId)).slice(before).some((e) => e.type === 'agent.message') ? true : undefined), { timeoutMs: 10_000 });
-
-    const events = (await eventsOf(env.stack, sessionId)).slice(before);
-    const uses = events.filter((e) => e.type === 'agent.tool_use');
-    const sequence = uses.map((u): [string, string] => [u.name, u.evaluated_permission]);
-    decisions[rt.kind] = sequence;
-    expect(sequence).toEqual([
-      ['bash', 'deny'],
-      ['write', 'ask'],
-      ['read', 'allow'],
-    ]);
-    const results = events.filter((e) => e.type === 'agent.tool_result');
-    expect(results.map((r) => [r.tool_use_id, r.is_error])).toEqual([
-      [uses[0].id, true],
-      [uses[1].id, false],
-      [uses[2].id, false],
-    ]);
-  });
-
-  it.runIf(caps.interrupt)('stops an in-flight turn on user.interrupt: idle with stop reason interrupted', { timeout: 120_000 }, async () => {
-    const text = script('conformance interrupt', [{ hold: true }]);
-    const sent = await env.stack.call('POST', `/v1/sessions/${sessionId}/events`, { events: [{ type: 'user.message', content: text }] });
-    expect(sent.status).toBeLessThan(300);
-    await waitForStatus(env.stack, sessionId, 'running', undefined, 60_000);
-    await rt.held(env, 'conformance interrupt');
-    const interrupted = await env.stack.call('POST', `/v1/sessions/${sessionId}/events`, { events: [{ type: 'user.interrupt' }] });
-    expect(interrupted.status, JSON.stringify(interrupted.body)).toBeLessThan(300);
-    await waitForStatus(env.stack, sessionId, 'idle', 'interrupted', 60_000);
-    rt.release(env, 'conformance interrupt');
-  });
-
-  it.runIf(!caps.approvals)('refuses a policy that asks a person, naming the field, since the runtime cannot hold a call', async () => {
-    const refused = await env.stack.call('POST', '/v1/agents', { name: `conformance ${rt.kind} asks`, tool_policy: POLICY, ...(await rt.agent(env)) });
-    expect(refused.status).toBe(400);
-    expect(JSON.stringify(refused.body)).toContain('tool_policy');
-    expect(refused.body.detail ?? refused.body.title).toMatch(/approv|ask/i);
-  });
-
-  it('answers a follow-up in the same session with end_turn', { timeout: 120_000 }, async () => {
-    const idle = await turn(script('conformance follow-up', [{ say: 'followed up' }]));
-    expect(idle.stop_reason?.type).toBe('end_turn');
-    const messages = (await eventsOf(env.stack, sessionId)).filter((e) => e.type === 'agent.message');
-    expect(messages.at(-1)?.content[0].text).toBe('followed up');
-  });
-
-  // last: it replaces the in-process worker with worker processes
-  it.runIf(caps.reattach)('finishes a turn whose worker was SIGKILLed mid-turn, without the runtime receiving the prompt twice', { timeout: 240_000 }, async () => {
-    await env.stack.stopWorker();
-    worker = await spawnWorker(env.stack, { AGENTPLANE_RUNTIMES: rt.kind });
-    const prompt = 'conformance reattach';
-    const before = (await eventsOf(env.stack, sessionId)).length;
-    const sent = await env.stack.call('POST', `/v1/sessions/${sessionId}/events`, { events: [{ type: 'user.message', content: script(prompt, [{ hold: true, say: 'finished after the crash' }]) }] });
-    expect(sent.status).toBeLessThan(300);
-    await rt.held(env, prompt);
-    await worker.kill();
-    worker = await spawnWorker(env.stack, { AGENTPLANE_RUNTIMES: rt.kind });
-    rt.release(env, prompt);
-    await waitForStatus(env.stack, sessionId, 'idle', 'end_turn', 180_000);
-
-    const received = rt.promptsReceived(env, prompt);
-    if (received !== null) expect(received).toBe(1);
-    const events = await eventsOf(env.stack, sessionId);
-    expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
-    const messages = events.slice(before).filter((e) => e.type === 'agent.message').map((e) => e.content[0].text);
-    expect(messages.at(-1)).toBe('finished after the crash');
-    // every message of the turn once: nothing replayed into the log twice
-    expect(new Set(messages).size).toBe(messages.length);
-  });
-});
-
-describe('conformance across runtimes', () => {
-  it('every runtime with approvals produced the same decisions for the same policy and script', () => {
-    const withApprovals = RUNTIMES.filter((rt) => RUNTIME_CAPABILITIES[rt.kind].approvals).map((rt) => rt.kind);
-    expect(Object.keys(decisions).sort()).toEqual([...withApprovals].sort());
-    const reference = decisions[withApprovals[0]!];
-    for (const kind of withApprovals) expect([kind, decisions[kind]]).toEqual([kind, reference]);
-  });
-});
+}
