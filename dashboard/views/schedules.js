@@ -19,15 +19,18 @@ export function mount(root, { signal }) {
   const status = h('p', { class: 'hint', 'aria-live': 'polite' });
   root.append(h('h1', {}, 'Schedules'), list, status);
   const cards = new Map();
-  let agentNames = new Map();
-  get('/v1/agents', { limit: 100, include_archived: true }, signal).then((r) => (agentNames = new Map(r.data.map((a) => [a.id, a.name]))), () => undefined);
+  // agents by id, for their names (a failure leaves the ids showing)
+  const agents = get('/v1/agents', { limit: 100, include_archived: true }, signal).then(
+    (r) => new Map(r.data.map((a) => [a.id, a.name])),
+    () => new Map(),
+  );
 
   let first = true;
   poll(
     REFRESH_MS,
     async () => {
       try {
-        const res = await get('/v1/schedules', { limit: 100 }, signal);
+        const [res, agentNames] = await Promise.all([get('/v1/schedules', { limit: 100 }, signal), agents]);
         const ids = new Set(res.data.map((s) => s.id));
         for (const id of cards.keys()) if (!ids.has(id)) cards.delete(id);
         for (const schedule of res.data) {
