@@ -12,14 +12,16 @@ import { resolveCredentials, type Env } from './config';
 import { CliError, EXIT, usageError, type ExitCode } from './errors';
 import { loginCommands } from './login.command';
 import { createOutput } from './output';
+import { scheduleCommands } from './schedules.commands';
 import { sessionCommands } from './sessions.commands';
 import { usageCommands } from './usage.command';
 
-// one line per command group; a new group (schedules) is one more spread here
+// one line per command group; a new group is one more spread here
 const COMMANDS: CommandTable = {
   ...loginCommands,
   ...agentCommands,
   ...sessionCommands,
+  ...scheduleCommands,
   ...usageCommands,
 };
 

@@ -1,6 +1,7 @@
 /**
  * The `agentplane` command, run as its bin (node cli/agentplane.mjs) against a real stack: agents applied from
- * examples/agents, a scripted session followed with `sessions tail`, its tool call approved from the CLI.
+ * examples/agents, a scripted session followed with `sessions tail`, its tool call approved from the CLI, a schedule
+ * created, paused and run by hand.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { cp, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -204,6 +205,80 @@ describe('agentplane CLI', { timeout: 180_000 }, () => {
       tail.kill();
       await tail.done;
     }
+  });
+
+  it('schedules: create, ls (table and --json), pause shows paused, trigger starts a run that runs lists with its cost', async () => {
+    // a cron that fires only on 29 February at midnight: the one run is the one the test triggers
+    const created = await cli(['schedules', 'create', '--agent', 'reviewer', '--cron', '0 0 29 2 *', '--tz', 'Europe/Berlin', '--overlap', 'buffer_one', '--title', 'leap day', 'say scheduled from the cli\ncost 0.05']);
+    expect(created.code, created.stderr).toBe(0);
+    const [, scheduleId] = created.stdout.match(/^created (sched_\S+) \(agent reviewer, cron 0 0 29 2 \* in Europe\/Berlin, overlap buffer_one, active\)$/m) ?? [];
+    expect(scheduleId, created.stdout).toBeDefined();
+    expect(created.stdout).toMatch(/^next run \d{4}-02-2\dT/m);
+    const live = (await stack.call('GET', `/v1/schedules/${scheduleId}`)).body;
+    expect(live).toMatchObject({ prompt: 'say scheduled from the cli\ncost 0.05', title: 'leap day', spec: { cron: ['0 0 29 2 *'], time_zone: 'Europe/Berlin' }, policies: { overlap: 'buffer_one' } });
+
+    const every = await cli(['schedules', 'create', '--agent', 'reviewer', '--every', '1h30m', '--paused', '--json', 'say every so often']);
+    expect(every.code, every.stderr).toBe(0);
+    const interval = JSON.parse(every.stdout);
+    expect(interval).toMatchObject({ spec: { intervals: [{ every_seconds: 5400 }], time_zone: 'UTC' }, policies: { overlap: 'skip' }, state: { paused: true } });
+
+    const json = await cli(['schedules', 'ls', '--json']);
+    expect(json.code, json.stderr).toBe(0);
+    const listed = JSON.parse(json.stdout);
+    expect(listed.map((s: any) => s.id).sort()).toEqual([scheduleId, interval.id].sort());
+    const table = await cli(['schedules', 'ls']);
+    expect(table.stdout.split('\n')[0]).toMatch(/^ID\s+AGENT\s+SPEC\s+TIME ZONE\s+OVERLAP\s+STATE\s+TITLE$/);
+    expect(table.stdout).toMatch(new RegExp(`${scheduleId}\\s+reviewer\\s+cron 0 0 29 2 \\*\\s+Europe/Berlin\\s+buffer_one\\s+active\\s+leap day`));
+    expect(table.stdout).toMatch(new RegExp(`${interval.id}\\s+reviewer\\s+every 1h30m\\s+UTC\\s+skip\\s+paused`));
+
+    const paused = await cli(['schedules', 'pause', scheduleId!]);
+    expect(paused.code, paused.stderr).toBe(0);
+    expect(paused.stdout.trim()).toBe(`${scheduleId} is paused`);
+    expect((await stack.call('GET', `/v1/schedules/${scheduleId}`)).body.state.paused).toBe(true);
+    expect((await cli(['schedules', 'ls'])).stdout).toMatch(new RegExp(`${scheduleId}\\s.*\\spaused\\s+leap day`));
+
+    // a paused schedule still runs when triggered by hand
+    const triggered = await cli(['schedules', 'trigger', scheduleId!]);
+    expect(triggered.code, triggered.stderr).toBe(0);
+    expect(triggered.stdout).toContain(`triggered ${scheduleId}`);
+    const [run] = await eventually(async () => {
+      const res = await stack.call('GET', `/v1/schedules/${scheduleId}/runs`);
+      return res.body.data.length > 0 ? res.body.data : undefined;
+    }, { what: 'the triggered run' });
+    await waitForStatus(stack, run.session_id, 'idle', 'end_turn');
+    const runs = await cli(['schedules', 'runs', scheduleId!, '--json']);
+    expect(runs.code, runs.stderr).toBe(0);
+    const runList = JSON.parse(runs.stdout);
+    expect(runList).toHaveLength(1);
+    expect(runList[0]).toMatchObject({ session_id: run.session_id, status: 'idle', cost_usd: 0.05 });
+    const runTable = await cli(['schedules', 'runs', scheduleId!]);
+    expect(runTable.stdout.split('\n')[0]).toMatch(/^SESSION\s+STATUS\s+SCHEDULED AT\s+COST USD\s+CREATED$/);
+    expect(runTable.stdout).toMatch(new RegExp(`${run.session_id}\\s+idle \\(end_turn\\)\\s+\\S+\\s+0\\.0500\\s`));
+    expect(runTable.stdout.trim().split('\n')).toHaveLength(2);
+
+    const unpaused = await cli(['schedules', 'unpause', scheduleId!]);
+    expect(unpaused.stdout).toContain(`${scheduleId} is active`);
+    expect((await stack.call('GET', `/v1/schedules/${scheduleId}`)).body.state.paused).toBe(false);
+  });
+
+  it('schedules: a wrong command line exits 2 before any request, a bad cron is the API\'s 400 (exit 2), an unknown id exits 3', async () => {
+    const offline = { AGENTPLANE_URL: 'http://127.0.0.1:9', AGENTPLANE_API_KEY: stack.adminKey };
+    for (const [args, message] of [
+      [['schedules', 'create', '--agent', 'reviewer', 'hi'], 'give --cron EXPR or --every DURATION'],
+      [['schedules', 'create', '--agent', 'reviewer', '--cron', '@daily', '--every', '1h', 'hi'], 'not both'],
+      [['schedules', 'create', '--agent', 'reviewer', '--every', 'soon', 'hi'], '--every: "soon" is not a duration'],
+      [['schedules', 'create', '--agent', 'reviewer', '--every', '1h', '--overlap', 'sometimes', 'hi'], '--overlap: must be one of'],
+      [['schedules', 'pause'], 'usage: agentplane schedules pause SCHEDULE_ID'],
+    ] as const) {
+      const run = await cli([...args], { env: offline });
+      expect(run.code, args.join(' ')).toBe(2);
+      expect(run.stderr).toContain(message);
+    }
+    const badCron = await cli(['schedules', 'create', '--agent', 'reviewer', '--cron', '61 * * * *', 'hi']);
+    expect(badCron.code).toBe(2);
+    expect(badCron.stderr).toContain('cron');
+    expect((await cli(['schedules', 'trigger', 'sched_does_not_exist'])).code).toBe(3);
+    expect((await cli(['schedules', 'runs', 'sched_does_not_exist'])).code).toBe(3);
   });
 
   it('usage prints spend by agent', async () => {

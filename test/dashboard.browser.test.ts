@@ -1,7 +1,7 @@
 /**
  * The web dashboard in a real browser (Debian's Chromium, driven by playwright-core) against a real stack with the
  * scripted runtime: sign in with a key, start a session from the page, watch its timeline grow without a reload,
- * decide a tool call from the inbox, and render the spend chart. Screenshots go to test-artifacts/dashboard/.
+ * decide a tool call from the inbox, render the spend chart, and run and pause a schedule. Screenshots go to test-artifacts/dashboard/.
  * A second part seeds 10,000 sessions and prints how long the fleet's first page takes to render.
  *
  * Chromium comes from apt (.ci/run installs it); in CI a missing binary fails this file, elsewhere it is skipped.
@@ -225,6 +225,72 @@ describe.skipIf(!hasChromium)('the dashboard in Chromium', () => {
     await page.click('#logout');
     await page.waitForSelector('form.sign-in');
     expect(await storedKey(page)).toBeNull();
+    expect(problems.join('\n')).toBe('');
+    await page.context().close();
+  });
+
+  it('lists a schedule with its timetable, runs it now, shows the run with status and cost, and pauses it', { timeout: 180_000 }, async () => {
+    // a cron that fires only on 29 February at midnight: nothing fires during the test except what the page starts
+    const created = await stack.call('POST', '/v1/schedules', {
+      agent: agentId,
+      title: 'leap day report',
+      prompt: 'say scheduled hello\ncost 0.10',
+      spec: { cron: ['0 0 29 2 *'], time_zone: 'Europe/Berlin' },
+      policies: { overlap: 'buffer_one', catchup_window_seconds: 60 },
+    });
+    expect(created.status).toBe(200);
+    const scheduleId = created.body.id;
+    expect((await stack.call('GET', `/v1/schedules/${scheduleId}/runs`)).body.data).toEqual([]);
+
+    const { page, problems } = await openPage();
+    await signIn(page, stack.adminKey);
+    await page.click('nav a[data-view=schedules]');
+    const card = page.locator(`article.schedule[data-schedule="${scheduleId}"]`);
+    await card.waitFor();
+    await card.locator('[data-state=active]').waitFor();
+    await card.locator('dd >> text=cron 0 0 29 2 *').waitFor();
+    const facts = await card.locator('dl').textContent();
+    expect(facts).toContain('Europe/Berlin');
+    expect(facts).toContain('buffer_one');
+    expect(await card.locator('header').textContent()).toContain('dashboard agent');
+    // the next run the page shows is the one Temporal reports
+    const nextRun: string = (await stack.call('GET', `/v1/schedules/${scheduleId}`)).body.info.next_run_times[0];
+    expect(new Date(nextRun).getUTCMonth()).toBe(1);
+    const shownNext = await page.evaluate((iso) => new Date(iso).toLocaleString(), nextRun);
+    expect(facts).toContain(shownNext);
+    await card.locator('td.empty >> text=No runs yet.').waitFor();
+
+    // run now: a session of the agent starts, and shows in the schedule's history with its status and cost
+    await card.locator('button.trigger').click();
+    const run = card.locator('table.runs tr[data-session]');
+    await run.first().waitFor();
+    const runs = (await stack.call('GET', `/v1/schedules/${scheduleId}/runs`)).body.data;
+    expect(runs).toHaveLength(1);
+    const sessionId = runs[0].session_id;
+    expect(await run.first().getAttribute('data-session')).toBe(sessionId);
+    await waitForStatus(stack, sessionId, 'idle');
+    await run.first().locator('[data-status=idle]').waitFor();
+    await run.first().locator('td.num >> text=$0.10').waitFor();
+    expect(await run.count()).toBe(1);
+
+    // pause: the card says so, and so does the API
+    await card.locator('button.pause >> text=Pause').click();
+    await card.locator('[data-state=paused]').waitFor();
+    await card.locator('dd >> text=none while paused').waitFor();
+    expect((await stack.call('GET', `/v1/schedules/${scheduleId}`)).body.state.paused).toBe(true);
+    await card.locator('button.pause >> text=Unpause').waitFor();
+    await page.screenshot({ path: `${ARTIFACTS}/schedules.png`, fullPage: true });
+
+    // the run links to its session page
+    await run.first().locator('a').click();
+    await page.waitForURL(new RegExp(`#/sessions/${sessionId}$`));
+    await page.waitForSelector('.timeline li[data-type="agent.message"] >> text=scheduled hello');
+
+    // and unpause from the page brings it back
+    await page.click('nav a[data-view=schedules]');
+    await card.locator('button.pause >> text=Unpause').click();
+    await card.locator('[data-state=active]').waitFor();
+    expect((await stack.call('GET', `/v1/schedules/${scheduleId}`)).body.state.paused).toBe(false);
     expect(problems.join('\n')).toBe('');
     await page.context().close();
   });
