@@ -36,10 +36,13 @@ export async function api(method, path, { query, body, signal } = {}) {
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const parsed = await res.json().catch(() => null);
+  // a view that was left while its request was in flight gets an abort, never a half-read body
+  signal?.throwIfAborted();
   if (!res.ok) {
     if (res.status === 401) window.dispatchEvent(new CustomEvent('agentplane:unauthorized'));
     throw new ApiError(res.status, parsed);
   }
+  if (parsed === null) throw new ApiError(res.status, { detail: 'the API answered with something that is not JSON' });
   return parsed;
 }
 

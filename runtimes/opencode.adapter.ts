@@ -63,7 +63,10 @@ export interface OpenCodeAdapterOptions {
   baseEnv?: Record<string, string | undefined>;
   /** how long a server may take to answer after spawn (default 30 s) */
   startTimeoutMs?: number;
-  /** how long the session may look idle with its turn unfinished before the turn is called over (default 3 s) */
+  /**
+   * how long the session may look idle with its turn unfinished before the turn is called over (default 15 s: a
+   * loaded machine can take seconds to persist a prompt it accepted, and calling that "not accepted" loses the turn)
+   */
   idleGraceMs?: number;
 }
 
@@ -150,7 +153,7 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
   const log: AdapterLogger = opts.logger ?? { info() {}, warn() {} };
   const binary = opts.binaryPath ?? defaultOpenCodeBinary();
   const startTimeoutMs = opts.startTimeoutMs ?? 30_000;
-  const idleGraceMs = opts.idleGraceMs ?? 3_000;
+  const idleGraceMs = opts.idleGraceMs ?? 15_000;
 
   function layout(sessionId: string) {
     const root = join(opts.dataDir, 'opencode', sessionId);

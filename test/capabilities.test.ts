@@ -2,7 +2,9 @@
  * A capability an adapter does not declare is refused clearly by the API: a runtime without an approval hook
  * cannot be given a policy that asks a person.
  */
+import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { RUNTIME_KINDS } from '../governance/types';
 import { checkEnforceable } from '../api/routes/agents.routes';
 import { ApiError } from '../api/errors';
 import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
@@ -30,6 +32,10 @@ describe('capabilities', () => {
   it('accepts allow and deny for such a runtime, and ask for runtimes that declare approvals', () => {
     expect(() => checkEnforceable({ ...base, tool_policy: { rules: [{ tool: 'bash', action: 'deny' }], default: 'allow' } }, noApprovals)).not.toThrow();
     expect(() => checkEnforceable({ ...base, tool_policy: { rules: [], default: 'ask' } }, RUNTIME_CAPABILITIES)).not.toThrow();
+  });
+
+  it('has a conformance file for every runtime kind, so no adapter ships without passing the suite', () => {
+    for (const kind of RUNTIME_KINDS) expect(existsSync(new URL(`./conformance/${kind}.test.ts`, import.meta.url)), kind).toBe(true);
   });
 
   it('declares every runtime kind', () => {

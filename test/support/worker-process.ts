@@ -14,8 +14,8 @@ export interface WorkerProcess {
   stop(): Promise<void>;
 }
 
-/** `startTimeoutMs`: how long the process may take to bundle the workflows and start polling (default 60 s) */
-export async function spawnWorker(stack: Stack, env: Record<string, string> = {}, startTimeoutMs = 60_000): Promise<WorkerProcess> {
+/** `startTimeoutMs`: how long the process may take to bundle the workflows and start polling (default 120 s) */
+export async function spawnWorker(stack: Stack, env: Record<string, string> = {}, startTimeoutMs = 120_000): Promise<WorkerProcess> {
   const child = spawn(`${REPO}/node_modules/.bin/tsx`, ['worker/main.ts'], {
     cwd: REPO,
     env: {
