@@ -121,8 +121,6 @@ function hermesSteps(env: Env, prompt: string, steps: Step[]): ScriptStep[] {
   });
 }
 
-const hermesInstalled = ensureHermes();
-if ('error' in hermesInstalled) console.error(`\n!!! conformance: hermes SKIPPED: ${hermesInstalled.error}\n`);
 
 const RUNTIMES: RuntimeCase[] = [
   {
@@ -251,27 +249,25 @@ const RUNTIMES: RuntimeCase[] = [
     release: (env) => env.cursor!.release(),
     promptsReceived: (env, prompt) => env.cursor!.prompts.filter((p) => p === prompt).length,
   },
-  ...('bin' in hermesInstalled
-    ? [
-        {
-          kind: 'hermes',
-          ...modelBackend,
-          async backend(env) {
-            env.model = await startScriptedModel();
-            env.hermes = await startHermes({ bin: hermesInstalled.bin, modelBaseUrl: env.model.openaiBaseUrl });
-          },
-          adapter: () => ({ hermes: createHermesAdapter({ pollMs: 200, settleMs: 500 }) }),
-          async agent(env) {
-            const credential = await env.stack.call('POST', '/v1/credentials', { name: 'hermes api server key', secret: env.hermes!.apiKey });
-            return { model: 'claude-sonnet-4-5', runtime: { type: 'hermes', config: {} }, model_provider: { base_url: env.hermes!.url, credential_id: credential.body.id } };
-          },
-          script(env, prompt, steps) {
-            env.model!.setScript([{ match: prompt, steps: hermesSteps(env, prompt, steps) }]);
-            return prompt;
-          },
-        } satisfies RuntimeCase,
-      ]
-    : []),
+  {
+    kind: 'hermes',
+    ...modelBackend,
+    async backend(env) {
+      const installed = ensureHermes();
+      if (!('bin' in installed)) throw new Error(installed.error);
+      env.model = await startScriptedModel();
+      env.hermes = await startHermes({ bin: installed.bin, modelBaseUrl: env.model.openaiBaseUrl });
+    },
+    adapter: () => ({ hermes: createHermesAdapter({ pollMs: 200, settleMs: 500 }) }),
+    async agent(env) {
+      const credential = await env.stack.call('POST', '/v1/credentials', { name: 'hermes api server key', secret: env.hermes!.apiKey });
+      return { model: 'claude-sonnet-4-5', runtime: { type: 'hermes', config: {} }, model_provider: { base_url: env.hermes!.url, credential_id: credential.body.id } };
+    },
+    script(env, prompt, steps) {
+      env.model!.setScript([{ match: prompt, steps: hermesSteps(env, prompt, steps) }]);
+      return prompt;
+    },
+  },
   {
     kind: 'openclaw',
     ...modelBackend,
@@ -289,11 +285,19 @@ const RUNTIMES: RuntimeCase[] = [
 ];
 
 /**
- * OpenClaw runs only where scripts/ensure-openclaw.sh installed it (test/support/openclaw.ts says why it skips). Its
+ * OpenClaw and Hermes run only where their install scripts put them (in CI a failed install is an error). OpenClaw's
  * gateway is slow to start on a loaded machine and can fail its own startup self-check there (a state-lease worker
  * must answer within a fixed 5 s); the adapter retries the start, and `startMs` gives the first turn the time.
  */
-const available = (rt: RuntimeCase) => rt.kind !== 'openclaw' || openClawBinaries().binaries !== null;
+function available(rt: RuntimeCase): boolean {
+  if (rt.kind === 'openclaw') return openClawBinaries().binaries !== null;
+  if (rt.kind === 'hermes') {
+    const installed = ensureHermes(); // only the hermes file pays for the check (and, where missing, the install)
+    if ('error' in installed) console.error(`\n!!! conformance: hermes SKIPPED: ${installed.error}\n`);
+    return 'bin' in installed;
+  }
+  return true;
+}
 
 export function describeConformance(kind: RuntimeKind): void {
   const rt = RUNTIMES.find((r) => r.kind === kind);
