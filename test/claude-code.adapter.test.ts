@@ -15,6 +15,7 @@ import type { AgentSnapshot } from '../governance/types';
 import { canonicalClaudeTool, claudeSessionIdFor, createClaudeCodeAdapter, normaliseClaudeInput } from '../runtimes/claude-code.adapter';
 import type { RuntimeAdapter, RuntimeSessionRef, TurnContext } from '../runtimes/runtime-adapter';
 import { readFilesUnder } from './support/files';
+import { runAllowedThenDeniedBash } from './support/allow-deny';
 import { MemorySink } from './support/memory-sink';
 import { testAgent } from './support/test-agent';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
@@ -118,33 +119,9 @@ describe('Claude Code adapter (real Agent SDK + claude binary + scripted model)'
   });
 
   it('runs an allowed bash call and refuses a denied one; the model sees the refusal', { timeout: 90_000 }, async () => {
-    model.setScript({
-      'run the allowed command': [{ tool: 'Bash', input: { command: 'echo allowed-ran', description: 'echo' } }, { text: (c) => `tool said: ${c.lastToolResult}` }],
-      'run the denied command': [{ tool: 'Bash', input: { command: 'touch denied-marker', description: 'touch' } }, { text: (c) => `tool said: ${c.lastToolResult}` }],
-    });
     const ctx = context();
     const ref = await openSession(ctx);
-    const sink = new MemorySink((r) => (String(r.input.command).startsWith('touch') ? 'deny' : 'allow'));
-
-    const allowed = await adapter.runTurn(ctx, ref, { kind: 'message', turnId: 'turn_1', messageId: 'smsg_1', text: 'run the allowed command' }, sink);
-    expect(allowed).toEqual({ status: 'end_turn' });
-    const first = sink.requests[0];
-    // even a read-only command (auto-approved by Claude Code's own rules) went through decide
-    expect(first).toMatchObject({ tool: 'bash', input: { command: 'echo allowed-ran' } });
-    const ok = sink.of('agent.tool_result').find((e) => e.tool_use_id === first?.callId);
-    expect(ok?.is_error).toBe(false);
-    expect(ok?.content[0]?.text).toContain('allowed-ran');
-    expect(sink.of('agent.message').at(-1)?.content[0]?.text).toContain('tool said: allowed-ran');
-
-    const denied = await adapter.runTurn(ctx, ref, { kind: 'message', turnId: 'turn_2', messageId: 'smsg_2', text: 'run the denied command' }, sink);
-    expect(denied).toEqual({ status: 'end_turn' });
-    const second = sink.requests[1];
-    expect(second).toMatchObject({ tool: 'bash', input: { command: 'touch denied-marker' } });
-    const refused = sink.of('agent.tool_result').find((e) => e.tool_use_id === second?.callId);
-    expect(refused?.is_error).toBe(true);
-    expect(refused?.content[0]?.text).toContain('denied by test policy');
-    expect(sink.of('agent.message').at(-1)?.content[0]?.text).toContain('denied by test policy');
-    expect(existsSync(join(ctx.workdir, 'denied-marker'))).toBe(false);
+    const { sink, first, second } = await runAllowedThenDeniedBash({ adapter, model, ctx, ref, bashTool: 'Bash' });
     // one tool_use per call, recorded by decide, never duplicated by the adapter
     expect(sink.of('agent.tool_use').map((e) => [e.tool_use_id, e.evaluated_permission])).toEqual([
       [first?.callId, 'allow'],

@@ -3,7 +3,7 @@
  * Every test gets its own agentplane session, hence its own OpenCode server and data folder.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentSnapshot } from '../governance/types';
 import { createOpenCodeAdapter, stopOpenCodeServers } from '../runtimes/opencode.adapter';
 import type { RuntimeAdapter, RuntimeSessionRef, TurnContext } from '../runtimes/runtime-adapter';
+import { runAllowedThenDeniedBash } from './support/allow-deny';
 import { MemorySink } from './support/memory-sink';
 import { testAgent } from './support/test-agent';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
@@ -102,32 +103,9 @@ describe('OpenCode adapter (real opencode serve + scripted model)', () => {
   });
 
   it('runs an allowed bash call and refuses a denied one; the model sees the refusal', { timeout: 90_000 }, async () => {
-    model.setScript({
-      'run the allowed command': [{ tool: 'bash', input: { command: 'echo allowed-ran', description: 'echo' } }, { text: (c) => `tool said: ${c.lastToolResult}` }],
-      'run the denied command': [{ tool: 'bash', input: { command: 'touch denied-marker', description: 'touch' } }, { text: (c) => `tool said: ${c.lastToolResult}` }],
-    });
     const ctx = context();
     const ref = await openSession(ctx);
-    const sink = new MemorySink((r) => (String(r.input.command).startsWith('touch') ? 'deny' : 'allow'));
-
-    const allowed = await adapter.runTurn(ctx, ref, { kind: 'message', turnId: 'turn_1', messageId: 'smsg_1', text: 'run the allowed command' }, sink);
-    expect(allowed).toEqual({ status: 'end_turn' });
-    const first = sink.requests[0];
-    expect(first).toMatchObject({ tool: 'bash', input: { command: 'echo allowed-ran' } });
-    const ok = sink.of('agent.tool_result').find((e) => e.tool_use_id === first?.callId);
-    expect(ok?.is_error).toBe(false);
-    expect(ok?.content[0]?.text).toContain('allowed-ran');
-    expect(sink.of('agent.message').at(-1)?.content[0]?.text).toContain('tool said: allowed-ran');
-
-    const denied = await adapter.runTurn(ctx, ref, { kind: 'message', turnId: 'turn_2', messageId: 'smsg_2', text: 'run the denied command' }, sink);
-    expect(denied).toEqual({ status: 'end_turn' });
-    const second = sink.requests[1];
-    expect(second).toMatchObject({ tool: 'bash', input: { command: 'touch denied-marker' } });
-    const refused = sink.of('agent.tool_result').find((e) => e.tool_use_id === second?.callId);
-    expect(refused?.is_error).toBe(true);
-    expect(refused?.content[0]?.text).toContain('denied by test policy');
-    expect(sink.of('agent.message').at(-1)?.content[0]?.text).toContain('denied by test policy');
-    expect(existsSync(join(ctx.workdir, 'denied-marker'))).toBe(false);
+    const { sink, first, second } = await runAllowedThenDeniedBash({ adapter, model, ctx, ref, bashTool: 'bash' });
 
     // other tools come through under canonical names with the keys policies match on
     const notes = join(ctx.workdir, 'notes.txt');
