@@ -4,7 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { and, asc, desc, eq, gt, gte, lt, lte, sql, type SQL } from 'drizzle-orm';
-import type { Db } from '../client';
+import { isTransaction, type Db } from '../client';
 import { activeTraceId } from '../../observability/tracing';
 import { newId } from '../ids';
 import { auditLog } from '../schema/index';
@@ -27,30 +27,35 @@ export interface AuditEntry {
 
 type AuditRow = typeof auditLog.$inferSelect;
 
-/** Appends one row. Call it inside the transaction that makes the change it records. */
+/**
+ * Appends one row. Call it inside the transaction that makes the change it records, and as late in it as possible:
+ * the chain lock is held from here to that transaction's commit.
+ */
 export async function appendAudit(db: Db, entry: AuditEntry): Promise<AuditRow> {
-  return db.transaction(async (tx) => {
-    await tx.execute(sql`select pg_advisory_xact_lock(${AUDIT_CHAIN_LOCK})`);
-    const [last] = await tx.select({ hash: auditLog.hash }).from(auditLog).orderBy(desc(auditLog.seq)).limit(1);
-    const row = {
-      id: newId('aud'),
-      teamId: entry.teamId,
-      actorKeyId: entry.actorKeyId,
-      actorRole: entry.actorRole,
-      action: entry.action,
-      target: entry.target,
-      decision: entry.decision,
-      reason: entry.reason,
-      requestId: entry.requestId ?? null,
-      // like events: the trace of the request or activity that writes the row, unless the caller names one
-      traceId: entry.traceId !== undefined ? entry.traceId : activeTraceId(),
-      data: entry.data ?? {},
-      createdAt: new Date(),
-      prevHash: last?.hash ?? GENESIS_HASH,
-    };
-    const [inserted] = await tx.insert(auditLog).values({ ...row, hash: hashRow(row) }).returning();
-    return inserted as AuditRow;
-  });
+  return isTransaction(db) ? appendInTransaction(db, entry) : db.transaction((tx) => appendInTransaction(tx, entry));
+}
+
+async function appendInTransaction(tx: Db, entry: AuditEntry): Promise<AuditRow> {
+  await tx.execute(sql`select pg_advisory_xact_lock(${AUDIT_CHAIN_LOCK})`);
+  const [last] = await tx.select({ hash: auditLog.hash }).from(auditLog).orderBy(desc(auditLog.seq)).limit(1);
+  const row = {
+    id: newId('aud'),
+    teamId: entry.teamId,
+    actorKeyId: entry.actorKeyId,
+    actorRole: entry.actorRole,
+    action: entry.action,
+    target: entry.target,
+    decision: entry.decision,
+    reason: entry.reason,
+    requestId: entry.requestId ?? null,
+    // like events: the trace of the request or activity that writes the row, unless the caller names one
+    traceId: entry.traceId !== undefined ? entry.traceId : activeTraceId(),
+    data: entry.data ?? {},
+    createdAt: new Date(),
+    prevHash: last?.hash ?? GENESIS_HASH,
+  };
+  const [inserted] = await tx.insert(auditLog).values({ ...row, hash: hashRow(row) }).returning();
+  return inserted as AuditRow;
 }
 
 export function hashRow(row: Omit<AuditRow, 'seq' | 'hash'>): string {
