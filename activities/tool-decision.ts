@@ -26,11 +26,14 @@ export async function decideToolCall(deps: Pick<ActivityDeps, 'db' | 'publicUrl'
   const { db } = deps;
   const sourceId = `tool:${request.callId}`;
   const toolUseId = toolUseEventId(input.sessionId, request.callId);
-  // a policy changed after this leg started still governs its next call: the newest revision wins
-  const live = await livePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId });
-  const current = live.revision > input.policyVersion ? { policy: live.policy, version: live.revision } : { policy: input.policy, version: input.policyVersion };
-  const verdict = evaluatePolicy(current.policy, request.tool, request.input);
-  const recorded = await db.transaction(async (tx) => {
+  // a policy changed after this leg started still governs its next call: the newest revision wins. Read on another
+  // pooled connection while the transaction begins.
+  const reading = livePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId });
+  reading.catch(() => undefined); // awaited below; a failure surfaces there
+  const { verdict, recorded } = await db.transaction(async (tx) => {
+    const live = await reading;
+    const current = live.revision > input.policyVersion ? { policy: live.policy, version: live.revision } : { policy: input.policy, version: input.policyVersion };
+    const verdict = evaluatePolicy(current.policy, request.tool, request.input);
     const written = await appendEvents(tx, {
       sessionId: input.sessionId,
       events: [
@@ -45,7 +48,7 @@ export async function decideToolCall(deps: Pick<ActivityDeps, 'db' | 'publicUrl'
     // a replayed request (after a reattach) was decided the first time: that decision stands, and nothing is written again
     if (written.appended === 0) {
       const first = await findEvent(tx, input.sessionId, toolUseId);
-      return (first?.payload as { evaluated_permission?: 'allow' | 'ask' | 'deny' } | undefined)?.evaluated_permission ?? verdict.action;
+      return { verdict, recorded: (first?.payload as { evaluated_permission?: 'allow' | 'ask' | 'deny' } | undefined)?.evaluated_permission ?? verdict.action };
     }
     if (verdict.action === 'ask') {
       const expiresAt = new Date(Date.now() + input.agent.approvalTimeoutSeconds * 1000);
@@ -75,7 +78,7 @@ export async function decideToolCall(deps: Pick<ActivityDeps, 'db' | 'publicUrl'
       reason: verdict.reason,
       data: { tool: request.tool, policy_version: current.version, session_id: input.sessionId },
     });
-    return null;
+    return { verdict, recorded: null };
   });
   const action = recorded ?? verdict.action;
   if (!recorded) {
