@@ -26,12 +26,10 @@ export async function decideToolCall(deps: Pick<ActivityDeps, 'db' | 'publicUrl'
   const { db } = deps;
   const sourceId = `tool:${request.callId}`;
   const toolUseId = toolUseEventId(input.sessionId, request.callId);
-  // a policy changed after this leg started still governs its next call: the newest revision wins. Read on another
-  // pooled connection while the transaction begins.
-  const reading = livePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId });
-  reading.catch(() => undefined); // awaited below; a failure surfaces there
+  // a policy changed after this leg started still governs its next call: the newest revision wins. Read before the
+  // transaction, not beside it: a transaction waiting on another pooled connection can starve the pool.
+  const live = await livePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId });
   const { verdict, recorded } = await db.transaction(async (tx) => {
-    const live = await reading;
     const current = live.revision > input.policyVersion ? { policy: live.policy, version: live.revision } : { policy: input.policy, version: input.policyVersion };
     const verdict = evaluatePolicy(current.policy, request.tool, request.input);
     const written = await appendEvents(tx, {

@@ -45,7 +45,9 @@ for (let i = 0; i < Math.max(...levels); i++) {
   sessions.push(session.body.id);
 }
 
-const activity = new MockActivityEnvironment();
+// the worker's log line per decision is not what is measured here: discard it instead of printing it to the terminal
+const quiet = { log: () => undefined, trace: () => undefined, debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
+const activity = new MockActivityEnvironment(undefined, { logger: quiet });
 let call = 0;
 
 async function decideMany(sessionId: string, count: number, intervalMs = 0): Promise<number[]> {
