@@ -1,6 +1,7 @@
 /**
- * Checks every /v1 request gets whatever its route: input no route schema can refuse, and methods no route takes.
- * Both were found by the API fuzzer (docs/reliability.md, "API fuzzing"); test/api.fuzz-regressions.test.ts keeps them.
+ * Two answers every /v1 route shares, whatever its own schema: input that no schema refuses but the database cannot
+ * store, and a method the path does not take. Both were found by the API fuzzer (docs/reliability.md, "API
+ * fuzzing"); test/api.fuzz-regressions.test.ts keeps them.
  */
 import { ApiError, type InvalidParam } from './errors';
 
