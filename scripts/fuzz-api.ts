@@ -3,7 +3,7 @@
  * key, with every check Schemathesis has. No response may be a 5xx, and every status and body must be the one the
  * document declares. Prints a table and exits non-zero on any failure or error.
  *
- *   npm run fuzz                                  # every key kind (about ten minutes on 2 cores)
+ *   npm run fuzz                                  # every key kind: 1–4 min each, 10–15 min in all on 2 cores
  *   npm run fuzz -- --examples 100                # more generated cases per operation (admin, viewer, other_team)
  *   npm run fuzz -- --auth-examples 10            # … and for the keys that must get 401 (revoked, unknown, …)
  *   npm run fuzz -- --kinds admin,viewer          # some key kinds only
