@@ -23,6 +23,9 @@ export interface LoadReport {
   non2xx: number;
 }
 
+// the benchmark that started it is gone (finished or crashed): so is the load
+process.once('disconnect', () => process.exit(0));
+
 process.on('message', (order: LoadOrder) => {
   const samples: number[] = [];
   const instance = autocannon({ url: order.url, requests: order.requests, connections: order.connections, duration: order.duration }, (err, result) => {

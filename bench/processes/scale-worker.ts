@@ -45,6 +45,9 @@ const gc = (globalThis as { gc?: () => void }).gc;
 // the SDK's state changes and per-task lines would bury the figures: warnings and errors only
 Runtime.install({ logger: new DefaultLogger('WARN') });
 
+// a benchmark that crashed must not leave its worker behind, polling a dead server with gigabytes of cache
+process.once('disconnect', () => process.exit(1));
+
 process.once('message', async (message: { start: ScaleWorkerConfig }) => {
   const config = message.start;
   const database = await openDatabase({ url: config.databaseUrl, migrate: false });
