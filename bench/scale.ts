@@ -164,7 +164,7 @@ async function turnsAtOnce(k: number): Promise<Array<string | number>> {
   const wall = Math.max(...ended.map((e) => e.at.getTime())) - Math.min(...sentAt.values());
   const l = summarize(latencies);
   if (ended.length === 0) return [`${k} (none ended in 300 s)`, maxInFlight, ms(summarize(accepted).p50), '', '', '', '', '', '0'];
-  const row = [ended.length < k ? `${k} (${ended.length} ended in 300 s)` : k, maxInFlight, ms(summarize(accepted).p50), ms(l.p50), ms(l.p99), ms(l.p50 - opts['turn-ms']), ms(l.p99 - opts['turn-ms']), `${wall} ms`, ((k * 1000) / wall).toFixed(1)];
+  const row = [ended.length < k ? `${k} (${ended.length} ended in 300 s)` : k, maxInFlight, ms(summarize(accepted).p50), ms(l.p50), ms(l.p99), ms(l.p50 - opts['turn-ms']), ms(l.p99 - opts['turn-ms']), `${wall} ms`, ((ended.length * 1000) / wall).toFixed(1)];
   if (ended.length === k) await settled(sessionIds.length);
   return row;
 }
