@@ -45,7 +45,7 @@ export function parseScript(text: string): Step[] {
 
 export interface ScriptedAdapterOptions {
   /** counts how often each turn's prompt was "sent to the model", so tests can prove nothing was sent twice */
-  onPromptSent?: (messageId: string) => void;
+  onPromptSent?: (messageId: string, text: string) => void;
 }
 
 interface ScriptState extends Record<string, unknown> {
@@ -72,7 +72,7 @@ export function createScriptedAdapter(options: ScriptedAdapterOptions = {}): Run
         // record what is about to be sent before "sending" it: a retry finds it and does not send again
         state = { turnId: input.turnId, text: input.text, next: 0, waiting: null };
         await sink.checkpoint(state);
-        options.onPromptSent?.(input.messageId);
+        options.onPromptSent?.(input.messageId, input.text);
       }
       return run(state, input, sink);
     },
