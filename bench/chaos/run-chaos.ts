@@ -108,7 +108,7 @@ interface HttpResult {
 }
 
 /** The API over HTTP; a request that fails because the API or its database is down is tried again until `deadline`. */
-function createClient(baseUrl: () => string, key: string, counters: { retried: number }) {
+function createClient(baseUrl: () => string, key: string, counters: { retried: number }, givenUp: () => string | null) {
   return async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}, timeoutMs = 120_000): Promise<HttpResult> {
     const deadline = Date.now() + timeoutMs;
     for (let attempt = 0; ; attempt++) {
@@ -134,6 +134,8 @@ function createClient(baseUrl: () => string, key: string, counters: { retried: n
       // 5xx: the API is up but Postgres or Temporal is not (yet); a network error: the API is down
       const retry = outcome instanceof Error || outcome.status >= 500;
       if (!retry) return outcome as HttpResult;
+      const reason = givenUp();
+      if (reason) throw new Error(`${method} ${path}: run given up (${reason})`);
       if (Date.now() > deadline) {
         throw new Error(`${method} ${path} kept failing: ${outcome instanceof Error ? outcome.message : `${outcome.status} ${JSON.stringify(outcome.body)}`}`);
       }
@@ -164,6 +166,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   let database: Database | undefined;
   let api: ServiceProcess | undefined;
   let worker: ServiceProcess | undefined;
+  /** set when a process died without the run killing it: the run stops waiting and reports */
+  let crashed: string | null = null;
+  /** processes the run killed or stopped itself */
+  const deliberate = new Set<ServiceProcess>();
   try {
     pg = await startPrivatePostgres();
     log(`postgres: private instance on port ${pg.port}`);
@@ -179,9 +185,25 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     };
     const workerEnv = { AGENTPLANE_RUNTIMES: 'scripted', AGENTPLANE_SCRIPTED_PROMPT_LOG: promptLog, AGENTPLANE_LOG_LEVEL: 'WARN' };
     const port = await findFreePort();
-    [api, worker] = await Promise.all([spawnApi(target, port), spawnWorker(target, workerEnv)]);
+    // a process that exits when the run did not kill it is a finding: say so, with what it printed last
+    const watch = (name: string, proc: ServiceProcess) => {
+      proc.child.once('exit', (code, signal) => {
+        if (deliberate.has(proc)) return;
+        violations.push(`${name} exited on its own (code ${code}, signal ${signal})`);
+        crashed ??= `${name} exited on its own`;
+        log(`${name} exited on its own (code ${code}, signal ${signal}):\n${proc.output().slice(-4000)}`);
+      });
+      return proc;
+    };
+    const startApi = async () => watch('api', await spawnApi(target, port));
+    const startWorker = async () => watch('worker', await spawnWorker(target, workerEnv));
+    const kill = async (proc: ServiceProcess) => {
+      deliberate.add(proc);
+      await proc.kill();
+    };
+    [api, worker] = await Promise.all([startApi(), startWorker()]);
     log(`api on 127.0.0.1:${port}, worker on task queue ${target.taskQueue}`);
-    const call = createClient(() => `http://127.0.0.1:${port}`, admin.plain, counters);
+    const call = createClient(() => `http://127.0.0.1:${port}`, admin.plain, counters, () => crashed);
 
     const agent = await call('POST', '/v1/agents', { name: `chaos ${runId}`, model: 'scripted', runtime: { type: 'scripted', config: {} }, tool_policy: POLICY });
     if (agent.status !== 200) throw new Error(`agent not created: ${agent.status} ${JSON.stringify(agent.body)}`);
@@ -203,7 +225,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         inflight.push(
           (async () => {
             // the same key on every retry: a create that got through before the API died is found, not repeated
-            const res = await call('POST', '/v1/sessions', { agent: agent.body.id, initial_events: [{ type: 'user.message', content: prompt }] }, { 'idempotency-key': `chaos-${runId}-${i}` }, 300_000);
+            const res = await call('POST', '/v1/sessions', { agent: agent.body.id, initial_events: [{ type: 'user.message', content: prompt }] }, { 'idempotency-key': `chaos-${runId}-${i}` }, 300_000).catch((err: Error) => ({ status: 0, body: err.message }));
             if (res.status !== 200) violations.push(`session ${i}: create answered ${res.status} ${JSON.stringify(res.body)}`);
             else sessionIds.set(i, res.body.id);
           })(),
@@ -255,18 +277,18 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const pgSlots = slots(options.pgRestarts, options.kills, 0.5, 1);
     let apiRestarts = 0;
     let pgRestarts = 0;
-    for (let k = 1; k <= options.kills; k++) {
+    for (let k = 1; k <= options.kills && !crashed; k++) {
       await sleep(options.killEveryMs);
       const at = Date.now();
-      await worker.kill();
-      worker = await spawnWorker(target, workerEnv);
+      await kill(worker);
+      worker = await startWorker();
       kills.push({ at, up: Date.now() });
       killsDone = k;
       log(`kill ${k}/${options.kills}: worker back after ${Date.now() - at} ms (${sessionIds.size} created, ${done.size} finished)`);
       if (apiSlots.has(k) && apiRestarts < options.apiRestarts) {
         const t = Date.now();
-        await api.kill();
-        api = await spawnApi(target, port);
+        await kill(api);
+        api = await startApi();
         apiRestarts++;
         log(`api: SIGKILLed and back after ${Date.now() - t} ms`);
       }
@@ -279,18 +301,19 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     }
     // faults not placed by the slots (more restarts than kills): at the end
     for (; apiRestarts < options.apiRestarts; apiRestarts++) {
-      await api.kill();
-      api = await spawnApi(target, port);
+      await kill(api);
+      api = await startApi();
     }
     for (; pgRestarts < options.pgRestarts; pgRestarts++) await pg.restart(options.pgRestartMode ?? 'immediate');
 
     // ---- settle: every session created and finished
     await creator;
     const settleDeadline = Date.now() + (options.settleTimeoutMs ?? 180_000);
-    while ([...sessionIds.values()].some((id) => !done.has(id)) && Date.now() < settleDeadline) await sleep(500);
+    while ([...sessionIds.values()].some((id) => !done.has(id)) && Date.now() < settleDeadline && !crashed) await sleep(500);
     stopDriving = true;
     await Promise.all([approver, watcher]);
     log(`settled: ${done.size}/${sessionIds.size} finished`);
+    if (crashed) throw new Error(`chaos run stopped: ${violations.join('; ')}`);
 
     // ---- the invariants
     const db = database.db;
@@ -356,6 +379,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       violations,
     };
   } finally {
+    for (const proc of [worker, api]) if (proc) deliberate.add(proc);
     await worker?.stop();
     await api?.stop();
     await database?.close().catch(() => undefined);
