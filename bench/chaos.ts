@@ -51,6 +51,7 @@ try {
       ['kill → next event of each in-flight session', r.inFlight.n, r.inFlight.p50, r.inFlight.p99, Math.round(r.inFlight.mean)],
     ].map((row) => row.map((c) => (typeof c === 'number' ? Math.round(c) : c))),
   );
+  console.log(`in-flight sessions whose next event came before the following kill: ${r.inFlightBeforeNextKill.recovered} of ${r.inFlightBeforeNextKill.of}`);
   if (report.violations.length === 0) {
     console.log('\ninvariants: all held (every session completed; event logs gapless, no duplicates, expected order; ledger = model calls; cost = ledger; each prompt sent once)');
     failed = false;

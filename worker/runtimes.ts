@@ -1,4 +1,4 @@
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import { RUNTIME_KINDS, type RuntimeKind } from '../governance/types';
 import type { AcpAgentSpec } from '../runtimes/acp.adapter';
 import type { RuntimeAdapter, RuntimeRegistry } from '../runtimes/runtime-adapter';
@@ -33,8 +33,13 @@ const LOADERS: Record<RuntimeKind, (opts: RuntimeOptions) => Promise<RuntimeAdap
   scripted: async (o) => {
     const { createScriptedAdapter } = await import('../runtimes/scripted.adapter');
     const log = o.scriptedPromptLog;
-    // one short line per write with O_APPEND: lines from successive worker processes never interleave
-    return createScriptedAdapter(log ? { onPromptSent: (messageId, text) => appendFileSync(log, `${JSON.stringify({ messageId, text })}\n`) } : {});
+    if (!log) return createScriptedAdapter();
+    // one short line per write with O_APPEND: lines from successive worker processes never interleave. The file is
+    // the runtime's memory of what it received, so a retried turn can ask it whether its prompt got through.
+    return createScriptedAdapter({
+      onPromptSent: (messageId, text) => appendFileSync(log, `${JSON.stringify({ messageId, text })}\n`),
+      wasPromptSent: (messageId) => readFileSync(log, 'utf8').includes(`{"messageId":${JSON.stringify(messageId)},`),
+    });
   },
 };
 

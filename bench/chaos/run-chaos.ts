@@ -55,6 +55,8 @@ export interface RecoveryReport {
    * (the activity heartbeat timeout, 10 s) and the step that was running when the worker died.
    */
   inFlight: Summary;
+  /** of those (session, kill) pairs, how many had their next event before the following kill */
+  inFlightBeforeNextKill: { recovered: number; of: number };
   /** from the SIGKILL to the replacement worker polling (`worker started`) */
   workerRestart: Summary;
 }
@@ -393,7 +395,9 @@ export function recoveryTimes(kills: Array<{ at: number; up: number }>, eventTim
   const fleet: number[] = [];
   const inFlight: number[] = [];
   const all = [...eventTimes.values()].flat().map((e) => e.at).sort((a, b) => a - b);
-  for (const kill of kills) {
+  let recovered = 0;
+  for (const [k, kill] of kills.entries()) {
+    const nextKill = kills[k + 1]?.at ?? Infinity;
     const first = all.find((t) => t > kill.at);
     if (first !== undefined) fleet.push(first - kill.at);
     for (const log of eventTimes.values()) {
@@ -404,7 +408,8 @@ export function recoveryTimes(kills: Array<{ at: number; up: number }>, eventTim
       // resting: idle (end of turn or waiting for a person) or ended; anything else means a turn was running
       if (last.type === 'session.status_idle' || last.type === 'session.status_terminated') continue;
       inFlight.push(next.at - kill.at);
+      if (next.at < nextKill) recovered++;
     }
   }
-  return { fleet: summarize(fleet), inFlight: summarize(inFlight), workerRestart: summarize(kills.map((k) => k.up - k.at)) };
+  return { fleet: summarize(fleet), inFlight: summarize(inFlight), inFlightBeforeNextKill: { recovered, of: inFlight.length }, workerRestart: summarize(kills.map((k) => k.up - k.at)) };
 }
