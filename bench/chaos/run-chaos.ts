@@ -286,7 +286,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       worker = await startWorker();
       kills.push({ at, up: Date.now() });
       killsDone = k;
-      log(`kill ${k}/${options.kills}: worker back after ${Date.now() - at} ms (${sessionIds.size} created, ${done.size} finished)`);
+      // the next kill waits for the fleet to move again: a worker killed before it has done anything leaves every
+      // session where it was (on a loaded 2-core machine a kill 3 s after the process started did exactly that)
+      const progressed = await waitForProgress(database.db, at, 60_000);
+      log(`kill ${k}/${options.kills}: worker back after ${kills.at(-1)!.up - at} ms, ${progressed ? `first event ${progressed - at} ms after the kill` : 'no event within 60 s'} (${sessionIds.size} created, ${done.size} finished)`);
       if (apiSlots.has(k) && apiRestarts < options.apiRestarts) {
         const t = Date.now();
         await kill(api);
@@ -388,6 +391,20 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     await pg?.stop();
     await rm(workDir, { recursive: true, force: true });
   }
+}
+
+/** The commit time of the first event appended after `since` (ms), or null if none came within `timeoutMs`. */
+async function waitForProgress(db: Database['db'], since: number, timeoutMs: number): Promise<number | null> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const rows = await db
+      .execute(sql`select (extract(epoch from min(created_at)) * 1000)::float8 as at from session_events where created_at > to_timestamp(${since / 1000})`)
+      .then(rowsOf<{ at: number | null }>, () => []); // Postgres restarting: ask again
+    const at = rows[0]?.at;
+    if (at !== null && at !== undefined) return Number(at);
+    await sleep(200);
+  }
+  return null;
 }
 
 /** Recovery after each kill, from the event log's commit times (see `RecoveryReport`). */
