@@ -289,7 +289,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       // the next kill waits for the fleet to move again: a worker killed before it has done anything leaves every
       // session where it was (on a loaded 2-core machine a kill 3 s after the process started did exactly that)
       const progressed = await waitForProgress(database.db, at, 60_000);
-      log(`kill ${k}/${options.kills}: worker back after ${kills.at(-1)!.up - at} ms, ${progressed ? `first event ${progressed - at} ms after the kill` : 'no event within 60 s'} (${sessionIds.size} created, ${done.size} finished)`);
+      log(`kill ${k}/${options.kills}: worker back after ${kills.at(-1)!.up - at} ms, ${progressed ? `first event ${Math.round(progressed - at)} ms after the kill` : 'no event within 60 s'} (${sessionIds.size} created, ${done.size} finished)`);
       if (apiSlots.has(k) && apiRestarts < options.apiRestarts) {
         const t = Date.now();
         await kill(api);
