@@ -407,7 +407,7 @@ async function waitForProgress(db: Database['db'], since: number, timeoutMs: num
   return null;
 }
 
-/** Recovery after each kill, from the event log's commit times (see `RecoveryReport`). */
+/** Recovery after each kill, from the event log's `created_at` times (see `RecoveryReport`). */
 export function recoveryTimes(kills: Array<{ at: number; up: number }>, eventTimes: Map<string, Array<{ type: string; at: number }>>): RecoveryReport {
   const fleet: number[] = [];
   const inFlight: number[] = [];
