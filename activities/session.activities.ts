@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import type { Db } from '../db/client';
 import { openCredential } from '../db/queries/credentials';
-import { appendAudit } from '../db/queries/audit';
+import { appendAudit, canonicalJson } from '../db/queries/audit';
 import { appendEvents, type NewCharge, type NewEvent } from '../db/queries/events';
 import { chargeReservation, reserveBudget, settleReservation, type ThresholdCrossing } from '../db/queries/budgets';
 import { loadPrices } from '../db/queries/pricing';
@@ -78,7 +78,12 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     // the rest of an admitted turn (after an approval) is not refused: the runtime is waiting mid-turn
     const resuming = input.input.kind === 'resume';
     const reserve = resuming ? 0 : usdToMicros(input.agent.budget.turn_reserve_usd ?? DEFAULT_TURN_RESERVE_USD);
-    const held = await reserveBudget(db, { reservationId, teamId: input.agent.teamId, agentId: input.agent.agentId, sessionId: input.sessionId, amountMicros: reserve, now: new Date(), force: resuming });
+    // the reads the turn needs go out together with the reservation (each on its own pooled connection)
+    const [held, prices, stored] = await Promise.all([
+      reserveBudget(db, { reservationId, teamId: input.agent.teamId, agentId: input.agent.agentId, sessionId: input.sessionId, amountMicros: reserve, now: new Date(), force: resuming }),
+      loadPrices(db, { teamId: input.agent.teamId, defaults: defaultPrices }),
+      getRuntimeRef(db, input.sessionId),
+    ]);
     if (!held.ok) {
       const { budget } = held;
       const detail = { budget_id: budget.id, scope: budget.scope, period: budget.period, limit_usd: microsToUsd(budget.limitMicros), spent_usd: microsToUsd(held.spentMicros), reserved_usd: microsToUsd(held.reservedMicros), requested_usd: microsToUsd(reserve) };
@@ -92,15 +97,14 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     if (held.fresh) {
       await appendAudit(db, { ...sessionActor(input), action: 'budget.reserve', target: held.budgetIds.join(','), decision: 'allow', reason: `held $${microsToUsd(held.amountMicros)} for the turn`, data: { session_id: input.sessionId, reservation: reservationId } });
     }
-    const prices = await loadPrices(db, { teamId: input.agent.teamId, defaults: defaultPrices });
 
-    const stored = await getRuntimeRef(db, input.sessionId);
     const previous: RuntimeSessionRef | null = stored ? { sessionId: input.sessionId, runtimeSessionId: stored.runtimeSessionId, state: stored.state as Record<string, unknown> } : null;
     const runtime = adapter.kind;
     const spanAttributes = { 'agentplane.session_id': input.sessionId, 'agentplane.runtime': runtime, 'agentplane.turn': input.turnId, 'agentplane.leg': input.leg };
     const ref = await inSpan(`runtime.open ${runtime}`, spanAttributes, () => adapter.open(ctx, previous));
     const saveRef = () => putRuntimeRef(db, { sessionId: input.sessionId, runtime: adapter.kind, runtimeSessionId: ref.runtimeSessionId, state: ref.state });
-    await saveRef();
+    // a reopened runtime session that is still the stored one need not be written again
+    if (!stored || stored.runtimeSessionId !== ref.runtimeSessionId || canonicalJson(stored.state) !== canonicalJson(ref.state)) await saveRef();
 
     const abort = new AbortController();
     let budgetReached = false;

@@ -8,7 +8,7 @@ import { log } from '@temporalio/activity';
 import { stableId } from '../db/ids';
 import { appendAudit } from '../db/queries/audit';
 import { appendEvents, findEvent } from '../db/queries/events';
-import { effectivePolicyFor } from '../db/queries/policies';
+import { livePolicyFor } from '../db/queries/policies';
 import { insertApproval } from '../db/queries/sessions';
 import { enqueueNotification } from '../db/queries/webhooks';
 import { approvalRequested } from '../governance/notifications';
@@ -26,53 +26,60 @@ export async function decideToolCall(deps: Pick<ActivityDeps, 'db' | 'publicUrl'
   const { db } = deps;
   const sourceId = `tool:${request.callId}`;
   const toolUseId = toolUseEventId(input.sessionId, request.callId);
-  const recorded = await findEvent(db, input.sessionId, toolUseId);
-  // a policy changed after this leg started still governs its next call: the newest revision wins
-  const live = await effectivePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId });
-  const current = live.revision > input.policyVersion ? { policy: live.policy, version: live.revision } : { policy: input.policy, version: input.policyVersion };
-  const verdict = evaluatePolicy(current.policy, request.tool, request.input);
-  const action = (recorded?.payload as { evaluated_permission?: 'allow' | 'ask' | 'deny' } | undefined)?.evaluated_permission ?? verdict.action;
-  if (!recorded) {
-    await db.transaction(async (tx) => {
-      await appendEvents(tx, {
-        sessionId: input.sessionId,
-        events: [
-          {
-            id: toolUseId,
-            sourceId,
-            type: 'agent.tool_use',
-            payload: { name: request.tool, input: request.input, evaluated_permission: action, evaluation: { rule: verdict.reason, policy_version: current.version } },
-          },
-        ],
-      });
-      if (action === 'ask') {
-        const expiresAt = new Date(Date.now() + input.agent.approvalTimeoutSeconds * 1000);
-        await insertApproval(tx, { sessionId: input.sessionId, toolUseId, teamId: input.agent.teamId, tool: request.tool, input: request.input, status: 'pending', expiresAt });
-        // the approvers hear of it iff the pending approval committed
-        await enqueueNotification(tx, {
-          teamId: input.agent.teamId,
-          type: 'approval.requested',
-          payload: approvalRequested({
-            publicUrl: deps.publicUrl ?? 'http://127.0.0.1:8080',
-            teamId: input.agent.teamId,
-            sessionId: input.sessionId,
-            toolUseId,
-            tool: request.tool,
-            input: request.input,
-            agent: { id: input.agent.agentId, name: input.agent.name },
-            expiresAt,
-          }),
-        });
-      }
-      await appendAudit(tx, {
-        ...sessionActor(input),
-        action: 'tool.evaluate',
-        target: `${input.sessionId}/${toolUseId}`,
-        decision: action,
-        reason: verdict.reason,
-        data: { tool: request.tool, policy_version: current.version, session_id: input.sessionId },
-      });
+  // a policy changed after this leg started still governs its next call: the newest revision wins. Read before the
+  // transaction, not beside it: a transaction waiting on another pooled connection can starve the pool.
+  const live = await livePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId });
+  const { verdict, recorded } = await db.transaction(async (tx) => {
+    const current = live.revision > input.policyVersion ? { policy: live.policy, version: live.revision } : { policy: input.policy, version: input.policyVersion };
+    const verdict = evaluatePolicy(current.policy, request.tool, request.input);
+    const written = await appendEvents(tx, {
+      sessionId: input.sessionId,
+      events: [
+        {
+          id: toolUseId,
+          sourceId,
+          type: 'agent.tool_use',
+          payload: { name: request.tool, input: request.input, evaluated_permission: verdict.action, evaluation: { rule: verdict.reason, policy_version: current.version } },
+        },
+      ],
     });
+    // a replayed request (after a reattach) was decided the first time: that decision stands, and nothing is written again
+    if (written.appended === 0) {
+      const first = await findEvent(tx, input.sessionId, toolUseId);
+      return { verdict, recorded: (first?.payload as { evaluated_permission?: 'allow' | 'ask' | 'deny' } | undefined)?.evaluated_permission ?? verdict.action };
+    }
+    if (verdict.action === 'ask') {
+      const expiresAt = new Date(Date.now() + input.agent.approvalTimeoutSeconds * 1000);
+      await insertApproval(tx, { sessionId: input.sessionId, toolUseId, teamId: input.agent.teamId, tool: request.tool, input: request.input, status: 'pending', expiresAt });
+      // the approvers hear of it iff the pending approval committed
+      await enqueueNotification(tx, {
+        teamId: input.agent.teamId,
+        type: 'approval.requested',
+        payload: approvalRequested({
+          publicUrl: deps.publicUrl ?? 'http://127.0.0.1:8080',
+          teamId: input.agent.teamId,
+          sessionId: input.sessionId,
+          toolUseId,
+          tool: request.tool,
+          input: request.input,
+          agent: { id: input.agent.agentId, name: input.agent.name },
+          expiresAt,
+        }),
+      });
+    }
+    // last in the transaction: the audit chain's lock is held until the commit
+    await appendAudit(tx, {
+      ...sessionActor(input),
+      action: 'tool.evaluate',
+      target: `${input.sessionId}/${toolUseId}`,
+      decision: verdict.action,
+      reason: verdict.reason,
+      data: { tool: request.tool, policy_version: current.version, session_id: input.sessionId },
+    });
+    return { verdict, recorded: null };
+  });
+  const action = recorded ?? verdict.action;
+  if (!recorded) {
     deps.metrics?.toolDecisions.inc({ runtime: input.agent.runtime.type, source: 'policy', outcome: action });
     log.info('tool decision', { sessionId: input.sessionId, tool: request.tool, action, rule: verdict.reason });
   }

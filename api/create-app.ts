@@ -18,6 +18,7 @@ import { activeTraceId, extractContext } from '../observability/tracing';
 import type { RuntimeCapabilities } from '../runtimes/runtime-adapter';
 import type { AppEnv } from './context';
 import { ApiError, fromZodError, problem } from './errors';
+import { allowedMethods, nulCharacterProblem } from './request-guards';
 import { registerAgentRoutes } from './routes/agents.routes';
 import { registerAuditRoutes } from './routes/audit.routes';
 import { registerCredentialRoutes } from './routes/credentials.routes';
@@ -53,7 +54,10 @@ export type App = OpenAPIHono<AppEnv>;
 export function createApp(deps: AppDeps): App {
   const app: App = new OpenAPIHono<AppEnv>({
     defaultHook: (result) => {
-      if (!result.success) throw fromZodError(result.error, result.target === 'json' ? 'body' : result.target === 'param' ? 'path' : (result.target as 'query'));
+      const where = result.target === 'json' ? 'body' : result.target === 'param' ? 'path' : (result.target as 'query');
+      if (!result.success) throw fromZodError(result.error, where);
+      const nul = nulCharacterProblem(result.data, where);
+      if (nul) throw nul;
     },
   });
 
@@ -118,7 +122,15 @@ export function createApp(deps: AppDeps): App {
     log({ level: 'ERROR', msg: 'unhandled API error', requestId: c.get('requestId'), error: String(err) });
     return problem(c, new ApiError(500, 'internal', 'an internal error occurred; quote the request_id when reporting it'));
   });
-  app.notFound((c) => problem(c, new ApiError(404, 'resource.not_found', `no route for ${c.req.method} ${c.req.path}`)));
+  // read when a request comes, so it sees the routes registered below
+  let allowed: ((path: string) => string[]) | null = null;
+  app.notFound((c) => {
+    allowed ??= allowedMethods(app.routes);
+    const methods = allowed(c.req.path);
+    if (methods.length === 0) return problem(c, new ApiError(404, 'resource.not_found', `no route for ${c.req.method} ${c.req.path}`));
+    c.header('allow', methods.join(', '));
+    return problem(c, new ApiError(405, 'request.method_not_allowed', `${c.req.path} takes ${methods.join(', ')}, not ${c.req.method}`));
+  });
 
   registerHealthRoutes(app, deps);
   registerAgentRoutes(app, deps);
@@ -136,6 +148,8 @@ export function createApp(deps: AppDeps): App {
   app.doc31('/openapi.json', {
     openapi: '3.1.0',
     info: { title: 'agentplane', version: '0.1.0', description: 'A control plane for AI coding agents. Managed-Agents-compatible where the concepts match.' },
+    // every /v1 operation needs a key; /healthz and /readyz are not in the document
+    security: [{ bearer: [] }],
   });
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });
   return app;

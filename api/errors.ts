@@ -8,6 +8,7 @@ import type { AppEnv } from './context';
 
 export type ProblemCode =
   | 'request.invalid'
+  | 'request.method_not_allowed'
   | 'auth.missing_key'
   | 'auth.invalid_key'
   | 'auth.forbidden'
@@ -21,6 +22,7 @@ export type ProblemCode =
 
 const TITLES: Record<ProblemCode, string> = {
   'request.invalid': 'The request is invalid',
+  'request.method_not_allowed': 'The resource does not take this method',
   'auth.missing_key': 'An API key is required',
   'auth.invalid_key': 'The API key is not valid',
   'auth.forbidden': 'The API key lacks the permission',
@@ -40,7 +42,7 @@ export interface InvalidParam {
 
 export class ApiError extends Error {
   constructor(
-    readonly status: 400 | 401 | 403 | 404 | 409 | 422 | 503 | 500,
+    readonly status: 400 | 401 | 403 | 404 | 405 | 409 | 422 | 503 | 500,
     readonly code: ProblemCode,
     detail: string,
     readonly invalidParams?: InvalidParam[],

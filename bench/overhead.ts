@@ -4,8 +4,8 @@
  *
  *   npx tsx bench/overhead.ts [--turns 50] [--warmup 5]
  *
- * (a) bare: client signal → workflow → one activity; the turn ends when the activity returns (clock read in the
- *     activity, in this process).
+ * (a) bare: a workflow update → one activity → its result back in the workflow → the update's reply to the client;
+ *     the turn ends when the client has the reply.
  * (b) agentplane: `POST /v1/sessions/{id}/events` (user.message) → API validation and event write → signal →
  *     `agentSession` → the runTurn activity (budget reserve/settle, policy, credential, events) on the in-process
  *     `scripted` runtime saying one line → idle; the turn ends when the `session.status_idle` event is written
@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { createScriptedAdapter } from '../runtimes/scripted.adapter';
 import { eventsOf } from '../test/support/stack';
-import { bareMessage, type BareActivities } from './workflows/bare.workflow';
+import { bareStop, bareTurnUpdate, type BareActivities } from './workflows/bare.workflow';
 import { flags, ms, printMachine, printTable, startPlatform, summarize } from './support';
 
 const opts = flags({ turns: 50, warmup: 5 });
@@ -26,10 +26,9 @@ const platform = await startPlatform({ scripted: createScriptedAdapter() });
 const { stack } = platform;
 
 // (a) the bare baseline, on its own task queue
-const finished = new Map<number, (at: number) => void>();
 const activities: BareActivities = {
   async bareTurn(turn) {
-    finished.get(turn)?.(Date.now());
+    return turn;
   },
 };
 const connection = await NativeConnection.connect({ address: platform.temporal.address });
@@ -42,14 +41,14 @@ const bareWorker = await Worker.create({
 const bareRun = bareWorker.run();
 
 async function bare(turns: number): Promise<number[]> {
-  const handle = await stack.temporal.workflow.start('bareSession', { taskQueue: 'bench-bare', workflowId: `bare-${Date.now()}`, args: [turns] });
+  const handle = await stack.temporal.workflow.start('bareSession', { taskQueue: 'bench-bare', workflowId: `bare-${Date.now()}` });
   const samples: number[] = [];
   for (let turn = 0; turn < turns; turn++) {
-    const done = new Promise<number>((resolve) => finished.set(turn, resolve));
     const t0 = Date.now();
-    await handle.signal(bareMessage, turn);
-    samples.push((await done) - t0);
+    await handle.executeUpdate(bareTurnUpdate, { args: [turn] });
+    samples.push(Date.now() - t0);
   }
+  await handle.signal(bareStop);
   await handle.result();
   return samples;
 }
@@ -86,7 +85,7 @@ const b = summarize(await agentplane(opts.turns));
 printTable(
   ['path', 'turns', 'p50', 'p99', 'mean'],
   [
-    ['(a) bare Temporal: signal + 1 activity', a.n, ms(a.p50), ms(a.p99), ms(a.mean)],
+    ['(a) bare Temporal: update + 1 activity', a.n, ms(a.p50), ms(a.p99), ms(a.mean)],
     ['(b) agentplane: API + agentSession + runTurn', b.n, ms(b.p50), ms(b.p99), ms(b.mean)],
   ],
 );

@@ -9,6 +9,9 @@ import { execFileSync } from 'node:child_process';
 import { cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import { startTemporalDevServer, type TemporalDevServer } from '../scripts/temporal-dev-server';
+import { newId } from '../db/ids';
+import type { Db } from '../db/client';
+import { sessions } from '../db/schema/index';
 import { startStack, type Stack } from '../test/support/stack';
 import type { RuntimeRegistry } from '../runtimes/runtime-adapter';
 
@@ -25,10 +28,11 @@ function ensureDatabaseUrl(): void {
   process.env.DATABASE_URL = out.split('\n').at(-1);
 }
 
-export async function startPlatform(runtimes: RuntimeRegistry): Promise<BenchPlatform> {
+/** `worker: false`: no in-process worker (the API alone, or a benchmark that runs its worker as its own process). */
+export async function startPlatform(runtimes: RuntimeRegistry, opts: { worker?: boolean } = {}): Promise<BenchPlatform> {
   ensureDatabaseUrl();
   const temporal = await startTemporalDevServer();
-  const stack = await startStack({ temporalAddress: temporal.address, runtimes });
+  const stack = await startStack({ temporalAddress: temporal.address, runtimes, worker: opts.worker });
   return {
     temporal,
     stack,
@@ -79,4 +83,40 @@ export function printTable(header: string[], rows: Array<Array<string | number>>
   console.log(line(header));
   console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
   for (const r of cells.slice(1)) console.log(line(r));
+}
+
+const SEED_STATUSES = ['idle', 'running', 'requires_action', 'terminated'] as const;
+
+/**
+ * Inserts `count` session rows straight into the index, 4,000 to a statement (15 parameters a row: under Postgres' 65,535): rows as `POST /v1/sessions` writes
+ * them (time-ordered ids, every NOT NULL column), spread over 20 agents, two runtimes and the four statuses, but
+ * with no Temporal workflow behind them. For reads of the fleet (the list, one session); nothing signals them.
+ */
+export async function seedSessions(db: Db, opts: { teamId: string; count: number }): Promise<string[]> {
+  const ids: string[] = [];
+  for (let start = 0; start < opts.count; start += 4000) {
+    const rows = Array.from({ length: Math.min(4000, opts.count - start) }, (_, j) => {
+      const i = start + j;
+      const id = newId('sesn');
+      ids.push(id);
+      return {
+        id,
+        teamId: opts.teamId,
+        agentId: `agent_seed${i % 20}`,
+        agentVersion: 1,
+        runtime: i % 3 === 0 ? 'opencode' : 'scripted',
+        title: `seeded ${i}`,
+        metadata: { seeded: 'true' },
+        status: SEED_STATUSES[i % 4]!,
+        initiatorKeyId: 'key_seed',
+        trigger: 'api',
+        budget: {},
+        inputTokens: i % 1000,
+        outputTokens: i % 100,
+        costMicros: i * 10,
+      };
+    });
+    await db.insert(sessions).values(rows);
+  }
+  return ids;
 }

@@ -4,7 +4,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import { sql } from 'drizzle-orm';
-import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import { PgTransaction, type PgDatabase, type PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import * as schema from './schema/index';
 
 export type Schema = typeof schema;
@@ -66,4 +66,9 @@ export async function migrateDatabase(database: Database): Promise<void> {
 /** Rows of a raw `db.execute(sql…)`, whichever driver ran it. */
 export function rowsOf<T>(result: unknown): T[] {
   return (result as { rows: T[] }).rows;
+}
+
+/** Whether `db` is a transaction already: a write that must be atomic runs in it as is, without a savepoint. */
+export function isTransaction(db: Db): boolean {
+  return db instanceof PgTransaction;
 }

@@ -6,11 +6,12 @@
 import { execFileSync } from 'node:child_process';
 import { sql, type SQL } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rowsOf } from '../db/client';
-import { appendAudit } from '../db/queries/audit';
+import { openDatabase, rowsOf } from '../db/client';
+import { appendAudit, verifyAuditChain } from '../db/queries/audit';
 import { hashKey } from '../db/queries/teams';
 import { createScriptedAdapter } from '../runtimes/scripted.adapter';
 import { toolConfirmationSignal } from '../workflows/definitions';
+import { createTestDatabase } from './support/postgres';
 import { startStack, waitForStatus, type Stack } from './support/stack';
 
 let stack: Stack;
@@ -309,6 +310,25 @@ describe('audit log', () => {
     const verdict = await stack.call('GET', '/v1/audit/verify', undefined, viewer);
     expect(verdict.status).toBe(200);
     expect(verdict.body).toEqual({ ok: true, rows: await auditCount() });
+  });
+
+  it('keeps one chain when writers interleave: concurrent appends, and appends to another database from the same process', async () => {
+    // the process remembers the tip it wrote last; appends to a second database make that guess wrong for the first
+    const other = await createTestDatabase();
+    const otherDb = await openDatabase({ url: other.url });
+    try {
+      const entry = (i: number) => ({ teamId: stack.teamId, actorKeyId: 'test', actorRole: 'admin', action: 'test.interleave', target: `t${i}`, decision: 'ok', reason: 'test' });
+      for (let i = 0; i < 6; i++) {
+        await appendAudit(i % 2 === 0 ? stack.db.db : otherDb.db, entry(i));
+        await Promise.all([appendAudit(stack.db.db, entry(100 + i)), appendAudit(stack.db.db, entry(200 + i))]);
+      }
+      for (const db of [stack.db.db, otherDb.db]) expect(await verifyAuditChain(db)).toMatchObject({ ok: true });
+      const rows = rowsOf<{ target: string }>(await stack.db.db.execute(sql`select target from audit_log where action = 'test.interleave'`));
+      expect(rows).toHaveLength(3 + 12);
+    } finally {
+      await otherDb.close();
+      await other.drop();
+    }
   });
 
   it('pages the list by next_page and exports the same rows as JSON lines, streamed across pages', async () => {

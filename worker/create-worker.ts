@@ -36,7 +36,7 @@ export async function createSessionWorker(opts: SessionWorkerOptions): Promise<W
     activities: createActivities(opts.deps),
     // a given bundle was built by bundleWorkflows(), which includes the workflow interceptors
     ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
-    interceptors: { activity: tracing.activityInterceptors, ...(opts.workflowBundle ? {} : { workflowModules: [WORKFLOW_INTERCEPTORS_PATH] }) },
+    interceptors: { activity: process.env.NOI ? [] : tracing.activityInterceptors, ...(opts.workflowBundle || process.env.NOI ? {} : { workflowModules: [WORKFLOW_INTERCEPTORS_PATH] }) },
     sinks: tracing.sinks,
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivityTaskExecutions ?? 200,
     // a killed worker's turns move to another worker after the heartbeat timeout; give cancellations time to land

@@ -55,6 +55,8 @@ const BOOKKEEPING = { startToCloseTimeout: '30 seconds', retry: { initialInterva
 const LOCAL_BOOKKEEPING_PATCH = 'local-bookkeeping';
 const remoteBookkeeping = proxyActivities<SessionActivities>(BOOKKEEPING);
 const localBookkeeping = proxyLocalActivities<SessionActivities>(BOOKKEEPING);
+/** A turn's start (its user message and the status it leads to) is one write, not two. Older histories wrote two. */
+const ONE_WRITE_TURN_START_PATCH = 'one-write-turn-start';
 const bookkeeping = (): SessionActivities => (patched(LOCAL_BOOKKEEPING_PATCH) ? localBookkeeping : remoteBookkeeping);
 
 const turns = proxyActivities<SessionActivities>({
@@ -124,32 +126,37 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
     pendingApprovals: [...pending.values()].filter((p) => !p.decision).map((p) => ({ toolUseId: p.toolUseId })),
   }));
 
-  async function setStatus(next: SessionStatus, reason: StopReason | null, sourceId: string, eventIds: string[] = []) {
+  /** The status change as an event, and the state it leaves the workflow in. */
+  function statusChange(next: SessionStatus, reason: StopReason | null, sourceId: string, eventIds: string[] = []) {
     status = next;
     stopReason = reason;
     const type = next === 'terminated' ? 'session.status_terminated' : next === 'running' ? 'session.status_running' : 'session.status_idle';
     const payload: Record<string, unknown> = next === 'running' ? {} : { stop_reason: reason };
     if (reason?.type === 'requires_action') payload.stop_reason = { type: 'requires_action', event_ids: eventIds };
-    await bookkeeping().recordEvents({ sessionId, events: [{ sourceId, type, payload }], status: { status: next, stopReason: reason } });
+    return { event: { sourceId, type, payload }, status: { status: next, stopReason: reason } };
+  }
+
+  async function setStatus(next: SessionStatus, reason: StopReason | null, sourceId: string, eventIds: string[] = []) {
+    const change = statusChange(next, reason, sourceId, eventIds);
+    await bookkeeping().recordEvents({ sessionId, events: [change.event], status: change.status });
   }
 
   /** One user message, from sending it to the end of the runtime's turn, approvals included. */
   async function runOneTurn(message: QueuedMessage): Promise<void> {
     turn += 1;
     const turnId = `t${turn}`;
-    await bookkeeping().recordEvents({
-      sessionId,
-      events: [{ id: message.eventId, sourceId: `msg:${message.eventId}`, type: 'user.message', payload: { content: [{ type: 'text', text: message.text }] } }],
-    });
-
+    const userMessage = { id: message.eventId, sourceId: `msg:${message.eventId}`, type: 'user.message', payload: { content: [{ type: 'text', text: message.text }] } };
     const budget = checkSessionBudget(input.budget, spentMicros);
-    if (!budget.ok) {
-      log.info('turn refused: budget reached', { sessionId, reason: budget.reason });
-      await setStatus('idle', { type: 'budget_reached' }, `${turnId}:budget`);
-      return;
+    if (!budget.ok) log.info('turn refused: budget reached', { sessionId, reason: budget.reason });
+    const start = budget.ok ? statusChange('running', null, `${turnId}:running`) : statusChange('idle', { type: 'budget_reached' }, `${turnId}:budget`);
+    if (patched(ONE_WRITE_TURN_START_PATCH)) {
+      // the message and the status it leads to, in one write
+      await bookkeeping().recordEvents({ sessionId, events: [userMessage, start.event], status: start.status });
+    } else {
+      await bookkeeping().recordEvents({ sessionId, events: [userMessage] });
+      await bookkeeping().recordEvents({ sessionId, events: [start.event], status: start.status });
     }
-
-    await setStatus('running', null, `${turnId}:running`);
+    if (!budget.ok) return;
     let turnInput: TurnInput = { kind: 'message', turnId, messageId: `${sessionId}:${turnId}`, text: message.text };
     for (let leg = 0; ; leg++) {
       const outcome = await runLeg(turnId, leg, turnInput);

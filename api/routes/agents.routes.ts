@@ -6,7 +6,7 @@ import type { Db } from '../../db/client';
 import { requirePermission, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
 import { AgentDefinitionSchema, AgentSchema, AgentUpdateSchema, effectivePolicy, toAgentResponse, type AgentDefinition } from '../schemas/agent.schema';
-import { idParam, json, jsonBody, page, PageQuery, problemResponses } from '../schemas/common';
+import { idParam, json, jsonBody, MAX_VERSION, page, PageQuery, problemResponses } from '../schemas/common';
 
 const AgentId = idParam('agent_id', 'agent');
 const tags = ['agents'];
@@ -55,7 +55,7 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
       method: 'get',
       path: '/v1/agents/{agent_id}',
       tags,
-      request: { params: AgentId, query: z.object({ version: z.coerce.number().int().positive().optional() }) },
+      request: { params: AgentId, query: z.object({ version: z.coerce.number().int().positive().max(MAX_VERSION).optional() }) },
       responses: { 200: json(AgentSchema, 'The agent (current version unless one is asked for)'), ...problemResponses },
     }),
     async (c) => {

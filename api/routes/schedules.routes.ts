@@ -16,7 +16,7 @@ import type { Actor } from '../../governance/types';
 import { SCHEDULED_RUN_WORKFLOW, type ScheduledRunInput } from '../../workflows/definitions';
 import { requirePermission, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
-import { idParam, json, jsonBody, Metadata, page, PageQuery, problemResponses } from '../schemas/common';
+import { idParam, json, jsonBody, Metadata, page, PageQuery, problemResponses, Version } from '../schemas/common';
 import { auditActor } from './agents.routes';
 
 const tags = ['schedules'];
@@ -67,7 +67,7 @@ type Policies = z.infer<typeof PoliciesSchema>;
 
 const AgentRef = z.union([
   z.string().min(1).max(100),
-  z.object({ type: z.literal('agent'), id: z.string().min(1).max(100), version: z.number().int().positive().optional() }),
+  z.object({ type: z.literal('agent'), id: z.string().min(1).max(100), version: Version.optional() }),
 ]);
 
 const ScheduleCreate = z.object({

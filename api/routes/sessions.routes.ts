@@ -32,7 +32,7 @@ import {
 import { requirePermission, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
 import { toSnapshot, type AgentDefinition } from '../schemas/agent.schema';
-import { idParam, json, jsonBody, Metadata, page, PageQuery, problemResponses } from '../schemas/common';
+import { idParam, json, jsonBody, Metadata, page, PageQuery, problemResponses, Version } from '../schemas/common';
 import { auditActor } from './agents.routes';
 
 const tags = ['sessions'];
@@ -57,7 +57,7 @@ const UserEvent = z.discriminatedUnion('type', [UserMessage, ToolConfirmation, I
 const SessionCreate = z.object({
   agent: z.union([
     z.string().min(1).max(100),
-    z.object({ type: z.literal('agent'), id: z.string().min(1).max(100), version: z.number().int().positive().optional() }),
+    z.object({ type: z.literal('agent'), id: z.string().min(1).max(100), version: Version.optional() }),
   ]),
   environment_id: z.string().min(1).max(100).optional(),
   title: z.string().max(512).nullable().optional(),

@@ -5,7 +5,7 @@
 import { z } from '@hono/zod-openapi';
 import { policyFromDefinition } from '../../governance/policy';
 import { RUNTIME_KINDS, type AgentSnapshot, type ToolPolicy } from '../../governance/types';
-import { Metadata } from './common';
+import { Metadata, Version } from './common';
 
 const Action = z.enum(['allow', 'ask', 'deny']);
 
@@ -65,7 +65,7 @@ export const AgentDefinitionSchema = z.object({
 export type AgentDefinition = z.infer<typeof AgentDefinitionSchema>;
 
 export const AgentUpdateSchema = AgentDefinitionSchema.partial().extend({
-  version: z.number().int().positive().optional().openapi({ description: 'the version this update is based on; a stale one is refused (409)' }),
+  version: Version.optional().openapi({ description: 'the version this update is based on; a stale one is refused (409)' }),
 });
 
 export const DEFAULT_APPROVAL_TIMEOUT_SECONDS = 24 * 3600;

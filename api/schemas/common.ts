@@ -21,6 +21,10 @@ export const problemResponses = {
   409: { description: 'Conflict with the current state', content: { 'application/problem+json': { schema: Problem } } },
 } as const;
 
+/** Postgres `integer` columns hold versions: a larger number cannot name a row, so it is refused as invalid, not looked up. */
+export const MAX_VERSION = 2_147_483_647;
+export const Version = z.number().int().positive().max(MAX_VERSION);
+
 export const PageQuery = z.object({
   limit: z.coerce.number().int().min(1).max(1000).default(20).openapi({ description: 'page size (1–1000)' }),
   page: z.string().min(1).max(200).optional().openapi({ description: 'the `next_page` cursor of the previous page' }),

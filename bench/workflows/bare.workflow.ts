@@ -1,22 +1,22 @@
 /**
- * The baseline of the overhead benchmark: the least a Temporal session can be. One signal per turn, one activity
- * per turn, nothing else (no events, no status, no governance).
+ * The baseline of the overhead benchmark: the least a Temporal session can be. One update per turn, one activity per
+ * turn, nothing else (no events, no status, no governance, no database). The update returns when the activity's result
+ * is back in the workflow, which is where an agentplane turn ends too (it writes `session.status_idle` from there).
  */
-import { condition, defineSignal, proxyActivities, setHandler } from '@temporalio/workflow';
+import { condition, defineSignal, defineUpdate, proxyActivities, setHandler } from '@temporalio/workflow';
 
 export interface BareActivities {
-  bareTurn(turn: number): Promise<void>;
+  bareTurn(turn: number): Promise<number>;
 }
 
-export const bareMessage = defineSignal<[number]>('bare.message');
+export const bareTurnUpdate = defineUpdate<number, [number]>('bare.turn');
+export const bareStop = defineSignal('bare.stop');
 
 const { bareTurn } = proxyActivities<BareActivities>({ startToCloseTimeout: '30 seconds' });
 
-export async function bareSession(turns: number): Promise<void> {
-  const queue: number[] = [];
-  setHandler(bareMessage, (turn) => void queue.push(turn));
-  for (let done = 0; done < turns; done++) {
-    await condition(() => queue.length > 0);
-    await bareTurn(queue.shift()!);
-  }
+export async function bareSession(): Promise<void> {
+  let stopped = false;
+  setHandler(bareTurnUpdate, (turn) => bareTurn(turn));
+  setHandler(bareStop, () => void (stopped = true));
+  await condition(() => stopped);
 }

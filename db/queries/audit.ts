@@ -4,7 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { and, asc, desc, eq, gt, gte, lt, lte, sql, type SQL } from 'drizzle-orm';
-import type { Db } from '../client';
+import { isTransaction, rowsOf, type Db } from '../client';
 import { activeTraceId } from '../../observability/tracing';
 import { newId } from '../ids';
 import { auditLog } from '../schema/index';
@@ -27,11 +27,24 @@ export interface AuditEntry {
 
 type AuditRow = typeof auditLog.$inferSelect;
 
-/** Appends one row. Call it inside the transaction that makes the change it records. */
+/**
+ * Appends one row. Call it inside the transaction that makes the change it records, and as late in it as possible:
+ * the chain lock is held from here to that transaction's commit.
+ */
 export async function appendAudit(db: Db, entry: AuditEntry): Promise<AuditRow> {
-  return db.transaction(async (tx) => {
-    await tx.execute(sql`select pg_advisory_xact_lock(${AUDIT_CHAIN_LOCK})`);
-    const [last] = await tx.select({ hash: auditLog.hash }).from(auditLog).orderBy(desc(auditLog.seq)).limit(1);
+  return isTransaction(db) ? appendInTransaction(db, entry) : db.transaction((tx) => appendInTransaction(tx, entry));
+}
+
+/**
+ * The chain's last hash as this process last wrote it. A guess that saves the read of the tip under the lock; the
+ * insert checks it against the table, so a stale guess (another process wrote since, or a rollback) only costs the read.
+ */
+let knownTip: string | null = null;
+
+async function appendInTransaction(tx: Db, entry: AuditEntry): Promise<AuditRow> {
+  await tx.execute(sql`select pg_advisory_xact_lock(${AUDIT_CHAIN_LOCK})`);
+  // statements after the lock see every row committed before it: the tip read here is the chain's tip
+  const rowAfter = (prevHash: string) => {
     const row = {
       id: newId('aud'),
       teamId: entry.teamId,
@@ -46,11 +59,29 @@ export async function appendAudit(db: Db, entry: AuditEntry): Promise<AuditRow> 
       traceId: entry.traceId !== undefined ? entry.traceId : activeTraceId(),
       data: entry.data ?? {},
       createdAt: new Date(),
-      prevHash: last?.hash ?? GENESIS_HASH,
+      prevHash,
     };
-    const [inserted] = await tx.insert(auditLog).values({ ...row, hash: hashRow(row) }).returning();
-    return inserted as AuditRow;
-  });
+    return { ...row, hash: hashRow(row) };
+  };
+  if (knownTip) {
+    const row = rowAfter(knownTip);
+    const [written] = rowsOf<{ seq: number }>(
+      await tx.execute(sql`
+        insert into audit_log (id, team_id, actor_key_id, actor_role, action, target, decision, reason, request_id, trace_id, data, created_at, prev_hash, hash)
+        select ${row.id}, ${row.teamId}, ${row.actorKeyId}, ${row.actorRole}, ${row.action}, ${row.target}, ${row.decision}, ${row.reason}, ${row.requestId}, ${row.traceId},
+          ${JSON.stringify(row.data)}::jsonb, ${row.createdAt.toISOString()}::timestamptz, ${row.prevHash}, ${row.hash}
+        where (select hash from audit_log order by seq desc limit 1) = ${row.prevHash}
+        returning seq`),
+    );
+    if (written) {
+      knownTip = row.hash;
+      return { ...row, seq: Number(written.seq) };
+    }
+  }
+  const [last] = await tx.select({ hash: auditLog.hash }).from(auditLog).orderBy(desc(auditLog.seq)).limit(1);
+  const [inserted] = await tx.insert(auditLog).values(rowAfter(last?.hash ?? GENESIS_HASH)).returning();
+  knownTip = inserted!.hash;
+  return inserted as AuditRow;
 }
 
 export function hashRow(row: Omit<AuditRow, 'seq' | 'hash'>): string {

@@ -46,6 +46,32 @@ export async function effectivePolicyFor(db: Db, params: { teamId: string; agent
   return { policy: composePolicy(team.rules, agentPolicy), revision: team.revision };
 }
 
+/**
+ * `effectivePolicyFor` on the hot path of every tool decision: one indexed read of the team's revision and the agent's
+ * current version, and the composed policy from memory when both are unchanged. That is safe because neither can
+ * change without moving: team rules are only written with a revision bump, and an agent version is never edited.
+ */
+const composedPolicies = new Map<string, { policy: ToolPolicy; revision: number }>();
+const COMPOSED_POLICIES_MAX = 10_000;
+
+export async function livePolicyFor(db: Db, params: { teamId: string; agentId: string }): Promise<{ policy: ToolPolicy; revision: number }> {
+  const [head] = await db
+    .select({ revision: teams.policyRevision, version: agents.currentVersion })
+    .from(teams)
+    .leftJoin(agents, and(eq(agents.id, params.agentId), eq(agents.teamId, teams.id)))
+    .where(eq(teams.id, params.teamId));
+  const key = `${params.teamId}/${params.agentId}@${head?.revision ?? 0}/${head?.version ?? 0}`;
+  const cached = composedPolicies.get(key);
+  if (cached) return cached;
+  const live = await effectivePolicyFor(db, params);
+  // a newer read can only repeat this one, so a racing read of another revision is not cached under this key
+  if (live.revision === (head?.revision ?? 0)) {
+    if (composedPolicies.size >= COMPOSED_POLICIES_MAX) composedPolicies.clear();
+    composedPolicies.set(key, live);
+  }
+  return live;
+}
+
 /** Sessions whose workflow may still be running, for pushing a policy change to them. */
 export async function liveSessions(db: Db, params: { teamId: string; agentId?: string }) {
   const where = [eq(sessions.teamId, params.teamId), ne(sessions.status, 'terminated')];

@@ -45,6 +45,11 @@ export interface SessionFilter {
 
 /** Newest first, paged by id (ulids sort by creation time). */
 export async function listSessions(db: Db, filter: SessionFilter): Promise<SessionRow[]> {
+  return listSessionsQuery(db, filter);
+}
+
+/** The fleet query itself, not yet run: bench/scale.ts explains exactly what listSessions sends. */
+export function listSessionsQuery(db: Db, filter: SessionFilter) {
   const where: SQL[] = [eq(sessions.teamId, filter.teamId)];
   if (filter.agentId) where.push(eq(sessions.agentId, filter.agentId));
   if (filter.runtime) where.push(eq(sessions.runtime, filter.runtime));

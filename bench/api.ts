@@ -1,0 +1,126 @@
+/**
+ * API latency and throughput under load: one session (`GET /v1/sessions/{id}`), the fleet list (`GET /v1/sessions`,
+ * default page of 20) over N sessions, and session start (`POST /v1/sessions`), driven by autocannon.
+ *
+ *   npx tsx bench/api.ts [--sessions 2000] [--duration 3] [--connections 10]
+ *   full size: npx tsx bench/api.ts --sessions 10000 --duration 10 --connections 10
+ *
+ * The sessions the reads see are seeded with bulk inserts (bench/support.ts seedSessions): rows as the API writes
+ * them, with no Temporal workflow behind them; the reads touch only the database. `POST /v1/sessions` is the real
+ * thing: the plan, the row, the audit entry and a Temporal workflow start. No worker runs, so the started workflows
+ * wait in Temporal for their first task; the figure is the API's, not a turn's.
+ *
+ * Baseline, in the same process on the same @hono/node-server: a bare Hono handler that answers each read path
+ * with the exact bytes the real route answered (no key check, no validation, no query). The ratio is what the real
+ * route costs over HTTP + JSON alone. The load generator (autocannon) runs as its own process
+ * (bench/processes/load-generator.ts), so it does not share the servers' event loop; on 2 cores it still shares the
+ * CPUs with them, Postgres and Temporal.
+ */
+import { spawn } from 'node:child_process';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { serve, type ServerType } from '@hono/node-server';
+import type autocannon from 'autocannon';
+import { sql } from 'drizzle-orm';
+import { Hono } from 'hono';
+import type { LoadOrder, LoadReport } from './processes/load-generator';
+import { flags, ms, printMachine, printTable, seedSessions, startPlatform, summarize } from './support';
+
+const opts = flags({ sessions: 2000, duration: 3, connections: 10 });
+printMachine(`api: latency and throughput (${opts.sessions} seeded sessions, ${opts.duration} s per run, ${opts.connections} connections)`);
+
+const platform = await startPlatform({}, { worker: false });
+const { stack } = platform;
+const auth = { authorization: `Bearer ${stack.adminKey}` };
+
+const agent = await stack.call('POST', '/v1/agents', { name: 'bench api', model: 'scripted', runtime: { type: 'scripted', config: {} }, tool_policy: { rules: [], default: 'allow' } });
+if (agent.status !== 200) throw new Error(`agent: ${JSON.stringify(agent.body)}`);
+
+const seedStarted = Date.now();
+const ids = await seedSessions(stack.db.db, { teamId: stack.teamId, count: opts.sessions });
+await stack.db.db.execute(sql`analyze sessions`);
+console.log(`seeded ${ids.length} sessions in ${Date.now() - seedStarted} ms (bulk insert, no workflows)`);
+
+// 100 different sessions, cycled through by every connection: the reads are not all one row
+const onePaths = Array.from({ length: 100 }, (_, i) => `/v1/sessions/${ids[Math.floor((i * ids.length) / 100)]}`);
+const listPath = '/v1/sessions';
+
+/** the real route's answer, byte for byte, for the bare baseline to send back */
+async function realAnswer(path: string): Promise<{ body: string; contentType: string }> {
+  const res = await fetch(`${stack.url}${path}`, { headers: auth });
+  if (res.status !== 200) throw new Error(`${path}: ${res.status} ${await res.text()}`);
+  return { body: await res.text(), contentType: res.headers.get('content-type') ?? 'application/json' };
+}
+const one = await realAnswer(onePaths[0]!);
+const list = await realAnswer(listPath);
+const listed = (JSON.parse(list.body) as { data: unknown[] }).data.length;
+
+const bare = new Hono();
+bare.get('/v1/sessions/:id', (c) => c.body(one.body, 200, { 'content-type': one.contentType }));
+bare.get('/v1/sessions', (c) => c.body(list.body, 200, { 'content-type': list.contentType }));
+const bareServer: ServerType = await new Promise((resolve) => {
+  const s = serve({ fetch: bare.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
+});
+const bareUrl = `http://127.0.0.1:${(bareServer.address() as AddressInfo).port}`;
+
+const generator = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./processes/load-generator.ts', import.meta.url))], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+
+interface Load {
+  p50: number;
+  p99: number;
+  rps: number;
+  requests: number;
+}
+
+/** One autocannon run; every answer must be a 200 (a benchmark of errors measures nothing). */
+async function load(url: string, requests: autocannon.Request[], duration = opts.duration): Promise<Load> {
+  const order: LoadOrder = { url, requests, connections: opts.connections, duration };
+  const report = await new Promise<LoadReport | { error: string }>((resolve, reject) => {
+    generator.once('message', (m) => resolve(m as LoadReport | { error: string }));
+    generator.once('exit', (code) => reject(new Error(`the load generator exited (${code})`)));
+    generator.send(order);
+  });
+  generator.removeAllListeners('exit');
+  if ('error' in report) throw new Error(`load generator: ${report.error}`);
+  if (report.errors > 0 || report.non2xx > 0) throw new Error(`${url}${requests[0]?.path}: ${report.errors} errors, ${report.non2xx} non-2xx answers`);
+  const latency = summarize(report.samples);
+  return { p50: latency.p50, p99: latency.p99, rps: report.rps, requests: report.requests };
+}
+
+const gets = (paths: string[]): autocannon.Request[] => paths.map((path) => ({ method: 'GET', path, headers: auth }));
+const start: autocannon.Request[] = [{ method: 'POST', path: '/v1/sessions', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ agent: agent.body.id }) }];
+
+// one short warm-up of each path (JIT, connection pools, Postgres' caches)
+for (const [url, requests] of [[stack.url, gets(onePaths)], [bareUrl, gets(onePaths)], [stack.url, gets([listPath])], [bareUrl, gets([listPath])], [stack.url, start]] as const) {
+  await load(url, [...requests], 1);
+}
+
+const getOne = { real: await load(stack.url, gets(onePaths)), bare: await load(bareUrl, gets(onePaths)) };
+const getList = { real: await load(stack.url, gets([listPath])), bare: await load(bareUrl, gets([listPath])) };
+const post = await load(stack.url, start);
+
+const rps = (x: number) => x.toFixed(0);
+printTable(
+  ['request', 'body', 'p50', 'p99', 'req/s', 'requests', 'bare p50', 'bare p99', 'bare req/s', 'p50 ratio', 'req/s ratio'],
+  [
+    ...([['GET /v1/sessions/{id}', one.body, getOne], [`GET /v1/sessions (${listed} of ${opts.sessions})`, list.body, getList]] as const).map(([name, body, { real, bare: b }]) => [
+      name,
+      `${Buffer.byteLength(body)} B`,
+      ms(real.p50),
+      ms(real.p99),
+      rps(real.rps),
+      real.requests,
+      ms(b.p50),
+      ms(b.p99),
+      rps(b.rps),
+      (real.p50 / b.p50).toFixed(2),
+      (b.rps / real.rps).toFixed(2),
+    ]),
+    ['POST /v1/sessions (row + workflow start)', '', ms(post.p50), ms(post.p99), rps(post.rps), post.requests, '', '', '', '', ''],
+  ],
+);
+console.log('ratios: p50 ratio = agentplane p50 / bare p50; req/s ratio = bare req/s / agentplane req/s (how many times more the bare handler serves)');
+
+generator.kill();
+await new Promise((resolve) => bareServer.close(resolve));
+await platform.stop();
