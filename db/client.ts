@@ -32,7 +32,11 @@ async function openPostgres(url: string): Promise<Database> {
   // bigint sums come back as strings by default; our amounts fit in a double (micro-dollars)
   pg.types.setTypeParser(20, (value) => Number(value));
   const pool = new pg.Pool({ connectionString: url, max: 10 });
-  pool.on('error', () => undefined); // an idle client lost (e.g. Postgres restart) must not crash the process
+  // A connection lost to a Postgres restart must not crash the process. The pool listens on idle clients only; a
+  // client lent out (a transaction between two queries) emits 'error' with nobody listening, which throws. The
+  // query or transaction using it still fails, and the pool drops the client when it is released.
+  pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
   const db = drizzle(pool, { schema }) as unknown as Db;
   return { db, kind: 'postgres', close: () => pool.end() };
 }

@@ -45,7 +45,13 @@ export function parseScript(text: string): Step[] {
 
 export interface ScriptedAdapterOptions {
   /** counts how often each turn's prompt was "sent to the model", so tests can prove nothing was sent twice */
-  onPromptSent?: (messageId: string) => void;
+  onPromptSent?: (messageId: string, text: string) => void;
+  /**
+   * Whether the prompt of `messageId` was sent: the runtime's own memory of what it received, which a real runtime's
+   * server keeps and this in-process one does not. With it, a turn whose worker died after recording the prompt and
+   * before sending it sends it on retry (exactly once); without it, a recorded prompt counts as sent (at most once).
+   */
+  wasPromptSent?: (messageId: string) => boolean;
 }
 
 interface ScriptState extends Record<string, unknown> {
@@ -72,7 +78,10 @@ export function createScriptedAdapter(options: ScriptedAdapterOptions = {}): Run
         // record what is about to be sent before "sending" it: a retry finds it and does not send again
         state = { turnId: input.turnId, text: input.text, next: 0, waiting: null };
         await sink.checkpoint(state);
-        options.onPromptSent?.(input.messageId);
+        options.onPromptSent?.(input.messageId, input.text);
+      } else if (input.kind === 'message' && options.wasPromptSent && !options.wasPromptSent(input.messageId)) {
+        // recorded, and the worker died before sending it: a reattaching adapter asks its runtime the same question
+        options.onPromptSent?.(input.messageId, input.text);
       }
       return run(state, input, sink);
     },

@@ -30,6 +30,8 @@ const env = parseEnv({
   OPENCODE_BIN: z.string().optional(),
   /** a workflow bundle written by `npm run build` (dist/workflow-bundle.js): the worker starts without bundling */
   AGENTPLANE_WORKFLOW_BUNDLE: z.string().optional(),
+  /** the scripted runtime (tests, benchmarks) logs each prompt it sends to this file: `bench/chaos.ts` counts them */
+  AGENTPLANE_SCRIPTED_PROMPT_LOG: z.string().optional(),
   AGENTPLANE_LOG_LEVEL: z.enum(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR']).default('INFO'),
 });
 
@@ -51,11 +53,12 @@ const worker = await createSessionWorker({
   deps: {
     db: database.db,
     vault,
-    runtimes: buildRuntimes(env.AGENTPLANE_RUNTIMES, {
+    runtimes: await buildRuntimes(env.AGENTPLANE_RUNTIMES, {
       dataDir,
       opencodeBin: env.OPENCODE_BIN,
       acpAgents: env.AGENTPLANE_ACP_AGENTS,
       openclaw: { nodeBin: env.AGENTPLANE_NODE24_BIN, openclawBin: env.AGENTPLANE_OPENCLAW_BIN },
+      scriptedPromptLog: env.AGENTPLANE_SCRIPTED_PROMPT_LOG,
     }),
     dataDir,
     publicUrl: env.AGENTPLANE_PUBLIC_URL,

@@ -1,35 +1,50 @@
-import { RUNTIME_KINDS } from '../governance/types';
-import { createAcpAdapter, type AcpAgentSpec } from '../runtimes/acp.adapter';
-import { createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
-import { createCursorAdapter } from '../runtimes/cursor.adapter';
-import { createDeepAgentsAdapter } from '../runtimes/deepagents.adapter';
-import { createHermesAdapter } from '../runtimes/hermes.adapter';
-import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
-import { createOpenClawAdapter } from '../runtimes/openclaw.adapter';
-import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
-import type { RuntimeRegistry } from '../runtimes/runtime-adapter';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { appendFileSync, readFileSync } from 'node:fs';
+import { RUNTIME_KINDS, type RuntimeKind } from '../governance/types';
+import type { AcpAgentSpec } from '../runtimes/acp.adapter';
+import type { RuntimeAdapter, RuntimeRegistry } from '../runtimes/runtime-adapter';
 
 export const RUNTIME_NAMES = RUNTIME_KINDS;
 
-export function buildRuntimes(
-  names: ReadonlyArray<(typeof RUNTIME_NAMES)[number]>,
-  opts: { dataDir: string; opencodeBin?: string; acpAgents?: Record<string, AcpAgentSpec>; openclaw?: { nodeBin: string; openclawBin: string } },
-): RuntimeRegistry {
+export interface RuntimeOptions {
+  dataDir: string;
+  opencodeBin?: string;
+  acpAgents?: Record<string, AcpAgentSpec>;
+  openclaw?: { nodeBin: string; openclawBin: string };
+  /** the scripted runtime appends one JSON line per prompt it "sends" here (chaos runs count them across worker processes) */
+  scriptedPromptLog?: string;
+}
+
+/**
+ * Each adapter module is imported only when the worker runs that runtime: the SDKs behind them (LangChain, the
+ * Claude Agent SDK, ...) take seconds to load, and a replacement worker should start polling as soon as it can.
+ */
+const LOADERS: Record<RuntimeKind, (opts: RuntimeOptions) => Promise<RuntimeAdapter>> = {
+  opencode: async (o) => (await import('../runtimes/opencode.adapter')).createOpenCodeAdapter({ dataDir: o.dataDir, binaryPath: o.opencodeBin }),
+  'claude-code': async (o) => (await import('../runtimes/claude-code.adapter')).createClaudeCodeAdapter({ dataDir: o.dataDir }),
+  'managed-agents': async () => (await import('../runtimes/managed-agents.adapter')).createManagedAgentsAdapter(),
+  cursor: async () => (await import('../runtimes/cursor.adapter')).createCursorAdapter(),
+  deepagents: async (o) => (await import('../runtimes/deepagents.adapter')).createDeepAgentsAdapter({ dataDir: o.dataDir }),
+  hermes: async () => (await import('../runtimes/hermes.adapter')).createHermesAdapter(),
+  acp: async (o) => (await import('../runtimes/acp.adapter')).createAcpAdapter({ dataDir: o.dataDir, opencodeBin: o.opencodeBin, agents: o.acpAgents }),
+  openclaw: async (o) => {
+    if (!o.openclaw) throw new Error('the openclaw runtime needs the Node 24 and openclaw binaries (AGENTPLANE_NODE24_BIN, AGENTPLANE_OPENCLAW_BIN)');
+    return (await import('../runtimes/openclaw.adapter')).createOpenClawAdapter(o.openclaw);
+  },
+  scripted: async (o) => {
+    const { createScriptedAdapter } = await import('../runtimes/scripted.adapter');
+    const log = o.scriptedPromptLog;
+    if (!log) return createScriptedAdapter();
+    // one short line per write with O_APPEND: lines from successive worker processes never interleave. The file is
+    // the runtime's memory of what it received, so a retried turn can ask it whether its prompt got through.
+    return createScriptedAdapter({
+      onPromptSent: (messageId, text) => appendFileSync(log, `${JSON.stringify({ messageId, text })}\n`),
+      wasPromptSent: (messageId) => readFileSync(log, 'utf8').includes(`{"messageId":${JSON.stringify(messageId)},`),
+    });
+  },
+};
+
+export async function buildRuntimes(names: ReadonlyArray<RuntimeKind>, opts: RuntimeOptions): Promise<RuntimeRegistry> {
   const registry: RuntimeRegistry = {};
-  for (const name of names) {
-    if (name === 'opencode') registry.opencode = createOpenCodeAdapter({ dataDir: opts.dataDir, binaryPath: opts.opencodeBin });
-    if (name === 'claude-code') registry['claude-code'] = createClaudeCodeAdapter({ dataDir: opts.dataDir });
-    if (name === 'scripted') registry.scripted = createScriptedAdapter();
-    if (name === 'managed-agents') registry['managed-agents'] = createManagedAgentsAdapter();
-    if (name === 'cursor') registry.cursor = createCursorAdapter();
-    if (name === 'deepagents') registry.deepagents = createDeepAgentsAdapter({ dataDir: opts.dataDir });
-    if (name === 'acp') registry.acp = createAcpAdapter({ dataDir: opts.dataDir, opencodeBin: opts.opencodeBin, agents: opts.acpAgents });
-    if (name === 'hermes') registry.hermes = createHermesAdapter();
-    if (name === 'openclaw') {
-      if (!opts.openclaw) throw new Error('the openclaw runtime needs the Node 24 and openclaw binaries (AGENTPLANE_NODE24_BIN, AGENTPLANE_OPENCLAW_BIN)');
-      registry.openclaw = createOpenClawAdapter(opts.openclaw);
-    }
-  }
+  for (const name of names) registry[name] = await LOADERS[name](opts);
   return registry;
 }

@@ -1,5 +1,6 @@
 /**
- * The worker as its own OS process (`tsx worker/main.ts`), so a test can SIGKILL it like a crashed pod.
+ * The worker (`worker/main.ts`) and the API (`api/main.ts`) as their own OS processes, so a test can SIGKILL them
+ * like a crashed pod.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -7,38 +8,57 @@ import type { Stack } from './stack';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 
-export interface WorkerProcess {
+export interface ServiceProcess {
   child: ChildProcess;
   output(): string;
   kill(): Promise<void>;
   stop(): Promise<void>;
 }
+export type WorkerProcess = ServiceProcess;
+
+/** What a worker or API process needs to join a platform: a test's Stack has it, so does a chaos run's. */
+export type PlatformTarget = Pick<Stack, 'temporalAddress' | 'taskQueue' | 'databaseUrl' | 'masterKey' | 'dataDir'>;
+
+function platformEnv(target: PlatformTarget): Record<string, string> {
+  return {
+    TEMPORAL_ADDRESS: target.temporalAddress,
+    AGENTPLANE_TASK_QUEUE: target.taskQueue,
+    DATABASE_URL: target.databaseUrl,
+    AGENTPLANE_MASTER_KEY: target.masterKey,
+    AGENTPLANE_DATA_DIR: target.dataDir,
+  };
+}
 
 /** `startTimeoutMs`: how long the process may take to bundle the workflows and start polling (default 120 s) */
-export async function spawnWorker(stack: Stack, env: Record<string, string> = {}, startTimeoutMs = 120_000): Promise<WorkerProcess> {
-  const child = spawn(`${REPO}/node_modules/.bin/tsx`, ['worker/main.ts'], {
+export async function spawnWorker(target: PlatformTarget, env: Record<string, string> = {}, startTimeoutMs = 120_000): Promise<WorkerProcess> {
+  return spawnService('worker/main.ts', { ...platformEnv(target), AGENTPLANE_RUNTIMES: 'opencode,scripted', ...env }, 'worker started', startTimeoutMs);
+}
+
+/** The API on 127.0.0.1:`port` (keep the port across restarts so clients find it again). */
+export async function spawnApi(target: PlatformTarget, port: number, env: Record<string, string> = {}, startTimeoutMs = 120_000): Promise<ServiceProcess> {
+  return spawnService('api/main.ts', { ...platformEnv(target), PORT: String(port), HOST: '127.0.0.1', ...env }, 'api listening', startTimeoutMs);
+}
+
+async function spawnService(entry: string, env: Record<string, string>, readyText: string, startTimeoutMs: number): Promise<ServiceProcess> {
+  // node with tsx's loader, not the `tsx` command: that one runs the code in a child process of its own, so a
+  // SIGKILL would kill only the wrapper and leave the real worker (or API) running, orphaned
+  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
     cwd: REPO,
-    env: {
-      ...process.env,
-      TEMPORAL_ADDRESS: stack.temporalAddress,
-      AGENTPLANE_TASK_QUEUE: stack.taskQueue,
-      DATABASE_URL: stack.databaseUrl,
-      AGENTPLANE_MASTER_KEY: stack.masterKey,
-      AGENTPLANE_DATA_DIR: stack.dataDir,
-      AGENTPLANE_RUNTIMES: 'opencode,scripted',
-      ...env,
-    },
+    env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-  const deadline = Date.now() + startTimeoutMs;
-  while (!out.includes('worker started')) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`worker did not start:\n${out}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const deadline = Date.now() + startTimeoutMs;
+  while (!out.includes(readyText)) {
+    if (child.exitCode !== null || child.signalCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`${entry} did not start:\n${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
   return {
     child,
     output: () => out,
