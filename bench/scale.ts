@@ -25,10 +25,11 @@ import { fileURLToPath } from 'node:url';
 import { sql } from 'drizzle-orm';
 import pg from 'pg';
 import { listSessions, listSessionsQuery, type SessionFilter } from '../db/queries/sessions';
+import { DEFAULT_CACHED_SESSIONS } from '../worker/create-worker';
 import type { ScaleWorkerLimits, ScaleWorkerMemory, ScaleWorkerStatus } from './processes/scale-worker';
 import { flags, ms, printMachine, printTable, seedSessions, startPlatform, summarize } from './support';
 
-const opts = flags({ idle: 200, active: 50, 'turn-ms': 500, fleet: 10_000, 'created-index': 0 });
+const opts = flags({ idle: 200, active: 50, 'turn-ms': 500, fleet: 10_000, 'created-index': 0, cache: 0 });
 const idleLevels = [1, 2, 3, 4].map((q) => Math.round((opts.idle * q) / 4));
 const activeLevels = [1, 10, 50, 100, 200, 400, 800].filter((k) => k <= opts.active);
 const fleetSizes = [1_000, 10_000, 100_000, 1_000_000].filter((n) => n <= opts.fleet);
@@ -55,10 +56,17 @@ function ask<T>(message: unknown): Promise<T> {
   });
 }
 const { limits } = await ask<{ limits: ScaleWorkerLimits }>({
-  start: { temporalAddress: stack.temporalAddress, taskQueue: stack.taskQueue, databaseUrl: stack.databaseUrl, masterKey: stack.masterKey },
+  start: {
+    temporalAddress: stack.temporalAddress,
+    taskQueue: stack.taskQueue,
+    databaseUrl: stack.databaseUrl,
+    masterKey: stack.masterKey,
+    // every idle session stays cached, so its memory is measured (the worker's default, 500, is set for production)
+    maxCachedWorkflows: opts.cache || Math.max(opts.idle + 10, DEFAULT_CACHED_SESSIONS),
+  },
 });
 console.log(
-  `worker limits: max cached workflows ${limits.maxCachedWorkflows} (Temporal's default for a ${limits.heapLimitMiB} MiB heap), ` +
+  `worker limits: max cached workflows ${limits.maxCachedWorkflows} (--cache; worker default ${DEFAULT_CACHED_SESSIONS}; heap limit ${limits.heapLimitMiB} MiB), ` +
     `workflow task slots ${limits.maxConcurrentWorkflowTaskExecutions}, activity slots ${limits.maxConcurrentActivityTaskExecutions} (worker/create-worker.ts)`,
 );
 

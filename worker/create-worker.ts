@@ -15,6 +15,14 @@ export function bundleWorkflows(): Promise<WorkflowBundleWithSourceMap> {
   return bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, workflowInterceptorModules: [WORKFLOW_INTERCEPTORS_PATH], logger: quietBundlerLogger });
 }
 
+/**
+ * Sessions a worker keeps in memory between turns. The SDK's default follows the heap limit (2,310 at Node's 4 GiB),
+ * which at ~1.5–2 MiB of RSS per cached session is more memory than that heap, and `bench/scale.ts` saw turns slow
+ * down as the cache grew past a few hundred (docs/performance.md, "Scale"). A session outside the cache is not lost:
+ * its next turn replays it from history first.
+ */
+export const DEFAULT_CACHED_SESSIONS = 500;
+
 export interface SessionWorkerOptions {
   connection: NativeConnection;
   namespace: string;
@@ -23,6 +31,8 @@ export interface SessionWorkerOptions {
   /** a bundle built by bundleWorkflows() (in memory, or written to a file: `{ codePath }`) */
   workflowBundle?: WorkflowBundleOption;
   maxConcurrentActivityTaskExecutions?: number;
+  /** sessions whose workflow stays in memory between turns (default DEFAULT_CACHED_SESSIONS) */
+  maxCachedWorkflows?: number;
   /** spans for activities and the workflow sandbox's exporter; null or absent: tracing off */
   tracing?: Tracing | null;
 }
@@ -39,6 +49,7 @@ export async function createSessionWorker(opts: SessionWorkerOptions): Promise<W
     interceptors: { activity: process.env.NOI ? [] : tracing.activityInterceptors, ...(opts.workflowBundle || process.env.NOI ? {} : { workflowModules: [WORKFLOW_INTERCEPTORS_PATH] }) },
     sinks: tracing.sinks,
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivityTaskExecutions ?? 200,
+    maxCachedWorkflows: opts.maxCachedWorkflows ?? DEFAULT_CACHED_SESSIONS,
     // a killed worker's turns move to another worker after the heartbeat timeout; give cancellations time to land
     shutdownGraceTime: '10 seconds',
     // an interrupt reaches a running turn with the next heartbeat the server sees: send them at most 1 s apart

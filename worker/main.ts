@@ -11,7 +11,7 @@ import { createJsonLog, fromTemporalEntry } from '../observability/logger';
 import { createWorkerMetrics, serveMetrics } from '../observability/metrics';
 import { startTracing } from '../observability/tracing';
 import { buildRuntimes, RUNTIME_NAMES } from './runtimes';
-import { createSessionWorker } from './create-worker';
+import { createSessionWorker, DEFAULT_CACHED_SESSIONS } from './create-worker';
 import { createNotifier } from './notifier';
 
 const env = parseEnv({
@@ -33,6 +33,8 @@ const env = parseEnv({
   /** the scripted runtime (tests, benchmarks) logs each prompt it sends to this file: `bench/chaos.ts` counts them */
   AGENTPLANE_SCRIPTED_PROMPT_LOG: z.string().optional(),
   AGENTPLANE_LOG_LEVEL: z.enum(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR']).default('INFO'),
+  /** sessions kept in memory between turns (~1.5–2 MiB each); the others replay from history on their next message */
+  AGENTPLANE_WORKER_CACHED_SESSIONS: z.coerce.number().int().min(0).default(DEFAULT_CACHED_SESSIONS),
 });
 
 const tracing = env.OTEL_EXPORTER_OTLP_ENDPOINT ? startTracing({ endpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: env.OTEL_SERVICE_NAME ?? 'agentplane-worker' }) : null;
@@ -49,6 +51,7 @@ const worker = await createSessionWorker({
   connection,
   namespace: env.TEMPORAL_NAMESPACE,
   taskQueue: env.AGENTPLANE_TASK_QUEUE,
+  maxCachedWorkflows: env.AGENTPLANE_WORKER_CACHED_SESSIONS,
   ...(env.AGENTPLANE_WORKFLOW_BUNDLE ? { workflowBundle: { codePath: resolve(env.AGENTPLANE_WORKFLOW_BUNDLE) } } : {}),
   deps: {
     db: database.db,

@@ -17,6 +17,8 @@ import { createSessionWorker } from '../../worker/create-worker';
 
 export interface ScaleWorkerConfig {
   temporalAddress: string;
+  /** the worker's session cache; the benchmark sets it above its idle sessions so that all of them are measured */
+  maxCachedWorkflows: number;
   taskQueue: string;
   databaseUrl: string;
   masterKey: string;
@@ -56,6 +58,7 @@ process.once('message', async (message: { start: ScaleWorkerConfig }) => {
     connection,
     namespace: 'default',
     taskQueue: config.taskQueue,
+    maxCachedWorkflows: config.maxCachedWorkflows,
     deps: { db: database.db, vault: createVault(config.masterKey), runtimes: { scripted: createScriptedAdapter() }, dataDir: tmpdir() },
   });
   const running = worker.run();
