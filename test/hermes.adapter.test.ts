@@ -11,13 +11,13 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_PRICES, priceUsageMicros } from '../governance/pricing';
-import type { AgentSnapshot } from '../governance/types';
 import { HERMES_CAPABILITIES, createHermesAdapter, hermesTool } from '../runtimes/hermes.adapter';
 import type { PermissionRequest, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput } from '../runtimes/runtime-adapter';
 import { ensureHermes, startHermes, type HermesServer } from './support/hermes-server';
 import { MemorySink } from './support/memory-sink';
 import { createGate, startScriptedModel, type ScriptedModel } from './support/scripted-model';
 import { eventually } from './support/stack';
+import { testAgent } from './support/test-agent';
 
 const installed = ensureHermes();
 if ('error' in installed) console.error(`\n!!! Hermes adapter tests SKIPPED: ${installed.error}\n`);
@@ -68,7 +68,7 @@ describe('the hermes adapter against a Runs API that numbers its events', () => 
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
     try {
       const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-      const agent = { model: 'claude-sonnet-4-5', modelProvider: { baseUrl: url, credentialId: 'cred_1' }, toolPolicy: { rules: [], default: 'allow' }, system: null } as unknown as AgentSnapshot;
+      const agent = testAgent({ runtime: { type: 'hermes', config: {} }, model: 'claude-sonnet-4-5', modelProvider: { baseUrl: url, credentialId: 'cred_1' } });
       const ctx: TurnContext = { sessionId: 'sesn_numbered', agent, workdir: '/tmp', secrets: { modelApiKey: 'hermes-stub-key-0123456789' } };
       const first = createHermesAdapter({ pollMs: 100, settleMs: 200, reconnectMs: 10 });
       const ref = await first.open(ctx, null);
@@ -116,21 +116,7 @@ describe.skipIf('error' in installed)('the hermes adapter against a real Hermes 
   }, 60_000);
 
   function context(sessionId: string, key = hermes.apiKey): TurnContext {
-    const agent: AgentSnapshot = {
-      agentId: 'agent_local',
-      version: 1,
-      teamId: 'team_1',
-      name: 'hermes worker',
-      runtime: { type: 'hermes', config: {} },
-      model: 'claude-sonnet-4-5',
-      modelProvider: { baseUrl: hermes.url, credentialId: 'cred_1' },
-      system: null,
-      toolPolicy: { rules: [], default: 'allow' },
-      budget: {},
-      approvalTimeoutSeconds: 60,
-      idleTimeoutSeconds: 600,
-      separationOfDuties: false,
-    };
+    const agent = testAgent({ runtime: { type: 'hermes', config: {} }, model: 'claude-sonnet-4-5', modelProvider: { baseUrl: hermes.url, credentialId: 'cred_1' } });
     return { sessionId, agent, workdir: hermes.home, secrets: { modelApiKey: key } };
   }
 
@@ -335,12 +321,12 @@ describe.skipIf('error' in installed)('the hermes adapter against a Hermes serve
     const junk = join(hermes.home, 'junk');
     const listed = join(hermes.home, 'listed.txt');
     model.setScript([{ match: 'ungated tools', steps: [{ tool: 'terminal', input: { command: `ls > ${listed}` } }, { tool: 'terminal', input: { command: `rm -rf ${junk}` } }, { text: 'ungated done' }] }]);
-    const agent = {
+    const agent = testAgent({
+      runtime: { type: 'hermes', config: {} },
       model: 'claude-sonnet-4-5',
       modelProvider: { baseUrl: hermes.url, credentialId: 'cred_1' },
       toolPolicy: { rules: [{ tool: 'bash', pattern: 'rm *', action: 'deny' }, { tool: 'bash', action: 'ask' }], default: 'allow' },
-      system: null,
-    } as unknown as AgentSnapshot;
+    });
     const ctx: TurnContext = { sessionId: 'sesn_hermes_ungated', agent, workdir: hermes.home, secrets: { modelApiKey: hermes.apiKey } };
     const adapter = createHermesAdapter({ pollMs: 200, settleMs: 1000 });
     const ref = await adapter.open(ctx, null);
