@@ -6,6 +6,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
+import { expectDenyAskAllow } from './support/conformance';
 import { readFilesUnder } from './support/files';
 import { startScriptedModel, type ScriptedModel } from './support/scripted-model';
 import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
@@ -61,18 +62,7 @@ describe('Claude Code through the whole stack', () => {
     await eventually(async () => ((await eventsOf(stack, id)).some((e) => e.type === 'agent.message') ? true : undefined), { timeoutMs: 10_000 });
 
     const events = await eventsOf(stack, id);
-    const uses = events.filter((e) => e.type === 'agent.tool_use');
-    expect(uses.map((u) => [u.name, u.evaluated_permission])).toEqual([
-      ['bash', 'deny'],
-      ['write', 'ask'],
-      ['read', 'allow'],
-    ]);
-    const results = events.filter((e) => e.type === 'agent.tool_result');
-    expect(results.map((r) => [r.tool_use_id, r.is_error])).toEqual([
-      [uses[0].id, true],
-      [uses[1].id, false],
-      [uses[2].id, false],
-    ]);
+    const results = expectDenyAskAllow(events);
     expect(JSON.stringify(results[2].content)).toContain('written by claude');
     expect(events.filter((e) => e.type === 'agent.message').at(-1)?.content[0].text).toContain('written by claude');
     expect(events.some((e) => e.type === 'span.model_request_end')).toBe(true);

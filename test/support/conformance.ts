@@ -70,6 +70,26 @@ interface RuntimeCase {
   startMs?: number;
 }
 
+/**
+ * The outcome of the conformance policy (deny bash, ask write, allow the rest) on a turn that calls bash, write and
+ * read: the three decisions in order, and the denied call's result is an error. Returns the results for more checks.
+ */
+export function expectDenyAskAllow(events: any[]) {
+  const uses = events.filter((e) => e.type === 'agent.tool_use');
+  expect(uses.map((u): [string, string] => [u.name, u.evaluated_permission])).toEqual([
+    ['bash', 'deny'],
+    ['write', 'ask'],
+    ['read', 'allow'],
+  ]);
+  const results = events.filter((e) => e.type === 'agent.tool_result');
+  expect(results.map((r) => [r.tool_use_id, r.is_error])).toEqual([
+    [uses[0].id, true],
+    [uses[1].id, false],
+    [uses[2].id, false],
+  ]);
+  return results;
+}
+
 const POLICY = { rules: [{ tool: 'bash', action: 'deny' }, { tool: 'write', action: 'ask' }], default: 'allow' };
 /** for runtimes without approvals the API refuses an `ask`: the same policy without it */
 const POLICY_WITHOUT_ASK = { rules: [{ tool: 'bash', action: 'deny' }], default: 'allow' };
@@ -381,20 +401,7 @@ function describeRuntime(rt: RuntimeCase): void {
       await waitForStatus(env.stack, sessionId, 'idle', 'end_turn', 90_000);
       await eventually(async () => ((await eventsOf(env.stack, sessionId)).slice(before).some((e) => e.type === 'agent.message') ? true : undefined), { timeoutMs: 10_000 });
 
-      const events = (await eventsOf(env.stack, sessionId)).slice(before);
-      const uses = events.filter((e) => e.type === 'agent.tool_use');
-      const sequence = uses.map((u): [string, string] => [u.name, u.evaluated_permission]);
-      expect(sequence).toEqual([
-        ['bash', 'deny'],
-        ['write', 'ask'],
-        ['read', 'allow'],
-      ]);
-      const results = events.filter((e) => e.type === 'agent.tool_result');
-      expect(results.map((r) => [r.tool_use_id, r.is_error])).toEqual([
-        [uses[0].id, true],
-        [uses[1].id, false],
-        [uses[2].id, false],
-      ]);
+      expectDenyAskAllow((await eventsOf(env.stack, sessionId)).slice(before));
     });
 
     it.runIf(caps.interrupt)('stops an in-flight turn on user.interrupt: idle with stop reason interrupted', { timeout: 120_000 }, async () => {
