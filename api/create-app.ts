@@ -5,6 +5,8 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { SpanKind, SpanStatusCode, type Span, type Tracer } from '@opentelemetry/api';
 import type { Client } from '@temporalio/client';
+import type { MiddlewareHandler } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
 import { HTTPException } from 'hono/http-exception';
 import { matchedRoutes } from 'hono/route';
 import type { Db } from '../db/client';
@@ -39,6 +41,8 @@ export interface AppDeps {
   taskQueue: string;
   /** what each runtime can do, as its adapter declares it */
   capabilities: Record<string, RuntimeCapabilities>;
+  /** the largest request body taken, in bytes (default 1 MiB); a larger one is refused with 413 before it is read */
+  maxBodyBytes?: number;
   /** how often the SSE stream looks for new events */
   streamPollMs?: number;
   /** structured log lines (one object per request and per unhandled error); silent when absent */
@@ -50,6 +54,8 @@ export interface AppDeps {
 }
 
 export type App = OpenAPIHono<AppEnv>;
+
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 
 export function createApp(deps: AppDeps): App {
   const app: App = new OpenAPIHono<AppEnv>({
@@ -103,6 +109,19 @@ export function createApp(deps: AppDeps): App {
       }
     });
   });
+
+  const maxBodyBytes = deps.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  // first, so no later step reads more than this: a declared Content-Length over it is refused unread, and a chunked
+  // body is cut off as soon as it passes it
+  app.use(
+    '/v1/*',
+    bodyLimit({
+      maxSize: maxBodyBytes,
+      onError: () => {
+        throw new ApiError(413, 'request.too_large', `the request body is larger than ${maxBodyBytes} bytes`);
+      },
+    }),
+  );
 
   app.use('/v1/*', async (c, next) => {
     const header = c.req.header('authorization');
@@ -159,6 +178,19 @@ export function createApp(deps: AppDeps): App {
 function routeTemplate(c: Parameters<typeof matchedRoutes>[0]): string {
   const handler = matchedRoutes(c).findLast((r) => r.method !== 'ALL');
   return handler?.path ?? 'unmatched';
+}
+
+/**
+ * A route's permission, checked before its body, query or path is validated: a key that may not call the route learns
+ * nothing about what it accepts, and its body is never parsed. With several, any one of them admits the caller (the
+ * handler then checks the one the request needs).
+ */
+export function requires(...anyOf: [Permission, ...Permission[]]): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const actor = c.get('actor');
+    if (!anyOf.some((permission) => can(actor.role, permission))) requirePermission(actor, anyOf[0]);
+    await next();
+  };
 }
 
 /** Throws 403 unless the caller's role grants the permission. */

@@ -9,6 +9,8 @@ import type { AppEnv } from './context';
 export type ProblemCode =
   | 'request.invalid'
   | 'request.method_not_allowed'
+  | 'request.too_large'
+  | 'request.rate_limited'
   | 'auth.missing_key'
   | 'auth.invalid_key'
   | 'auth.forbidden'
@@ -23,6 +25,8 @@ export type ProblemCode =
 const TITLES: Record<ProblemCode, string> = {
   'request.invalid': 'The request is invalid',
   'request.method_not_allowed': 'The resource does not take this method',
+  'request.too_large': 'The request body is too large',
+  'request.rate_limited': 'Too many requests',
   'auth.missing_key': 'An API key is required',
   'auth.invalid_key': 'The API key is not valid',
   'auth.forbidden': 'The API key lacks the permission',
@@ -42,7 +46,7 @@ export interface InvalidParam {
 
 export class ApiError extends Error {
   constructor(
-    readonly status: 400 | 401 | 403 | 404 | 405 | 409 | 422 | 503 | 500,
+    readonly status: 400 | 401 | 403 | 404 | 405 | 409 | 413 | 422 | 429 | 503 | 500,
     readonly code: ProblemCode,
     detail: string,
     readonly invalidParams?: InvalidParam[],

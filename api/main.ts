@@ -14,7 +14,7 @@ import { createJsonLog } from '../observability/logger';
 import { createApiMetrics, serveMetrics } from '../observability/metrics';
 import { clientInterceptors, startTracing } from '../observability/tracing';
 import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
-import { createApp } from './create-app';
+import { createApp, DEFAULT_MAX_BODY_BYTES } from './create-app';
 
 const env = parseEnv({
   ...temporalEnv,
@@ -24,6 +24,8 @@ const env = parseEnv({
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   HOST: z.string().default('0.0.0.0'),
   AGENTPLANE_ADMIN_KEY: z.string().startsWith('ap_', 'must start with ap_').min(20).optional(),
+  /** the largest request body the API reads; anything larger is answered 413 unread */
+  AGENTPLANE_MAX_BODY_BYTES: z.coerce.number().int().min(1024).max(1024 * 1024 * 1024).default(DEFAULT_MAX_BODY_BYTES),
 });
 
 const tracing = env.OTEL_EXPORTER_OTLP_ENDPOINT ? startTracing({ endpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: env.OTEL_SERVICE_NAME ?? 'agentplane-api' }) : null;
@@ -40,6 +42,7 @@ const app = createApp({
   temporal,
   taskQueue: env.AGENTPLANE_TASK_QUEUE,
   capabilities: RUNTIME_CAPABILITIES,
+  maxBodyBytes: env.AGENTPLANE_MAX_BODY_BYTES,
   log,
   tracer: tracing?.tracer,
   metrics,

@@ -3,7 +3,7 @@ import { appendAudit } from '../../db/queries/audit';
 import { archiveAgent, createAgent, getAgent, listAgents, listAgentVersions, updateAgent } from '../../db/queries/agents';
 import { getCredential } from '../../db/queries/credentials';
 import type { Db } from '../../db/client';
-import { requirePermission, type App, type AppDeps } from '../create-app';
+import { requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
 import { AgentDefinitionSchema, AgentSchema, AgentUpdateSchema, effectivePolicy, toAgentResponse, type AgentDefinition } from '../schemas/agent.schema';
 import { idParam, json, jsonBody, MAX_VERSION, page, PageQuery, problemResponses } from '../schemas/common';
@@ -15,10 +15,9 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
   const { db } = deps;
 
   app.openapi(
-    createRoute({ method: 'post', path: '/v1/agents', tags, request: { body: jsonBody(AgentDefinitionSchema) }, responses: { 200: json(AgentSchema, 'The agent, version 1'), ...problemResponses } }),
+    createRoute({ middleware: requires('agents:write'), method: 'post', path: '/v1/agents', tags, request: { body: jsonBody(AgentDefinitionSchema) }, responses: { 200: json(AgentSchema, 'The agent, version 1'), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'agents:write');
       const def = c.req.valid('json');
       checkEnforceable(def, deps.capabilities);
       checkRuntimeConfig(def);
@@ -34,6 +33,7 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('agents:read'),
       method: 'get',
       path: '/v1/agents',
       tags,
@@ -42,7 +42,6 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'agents:read');
       const q = c.req.valid('query');
       const rows = await listAgents(db, { teamId: actor.teamId, limit: q.limit, before: q.page, includeArchived: q.include_archived === 'true' });
       const data = rows.map((r) => toAgentResponse(r.agent, r.version));
@@ -52,6 +51,7 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('agents:read'),
       method: 'get',
       path: '/v1/agents/{agent_id}',
       tags,
@@ -60,7 +60,6 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'agents:read');
       const found = await getAgent(db, { teamId: actor.teamId, agentId: c.req.valid('param').agent_id, version: c.req.valid('query').version });
       if (!found) throw notFound('agent');
       return c.json(toAgentResponse(found.agent, found.version), 200);
@@ -69,6 +68,7 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('agents:write'),
       method: 'post',
       path: '/v1/agents/{agent_id}',
       tags,
@@ -77,7 +77,6 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'agents:write');
       const agentId = c.req.valid('param').agent_id;
       const { version: expectedVersion, ...changes } = c.req.valid('json');
       const current = await getAgent(db, { teamId: actor.teamId, agentId });
@@ -102,10 +101,9 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'post', path: '/v1/agents/{agent_id}/archive', tags, request: { params: AgentId }, responses: { 200: json(AgentSchema, 'The archived agent'), ...problemResponses } }),
+    createRoute({ middleware: requires('agents:write'), method: 'post', path: '/v1/agents/{agent_id}/archive', tags, request: { params: AgentId }, responses: { 200: json(AgentSchema, 'The archived agent'), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'agents:write');
       const agentId = c.req.valid('param').agent_id;
       const archived = await db.transaction(async (tx) => {
         const row = await archiveAgent(tx, { teamId: actor.teamId, agentId });
@@ -136,6 +134,7 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('agents:read'),
       method: 'get',
       path: '/v1/agents/{agent_id}/versions',
       tags,
@@ -144,7 +143,6 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'agents:read');
       const found = await listAgentVersions(db, { teamId: actor.teamId, agentId: c.req.valid('param').agent_id });
       if (!found) throw notFound('agent');
       return c.json({ data: found.versions.map((v) => toAgentResponse(found.agent, v)), next_page: null }, 200);

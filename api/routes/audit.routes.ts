@@ -7,7 +7,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import { lastAuditSeq, listAudit, verifyAuditChain, type AuditFilter } from '../../db/queries/audit';
 import type { auditLog } from '../../db/schema/index';
 import type { Actor } from '../../governance/types';
-import { requirePermission, type App, type AppDeps } from '../create-app';
+import { requires, type App, type AppDeps } from '../create-app';
 import { json, page, PageQuery, problemResponses } from '../schemas/common';
 
 const tags = ['audit'];
@@ -96,6 +96,7 @@ export function registerAuditRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('audit:read'),
       method: 'get',
       path: '/v1/audit',
       tags,
@@ -104,7 +105,6 @@ export function registerAuditRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'audit:read');
       const q = c.req.valid('query');
       const rows = await listAudit(db, { ...toFilter(actor, q), after: q.page === undefined ? undefined : Number(q.page), limit: q.limit });
       return c.json({ data: rows.map(toAuditResponse), next_page: rows.length === q.limit ? String(rows.at(-1)!.seq) : null }, 200);
@@ -113,6 +113,7 @@ export function registerAuditRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('audit:read'),
       method: 'get',
       path: '/v1/audit/export',
       tags,
@@ -124,7 +125,6 @@ export function registerAuditRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'audit:read');
       const filter = toFilter(actor, c.req.valid('query'));
       // the export is the log as it stood at the request: rows appended meanwhile cannot keep it from ending
       const throughSeq = await lastAuditSeq(db);
@@ -155,6 +155,7 @@ export function registerAuditRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('audit:read'),
       method: 'get',
       path: '/v1/audit/verify',
       tags,
@@ -163,7 +164,6 @@ export function registerAuditRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'audit:read');
       const verdict = await verifyAuditChain(db);
       if (verdict.ok) return c.json({ ok: true, rows: verdict.rows }, 200);
       const ours = verdict.brokenTeamId === actor.teamId;

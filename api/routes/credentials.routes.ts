@@ -5,7 +5,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { appendAudit } from '../../db/queries/audit';
 import { createCredential, getCredential, listCredentials, revokeCredential, rewrapCredentials, rotateCredential, type CredentialMetadata } from '../../db/queries/credentials';
-import { requirePermission, type App, type AppDeps } from '../create-app';
+import { requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
 import { idParam, json, jsonBody, page, PageQuery, problemResponses } from '../schemas/common';
 import { auditActor } from './agents.routes';
@@ -44,10 +44,9 @@ function toResponse(row: CredentialMetadata) {
 
 export function registerCredentialRoutes(app: App, deps: AppDeps): void {
   app.openapi(
-    createRoute({ method: 'post', path: '/v1/credentials', tags: ['credentials'], request: { body: jsonBody(CredentialCreate) }, responses: { 200: json(CredentialSchema, 'The credential, without its secret'), ...problemResponses } }),
+    createRoute({ middleware: requires('credentials:write'), method: 'post', path: '/v1/credentials', tags: ['credentials'], request: { body: jsonBody(CredentialCreate) }, responses: { 200: json(CredentialSchema, 'The credential, without its secret'), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'credentials:write');
       const body = c.req.valid('json');
       const row = await deps.db.transaction(async (tx) => {
         const created = await createCredential(tx, deps.vault, { teamId: actor.teamId, name: body.name, kind: body.kind, secret: body.secret });
@@ -58,19 +57,17 @@ export function registerCredentialRoutes(app: App, deps: AppDeps): void {
     },
   );
   app.openapi(
-    createRoute({ method: 'get', path: '/v1/credentials', tags: ['credentials'], request: { query: PageQuery }, responses: { 200: json(page(CredentialSchema, 'CredentialPage'), 'Credential metadata'), ...problemResponses } }),
+    createRoute({ middleware: requires('credentials:read'), method: 'get', path: '/v1/credentials', tags: ['credentials'], request: { query: PageQuery }, responses: { 200: json(page(CredentialSchema, 'CredentialPage'), 'Credential metadata'), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'credentials:read');
       const rows = await listCredentials(deps.db, { teamId: actor.teamId, limit: c.req.valid('query').limit });
       return c.json({ data: rows.map(toResponse), next_page: null }, 200);
     },
   );
   app.openapi(
-    createRoute({ method: 'get', path: '/v1/credentials/{credential_id}', tags: ['credentials'], request: { params: idParam('credential_id', 'cred') }, responses: { 200: json(CredentialSchema, 'Credential metadata'), ...problemResponses } }),
+    createRoute({ middleware: requires('credentials:read'), method: 'get', path: '/v1/credentials/{credential_id}', tags: ['credentials'], request: { params: idParam('credential_id', 'cred') }, responses: { 200: json(CredentialSchema, 'Credential metadata'), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'credentials:read');
       const row = await getCredential(deps.db, { teamId: actor.teamId, credentialId: c.req.valid('param').credential_id });
       if (!row) throw notFound('credential');
       return c.json(toResponse(row), 200);
@@ -81,6 +78,7 @@ export function registerCredentialRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('credentials:write'),
       method: 'post',
       path: '/v1/credentials/{credential_id}/rotate',
       tags: ['credentials'],
@@ -89,7 +87,6 @@ export function registerCredentialRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'credentials:write');
       const credentialId = c.req.valid('param').credential_id;
       const row = await deps.db.transaction(async (tx) => {
         const rotated = await rotateCredential(tx, deps.vault, { teamId: actor.teamId, credentialId, secret: c.req.valid('json').secret });
@@ -102,10 +99,9 @@ export function registerCredentialRoutes(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'post', path: '/v1/credentials/{credential_id}/revoke', tags: ['credentials'], request: { params: CredentialId }, responses: { 200: json(CredentialSchema, 'Revoked: sessions that need it stop at their next turn'), ...problemResponses } }),
+    createRoute({ middleware: requires('credentials:write'), method: 'post', path: '/v1/credentials/{credential_id}/revoke', tags: ['credentials'], request: { params: CredentialId }, responses: { 200: json(CredentialSchema, 'Revoked: sessions that need it stop at their next turn'), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'credentials:write');
       const credentialId = c.req.valid('param').credential_id;
       const row = await deps.db.transaction(async (tx) => {
         const revoked = await revokeCredential(tx, { teamId: actor.teamId, credentialId });
@@ -118,10 +114,9 @@ export function registerCredentialRoutes(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'post', path: '/v1/credentials/rewrap', tags: ['credentials'], responses: { 200: json(z.object({ rewrapped: z.number().int(), master_key_id: z.string() }), "Every data key of the caller's team re-sealed under the current master key"), ...problemResponses } }),
+    createRoute({ middleware: requires('keys:admin'), method: 'post', path: '/v1/credentials/rewrap', tags: ['credentials'], responses: { 200: json(z.object({ rewrapped: z.number().int(), master_key_id: z.string() }), "Every data key of the caller's team re-sealed under the current master key"), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'keys:admin');
       const rewrapped = await rewrapCredentials(deps.db, deps.vault, { teamId: actor.teamId });
       await appendAudit(deps.db, { ...auditActor(actor, c.get('requestId')), action: 'vault.rewrap', target: deps.vault.currentKeyId, decision: 'ok', reason: 'keys:admin', data: { rewrapped } });
       return c.json({ rewrapped, master_key_id: deps.vault.currentKeyId }, 200);

@@ -1,7 +1,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { appendAudit } from '../../db/queries/audit';
 import { createEnvironment, listEnvironments } from '../../db/queries/agents';
-import { requirePermission, type App, type AppDeps } from '../create-app';
+import { requires, type App, type AppDeps } from '../create-app';
 import { json, jsonBody, Metadata, page, PageQuery, problemResponses } from '../schemas/common';
 import { auditActor } from './agents.routes';
 
@@ -38,10 +38,9 @@ function toResponse(row: { id: string; name: string; config: unknown; metadata: 
 
 export function registerEnvironmentRoutes(app: App, deps: AppDeps): void {
   app.openapi(
-    createRoute({ method: 'post', path: '/v1/environments', tags: ['environments'], request: { body: jsonBody(EnvironmentCreate) }, responses: { 200: json(EnvironmentSchema, 'The environment'), ...problemResponses } }),
+    createRoute({ middleware: requires('environments:write'), method: 'post', path: '/v1/environments', tags: ['environments'], request: { body: jsonBody(EnvironmentCreate) }, responses: { 200: json(EnvironmentSchema, 'The environment'), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'environments:write');
       const body = c.req.valid('json');
       const row = await deps.db.transaction(async (tx) => {
         const env = await createEnvironment(tx, { teamId: actor.teamId, name: body.name, config: body.config ?? { type: 'local' }, metadata: body.metadata ?? {} });
@@ -52,10 +51,9 @@ export function registerEnvironmentRoutes(app: App, deps: AppDeps): void {
     },
   );
   app.openapi(
-    createRoute({ method: 'get', path: '/v1/environments', tags: ['environments'], request: { query: PageQuery }, responses: { 200: json(page(EnvironmentSchema, 'EnvironmentPage'), 'Environments'), ...problemResponses } }),
+    createRoute({ middleware: requires('environments:read'), method: 'get', path: '/v1/environments', tags: ['environments'], request: { query: PageQuery }, responses: { 200: json(page(EnvironmentSchema, 'EnvironmentPage'), 'Environments'), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'environments:read');
       const rows = await listEnvironments(deps.db, { teamId: actor.teamId, limit: c.req.valid('query').limit });
       return c.json({ data: rows.map(toResponse), next_page: null }, 200);
     },

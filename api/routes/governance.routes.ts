@@ -15,7 +15,7 @@ import { composePolicy, evaluatePolicy } from '../../governance/policy';
 import { DEFAULT_PRICES } from '../../governance/pricing';
 import type { CanonicalTool } from '../../governance/types';
 import { policyUpdateSignal } from '../../workflows/definitions';
-import { requirePermission, type App, type AppDeps } from '../create-app';
+import { requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
 import { AgentDefinitionSchema, AgentSchema, toAgentResponse, ToolPolicySchema, type AgentDefinition } from '../schemas/agent.schema';
 import { idParam, json, jsonBody, problemResponses } from '../schemas/common';
@@ -83,10 +83,9 @@ export function registerGovernanceRoutes(app: App, deps: AppDeps): void {
   }
 
   app.openapi(
-    createRoute({ method: 'post', path: '/v1/budgets', tags: ['governance'], request: { body: jsonBody(BudgetCreate) }, responses: { 200: json(BudgetSchema, 'The budget (created, or updated for the same scope and period)'), ...problemResponses } }),
+    createRoute({ middleware: requires('budgets:write'), method: 'post', path: '/v1/budgets', tags: ['governance'], request: { body: jsonBody(BudgetCreate) }, responses: { 200: json(BudgetSchema, 'The budget (created, or updated for the same scope and period)'), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'budgets:write');
       const body = c.req.valid('json');
       if (body.scope === 'agent') {
         if (!body.agent_id) throw new ApiError(400, 'request.invalid', 'body.agent_id: required when scope is "agent"', [{ name: 'body.agent_id', reason: 'required when scope is "agent"' }]);
@@ -110,20 +109,18 @@ export function registerGovernanceRoutes(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/v1/budgets', tags: ['governance'], responses: { 200: json(z.object({ data: z.array(BudgetSchema), next_page: z.null() }), 'Budgets with the current window'), ...problemResponses } }),
+    createRoute({ middleware: requires('budgets:read'), method: 'get', path: '/v1/budgets', tags: ['governance'], responses: { 200: json(z.object({ data: z.array(BudgetSchema), next_page: z.null() }), 'Budgets with the current window'), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'budgets:read');
       const rows = await listBudgets(db, { teamId: actor.teamId, now: new Date() });
       return c.json({ data: rows.map(toBudget), next_page: null }, 200);
     },
   );
 
   app.openapi(
-    createRoute({ method: 'delete', path: '/v1/budgets/{budget_id}', tags: ['governance'], request: { params: idParam('budget_id', 'bud') }, responses: { 200: json(z.object({ id: z.string(), deleted: z.literal(true) }), 'Deleted'), ...problemResponses } }),
+    createRoute({ middleware: requires('budgets:write'), method: 'delete', path: '/v1/budgets/{budget_id}', tags: ['governance'], request: { params: idParam('budget_id', 'bud') }, responses: { 200: json(z.object({ id: z.string(), deleted: z.literal(true) }), 'Deleted'), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'budgets:write');
       const budgetId = c.req.valid('param').budget_id;
       const deleted = await db.transaction(async (tx) => {
         const ok = await deleteBudget(tx, { teamId: actor.teamId, budgetId });
@@ -136,10 +133,9 @@ export function registerGovernanceRoutes(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/v1/usage', tags: ['governance'], request: { query: UsageQuery }, responses: { 200: json(z.object({ group_by: z.string(), from: z.string().nullable(), to: z.string().nullable(), data: z.array(UsageRow) }), 'Spend from the ledger'), ...problemResponses } }),
+    createRoute({ middleware: requires('budgets:read'), method: 'get', path: '/v1/usage', tags: ['governance'], request: { query: UsageQuery }, responses: { 200: json(z.object({ group_by: z.string(), from: z.string().nullable(), to: z.string().nullable(), data: z.array(UsageRow) }), 'Spend from the ledger'), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'budgets:read');
       const q = c.req.valid('query');
       const column = { team: ledger.teamId, agent: ledger.agentId, session: ledger.sessionId, model: ledger.model }[q.group_by];
       const where = [eq(ledger.teamId, actor.teamId)];
@@ -173,10 +169,9 @@ export function registerGovernanceRoutes(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/v1/pricing', tags: ['governance'], responses: { 200: json(z.object({ defaults: z.record(z.string(), Price), overrides: z.record(z.string(), Price) }), 'USD per million tokens'), ...problemResponses } }),
+    createRoute({ middleware: requires('budgets:read'), method: 'get', path: '/v1/pricing', tags: ['governance'], responses: { 200: json(z.object({ defaults: z.record(z.string(), Price), overrides: z.record(z.string(), Price) }), 'USD per million tokens'), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'budgets:read');
       const overrides = await listPrices(db, { teamId: actor.teamId });
       return c.json({ defaults: DEFAULT_PRICES, overrides: Object.fromEntries(overrides.map((o) => [o.model, o.price as z.infer<typeof Price>])) }, 200);
     },
@@ -184,6 +179,7 @@ export function registerGovernanceRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('budgets:write'),
       method: 'put',
       path: '/v1/pricing/{model}',
       tags: ['governance'],
@@ -192,7 +188,6 @@ export function registerGovernanceRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'budgets:write');
       const { model } = c.req.valid('param');
       const price = c.req.valid('json');
       await db.transaction(async (tx) => {
@@ -204,20 +199,18 @@ export function registerGovernanceRoutes(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/v1/policies/team', tags: ['governance'], responses: { 200: json(TeamRules.extend({ revision: z.number().int() }), "The team's deny rules"), ...problemResponses } }),
+    createRoute({ middleware: requires('agents:read'), method: 'get', path: '/v1/policies/team', tags: ['governance'], responses: { 200: json(TeamRules.extend({ revision: z.number().int() }), "The team's deny rules"), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'agents:read');
       const team = await getTeamPolicy(db, actor.teamId);
       return c.json({ rules: team.rules, revision: team.revision }, 200);
     },
   );
 
   app.openapi(
-    createRoute({ method: 'put', path: '/v1/policies/team', tags: ['governance'], request: { body: jsonBody(TeamRules) }, responses: { 200: json(TeamRules.extend({ revision: z.number().int(), sessions_notified: z.number().int() }), 'Applied to every running session'), ...problemResponses } }),
+    createRoute({ middleware: requires('policies:write'), method: 'put', path: '/v1/policies/team', tags: ['governance'], request: { body: jsonBody(TeamRules) }, responses: { 200: json(TeamRules.extend({ revision: z.number().int(), sessions_notified: z.number().int() }), 'Applied to every running session'), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'policies:write');
       const { rules } = c.req.valid('json');
       const revision = await db.transaction(async (tx) => {
         const next = await setTeamRules(tx, { teamId: actor.teamId, rules });
@@ -230,6 +223,7 @@ export function registerGovernanceRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('policies:write'),
       method: 'put',
       path: '/v1/agents/{agent_id}/policy',
       tags: ['governance'],
@@ -238,7 +232,6 @@ export function registerGovernanceRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'policies:write');
       const agentId = c.req.valid('param').agent_id;
       const current = await getAgent(db, { teamId: actor.teamId, agentId });
       if (!current) throw notFound('agent');
@@ -260,6 +253,7 @@ export function registerGovernanceRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('agents:read'),
       method: 'post',
       path: '/v1/policies/evaluate',
       tags: ['governance'],
@@ -268,7 +262,6 @@ export function registerGovernanceRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'agents:read');
       const body = c.req.valid('json');
       let policy = body.tool_policy;
       let version: number | null = null;

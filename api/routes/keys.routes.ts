@@ -6,7 +6,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import { appendAudit } from '../../db/queries/audit';
 import { createApiKey, getApiKey, listApiKeys, revokeApiKey, type ApiKeyMetadata } from '../../db/queries/teams';
 import { ROLES } from '../../governance/types';
-import { requirePermission, type App, type AppDeps } from '../create-app';
+import { requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
 import { idParam, json, jsonBody, page, PageQuery, problemResponses } from '../schemas/common';
 import { auditActor } from './agents.routes';
@@ -48,10 +48,9 @@ export function registerKeyRoutes(app: App, deps: AppDeps): void {
   const { db } = deps;
 
   app.openapi(
-    createRoute({ method: 'post', path: '/v1/keys', tags, request: { body: jsonBody(KeyCreate) }, responses: { 200: json(CreatedApiKeySchema, 'The key, in the clear this once'), ...problemResponses } }),
+    createRoute({ middleware: requires('keys:admin'), method: 'post', path: '/v1/keys', tags, request: { body: jsonBody(KeyCreate) }, responses: { 200: json(CreatedApiKeySchema, 'The key, in the clear this once'), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'keys:admin');
       const body = c.req.valid('json');
       const created = await db.transaction(async (tx) => {
         const result = await createApiKey(tx, { teamId: actor.teamId, name: body.name, role: body.role });
@@ -65,6 +64,7 @@ export function registerKeyRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('keys:admin'),
       method: 'get',
       path: '/v1/keys',
       tags,
@@ -73,7 +73,6 @@ export function registerKeyRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'keys:admin');
       const q = c.req.valid('query');
       const rows = await listApiKeys(db, { teamId: actor.teamId, limit: q.limit, before: q.page });
       return c.json({ data: rows.map(toKeyResponse), next_page: rows.length === q.limit ? (rows.at(-1)?.id ?? null) : null }, 200);
@@ -82,6 +81,7 @@ export function registerKeyRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('keys:admin'),
       method: 'post',
       path: '/v1/keys/{key_id}/revoke',
       tags,
@@ -90,7 +90,6 @@ export function registerKeyRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'keys:admin');
       const keyId = c.req.valid('param').key_id;
       // a team must not lock itself out by accident: the key in hand cannot revoke itself
       if (keyId === actor.keyId) throw new ApiError(409, 'resource.conflict', 'a key cannot revoke itself: revoke it with another admin key');

@@ -14,7 +14,7 @@ import { microsToUsd } from '../../governance/budget';
 import { cronProblem, isKnownTimeZone } from '../../governance/cron';
 import type { Actor } from '../../governance/types';
 import { SCHEDULED_RUN_WORKFLOW, type ScheduledRunInput } from '../../workflows/definitions';
-import { requirePermission, type App, type AppDeps } from '../create-app';
+import { requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
 import { idParam, json, jsonBody, Metadata, page, PageQuery, problemResponses, Version } from '../schemas/common';
 import { auditActor } from './agents.routes';
@@ -259,6 +259,7 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('schedules:write'),
       method: 'post',
       path: '/v1/schedules',
       tags,
@@ -267,7 +268,6 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'schedules:write');
       const body = c.req.valid('json');
       const agent = agentRefOf(body.agent);
       await checkRunnable(actor, agent, body.environment_id, body.budget);
@@ -317,6 +317,7 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('schedules:read'),
       method: 'get',
       path: '/v1/schedules',
       tags,
@@ -325,7 +326,6 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'schedules:read');
       const q = c.req.valid('query');
       const rows = await listSchedules(db, { teamId: actor.teamId, agentId: q.agent_id, after: q.page, limit: q.limit });
       return c.json({ data: rows.map((r) => toResponse(r)), next_page: rows.length === q.limit ? (rows.at(-1)?.id ?? null) : null }, 200);
@@ -333,10 +333,9 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/v1/schedules/{schedule_id}', tags, request: { params: ScheduleId }, responses: { 200: json(ScheduleSchema, 'The schedule, with what Temporal reports for it'), ...problemResponses } }),
+    createRoute({ middleware: requires('schedules:read'), method: 'get', path: '/v1/schedules/{schedule_id}', tags, request: { params: ScheduleId }, responses: { 200: json(ScheduleSchema, 'The schedule, with what Temporal reports for it'), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'schedules:read');
       const row = await loadSchedule(actor, c.req.valid('param').schedule_id);
       return c.json(toResponse(row, await describe(row.id)), 200);
     },
@@ -344,6 +343,7 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('schedules:write'),
       method: 'patch',
       path: '/v1/schedules/{schedule_id}',
       tags,
@@ -352,7 +352,6 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'schedules:write');
       const body = c.req.valid('json');
       const row = await loadSchedule(actor, c.req.valid('param').schedule_id);
       const agent = body.agent ? agentRefOf(body.agent) : { id: row.agentId, version: row.agentVersion ?? undefined };
@@ -393,6 +392,7 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('schedules:write'),
       method: 'delete',
       path: '/v1/schedules/{schedule_id}',
       tags,
@@ -401,7 +401,6 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'schedules:write');
       const scheduleId = c.req.valid('param').schedule_id;
       const deleted = await db.transaction(async (tx) => {
         const row = await markScheduleDeleted(tx, { teamId: actor.teamId, scheduleId });
@@ -419,10 +418,10 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
     },
   );
 
-
   for (const action of ['pause', 'unpause'] as const) {
     app.openapi(
       createRoute({
+        middleware: requires('schedules:write'),
         method: 'post',
         path: `/v1/schedules/{schedule_id}/${action}`,
         tags,
@@ -431,7 +430,6 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
       }),
       async (c) => {
         const actor = c.get('actor');
-        requirePermission(actor, 'schedules:write');
         const row = await loadSchedule(actor, c.req.valid('param').schedule_id);
         refuseNonJson(c.req.header('content-type'));
         const { note } = c.req.valid('json');
@@ -445,6 +443,7 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('schedules:write'),
       method: 'post',
       path: '/v1/schedules/{schedule_id}/trigger',
       tags,
@@ -453,7 +452,6 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'schedules:write');
       const row = await loadSchedule(actor, c.req.valid('param').schedule_id);
       refuseNonJson(c.req.header('content-type'));
       const { overlap } = c.req.valid('json');
@@ -469,6 +467,7 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('schedules:write'),
       method: 'post',
       path: '/v1/schedules/{schedule_id}/backfill',
       tags,
@@ -477,7 +476,6 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'schedules:write');
       const row = await loadSchedule(actor, c.req.valid('param').schedule_id);
       const body = c.req.valid('json');
       await change(actor, c.get('requestId'), row, 'schedule.backfill', {}, () =>
@@ -491,6 +489,7 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('schedules:read'),
       method: 'get',
       path: '/v1/schedules/{schedule_id}/runs',
       tags,
@@ -499,7 +498,6 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'schedules:read');
       const row = await loadSchedule(actor, c.req.valid('param').schedule_id);
       const q = c.req.valid('query');
       const sessions = await listSessions(db, { teamId: actor.teamId, scheduleId: row.id, after: q.page, limit: q.limit, includeArchived: true });

@@ -29,7 +29,7 @@ import {
   toolConfirmationSignal,
   userMessageSignal,
 } from '../../workflows/definitions';
-import { requirePermission, type App, type AppDeps } from '../create-app';
+import { requirePermission, requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
 import { toSnapshot, type AgentDefinition } from '../schemas/agent.schema';
 import { idParam, json, jsonBody, Metadata, page, PageQuery, problemResponses, Version } from '../schemas/common';
@@ -186,6 +186,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('sessions:write'),
       method: 'post',
       path: '/v1/sessions',
       tags,
@@ -197,7 +198,6 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'sessions:write');
       const body = c.req.valid('json');
       const agentRef = typeof body.agent === 'string' ? { id: body.agent, version: undefined } : body.agent;
       const plan = await planSession(db, { teamId: actor.teamId, agentId: agentRef.id, agentVersion: agentRef.version, environmentId: body.environment_id, budget: body.budget }).catch(
@@ -247,6 +247,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('sessions:read'),
       method: 'get',
       path: '/v1/sessions',
       tags,
@@ -266,7 +267,6 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'sessions:read');
       const q = c.req.valid('query');
       const rows = await listSessions(db, {
         teamId: actor.teamId,
@@ -287,19 +287,17 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ method: 'get', path: '/v1/sessions/{session_id}', tags, request: { params: SessionId }, responses: { 200: json(SessionSchema, 'The session'), ...problemResponses } }),
+    createRoute({ middleware: requires('sessions:read'), method: 'get', path: '/v1/sessions/{session_id}', tags, request: { params: SessionId }, responses: { 200: json(SessionSchema, 'The session'), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'sessions:read');
       return c.json(await sessionResponse(await loadSession(actor, c.req.valid('param').session_id)), 200);
     },
   );
 
   app.openapi(
-    createRoute({ method: 'post', path: '/v1/sessions/{session_id}/archive', tags, request: { params: SessionId }, responses: { 200: json(SessionSchema, 'The archived session'), ...problemResponses } }),
+    createRoute({ middleware: requires('sessions:write'), method: 'post', path: '/v1/sessions/{session_id}/archive', tags, request: { params: SessionId }, responses: { 200: json(SessionSchema, 'The archived session'), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'sessions:write');
       const session = await loadSession(actor, c.req.valid('param').session_id);
       if (session.status !== 'terminated') {
         await signal(session.id, () => handle(session.id).signal(archiveSignal, { actor })).catch((err) => {
@@ -317,6 +315,8 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      // which of the two a batch needs depends on its events: the key must hold one before its body is read
+      middleware: requires('sessions:write', 'approvals:decide'),
       method: 'post',
       path: '/v1/sessions/{session_id}/events',
       tags,
@@ -326,7 +326,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
     async (c) => {
       const actor = c.get('actor');
       const { events } = c.req.valid('json');
-      // the permission first, as on every route: a key that may not do this learns nothing about the session
+      // each event's own permission, before anything about the session is read
       for (const event of events) requirePermission(actor, event.type === 'user.tool_confirmation' ? 'approvals:decide' : 'sessions:write');
       const session = await loadSession(actor, c.req.valid('param').session_id);
       // separation of duties is a property of the agent version the session runs (the workflow holds it too)
@@ -362,6 +362,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('sessions:read'),
       method: 'get',
       path: '/v1/sessions/{session_id}/events',
       tags,
@@ -370,7 +371,6 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'sessions:read');
       const session = await loadSession(actor, c.req.valid('param').session_id);
       const q = c.req.valid('query');
       const cursor = q.page === undefined ? undefined : Number(q.page);
@@ -389,6 +389,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('sessions:read'),
       method: 'get',
       path: '/v1/sessions/{session_id}/events/stream',
       tags,
@@ -400,7 +401,6 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'sessions:read');
       const session = await loadSession(actor, c.req.valid('param').session_id);
       const lastEventId = c.req.valid('header')['last-event-id'];
       // without Last-Event-ID the stream starts now (like Managed Agents); with it, it replays what was missed
@@ -432,6 +432,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('approvals:read'),
       method: 'get',
       path: '/v1/approvals',
       tags: ['approvals'],
@@ -440,7 +441,6 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'approvals:read');
       const q = c.req.valid('query');
       const rows = await listPendingApprovals(db, { teamId: actor.teamId, sessionId: q.session_id, limit: q.limit });
       return c.json({ data: rows.map(toApproval), next_page: null }, 200);

@@ -5,7 +5,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { appendAudit } from '../../db/queries/audit';
 import { createApiKey, createTeamIfNameFree, getTeam } from '../../db/queries/teams';
-import { type App, type AppDeps, requirePermission } from '../create-app';
+import { requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
 import { json, jsonBody, problemResponses } from '../schemas/common';
 import { auditActor } from './agents.routes';
@@ -44,6 +44,7 @@ export function registerTeamRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('keys:admin'),
       method: 'post',
       path: '/v1/teams',
       tags,
@@ -52,7 +53,6 @@ export function registerTeamRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'keys:admin');
       const { name } = c.req.valid('json');
       const created = await db.transaction(async (tx) => {
         const team = await createTeamIfNameFree(tx, { name });

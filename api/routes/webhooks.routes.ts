@@ -7,7 +7,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import { appendAudit } from '../../db/queries/audit';
 import { createWebhook, deleteWebhook, generateWebhookSecret, getWebhook, listDeliveries, listWebhooks, type DeliveryRow, type WebhookMetadata } from '../../db/queries/webhooks';
 import { NOTIFICATION_TYPES } from '../../governance/notifications';
-import { requirePermission, type App, type AppDeps } from '../create-app';
+import { requires, type App, type AppDeps } from '../create-app';
 import { notFound } from '../errors';
 import { idParam, json, jsonBody, page, PageQuery, problemResponses } from '../schemas/common';
 import { auditActor } from './agents.routes';
@@ -97,6 +97,7 @@ export function registerWebhookRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('webhooks:admin'),
       method: 'post',
       path: '/v1/webhooks',
       tags,
@@ -105,7 +106,6 @@ export function registerWebhookRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'webhooks:admin');
       const body = c.req.valid('json');
       const secret = body.secret ?? generateWebhookSecret();
       const created = await db.transaction(async (tx) => {
@@ -126,6 +126,7 @@ export function registerWebhookRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('webhooks:admin'),
       method: 'get',
       path: '/v1/webhooks',
       tags,
@@ -134,7 +135,6 @@ export function registerWebhookRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'webhooks:admin');
       const rows = await listWebhooks(db, { teamId: actor.teamId, limit: c.req.valid('query').limit });
       return c.json({ data: rows.map(toResponse), next_page: null }, 200);
     },
@@ -142,6 +142,7 @@ export function registerWebhookRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('webhooks:admin'),
       method: 'delete',
       path: '/v1/webhooks/{webhook_id}',
       tags,
@@ -150,7 +151,6 @@ export function registerWebhookRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'webhooks:admin');
       const webhookId = c.req.valid('param').webhook_id;
       const deleted = await db.transaction(async (tx) => {
         const row = await deleteWebhook(tx, { teamId: actor.teamId, webhookId });
@@ -164,6 +164,7 @@ export function registerWebhookRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
+      middleware: requires('webhooks:admin'),
       method: 'get',
       path: '/v1/webhooks/{webhook_id}/deliveries',
       tags,
@@ -172,7 +173,6 @@ export function registerWebhookRoutes(app: App, deps: AppDeps): void {
     }),
     async (c) => {
       const actor = c.get('actor');
-      requirePermission(actor, 'webhooks:admin');
       const webhookId = c.req.valid('param').webhook_id;
       const q = c.req.valid('query');
       if (!(await getWebhook(db, { teamId: actor.teamId, webhookId }))) throw notFound('webhook');

@@ -19,6 +19,7 @@ export const problemResponses = {
   403: { description: 'The key lacks the permission', content: { 'application/problem+json': { schema: Problem } } },
   404: { description: 'Not found (or another team\'s)', content: { 'application/problem+json': { schema: Problem } } },
   409: { description: 'Conflict with the current state', content: { 'application/problem+json': { schema: Problem } } },
+  413: { description: 'The body is larger than the limit (AGENTPLANE_MAX_BODY_BYTES)', content: { 'application/problem+json': { schema: Problem } } },
 } as const;
 
 /** Postgres `integer` columns hold versions: a larger number cannot name a row, so it is refused as invalid, not looked up. */
