@@ -16,7 +16,7 @@ export const PERMISSIONS = [
   'approvals:read',
   'approvals:decide',
   'audit:read',
-  /** create, list and revoke API keys; create teams */
+  /** create, list and revoke API keys of the team */
   'keys:admin',
   /** register, list and delete webhooks and read their deliveries */
   'webhooks:admin',
@@ -30,13 +30,21 @@ export const PERMISSIONS = [
   'schedules:read',
   /** create, change, pause, trigger and delete schedules (their runs start sessions as the schedule's creator) */
   'schedules:write',
+  /** create teams (platform-wide: a team's own admins cannot) */
+  'teams:create',
+  /** walk the whole audit chain, every team's rows, from its first row (platform-wide) */
+  'audit:verify_full',
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
 const READS: Permission[] = ['agents:read', 'environments:read', 'credentials:read', 'sessions:read', 'approvals:read', 'budgets:read', 'schedules:read'];
 
+/** what only the platform's own administrators may do: it reaches across teams */
+const PLATFORM: Permission[] = ['teams:create', 'audit:verify_full'];
+
 export const ROLE_PERMISSIONS: Record<Role, ReadonlySet<Permission>> = {
-  admin: new Set(PERMISSIONS),
+  platform_admin: new Set(PERMISSIONS),
+  admin: new Set(PERMISSIONS.filter((p) => !PLATFORM.includes(p))),
   developer: new Set<Permission>([...READS, 'agents:write', 'environments:write', 'sessions:write', 'schedules:write']),
   approver: new Set<Permission>(['agents:read', 'sessions:read', 'approvals:read', 'approvals:decide']),
   viewer: new Set<Permission>([...READS, 'audit:read']),

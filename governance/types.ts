@@ -62,5 +62,9 @@ export interface Actor {
   teamId: string;
 }
 
-export const ROLES = ['admin', 'developer', 'approver', 'viewer', 'service'] as const;
+/**
+ * `platform_admin` runs the installation: everything an admin may do in its own team, plus what spans teams (creating
+ * teams, walking the whole audit chain). The bootstrap key holds it; a team's own admins do not.
+ */
+export const ROLES = ['platform_admin', 'admin', 'developer', 'approver', 'viewer', 'service'] as const;
 export type Role = (typeof ROLES)[number];
