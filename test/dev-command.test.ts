@@ -15,7 +15,7 @@ const groups: number[] = [];
 
 afterAll(async () => {
   for (const child of children) child.kill('SIGKILL');
-  for (const pid of groups) alive(pid) && process.kill(-pid, 'SIGKILL');
+  for (const pid of groups) if (alive(pid)) process.kill(-pid, 'SIGKILL');
   for (const dir of dataDirs) await rm(dir, { recursive: true, force: true });
 });
 
