@@ -50,6 +50,21 @@ export const get = (path, query, signal) => api('GET', path, { query, signal });
 export const post = (path, body) => api('POST', path, { body });
 
 /**
+ * The team's agents by id (archived ones too, so old sessions and spend still get a name): people look for an agent
+ * by its name; the id stays beside it to tell two agents of one name apart. An id missing here shows as itself.
+ */
+export async function agentNames(signal) {
+  const res = await get('/v1/agents', { limit: 1000, include_archived: 'true' }, signal);
+  return new Map(res.data.map((a) => [a.id, a.name]));
+}
+
+/** `name (agent_…)`, or the id alone when the name is not known. */
+export const agentLabel = (names, id) => (names?.get(id) ? `${names.get(id)} (${id})` : id);
+
+/** How a session was started: `api`, `cli`, or `schedule sched_…` (the trigger is an object, not a string). */
+export const triggerLabel = (trigger) => (typeof trigger === 'string' ? trigger : [trigger?.type ?? 'api', trigger?.schedule_id].filter(Boolean).join(' '));
+
+/**
  * Follows a session's event stream until `signal` aborts or the session terminates, calling onEvent for each event.
  * A dropped connection is resumed from the last event seen (Last-Event-ID), so nothing is missed or repeated.
  */

@@ -9,18 +9,30 @@ import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 
 export interface SealedSecret {
   masterKeyId: string;
-  /** iv.tag.ciphertext of the data key, base64 parts joined by '.' */
+  /** the data key, sealed by the master key: `v2.iv.tag.ciphertext` (base64 parts), or `iv.tag.ciphertext` before v2 */
   wrappedKey: string;
-  /** iv.tag.ciphertext of the secret */
+  /** the secret, sealed by the data key, in the same format */
   ciphertext: string;
 }
 
+/**
+ * What a sealed value belongs to, authenticated with it (AES-GCM additional data): a ciphertext copied onto another
+ * record, or into another team, does not open there. Sealed values written before contexts existed (no `v2.` prefix)
+ * still open without one until `reseal` rewrites them (POST /v1/credentials/rewrap).
+ */
+export const sealContext = {
+  credential: (teamId: string, credentialId: string) => `agentplane:credential:${teamId}:${credentialId}`,
+  webhook: (teamId: string, webhookId: string) => `agentplane:webhook:${teamId}:${webhookId}`,
+};
+
 export interface Vault {
   currentKeyId: string;
-  seal(plaintext: string): SealedSecret;
-  open(sealed: SealedSecret): string;
-  /** re-seal the data key under the current master key; the secret itself is untouched */
-  rewrap(sealed: SealedSecret): SealedSecret;
+  seal(plaintext: string, context: string): SealedSecret;
+  open(sealed: SealedSecret, context: string): string;
+  /** false when `reseal` would rewrite it: sealed under an older master key, or without a context */
+  isCurrent(sealed: SealedSecret): boolean;
+  /** the same secret sealed under the current master key and bound to `context` */
+  reseal(sealed: SealedSecret, context: string): SealedSecret;
 }
 
 export class VaultError extends Error {
@@ -49,24 +61,21 @@ export function createVault(masterKeySpec: string): Vault {
     return key;
   };
   const current = currentKeyId as string;
+  const seal = (plaintext: Buffer, context: string): SealedSecret => {
+    const dataKey = randomBytes(32);
+    return { masterKeyId: current, wrappedKey: encrypt(masterKey(current), dataKey, context), ciphertext: encrypt(dataKey, plaintext, context) };
+  };
+  const open = (sealed: SealedSecret, context: string): Buffer => {
+    const dataKey = decrypt(masterKey(sealed.masterKeyId), sealed.wrappedKey, context);
+    return decrypt(dataKey, sealed.ciphertext, context);
+  };
   return {
     currentKeyId: current,
-    seal(plaintext) {
-      const dataKey = randomBytes(32);
-      return {
-        masterKeyId: current,
-        wrappedKey: encrypt(masterKey(current), dataKey),
-        ciphertext: encrypt(dataKey, Buffer.from(plaintext, 'utf8')),
-      };
-    },
-    open(sealed) {
-      const dataKey = decrypt(masterKey(sealed.masterKeyId), sealed.wrappedKey);
-      return decrypt(dataKey, sealed.ciphertext).toString('utf8');
-    },
-    rewrap(sealed) {
-      const dataKey = decrypt(masterKey(sealed.masterKeyId), sealed.wrappedKey);
-      return { masterKeyId: current, wrappedKey: encrypt(masterKey(current), dataKey), ciphertext: sealed.ciphertext };
-    },
+    seal: (plaintext, context) => seal(Buffer.from(plaintext, 'utf8'), context),
+    open: (sealed, context) => open(sealed, context).toString('utf8'),
+    isCurrent: (sealed) => sealed.masterKeyId === current && isBound(sealed.wrappedKey) && isBound(sealed.ciphertext),
+    // a new data key too: the old one was wrapped without a context, so the record is sealed afresh
+    reseal: (sealed, context) => seal(open(sealed, context), context),
   };
 }
 
@@ -75,17 +84,28 @@ export function generateMasterKeySpec(kid = 'k1'): string {
   return `${kid}:${randomBytes(32).toString('base64')}`;
 }
 
-function encrypt(key: Buffer, plaintext: Buffer): string {
+const BOUND = 'v2';
+const isBound = (sealed: string) => sealed.startsWith(`${BOUND}.`);
+
+function encrypt(key: Buffer, plaintext: Buffer, context: string): string {
   const iv = randomBytes(12);
   const cipher = createCipheriv('aes-256-gcm', key, iv);
+  cipher.setAAD(Buffer.from(context, 'utf8'));
   const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
-  return [iv, cipher.getAuthTag(), body].map((b) => b.toString('base64')).join('.');
+  return [BOUND, ...[iv, cipher.getAuthTag(), body].map((b) => b.toString('base64'))].join('.');
 }
 
-function decrypt(key: Buffer, sealed: string): Buffer {
-  const [iv, tag, body] = sealed.split('.').map((part) => Buffer.from(part, 'base64'));
+function decrypt(key: Buffer, sealed: string, context: string): Buffer {
+  const bound = isBound(sealed);
+  const [iv, tag, body] = (bound ? sealed.slice(BOUND.length + 1) : sealed).split('.').map((part) => Buffer.from(part, 'base64'));
   if (!iv || !tag || !body) throw new VaultError('sealed value is malformed');
   const decipher = createDecipheriv('aes-256-gcm', key, iv);
+  if (bound) decipher.setAAD(Buffer.from(context, 'utf8'));
   decipher.setAuthTag(tag);
-  return Buffer.concat([decipher.update(body), decipher.final()]);
+  try {
+    return Buffer.concat([decipher.update(body), decipher.final()]);
+  } catch {
+    // GCM says only "unsupported state": the value was changed, sealed by another key, or belongs to another record
+    throw new VaultError('sealed value does not open: it was altered, or it belongs to another record');
+  }
 }

@@ -34,13 +34,15 @@ export const PERMISSIONS = [
   'teams:create',
   /** walk the whole audit chain, every team's rows, from its first row (platform-wide) */
   'audit:verify_full',
+  /** re-seal every team's secrets under the current master key (platform-wide; a team admin re-seals its own team's) */
+  'vault:rewrap_all',
 ] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
 const READS: Permission[] = ['agents:read', 'environments:read', 'credentials:read', 'sessions:read', 'approvals:read', 'budgets:read', 'schedules:read'];
 
 /** what only the platform's own administrators may do: it reaches across teams */
-const PLATFORM: Permission[] = ['teams:create', 'audit:verify_full'];
+const PLATFORM: Permission[] = ['teams:create', 'audit:verify_full', 'vault:rewrap_all'];
 
 export const ROLE_PERMISSIONS: Record<Role, ReadonlySet<Permission>> = {
   platform_admin: new Set(PERMISSIONS),

@@ -342,10 +342,11 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
 }
 
 /**
- * Stops every OpenCode server started under `dataDir` (tests' teardown, a worker's orderly shutdown when its
- * sessions are not coming back). Servers deliberately outlive a crashed worker, so nothing else stops them.
+ * Stops the OpenCode servers started under `dataDir` (tests' teardown, a worker's orderly shutdown when its
+ * sessions are not coming back, `npm run dev` clearing what a crashed run left). Servers deliberately outlive a
+ * crashed worker, so nothing else stops them. `keep` names sessions whose server must stay (it is reattached).
  */
-export async function stopOpenCodeServers(dataDir: string): Promise<number> {
+export async function stopOpenCodeServers(dataDir: string, keep: (sessionId: string) => boolean = () => false): Promise<number> {
   const root = join(dataDir, 'opencode');
   let sessions: string[];
   try {
@@ -354,7 +355,7 @@ export async function stopOpenCodeServers(dataDir: string): Promise<number> {
     return 0;
   }
   let stopped = 0;
-  for (const session of sessions) {
+  for (const session of sessions.filter((id) => !keep(id))) {
     const path = join(root, session, 'server.json');
     try {
       const file = JSON.parse(await readFile(path, 'utf8')) as ServerFile;

@@ -5,7 +5,7 @@
  * DATABASE_URL is set), the worker and the API. Prints the URL and the admin key. Dev only: the master key and
  * a generated admin key are kept in the data folder so a restart finds its own data again.
  */
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { serve } from '@hono/node-server';
 import { Client, Connection } from '@temporalio/client';
@@ -15,16 +15,24 @@ import { createApp } from '../api/create-app';
 import { Registry } from 'prom-client';
 import { databaseEnv, openclawEnv, parseEnv, telemetryEnv } from '../config/env';
 import { openDatabase } from '../db/client';
-import { countSessionsByState } from '../db/queries/sessions';
+import { countSessionsByState, unterminatedSessionIds } from '../db/queries/sessions';
 import { bootstrapAdmin } from '../db/queries/teams';
 import { createVault, generateMasterKeySpec } from '../db/vault';
 import { createApiMetrics, createWorkerMetrics, serveMetrics } from '../observability/metrics';
 import { clientInterceptors, startTracing } from '../observability/tracing';
 import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
+import { stopOpenCodeServers } from '../runtimes/opencode.adapter';
 import { createSessionWorker } from '../worker/create-worker';
 import { createNotifier } from '../worker/notifier';
 import { buildRuntimes, RUNTIME_NAMES } from '../worker/runtimes';
-import { startTemporalDevServer } from './temporal-dev-server';
+import { startOrAdoptTemporalDevServer } from './temporal-dev-server';
+
+/** A predicate for stopOpenCodeServers: the sessions found on disk that may still run a turn. */
+async function sessionsWithServers(dir: string): Promise<(sessionId: string) => boolean> {
+  const onDisk = await readdir(join(dir, 'opencode')).catch(() => [] as string[]);
+  const live = await unterminatedSessionIds(database.db, onDisk);
+  return (sessionId) => live.has(sessionId);
+}
 
 const env = parseEnv({
   ...databaseEnv,
@@ -62,10 +70,17 @@ async function keptSecret(file: string, make: () => string): Promise<string> {
 }
 
 const masterKey = env.AGENTPLANE_MASTER_KEY ?? (await keptSecret('master.key', () => generateMasterKeySpec()));
-const temporalServer = env.TEMPORAL_ADDRESS ? null : await startTemporalDevServer({ dbFile: join(dataDir, 'temporal.db'), port: env.TEMPORAL_PORT || undefined });
+// A run that was killed (not stopped) leaves its Temporal dev server running on the SQLite file: that one is adopted
+// (and stopped by this run), never doubled.
+const temporalServer = env.TEMPORAL_ADDRESS
+  ? null
+  : await startOrAdoptTemporalDevServer({ dbFile: join(dataDir, 'temporal.db'), stateFile: join(dataDir, 'temporal.json'), port: env.TEMPORAL_PORT || undefined });
 const temporalAddress = env.TEMPORAL_ADDRESS ?? temporalServer!.address;
 
 const database = await openDatabase({ url: env.DATABASE_URL, pgliteDir: join(dataDir, 'pglite') });
+// It may also leave OpenCode servers (they outlive a worker on purpose, so a new one reattaches): those of sessions
+// that can still run a turn stay; the rest belong to nobody and are stopped.
+const orphansStopped = await stopOpenCodeServers(dataDir, await sessionsWithServers(dataDir));
 const savedAdminKey = await readFile(join(dataDir, 'admin.key'), 'utf8').then((s) => s.trim()).catch(() => undefined);
 const admin = await bootstrapAdmin(database.db, env.AGENTPLANE_ADMIN_KEY ?? savedAdminKey);
 if (admin.plain) await keptSecret('admin.key', () => admin.plain as string);
@@ -117,7 +132,8 @@ const server = serve({ fetch: app.fetch, port: env.PORT, hostname: env.HOST }, (
       `  API        ${url}   (OpenAPI: ${url}/openapi.json)`,
       `  dashboard  ${url}/ui/   (sign in with the admin key)`,
       `  admin key  ${adminKey}`,
-      `  Temporal   ${temporalAddress}${temporalServer ? ` (dev server, ${join(dataDir, 'temporal.db')})` : ''}`,
+      `  Temporal   ${temporalAddress}${temporalServer ? ` (dev server, ${join(dataDir, 'temporal.db')}${temporalServer.adopted ? `; adopted: pid ${temporalServer.pid}, left running by an earlier run` : ''})` : ''}`,
+      ...(orphansStopped > 0 ? [`  cleanup    stopped ${orphansStopped} OpenCode server(s) an earlier run left with no live session`] : []),
       `  database   ${database.kind === 'pglite' ? `PGlite (${join(dataDir, 'pglite')})` : 'Postgres (DATABASE_URL)'}`,
       `  runtimes   ${env.AGENTPLANE_RUNTIMES.join(', ')}`,
       `  webhooks   sent by the worker; action links point at ${publicUrl}`,

@@ -4,7 +4,8 @@
 // reconnect); the CLI picks free ports itself for the HTTP API, metrics and its internal services, and --headless
 // turns the web UI off, so parallel runs on one machine never collide on a port.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,6 +32,8 @@ export interface TemporalDevServer {
   /** `127.0.0.1:<port>`, for `Connection.connect({ address })` and `NativeConnection.connect({ address })`. */
   readonly address: string;
   readonly dbFile: string;
+  /** the server process (the leader of its process group) */
+  readonly pid: number;
   stop(options?: StopOptions): Promise<void>;
   /** Stops the server and starts it again on the same db file and port (for durability tests). */
   restart(options?: StopOptions): Promise<void>;
@@ -73,6 +76,9 @@ export async function startTemporalDevServer(options: TemporalDevServerOptions =
   return {
     address,
     dbFile,
+    get pid() {
+      return proc.child.pid ?? -1;
+    },
     async stop(stopOptions = {}) {
       if (stopped) return;
       stopped = true;
@@ -86,6 +92,78 @@ export async function startTemporalDevServer(options: TemporalDevServerOptions =
       proc = await launch(binary, args, address, startTimeoutMs);
     },
   };
+}
+
+/**
+ * `npm run dev`'s server: the one a previous run left behind on the same SQLite file when that run was killed (its
+ * `exit` handler never ran), else a new one. A server is adopted only while its recorded pid is still a `temporal`
+ * process on that file and answers at its recorded address; adopting means owning: stop() ends it. Two servers on one
+ * SQLite file would corrupt it, so a new one is never started beside a live one.
+ */
+export async function startOrAdoptTemporalDevServer(options: TemporalDevServerOptions & { dbFile: string; stateFile: string }): Promise<TemporalDevServer & { adopted: boolean }> {
+  const recorded = await readFile(options.stateFile, 'utf8').then((text) => JSON.parse(text) as { pid: number; address: string }, () => null);
+  if (recorded && isTemporalOn(recorded.pid, options.dbFile) && (await answers(recorded.address))) {
+    return {
+      address: recorded.address,
+      dbFile: options.dbFile,
+      pid: recorded.pid,
+      adopted: true,
+      async stop() {
+        await rm(options.stateFile, { force: true });
+        await stopGroup(recorded.pid);
+      },
+      async restart() {
+        throw new Error('an adopted Temporal dev server cannot be restarted');
+      },
+    };
+  }
+  const server = await startTemporalDevServer(options);
+  await writeFile(options.stateFile, JSON.stringify({ pid: server.pid, address: server.address }));
+  return {
+    address: server.address,
+    dbFile: server.dbFile,
+    pid: server.pid,
+    adopted: false,
+    restart: (stopOptions) => server.restart(stopOptions),
+    async stop(stopOptions) {
+      await rm(options.stateFile, { force: true });
+      await server.stop(stopOptions);
+    },
+  };
+}
+
+function isTemporalOn(pid: number, dbFile: string): boolean {
+  try {
+    const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    return args.some((a) => a.endsWith('temporal')) && args.includes(dbFile);
+  } catch {
+    return false;
+  }
+}
+
+async function answers(address: string): Promise<boolean> {
+  try {
+    const connection = await Connection.connect({ address, connectTimeout: 2_000 });
+    await connection.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function stopGroup(pid: number): Promise<void> {
+  const send = (signal: NodeJS.Signals | 0) => {
+    try {
+      process.kill(-pid, signal);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (!send('SIGTERM')) return;
+  const deadline = Date.now() + STOP_GRACE_MS;
+  while (Date.now() < deadline && send(0)) await new Promise((r) => setTimeout(r, 100));
+  send('SIGKILL');
 }
 
 /** `$TEMPORAL_CLI_PATH`, or whatever scripts/ensure-temporal.sh finds (or builds: minutes on a cold machine). */

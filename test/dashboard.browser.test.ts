@@ -157,6 +157,11 @@ describe.skipIf(!hasChromium)('the dashboard in Chromium', () => {
     expect(await page.evaluate(() => (globalThis as any).__xss)).toBeUndefined();
     expect(await page.locator('.timeline img, .timeline b').count()).toBe(0);
     await page.waitForSelector('.summary .cost >> text=$0.25');
+    // the summary names the agent and how the session was started (the trigger is an object: never "[object Object]")
+    const summaryText = await page.locator('.summary').textContent();
+    expect(summaryText).toContain(`dashboard agent (${agentId}) v1`);
+    expect(summaryText).toMatch(/Started bykey_\w+ \(api\)/);
+    expect(summaryText).not.toContain('[object Object]');
     await page.screenshot({ path: `${ARTIFACTS}/session.png`, fullPage: true });
 
     // a write the policy asks about waits in the inbox; approve it there
@@ -183,6 +188,8 @@ describe.skipIf(!hasChromium)('the dashboard in Chromium', () => {
     await row.waitFor();
     await row.locator('[data-status=idle]').waitFor();
     expect(await row.textContent()).toContain('from the browser');
+    // people look for agents by name: the row names it, with its id beside the name
+    expect(await row.locator(`td[data-agent="${agentId}"]`).textContent()).toBe(`dashboard agent (${agentId}) v1`);
     await page.screenshot({ path: `${ARTIFACTS}/fleet.png`, fullPage: true });
     // statuses on the fleet page are live: a call waiting for approval shows, then its end, without a reload
     await page.evaluate(() => ((globalThis as any).__sameDocument = 'fleet'));
@@ -200,7 +207,8 @@ describe.skipIf(!hasChromium)('the dashboard in Chromium', () => {
     // spend per agent per day, from the ledger
     await page.goto(`${stack.url}/ui/#/spend?group_by=agent&days=7`);
     await page.waitForSelector('main[data-ready] .chart svg rect');
-    expect(await page.locator('.chart .legend').textContent()).toContain(agentId);
+    expect(await page.locator('.chart .legend').textContent()).toContain(`dashboard agent (${agentId})`);
+    expect(await page.locator('table.totals').textContent()).toContain(`dashboard agent (${agentId})`);
     expect(await page.locator('table.totals').textContent()).toContain('$0.25');
     await page.screenshot({ path: `${ARTIFACTS}/spend.png`, fullPage: true });
 

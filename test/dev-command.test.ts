@@ -3,18 +3,38 @@
  * PGlite, worker, API) and prints the URL and an admin key; a restart on the same data folder finds everything.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 const children: ChildProcess[] = [];
-let dataDir = '';
+const dataDirs: string[] = [];
+/** process groups a test started outside dev (or that dev left behind): killed whatever happened */
+const groups: number[] = [];
 
 afterAll(async () => {
   for (const child of children) child.kill('SIGKILL');
-  if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  for (const pid of groups) if (alive(pid)) process.kill(-pid, 'SIGKILL');
+  for (const dir of dataDirs) await rm(dir, { recursive: true, force: true });
 });
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function until(check: () => boolean, what: string, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 async function startDev(dir: string): Promise<{ child: ChildProcess; url: string; key: string; output: () => string }> {
   const env: Record<string, string | undefined> = { ...process.env, AGENTPLANE_DATA_DIR: dir, PORT: '0', TEMPORAL_PORT: '0', AGENTPLANE_RUNTIMES: 'scripted' };
@@ -50,7 +70,8 @@ async function call(url: string, key: string, method: string, path: string, body
 
 describe('npm run dev', () => {
   it('starts everything on the embedded defaults, runs a session, and comes back with its data after a restart', async () => {
-    dataDir = await mkdtemp(join(tmpdir(), 'agentplane-dev-'));
+    const dataDir = await mkdtemp(join(tmpdir(), 'agentplane-dev-'));
+    dataDirs.push(dataDir);
     const first = await startDev(dataDir);
     expect(first.output()).toContain('PGlite');
     expect((await fetch(`${first.url}/readyz`)).status).toBe(200);
@@ -75,5 +96,41 @@ describe('npm run dev', () => {
     const more = await call(second.url, second.key, 'POST', `/v1/sessions/${session.body.id}/events`, { events: [{ type: 'user.message', content: 'say still here' }] });
     expect(more.status).toBe(200);
     await stopDev(second.child);
+  }, 240_000);
+
+  it('after a crash, the next start adopts the Temporal dev server the crashed run left (never a second one on its file) and stops the OpenCode servers no session owns', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'agentplane-dev-'));
+    dataDirs.push(dataDir);
+    const first = await startDev(dataDir);
+    const agent = await call(first.url, first.key, 'POST', '/v1/agents', { name: 'dev', model: 'scripted', runtime: { type: 'scripted' }, tool_policy: { rules: [], default: 'allow' } });
+    const session = await call(first.url, first.key, 'POST', '/v1/sessions', { agent: agent.body.id });
+    expect(session.status).toBe(200);
+    const temporal = JSON.parse(await readFile(join(dataDir, 'temporal.json'), 'utf8')) as { pid: number; address: string };
+    groups.push(temporal.pid);
+
+    // the crash: no shutdown runs, so the Temporal dev server (its own process group) keeps running
+    first.child.kill('SIGKILL');
+    await until(() => first.child.exitCode !== null || first.child.signalCode !== null, 'dev to die');
+    expect(alive(temporal.pid)).toBe(true);
+
+    // an OpenCode server of a session that does not exist, as a crashed worker leaves it: a process whose command line
+    // is `… serve … <port>`, recorded in the session's server.json (the pid and port are what the adapter checks)
+    const port = 40_000 + Math.floor(Math.random() * 20_000);
+    const orphan = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1 << 30)', 'serve', '--port', String(port)], { detached: true, stdio: 'ignore' });
+    groups.push(orphan.pid!);
+    await mkdir(join(dataDir, 'opencode', 'sesn_nobody'), { recursive: true });
+    await writeFile(join(dataDir, 'opencode', 'sesn_nobody', 'server.json'), JSON.stringify({ pid: orphan.pid, port, password: 'x', keyFingerprint: 'x', startedAt: new Date().toISOString() }));
+
+    const second = await startDev(dataDir);
+    expect(second.output()).toContain(`adopted: pid ${temporal.pid}`);
+    expect(second.output()).toMatch(/stopped 1 OpenCode server/);
+    await until(() => !alive(orphan.pid!), 'the orphan to be stopped');
+    // the adopted server still holds the session: it takes a message
+    const more = await call(second.url, second.key, 'POST', `/v1/sessions/${session.body.id}/events`, { events: [{ type: 'user.message', content: 'say after the crash' }] });
+    expect(more.status).toBe(200);
+
+    // adopting means owning: a clean stop ends it
+    await stopDev(second.child);
+    await until(() => !alive(temporal.pid), 'the adopted Temporal dev server to stop', 20_000);
   }, 240_000);
 });

@@ -168,7 +168,7 @@ describe('vault', () => {
     const both = createVault(`${newSpec},${oldSpec},${stack.masterKey}`); // every key that sealed something
     expect(await openCredential(stack.db.db, both, { teamId, credentialId: created.id })).toBe('sk-master-rotation');
     const { rewrapCredentials } = await import('../db/queries/credentials');
-    expect(await rewrapCredentials(stack.db.db, both)).toBeGreaterThanOrEqual(1);
+    expect((await rewrapCredentials(stack.db.db, both)).rewrapped).toBeGreaterThanOrEqual(1);
     const onlyNew = createVault(newSpec);
     expect(await openCredential(stack.db.db, onlyNew, { teamId, credentialId: created.id })).toBe('sk-master-rotation');
     await expect(openCredential(stack.db.db, before, { teamId, credentialId: created.id })).rejects.toThrow();

@@ -15,7 +15,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { Db } from '../db/client';
 import { claimDueDeliveries, markDelivered, markFailed, rescheduleDelivery, type ClaimedDelivery } from '../db/queries/webhooks';
-import type { Vault } from '../db/vault';
+import { sealContext, type Vault } from '../db/vault';
 
 export const SIGNATURE_HEADER = 'x-agentplane-signature';
 export const TIMESTAMP_HEADER = 'x-agentplane-timestamp';
@@ -111,7 +111,7 @@ export function createNotifier(opts: NotifierOptions): Notifier {
   async function attempt(delivery: ClaimedDelivery): Promise<{ ok: true } | { ok: false; error: string }> {
     let secret: string;
     try {
-      secret = vault.open(delivery.sealedSecret);
+      secret = vault.open(delivery.sealedSecret, sealContext.webhook(delivery.teamId, delivery.webhookId));
     } catch (err) {
       return { ok: false, error: `cannot open the signing secret: ${(err as Error).message}` };
     }

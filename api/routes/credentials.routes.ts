@@ -5,6 +5,8 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { appendAudit } from '../../db/queries/audit';
 import { createCredential, getCredential, listCredentials, revokeCredential, rewrapCredentials, rotateCredential, type CredentialMetadata } from '../../db/queries/credentials';
+import { rewrapWebhookSecrets } from '../../db/queries/webhooks';
+import { can } from '../../governance/permissions';
 import { requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
 import { idParam, json, jsonBody, page, PageQuery, problemResponses } from '../schemas/common';
@@ -114,12 +116,41 @@ export function registerCredentialRoutes(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ middleware: requires('keys:admin'), method: 'post', path: '/v1/credentials/rewrap', tags: ['credentials'], responses: { 200: json(z.object({ rewrapped: z.number().int(), master_key_id: z.string() }), "Every data key of the caller's team re-sealed under the current master key"), ...problemResponses } }),
+    createRoute({
+      middleware: requires('keys:admin'),
+      method: 'post',
+      path: '/v1/credentials/rewrap',
+      tags: ['credentials'],
+      description:
+        "Re-seals every secret the vault holds for the caller's team (credentials and webhook signing secrets) under the current master key, bound to its record. A platform_admin key re-seals every team's, after which the old master key can be dropped.",
+      responses: {
+        200: json(
+          z.object({
+            rewrapped: z.number().int(),
+            master_key_id: z.string(),
+            unreadable: z.array(z.string()).optional().openapi({ description: 'records whose secret opens under no configured key (altered, or sealed by a dropped key): left as they are' }),
+          }),
+          'How many secrets were re-sealed, and under which master key',
+        ),
+        ...problemResponses,
+      },
+    }),
     async (c) => {
       const actor = c.get('actor');
-      const rewrapped = await rewrapCredentials(deps.db, deps.vault, { teamId: actor.teamId });
-      await appendAudit(deps.db, { ...auditActor(actor, c.get('requestId')), action: 'vault.rewrap', target: deps.vault.currentKeyId, decision: 'ok', reason: 'keys:admin', data: { rewrapped } });
-      return c.json({ rewrapped, master_key_id: deps.vault.currentKeyId }, 200);
+      const scope = can(actor.role, 'vault:rewrap_all') ? {} : { teamId: actor.teamId };
+      const credentials = await rewrapCredentials(deps.db, deps.vault, scope);
+      const webhooks = await rewrapWebhookSecrets(deps.db, deps.vault, scope);
+      const rewrapped = credentials.rewrapped + webhooks.rewrapped;
+      const unreadable = [...credentials.unreadable, ...webhooks.unreadable];
+      await appendAudit(deps.db, {
+        ...auditActor(actor, c.get('requestId')),
+        action: 'vault.rewrap',
+        target: deps.vault.currentKeyId,
+        decision: 'ok',
+        reason: scope.teamId ? 'keys:admin' : 'vault:rewrap_all',
+        data: { rewrapped, unreadable, scope: scope.teamId ? 'team' : 'all teams' },
+      });
+      return c.json({ rewrapped, master_key_id: deps.vault.currentKeyId, ...(unreadable.length > 0 ? { unreadable } : {}) }, 200);
     },
   );
 

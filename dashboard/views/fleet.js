@@ -1,7 +1,7 @@
 // The fleet: every session across runtimes, newest first, one page at a time (the API pages by a cursor, so a
 // fleet of any size costs one indexed query per page), filtered by status, runtime and agent, refreshed every
 // few seconds so statuses stay live. The filters and the cursor live in the URL hash.
-import { get, poll, post } from '../api.js';
+import { agentLabel, agentNames, get, poll, post } from '../api.js';
 import { go } from '../router.js';
 import { errorBox, h, replace, statusBadge, usd, when } from '../dom.js';
 
@@ -49,7 +49,15 @@ export function mount(root, { query, signal }) {
   );
 
   get('/v1/runtimes', {}, signal).then((r) => replace(runtimeSlot, select('runtime', r.data.map((x) => ({ value: x.type, label: x.type })), 'Runtime')), () => undefined);
-  get('/v1/agents', { limit: 100 }, signal).then((r) => replace(agentSlot, select('agent_id', r.data.map((a) => ({ value: a.id, label: a.name ?? a.id })), 'Agent')), () => undefined);
+  // names for the filter and the rows; the fleet shows ids until they arrive (or if they cannot be read)
+  let names = new Map();
+  const named = agentNames(signal).then(
+    (found) => {
+      names = found;
+      replace(agentSlot, select('agent_id', [...found].map(([id, name]) => ({ value: id, label: name || id })), 'Agent'));
+    },
+    () => undefined,
+  );
 
   let first = true;
   poll(
@@ -57,7 +65,8 @@ export function mount(root, { query, signal }) {
     async () => {
       try {
         const res = await get('/v1/sessions', { ...filters, page: query.page, limit: PAGE_SIZE }, signal);
-        replace(body, res.data.length ? res.data.map(row) : h('tr', {}, h('td', { colspan: 7, class: 'empty' }, 'No sessions match.')));
+        if (first) await named;
+        replace(body, res.data.length ? res.data.map((session) => row(session, names)) : h('tr', {}, h('td', { colspan: 7, class: 'empty' }, 'No sessions match.')));
         renderPager(res.next_page);
         replace(status, `Updated ${new Date().toLocaleTimeString()}`);
         if (first) root.dataset.ready = 'true';
@@ -78,13 +87,13 @@ export function mount(root, { query, signal }) {
   }
 }
 
-function row(session) {
+function row(session, names) {
   return h(
     'tr',
     { 'data-session': session.id },
     h('td', {}, h('a', { href: `#/sessions/${session.id}` }, session.id)),
     h('td', {}, session.title ?? ''),
-    h('td', {}, `${session.agent.id} v${session.agent.version}`),
+    h('td', { 'data-agent': session.agent.id }, `${agentLabel(names, session.agent.id)} v${session.agent.version}`),
     h('td', {}, session.agent.runtime),
     h('td', {}, statusBadge(session.status)),
     h('td', { class: 'num' }, usd(session.usage.cost_usd)),

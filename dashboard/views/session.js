@@ -1,7 +1,7 @@
 // One session: its summary (status, agent, usage and cost), the tool calls waiting for a decision, and the event
 // timeline, which streams live. The timeline shows the latest events first loaded from the log, then follows the
 // stream from the last one (Last-Event-ID), so nothing falls in between.
-import { get, post, streamEvents } from '../api.js';
+import { agentLabel, get, post, streamEvents, triggerLabel } from '../api.js';
 import { errorBox, h, replace, statusBadge, usd, when } from '../dom.js';
 import { approvalCard } from './approvals.js';
 
@@ -26,10 +26,16 @@ export function mount(root, { params: [sessionId], signal }) {
   );
 
   let refreshing = null;
+  // the agent's name, read once: a session never changes agents
+  let names = null;
   const refresh = () => {
     refreshing ??= get(`/v1/sessions/${encodeURIComponent(sessionId)}`, {}, signal)
-      .then((session) => {
-        renderSummary(summary, session);
+      .then(async (session) => {
+        names ??= await get(`/v1/agents/${encodeURIComponent(session.agent.id)}`, {}, signal).then(
+          (agent) => new Map([[agent.id, agent.name]]),
+          () => new Map(),
+        );
+        renderSummary(summary, session, names);
         replace(pending, session.pending_approvals.length ? [h('h2', {}, 'Waiting for a decision'), session.pending_approvals.map((a) => approvalCard({ ...a, session_id: sessionId }, refresh))] : []);
       })
       .catch((err) => signal.aborted || replace(summary, errorBox(err)))
@@ -60,7 +66,7 @@ export function mount(root, { params: [sessionId], signal }) {
   })();
 }
 
-function renderSummary(el, session) {
+function renderSummary(el, session, names) {
   const u = session.usage;
   replace(
     el,
@@ -69,11 +75,11 @@ function renderSummary(el, session) {
       {},
       field('Status', statusBadge(session.status), session.stop_reason ? ` (${session.stop_reason.type})` : ''),
       field('Title', session.title ?? '—'),
-      field('Agent', `${session.agent.id} v${session.agent.version}`),
+      field('Agent', `${agentLabel(names, session.agent.id)} v${session.agent.version}`),
       field('Runtime', session.agent.runtime),
       field('Cost', h('span', { class: 'cost' }, usd(u.cost_usd)), session.budget.max_cost_usd !== undefined ? ` of ${usd(session.budget.max_cost_usd)} budget` : ''),
       field('Tokens', `${u.input_tokens} in · ${u.output_tokens} out · ${u.cache_read_input_tokens} cache read · ${u.cache_creation_input_tokens} cache write`),
-      field('Started by', `${session.initiator.key_id} (${session.trigger})`),
+      field('Started by', `${session.initiator.key_id} (${triggerLabel(session.trigger)})`),
       field('Created', when(session.created_at)),
     ),
   );

@@ -1,6 +1,6 @@
 // Spend over time from the ledger (GET /v1/usage with bucket=day), split by team, agent or model, as a stacked
 // bar chart and a table of totals. The largest series get their own colour; the rest are summed as "other".
-import { get } from '../api.js';
+import { agentLabel, agentNames, get } from '../api.js';
 import { daysBetween, stackedBars } from '../chart.js';
 import { errorBox, h, replace, usd } from '../dom.js';
 import { go } from '../router.js';
@@ -19,10 +19,13 @@ export function mount(root, { query, signal }) {
 
   const to = new Date().toISOString().slice(0, 10);
   const from = new Date(Date.now() - (days - 1) * 86_400_000).toISOString().slice(0, 10);
-  get('/v1/usage', { group_by: groupBy, bucket: 'day', from: `${from}T00:00:00Z` }, signal).then(
-    (res) => {
+  // agents are named as people know them (with the id beside the name); models and teams are their own names
+  const names = groupBy === 'agent' ? agentNames(signal).catch(() => new Map()) : Promise.resolve(null);
+  Promise.all([get('/v1/usage', { group_by: groupBy, bucket: 'day', from: `${from}T00:00:00Z` }, signal), names]).then(
+    ([res, found]) => {
+      const rows = found ? res.data.map((r) => ({ ...r, key: r.key === null ? null : agentLabel(found, r.key) })) : res.data;
       const axis = daysBetween(from, to);
-      const series = toSeries(res.data, axis);
+      const series = toSeries(rows, axis);
       replace(
         out,
         stackedBars({ days: axis, series, title: `Spend per day by ${groupBy}` }),
@@ -30,7 +33,7 @@ export function mount(root, { query, signal }) {
           'table',
           { class: 'totals' },
           h('thead', {}, h('tr', {}, [groupBy, 'Cost', 'Requests', 'Input tokens', 'Output tokens'].map((t) => h('th', {}, t)))),
-          h('tbody', {}, totals(res.data).map((t) => h('tr', {}, h('td', {}, t.key), h('td', { class: 'num' }, usd(t.cost_usd)), h('td', { class: 'num' }, t.requests), h('td', { class: 'num' }, t.input_tokens), h('td', { class: 'num' }, t.output_tokens)))),
+          h('tbody', {}, totals(rows).map((t) => h('tr', {}, h('td', {}, t.key), h('td', { class: 'num' }, usd(t.cost_usd)), h('td', { class: 'num' }, t.requests), h('td', { class: 'num' }, t.input_tokens), h('td', { class: 'num' }, t.output_tokens)))),
         ),
       );
       root.dataset.ready = 'true';

@@ -1,7 +1,7 @@
 /**
  * The session index, approvals and runtime references. Every read that serves a caller is scoped by team.
  */
-import { and, desc, eq, gte, isNull, lt, lte, sql, type SQL } from 'drizzle-orm';
+import { and, desc, eq, gte, inArray, isNull, lt, lte, ne, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../client';
 import { approvals, runtimeSessions, sessions } from '../schema/index';
 
@@ -125,6 +125,16 @@ export async function putRuntimeRef(db: Db, row: { sessionId: string; runtime: s
     .insert(runtimeSessions)
     .values({ ...row, updatedAt: new Date() })
     .onConflictDoUpdate({ target: runtimeSessions.sessionId, set: { runtimeSessionId: row.runtimeSessionId, state: row.state, updatedAt: new Date() } });
+}
+
+/**
+ * Which of these sessions may still run a turn (not terminated), whatever their team: for an operator's process
+ * cleanup, which finds runtime processes by session id on disk and must leave those alone.
+ */
+export async function unterminatedSessionIds(db: Db, sessionIds: string[]): Promise<Set<string>> {
+  if (sessionIds.length === 0) return new Set();
+  const rows = await db.select({ id: sessions.id }).from(sessions).where(and(inArray(sessions.id, sessionIds), ne(sessions.status, 'terminated')));
+  return new Set(rows.map((r) => r.id));
 }
 
 // ---- fleet gauges -------------------------------------------------------------------------------------------

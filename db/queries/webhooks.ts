@@ -12,12 +12,13 @@
  * - an attempt's outcome is recorded only by the claim that made it (`attempts` must still be what it claimed).
  */
 import { randomBytes } from 'node:crypto';
-import { and, desc, eq, isNull, sql } from 'drizzle-orm';
+import { and, desc, eq, isNull, ne, notLike, or, sql } from 'drizzle-orm';
 import type { NotificationType } from '../../governance/notifications';
 import { rowsOf, type Db } from '../client';
 import { newId, stableId } from '../ids';
 import { webhookDeliveries, webhooks } from '../schema/index';
-import type { SealedSecret, Vault } from '../vault';
+import { sealContext, VaultError, type SealedSecret, type Vault } from '../vault';
+import type { RewrapResult } from './credentials';
 
 const metadataColumns = {
   id: webhooks.id,
@@ -73,12 +74,42 @@ export function generateWebhookSecret(): string {
 }
 
 export async function createWebhook(db: Db, vault: Vault, params: { teamId: string; url: string; events: NotificationType[]; secret: string }): Promise<WebhookMetadata> {
-  const sealed = vault.seal(params.secret);
+  const id = newId('whk');
+  const sealed = vault.seal(params.secret, sealContext.webhook(params.teamId, id));
   const [row] = await db
     .insert(webhooks)
-    .values({ id: newId('whk'), teamId: params.teamId, url: params.url, events: [...new Set(params.events)], ...sealed })
+    .values({ id, teamId: params.teamId, url: params.url, events: [...new Set(params.events)], ...sealed })
     .returning(metadataColumns);
   return row as WebhookMetadata;
+}
+
+/**
+ * Master-key rotation for signing secrets, as `rewrapCredentials` does it for credentials: every secret sealed by an
+ * older master key, or before it was bound to its webhook, re-sealed under the current one (deleted webhooks too:
+ * nothing may be left that only the old key opens). Without `teamId`, every team's.
+ */
+export async function rewrapWebhookSecrets(db: Db, vault: Vault, params: { teamId?: string } = {}): Promise<RewrapResult> {
+  const where = [or(ne(webhooks.masterKeyId, vault.currentKeyId), notLike(webhooks.wrappedKey, 'v2.%'), notLike(webhooks.ciphertext, 'v2.%'))];
+  if (params.teamId) where.push(eq(webhooks.teamId, params.teamId));
+  const stale = await db.select().from(webhooks).where(and(...where));
+  const result: RewrapResult = { rewrapped: 0, unreadable: [] };
+  for (const row of stale) {
+    let resealed: SealedSecret;
+    try {
+      resealed = vault.reseal(row, sealContext.webhook(row.teamId, row.id));
+    } catch (err) {
+      if (!(err instanceof VaultError)) throw err;
+      // already unreadable (altered, or sealed by a key no longer configured): named, so an operator can act on it
+      result.unreadable.push(row.id);
+      continue;
+    }
+    await db
+      .update(webhooks)
+      .set(resealed)
+      .where(and(eq(webhooks.id, row.id), eq(webhooks.ciphertext, row.ciphertext)));
+    result.rewrapped += 1;
+  }
+  return result;
 }
 
 /** The team's active webhooks, newest first. */
