@@ -188,7 +188,10 @@ function routeTemplate(c: Parameters<typeof matchedRoutes>[0]): string {
 export function requires(...anyOf: [Permission, ...Permission[]]): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const actor = c.get('actor');
-    if (!anyOf.some((permission) => can(actor.role, permission))) requirePermission(actor, anyOf[0]);
+    if (!anyOf.some((permission) => can(actor.role, permission))) {
+      // each of them would admit the caller: name them all
+      throw new ApiError(403, 'auth.forbidden', `role "${actor.role}" lacks ${anyOf.map((p) => `"${p}"`).join(' or ')}`);
+    }
     await next();
   };
 }
