@@ -272,8 +272,12 @@ interface Call {
 interface AccessCase {
   /** what the call is, when a route has more than one permission */
   label?: string;
-  /** null: any valid key may call it */
-  permission: Permission | null;
+  /**
+   * null: any valid key may call it. Several: the call needs all of them — the route's own (first, checked before the
+   * body is read) and what this body asks for on top (checked by the handler: after the resource is found, so another
+   * team's key that holds the route's permission gets the 404 of `not_found` first).
+   */
+  permission: Permission | [Permission, ...Permission[]] | null;
   /**
    * The request, against the own team's resources. `fresh` is set for an allowed call of an own-team key: the
    * call will succeed, so it gets resources of its own to use up (archive, decide).
@@ -394,14 +398,35 @@ async function ownTeamRules() {
 /** rules that are unique to one call, so that whose they are can be told */
 const markedRules = () => [{ tool: 'web_fetch', pattern: `https://${Math.random().toString(36).slice(2)}.invalid/*` }];
 
+/** A policy unlike the fixtures' own, so that sending it is a change. */
+const LOOSER_POLICY = { rules: [{ tool: 'bash', action: 'allow' }], default: 'allow' };
+
 const ACCESS: Record<string, AccessCase[]> = {
   'POST /v1/agents': [
     {
+      label: 'no policy fields',
       permission: 'agents:write',
-      request: async () => ({ path: '/v1/agents', body: agentDefinition({ name: 'made by the access table' }) }),
+      // without a tool_policy: the default one (ask for everything), which agents:write alone may make
+      request: async () => ({ path: '/v1/agents', body: agentDefinition({ name: 'made by the access table', tool_policy: undefined }) }),
       otherTeam: 'created',
       table: 'agents',
-      check: (res) => expect(res.body).toMatchObject({ type: 'agent', version: 1, name: 'made by the access table' }),
+      check: (res) => expect(res.body).toMatchObject({ type: 'agent', version: 1, name: 'made by the access table', tool_policy: { rules: [], default: 'ask' } }),
+    },
+    {
+      label: 'a tool_policy',
+      permission: ['agents:write', 'policies:write'],
+      request: async () => ({ path: '/v1/agents', body: agentDefinition({ name: 'made with a policy by the access table', tool_policy: LOOSER_POLICY }) }),
+      otherTeam: 'created',
+      table: 'agents',
+      check: (res) => expect(res.body).toMatchObject({ type: 'agent', version: 1, tool_policy: LOOSER_POLICY }),
+    },
+    {
+      label: 'separation_of_duties',
+      permission: ['agents:write', 'policies:write'],
+      request: async () => ({ path: '/v1/agents', body: agentDefinition({ name: 'made strict by the access table', approvals: { separation_of_duties: true } }) }),
+      otherTeam: 'created',
+      table: 'agents',
+      check: (res) => expect(res.body).toMatchObject({ type: 'agent', version: 1, approvals: { separation_of_duties: true } }),
     },
   ],
   'GET /v1/agents': [
@@ -422,10 +447,25 @@ const ACCESS: Record<string, AccessCase[]> = {
   ],
   'POST /v1/agents/{agent_id}': [
     {
+      label: 'no policy fields',
       permission: 'agents:write',
       request: async (fresh) => ({ path: `/v1/agents/${fresh ? await createAgent() : fx.agentId}`, body: { description: 'changed by the access table' } }),
       otherTeam: 'not_found',
       check: (res) => expect(res.body).toMatchObject({ version: 2, description: 'changed by the access table' }),
+    },
+    {
+      label: 'the tool_policy changed',
+      permission: ['agents:write', 'policies:write'],
+      request: async (fresh) => ({ path: `/v1/agents/${fresh ? await createAgent() : fx.agentId}`, body: { tool_policy: LOOSER_POLICY } }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body).toMatchObject({ version: 2, tool_policy: LOOSER_POLICY }),
+    },
+    {
+      label: 'separation_of_duties changed',
+      permission: ['agents:write', 'policies:write'],
+      request: async (fresh) => ({ path: `/v1/agents/${fresh ? await createAgent() : fx.agentId}`, body: { approvals: { separation_of_duties: true } } }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body).toMatchObject({ version: 2, approvals: { separation_of_duties: true } }),
     },
   ],
   'POST /v1/agents/{agent_id}/archive': [
@@ -1043,18 +1083,27 @@ describe('access control', () => {
     for (const access of cases) {
       const name = access.label ? `${route} (${access.label})` : route;
       it(`${name} follows the permission matrix for every role, in the own team and in another`, async () => {
+        const needed = access.permission === null ? [] : [access.permission].flat();
         for (const role of ROLES) {
           for (const team of TEAMS) {
-            const allowed = access.permission === null || can(role, access.permission);
+            const missing = needed.find((permission) => !can(role, permission));
+            const allowed = missing === undefined;
             const where = `${role} of the ${team} team`;
             const call = await access.request(allowed && team === 'own');
             expect(call.path.startsWith(template.replace(/\{.*$/, '').replace(/\?.*$/, ''))).toBe(true);
             const before = await writes();
             const res = await send(method, call.path, { key: keys[team][role], body: call.body, headers: call.headers });
 
+            // the route's own permission admits it; what the body asks for is checked on a resource it does not see
+            const unseen = team === 'other' && access.otherTeam === 'not_found' && can(role, needed[0]!);
+            if (!allowed && unseen) {
+              expectProblem(res, 404, 'resource.not_found');
+              expect(await writes(), `${where} wrote something`).toEqual(before);
+              continue;
+            }
             if (!allowed) {
               expectProblem(res, 403, 'auth.forbidden');
-              expect(res.body.detail, where).toContain(access.permission!);
+              expect(res.body.detail, where).toContain(missing);
               expect(await writes(), `${where} wrote something`).toEqual(before);
               continue;
             }

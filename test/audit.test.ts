@@ -292,9 +292,10 @@ describe('audit log', () => {
       id: expect.stringMatching(/^aud_/),
       actor: { key_id: await keyIdOf(stack.adminKey), role: 'admin' },
       decision: 'ok',
-      reason: 'agents:write',
+      // its tool_policy is a policy of its own: the permission that let the admin set it is named too
+      reason: 'agents:write, policies:write',
       request_id: expect.any(String),
-      data: { version: 1 },
+      data: { version: 1, policy_fields: ['tool_policy'] },
       created_at: expect.any(String),
       prev_hash: expect.stringMatching(/^[0-9a-f]{64}$/),
       hash: expect.stringMatching(/^[0-9a-f]{64}$/),
@@ -355,7 +356,8 @@ describe('audit log', () => {
   it('filters by action, actor, target and time, in the list and the export alike', async () => {
     const developer = await stack.key('developer');
     const developerId = await keyIdOf(developer);
-    const agentId = await createAgent({ name: 'filtered' }, developer);
+    // no tool_policy: a developer's key may not set one
+    const agentId = await createAgent({ name: 'filtered', tool_policy: undefined }, developer);
     await stack.call('POST', `/v1/agents/${agentId}`, { description: 'v2' }, developer);
     await stack.call('POST', `/v1/agents/${agentId}/archive`);
 
