@@ -1,20 +1,26 @@
 /**
- * Roles and versions, on the real stack: what only `policies:write` may change on an agent, and what a pinned agent
- * version does and does not bring back. Each test is named after the attack it stops.
+ * Roles and versions, on the real stack: what only `policies:write` may change on an agent, what a pinned agent version
+ * does and does not bring back, who creates teams and platform admin keys, and how the bootstrap key becomes (and
+ * stays) the one platform admin. Each test is named after the attack it stops.
  */
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDatabase, type Db } from '../db/client';
+import { bootstrapAdmin, createApiKey, createTeam, findActiveKey } from '../db/queries/teams';
 import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createTestDatabase } from './support/postgres';
 import { eventsOf, startStack, waitForStatus, type Stack } from './support/stack';
 
 let stack: Stack;
 let developer: string;
 let approver: string;
+let platformAdmin: string;
 
 beforeAll(async () => {
   stack = await startStack({ runtimes: { scripted: createScriptedAdapter() } });
   developer = await stack.key('developer');
   approver = await stack.key('approver');
+  platformAdmin = await stack.key('platform_admin');
 });
 afterAll(async () => {
   await stack?.stop();
@@ -34,7 +40,7 @@ async function adminAgent(extra: Record<string, unknown> = {}): Promise<string> 
   return res.body.id;
 }
 
-async function count(table: 'agents' | 'agent_versions'): Promise<number> {
+async function count(table: 'agents' | 'agent_versions' | 'teams' | 'api_keys'): Promise<number> {
   const result = (await stack.db.db.execute(sql`select count(*)::int as n from ${sql.identifier(table)}`)) as unknown as { rows: Array<{ n: number }> };
   return result.rows[0]!.n;
 }
@@ -156,5 +162,97 @@ describe('pinned versions', () => {
     const other = await stack.call('POST', `/v1/sessions/${started.body.id}/events`, { events: [{ type: 'user.tool_confirmation', tool_use_id: toolUseId, result: 'deny' }] }, approver);
     expect(other.status).toBe(200);
     await waitForStatus(stack, started.body.id, 'idle', 'end_turn');
+  });
+});
+
+describe('platform roles', () => {
+  it('a tenant admin cannot create a team, nor learn from a 409 which team names are taken', async () => {
+    const teams = await count('teams');
+    for (const name of ['acme', `new ${Math.random().toString(36).slice(2)}`]) {
+      const res = await stack.call('POST', '/v1/teams', { name });
+      expect(res.status, name).toBe(403);
+      expect(res.body).toMatchObject({ code: 'auth.forbidden', detail: expect.stringContaining('teams:create') });
+    }
+    expect(await count('teams')).toBe(teams);
+    // the platform admin can, and only it hears that a name is taken
+    const name = `platform made ${Math.random().toString(36).slice(2)}`;
+    const created = await stack.call('POST', '/v1/teams', { name }, platformAdmin);
+    expect(created.status, JSON.stringify(created.body)).toBe(200);
+    expect(created.body.admin_key.role).toBe('admin');
+    expect((await stack.call('POST', '/v1/teams', { name }, platformAdmin)).status).toBe(409);
+    // the new team's admin cannot make teams either
+    expect((await stack.call('POST', '/v1/teams', { name: `${name} 2` }, created.body.admin_key.key)).status).toBe(403);
+  });
+
+  it('an admin cannot mint a platform_admin key', async () => {
+    const keys = await count('api_keys');
+    expectForbidden(await stack.call('POST', '/v1/keys', { name: 'escalate', role: 'platform_admin' }), 'body.role', 'teams:create');
+    expect(await count('api_keys')).toBe(keys);
+    const minted = await stack.call('POST', '/v1/keys', { name: 'second platform admin', role: 'platform_admin' }, platformAdmin);
+    expect(minted.status, JSON.stringify(minted.body)).toBe(200);
+    expect(minted.body.role).toBe('platform_admin');
+  });
+});
+
+describe('the bootstrap key', () => {
+  /** A fresh database, migrated, for one bootstrap story. */
+  async function withDatabase(story: (db: Db) => Promise<void>) {
+    const testDb = await createTestDatabase();
+    const database = await openDatabase({ url: testDb.url });
+    try {
+      await story(database.db);
+    } finally {
+      await database.close();
+      await testDb.drop();
+    }
+  }
+  const roleOf = async (db: Db, plain: string) => (await findActiveKey(db, plain))?.role;
+
+  it('is the platform admin, generated once or registered from AGENTPLANE_ADMIN_KEY', async () => {
+    await withDatabase(async (db) => {
+      const first = await bootstrapAdmin(db, undefined);
+      expect(first.plain).toMatch(/^ap_/);
+      expect(await roleOf(db, first.plain!)).toBe('platform_admin');
+      expect(await bootstrapAdmin(db, undefined)).toEqual({ teamId: first.teamId, keyId: first.keyId, plain: null });
+    });
+    await withDatabase(async (db) => {
+      const plain = `ap_operator_${Math.random().toString(36).slice(2)}`;
+      const given = await bootstrapAdmin(db, plain);
+      expect(await roleOf(db, plain)).toBe('platform_admin');
+      expect(await bootstrapAdmin(db, plain)).toEqual(given);
+    });
+  });
+
+  it('a default-team admin cannot become platform admin by naming a key "bootstrap admin": only the first start\'s key is raised', async () => {
+    await withDatabase(async (db) => {
+      // an installation bootstrapped before platform_admin: its generated key is an admin of the default team ...
+      const team = await createTeam(db, { name: 'default' });
+      const original = await createApiKey(db, { teamId: team.id, name: 'bootstrap admin', role: 'admin' });
+      // ... whose admins later made a key with the same name
+      const impostor = await createApiKey(db, { teamId: team.id, name: 'bootstrap admin', role: 'admin' });
+      const started = await bootstrapAdmin(db, undefined);
+      expect(started).toEqual({ teamId: team.id, keyId: original.key.id, plain: null });
+      expect(await roleOf(db, original.plain)).toBe('platform_admin');
+      expect(await roleOf(db, impostor.plain)).toBe('admin');
+      const audit = (await db.execute(sql`select action, actor_role, data from audit_log where target = ${original.key.id}`)) as unknown as { rows: unknown[] };
+      expect(audit.rows).toEqual([{ action: 'key.role', actor_role: 'system', data: { from: 'admin', to: 'platform_admin' } }]);
+
+      // with the original revoked, the impostor is still not raised: a new key is made and shown once
+      await db.execute(sql`update api_keys set revoked_at = now() where id = ${original.key.id}`);
+      const again = await bootstrapAdmin(db, undefined);
+      expect(again.keyId).not.toBe(impostor.key.id);
+      expect(await roleOf(db, again.plain!)).toBe('platform_admin');
+      expect(await roleOf(db, impostor.plain)).toBe('admin');
+    });
+  });
+
+  it('a bootstrap key registered as admin from AGENTPLANE_ADMIN_KEY is raised when the same key is given again', async () => {
+    await withDatabase(async (db) => {
+      const team = await createTeam(db, { name: 'default' });
+      const plain = `ap_operator_${Math.random().toString(36).slice(2)}`;
+      await createApiKey(db, { teamId: team.id, name: 'bootstrap admin', role: 'admin', plain });
+      await bootstrapAdmin(db, plain);
+      expect(await roleOf(db, plain)).toBe('platform_admin');
+    });
   });
 });
