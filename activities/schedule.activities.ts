@@ -21,11 +21,11 @@ export function createScheduleActivities(deps: Pick<ActivityDeps, 'db'>): Schedu
   async function createScheduledSession(input: CreateScheduledSessionInput): Promise<ScheduledSession> {
     const schedule = await getSchedule(db, { teamId: input.teamId, scheduleId: input.scheduleId });
     if (!schedule) throw ApplicationFailure.create({ type: 'schedule.not_found', message: `schedule ${input.scheduleId} was not found`, nonRetryable: true });
-    // runs are started on behalf of the key that made the schedule: a key revoked since, or one whose role no
-    // longer starts sessions, starts nothing
-    const key = await getApiKey(db, { teamId: input.teamId, keyId: schedule.createdByKeyId });
+    // runs are started on behalf of the key that last changed what they start (see schedules.routes.ts): a key
+    // revoked since, or one whose role no longer starts sessions, starts nothing
+    const key = await getApiKey(db, { teamId: input.teamId, keyId: schedule.runAsKeyId });
     if (!key || key.revokedAt || !can(key.role as Role, 'sessions:write')) {
-      throw ApplicationFailure.create({ type: 'schedule.initiator_revoked', message: `the key ${schedule.createdByKeyId} that created schedule ${schedule.id} may no longer start sessions`, nonRetryable: true });
+      throw ApplicationFailure.create({ type: 'schedule.initiator_revoked', message: `the key ${schedule.runAsKeyId} that schedule ${schedule.id} runs as may no longer start sessions`, nonRetryable: true });
     }
     const actor: Actor = { keyId: key.id, role: key.role as Role, teamId: input.teamId };
     const { max_cost_usd } = schedule.budget as { max_cost_usd?: number };

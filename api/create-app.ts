@@ -189,6 +189,7 @@ export function requires(...anyOf: [Permission, ...Permission[]]): MiddlewareHan
   return async (c, next) => {
     const actor = c.get('actor');
     if (!anyOf.some((permission) => can(actor.role, permission))) {
+      // each of them would admit the caller: name them all
       throw new ApiError(403, 'auth.forbidden', `role "${actor.role}" lacks ${anyOf.map((p) => `"${p}"`).join(' or ')}`);
     }
     await next();

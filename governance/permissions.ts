@@ -28,7 +28,7 @@ export const PERMISSIONS = [
   'policies:write',
   /** list schedules and their run history */
   'schedules:read',
-  /** create, change, pause, trigger and delete schedules (their runs start sessions as the schedule's creator) */
+  /** create, change, pause, trigger and delete schedules (runs start as the key that created or last changed one) */
   'schedules:write',
   /** create teams (platform-wide: a team's own admins cannot) */
   'teams:create',

@@ -272,8 +272,12 @@ interface Call {
 interface AccessCase {
   /** what the call is, when a route has more than one permission */
   label?: string;
-  /** null: any valid key may call it */
-  permission: Permission | null;
+  /**
+   * null: any valid key may call it. Several: the call needs all of them — the route's own (first, checked before the
+   * body is read) and what this body asks for on top (checked by the handler: after the resource is found, so another
+   * team's key that holds the route's permission gets the 404 of `not_found` first).
+   */
+  permission: Permission | [Permission, ...Permission[]] | null;
   /**
    * The request, against the own team's resources. `fresh` is set for an allowed call of an own-team key: the
    * call will succeed, so it gets resources of its own to use up (archive, decide).
@@ -394,14 +398,35 @@ async function ownTeamRules() {
 /** rules that are unique to one call, so that whose they are can be told */
 const markedRules = () => [{ tool: 'web_fetch', pattern: `https://${Math.random().toString(36).slice(2)}.invalid/*` }];
 
+/** A policy unlike the fixtures' own, so that sending it is a change. */
+const LOOSER_POLICY = { rules: [{ tool: 'bash', action: 'allow' }], default: 'allow' };
+
 const ACCESS: Record<string, AccessCase[]> = {
   'POST /v1/agents': [
     {
+      label: 'no policy fields',
       permission: 'agents:write',
-      request: async () => ({ path: '/v1/agents', body: agentDefinition({ name: 'made by the access table' }) }),
+      // without a tool_policy: the default one (ask for everything), which agents:write alone may make
+      request: async () => ({ path: '/v1/agents', body: agentDefinition({ name: 'made by the access table', tool_policy: undefined }) }),
       otherTeam: 'created',
       table: 'agents',
-      check: (res) => expect(res.body).toMatchObject({ type: 'agent', version: 1, name: 'made by the access table' }),
+      check: (res) => expect(res.body).toMatchObject({ type: 'agent', version: 1, name: 'made by the access table', tool_policy: { rules: [], default: 'ask' } }),
+    },
+    {
+      label: 'a tool_policy',
+      permission: ['agents:write', 'policies:write'],
+      request: async () => ({ path: '/v1/agents', body: agentDefinition({ name: 'made with a policy by the access table', tool_policy: LOOSER_POLICY }) }),
+      otherTeam: 'created',
+      table: 'agents',
+      check: (res) => expect(res.body).toMatchObject({ type: 'agent', version: 1, tool_policy: LOOSER_POLICY }),
+    },
+    {
+      label: 'separation_of_duties',
+      permission: ['agents:write', 'policies:write'],
+      request: async () => ({ path: '/v1/agents', body: agentDefinition({ name: 'made strict by the access table', approvals: { separation_of_duties: true } }) }),
+      otherTeam: 'created',
+      table: 'agents',
+      check: (res) => expect(res.body).toMatchObject({ type: 'agent', version: 1, approvals: { separation_of_duties: true } }),
     },
   ],
   'GET /v1/agents': [
@@ -422,10 +447,25 @@ const ACCESS: Record<string, AccessCase[]> = {
   ],
   'POST /v1/agents/{agent_id}': [
     {
+      label: 'no policy fields',
       permission: 'agents:write',
       request: async (fresh) => ({ path: `/v1/agents/${fresh ? await createAgent() : fx.agentId}`, body: { description: 'changed by the access table' } }),
       otherTeam: 'not_found',
       check: (res) => expect(res.body).toMatchObject({ version: 2, description: 'changed by the access table' }),
+    },
+    {
+      label: 'the tool_policy changed',
+      permission: ['agents:write', 'policies:write'],
+      request: async (fresh) => ({ path: `/v1/agents/${fresh ? await createAgent() : fx.agentId}`, body: { tool_policy: LOOSER_POLICY } }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body).toMatchObject({ version: 2, tool_policy: LOOSER_POLICY }),
+    },
+    {
+      label: 'separation_of_duties changed',
+      permission: ['agents:write', 'policies:write'],
+      request: async (fresh) => ({ path: `/v1/agents/${fresh ? await createAgent() : fx.agentId}`, body: { approvals: { separation_of_duties: true } } }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body).toMatchObject({ version: 2, approvals: { separation_of_duties: true } }),
     },
   ],
   'POST /v1/agents/{agent_id}/archive': [
@@ -614,6 +654,7 @@ const ACCESS: Record<string, AccessCase[]> = {
   ],
   'POST /v1/keys': [
     {
+      label: 'a viewer key',
       permission: 'keys:admin',
       request: async () => ({ path: '/v1/keys', body: { name: 'made by the access table', role: 'viewer' } }),
       otherTeam: 'created',
@@ -626,6 +667,15 @@ const ACCESS: Record<string, AccessCase[]> = {
         expect((await send('GET', '/v1/agents', { key: res.body.key })).status).toBe(200);
         expectProblem(await send('POST', '/v1/environments', { key: res.body.key, body: { name: 'nope' } }), 403, 'auth.forbidden');
       },
+    },
+    {
+      label: 'a platform_admin key',
+      // a key mints no role stronger than its own: this one needs every permission of platform_admin
+      permission: ['keys:admin', 'teams:create', 'audit:verify_full'],
+      request: async () => ({ path: '/v1/keys', body: { name: 'platform key made by the access table', role: 'platform_admin' } }),
+      otherTeam: 'created',
+      table: 'api_keys',
+      check: (res) => expect(res.body).toMatchObject({ type: 'api_key', role: 'platform_admin', key: expect.stringMatching(/^ap_/) }),
     },
   ],
   'GET /v1/keys': [
@@ -669,7 +719,7 @@ const ACCESS: Record<string, AccessCase[]> = {
   ],
   'POST /v1/teams': [
     {
-      permission: 'keys:admin',
+      permission: 'teams:create',
       request: async () => ({ path: '/v1/teams', body: { name: `made by the access table ${Math.random().toString(36).slice(2)}` } }),
       otherTeam: 'created',
       table: 'teams',
@@ -1043,18 +1093,27 @@ describe('access control', () => {
     for (const access of cases) {
       const name = access.label ? `${route} (${access.label})` : route;
       it(`${name} follows the permission matrix for every role, in the own team and in another`, async () => {
+        const needed = access.permission === null ? [] : [access.permission].flat();
         for (const role of ROLES) {
           for (const team of TEAMS) {
-            const allowed = access.permission === null || can(role, access.permission);
+            const missing = needed.find((permission) => !can(role, permission));
+            const allowed = missing === undefined;
             const where = `${role} of the ${team} team`;
             const call = await access.request(allowed && team === 'own');
             expect(call.path.startsWith(template.replace(/\{.*$/, '').replace(/\?.*$/, ''))).toBe(true);
             const before = await writes();
             const res = await send(method, call.path, { key: keys[team][role], body: call.body, headers: call.headers });
 
+            // the route's own permission admits it; what the body asks for is checked on a resource it does not see
+            const unseen = team === 'other' && access.otherTeam === 'not_found' && can(role, needed[0]!);
+            if (!allowed && unseen) {
+              expectProblem(res, 404, 'resource.not_found');
+              expect(await writes(), `${where} wrote something`).toEqual(before);
+              continue;
+            }
             if (!allowed) {
               expectProblem(res, 403, 'auth.forbidden');
-              expect(res.body.detail, where).toContain(access.permission!);
+              expect(res.body.detail, where).toContain(missing);
               expect(await writes(), `${where} wrote something`).toEqual(before);
               continue;
             }
@@ -1326,6 +1385,15 @@ const ID_PREFIX: Record<string, string> = { agent_id: 'agent', credential_id: 'c
  */
 const NOT_AN_ID = new Set(['model']);
 
+/**
+ * A key that may call the route, so that its body is read: the stack's admin key, or a platform admin's for a route
+ * only platform admins call (the permission is checked before the body).
+ */
+function callerOf(route: string): string {
+  const permission = [ACCESS[route]![0]!.permission ?? []].flat()[0];
+  return permission && !can('admin', permission) ? keys.own.platform_admin : stack.adminKey;
+}
+
 describe('validation', () => {
   it('has malformed inputs for every route that takes a body, a query or a header', async () => {
     const needing = (await openApiRoutes()).filter((r) => r.hasBody || r.params.some((p) => p.in === 'query' || p.in === 'header')).map((r) => r.route);
@@ -1339,7 +1407,7 @@ describe('validation', () => {
       for (const input of inputs) {
         const call = input.call();
         const before = await writes();
-        const res = await send(method, call.path, { body: call.body, headers: call.headers });
+        const res = await send(method, call.path, { key: callerOf(route), body: call.body, headers: call.headers });
         expectProblem(res, 400, 'request.invalid');
         expect(res.body.detail, input.what).toContain(input.field);
         expect(res.body.invalid_params?.map((p: { name: string }) => p.name), input.what).toContain(input.field);
@@ -1355,9 +1423,9 @@ describe('validation', () => {
     for (const r of routes) {
       const { path } = await ACCESS[r.route]![0]!.request(false);
       const before = await writes();
-      const broken = await send(r.method, path, { rawBody: '{"name": "half' });
+      const broken = await send(r.method, path, { key: callerOf(r.route), rawBody: '{"name": "half' });
       expectProblem(broken, 400, 'request.invalid');
-      const plain = await send(r.method, path, { rawBody: 'name=x', headers: { 'content-type': 'text/plain' } });
+      const plain = await send(r.method, path, { key: callerOf(r.route), rawBody: 'name=x', headers: { 'content-type': 'text/plain' } });
       expect(plain.status, `${r.route}: ${plain.text}`).toBe(400);
       expect(plain.contentType).toBe('application/problem+json');
       expect(await writes(), r.route).toEqual(before);

@@ -151,15 +151,15 @@ describe('API keys', () => {
     const developer = await stack.key('developer');
     const target = await keyIdOf(await stack.key('service'));
     const before = await auditCount();
-    for (const [method, path, body] of [
-      ['POST', '/v1/keys', { name: 'escalate', role: 'admin' }],
-      ['GET', '/v1/keys', undefined],
-      ['POST', `/v1/keys/${target}/revoke`, undefined],
-      ['POST', '/v1/teams', { name: 'my own kingdom' }],
+    for (const [method, path, body, permission] of [
+      ['POST', '/v1/keys', { name: 'escalate', role: 'admin' }, 'keys:admin'],
+      ['GET', '/v1/keys', undefined, 'keys:admin'],
+      ['POST', `/v1/keys/${target}/revoke`, undefined, 'keys:admin'],
+      ['POST', '/v1/teams', { name: 'my own kingdom' }, 'teams:create'],
     ] as const) {
       const res = await stack.call(method, path, body, developer);
       expect(res.status, `${method} ${path}`).toBe(403);
-      expect(res.body).toMatchObject({ code: 'auth.forbidden', detail: expect.stringContaining('keys:admin') });
+      expect(res.body).toMatchObject({ code: 'auth.forbidden', detail: expect.stringContaining(permission) });
     }
     expect(await auditCount()).toBe(before);
 
@@ -190,7 +190,8 @@ describe('teams', () => {
   it("creates a team whose first admin key works in it and sees none of the first team's agents", async () => {
     const ours = await createAgent({ name: 'first team agent' });
     const name = `platform ${Math.random().toString(36).slice(2)}`;
-    const created = await stack.call('POST', '/v1/teams', { name });
+    const platformAdmin = await stack.key('platform_admin');
+    const created = await stack.call('POST', '/v1/teams', { name }, platformAdmin);
     expect(created.status, JSON.stringify(created.body)).toBe(200);
     expect(created.body).toMatchObject({ type: 'team', name, id: expect.stringMatching(/^team_/), admin_key: { type: 'api_key', role: 'admin', revoked_at: null } });
     const key = created.body.admin_key.key as string;
@@ -208,11 +209,11 @@ describe('teams', () => {
 
     // recorded in the creating team, naming the key by id only
     const [row] = await listAll(`action=team.create&target=${created.body.id}`);
-    expect(row).toMatchObject({ actor: { key_id: await keyIdOf(stack.adminKey), role: 'admin' }, decision: 'ok', reason: 'keys:admin', data: { name, admin_key_id: created.body.admin_key.id } });
+    expect(row).toMatchObject({ actor: { key_id: await keyIdOf(platformAdmin), role: 'platform_admin' }, decision: 'ok', reason: 'teams:create', data: { name, admin_key_id: created.body.admin_key.id } });
     expect(JSON.stringify(row)).not.toContain(key);
     expect(JSON.stringify(row)).not.toContain(hashKey(key));
 
-    const taken = await stack.call('POST', '/v1/teams', { name });
+    const taken = await stack.call('POST', '/v1/teams', { name }, platformAdmin);
     expect(taken.status).toBe(409);
     expect(taken.body.code).toBe('resource.conflict');
   });
@@ -292,9 +293,10 @@ describe('audit log', () => {
       id: expect.stringMatching(/^aud_/),
       actor: { key_id: await keyIdOf(stack.adminKey), role: 'admin' },
       decision: 'ok',
-      reason: 'agents:write',
+      // its tool_policy is a policy of its own: the permission that let the admin set it is named too
+      reason: 'agents:write, policies:write',
       request_id: expect.any(String),
-      data: { version: 1 },
+      data: { version: 1, policy_fields: ['tool_policy'] },
       created_at: expect.any(String),
       prev_hash: expect.stringMatching(/^[0-9a-f]{64}$/),
       hash: expect.stringMatching(/^[0-9a-f]{64}$/),
@@ -355,7 +357,8 @@ describe('audit log', () => {
   it('filters by action, actor, target and time, in the list and the export alike', async () => {
     const developer = await stack.key('developer');
     const developerId = await keyIdOf(developer);
-    const agentId = await createAgent({ name: 'filtered' }, developer);
+    // no tool_policy: a developer's key may not set one
+    const agentId = await createAgent({ name: 'filtered', tool_policy: undefined }, developer);
     await stack.call('POST', `/v1/agents/${agentId}`, { description: 'v2' }, developer);
     await stack.call('POST', `/v1/agents/${agentId}/archive`);
 

@@ -75,6 +75,8 @@ describe('npm run dev', () => {
     const first = await startDev(dataDir);
     expect(first.output()).toContain('PGlite');
     expect((await fetch(`${first.url}/readyz`)).status).toBe(200);
+    // the bootstrap key is the installation's platform admin
+    expect((await call(first.url, first.key, 'GET', '/v1/keys')).body.data.map((k: any) => k.role)).toEqual(['platform_admin']);
 
     const agent = await call(first.url, first.key, 'POST', '/v1/agents', { name: 'dev', model: 'scripted', runtime: { type: 'scripted' }, tool_policy: { rules: [], default: 'allow' } });
     expect(agent.status).toBe(200);

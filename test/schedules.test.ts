@@ -106,8 +106,36 @@ describe('schedules', () => {
     const fleet = await stack.call('GET', `/v1/sessions?schedule_id=${schedule.id}`);
     expect(fleet.body.data.map((s: any) => s.id)).toEqual([run.session_id]);
     expect(fleet.body.data[0].trigger).toMatchObject({ type: 'schedule', schedule_id: schedule.id });
-    // the run was started on behalf of the schedule's creator
-    expect(session.body.initiator.key_id).toBe(schedule.created_by.key_id);
+    // the run was started on behalf of the schedule's creator, which nobody has changed since
+    expect(schedule.run_as).toEqual(schedule.created_by);
+    expect(session.body.initiator.key_id).toBe(schedule.run_as.key_id);
+  });
+
+  it("a developer who changes an admin's schedule makes its runs start as the developer, not as the admin", async () => {
+    const schedule = await createSchedule({ paused: true });
+    const admin = schedule.created_by.key_id;
+    const developer = await stack.key('developer');
+    const changed = await stack.call('PATCH', `/v1/schedules/${schedule.id}`, { prompt: 'say written by the developer' }, developer);
+    expect(changed.status, JSON.stringify(changed.body)).toBe(200);
+    const developerId = changed.body.run_as.key_id;
+    expect(developerId).not.toBe(admin);
+    expect(changed.body.created_by.key_id).toBe(admin);
+
+    // a trigger (by anyone) runs what the schedule now says, as the key that said it
+    expect((await stack.call('POST', `/v1/schedules/${schedule.id}/trigger`)).status).toBe(200);
+    const [run] = await settledRuns(schedule.id, 1);
+    const session = await stack.call('GET', `/v1/sessions/${run.session_id}`);
+    expect(session.body.initiator.key_id).toBe(developerId);
+    const events = await stack.call('GET', `/v1/sessions/${run.session_id}/events`);
+    expect(events.body.data.find((e: any) => e.type === 'user.message').content).toEqual([{ type: 'text', text: 'say written by the developer' }]);
+
+    // the audit rows say who it runs as: rebound by the update, kept by the trigger
+    const audit = await stack.call('GET', `/v1/audit?target=${schedule.id}&limit=100`);
+    const rows = Object.fromEntries(audit.body.data.map((r: any) => [r.action, r]));
+    expect(rows['schedule.update']).toMatchObject({ actor: { key_id: developerId }, data: { run_as_key_id: developerId, previous_run_as_key_id: admin } });
+    expect(rows['schedule.trigger']).toMatchObject({ actor: { key_id: admin }, data: { run_as_key_id: developerId } });
+    // pausing is not a change of what runs: the schedule stays the developer's
+    expect((await stack.call('POST', `/v1/schedules/${schedule.id}/pause`)).body.run_as.key_id).toBe(developerId);
   });
 
   it('backfills one run per missed cron time, each listed in the run history with its status and cost', async () => {

@@ -2,10 +2,14 @@ import { createRoute, z } from '@hono/zod-openapi';
 import { appendAudit } from '../../db/queries/audit';
 import { archiveAgent, createAgent, getAgent, listAgents, listAgentVersions, updateAgent } from '../../db/queries/agents';
 import { getCredential } from '../../db/queries/credentials';
+import { bumpPolicyRevision, effectivePolicyFor, liveSessions } from '../../db/queries/policies';
 import type { Db } from '../../db/client';
+import { can } from '../../governance/permissions';
+import type { Actor } from '../../governance/types';
+import { policyUpdateSignal } from '../../workflows/definitions';
 import { requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
-import { AgentDefinitionSchema, AgentSchema, AgentUpdateSchema, effectivePolicy, toAgentResponse, type AgentDefinition } from '../schemas/agent.schema';
+import { AgentDefinitionSchema, AgentSchema, AgentUpdateSchema, changedPolicyFields, effectivePolicy, toAgentResponse, type AgentDefinition, type PolicyField } from '../schemas/agent.schema';
 import { idParam, json, jsonBody, MAX_VERSION, page, PageQuery, problemResponses } from '../schemas/common';
 
 const AgentId = idParam('agent_id', 'agent');
@@ -19,12 +23,14 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
     async (c) => {
       const actor = c.get('actor');
       const def = c.req.valid('json');
+      const policyFields = changedPolicyFields(null, def);
+      requirePolicyPermission(actor, policyFields);
       checkEnforceable(def, deps.capabilities);
       checkRuntimeConfig(def);
       await checkReferences(db, actor.teamId, def);
       const created = await db.transaction(async (tx) => {
         const result = await createAgent(tx, { teamId: actor.teamId, name: def.name, definition: def, keyId: actor.keyId });
-        await appendAudit(tx, { ...auditActor(actor, c.get('requestId')), action: 'agent.create', target: result.agent.id, decision: 'ok', reason: 'agents:write', data: { version: 1 } });
+        await appendAudit(tx, { ...auditActor(actor, c.get('requestId')), action: 'agent.create', target: result.agent.id, decision: 'ok', reason: permissionsUsed(policyFields), data: { version: 1, ...policyData(policyFields) } });
         return result;
       });
       return c.json(toAgentResponse(created.agent, created.version), 200);
@@ -81,21 +87,44 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
       const { version: expectedVersion, ...changes } = c.req.valid('json');
       const current = await getAgent(db, { teamId: actor.teamId, agentId });
       if (!current) throw notFound('agent');
-      const merged = AgentDefinitionSchema.safeParse({ ...(current.version.definition as AgentDefinition), ...changes });
+      const previous = current.version.definition as AgentDefinition;
+      const merged = AgentDefinitionSchema.safeParse({ ...previous, ...changes });
       if (!merged.success) throw new ApiError(400, 'request.invalid', merged.error.issues.map((i) => `body.${i.path.join('.')}: ${i.message}`).join('; '));
+      const policyFields = changedPolicyFields(previous, merged.data);
+      requirePolicyPermission(actor, policyFields);
       checkEnforceable(merged.data, deps.capabilities);
       checkRuntimeConfig(merged.data);
       await checkReferences(db, actor.teamId, merged.data);
       const result = await db.transaction(async (tx) => {
-        const updated = await updateAgent(tx, { teamId: actor.teamId, agentId, name: merged.data.name, definition: merged.data, keyId: actor.keyId, expectedVersion });
+        // the merge (and the policy check above) was made on the version read: a version written since would be lost
+        // under it, a policy tightened since among it, so the update lands only on that version
+        const updated = await updateAgent(tx, { teamId: actor.teamId, agentId, name: merged.data.name, definition: merged.data, keyId: actor.keyId, expectedVersion: expectedVersion ?? current.version.version });
         if (updated.kind === 'ok') {
-          await appendAudit(tx, { ...auditActor(actor, c.get('requestId')), action: 'agent.update', target: agentId, decision: 'ok', reason: 'agents:write', data: { version: updated.version.version } });
+          // a policy change orders itself like PUT /v1/agents/{id}/policy, so running sessions take it at their next call
+          const revision = policyFields.length > 0 ? await bumpPolicyRevision(tx, actor.teamId) : undefined;
+          await appendAudit(tx, {
+            ...auditActor(actor, c.get('requestId')),
+            action: 'agent.update',
+            target: agentId,
+            decision: 'ok',
+            reason: permissionsUsed(policyFields),
+            data: { version: updated.version.version, ...policyData(policyFields), ...(revision === undefined ? {} : { revision }) },
+          });
         }
         return updated;
       });
       if (result.kind === 'not_found') throw notFound('agent');
       if (result.kind === 'archived') throw new ApiError(409, 'resource.conflict', 'the agent is archived');
-      if (result.kind === 'version_conflict') throw new ApiError(409, 'resource.conflict', `version ${expectedVersion} is stale: the agent is at version ${result.current}`);
+      if (result.kind === 'version_conflict') {
+        throw new ApiError(
+          409,
+          'resource.conflict',
+          expectedVersion === undefined
+            ? `the agent changed to version ${result.current} while this update was made; send it again`
+            : `version ${expectedVersion} is stale: the agent is at version ${result.current}`,
+        );
+      }
+      if (policyFields.includes('tool_policy') || policyFields.includes('tools')) await pushPolicy(deps, actor.teamId, agentId);
       return c.json(toAgentResponse(result.agent, result.version), 200);
     },
   );
@@ -187,6 +216,39 @@ export function checkRuntimeConfig(def: AgentDefinition): void {
       ]);
     }
   }
+}
+
+/**
+ * `agents:write` makes and changes agents; what governs them (the effective tool policy, separation of duties) also
+ * takes `policies:write`, the permission of PUT /v1/agents/{id}/policy. Checked before anything is written.
+ */
+function requirePolicyPermission(actor: Actor, fields: PolicyField[]): void {
+  if (fields.length === 0 || can(actor.role, 'policies:write')) return;
+  const names = fields.map((f) => `body.${f}`);
+  throw new ApiError(
+    403,
+    'auth.forbidden',
+    `${names.join(', ')}: changing an agent's policy needs "policies:write", which role "${actor.role}" lacks`,
+    names.map((name) => ({ name, reason: 'changing it needs "policies:write"' })),
+  );
+}
+
+const permissionsUsed = (fields: PolicyField[]) => (fields.length > 0 ? 'agents:write, policies:write' : 'agents:write');
+const policyData = (fields: PolicyField[]) => (fields.length > 0 ? { policy_fields: fields } : {});
+
+/** Sends each live session of the team (or of one agent) the policy it now runs under. Ended sessions are skipped. */
+export async function pushPolicy(deps: Pick<AppDeps, 'db' | 'temporal'>, teamId: string, agentId?: string): Promise<number> {
+  let pushed = 0;
+  for (const session of await liveSessions(deps.db, { teamId, agentId })) {
+    const { policy, revision } = await effectivePolicyFor(deps.db, { teamId, agentId: session.agentId });
+    try {
+      await deps.temporal.workflow.getHandle(session.id).signal(policyUpdateSignal, { policy, version: revision });
+      pushed += 1;
+    } catch {
+      // the workflow has ended; its row will say so
+    }
+  }
+  return pushed;
 }
 
 /** A definition may only name credentials of the caller's team. */

@@ -7,19 +7,18 @@ import { and, eq, gte, lt, sql } from 'drizzle-orm';
 import { getAgent, updateAgent } from '../../db/queries/agents';
 import { appendAudit } from '../../db/queries/audit';
 import { deleteBudget, listBudgets, upsertBudget } from '../../db/queries/budgets';
-import { bumpPolicyRevision, effectivePolicyFor, getTeamPolicy, liveSessions, setTeamRules } from '../../db/queries/policies';
+import { bumpPolicyRevision, effectivePolicyFor, getTeamPolicy, setTeamRules } from '../../db/queries/policies';
 import { listPrices, setPrice } from '../../db/queries/pricing';
 import { ledger } from '../../db/schema/index';
 import { BUDGET_PERIODS, DEFAULT_THRESHOLDS, microsToUsd, usdToMicros } from '../../governance/budget';
 import { composePolicy, evaluatePolicy } from '../../governance/policy';
 import { DEFAULT_PRICES } from '../../governance/pricing';
 import type { CanonicalTool } from '../../governance/types';
-import { policyUpdateSignal } from '../../workflows/definitions';
 import { requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
 import { AgentDefinitionSchema, AgentSchema, toAgentResponse, ToolPolicySchema, type AgentDefinition } from '../schemas/agent.schema';
 import { idParam, json, jsonBody, problemResponses } from '../schemas/common';
-import { auditActor, checkEnforceable } from './agents.routes';
+import { auditActor, checkEnforceable, pushPolicy as pushPolicyToSessions } from './agents.routes';
 
 const BudgetCreate = z.object({
   scope: z.enum(['team', 'agent']),
@@ -67,20 +66,7 @@ const Evaluate = z.object({
 export function registerGovernanceRoutes(app: App, deps: AppDeps): void {
   const { db } = deps;
 
-  /** Sends each live session of the team (or one agent) the policy it now runs under. Ended sessions are skipped. */
-  async function pushPolicy(teamId: string, agentId?: string): Promise<number> {
-    let pushed = 0;
-    for (const session of await liveSessions(db, { teamId, agentId })) {
-      const { policy, revision } = await effectivePolicyFor(db, { teamId, agentId: session.agentId });
-      try {
-        await deps.temporal.workflow.getHandle(session.id).signal(policyUpdateSignal, { policy, version: revision });
-        pushed += 1;
-      } catch {
-        // the workflow has ended; its row will say so
-      }
-    }
-    return pushed;
-  }
+  const pushPolicy = (teamId: string, agentId?: string) => pushPolicyToSessions(deps, teamId, agentId);
 
   app.openapi(
     createRoute({ middleware: requires('budgets:write'), method: 'post', path: '/v1/budgets', tags: ['governance'], request: { body: jsonBody(BudgetCreate) }, responses: { 200: json(BudgetSchema, 'The budget (created, or updated for the same scope and period)'), ...problemResponses } }),

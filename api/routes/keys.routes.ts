@@ -5,6 +5,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { appendAudit } from '../../db/queries/audit';
 import { createApiKey, getApiKey, listApiKeys, revokeApiKey, type ApiKeyMetadata } from '../../db/queries/teams';
+import { can, ROLE_PERMISSIONS } from '../../governance/permissions';
 import { ROLES } from '../../governance/types';
 import { requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
@@ -52,6 +53,13 @@ export function registerKeyRoutes(app: App, deps: AppDeps): void {
     async (c) => {
       const actor = c.get('actor');
       const body = c.req.valid('json');
+      // a key never mints a stronger one: a team admin cannot make a platform_admin key
+      const beyond = [...ROLE_PERMISSIONS[body.role]].find((permission) => !can(actor.role, permission));
+      if (beyond) {
+        throw new ApiError(403, 'auth.forbidden', `body.role: a "${body.role}" key may "${beyond}", which role "${actor.role}" lacks`, [
+          { name: 'body.role', reason: `only a key holding every permission of "${body.role}" may create one` },
+        ]);
+      }
       const created = await db.transaction(async (tx) => {
         const result = await createApiKey(tx, { teamId: actor.teamId, name: body.name, role: body.role });
         // the plain key and its hash stay out of the log: the id, name and role say what was made

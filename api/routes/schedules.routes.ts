@@ -1,7 +1,11 @@
 /**
  * Schedules: a session started on a timetable. Each schedule is a Temporal Schedule (same id) whose action starts
  * a `scheduledRun` workflow; Temporal fires it from the server, so a fire happens once however many API and
- * worker replicas run. The `schedules` row holds what a run starts and who it runs for, for listing and RBAC.
+ * worker replicas run. The `schedules` row holds what a run starts and who it runs as, for listing and RBAC.
+ *
+ * A run starts as the key that last changed what runs start (create, PATCH): a PATCH makes the schedule the
+ * caller's, so nobody gets their changes run as someone else. Pause, unpause, trigger and backfill change only when
+ * runs happen, never what they do, and leave the run-as key as it is; their audit rows name who asked.
  */
 import { createRoute, z } from '@hono/zod-openapi';
 import { ScheduleNotFoundError, type ScheduleDescription, type ScheduleOverlapPolicy, type ScheduleSpec } from '@temporalio/client';
@@ -123,6 +127,7 @@ const ScheduleSchema = z
       .optional()
       .openapi({ description: 'what Temporal reports for the schedule (single-schedule reads only)' }),
     created_by: z.object({ key_id: z.string() }),
+    run_as: z.object({ key_id: z.string() }).openapi({ description: 'the key each run starts as: whoever created the schedule or last changed it (PATCH)' }),
     created_at: z.string(),
     updated_at: z.string(),
   })
@@ -175,6 +180,7 @@ function toResponse(row: ScheduleRow, description?: ScheduleDescription): Schedu
         }
       : {}),
     created_by: { key_id: row.createdByKeyId },
+    run_as: { key_id: row.runAsKeyId },
     created_at: row.createdAt.toISOString(),
     updated_at: row.updatedAt.toISOString(),
   };
@@ -289,6 +295,7 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
           note: body.note ?? null,
           createdByKeyId: actor.keyId,
           createdByRole: actor.role,
+          runAsKeyId: actor.keyId,
         });
         await appendAudit(tx, {
           ...auditActor(actor, c.get('requestId')),
@@ -359,6 +366,8 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
       const budget = body.budget === undefined ? (row.budget as { max_cost_usd?: number }) : (body.budget ?? {});
       await checkRunnable(actor, agent, environmentId, budget.max_cost_usd === undefined ? null : { max_cost_usd: budget.max_cost_usd });
       const changes: ScheduleChanges = {
+        // runs start as the caller from now on: the row holds the run-as key (the Temporal schedule names only the row)
+        runAsKeyId: actor.keyId,
         agentId: agent.id,
         agentVersion: agent.version ?? null,
         environmentId,
@@ -384,7 +393,7 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
             .update((previous) => ({ ...previous, spec, policies: { ...previous.policies, ...policies } }))
             .catch((err) => temporalError(err, 'body.spec'));
         },
-        { fields: Object.keys(body) },
+        { fields: Object.keys(body), run_as_key_id: actor.keyId, previous_run_as_key_id: row.runAsKeyId },
       );
       return c.json(toResponse(updated, await describe(row.id)), 200);
     },
@@ -455,11 +464,18 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
       const row = await loadSchedule(actor, c.req.valid('param').schedule_id);
       refuseNonJson(c.req.header('content-type'));
       const { overlap } = c.req.valid('json');
-      await change(actor, c.get('requestId'), row, 'schedule.trigger', {}, () =>
-        handleOf(row.id)
-          // the SDK's default is "allow all"; a run triggered by hand follows the schedule's policy unless told otherwise
-          .trigger(OVERLAP[overlap ?? (row.policies as Policies).overlap])
-          .catch((err) => temporalError(err, 'schedule')),
+      await change(
+        actor,
+        c.get('requestId'),
+        row,
+        'schedule.trigger',
+        {},
+        () =>
+          handleOf(row.id)
+            // the SDK's default is "allow all"; a run triggered by hand follows the schedule's policy unless told otherwise
+            .trigger(OVERLAP[overlap ?? (row.policies as Policies).overlap])
+            .catch((err) => temporalError(err, 'schedule')),
+        { run_as_key_id: row.runAsKeyId },
       );
       return c.json({ schedule_id: row.id, triggered: true as const }, 200);
     },
@@ -482,7 +498,7 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
         handleOf(row.id)
           .backfill({ start: new Date(body.start), end: new Date(body.end), ...(body.overlap ? { overlap: OVERLAP[body.overlap] } : {}) })
           .catch((err) => temporalError(err, 'body')),
-      { start: body.start, end: body.end, overlap: body.overlap ?? null });
+      { start: body.start, end: body.end, overlap: body.overlap ?? null, run_as_key_id: row.runAsKeyId });
       return c.json({ schedule_id: row.id, backfilled: true as const }, 200);
     },
   );

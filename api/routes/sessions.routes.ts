@@ -31,7 +31,7 @@ import {
 } from '../../workflows/definitions';
 import { requirePermission, requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
-import { toSnapshot, type AgentDefinition } from '../schemas/agent.schema';
+import { governanceOf, type AgentDefinition } from '../schemas/agent.schema';
 import { idParam, json, jsonBody, Metadata, page, PageQuery, problemResponses, Version } from '../schemas/common';
 import { auditActor } from './agents.routes';
 
@@ -164,10 +164,13 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
     return row;
   }
 
-  /** Whether the agent version the session runs forbids its initiator to decide its tool calls. */
+  /**
+   * Whether the agent forbids a session's initiator to decide its tool calls: its current version says, as for every
+   * governance field, whatever version the session pinned (the workflow holds the value the session started with).
+   */
   async function separationOfDuties(actor: Actor, session: SessionRow): Promise<boolean> {
-    const found = await getAgent(db, { teamId: actor.teamId, agentId: session.agentId, version: session.agentVersion });
-    return found ? toSnapshot({ agentId: found.agent.id, version: found.version.version, teamId: actor.teamId, def: found.version.definition as AgentDefinition }).separationOfDuties : false;
+    const found = await getAgent(db, { teamId: actor.teamId, agentId: session.agentId });
+    return found ? governanceOf(found.version.definition as AgentDefinition).separationOfDuties : false;
   }
 
   async function sessionResponse(row: SessionRow) {
@@ -329,7 +332,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
       // each event's own permission, before anything about the session is read
       for (const event of events) requirePermission(actor, event.type === 'user.tool_confirmation' ? 'approvals:decide' : 'sessions:write');
       const session = await loadSession(actor, c.req.valid('param').session_id);
-      // separation of duties is a property of the agent version the session runs (the workflow holds it too)
+      // separation of duties, from the agent's current version (the workflow holds it too)
       if (actor.keyId === session.initiatorKeyId && events.some((e) => e.type === 'user.tool_confirmation') && (await separationOfDuties(actor, session))) {
         throw new ApiError(403, 'approval.self_approval', `key ${actor.keyId} started session ${session.id}: another key must decide its tool calls`);
       }

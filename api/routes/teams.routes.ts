@@ -1,6 +1,7 @@
 /**
  * Teams: the caller's own, and new ones. A new team comes with its first admin key (in the clear once); from
- * then on it sees only its own resources, like every team.
+ * then on it sees only its own resources, like every team. Only a platform admin creates teams (`teams:create`):
+ * a team's own admin cannot multiply tenants, and the 409 for a taken name tells only a platform admin which exist.
  */
 import { createRoute, z } from '@hono/zod-openapi';
 import { appendAudit } from '../../db/queries/audit';
@@ -44,7 +45,7 @@ export function registerTeamRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
-      middleware: requires('keys:admin'),
+      middleware: requires('teams:create'),
       method: 'post',
       path: '/v1/teams',
       tags,
@@ -64,7 +65,7 @@ export function registerTeamRoutes(app: App, deps: AppDeps): void {
           action: 'team.create',
           target: team.id,
           decision: 'ok',
-          reason: 'keys:admin',
+          reason: 'teams:create',
           data: { name, admin_key_id: admin.key.id },
         });
         return { team, admin };

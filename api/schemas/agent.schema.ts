@@ -80,6 +80,39 @@ export function modelId(def: AgentDefinition): string {
   return typeof def.model === 'string' ? def.model : def.model.id;
 }
 
+/**
+ * What governs a session rather than what its agent is: the tool policy, separation of duties and the budget fields.
+ * A session takes these from the agent's current version whatever version it pins (see planSession), so pinning an
+ * old version never brings back an old, looser policy, cap or approval rule.
+ */
+export function governanceOf(def: AgentDefinition): Pick<AgentSnapshot, 'toolPolicy' | 'budget' | 'separationOfDuties'> {
+  return { toolPolicy: effectivePolicy(def), budget: def.budget ?? {}, separationOfDuties: def.approvals?.separation_of_duties ?? false };
+}
+
+/** A definition with no policy fields at all: what `agents:write` alone may create. */
+const UNGOVERNED = governanceOf({ name: '', model: '' });
+
+/** The request fields `policies:write` guards: what decides an agent's tool calls and who may approve them. */
+export type PolicyField = 'tool_policy' | 'tools' | 'approvals.separation_of_duties';
+
+/**
+ * The policy fields that `next` changes from `previous` (from the defaults for a new agent). A changed effective
+ * policy is blamed on `tool_policy` when the definition has one, else on the toolset settings in `tools` it came from.
+ */
+export function changedPolicyFields(previous: AgentDefinition | null, next: AgentDefinition): PolicyField[] {
+  const before = previous ? governanceOf(previous) : UNGOVERNED;
+  const after = governanceOf(next);
+  const changed: PolicyField[] = [];
+  if (!samePolicy(before.toolPolicy, after.toolPolicy)) changed.push(next.tool_policy ? 'tool_policy' : 'tools');
+  if (before.separationOfDuties !== after.separationOfDuties) changed.push('approvals.separation_of_duties');
+  return changed;
+}
+
+function samePolicy(a: ToolPolicy, b: ToolPolicy): boolean {
+  const canonical = (p: ToolPolicy) => JSON.stringify([p.default, p.rules.map((r) => [r.tool, r.pattern ?? null, r.action])]);
+  return canonical(a) === canonical(b);
+}
+
 export function toSnapshot(params: { agentId: string; version: number; teamId: string; def: AgentDefinition }): AgentSnapshot {
   const { def } = params;
   return {
@@ -91,11 +124,9 @@ export function toSnapshot(params: { agentId: string; version: number; teamId: s
     model: modelId(def),
     modelProvider: def.model_provider ? { baseUrl: def.model_provider.base_url, credentialId: def.model_provider.credential_id ?? null } : null,
     system: def.system ?? null,
-    toolPolicy: effectivePolicy(def),
-    budget: def.budget ?? {},
     approvalTimeoutSeconds: def.approval_timeout_seconds ?? DEFAULT_APPROVAL_TIMEOUT_SECONDS,
     idleTimeoutSeconds: def.idle_timeout_seconds ?? DEFAULT_IDLE_TIMEOUT_SECONDS,
-    separationOfDuties: def.approvals?.separation_of_duties ?? false,
+    ...governanceOf(def),
   };
 }
 

@@ -29,7 +29,7 @@ export async function listSchedules(db: Db, params: { teamId: string; agentId?: 
   return db.select().from(schedules).where(and(...where)).orderBy(desc(schedules.id)).limit(params.limit);
 }
 
-export type ScheduleChanges = Partial<Pick<NewSchedule, 'agentId' | 'agentVersion' | 'environmentId' | 'prompt' | 'title' | 'metadata' | 'budget' | 'spec' | 'policies' | 'state' | 'note'>>;
+export type ScheduleChanges = Partial<Pick<NewSchedule, 'agentId' | 'agentVersion' | 'environmentId' | 'prompt' | 'title' | 'metadata' | 'budget' | 'spec' | 'policies' | 'state' | 'note' | 'runAsKeyId'>>;
 
 export async function updateSchedule(db: Db, params: { teamId: string; scheduleId: string; changes: ScheduleChanges }): Promise<ScheduleRow | null> {
   const [row] = await db

@@ -1,9 +1,9 @@
 /**
- * Starting a session, as POST /v1/sessions and a schedule's runs both do it: resolve the agent version, check the
- * budget against the agent's cap, compose the team's policy, then write the session row and its audit row in one
+ * Starting a session, as POST /v1/sessions and a schedule's runs both do it: resolve the agent version (its
+ * governance from the current version), check the budget against the agent's cap, compose the team's policy, then write the session row and its audit row in one
  * transaction. The row's id is the caller's: a retry with the same id lands on the row it wrote before.
  */
-import { toSnapshot, type AgentDefinition } from '../../api/schemas/agent.schema';
+import { governanceOf, toSnapshot, type AgentDefinition } from '../../api/schemas/agent.schema';
 import { composePolicy } from '../../governance/policy';
 import type { Actor, AgentSnapshot, SessionBudget } from '../../governance/types';
 import type { SessionTrigger, SessionWorkflowInput } from '../../workflows/definitions';
@@ -47,6 +47,13 @@ export async function planSession(
     throw new SessionStartError(404, 'resource.not_found', `environment ${params.environmentId} was not found`, field('environment_id'));
   }
   const snapshot = toSnapshot({ agentId: found.agent.id, version: found.version.version, teamId: params.teamId, def: found.version.definition as AgentDefinition });
+  // a pinned version fixes what the agent is (runtime, model, prompt, timeouts); what governs it (policy, separation
+  // of duties, budget) is always the current version's, so pinning an old version never brings back an old policy
+  if (found.version.version !== found.agent.currentVersion) {
+    const current = await getAgent(db, { teamId: params.teamId, agentId: params.agentId });
+    if (!current) throw new SessionStartError(404, 'resource.not_found', `agent ${params.agentId} was not found`, field('agent'));
+    Object.assign(snapshot, governanceOf(current.version.definition as AgentDefinition));
+  }
   const agentCap = snapshot.budget.max_cost_usd;
   if (params.budget && agentCap !== undefined && params.budget.max_cost_usd > agentCap) {
     throw new SessionStartError(400, 'request.invalid', `${field('budget.max_cost_usd')}: ${params.budget.max_cost_usd} exceeds the agent's cap of ${agentCap}`, field('budget.max_cost_usd'));

@@ -1,8 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { and, desc, eq, isNull, lt } from 'drizzle-orm';
+import { and, asc, desc, eq, isNull, lt } from 'drizzle-orm';
 import type { Role } from '../../governance/types';
 import type { Db } from '../client';
 import { newId } from '../ids';
+import { appendAudit } from './audit';
 import { apiKeys, teams } from '../schema/index';
 
 export function hashKey(plain: string): string {
@@ -90,18 +91,62 @@ export async function findActiveKey(db: Db, plain: string) {
   return row ?? null;
 }
 
+/** The name the bootstrap gives the installation's first key; how a restart recognises it. */
+export const BOOTSTRAP_KEY_NAME = 'bootstrap admin';
+
 /**
- * First start: a `default` team and an admin key. With `plain` (AGENTPLANE_ADMIN_KEY) that key is registered
- * (idempotent across restarts); without it a key is generated only when the team has none, and returned once.
+ * First start: a `default` team and the installation's platform admin key. With `plain` (AGENTPLANE_ADMIN_KEY) that
+ * key is registered (idempotent across restarts); without it a key is generated only when no platform admin key is
+ * active, and returned once.
+ *
+ * Installations bootstrapped before the platform_admin role have their bootstrap key as a team `admin`; it is raised
+ * at start, and only it: the key given again in AGENTPLANE_ADMIN_KEY (whoever holds it set up the installation), or,
+ * without one, the default team's first key named "bootstrap admin". "First" matters: a team admin can name a new
+ * key "bootstrap admin" too, but never before the key the first start made.
  */
 export async function bootstrapAdmin(db: Db, plain: string | undefined): Promise<{ teamId: string; keyId: string; plain: string | null }> {
   const team = (await findTeamByName(db, 'default')) ?? (await createTeam(db, { name: 'default' }));
   if (plain) {
-    const { key } = await createApiKey(db, { teamId: team.id, name: 'bootstrap admin', role: 'admin', plain });
+    const { key } = await createApiKey(db, { teamId: team.id, name: BOOTSTRAP_KEY_NAME, role: 'platform_admin', plain });
+    if (key.teamId === team.id) await raiseToPlatformAdmin(db, key.id);
     return { teamId: team.id, keyId: key.id, plain: null };
   }
-  const [existing] = await db.select().from(apiKeys).where(and(eq(apiKeys.teamId, team.id), eq(apiKeys.role, 'admin'), isNull(apiKeys.revokedAt))).limit(1);
-  if (existing) return { teamId: team.id, keyId: existing.id, plain: null };
-  const created = await createApiKey(db, { teamId: team.id, name: 'bootstrap admin', role: 'admin' });
+  const [platform] = await db
+    .select({ id: apiKeys.id })
+    .from(apiKeys)
+    .where(and(eq(apiKeys.teamId, team.id), eq(apiKeys.role, 'platform_admin'), isNull(apiKeys.revokedAt)))
+    .limit(1);
+  if (platform) return { teamId: team.id, keyId: platform.id, plain: null };
+  const [first] = await db
+    .select({ id: apiKeys.id })
+    .from(apiKeys)
+    .where(and(eq(apiKeys.teamId, team.id), eq(apiKeys.name, BOOTSTRAP_KEY_NAME)))
+    .orderBy(asc(apiKeys.createdAt), asc(apiKeys.id))
+    .limit(1);
+  if (first && (await raiseToPlatformAdmin(db, first.id))) return { teamId: team.id, keyId: first.id, plain: null };
+  const created = await createApiKey(db, { teamId: team.id, name: BOOTSTRAP_KEY_NAME, role: 'platform_admin' });
   return { teamId: team.id, keyId: created.key.id, plain: created.plain };
+}
+
+/** Makes an active `admin` key the platform admin, with its audit row; false when the key is not one. */
+async function raiseToPlatformAdmin(db: Db, keyId: string): Promise<boolean> {
+  return db.transaction(async (tx) => {
+    const [raised] = await tx
+      .update(apiKeys)
+      .set({ role: 'platform_admin' })
+      .where(and(eq(apiKeys.id, keyId), eq(apiKeys.role, 'admin'), isNull(apiKeys.revokedAt)))
+      .returning({ id: apiKeys.id, teamId: apiKeys.teamId });
+    if (!raised) return false;
+    await appendAudit(tx, {
+      teamId: raised.teamId,
+      actorKeyId: 'system',
+      actorRole: 'system',
+      action: 'key.role',
+      target: raised.id,
+      decision: 'ok',
+      reason: 'bootstrap: the installation\'s first key holds platform_admin',
+      data: { from: 'admin', to: 'platform_admin' },
+    });
+    return true;
+  });
 }

@@ -27,9 +27,14 @@ export const schedules = pgTable(
     /** 'active' | 'paused'; Temporal's schedule state is the one that fires, this one is for listing */
     state: text('state').notNull(),
     note: text('note'),
-    /** the key that created the schedule: its runs are started on its behalf */
+    /** the key that created the schedule, kept for the record */
     createdByKeyId: text('created_by_key_id').notNull(),
     createdByRole: text('created_by_role').notNull(),
+    /**
+     * the key its runs start as: whoever last changed what a run starts (create, PATCH), so nobody makes a schedule
+     * run their own changes as someone else
+     */
+    runAsKeyId: text('run_as_key_id').notNull(),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
     updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
     deletedAt: timestamp('deleted_at', { withTimezone: true }),
