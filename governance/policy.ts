@@ -2,11 +2,12 @@
  * Tool policy evaluation: ordered rules, first match wins, then the default.
  * Pure and deterministic: the workflow and the activities call the same function.
  */
+import { readCommandLine, UNSAFE, type CommandLine } from './shell-command';
 import type { CanonicalTool, PolicyAction, PolicyRule, ToolPolicy } from './types';
 
 export interface PolicyDecision {
   action: PolicyAction;
-  /** index of the rule that matched, or null when the default applied */
+  /** index of the rule that decided (an allow refused for its line counts), or null when the default applied */
   ruleIndex: number | null;
   /** a human-readable name of what decided: `rules[2] bash "git *" → allow` or `default → ask` */
   reason: string;
@@ -34,17 +35,61 @@ export function toolSubject(input: Record<string, unknown>): string {
   return key === null ? '' : (input[key] as string);
 }
 
+/**
+ * First match wins, then the default; team rules come first. For `bash`, a rule's pattern is matched against the
+ * commands of the line (governance/shell-command.ts):
+ * - a deny or ask rule matches when the pattern matches any one command (or a reading of it, or the whole line),
+ *   or when the line is nested too deeply to be read whole;
+ * - an allow rule matches when the line has commands and the pattern matches every one. If the line holds what
+ *   an allow cannot vouch for (a substitution, a write outside the workspace, …), the allow is refused: later
+ *   rules still apply (a deny or ask that matches decides; no later allow can), else the stricter neighbour,
+ *   `ask` if the policy has an ask anywhere, otherwise its default.
+ */
 export function evaluatePolicy(policy: ToolPolicy, tool: CanonicalTool, input: Record<string, unknown>): PolicyDecision {
   const subject = toolSubject(input);
   const teamRules = policy.rules.filter((r) => r.source === 'team').length;
+  // team rules come first; each kind is numbered within its own list, as its owner wrote it
+  const describe = (index: number, rule: PolicyRule) => describeRule(rule.source === 'team' ? index : index - teamRules, rule);
+  let line: CommandLine | null = null;
+  let refused: { index: number; rule: PolicyRule; why: string } | null = null;
   for (const [index, rule] of policy.rules.entries()) {
     if (!globMatch(rule.tool, tool)) continue;
-    if (rule.pattern !== undefined && !globMatch(rule.pattern, subject)) continue;
-    // team rules come first; each kind is numbered within its own list, as its owner wrote it
-    const own = rule.source === 'team' ? index : index - teamRules;
-    return { action: rule.action, ruleIndex: index, reason: describeRule(own, rule) };
+    let note = '';
+    if (rule.pattern !== undefined) {
+      if (tool === 'bash') {
+        line ??= readCommandLine(subject);
+        if (rule.action === 'allow') {
+          if (!matchesEvery(rule.pattern, line)) continue;
+          if (line.unsafe.length > 0) {
+            refused ??= { index, rule, why: line.unsafe.join(', ') };
+            continue;
+          }
+        } else if (!matchesAny(rule.pattern, subject, line)) {
+          // a line too deeply nested to read whole may hide the very command this rule names
+          if (line.complete) continue;
+          note = ` (${UNSAFE.nested})`;
+        }
+      } else if (!globMatch(rule.pattern, subject)) continue;
+    }
+    // a line one allow could not vouch for is vouched for by no later allow either
+    if (refused && rule.action === 'allow') continue;
+    return { action: rule.action, ruleIndex: index, reason: describe(index, rule) + note };
+  }
+  if (refused) {
+    const neighbour = policy.default === 'ask' || policy.rules.some((r) => r.action === 'ask') ? 'ask' : policy.default;
+    return { action: neighbour, ruleIndex: refused.index, reason: `${describe(refused.index, refused.rule)} refused: ${refused.why}; → ${neighbour}` };
   }
   return { action: policy.default, ruleIndex: null, reason: `default → ${policy.default}` };
+}
+
+function matchesEvery(pattern: string, line: CommandLine): boolean {
+  const glob = compileGlob(pattern);
+  return line.commands.length > 0 && line.commands.every((command) => glob(command));
+}
+
+function matchesAny(pattern: string, subject: string, line: CommandLine): boolean {
+  const glob = compileGlob(pattern);
+  return glob(subject) || line.commands.some((command) => glob(command)) || line.variants.some((variant) => glob(variant));
 }
 
 export function describeRule(index: number, rule: PolicyRule): string {
