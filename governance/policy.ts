@@ -3,7 +3,7 @@
  * Pure and deterministic: the workflow and the activities call the same function.
  */
 import { readCommandLine, UNSAFE, type CommandLine } from './shell-command';
-import type { CanonicalTool, PolicyAction, PolicyRule, ToolPolicy } from './types';
+import { CANONICAL_TOOLS, type CanonicalTool, type PolicyAction, type PolicyRule, type ToolPolicy } from './types';
 
 export interface PolicyDecision {
   action: PolicyAction;
@@ -44,16 +44,20 @@ export function toolSubject(input: Record<string, unknown>): string {
  *   an allow cannot vouch for (a substitution, a write outside the workspace, …), the allow is refused: later
  *   rules still apply (a deny or ask that matches decides; no later allow can), else the stricter neighbour,
  *   `ask` if the policy has an ask anywhere, otherwise its default.
+ * An unknown tool (`other:…`) is denied unless a rule names it: a `*` rule's allow or ask and the default's do
+ * not reach it.
  */
 export function evaluatePolicy(policy: ToolPolicy, tool: CanonicalTool, input: Record<string, unknown>): PolicyDecision {
   const subject = toolSubject(input);
   const teamRules = policy.rules.filter((r) => r.source === 'team').length;
   // team rules come first; each kind is numbered within its own list, as its owner wrote it
   const describe = (index: number, rule: PolicyRule) => describeRule(rule.source === 'team' ? index : index - teamRules, rule);
+  const unknown = isUnknownTool(tool);
   let line: CommandLine | null = null;
   let refused: { index: number; rule: PolicyRule; why: string } | null = null;
   for (const [index, rule] of policy.rules.entries()) {
     if (!globMatch(rule.tool, tool)) continue;
+    if (unknown && rule.action !== 'deny' && /^\*+$/.test(rule.tool)) continue;
     let note = '';
     if (rule.pattern !== undefined) {
       if (tool === 'bash') {
@@ -79,7 +83,13 @@ export function evaluatePolicy(policy: ToolPolicy, tool: CanonicalTool, input: R
     const neighbour = policy.default === 'ask' || policy.rules.some((r) => r.action === 'ask') ? 'ask' : policy.default;
     return { action: neighbour, ruleIndex: refused.index, reason: `${describe(refused.index, refused.rule)} refused: ${refused.why}; → ${neighbour}` };
   }
+  if (unknown && policy.default !== 'deny') return { action: 'deny', ruleIndex: null, reason: `unknown tool ${tool}: denied unless a rule names it (default → ${policy.default})` };
   return { action: policy.default, ruleIndex: null, reason: `default → ${policy.default}` };
+}
+
+/** A tool no runtime mapping knows: neither canonical nor MCP (adapters name them `other:<name>`). */
+export function isUnknownTool(tool: string): boolean {
+  return !(CANONICAL_TOOLS as readonly string[]).includes(tool) && !tool.startsWith('mcp:');
 }
 
 function matchesEvery(pattern: string, line: CommandLine): boolean {

@@ -1,12 +1,12 @@
 /**
  * Policy matching, pure (governance/policy.ts and governance/shell-command.ts): the glob matcher is linear and keeps
  * the platform's glob semantics; a bash allow rule vouches only for a line whose every command it matches; a deny
- * rule sees each command however it is chained, quoted or wrapped.
+ * rule sees each command however it is chained, quoted or wrapped; an unknown tool is denied unless a rule names it.
  */
 import { describe, expect, it } from 'vitest';
 import { compileGlob, evaluatePolicy, globMatch } from '../governance/policy';
 import { readCommandLine, UNSAFE } from '../governance/shell-command';
-import type { PolicyRule, ToolPolicy } from '../governance/types';
+import type { CanonicalTool, PolicyRule, ToolPolicy } from '../governance/types';
 
 const policy = (rules: PolicyRule[], fallback: ToolPolicy['default'] = 'deny'): ToolPolicy => ({ rules, default: fallback });
 const bash = (p: ToolPolicy, command: string) => evaluatePolicy(p, 'bash', { command });
@@ -222,6 +222,24 @@ describe('bash deny rules match any single command of the line', () => {
   it('a deny still matches the whole raw line, as before', () => {
     expect(bash(policy([{ tool: 'bash', pattern: '*secret*', action: 'deny' }], 'allow'), "cat 'my secret.txt'").action).toBe('deny');
     expect(bash(policy([{ tool: 'bash', pattern: '*&&*', action: 'deny' }], 'allow'), 'a && b').action).toBe('deny');
+  });
+});
+
+describe('unknown tools', () => {
+  const other = (p: ToolPolicy, tool: string) => evaluatePolicy(p, tool as CanonicalTool, {});
+
+  it('an unknown tool is denied under an allow or ask default, or a * rule, unless a rule names it', () => {
+    expect(other(policy([], 'allow'), 'other:exfiltrate')).toEqual({ action: 'deny', ruleIndex: null, reason: 'unknown tool other:exfiltrate: denied unless a rule names it (default → allow)' });
+    expect(other(policy([], 'ask'), 'other:exfiltrate').action).toBe('deny');
+    expect(other(policy([{ tool: '*', action: 'allow' }], 'ask'), 'other:exfiltrate').action).toBe('deny');
+    expect(other(policy([{ tool: '*', action: 'ask' }, { tool: 'other:exfiltrate', action: 'allow' }], 'deny'), 'other:exfiltrate')).toMatchObject({ action: 'allow', ruleIndex: 1 });
+    expect(other(policy([{ tool: 'other:*', action: 'ask' }], 'allow'), 'other:plan')).toMatchObject({ action: 'ask', ruleIndex: 0 });
+    expect(other(policy([{ tool: '*', action: 'deny' }], 'allow'), 'other:plan')).toMatchObject({ action: 'deny', ruleIndex: 0 });
+  });
+
+  it('known and MCP tools keep * rules and the default as written', () => {
+    expect(other(policy([], 'allow'), 'read').action).toBe('allow');
+    expect(other(policy([{ tool: '*', action: 'ask' }], 'deny'), 'mcp:github:create_issue').action).toBe('ask');
   });
 });
 
