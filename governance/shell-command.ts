@@ -163,8 +163,12 @@ function readCommand(command: Command, reading: Reading, depth: number): void {
 
 const joined = (args: Arg[]) => args.map((a) => a.value).join(' ');
 
-/** The readings of one command beyond the command itself: without its directory, what it wraps, what it evals. */
-function readArgs(args: Arg[], reading: Reading, depth: number, outermost: boolean): void {
+/**
+ * The readings of one command beyond the command itself: without its directory, what it wraps, what it evals.
+ * Returns whether it read a nested line. At most one per command, so the nested lines of one depth together are
+ * no longer than the line they came from.
+ */
+function readArgs(args: Arg[], reading: Reading, depth: number, outermost: boolean): boolean {
   const name = args[0]!.value;
   const base = name.slice(name.lastIndexOf('/') + 1);
   if (base !== name) reading.variants.push([base, ...args.slice(1).map((a) => a.value)].join(' '));
@@ -172,21 +176,26 @@ function readArgs(args: Arg[], reading: Reading, depth: number, outermost: boole
     // eval joins its arguments with spaces and runs the result: an expansion in them is code chosen at run time
     if (!args.slice(1).every((a) => a.literal)) reading.unsafe.add(UNSAFE.expandedString);
     readLine(joined(args.slice(1)), reading, depth + 1);
-  } else if (SHELLS.has(base)) {
+    return true;
+  }
+  if (SHELLS.has(base)) {
     const at = shellCommandString(args.map((a) => a.value));
-    if (at !== null) {
-      if (!args[at]!.literal) reading.unsafe.add(UNSAFE.expandedString);
-      readLine(args[at]!.value, reading, depth + 1);
-    }
-  } else if (outermost && WRAPPERS.has(base)) {
+    if (at === null) return false;
+    if (!args[at]!.literal) reading.unsafe.add(UNSAFE.expandedString);
+    readLine(args[at]!.value, reading, depth + 1);
+    return true;
+  }
+  if (outermost && WRAPPERS.has(base)) {
     // each tail is a reading, and nested wrappers (`sudo env nice rm`) are tails too: no need to recurse further
     for (let i = 1; i < args.length && i <= WRAPPER_REACH; i += 1) {
       // `-u bob rm …`: an option is never the wrapped command
       if (args[i]!.value.startsWith('-')) continue;
       reading.variants.push(joined(args.slice(i)));
-      readArgs(args.slice(i), reading, depth, false);
+      // `sudo bash -c '…'`: the rest of the words belong to the nested line, read whole
+      if (readArgs(args.slice(i), reading, depth, false)) break;
     }
   }
+  return false;
 }
 
 /** The index of the string a shell runs with `-c` (`bash -lc 'cmd'`, `sh -e -c -- 'cmd'`), or null. */
