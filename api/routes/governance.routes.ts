@@ -11,12 +11,12 @@ import { bumpPolicyRevision, effectivePolicyFor, getTeamPolicy, setTeamRules } f
 import { listPrices, setPrice } from '../../db/queries/pricing';
 import { ledger } from '../../db/schema/index';
 import { BUDGET_PERIODS, DEFAULT_THRESHOLDS, microsToUsd, usdToMicros } from '../../governance/budget';
-import { composePolicy, evaluatePolicy } from '../../governance/policy';
+import { composePolicy, evaluatePolicy, POLICY_LIMITS, subjectKey } from '../../governance/policy';
 import { DEFAULT_PRICES } from '../../governance/pricing';
 import type { CanonicalTool } from '../../governance/types';
 import { requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
-import { AgentDefinitionSchema, AgentSchema, toAgentResponse, ToolPolicySchema, type AgentDefinition } from '../schemas/agent.schema';
+import { AgentDefinitionSchema, AgentSchema, PolicyPattern, toAgentResponse, ToolGlob, ToolPolicySchema, type AgentDefinition } from '../schemas/agent.schema';
 import { idParam, json, jsonBody, problemResponses } from '../schemas/common';
 import { auditActor, checkEnforceable, pushPolicy as pushPolicyToSessions } from './agents.routes';
 
@@ -42,7 +42,7 @@ const BudgetSchema = z
   .openapi('Budget');
 
 const TeamRules = z.object({
-  rules: z.array(z.object({ tool: z.string().min(1).max(200), pattern: z.string().min(1).max(1000).optional() })).max(200).openapi({ description: 'tools (and optional patterns) denied to every agent of the team' }),
+  rules: z.array(z.object({ tool: ToolGlob, pattern: PolicyPattern.optional() })).max(200).openapi({ description: 'tools (and optional patterns) denied to every agent of the team' }),
 });
 
 const Price = z.object({ input: z.number().min(0).max(10_000), output: z.number().min(0).max(10_000), cache_read: z.number().min(0).max(10_000).optional(), cache_write: z.number().min(0).max(10_000).optional() });
@@ -60,7 +60,16 @@ const Evaluate = z.object({
   agent_id: z.string().min(1).max(100).optional().openapi({ description: "evaluate the agent's policy as its sessions now see it (team rules included)" }),
   tool_policy: ToolPolicySchema.optional().openapi({ description: 'or evaluate this policy' }),
   tool: z.string().min(1).max(200),
-  input: z.record(z.string(), z.unknown()).default({}),
+  input: z
+    .record(z.string(), z.unknown())
+    .default({})
+    .superRefine((input, ctx) => {
+      // a dry run is for trying rules on real commands; a longer subject only buys matching work
+      const key = subjectKey(input);
+      if (key !== null && (input[key] as string).length > POLICY_LIMITS.subjectLength) {
+        ctx.addIssue({ code: 'custom', path: [key], message: `at most ${POLICY_LIMITS.subjectLength} characters` });
+      }
+    }),
 });
 
 export function registerGovernanceRoutes(app: App, deps: AppDeps): void {

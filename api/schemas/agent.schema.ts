@@ -3,23 +3,33 @@
  * plus agentplane's own (runtime, model_provider, tool_policy, budget, timeouts).
  */
 import { z } from '@hono/zod-openapi';
-import { policyFromDefinition } from '../../governance/policy';
+import { POLICY_LIMITS, policyFromDefinition } from '../../governance/policy';
 import { RUNTIME_KINDS, type AgentSnapshot, type ToolPolicy } from '../../governance/types';
 import { Metadata, Version } from './common';
 
 const Action = z.enum(['allow', 'ask', 'deny']);
 
+const stars = (glob: string) => glob.split('*').length - 1;
+
+/** A rule's pattern, wherever a policy is written (agent, team, dry run): capped so matching stays cheap. */
+export const PolicyPattern = z
+  .string()
+  .min(1)
+  .max(POLICY_LIMITS.patternLength)
+  .refine((glob) => stars(glob) <= POLICY_LIMITS.patternStars, `at most ${POLICY_LIMITS.patternStars} "*" wildcards`)
+  .openapi({ example: 'git *', description: 'glob over the call\'s subject: `*` any run of characters, `?` one character' });
+
+/** A rule's tool: a canonical name, `*`, or a glob such as `mcp:github:*`. */
+export const ToolGlob = z
+  .string()
+  .min(1)
+  .max(POLICY_LIMITS.toolLength)
+  .refine((glob) => stars(glob) <= POLICY_LIMITS.toolStars, `at most ${POLICY_LIMITS.toolStars} "*" wildcards`)
+  .openapi({ example: 'bash' });
+
 export const ToolPolicySchema = z
   .object({
-    rules: z
-      .array(
-        z.object({
-          tool: z.string().min(1).max(200).openapi({ example: 'bash' }),
-          pattern: z.string().min(1).max(1000).optional().openapi({ example: 'git *' }),
-          action: Action,
-        }),
-      )
-      .max(200),
+    rules: z.array(z.object({ tool: ToolGlob, pattern: PolicyPattern.optional(), action: Action })).max(200),
     default: Action,
   })
   .openapi('ToolPolicy');
@@ -29,7 +39,7 @@ const ManagedToolset = z
   .object({
     type: z.string(),
     default_config: z.object({ permission_policy: z.object({ type: z.enum(['always_allow', 'always_ask', 'auto']) }).optional() }).passthrough().optional(),
-    configs: z.array(z.object({ name: z.string(), permission_policy: z.object({ type: z.enum(['always_allow', 'always_ask', 'auto']) }).optional() }).passthrough()).optional(),
+    configs: z.array(z.object({ name: ToolGlob, permission_policy: z.object({ type: z.enum(['always_allow', 'always_ask', 'auto']) }).optional() }).passthrough()).optional(),
   })
   .passthrough();
 
