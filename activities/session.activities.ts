@@ -13,6 +13,8 @@ import { loadPrices } from '../db/queries/pricing';
 import { enqueueNotification } from '../db/queries/webhooks';
 import { budgetThreshold } from '../governance/notifications';
 import { decideApproval, getRuntimeRef, getSession, putRuntimeRef } from '../db/queries/sessions';
+import { livePolicyFor } from '../db/queries/policies';
+import { describeUnenforceable, unenforceableDenies } from '../governance/enforceability';
 import type { Vault } from '../db/vault';
 import { createWorkerMetrics, type WorkerMetrics } from '../observability/metrics';
 import { inSpan } from '../observability/tracing';
@@ -52,7 +54,18 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     if (!adapter) {
       throw ApplicationFailure.create({ type: 'runtime.unavailable', message: `no ${input.agent.runtime.type} runtime on this worker`, nonRetryable: true });
     }
-    const ctx: TurnContext = { sessionId: input.sessionId, agent: input.agent, workdir: join(deps.dataDir, 'sessions', input.sessionId), secrets: {} };
+    // the session's current policy: a change the workflow has not heard of yet wins (the newest revision, as for each
+    // tool decision). A team deny added since the session started that this runtime would ignore stops the turn before
+    // it leaves; the adapter gets the current policy for what it compiles into the runtime (OpenClaw's tools.deny).
+    const live = await livePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId });
+    const policy = live.revision > input.policyVersion ? live.policy : input.policy;
+    if (input.input.kind === 'message') {
+      const unenforceable = unenforceableDenies(adapter.capabilities, policy.rules.filter((r) => r.source === 'team'));
+      if (unenforceable.length > 0) {
+        throw ApplicationFailure.create({ type: 'policy.unenforceable', message: describeUnenforceable(adapter.kind, unenforceable), nonRetryable: true });
+      }
+    }
+    const ctx: TurnContext = { sessionId: input.sessionId, agent: { ...input.agent, toolPolicy: policy }, workdir: join(deps.dataDir, 'sessions', input.sessionId), secrets: {} };
     await mkdir(ctx.workdir, { recursive: true });
     const credentialId = input.agent.modelProvider?.credentialId;
     if (credentialId) {

@@ -64,7 +64,7 @@ import type {
   TurnSink,
 } from './runtime-adapter';
 
-export const ACP_CAPABILITIES = { approvals: true, interrupt: true, reattach: false, cost: 'reported', streaming: true } as const satisfies RuntimeCapabilities;
+export const ACP_CAPABILITIES = { approvals: true, interrupt: true, reattach: false, cost: 'reported', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
 
 /** An ACP agent the worker allows, as `AGENTPLANE_ACP_AGENTS` describes it (config/env.ts validates it). */
 export interface AcpAgentSpec {

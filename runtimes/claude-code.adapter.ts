@@ -61,7 +61,7 @@ import type {
   TurnSink,
 } from './runtime-adapter';
 
-export const CLAUDE_CODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true } as const satisfies RuntimeCapabilities;
+export const CLAUDE_CODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
 
 export interface ClaudeCodeAdapterOptions {
   /** runtime state (home, CLAUDE_CONFIG_DIR with transcripts) lives in `<dataDir>/claude-code/<sessionId>` */

@@ -65,7 +65,7 @@ import type {
   TurnSink,
 } from './runtime-adapter';
 
-export const DEEPAGENTS_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true } as const satisfies RuntimeCapabilities;
+export const DEEPAGENTS_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
 
 export interface DeepAgentsAdapterOptions {
   /** checkpoints live in `<dataDir>/deepagents/<sessionId>/checkpoints.json` */

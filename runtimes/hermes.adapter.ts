@@ -48,7 +48,7 @@ import type { PermissionDecision, RuntimeAdapter, RuntimeCapabilities, RuntimeEv
 import { createJsonClient, RuntimeApiError } from './http-api';
 import { readSseFrames } from './sse';
 
-export const HERMES_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true } as const satisfies RuntimeCapabilities;
+export const HERMES_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
 
 /** The Hermes plugin that holds every tool call at the approval gate; copy it to `$HERMES_HOME/plugins/agentplane_gate`. */
 export const HERMES_GATE_PLUGIN_DIR = fileURLToPath(new URL('./hermes-gate', import.meta.url));

@@ -30,7 +30,7 @@ import { readSseFrames } from './sse';
 import { CANONICAL_TOOLS, type CanonicalTool } from '../governance/types';
 import type { ModelUsage, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
 
-export const MANAGED_AGENTS_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true } as const satisfies RuntimeCapabilities;
+export const MANAGED_AGENTS_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
 
 export const MANAGED_AGENTS_BETA = 'managed-agents-2026-04-01';
 const DEFAULT_BASE_URL = 'https://api.anthropic.com';

@@ -39,7 +39,34 @@ import { evaluatePolicy, globMatch } from '../governance/policy';
 import { CANONICAL_TOOLS, type CanonicalTool, type ToolPolicy } from '../governance/types';
 import type { AdapterLogger, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
 
-export const OPENCLAW_CAPABILITIES = { approvals: false, interrupt: true, reattach: true, cost: 'reported', streaming: true } as const satisfies RuntimeCapabilities;
+/** OpenClaw's tools (as offered to the model) → canonical names */
+const TOOL_NAMES: Record<string, CanonicalTool> = {
+  exec: 'bash',
+  process: 'bash',
+  // provider-backed Python: it runs code like exec does, so a bash deny must take it away too
+  code_execution: 'bash',
+  read: 'read',
+  write: 'write',
+  edit: 'edit',
+  apply_patch: 'edit',
+  ls: 'glob',
+  web_fetch: 'web_fetch',
+  web_search: 'web_search',
+};
+
+/**
+ * Denies are compiled into OpenClaw's `tools.deny`, which takes whole tools away: a rule with a pattern, or one that
+ * names a tool OpenClaw has no canonical name for (`other:…`), cannot be enforced and sessions under one are refused.
+ */
+export const OPENCLAW_CAPABILITIES = {
+  approvals: false,
+  interrupt: true,
+  reattach: true,
+  cost: 'reported',
+  streaming: true,
+  denies: 'whole-tool',
+  denyTools: [...new Set(Object.values(TOOL_NAMES))],
+} as const satisfies RuntimeCapabilities;
 
 export interface OpenClawAdapterOptions {
   /** the Node 24 binary that runs OpenClaw */
@@ -50,19 +77,6 @@ export interface OpenClawAdapterOptions {
   /** how long a starting gateway may take before the turn fails (default 240 s; about 20 s on an idle machine) */
   startTimeoutMs?: number;
 }
-
-/** OpenClaw's tools (as offered to the model) → canonical names */
-const TOOL_NAMES: Record<string, CanonicalTool> = {
-  exec: 'bash',
-  process: 'bash',
-  read: 'read',
-  write: 'write',
-  edit: 'edit',
-  apply_patch: 'edit',
-  ls: 'glob',
-  web_fetch: 'web_fetch',
-  web_search: 'web_search',
-};
 
 export function openClawTool(name: string): CanonicalTool {
   if ((CANONICAL_TOOLS as readonly string[]).includes(name) && !TOOL_NAMES[name]) return name as CanonicalTool;

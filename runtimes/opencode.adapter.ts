@@ -48,7 +48,7 @@ import type {
   TurnSink,
 } from './runtime-adapter';
 
-export const OPENCODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true } as const satisfies RuntimeCapabilities;
+export const OPENCODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
 
 
 export interface OpenCodeAdapterOptions {

@@ -29,7 +29,7 @@ describe('Hermes tool names', () => {
   });
 
   it('declares approvals, interrupt, reattach and priced cost', () => {
-    expect(HERMES_CAPABILITIES).toEqual({ approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true });
+    expect(HERMES_CAPABILITIES).toEqual({ approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any' });
   });
 });
 

@@ -29,7 +29,7 @@ describe('OpenClaw tool names and policy', () => {
   });
 
   it('compiles whole-tool denies into OpenClaw tool names and leaves pattern rules to the runtime', () => {
-    expect(deniedOpenClawTools({ rules: [{ tool: 'bash', action: 'deny' }], default: 'allow' }).sort()).toEqual(['exec', 'process']);
+    expect(deniedOpenClawTools({ rules: [{ tool: 'bash', action: 'deny' }], default: 'allow' }).sort()).toEqual(['code_execution', 'exec', 'process']);
     expect(deniedOpenClawTools({ rules: [{ tool: 'bash', action: 'deny', pattern: 'rm *' }], default: 'allow' })).toEqual([]);
     expect(deniedOpenClawTools({ rules: [{ tool: 'read', action: 'allow' }], default: 'deny' })).not.toContain('read');
     expect(deniedOpenClawTools({ rules: [{ tool: 'read', action: 'allow' }], default: 'deny' })).toContain('write');

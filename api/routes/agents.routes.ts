@@ -123,13 +123,26 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
       tags: ['agents'],
       responses: {
         200: json(
-          z.object({ data: z.array(z.object({ type: z.string(), approvals: z.boolean(), interrupt: z.boolean(), reattach: z.boolean(), cost: z.string(), streaming: z.boolean() })) }),
+          z.object({
+            data: z.array(
+              z.object({
+                type: z.string(),
+                approvals: z.boolean(),
+                interrupt: z.boolean(),
+                reattach: z.boolean(),
+                cost: z.string(),
+                streaming: z.boolean(),
+                denies: z.enum(['any', 'whole-tool', 'none']).openapi({ description: 'which deny rules the runtime enforces: any, whole tools only (deny_tools), or none' }),
+                deny_tools: z.array(z.string()).optional().openapi({ description: 'for whole-tool: the canonical tools it can deny; its other tools cannot be denied' }),
+              }),
+            ),
+          }),
           'Every runtime and what its adapter declares it can do',
         ),
         ...problemResponses,
       },
     }),
-    (c) => c.json({ data: Object.entries(deps.capabilities).map(([type, caps]) => ({ type, ...caps })) }, 200),
+    (c) => c.json({ data: Object.entries(deps.capabilities).map(([type, { denyTools, ...caps }]) => ({ type, ...caps, ...(denyTools ? { deny_tools: [...denyTools] } : {}) })) }, 200),
   );
 
   app.openapi(
