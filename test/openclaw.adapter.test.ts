@@ -49,6 +49,9 @@ describe.skipIf(!binaries)('OpenClaw adapter (real gateway + scripted model)', (
   let ref: RuntimeSessionRef;
   const gates: Gate[] = [];
   let turns = 0;
+  const ownPolicy: AgentSnapshot['toolPolicy'] = { rules: [{ tool: 'write', action: 'deny' }], default: 'allow' };
+  // the session's current policy, as the activity passes it: a test may add a team rule mid-session
+  let policy = ownPolicy;
   const message = (text: string): TurnInput => ({ kind: 'message', turnId: `t${++turns}`, messageId: `m${turns}-${Date.now()}`, text });
 
   function context(): TurnContext {
@@ -61,7 +64,7 @@ describe.skipIf(!binaries)('OpenClaw adapter (real gateway + scripted model)', (
       model: 'scripted-model',
       modelProvider: { baseUrl: model.openaiBaseUrl, credentialId: 'cred_1' },
       system: null,
-      toolPolicy: { rules: [{ tool: 'write', action: 'deny' }], default: 'allow' },
+      toolPolicy: policy,
       budget: {},
       approvalTimeoutSeconds: 60,
       idleTimeoutSeconds: 600,
@@ -177,6 +180,36 @@ describe.skipIf(!binaries)('OpenClaw adapter (real gateway + scripted model)', (
     // the replay carries the same sourceIds as the first attempt, so the event log keeps one copy
     expect(second.of('agent.message').map((e) => e.sourceId)).toEqual(first.of('agent.message').map((e) => e.sourceId));
     expect(second.of('span.model_request_end').map((e) => e.sourceId)).toEqual(first.of('span.model_request_end').map((e) => e.sourceId));
+  });
+
+  it('a team deny added mid-session reaches the gateway: the next turn (on another worker) runs without the tool, and the gateway is not restarted again', { timeout: 600_000 }, async () => {
+    const marker = join(workdir, 'ran-after-deny.txt');
+    model.setScript([
+      { match: 'openclaw after the deny', steps: [{ tool: 'exec', input: { command: `touch ${marker}` } }, { text: 'tried' }] },
+      { match: 'openclaw still denied', steps: [{ text: 'fine' }] },
+    ]);
+    const before = ref.state.pid;
+    expect(before).toEqual(expect.any(Number));
+    policy = { rules: [{ tool: 'bash', action: 'deny', source: 'team' }, ...ownPolicy.rules], default: 'allow' };
+    // a new worker: the gateway it finds was started by another, and is stopped by its recorded pid
+    const next = createOpenClawAdapter(binaries!);
+    try {
+      const sink = new MemorySink();
+      expect(await run(sink, message('openclaw after the deny'), next)).toEqual({ status: 'end_turn' });
+      const offered = (requestsFor('openclaw after the deny')[0]!.body as { tools: Array<{ function: { name: string } }> }).tools.map((t) => t.function.name);
+      expect(offered).not.toContain('exec');
+      expect(offered).not.toContain('process');
+      expect(offered).not.toContain('write');
+      expect(() => statSync(marker)).toThrow();
+      const restarted = ref.state.pid;
+      expect(restarted).not.toBe(before);
+      // the same policy on the next turn: the gateway already enforces it
+      expect(await run(new MemorySink(), message('openclaw still denied'), next)).toEqual({ status: 'end_turn' });
+      expect(ref.state.pid).toBe(restarted);
+    } finally {
+      policy = ownPolicy;
+      await next.close(ref);
+    }
   });
 
   it('keeps the key out of errors', { timeout: 60_000 }, async () => {
