@@ -23,7 +23,7 @@ export interface DenyCapability {
 }
 
 /** A deny rule as the team writes it (no action: team rules only deny), or any policy rule. */
-export type DenyRule = Pick<PolicyRule, 'tool' | 'pattern'> & { action?: PolicyRule['action'] };
+export type DenyRule = Pick<PolicyRule, 'tool' | 'pattern'> & Partial<Pick<PolicyRule, 'action' | 'source'>>;
 
 export interface UnenforceableDeny {
   /** the rule's index in the list it came from */
