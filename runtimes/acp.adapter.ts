@@ -51,6 +51,7 @@ import {
 } from '@agentclientprotocol/sdk';
 import type { CanonicalTool } from '../governance/types';
 import type { ModelPrice } from '../governance/pricing';
+import { refuseInterpolation } from './kit/interpolation';
 import { buildOpenCodeConfig, canonicalTool as openCodeTool, defaultOpenCodeBinary, OPENCODE_KEY_ENV, openCodePrice } from './opencode.adapter';
 import type {
   AdapterLogger,
@@ -200,6 +201,8 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
     };
     const spec = opts.agents?.[name];
     if (spec) {
+      // an agent may read these variables into a config that expands `{env:…}` / `{file:…}` (OpenCode does)
+      refuseInterpolation({ model: ctx.agent.model, 'model_provider.base_url': ctx.agent.modelProvider?.baseUrl });
       Object.assign(env, spec.env);
       if (spec.keyEnv && ctx.secrets.modelApiKey) env[spec.keyEnv] = ctx.secrets.modelApiKey;
       if (spec.baseUrlEnv && ctx.agent.modelProvider) env[spec.baseUrlEnv] = ctx.agent.modelProvider.baseUrl;

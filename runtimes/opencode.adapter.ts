@@ -24,6 +24,7 @@
  *   resolved key to anyone who can call it. The server gets a minimal environment, not the worker's.
  * - The server runs in its own process group and outlives a killed worker; `ref.state.server` says where it is.
  */
+import { refuseInterpolation } from './kit/interpolation';
 import { readSseFrames } from './sse';
 import { spawn } from 'node:child_process';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
@@ -116,6 +117,8 @@ export function openCodePrice(ctx: TurnContext, prices?: Record<string, ModelPri
  */
 export function buildOpenCodeConfig(ctx: TurnContext, price: ModelPrice | undefined): Record<string, unknown> {
   if (!ctx.agent.modelProvider) throw new Error('the opencode runtime needs agent.modelProvider.baseUrl');
+  // OpenCode expands `{env:…}` and `{file:…}` in this config: no tenant string may bring its own
+  refuseInterpolation({ model: ctx.agent.model, 'model_provider.base_url': ctx.agent.modelProvider.baseUrl, 'runtime.config': ctx.agent.runtime.config });
   const rc = ctx.agent.runtime.config as { contextLimit?: number; outputLimit?: number };
   const model = ctx.agent.model;
   return {

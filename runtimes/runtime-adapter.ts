@@ -129,6 +129,14 @@ export interface RuntimeAdapter {
   close(ref: RuntimeSessionRef): Promise<void>;
 }
 
+/**
+ * Thrown by an adapter for a turn that no retry can fix (say, a tenant value the runtime would misread): the activity
+ * fails the turn without retrying, with this message.
+ */
+export class RuntimeRefusedError extends Error {
+  readonly code = 'runtime.refused';
+}
+
 /** Adapters log through this (the worker passes a structured logger); silent when absent. */
 export interface AdapterLogger {
   debug?(msg: string, meta?: Record<string, unknown>): void;

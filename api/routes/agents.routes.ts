@@ -3,6 +3,7 @@ import { appendAudit } from '../../db/queries/audit';
 import { archiveAgent, createAgent, getAgent, listAgents, listAgentVersions, updateAgent } from '../../db/queries/agents';
 import { getCredential } from '../../db/queries/credentials';
 import type { Db } from '../../db/client';
+import { findBrace } from '../../runtimes/kit/interpolation';
 import { requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
 import { AgentDefinitionSchema, AgentSchema, AgentUpdateSchema, effectivePolicy, toAgentResponse, type AgentDefinition } from '../schemas/agent.schema';
@@ -182,9 +183,19 @@ export function checkEnforceable(def: AgentDefinition, capabilities: AppDeps['ca
 /**
  * The ACP runtime runs an agent the worker allows by name (`runtime.config.agent`), never a command from the API.
  * Which names a worker allows is its own configuration, so an unknown name is reported by the session (session.error);
- * a missing or malformed one is refused here.
+ * a missing or malformed one is refused here. OpenCode (also behind ACP) expands `{env:…}` and `{file:…}` in its
+ * config, so for those runtimes no string in `runtime.config`, key or value, may hold a `{`.
  */
 export function checkRuntimeConfig(def: AgentDefinition): void {
+  const type = def.runtime?.type ?? 'opencode';
+  if (type === 'opencode' || type === 'acp') {
+    const at = findBrace(def.runtime?.config ?? {}, 'body.runtime.config');
+    if (at) {
+      throw new ApiError(400, 'request.invalid', `${at}: "{" is not accepted for the ${type} runtime, which would expand {env:…} and {file:…} in it`, [
+        { name: at, reason: 'no "{" in runtime.config strings or keys' },
+      ]);
+    }
+  }
   if (def.runtime?.type !== 'acp') return;
   const config = def.runtime.config ?? {};
   const agent = config.agent;
