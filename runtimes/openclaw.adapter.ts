@@ -41,6 +41,7 @@ import { join } from 'node:path';
 import WebSocket from 'ws';
 import { evaluatePolicy, globMatch } from '../governance/policy';
 import { CANONICAL_TOOLS, type CanonicalTool, type ToolPolicy } from '../governance/types';
+import { redact } from './kit/redact';
 import type { AdapterLogger, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
 
 /** OpenClaw's tools (as offered to the model) → canonical names */
@@ -423,7 +424,7 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
     opts.logger?.info('openclaw gateway starting', { sessionId: ctx.sessionId, port, pid: child.pid });
 
     for (;;) {
-      if (exited !== null) throw new GatewayExit(exited, `openclaw gateway exited with ${exited} while starting: ${redact(tail.slice(-5).join(' | '), ctx)}`);
+      if (exited !== null) throw new GatewayExit(exited, `openclaw gateway exited with ${exited} while starting: ${redact(tail.slice(-5).join(' | '), [ctx.secrets.modelApiKey])}`);
       try {
         const client = await GatewayClient.connect(port, token);
         const handle = { port, client, child };
@@ -435,7 +436,7 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
       }
       if (Date.now() - started > startTimeoutMs) {
         child.kill('SIGKILL');
-        throw new OpenClawError(`openclaw gateway did not start within ${startTimeoutMs} ms: ${redact(tail.slice(-5).join(' | '), ctx)}`, true);
+        throw new OpenClawError(`openclaw gateway did not start within ${startTimeoutMs} ms: ${redact(tail.slice(-5).join(' | '), [ctx.secrets.modelApiKey])}`, true);
       }
       await new Promise((r) => setTimeout(r, 500));
     }
@@ -493,7 +494,7 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
       try {
         return await runTurn(ctx, ref, input, sink, (state, save, newTurn) => gatewayForTurn(ctx, state, save, sink.signal, newTurn));
       } catch (err) {
-        if (err instanceof OpenClawError) return { status: 'error', message: redact(err.message, ctx), retryable: err.retryable };
+        if (err instanceof OpenClawError) return { status: 'error', message: redact(err.message, [ctx.secrets.modelApiKey]), retryable: err.retryable };
         throw err;
       }
     },
@@ -542,11 +543,6 @@ function isGatewayOf(pid: number, configPath: string): boolean {
   } catch {
     return false; // gone, not ours to read, or no /proc: nothing proves it is ours
   }
-}
-
-function redact(text: string, ctx: TurnContext): string {
-  const key = ctx.secrets.modelApiKey;
-  return key ? text.split(key).join('[redacted]') : text;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -602,8 +598,8 @@ async function runTurn(
     const history = await gw.client.call<any>('chat.history', { sessionKey, limit: 200 });
     await emitFromHistory(ctx, sink, history, run.runId!);
     if (outcome.kind === 'error') {
-      await sink.emit([{ sourceId: `openclaw:${run.runId}:error`, type: 'session.error', error: { type: 'openclaw_error', message: redact(outcome.message, ctx) } }]);
-      return { status: 'error', message: redact(outcome.message, ctx), retryable: false };
+      await sink.emit([{ sourceId: `openclaw:${run.runId}:error`, type: 'session.error', error: { type: 'openclaw_error', message: redact(outcome.message, [ctx.secrets.modelApiKey]) } }]);
+      return { status: 'error', message: redact(outcome.message, [ctx.secrets.modelApiKey]), retryable: false };
     }
     return { status: 'end_turn' };
   } finally {

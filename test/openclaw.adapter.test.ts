@@ -6,7 +6,7 @@
  * adapter (a lost worker) without sending the prompt again. Then, through the whole stack: an `ask` policy is refused.
  */
 import { readFileSync, statSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,6 +17,7 @@ import { MemorySink } from './support/memory-sink';
 import { openClawBinaries } from './support/openclaw';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
 import { startStack, type Stack } from './support/stack';
+import { testAgent } from './support/test-agent';
 
 const KEY = 'sk-openclaw-test-5f3c9a0d7e1b2468';
 
@@ -33,6 +34,25 @@ describe('OpenClaw tool names and policy', () => {
     expect(deniedOpenClawTools({ rules: [{ tool: 'bash', action: 'deny', pattern: 'rm *' }], default: 'allow' })).toEqual([]);
     expect(deniedOpenClawTools({ rules: [{ tool: 'read', action: 'allow' }], default: 'deny' })).not.toContain('read');
     expect(deniedOpenClawTools({ rules: [{ tool: 'read', action: 'allow' }], default: 'deny' })).toContain('write');
+  });
+
+  it("redacts a provider key (sk-…) from the turn's error even when it is not the session's key", { timeout: 60_000 }, async () => {
+    const root = await mkdtemp(join(tmpdir(), 'agentplane-openclaw-redact-'));
+    try {
+      // an "openclaw" that dies at start, printing a key it found somewhere: its output ends up in the error
+      const script = join(root, 'leaky-openclaw.mjs');
+      await writeFile(script, "console.error('boom: upstream said sk-live-0123456789abcdefLEAK'); process.exit(1);\n");
+      const adapter = createOpenClawAdapter({ nodeBin: process.execPath, openclawBin: script, startTimeoutMs: 30_000 });
+      const agent = testAgent({ runtime: { type: 'openclaw', config: {} }, model: 'scripted-model', modelProvider: { baseUrl: 'http://127.0.0.1:9/v1', credentialId: 'cred_1' } });
+      const ctx: TurnContext = { sessionId: 'sesn_openclaw_redact', agent, workdir: join(root, 'work'), secrets: { modelApiKey: KEY } };
+      const result = await adapter.runTurn(ctx, await adapter.open(ctx, null), { kind: 'message', turnId: 't1', messageId: 'm1', text: 'hi' }, new MemorySink());
+      expect(result).toMatchObject({ status: 'error' });
+      const message = (result as { message: string }).message;
+      expect(message).toContain('boom: upstream said [redacted]');
+      expect(message).not.toContain('0123456789abcdefLEAK');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 
   it('declares no approvals, and reported cost', () => {
