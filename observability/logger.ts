@@ -25,6 +25,19 @@ export function createJsonLog(write: (line: string) => void = (line) => process.
   };
 }
 
+const RANK: Record<LogLevel, number> = { TRACE: 0, DEBUG: 1, INFO: 2, WARN: 3, ERROR: 4 };
+
+/**
+ * The log as runtime adapters take it (`debug`/`info`/`warn` with fields: runtimes/runtime-adapter.ts AdapterLogger),
+ * writing only what the level lets through; `debug` is absent below DEBUG, so adapters skip building its fields.
+ */
+export function createAdapterLog(log: Log, level: LogLevel = 'INFO') {
+  const at = (lineLevel: LogLevel) => (msg: string, meta?: Record<string, unknown>) => {
+    if (RANK[lineLevel] >= RANK[level]) log({ level: lineLevel, msg, ...meta });
+  };
+  return { ...(RANK[level] <= RANK.DEBUG ? { debug: at('DEBUG') } : {}), info: at('INFO'), warn: at('WARN') };
+}
+
 /** A Temporal SDK log entry (worker, workflow or activity) in our shape: workflow id is the session id. */
 export function fromTemporalEntry(entry: TemporalLogEntry): Record<string, unknown> {
   const { trace_id: traceId, span_id: _span, trace_flags: _flags, ...meta } = (entry.meta ?? {}) as Record<string, unknown>;

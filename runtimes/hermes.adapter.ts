@@ -48,7 +48,7 @@ import { fileURLToPath } from 'node:url';
 import { denyRuleLabel, unenforceableDenies } from '../governance/enforceability';
 import { evaluatePolicy } from '../governance/policy';
 import { CANONICAL_TOOLS, type CanonicalTool } from '../governance/types';
-import type { PermissionDecision, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
+import type { AdapterLogger, PermissionDecision, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
 import { createJsonClient, RuntimeApiError } from './http-api';
 import { readSseFrames } from './sse';
 
@@ -76,6 +76,7 @@ export interface HermesAdapterOptions {
   settleMs?: number;
   /** wait before reopening a stream that broke (default 300 ms) */
   reconnectMs?: number;
+  logger?: AdapterLogger;
 }
 
 /** A tool call of the current run, as far as we know it. `tool` is Hermes's name for it. */
@@ -192,6 +193,7 @@ function toolInput(tool: string, args: Record<string, unknown>): Record<string, 
 
 export function createHermesAdapter(opts: HermesAdapterOptions = {}): RuntimeAdapter {
   const timing = { pollMs: opts.pollMs ?? 1000, settleMs: opts.settleMs ?? 2000, reconnectMs: opts.reconnectMs ?? 300 };
+  const log: AdapterLogger = opts.logger ?? { info() {}, warn() {} };
   /** streams parked on an `ask`, by run id */
   const parked = new Map<string, LiveStream>();
   return {
@@ -204,7 +206,7 @@ export function createHermesAdapter(opts: HermesAdapterOptions = {}): RuntimeAda
     async runTurn(ctx, ref, input, sink) {
       const api = createApi(ctx.agent.modelProvider?.baseUrl || opts.defaultBaseUrl || DEFAULT_BASE_URL, ctx.secrets.modelApiKey);
       try {
-        return await new Turn(api, ctx, ref, sink, parked, timing).run(input);
+        return await new Turn(api, ctx, ref, sink, parked, timing, log).run(input);
       } catch (err) {
         if (err instanceof HermesApiError) {
           const retryable = err.status >= 500 || err.status === 408 || err.status === 429;
@@ -238,6 +240,7 @@ class Turn {
     private readonly sink: TurnSink,
     private readonly parked: Map<string, LiveStream>,
     private readonly timing: { pollMs: number; settleMs: number; reconnectMs: number },
+    private readonly log: AdapterLogger,
   ) {
     this.state = { ...ref.state } as HermesState;
   }
@@ -259,7 +262,10 @@ class Turn {
     if (this.turn.runId) return this.follow();
     if (this.sink.signal.aborted) return { status: 'interrupted' };
     const unenforced = await this.denialsWithoutGate();
-    if (unenforced) return { status: 'error', message: unenforced, retryable: false };
+    if (unenforced) {
+      this.log.warn('hermes turn refused: the server does not load the agentplane gate', { sessionId: this.ctx.sessionId, reason: unenforced });
+      return { status: 'error', message: unenforced, retryable: false };
+    }
     await this.save();
     const history = await this.history();
     const created = await this.api.request<{ run_id: string }>(
@@ -590,6 +596,7 @@ class Turn {
     const known = this.turn.calls.find((c) => c.callId === callId);
     if (known?.status === 'allowed' || known?.status === 'denied') return null; // answered before a reattach
     this.setCall(callId, { status: 'asked' }, tool);
+    this.log.warn('hermes tool call refused', { sessionId: this.ctx.sessionId, runId: this.runId, callId, tool, reason });
     await this.sink.emit([{ sourceId: `hermes:${this.runId}:${callId}:use`, type: 'agent.tool_use', tool_use_id: callId, name: hermesTool(tool), input: {}, evaluated_permission: 'deny' }]);
     await this.reply(callId, 'deny', `refused: ${reason}`);
     return null;
