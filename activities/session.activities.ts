@@ -13,12 +13,14 @@ import { loadPrices } from '../db/queries/pricing';
 import { enqueueNotification } from '../db/queries/webhooks';
 import { budgetThreshold } from '../governance/notifications';
 import { decideApproval, getRuntimeRef, getSession, putRuntimeRef } from '../db/queries/sessions';
+import { livePolicyFor } from '../db/queries/policies';
+import { describeUnenforceable, unenforceableDenies } from '../governance/enforceability';
 import type { Vault } from '../db/vault';
 import { createWorkerMetrics, type WorkerMetrics } from '../observability/metrics';
 import { inSpan } from '../observability/tracing';
 import { DEFAULT_TURN_RESERVE_USD, microsToUsd, usdToMicros } from '../governance/budget';
 import { DEFAULT_PRICES, priceUsageMicros, type ModelPrice } from '../governance/pricing';
-import type { RuntimeEvent, RuntimeRegistry, RuntimeSessionRef, TurnContext, TurnSink } from '../runtimes/runtime-adapter';
+import { RuntimeRefusedError, type RuntimeEvent, type RuntimeRegistry, type RuntimeSessionRef, type TurnContext, type TurnSink } from '../runtimes/runtime-adapter';
 import type { RecordDecisionInput, RecordEventsInput, RunTurnInput, SessionActivities, TurnOutcome } from './types';
 import { decideToolCall, sessionActor, toolUseEventId } from './tool-decision';
 
@@ -52,7 +54,18 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     if (!adapter) {
       throw ApplicationFailure.create({ type: 'runtime.unavailable', message: `no ${input.agent.runtime.type} runtime on this worker`, nonRetryable: true });
     }
-    const ctx: TurnContext = { sessionId: input.sessionId, agent: input.agent, workdir: join(deps.dataDir, 'sessions', input.sessionId), secrets: {} };
+    // the session's current policy: a change the workflow has not heard of yet wins (the newest revision, as for each
+    // tool decision). A team deny added since the session started that this runtime would ignore stops the turn before
+    // it leaves; the adapter gets the current policy for what it compiles into the runtime (OpenClaw's tools.deny).
+    const live = await livePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId });
+    const policy = live.revision > input.policyVersion ? live.policy : input.policy;
+    if (input.input.kind === 'message') {
+      const unenforceable = unenforceableDenies(adapter.capabilities, policy.rules.filter((r) => r.source === 'team'));
+      if (unenforceable.length > 0) {
+        throw ApplicationFailure.create({ type: 'policy.unenforceable', message: describeUnenforceable(adapter.kind, unenforceable), nonRetryable: true });
+      }
+    }
+    const ctx: TurnContext = { sessionId: input.sessionId, agent: { ...input.agent, toolPolicy: policy }, workdir: join(deps.dataDir, 'sessions', input.sessionId), secrets: {} };
     await mkdir(ctx.workdir, { recursive: true });
     const credentialId = input.agent.modelProvider?.credentialId;
     if (credentialId) {
@@ -101,7 +114,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     const previous: RuntimeSessionRef | null = stored ? { sessionId: input.sessionId, runtimeSessionId: stored.runtimeSessionId, state: stored.state as Record<string, unknown> } : null;
     const runtime = adapter.kind;
     const spanAttributes = { 'agentplane.session_id': input.sessionId, 'agentplane.runtime': runtime, 'agentplane.turn': input.turnId, 'agentplane.leg': input.leg };
-    const ref = await inSpan(`runtime.open ${runtime}`, spanAttributes, () => adapter.open(ctx, previous));
+    const ref = await inSpan(`runtime.open ${runtime}`, spanAttributes, () => adapter.open(ctx, previous)).catch(refused);
     const saveRef = () => putRuntimeRef(db, { sessionId: input.sessionId, runtime: adapter.kind, runtimeSessionId: ref.runtimeSessionId, state: ref.state });
     // a reopened runtime session that is still the stored one need not be written again
     if (!stored || stored.runtimeSessionId !== ref.runtimeSessionId || canonicalJson(stored.state) !== canonicalJson(ref.state)) await saveRef();
@@ -144,7 +157,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     try {
       const result = await inSpan(`runtime.turn ${runtime}`, { ...spanAttributes, 'agentplane.input': input.input.kind }, () => adapter.runTurn(ctx, ref, input.input, sink)).catch((err: unknown) => {
         metrics.runtimeErrors.inc({ runtime });
-        throw err;
+        return refused(err);
       });
       metrics.turnLegs.inc({ runtime, status: result.status });
       if (result.status === 'error') metrics.runtimeErrors.inc({ runtime });
@@ -205,6 +218,12 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
   }
 
   return { recordEvents, runTurn, recordDecision, closeRuntime };
+}
+
+/** An adapter's refusal (no retry can help) fails the turn for good; anything else is Temporal's to retry. */
+function refused(err: unknown): never {
+  if (err instanceof RuntimeRefusedError) throw ApplicationFailure.create({ type: err.code, message: err.message, nonRetryable: true });
+  throw err;
 }
 
 /** Runtime events go to the log without their native payload's secrets; `raw` is dropped (it can echo env). */

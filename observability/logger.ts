@@ -4,9 +4,11 @@
  * and a session's events can be joined.
  *
  * Secrets never belong in a log entry; as a second line of defence, fields named like a secret and values shaped
- * like an agentplane key or a bearer token are masked before the line is written.
+ * like a key (runtimes/kit/redact.ts: provider and agentplane keys, webhook secrets, bearer tokens) are masked before
+ * the line is written.
  */
 import type { LogEntry as TemporalLogEntry } from '@temporalio/worker';
+import { redact as redactText, REDACTED } from '../runtimes/kit/redact';
 import { activeTraceId } from './tracing';
 
 export type LogLevel = 'TRACE' | 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
@@ -14,14 +16,26 @@ export type LogLevel = 'TRACE' | 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
 export type Log = (entry: Record<string, unknown>) => void;
 
 const SECRET_KEY = /^(authorization|x-api-key|api[_-]?key|secret|secrets|password|token|access[_-]?token|model[_-]?api[_-]?key|plain)$/i;
-const SECRET_VALUE = /\bap_[A-Za-z0-9_-]{12,}|\b[Bb]earer\s+[A-Za-z0-9._~+/=-]{8,}/g;
-const MASK = '[redacted]';
+const MASK = REDACTED;
 
 export function createJsonLog(write: (line: string) => void = (line) => process.stdout.write(line)): Log {
   return (entry) => {
     const traceId = entry.traceId ?? activeTraceId() ?? undefined;
     write(`${JSON.stringify(redact({ time: new Date().toISOString(), level: 'INFO', ...entry, traceId }))}\n`);
   };
+}
+
+const RANK: Record<LogLevel, number> = { TRACE: 0, DEBUG: 1, INFO: 2, WARN: 3, ERROR: 4 };
+
+/**
+ * The log as runtime adapters take it (`debug`/`info`/`warn` with fields: runtimes/runtime-adapter.ts AdapterLogger),
+ * writing only what the level lets through; `debug` is absent below DEBUG, so adapters skip building its fields.
+ */
+export function createAdapterLog(log: Log, level: LogLevel = 'INFO') {
+  const at = (lineLevel: LogLevel) => (msg: string, meta?: Record<string, unknown>) => {
+    if (RANK[lineLevel] >= RANK[level]) log({ level: lineLevel, msg, ...meta });
+  };
+  return { ...(RANK[level] <= RANK.DEBUG ? { debug: at('DEBUG') } : {}), info: at('INFO'), warn: at('WARN') };
 }
 
 /** A Temporal SDK log entry (worker, workflow or activity) in our shape: workflow id is the session id. */
@@ -38,7 +52,7 @@ export function fromTemporalEntry(entry: TemporalLogEntry): Record<string, unkno
 }
 
 function redact(value: unknown, depth = 0): unknown {
-  if (typeof value === 'string') return value.replace(SECRET_VALUE, MASK);
+  if (typeof value === 'string') return redactText(value);
   if (depth > 6 || value === null || typeof value !== 'object') return value;
   if (Array.isArray(value)) return value.map((v) => redact(v, depth + 1));
   if (value instanceof Error) return redact({ name: value.name, message: value.message }, depth);

@@ -31,6 +31,7 @@
  * Secrets: the model key reaches the agent only through its environment (OpenCode reads it via `{env:…}`); it is never
  * put in `ref.state`, events, logs or errors, and error text from the agent is redacted.
  */
+import { redact } from './kit/redact';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync } from 'node:fs';
@@ -51,6 +52,7 @@ import {
 } from '@agentclientprotocol/sdk';
 import type { CanonicalTool } from '../governance/types';
 import type { ModelPrice } from '../governance/pricing';
+import { refuseInterpolation } from './kit/interpolation';
 import { buildOpenCodeConfig, canonicalTool as openCodeTool, defaultOpenCodeBinary, OPENCODE_KEY_ENV, openCodePrice } from './opencode.adapter';
 import type {
   AdapterLogger,
@@ -64,7 +66,7 @@ import type {
   TurnSink,
 } from './runtime-adapter';
 
-export const ACP_CAPABILITIES = { approvals: true, interrupt: true, reattach: false, cost: 'reported', streaming: true } as const satisfies RuntimeCapabilities;
+export const ACP_CAPABILITIES = { approvals: true, interrupt: true, reattach: false, cost: 'reported', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
 
 /** An ACP agent the worker allows, as `AGENTPLANE_ACP_AGENTS` describes it (config/env.ts validates it). */
 export interface AcpAgentSpec {
@@ -200,6 +202,8 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
     };
     const spec = opts.agents?.[name];
     if (spec) {
+      // an agent may read these variables into a config that expands `{env:…}` / `{file:…}` (OpenCode does)
+      refuseInterpolation({ model: ctx.agent.model, 'model_provider.base_url': ctx.agent.modelProvider?.baseUrl });
       Object.assign(env, spec.env);
       if (spec.keyEnv && ctx.secrets.modelApiKey) env[spec.keyEnv] = ctx.secrets.modelApiKey;
       if (spec.baseUrlEnv && ctx.agent.modelProvider) env[spec.baseUrlEnv] = ctx.agent.modelProvider.baseUrl;
@@ -300,7 +304,7 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
         try {
           await withTimeout(agent.conn.agent.request('session/load', { sessionId: previous.acpSessionId, cwd: ctx.workdir, mcpServers: [] }), startTimeoutMs, `${name}: session/load timed out`);
         } catch (err) {
-          log.warn('acp session could not be loaded; starting a new one', { sessionId: ctx.sessionId, error: redact(errorText(err), ctx.secrets.modelApiKey) });
+          log.warn('acp session could not be loaded; starting a new one', { sessionId: ctx.sessionId, error: redact(errorText(err), [ctx.secrets.modelApiKey]) });
           agent.acpSessionId = '';
         } finally {
           agent.loading = false;
@@ -317,7 +321,7 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
       // a command that cannot be run will not start on a retry either
       const retryable = !agent.exited?.startsWith('could not start');
       stop(agent);
-      throw new AcpError(redact(`the ${name} agent did not start: ${detail}`, ctx.secrets.modelApiKey), retryable);
+      throw new AcpError(redact(`the ${name} agent did not start: ${detail}`, [ctx.secrets.modelApiKey]), retryable);
     }
     live.set(ctx.sessionId, agent);
     log.info('acp agent started', { sessionId: ctx.sessionId, agent: name, pid: child.pid, acpSessionId: agent.acpSessionId });
@@ -425,7 +429,7 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
       return await drive(agent, driver);
     } catch (err) {
       if (err instanceof SinkFailure) throw err.failure;
-      const message = redact(errorText(err), ctx.secrets.modelApiKey);
+      const message = redact(errorText(err), [ctx.secrets.modelApiKey]);
       log.warn('acp turn failed', { sessionId: ctx.sessionId, error: message });
       return { status: 'error', message: `acp: ${message}`, retryable: err instanceof AcpError ? err.retryable : true };
     }
@@ -466,7 +470,7 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
         if (agent.prompt === prompt) agent.prompt = null;
         await driver.finish(agent);
         if ('error' in prompt.settled) {
-          const message = redact(errorText(prompt.settled.error), driver.ctx.secrets.modelApiKey);
+          const message = redact(errorText(prompt.settled.error), [driver.ctx.secrets.modelApiKey]);
           await driver.emit([{ type: 'session.error', error: { type: 'runtime.error', message }, sourceId: `acp:${prompt.turnId}:error` }]);
           return { status: 'error', message: `acp: ${message}`, retryable: false };
         }
@@ -658,7 +662,7 @@ class TurnDriver {
             agent.used.add(update.toolCallId);
             events.push({ type: 'agent.tool_use', tool_use_id: update.toolCallId, name: toolName(call, this.ctx), input: toolInput(call, undefined), sourceId: `tool:${update.toolCallId}` });
           }
-          const text = redact(resultText(update.content, update.rawOutput), this.ctx.secrets.modelApiKey);
+          const text = redact(resultText(update.content, update.rawOutput), [this.ctx.secrets.modelApiKey]);
           events.push({ type: 'agent.tool_result', tool_use_id: update.toolCallId, content: [{ type: 'text', text }], is_error: status === 'failed', sourceId: `acp:result:${update.toolCallId}` });
           await this.emit(events);
         }
@@ -792,11 +796,6 @@ function errorText(err: unknown): string {
   return String(err);
 }
 
-function redact(text: string, secret: string | undefined): string {
-  let out = text;
-  if (secret && secret.length >= 4) out = out.split(secret).join('[redacted]');
-  return out.replace(/(sk-[A-Za-z0-9_-]{4})[A-Za-z0-9_-]{8,}/g, '$1…[redacted]');
-}
 
 /** a key's identity kept in memory only, to notice a rotated key */
 function keyHash(key: string | undefined): string {

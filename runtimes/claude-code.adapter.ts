@@ -42,6 +42,7 @@
  * spans carry per-request token usage (from each assistant message's `usage`, once per API message id) and no
  * `cost_usd`: the ledger prices every request from its pricing table, idempotently per request, with no double count.
  */
+import { redact } from './kit/redact';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
@@ -61,7 +62,7 @@ import type {
   TurnSink,
 } from './runtime-adapter';
 
-export const CLAUDE_CODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true } as const satisfies RuntimeCapabilities;
+export const CLAUDE_CODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
 
 export interface ClaudeCodeAdapterOptions {
   /** runtime state (home, CLAUDE_CONFIG_DIR with transcripts) lives in `<dataDir>/claude-code/<sessionId>` */
@@ -256,7 +257,7 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
         canUseTool: async (_name, toolInput) => ({ behavior: 'allow', updatedInput: toolInput }),
         ...(opts.executablePath ? { pathToClaudeCodeExecutable: opts.executablePath } : {}),
         ...(rc.maxTurns ? { maxTurns: rc.maxTurns } : {}),
-        stderr: (data: string) => log.debug?.('claude stderr', { sessionId: ctx.sessionId, data: redact(data, ctx.secrets.modelApiKey).slice(0, 500) }),
+        stderr: (data: string) => log.debug?.('claude stderr', { sessionId: ctx.sessionId, data: redact(data, [ctx.secrets.modelApiKey]).slice(0, 500) }),
       },
     });
     Object.assign(session, {
@@ -435,7 +436,7 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
           if (interrupting || driver.sink.signal.aborted) return { status: 'interrupted' };
           if (message.subtype === 'success' && !message.is_error) return { status: 'end_turn' };
           const detail = message.subtype === 'success' ? message.result : (message.errors ?? []).join('; ');
-          const text = redact(`${message.subtype}: ${detail}`.slice(0, 500), driver.ctx.secrets.modelApiKey);
+          const text = redact(`${message.subtype}: ${detail}`.slice(0, 500), [driver.ctx.secrets.modelApiKey]);
           await driver.emit([{ type: 'session.error', error: { type: message.subtype, message: text }, sourceId: `error:${message.uuid}` }]);
           return { status: 'error', message: `claude code: ${text}`, retryable: false };
         }
@@ -444,7 +445,7 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
       if (err instanceof SinkError) throw err.failure;
       session.closed = true;
       live.delete(driver.ctx.sessionId);
-      const text = redact((err as Error).message ?? String(err), driver.ctx.secrets.modelApiKey);
+      const text = redact((err as Error).message ?? String(err), [driver.ctx.secrets.modelApiKey]);
       log.warn('claude code turn failed', { sessionId: driver.ctx.sessionId, error: text });
       return { status: 'error', message: `claude code: ${text}`, retryable: true };
     } finally {
@@ -593,7 +594,7 @@ class TurnDriver {
       events.push({
         type: 'agent.tool_result',
         tool_use_id: b.tool_use_id,
-        content: [{ type: 'text', text: redact(resultText(b.content), this.ctx.secrets.modelApiKey) }],
+        content: [{ type: 'text', text: redact(resultText(b.content), [this.ctx.secrets.modelApiKey]) }],
         is_error: b.is_error === true,
         sourceId: `tool_result:${b.tool_use_id}`,
       });
@@ -679,11 +680,6 @@ function resultText(content: unknown): string {
   return '';
 }
 
-function redact(text: string, secret: string | undefined): string {
-  let out = text;
-  if (secret && secret.length >= 4) out = out.split(secret).join('[redacted]');
-  return out.replace(/(sk-[A-Za-z0-9_-]{4})[A-Za-z0-9_-]{8,}/g, '$1…[redacted]');
-}
 
 function pickEnv(env: NodeJS.ProcessEnv, keys: string[]): Record<string, string | undefined> {
   return Object.fromEntries(keys.map((k) => [k, env[k]]));

@@ -24,7 +24,7 @@ import { evaluatePolicy } from '../governance/policy';
 import { CANONICAL_TOOLS, type CanonicalTool } from '../governance/types';
 import type { RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
 
-export const CURSOR_CAPABILITIES = { approvals: false, interrupt: true, reattach: true, cost: 'priced', streaming: true } as const satisfies RuntimeCapabilities;
+export const CURSOR_CAPABILITIES = { approvals: false, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'none' } as const satisfies RuntimeCapabilities;
 
 const DEFAULT_BASE_URL = 'https://api.cursor.com';
 

@@ -52,6 +52,7 @@ import { Command, type StateSnapshot } from '@langchain/langgraph';
 import { MemorySaver, type Checkpoint, type CheckpointMetadata, type PendingWrite } from '@langchain/langgraph-checkpoint';
 import { ChatOpenAI, ChatOpenAICompletions } from '@langchain/openai';
 import type { CanonicalTool } from '../governance/types';
+import { redact } from './kit/redact';
 import type {
   AdapterLogger,
   PermissionDecision,
@@ -65,7 +66,7 @@ import type {
   TurnSink,
 } from './runtime-adapter';
 
-export const DEEPAGENTS_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true } as const satisfies RuntimeCapabilities;
+export const DEEPAGENTS_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
 
 export interface DeepAgentsAdapterOptions {
   /** checkpoints live in `<dataDir>/deepagents/<sessionId>/checkpoints.json` */
@@ -141,13 +142,11 @@ export function createDeepAgentsAdapter(opts: DeepAgentsAdapterOptions): Runtime
       return { sessionId: ctx.sessionId, runtimeSessionId: ctx.sessionId, state: { threadId: ctx.sessionId } };
     },
     async runTurn(ctx, ref, input, sink) {
-      const key = ctx.secrets.modelApiKey;
-      const redact = (s: string) => (key ? s.split(key).join('[redacted]') : s);
       try {
         return await runTurn(opts, ctx, ref, input, sink);
       } catch (err) {
         if (sink.signal.aborted) return { status: 'interrupted' };
-        const message = redact(err instanceof Error ? err.message : String(err));
+        const message = redact(err instanceof Error ? err.message : String(err), [ctx.secrets.modelApiKey]);
         opts.logger?.warn('deepagents turn failed', { sessionId: ctx.sessionId, error: message });
         const status = (err as { status?: unknown }).status;
         // provider answers by HTTP status; a connection failure may pass; anything else (a bug, a broken graph) will not

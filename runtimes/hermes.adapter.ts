@@ -12,14 +12,17 @@
  *
  * Governance. Hermes itself asks a person only before "dangerous" terminal commands. To hold every tool call, the
  * Hermes server loads the agentplane gate plugin (`runtimes/hermes-gate/`, see `HERMES_GATE_PLUGIN_DIR`): a
- * `pre_tool_call` hook that escalates each call to Hermes's approval gate with the call (tool, call id, arguments) as
- * JSON in the description. Each `approval.request` goes through `sink.decide`: allow → choice `once`, deny → `deny`
+ * `pre_tool_call` hook that escalates each call to Hermes's approval gate with the call (tool, call id, arguments) in
+ * the description, whole (hex-encoded JSON, so Hermes's masking of secret-shaped text cannot change it; a call whose
+ * arguments exceed the plugin's limit arrives without them and is refused, as is a call from an older plugin, which cut
+ * long arguments). Each `approval.request` goes through `sink.decide`: allow → choice `once`, deny → `deny`
  * (Hermes blocks the call and the model sees the refusal), ask → the turn returns `requires_action` with the run still
  * blocked, and the resume turn posts the decisions and reads on. A dangerous-command prompt for a call already
- * decided is answered with that decision. Without the plugin only dangerous terminal commands reach `sink.decide`;
- * every other call runs unasked, is recorded with `evaluated_permission: 'allow'`, and a `session.error`
- * (`policy_not_enforced`) names any such call the policy would have denied or asked about. So approvals hold only on a
- * Hermes server that loads the plugin.
+ * decided is answered with that decision. Without the plugin only dangerous terminal commands reach `sink.decide` and
+ * every other call runs unasked, so a deny rule could not hold: a run under any deny (the team's or the agent's) is
+ * started only when `GET /v1/toolsets` lists the plugin's toolset, and the turn fails naming the rules otherwise. Under
+ * allow and ask rules alone, a call run unasked is recorded with `evaluated_permission: 'allow'`, and a `session.error`
+ * (`policy_not_enforced`) names any such call the policy would have asked about.
  *
  * What Hermes 0.19's run events carry, and what that costs us: `message.delta`, `tool.started {tool, preview}`,
  * `tool.completed {tool, duration, error}` (no call id, no output: results are recorded without content),
@@ -42,18 +45,25 @@
  * The key is never in `ref.state`, events or errors.
  */
 import { fileURLToPath } from 'node:url';
+import { denyRuleLabel, unenforceableDenies } from '../governance/enforceability';
 import { evaluatePolicy } from '../governance/policy';
 import { CANONICAL_TOOLS, type CanonicalTool } from '../governance/types';
-import type { PermissionDecision, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
+import type { AdapterLogger, PermissionDecision, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
 import { createJsonClient, RuntimeApiError } from './http-api';
 import { readSseFrames } from './sse';
 
-export const HERMES_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true } as const satisfies RuntimeCapabilities;
+/** `any` with the gate plugin loaded; without it a turn under a deny rule is refused (see `denialsWithoutGate`). */
+export const HERMES_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
 
 /** The Hermes plugin that holds every tool call at the approval gate; copy it to `$HERMES_HOME/plugins/agentplane_gate`. */
 export const HERMES_GATE_PLUGIN_DIR = fileURLToPath(new URL('./hermes-gate', import.meta.url));
-/** What the gate plugin puts before the call's JSON in an approval's description. */
+/** What the gate plugin puts before the call in an approval's description. */
 export const HERMES_GATE_MARKER = 'agentplane-gate:';
+/** The description format the adapter reads after the marker: `v2:` and the call's JSON in hex (Hermes's masking of
+ * secret-shaped text cannot touch hex, so the arguments arrive as the model wrote them). */
+const HERMES_GATE_FORMAT = 'v2:';
+/** The toolset the gate plugin registers: `GET /v1/toolsets` lists it on a server that loaded the plugin. */
+export const HERMES_GATE_TOOLSET = 'agentplane_gate';
 
 const DEFAULT_BASE_URL = 'http://127.0.0.1:8642';
 const TERMINAL = new Set(['completed', 'failed', 'cancelled', 'interrupted']);
@@ -66,6 +76,7 @@ export interface HermesAdapterOptions {
   settleMs?: number;
   /** wait before reopening a stream that broke (default 300 ms) */
   reconnectMs?: number;
+  logger?: AdapterLogger;
 }
 
 /** A tool call of the current run, as far as we know it. `tool` is Hermes's name for it. */
@@ -182,6 +193,7 @@ function toolInput(tool: string, args: Record<string, unknown>): Record<string, 
 
 export function createHermesAdapter(opts: HermesAdapterOptions = {}): RuntimeAdapter {
   const timing = { pollMs: opts.pollMs ?? 1000, settleMs: opts.settleMs ?? 2000, reconnectMs: opts.reconnectMs ?? 300 };
+  const log: AdapterLogger = opts.logger ?? { info() {}, warn() {} };
   /** streams parked on an `ask`, by run id */
   const parked = new Map<string, LiveStream>();
   return {
@@ -194,7 +206,7 @@ export function createHermesAdapter(opts: HermesAdapterOptions = {}): RuntimeAda
     async runTurn(ctx, ref, input, sink) {
       const api = createApi(ctx.agent.modelProvider?.baseUrl || opts.defaultBaseUrl || DEFAULT_BASE_URL, ctx.secrets.modelApiKey);
       try {
-        return await new Turn(api, ctx, ref, sink, parked, timing).run(input);
+        return await new Turn(api, ctx, ref, sink, parked, timing, log).run(input);
       } catch (err) {
         if (err instanceof HermesApiError) {
           const retryable = err.status >= 500 || err.status === 408 || err.status === 429;
@@ -228,6 +240,7 @@ class Turn {
     private readonly sink: TurnSink,
     private readonly parked: Map<string, LiveStream>,
     private readonly timing: { pollMs: number; settleMs: number; reconnectMs: number },
+    private readonly log: AdapterLogger,
   ) {
     this.state = { ...ref.state } as HermesState;
   }
@@ -248,6 +261,11 @@ class Turn {
     this.turn = current?.turnId === input.turnId ? current : { turnId: input.turnId, messageId: input.messageId, runId: null, lastEventId: null, calls: [], pending: [], segments: 0 };
     if (this.turn.runId) return this.follow();
     if (this.sink.signal.aborted) return { status: 'interrupted' };
+    const unenforced = await this.denialsWithoutGate();
+    if (unenforced) {
+      this.log.warn('hermes turn refused: the server does not load the agentplane gate', { sessionId: this.ctx.sessionId, reason: unenforced });
+      return { status: 'error', message: unenforced, retryable: false };
+    }
     await this.save();
     const history = await this.history();
     const created = await this.api.request<{ run_id: string }>(
@@ -259,6 +277,33 @@ class Turn {
     this.turn = { ...this.turn, runId: created.run_id };
     await this.save();
     return this.follow();
+  }
+
+  /**
+   * Hermes refuses a call only when the gate plugin holds it for us: without the plugin every call runs unasked, and a
+   * deny rule (the team's or the agent's) would silently do nothing. So a run under any deny is only started on a
+   * server that loads the gate; otherwise this says which rules it would ignore (and the turn fails, not retried).
+   */
+  private async denialsWithoutGate(): Promise<string | null> {
+    const policy = this.ctx.agent.toolPolicy;
+    const found = unenforceableDenies({ denies: 'none' }, policy.rules);
+    if (found.length === 0 && policy.default !== 'deny') return null;
+    if (await this.gateLoaded()) return null;
+    const teamRules = policy.rules.filter((r) => r.source === 'team').length;
+    const named = found.map((f) => (f.rule.source === 'team' ? denyRuleLabel(f, 'team.rules') : denyRuleLabel({ ...f, index: f.index - teamRules }, 'rules')));
+    if (policy.default === 'deny') named.push('the default deny');
+    return `${named.join(', ')} cannot be enforced on the hermes runtime: the Hermes server does not load the agentplane gate plugin (runtimes/hermes-gate), so it runs tool calls without asking`;
+  }
+
+  private async gateLoaded(): Promise<boolean> {
+    try {
+      const listed = await this.api.request<{ data?: Array<{ name?: string }> }>('GET', '/v1/toolsets');
+      return (listed.data ?? []).some((t) => t.name === HERMES_GATE_TOOLSET);
+    } catch (err) {
+      // a server without the listing cannot show the gate: it counts as absent
+      if (err instanceof HermesApiError && err.status === 404) return false;
+      throw err;
+    }
   }
 
   /**
@@ -519,8 +564,11 @@ class Turn {
     const description = String(d.description ?? '');
     let call: { callId: string; tool: string; args: Record<string, unknown> };
     if (description.startsWith(HERMES_GATE_MARKER)) {
-      const parsed = JSON.parse(description.slice(HERMES_GATE_MARKER.length)) as { tool?: string; call_id?: string; args?: Record<string, unknown> };
-      call = { callId: String(parsed.call_id || `${this.runId}:${parsed.tool}:${this.turn.calls.length}`), tool: String(parsed.tool ?? 'unknown'), args: parsed.args ?? {} };
+      const gated = readGateCall(description.slice(HERMES_GATE_MARKER.length));
+      const callId = String(gated.call_id || `${this.runId}:${gated.tool}:${this.turn.calls.length}`);
+      const tool = String(gated.tool ?? 'unknown');
+      if (gated.refuse) return this.refuse(callId, tool, gated.refuse);
+      call = { callId, tool, args: gated.args ?? {} };
     } else {
       // Hermes's own prompt before a dangerous terminal command; the call already started (or was gated by the plugin)
       const running = this.turn.calls.findLast((c) => c.tool === 'terminal' && c.ran && !c.done);
@@ -542,6 +590,44 @@ class Turn {
     await this.reply(call.callId, decision.action, decision.message);
     return null;
   }
+
+  /** A gated call the policy must not decide (its arguments did not arrive whole): denied, and recorded as such. */
+  private async refuse(callId: string, tool: string, reason: string): Promise<null> {
+    const known = this.turn.calls.find((c) => c.callId === callId);
+    if (known?.status === 'allowed' || known?.status === 'denied') return null; // answered before a reattach
+    this.setCall(callId, { status: 'asked' }, tool);
+    this.log.warn('hermes tool call refused', { sessionId: this.ctx.sessionId, runId: this.runId, callId, tool, reason });
+    await this.sink.emit([{ sourceId: `hermes:${this.runId}:${callId}:use`, type: 'agent.tool_use', tool_use_id: callId, name: hermesTool(tool), input: {}, evaluated_permission: 'deny' }]);
+    await this.reply(callId, 'deny', `refused: ${reason}`);
+    return null;
+  }
+}
+
+/**
+ * The call in a gate approval's description (after the marker). Arguments the gate could not pass whole, and the
+ * format of an older plugin (which cut long arguments), come back as a reason to refuse the call.
+ */
+export function readGateCall(body: string): { tool?: string; call_id?: string; args?: Record<string, unknown>; refuse?: string } {
+  if (!body.startsWith(HERMES_GATE_FORMAT)) {
+    let old: { tool?: string; call_id?: string } = {};
+    try {
+      old = JSON.parse(body) as typeof old;
+    } catch {
+      // cut or foreign: only the refusal is certain
+    }
+    return { tool: old.tool, call_id: old.call_id, refuse: 'the agentplane gate plugin on this Hermes server is outdated and may cut arguments; install the one in runtimes/hermes-gate' };
+  }
+  const call = JSON.parse(Buffer.from(body.slice(HERMES_GATE_FORMAT.length), 'hex').toString('utf8')) as {
+    tool?: string;
+    call_id?: string;
+    args?: Record<string, unknown>;
+    args_bytes?: number;
+    max_args_bytes?: number;
+  };
+  if (call.args === undefined && typeof call.args_bytes === 'number') {
+    return { tool: call.tool, call_id: call.call_id, refuse: `the call's arguments are ${call.args_bytes} bytes, more than the ${call.max_args_bytes} the agentplane gate passes whole, so the policy and the approver could not see them` };
+  }
+  return { tool: call.tool, call_id: call.call_id, args: call.args && typeof call.args === 'object' ? call.args : {} };
 }
 
 function num(v: unknown): number {

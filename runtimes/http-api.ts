@@ -3,6 +3,8 @@
  * carry the HTTP status and the server's message with the key redacted and resource ids folded out of the route, so
  * an error can be logged and shown without leaking the key or exploding label cardinality.
  */
+import { redact } from './kit/redact';
+
 export class RuntimeApiError extends Error {
   constructor(
     readonly status: number,
@@ -22,7 +24,6 @@ export interface JsonClientOptions {
 export function createJsonClient(baseUrl: string, key: string | undefined, opts: JsonClientOptions) {
   const root = baseUrl.replace(/\/+$/, '');
   const auth = (): Record<string, string> => (key ? { authorization: `Bearer ${key}` } : {});
-  const redact = (s: string) => (key ? s.split(key).join('[redacted]') : s);
   const ErrorClass = opts.error ?? RuntimeApiError;
 
   async function failure(res: Response, what: string): Promise<RuntimeApiError> {
@@ -34,7 +35,7 @@ export function createJsonClient(baseUrl: string, key: string | undefined, opts:
     } catch {
       // not JSON
     }
-    return new ErrorClass(res.status, `${what}: ${res.status} ${redact(message)}`);
+    return new ErrorClass(res.status, `${what}: ${res.status} ${redact(message, [key])}`);
   }
 
   return {

@@ -26,11 +26,12 @@
  *   neither gets its spans priced by tokens at the end of the turn.
  * - The key is never in `ref.state`, events or errors.
  */
+import { redact } from './kit/redact';
 import { readSseFrames } from './sse';
 import { CANONICAL_TOOLS, type CanonicalTool } from '../governance/types';
 import type { ModelUsage, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
 
-export const MANAGED_AGENTS_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true } as const satisfies RuntimeCapabilities;
+export const MANAGED_AGENTS_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
 
 export const MANAGED_AGENTS_BETA = 'managed-agents-2026-04-01';
 const DEFAULT_BASE_URL = 'https://api.anthropic.com';
@@ -100,8 +101,7 @@ function createApi(baseUrl: string, key: string | undefined): Api {
       // not JSON
     }
     // never echo what we sent: the server's words only, and never the key even if it repeats it
-    if (key) message = message.split(key).join('[redacted]');
-    return new ManagedAgentsError(res.status, `${what}: ${res.status} ${message}`);
+    return new ManagedAgentsError(res.status, `${what}: ${res.status} ${redact(message, [key])}`);
   }
   const api: Api = {
     async request(method, path, body) {

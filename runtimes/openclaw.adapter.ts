@@ -16,9 +16,12 @@
  * always` denies at once with "Headless runs cannot wait for interactive exec approval" even with an approval client
  * (scope `operator.approvals`, cap `approvals`) connected, and a `plugins.load.paths` plugin loaded but its hook was
  * never called. So `approvals: false`, the API refuses `ask` policies for this runtime, and the policy's allow/deny is
- * compiled into OpenClaw's own `tools.deny` (a denied tool is never offered to the model). Rules with a `pattern`
- * cannot be compiled (OpenClaw denies whole tools); a call such a rule denies that runs anyway is made visible as a
- * `session.error` (`policy_not_enforced`).
+ * compiled into OpenClaw's own `tools.deny` (a denied tool is never offered to the model). The compiled list follows
+ * the session's current policy: each new turn checks (`config.get`) that the gateway enforces the list the policy
+ * gives now, and restarts it with the new one when it does not (hot reload stays off: the model can write to its
+ * workspace, config included). Rules with a `pattern`, and rules naming tools OpenClaw has no canonical name for,
+ * cannot be compiled: a session under such a team rule is refused (governance/enforceability.ts); a call such an agent
+ * rule denies that runs anyway is made visible as a `session.error` (`policy_not_enforced`).
  *
  * What must stay true:
  * - The turn is checkpointed (`sent: true`) before `chat.send`, and the send carries `idempotencyKey: <messageId>`.
@@ -31,15 +34,44 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { evaluatePolicy, globMatch } from '../governance/policy';
 import { CANONICAL_TOOLS, type CanonicalTool, type ToolPolicy } from '../governance/types';
+import { redact } from './kit/redact';
 import type { AdapterLogger, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
 
-export const OPENCLAW_CAPABILITIES = { approvals: false, interrupt: true, reattach: true, cost: 'reported', streaming: true } as const satisfies RuntimeCapabilities;
+/** OpenClaw's tools (as offered to the model) → canonical names */
+const TOOL_NAMES: Record<string, CanonicalTool> = {
+  exec: 'bash',
+  process: 'bash',
+  // provider-backed Python: it runs code like exec does, so a bash deny must take it away too
+  code_execution: 'bash',
+  read: 'read',
+  write: 'write',
+  edit: 'edit',
+  apply_patch: 'edit',
+  ls: 'glob',
+  web_fetch: 'web_fetch',
+  web_search: 'web_search',
+};
+
+/**
+ * Denies are compiled into OpenClaw's `tools.deny`, which takes whole tools away: a rule with a pattern, or one that
+ * names a tool OpenClaw has no canonical name for (`other:…`), cannot be enforced and sessions under one are refused.
+ */
+export const OPENCLAW_CAPABILITIES = {
+  approvals: false,
+  interrupt: true,
+  reattach: true,
+  cost: 'reported',
+  streaming: true,
+  denies: 'whole-tool',
+  denyTools: [...new Set(Object.values(TOOL_NAMES))],
+} as const satisfies RuntimeCapabilities;
 
 export interface OpenClawAdapterOptions {
   /** the Node 24 binary that runs OpenClaw */
@@ -50,19 +82,6 @@ export interface OpenClawAdapterOptions {
   /** how long a starting gateway may take before the turn fails (default 240 s; about 20 s on an idle machine) */
   startTimeoutMs?: number;
 }
-
-/** OpenClaw's tools (as offered to the model) → canonical names */
-const TOOL_NAMES: Record<string, CanonicalTool> = {
-  exec: 'bash',
-  process: 'bash',
-  read: 'read',
-  write: 'write',
-  edit: 'edit',
-  apply_patch: 'edit',
-  ls: 'glob',
-  web_fetch: 'web_fetch',
-  web_search: 'web_search',
-};
 
 export function openClawTool(name: string): CanonicalTool {
   if ((CANONICAL_TOOLS as readonly string[]).includes(name) && !TOOL_NAMES[name]) return name as CanonicalTool;
@@ -92,6 +111,8 @@ interface TurnRecord {
 interface OpenClawState extends Record<string, unknown> {
   sessionKey?: string;
   port?: number;
+  /** the gateway process, so a later worker can stop one a previous worker left running (to apply a new policy) */
+  pid?: number;
   turn?: TurnRecord;
 }
 
@@ -333,12 +354,16 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
     const token = previous?.token ?? randomBytes(24).toString('base64url');
     await writeFile(paths.config, JSON.stringify(buildConfig(ctx, port, token), null, 2), { mode: 0o600 });
     await chmod(paths.config, 0o600);
-    if (state.port !== port) await save({ ...state, port });
+    let current = state;
+    if (current.port !== port) await save((current = { ...current, port }));
 
     const started = Date.now();
     for (let attempt = 1; ; attempt++) {
       try {
-        return await launch(ctx, paths, port, token, started);
+        const handle = await launch(ctx, paths, port, token, started);
+        const pid = handle.child?.pid;
+        if (pid && current.pid !== pid) await save({ ...current, pid });
+        return handle;
       } catch (err) {
         // 78 (EX_CONFIG) is also what OpenClaw exits with when a startup self-check times out on a busy machine (its
         // state-lease worker must answer within a fixed 5 s): run doctor --fix as gateway/embedding.md says, and retry
@@ -399,7 +424,7 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
     opts.logger?.info('openclaw gateway starting', { sessionId: ctx.sessionId, port, pid: child.pid });
 
     for (;;) {
-      if (exited !== null) throw new GatewayExit(exited, `openclaw gateway exited with ${exited} while starting: ${redact(tail.slice(-5).join(' | '), ctx)}`);
+      if (exited !== null) throw new GatewayExit(exited, `openclaw gateway exited with ${exited} while starting: ${redact(tail.slice(-5).join(' | '), [ctx.secrets.modelApiKey])}`);
       try {
         const client = await GatewayClient.connect(port, token);
         const handle = { port, client, child };
@@ -411,10 +436,51 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
       }
       if (Date.now() - started > startTimeoutMs) {
         child.kill('SIGKILL');
-        throw new OpenClawError(`openclaw gateway did not start within ${startTimeoutMs} ms: ${redact(tail.slice(-5).join(' | '), ctx)}`, true);
+        throw new OpenClawError(`openclaw gateway did not start within ${startTimeoutMs} ms: ${redact(tail.slice(-5).join(' | '), [ctx.secrets.modelApiKey])}`, true);
       }
       await new Promise((r) => setTimeout(r, 500));
     }
+  }
+
+  /**
+   * The gateway for a new turn: restarted first when the tools it denies are not the ones the session's current policy
+   * denies. OpenClaw reads `tools.deny` from its config, and hot reload stays off (the model can write files in its
+   * workspace, config included, and must not loosen its own policy), so a policy change takes a restart. A turn
+   * already sent keeps its gateway: the change applies from the next turn.
+   */
+  async function gatewayForTurn(ctx: TurnContext, state: OpenClawState, save: (s: OpenClawState) => Promise<void>, signal: AbortSignal, newTurn: boolean): Promise<LiveGateway> {
+    let current = state;
+    const track = async (next: OpenClawState) => {
+      current = next;
+      await save(next);
+    };
+    const gw = await gateway(ctx, current, track, signal);
+    if (!newTurn) return gw;
+    const wanted = deniedOpenClawTools(ctx.agent.toolPolicy).sort();
+    const enforced = await enforcedDenies(gw.client);
+    if (enforced && enforced.join() === wanted.join()) return gw;
+    opts.logger?.info('openclaw tool policy changed; restarting the gateway', { sessionId: ctx.sessionId, deny: wanted, was: enforced });
+    await stopGateway(ctx, gw, current);
+    return gateway(ctx, current, track, signal);
+  }
+
+  /** Stops the session's gateway: ours by its handle, one a previous worker left running by its recorded pid. */
+  async function stopGateway(ctx: TurnContext, gw: LiveGateway, state: OpenClawState): Promise<void> {
+    live.delete(ctx.sessionId);
+    gw.client.close();
+    const child = gw.child;
+    if (child) {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await new Promise<void>((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', () => resolve())));
+      return;
+    }
+    const pid = state.pid;
+    if (!pid || !isGatewayOf(pid, pathsOf(ctx.workdir).config)) {
+      throw new OpenClawError('the tool policy changed, but the gateway a previous worker left running cannot be stopped to apply it (its process is not known)', false);
+    }
+    process.kill(pid, 'SIGKILL');
+    for (let waited = 0; alive(pid) && waited < 10_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
   }
 
   return {
@@ -426,9 +492,9 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
     },
     async runTurn(ctx, ref, input, sink) {
       try {
-        return await runTurn(ctx, ref, input, sink, (state, save) => gateway(ctx, state, save, sink.signal));
+        return await runTurn(ctx, ref, input, sink, (state, save, newTurn) => gatewayForTurn(ctx, state, save, sink.signal, newTurn));
       } catch (err) {
-        if (err instanceof OpenClawError) return { status: 'error', message: redact(err.message, ctx), retryable: err.retryable };
+        if (err instanceof OpenClawError) return { status: 'error', message: redact(err.message, [ctx.secrets.modelApiKey]), retryable: err.retryable };
         throw err;
       }
     },
@@ -446,9 +512,37 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
   };
 }
 
-function redact(text: string, ctx: TurnContext): string {
-  const key = ctx.secrets.modelApiKey;
-  return key ? text.split(key).join('[redacted]') : text;
+/**
+ * The tools the running gateway denies, from the config it has applied (`config.get`: the on-disk revision and the one
+ * in force must be the same); null when that cannot be told, which counts as "not the wanted ones".
+ */
+async function enforcedDenies(client: GatewayClient): Promise<string[] | null> {
+  try {
+    const got = await client.call<{ config?: { tools?: { deny?: unknown } }; configRevisionHash?: string | null; appliedConfigHash?: string | null }>('config.get', {});
+    if (!got?.appliedConfigHash || got.appliedConfigHash !== got.configRevisionHash) return null;
+    const deny = got.config?.tools?.deny;
+    return Array.isArray(deny) ? deny.map(String).sort() : [];
+  } catch {
+    return null;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** A recorded pid is only trusted while it is a gateway run with this session's config (pids get reused). */
+function isGatewayOf(pid: number, configPath: string): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`OPENCLAW_CONFIG_PATH=${configPath}`);
+  } catch {
+    return false; // gone, not ours to read, or no /proc: nothing proves it is ours
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -459,7 +553,7 @@ async function runTurn(
   ref: RuntimeSessionRef,
   input: TurnInput,
   sink: TurnSink,
-  gateway: (state: OpenClawState, save: (s: OpenClawState) => Promise<void>) => Promise<LiveGateway>,
+  gateway: (state: OpenClawState, save: (s: OpenClawState) => Promise<void>, newTurn: boolean) => Promise<LiveGateway>,
 ): Promise<TurnResult> {
   if (input.kind === 'resume') return { status: 'error', message: 'OpenClaw has no approvals here: there is nothing to resume', retryable: false };
   let state = { ...ref.state } as OpenClawState;
@@ -473,7 +567,7 @@ async function runTurn(
   if (sink.signal.aborted && !turn.sent) return { status: 'interrupted' };
   if (state.turn?.turnId !== input.turnId) await save({ ...state, sessionKey, turn });
 
-  const gw = await gateway(state, save);
+  const gw = await gateway(state, save, !turn.sent);
   const run = followRun(ctx, gw.client, fullKey, sink);
   try {
     const send = async () => {
@@ -504,8 +598,8 @@ async function runTurn(
     const history = await gw.client.call<any>('chat.history', { sessionKey, limit: 200 });
     await emitFromHistory(ctx, sink, history, run.runId!);
     if (outcome.kind === 'error') {
-      await sink.emit([{ sourceId: `openclaw:${run.runId}:error`, type: 'session.error', error: { type: 'openclaw_error', message: redact(outcome.message, ctx) } }]);
-      return { status: 'error', message: redact(outcome.message, ctx), retryable: false };
+      await sink.emit([{ sourceId: `openclaw:${run.runId}:error`, type: 'session.error', error: { type: 'openclaw_error', message: redact(outcome.message, [ctx.secrets.modelApiKey]) } }]);
+      return { status: 'error', message: redact(outcome.message, [ctx.secrets.modelApiKey]), retryable: false };
     }
     return { status: 'end_turn' };
   } finally {

@@ -24,6 +24,8 @@
  *   resolved key to anyone who can call it. The server gets a minimal environment, not the worker's.
  * - The server runs in its own process group and outlives a killed worker; `ref.state.server` says where it is.
  */
+import { refuseInterpolation } from './kit/interpolation';
+import { redact } from './kit/redact';
 import { readSseFrames } from './sse';
 import { spawn } from 'node:child_process';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
@@ -48,7 +50,7 @@ import type {
   TurnSink,
 } from './runtime-adapter';
 
-export const OPENCODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true } as const satisfies RuntimeCapabilities;
+export const OPENCODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
 
 
 export interface OpenCodeAdapterOptions {
@@ -116,6 +118,8 @@ export function openCodePrice(ctx: TurnContext, prices?: Record<string, ModelPri
  */
 export function buildOpenCodeConfig(ctx: TurnContext, price: ModelPrice | undefined): Record<string, unknown> {
   if (!ctx.agent.modelProvider) throw new Error('the opencode runtime needs agent.modelProvider.baseUrl');
+  // OpenCode expands `{env:…}` and `{file:…}` in this config: no tenant string may bring its own
+  refuseInterpolation({ model: ctx.agent.model, 'model_provider.base_url': ctx.agent.modelProvider.baseUrl, 'runtime.config': ctx.agent.runtime.config });
   const rc = ctx.agent.runtime.config as { contextLimit?: number; outputLimit?: number };
   const model = ctx.agent.model;
   return {
@@ -320,7 +324,7 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     } catch (err) {
       // failures of the sink (event log, checkpoint, decisions) are the activity's to retry: they propagate
       if (!(err instanceof OpenCodeError)) throw err;
-      const message = redact(err.message, ctx.secrets.modelApiKey);
+      const message = redact(err.message, [ctx.secrets.modelApiKey]);
       log.warn('opencode turn failed', { sessionId: ctx.sessionId, error: message });
       // an unreachable or failing server is worth a retry: open() restarts a dead one and the turn is reconciled
       // from history, never re-sent
@@ -643,7 +647,7 @@ class TurnRun {
         events.push({
           type: 'agent.tool_result',
           tool_use_id: tool.callID,
-          content: [{ type: 'text', text: redact(text, this.d.ctx.secrets.modelApiKey) }],
+          content: [{ type: 'text', text: redact(text, [this.d.ctx.secrets.modelApiKey]) }],
           is_error: status === 'error',
           sourceId: `tool_result:${tool.callID}`,
         });
@@ -794,7 +798,7 @@ class OpenCodeClient {
   private async ok<T>(method: string, path: string, body?: unknown): Promise<T> {
     const { status, data } = await this.request<T>(method, path, body);
     if (status < 200 || status >= 300) {
-      const detail = redact(JSON.stringify(data ?? {}).slice(0, 300), this.secret);
+      const detail = redact(JSON.stringify(data ?? {}).slice(0, 300), [this.secret]);
       throw new OpenCodeError(`${method} ${path} answered ${status} ${detail}`, status >= 500);
     }
     return data as T;
@@ -1040,14 +1044,9 @@ function hasKeys(value: Record<string, unknown> | undefined): value is Record<st
 function describeError(error: NonNullable<MessageInfo['error']>, secret: string | undefined): string {
   const name = error.name ?? 'UnknownError';
   const detail = error.data?.message ? `: ${error.data.message}` : '';
-  return redact(`${name}${detail}`.slice(0, 500), secret);
+  return redact(`${name}${detail}`.slice(0, 500), [secret]);
 }
 
-function redact(text: string, secret: string | undefined): string {
-  let out = text;
-  if (secret && secret.length >= 4) out = out.split(secret).join('[redacted]');
-  return out.replace(/(sk-[A-Za-z0-9_-]{4})[A-Za-z0-9_-]{8,}/g, '$1…[redacted]');
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Processes

@@ -19,6 +19,7 @@
  *   returns `{ status: 'interrupted' }`.
  * - Secrets arrive in `TurnContext.secrets` only; they are never put in `ref.state`, events or errors.
  */
+import type { DenySupport } from '../governance/enforceability';
 import type { AgentSnapshot, CanonicalTool, RuntimeKind } from '../governance/types';
 
 export type { RuntimeKind } from '../governance/types';
@@ -34,6 +35,10 @@ export interface RuntimeCapabilities {
   cost: 'reported' | 'priced' | 'none';
   /** events arrive while the turn runs, not only at its end */
   streaming: boolean;
+  /** which deny rules the runtime can enforce (governance/enforceability.ts); sessions are refused past it */
+  denies: DenySupport;
+  /** for `whole-tool`: the canonical tools it can deny whole; its other tools cannot be denied */
+  denyTools?: readonly CanonicalTool[];
 }
 
 export interface TurnContext {
@@ -122,6 +127,14 @@ export interface RuntimeAdapter {
   open(ctx: TurnContext, previous: RuntimeSessionRef | null): Promise<RuntimeSessionRef>;
   runTurn(ctx: TurnContext, ref: RuntimeSessionRef, input: TurnInput, sink: TurnSink): Promise<TurnResult>;
   close(ref: RuntimeSessionRef): Promise<void>;
+}
+
+/**
+ * Thrown by an adapter for a turn that no retry can fix (say, a tenant value the runtime would misread): the activity
+ * fails the turn without retrying, with this message.
+ */
+export class RuntimeRefusedError extends Error {
+  readonly code = 'runtime.refused';
 }
 
 /** Adapters log through this (the worker passes a structured logger); silent when absent. */

@@ -63,7 +63,7 @@ interface ScriptState extends Record<string, unknown> {
   waiting?: { step: number; requestId: string } | null;
 }
 
-export const SCRIPTED_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true } as const;
+export const SCRIPTED_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true, denies: 'any' } as const;
 
 export function createScriptedAdapter(options: ScriptedAdapterOptions = {}): RuntimeAdapter {
   return {

@@ -8,15 +8,17 @@ import { fileURLToPath } from 'node:url';
 import { PERMISSIONS, can } from '../governance/permissions';
 import { ROLES } from '../governance/types';
 import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
+import type { RuntimeCapabilities } from '../runtimes/runtime-adapter';
 
 export const README = fileURLToPath(new URL('../README.md', import.meta.url));
 
 export function capabilitiesTable(): string {
   const yes = (v: boolean) => (v ? 'yes' : 'no');
+  const denies = (c: RuntimeCapabilities) => (c.denies === 'whole-tool' ? `whole tools: ${(c.denyTools ?? []).join(', ')}` : c.denies);
   const rows = Object.entries(RUNTIME_CAPABILITIES).map(
-    ([runtime, c]) => `| ${runtime} | ${yes(c.approvals)} | ${yes(c.interrupt)} | ${yes(c.reattach)} | ${c.cost} | ${yes(c.streaming)} |`,
+    ([runtime, c]) => `| ${runtime} | ${yes(c.approvals)} | ${yes(c.interrupt)} | ${yes(c.reattach)} | ${c.cost} | ${yes(c.streaming)} | ${denies(c)} |`,
   );
-  return ['| runtime | approvals | interrupt | reattach | cost source | streaming |', '|---|---|---|---|---|---|', ...rows].join('\n');
+  return ['| runtime | approvals | interrupt | reattach | cost source | streaming | deny rules enforced |', '|---|---|---|---|---|---|---|', ...rows].join('\n');
 }
 
 export function permissionTable(): string {

@@ -8,12 +8,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { acpAgentsEnv, ConfigError, parseEnv } from '../config/env';
+import { createAdapterLog, createJsonLog } from '../observability/logger';
 import type { AgentSnapshot } from '../governance/types';
 import { createAcpAdapter, toolInput, toolName } from '../runtimes/acp.adapter';
 import type { RuntimeAdapter, RuntimeSessionRef, TurnContext } from '../runtimes/runtime-adapter';
 import { MemorySink } from './support/memory-sink';
 import { testAgent } from './support/test-agent';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
+import { buildRuntimes } from '../worker/runtimes';
 
 const SECRET = 'sk-test-0123456789abcdefACPSECRET';
 
@@ -289,5 +291,39 @@ describe('AGENTPLANE_ACP_AGENTS', () => {
     expect(() => parseEnv(acpAgentsEnv, { AGENTPLANE_ACP_AGENTS: '{not json' })).toThrow(/AGENTPLANE_ACP_AGENTS: must be JSON/);
     expect(() => parseEnv(acpAgentsEnv, { AGENTPLANE_ACP_AGENTS: '{"Bad Name": {"command": "x"}}' })).toThrow(/AGENTPLANE_ACP_AGENTS/);
     expect(() => parseEnv(acpAgentsEnv, { AGENTPLANE_ACP_AGENTS: '{"ok": {"command": "x", "secret": "sk-1"}}' })).toThrow(/AGENTPLANE_ACP_AGENTS/);
+  });
+});
+
+describe("the worker's log reaches the adapters", () => {
+  it('an adapter warning built by the worker (worker/runtimes.ts) lands in the worker log, with its runtime and session, instead of being dropped', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'agentplane-acp-log-'));
+    try {
+      // an ACP "agent" that refuses initialize, echoing the key it was given
+      const script = join(root, 'refusing-agent.mjs');
+      await writeFile(script, `process.stdin.on('data', (d) => { const m = JSON.parse(String(d).split('\\n')[0]); process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id: m.id, error: { code: -32603, message: 'no thanks, key=' + process.env.MY_KEY } }) + '\\n'); });`);
+      const lines: string[] = [];
+      const runtimes = await buildRuntimes(['acp'], {
+        dataDir: join(root, 'data'),
+        acpAgents: { refusing: { command: process.execPath, args: [script], env: {}, keyEnv: 'MY_KEY' } },
+        logger: createAdapterLog(createJsonLog((line) => lines.push(line)), 'INFO'),
+      });
+      const adapter = runtimes.acp!;
+      const ctx: TurnContext = {
+        sessionId: 'sesn_acp_logged',
+        agent: testAgent({ runtime: { type: 'acp', config: { agent: 'refusing' } }, model: 'scripted-model', modelProvider: { baseUrl: 'http://127.0.0.1:9/v1', credentialId: 'cred_test' } }),
+        workdir: join(root, 'work'),
+        secrets: { modelApiKey: SECRET },
+      };
+      const ref = await adapter.open(ctx, null);
+      expect(await adapter.runTurn(ctx, ref, { kind: 'message', turnId: 'turn_1', messageId: 'smsg_1', text: 'hello' }, new MemorySink())).toMatchObject({ status: 'error' });
+      await adapter.close(ref);
+      const entries = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+      expect(entries).toContainEqual(expect.objectContaining({ level: 'WARN', msg: 'acp turn failed', runtime: 'acp', sessionId: 'sesn_acp_logged', error: expect.stringContaining('no thanks, key=[redacted]') }));
+      expect(lines.join('\n')).not.toContain(SECRET);
+      // below the configured level nothing is written
+      expect(entries.filter((e) => e.level === 'DEBUG')).toEqual([]);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 });

@@ -88,7 +88,7 @@ async function opened(name: string, key?: string) {
 
 describe('the cursor adapter against the contract fake', () => {
   it('declares no approvals', () => {
-    expect(CURSOR_CAPABILITIES).toEqual({ approvals: false, interrupt: true, reattach: true, cost: 'priced', streaming: true });
+    expect(CURSOR_CAPABILITIES).toEqual({ approvals: false, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'none' });
   });
 
   it('runs a first turn by creating the agent, then a follow-up as a new run on it', async () => {
@@ -211,6 +211,56 @@ describe('cursor through the whole stack', () => {
     expect(res.status).toBe(400);
     expect(JSON.stringify(res.body)).toContain('body.tool_policy');
   });
+
+  it('a team deny rule cannot be sidestepped by starting a session on Cursor, which cannot refuse a tool call: 400 naming the rule and the runtime', async () => {
+    const team = await stack.newTeam();
+    const admin = await team.key('admin');
+    const agent = await stack.call('POST', '/v1/agents', { name: 'cursor dodger', model: 'claude-sonnet-4-5', runtime: { type: 'cursor', config: {} }, tool_policy: { rules: [], default: 'allow' } }, admin);
+    expect(agent.status, JSON.stringify(agent.body)).toBe(200);
+    expect((await stack.call('PUT', '/v1/policies/team', { rules: [{ tool: 'read', action: 'deny' }, { tool: 'bash', pattern: 'rm *', action: 'deny' }] }, admin)).status).toBe(200);
+    const res = await stack.call('POST', '/v1/sessions', { agent: agent.body.id }, admin);
+    expect(res.status).toBe(400);
+    expect(res.body.code).toBe('request.invalid');
+    expect(res.body.invalid_params).toEqual([{ name: 'body.agent', reason: expect.any(String) }]);
+    expect(res.body.detail).toContain('team.rules[1] bash "rm *" cannot be enforced on the cursor runtime');
+    expect(res.body.detail).toContain('team.rules[0] read cannot be enforced on the cursor runtime');
+    // and no session was written
+    expect((await stack.call('GET', '/v1/sessions', undefined, admin)).body.data).toEqual([]);
+  });
+
+  it('a team deny rule added while a Cursor session runs stops its next turn before the prompt leaves, naming the rule', async () => {
+    const team = await stack.newTeam();
+    const admin = await team.key('admin');
+    const cred = await stack.call('POST', '/v1/credentials', { name: 'cursor key', secret: fake.apiKey }, admin);
+    const agent = await stack.call(
+      'POST',
+      '/v1/agents',
+      { name: 'cursor agent', model: 'claude-sonnet-4-5', runtime: { type: 'cursor', config: {} }, model_provider: { base_url: fake.url, credential_id: cred.body.id }, tool_policy: { rules: [], default: 'allow' } },
+      admin,
+    );
+    expect(agent.status, JSON.stringify(agent.body)).toBe(200);
+    const session = await stack.call('POST', '/v1/sessions', { agent: agent.body.id }, admin);
+    expect(session.status, JSON.stringify(session.body)).toBe(200);
+    const id = session.body.id as string;
+    await stack.call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.message', content: 'before the rule' }] }, admin);
+    // the session belongs to the new team: read it with that team's key
+    const settled = (stop: string) =>
+      eventually(async () => {
+        const res = await stack.call('GET', `/v1/sessions/${id}`, undefined, admin);
+        return res.body.status === 'idle' && res.body.stop_reason?.type === stop ? res.body : undefined;
+      }, { timeoutMs: 60_000, what: `session ${id} idle/${stop}` });
+    await settled('end_turn');
+
+    expect((await stack.call('PUT', '/v1/policies/team', { rules: [{ tool: 'bash', action: 'deny' }] }, admin)).status).toBe(200);
+    await stack.call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.message', content: 'after the rule' }] }, admin);
+    const stopped = await settled('error');
+    expect(stopped.stop_reason.message).toContain('team.rules[0] bash cannot be enforced on the cursor runtime');
+    const events: any[] = (await stack.call('GET', `/v1/sessions/${id}/events?limit=1000`, undefined, admin)).body.data;
+    const errors = events.filter((e) => e.type === 'session.error');
+    expect(errors.map((e) => e.error.message)).toEqual([expect.stringContaining('team.rules[0] bash')]);
+    expect(fake.prompts).toContain('before the rule');
+    expect(fake.prompts).not.toContain('after the rule');
+  }, 90_000);
 
   it('runs a session end to end with allow/deny rules, denied tools made visible', async () => {
     fake.script = (prompt) =>

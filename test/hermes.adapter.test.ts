@@ -4,14 +4,15 @@
  * (allow, deny, ask → resume), stop, a turn retried after its worker died (the prompt reaches the model once), and
  * the API server key kept out of state, events and errors. Skipped, loudly, only when Hermes could not be installed.
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_PRICES, priceUsageMicros } from '../governance/pricing';
-import { HERMES_CAPABILITIES, createHermesAdapter, hermesTool } from '../runtimes/hermes.adapter';
+import { HERMES_CAPABILITIES, HERMES_GATE_MARKER, HERMES_GATE_PLUGIN_DIR, createHermesAdapter, hermesTool, readGateCall } from '../runtimes/hermes.adapter';
 import type { PermissionRequest, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput } from '../runtimes/runtime-adapter';
 import { ensureHermes, startHermes, type HermesServer } from './support/hermes-server';
 import { MemorySink } from './support/memory-sink';
@@ -29,7 +30,7 @@ describe('Hermes tool names', () => {
   });
 
   it('declares approvals, interrupt, reattach and priced cost', () => {
-    expect(HERMES_CAPABILITIES).toEqual({ approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true });
+    expect(HERMES_CAPABILITIES).toEqual({ approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any' });
   });
 });
 
@@ -115,17 +116,17 @@ describe.skipIf('error' in installed)('the hermes adapter against a real Hermes 
     await model?.close();
   }, 60_000);
 
-  function context(sessionId: string, key = hermes.apiKey): TurnContext {
-    const agent = testAgent({ runtime: { type: 'hermes', config: {} }, model: 'claude-sonnet-4-5', modelProvider: { baseUrl: hermes.url, credentialId: 'cred_1' } });
+  function context(sessionId: string, key = hermes.apiKey, toolPolicy?: TurnContext['agent']['toolPolicy']): TurnContext {
+    const agent = testAgent({ runtime: { type: 'hermes', config: {} }, model: 'claude-sonnet-4-5', modelProvider: { baseUrl: hermes.url, credentialId: 'cred_1' }, ...(toolPolicy ? { toolPolicy } : {}) });
     return { sessionId, agent, workdir: hermes.home, secrets: { modelApiKey: key } };
   }
 
   const message = (text: string): TurnInput => ({ kind: 'message', turnId: `t${++turns}`, messageId: `m${turns}`, text });
   const texts = (events: RuntimeEvent[], type: string) => events.filter((e) => e.type === type).map((e) => (e as any).content.map((c: any) => c.text).join(''));
 
-  async function opened(name: string, key?: string) {
+  async function opened(name: string, key?: string, toolPolicy?: TurnContext['agent']['toolPolicy']) {
     const adapter = createHermesAdapter({ pollMs: 200, settleMs: 1000 });
-    const ctx = context(`sesn_hermes_${name}`, key);
+    const ctx = context(`sesn_hermes_${name}`, key, toolPolicy);
     const ref = await adapter.open(ctx, null);
     return { adapter, ctx, ref };
   }
@@ -209,6 +210,41 @@ describe.skipIf('error' in installed)('the hermes adapter against a real Hermes 
       [uses[1]!.tool_use_id, false],
     ]);
     expect(texts(sink.events, 'agent.message').at(-1)).toBe('tools done');
+  });
+
+  it('a bash command longer than 4,000 characters reaches the policy whole, secret-shaped text included, so a deny cannot be dodged by padding', { timeout: 120_000 }, async () => {
+    const marker = join(hermes.home, 'padded-ran.txt');
+    // the part a deny rule would match sits past the 4,000 characters the gate used to pass on
+    const command = `echo ${'x'.repeat(4500)} sk-ant-api03-notarealkeybutshapedlikeone && touch ${marker}`;
+    model.setScript([{ match: 'padded command', steps: [{ tool: 'terminal', input: { command } }, { text: 'padded done' }] }]);
+    // a team deny: the turn also proves the adapter finds the gate loaded on this server
+    const { adapter, ctx, ref } = await opened('padded', undefined, { rules: [{ tool: 'bash', pattern: '*touch*', action: 'deny', source: 'team' }], default: 'allow' });
+    const sink = sinkFor(ref, (r) => (String(r.input.command).includes('touch') ? 'deny' : 'allow'));
+    expect(await adapter.runTurn(ctx, ref, message('padded command'), sink)).toEqual({ status: 'end_turn' });
+    expect(sink.requests.map((r) => r.input.command)).toEqual([command]);
+    expect(sink.of('agent.tool_use').map((u) => [u.input.command, u.evaluated_permission])).toEqual([[command, 'deny']]);
+    expect(existsSync(marker)).toBe(false);
+    // the gate's marker tool is never offered to the model
+    const offered = (model.requestsFor('padded command')[0]!.body as { tools?: Array<{ function: { name: string } }> }).tools?.map((t) => t.function.name) ?? [];
+    expect(offered).toContain('terminal');
+    expect(offered).not.toContain('agentplane_gate_probe');
+  });
+
+  it('a call whose arguments are too long to show whole is refused and recorded as denied, never shown cut', { timeout: 120_000 }, async () => {
+    const marker = join(hermes.home, 'huge-ran.txt');
+    const command = `echo ${'x'.repeat(1024 * 1024)} && touch ${marker}`;
+    model.setScript([{ match: 'huge command', steps: [{ tool: 'terminal', input: { command } }, { text: 'huge done' }] }]);
+    const { adapter, ctx, ref } = await opened('huge');
+    const sink = sinkFor(ref);
+    expect(await adapter.runTurn(ctx, ref, message('huge command'), sink)).toEqual({ status: 'end_turn' });
+    // the policy was never asked about a call it could not see whole
+    expect(sink.requests).toEqual([]);
+    const uses = sink.of('agent.tool_use');
+    expect(uses.map((u) => [u.name, u.input, u.evaluated_permission])).toEqual([['bash', {}, 'deny']]);
+    const results = sink.of('agent.tool_result');
+    expect(results.map((r) => [r.tool_use_id, r.is_error])).toEqual([[uses[0]!.tool_use_id, true]]);
+    expect(results[0]!.content[0]!.text).toMatch(/refused: the call's arguments are \d+ bytes, more than the 1048576/);
+    expect(existsSync(marker)).toBe(false);
   });
 
   it('parks on ask with the run blocked, and the resume turn answers and reads on', { timeout: 120_000 }, async () => {
@@ -325,12 +361,13 @@ describe.skipIf('error' in installed)('the hermes adapter against a Hermes serve
       runtime: { type: 'hermes', config: {} },
       model: 'claude-sonnet-4-5',
       modelProvider: { baseUrl: hermes.url, credentialId: 'cred_1' },
-      toolPolicy: { rules: [{ tool: 'bash', pattern: 'rm *', action: 'deny' }, { tool: 'bash', action: 'ask' }], default: 'allow' },
+      toolPolicy: { rules: [{ tool: 'bash', pattern: 'rm *', action: 'ask' }, { tool: 'bash', action: 'ask' }], default: 'allow' },
     });
     const ctx: TurnContext = { sessionId: 'sesn_hermes_ungated', agent, workdir: hermes.home, secrets: { modelApiKey: hermes.apiKey } };
     const adapter = createHermesAdapter({ pollMs: 200, settleMs: 1000 });
     const ref = await adapter.open(ctx, null);
     const sink = new MemorySink((r) => (String(r.input.command).startsWith('rm ') ? 'deny' : 'ask'));
+    // (an ask it cannot hold is recorded, not refused; a deny would refuse the turn, see below)
     expect(await adapter.runTurn(ctx, ref, { kind: 'message', turnId: 't_ungated', messageId: 'm_ungated', text: 'ungated tools' }, sink)).toEqual({ status: 'end_turn' });
     // only the dangerous command came to a decision; `ls` ran without asking
     expect(sink.requests.map((r) => [r.tool, r.input.command])).toEqual([['bash', `rm -rf ${junk}`]]);
@@ -343,5 +380,53 @@ describe.skipIf('error' in installed)('the hermes adapter against a Hermes serve
     expect(sink.of('agent.tool_result').map((r) => r.is_error)).toEqual([false, true]);
     expect(sink.of('session.error').map((e) => e.error.type)).toEqual(['policy_not_enforced']);
     expect(sink.of('session.error')[0]!.error.message).toContain('policy says ask');
+  });
+
+  it('a team or agent deny rule is not silently dropped on a Hermes server without the gate: the turn fails naming the rules, before the run starts', { timeout: 120_000 }, async () => {
+    model.setScript([{ match: 'ungated deny', steps: [{ tool: 'terminal', input: { command: 'rm -rf /tmp/nothing' } }, { text: 'never' }] }]);
+    const agent = testAgent({
+      runtime: { type: 'hermes', config: {} },
+      model: 'claude-sonnet-4-5',
+      modelProvider: { baseUrl: hermes.url, credentialId: 'cred_1' },
+      toolPolicy: { rules: [{ tool: 'bash', pattern: 'rm *', action: 'deny', source: 'team' }, { tool: 'read', action: 'allow' }, { tool: 'write', action: 'deny' }], default: 'allow' },
+    });
+    const ctx: TurnContext = { sessionId: 'sesn_hermes_ungated_deny', agent, workdir: hermes.home, secrets: { modelApiKey: hermes.apiKey } };
+    const adapter = createHermesAdapter({ pollMs: 200, settleMs: 1000 });
+    const ref = await adapter.open(ctx, null);
+    const result = await adapter.runTurn(ctx, ref, { kind: 'message', turnId: 't_ungated_deny', messageId: 'm_ungated_deny', text: 'ungated deny' }, new MemorySink());
+    expect(result).toEqual({
+      status: 'error',
+      retryable: false,
+      message: expect.stringContaining('team.rules[0] bash "rm *", rules[1] write cannot be enforced on the hermes runtime: the Hermes server does not load the agentplane gate plugin'),
+    });
+    expect(model.countPrompts('ungated deny')).toBe(0);
+  });
+});
+
+describe.skipIf('error' in installed)('the agentplane gate plugin', () => {
+  it('refuses, naming the size and the limit, a call whose arguments are too long to pass whole, instead of cutting them', () => {
+    const python = join(dirname((installed as { bin: string }).bin), 'python');
+    const script = [
+      'import importlib.util, json, sys',
+      `spec = importlib.util.spec_from_file_location("gate", ${JSON.stringify(join(HERMES_GATE_PLUGIN_DIR, '__init__.py'))})`,
+      'gate = importlib.util.module_from_spec(spec); spec.loader.exec_module(gate)',
+      'for n in (5000, 2 * 1024 * 1024):',
+      '    print(json.dumps(gate._gate(tool_name="terminal", tool_call_id="call_%d" % n, args={"command": "y" * n})))',
+    ].join('\n');
+    const [short, long] = execFileSync(python, ['-c', script], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 }).trim().split('\n').map((line) => JSON.parse(line) as { action: string; message: string });
+    for (const answer of [short!, long!]) {
+      expect(answer.action).toBe('approve');
+      expect(answer.message.startsWith(HERMES_GATE_MARKER)).toBe(true);
+    }
+    expect(readGateCall(short!.message.slice(HERMES_GATE_MARKER.length))).toEqual({ tool: 'terminal', call_id: 'call_5000', args: { command: 'y'.repeat(5000) } });
+    const refused = readGateCall(long!.message.slice(HERMES_GATE_MARKER.length));
+    expect(refused).toEqual({ tool: 'terminal', call_id: `call_${2 * 1024 * 1024}`, refuse: expect.stringContaining(`${2 * 1024 * 1024 + 15} bytes, more than the 1048576`) });
+    // the description carries no part of the arguments
+    expect(long!.message.length).toBeLessThan(1000);
+  });
+
+  it('refuses calls from an older gate plugin, which cut arguments at 4,000 characters', () => {
+    const old = readGateCall(JSON.stringify({ tool: 'terminal', call_id: 'call_old', args: { command: `${'z'.repeat(4000)}...` } }));
+    expect(old).toEqual({ tool: 'terminal', call_id: 'call_old', refuse: expect.stringContaining('outdated') });
   });
 });

@@ -6,7 +6,7 @@
  * adapter (a lost worker) without sending the prompt again. Then, through the whole stack: an `ask` policy is refused.
  */
 import { readFileSync, statSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,6 +17,7 @@ import { MemorySink } from './support/memory-sink';
 import { openClawBinaries } from './support/openclaw';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
 import { startStack, type Stack } from './support/stack';
+import { testAgent } from './support/test-agent';
 
 const KEY = 'sk-openclaw-test-5f3c9a0d7e1b2468';
 
@@ -29,10 +30,29 @@ describe('OpenClaw tool names and policy', () => {
   });
 
   it('compiles whole-tool denies into OpenClaw tool names and leaves pattern rules to the runtime', () => {
-    expect(deniedOpenClawTools({ rules: [{ tool: 'bash', action: 'deny' }], default: 'allow' }).sort()).toEqual(['exec', 'process']);
+    expect(deniedOpenClawTools({ rules: [{ tool: 'bash', action: 'deny' }], default: 'allow' }).sort()).toEqual(['code_execution', 'exec', 'process']);
     expect(deniedOpenClawTools({ rules: [{ tool: 'bash', action: 'deny', pattern: 'rm *' }], default: 'allow' })).toEqual([]);
     expect(deniedOpenClawTools({ rules: [{ tool: 'read', action: 'allow' }], default: 'deny' })).not.toContain('read');
     expect(deniedOpenClawTools({ rules: [{ tool: 'read', action: 'allow' }], default: 'deny' })).toContain('write');
+  });
+
+  it("redacts a provider key (sk-…) from the turn's error even when it is not the session's key", { timeout: 60_000 }, async () => {
+    const root = await mkdtemp(join(tmpdir(), 'agentplane-openclaw-redact-'));
+    try {
+      // an "openclaw" that dies at start, printing a key it found somewhere: its output ends up in the error
+      const script = join(root, 'leaky-openclaw.mjs');
+      await writeFile(script, "console.error('boom: upstream said sk-live-0123456789abcdefLEAK'); process.exit(1);\n");
+      const adapter = createOpenClawAdapter({ nodeBin: process.execPath, openclawBin: script, startTimeoutMs: 30_000 });
+      const agent = testAgent({ runtime: { type: 'openclaw', config: {} }, model: 'scripted-model', modelProvider: { baseUrl: 'http://127.0.0.1:9/v1', credentialId: 'cred_1' } });
+      const ctx: TurnContext = { sessionId: 'sesn_openclaw_redact', agent, workdir: join(root, 'work'), secrets: { modelApiKey: KEY } };
+      const result = await adapter.runTurn(ctx, await adapter.open(ctx, null), { kind: 'message', turnId: 't1', messageId: 'm1', text: 'hi' }, new MemorySink());
+      expect(result).toMatchObject({ status: 'error' });
+      const message = (result as { message: string }).message;
+      expect(message).toContain('boom: upstream said [redacted]');
+      expect(message).not.toContain('0123456789abcdefLEAK');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 
   it('declares no approvals, and reported cost', () => {
@@ -49,6 +69,9 @@ describe.skipIf(!binaries)('OpenClaw adapter (real gateway + scripted model)', (
   let ref: RuntimeSessionRef;
   const gates: Gate[] = [];
   let turns = 0;
+  const ownPolicy: AgentSnapshot['toolPolicy'] = { rules: [{ tool: 'write', action: 'deny' }], default: 'allow' };
+  // the session's current policy, as the activity passes it: a test may add a team rule mid-session
+  let policy = ownPolicy;
   const message = (text: string): TurnInput => ({ kind: 'message', turnId: `t${++turns}`, messageId: `m${turns}-${Date.now()}`, text });
 
   function context(): TurnContext {
@@ -61,7 +84,7 @@ describe.skipIf(!binaries)('OpenClaw adapter (real gateway + scripted model)', (
       model: 'scripted-model',
       modelProvider: { baseUrl: model.openaiBaseUrl, credentialId: 'cred_1' },
       system: null,
-      toolPolicy: { rules: [{ tool: 'write', action: 'deny' }], default: 'allow' },
+      toolPolicy: policy,
       budget: {},
       approvalTimeoutSeconds: 60,
       idleTimeoutSeconds: 600,
@@ -177,6 +200,36 @@ describe.skipIf(!binaries)('OpenClaw adapter (real gateway + scripted model)', (
     // the replay carries the same sourceIds as the first attempt, so the event log keeps one copy
     expect(second.of('agent.message').map((e) => e.sourceId)).toEqual(first.of('agent.message').map((e) => e.sourceId));
     expect(second.of('span.model_request_end').map((e) => e.sourceId)).toEqual(first.of('span.model_request_end').map((e) => e.sourceId));
+  });
+
+  it('a team deny added mid-session reaches the gateway: the next turn (on another worker) runs without the tool, and the gateway is not restarted again', { timeout: 600_000 }, async () => {
+    const marker = join(workdir, 'ran-after-deny.txt');
+    model.setScript([
+      { match: 'openclaw after the deny', steps: [{ tool: 'exec', input: { command: `touch ${marker}` } }, { text: 'tried' }] },
+      { match: 'openclaw still denied', steps: [{ text: 'fine' }] },
+    ]);
+    const before = ref.state.pid;
+    expect(before).toEqual(expect.any(Number));
+    policy = { rules: [{ tool: 'bash', action: 'deny', source: 'team' }, ...ownPolicy.rules], default: 'allow' };
+    // a new worker: the gateway it finds was started by another, and is stopped by its recorded pid
+    const next = createOpenClawAdapter(binaries!);
+    try {
+      const sink = new MemorySink();
+      expect(await run(sink, message('openclaw after the deny'), next)).toEqual({ status: 'end_turn' });
+      const offered = (requestsFor('openclaw after the deny')[0]!.body as { tools: Array<{ function: { name: string } }> }).tools.map((t) => t.function.name);
+      expect(offered).not.toContain('exec');
+      expect(offered).not.toContain('process');
+      expect(offered).not.toContain('write');
+      expect(() => statSync(marker)).toThrow();
+      const restarted = ref.state.pid;
+      expect(restarted).not.toBe(before);
+      // the same policy on the next turn: the gateway already enforces it
+      expect(await run(new MemorySink(), message('openclaw still denied'), next)).toEqual({ status: 'end_turn' });
+      expect(ref.state.pid).toBe(restarted);
+    } finally {
+      policy = ownPolicy;
+      await next.close(ref);
+    }
   });
 
   it('keeps the key out of errors', { timeout: 60_000 }, async () => {

@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { acpAgentsEnv, databaseEnv, masterKeyEnv, openclawEnv, parseEnv, publicUrlEnv, telemetryEnv, temporalEnv } from '../config/env';
 import { openDatabase } from '../db/client';
 import { createVault } from '../db/vault';
-import { createJsonLog, fromTemporalEntry } from '../observability/logger';
+import { createAdapterLog, createJsonLog, fromTemporalEntry } from '../observability/logger';
 import { createWorkerMetrics, serveMetrics } from '../observability/metrics';
 import { startTracing } from '../observability/tracing';
 import { buildRuntimes, RUNTIME_NAMES } from './runtimes';
@@ -62,6 +62,7 @@ const worker = await createSessionWorker({
       acpAgents: env.AGENTPLANE_ACP_AGENTS,
       openclaw: { nodeBin: env.AGENTPLANE_NODE24_BIN, openclawBin: env.AGENTPLANE_OPENCLAW_BIN },
       scriptedPromptLog: env.AGENTPLANE_SCRIPTED_PROMPT_LOG,
+      logger: createAdapterLog(writeLog, env.AGENTPLANE_LOG_LEVEL),
     }),
     dataDir,
     publicUrl: env.AGENTPLANE_PUBLIC_URL,

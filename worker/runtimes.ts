@@ -1,7 +1,7 @@
 import { appendFileSync, readFileSync } from 'node:fs';
 import { RUNTIME_KINDS, type RuntimeKind } from '../governance/types';
 import type { AcpAgentSpec } from '../runtimes/acp.adapter';
-import type { RuntimeAdapter, RuntimeRegistry } from '../runtimes/runtime-adapter';
+import type { AdapterLogger, RuntimeAdapter, RuntimeRegistry } from '../runtimes/runtime-adapter';
 
 export const RUNTIME_NAMES = RUNTIME_KINDS;
 
@@ -12,6 +12,8 @@ export interface RuntimeOptions {
   openclaw?: { nodeBin: string; openclawBin: string };
   /** the scripted runtime appends one JSON line per prompt it "sends" here (chaos runs count them across worker processes) */
   scriptedPromptLog?: string;
+  /** the worker's structured log; each adapter gets it with its `runtime` named */
+  logger?: AdapterLogger;
 }
 
 /**
@@ -19,16 +21,16 @@ export interface RuntimeOptions {
  * Claude Agent SDK, ...) take seconds to load, and a replacement worker should start polling as soon as it can.
  */
 const LOADERS: Record<RuntimeKind, (opts: RuntimeOptions) => Promise<RuntimeAdapter>> = {
-  opencode: async (o) => (await import('../runtimes/opencode.adapter')).createOpenCodeAdapter({ dataDir: o.dataDir, binaryPath: o.opencodeBin }),
-  'claude-code': async (o) => (await import('../runtimes/claude-code.adapter')).createClaudeCodeAdapter({ dataDir: o.dataDir }),
+  opencode: async (o) => (await import('../runtimes/opencode.adapter')).createOpenCodeAdapter({ dataDir: o.dataDir, binaryPath: o.opencodeBin, logger: o.logger }),
+  'claude-code': async (o) => (await import('../runtimes/claude-code.adapter')).createClaudeCodeAdapter({ dataDir: o.dataDir, logger: o.logger }),
   'managed-agents': async () => (await import('../runtimes/managed-agents.adapter')).createManagedAgentsAdapter(),
   cursor: async () => (await import('../runtimes/cursor.adapter')).createCursorAdapter(),
-  deepagents: async (o) => (await import('../runtimes/deepagents.adapter')).createDeepAgentsAdapter({ dataDir: o.dataDir }),
-  hermes: async () => (await import('../runtimes/hermes.adapter')).createHermesAdapter(),
-  acp: async (o) => (await import('../runtimes/acp.adapter')).createAcpAdapter({ dataDir: o.dataDir, opencodeBin: o.opencodeBin, agents: o.acpAgents }),
+  deepagents: async (o) => (await import('../runtimes/deepagents.adapter')).createDeepAgentsAdapter({ dataDir: o.dataDir, logger: o.logger }),
+  hermes: async (o) => (await import('../runtimes/hermes.adapter')).createHermesAdapter({ logger: o.logger }),
+  acp: async (o) => (await import('../runtimes/acp.adapter')).createAcpAdapter({ dataDir: o.dataDir, opencodeBin: o.opencodeBin, agents: o.acpAgents, logger: o.logger }),
   openclaw: async (o) => {
     if (!o.openclaw) throw new Error('the openclaw runtime needs the Node 24 and openclaw binaries (AGENTPLANE_NODE24_BIN, AGENTPLANE_OPENCLAW_BIN)');
-    return (await import('../runtimes/openclaw.adapter')).createOpenClawAdapter(o.openclaw);
+    return (await import('../runtimes/openclaw.adapter')).createOpenClawAdapter({ ...o.openclaw, logger: o.logger });
   },
   scripted: async (o) => {
     const { createScriptedAdapter } = await import('../runtimes/scripted.adapter');
@@ -45,6 +47,16 @@ const LOADERS: Record<RuntimeKind, (opts: RuntimeOptions) => Promise<RuntimeAdap
 
 export async function buildRuntimes(names: ReadonlyArray<RuntimeKind>, opts: RuntimeOptions): Promise<RuntimeRegistry> {
   const registry: RuntimeRegistry = {};
-  for (const name of names) registry[name] = await LOADERS[name](opts);
+  for (const name of names) registry[name] = await LOADERS[name]({ ...opts, logger: opts.logger && forRuntime(opts.logger, name) });
   return registry;
+}
+
+/** The worker's logger with the runtime named on every line. */
+function forRuntime(logger: AdapterLogger, runtime: RuntimeKind): AdapterLogger {
+  const { debug } = logger;
+  return {
+    ...(debug ? { debug: (msg: string, meta?: Record<string, unknown>) => debug.call(logger, msg, { runtime, ...meta }) } : {}),
+    info: (msg, meta) => logger.info(msg, { runtime, ...meta }),
+    warn: (msg, meta) => logger.warn(msg, { runtime, ...meta }),
+  };
 }

@@ -7,6 +7,7 @@ import type { Db } from '../../db/client';
 import { can } from '../../governance/permissions';
 import type { Actor } from '../../governance/types';
 import { policyUpdateSignal } from '../../workflows/definitions';
+import { findBrace } from '../../runtimes/kit/interpolation';
 import { requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
 import { AgentDefinitionSchema, AgentSchema, AgentUpdateSchema, changedPolicyFields, effectivePolicy, toAgentResponse, type AgentDefinition, type PolicyField } from '../schemas/agent.schema';
@@ -152,13 +153,26 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
       tags: ['agents'],
       responses: {
         200: json(
-          z.object({ data: z.array(z.object({ type: z.string(), approvals: z.boolean(), interrupt: z.boolean(), reattach: z.boolean(), cost: z.string(), streaming: z.boolean() })) }),
+          z.object({
+            data: z.array(
+              z.object({
+                type: z.string(),
+                approvals: z.boolean(),
+                interrupt: z.boolean(),
+                reattach: z.boolean(),
+                cost: z.string(),
+                streaming: z.boolean(),
+                denies: z.enum(['any', 'whole-tool', 'none']).openapi({ description: 'which deny rules the runtime enforces: any, whole tools only (deny_tools), or none' }),
+                deny_tools: z.array(z.string()).optional().openapi({ description: 'for whole-tool: the canonical tools it can deny; its other tools cannot be denied' }),
+              }),
+            ),
+          }),
           'Every runtime and what its adapter declares it can do',
         ),
         ...problemResponses,
       },
     }),
-    (c) => c.json({ data: Object.entries(deps.capabilities).map(([type, caps]) => ({ type, ...caps })) }, 200),
+    (c) => c.json({ data: Object.entries(deps.capabilities).map(([type, { denyTools, ...caps }]) => ({ type, ...caps, ...(denyTools ? { deny_tools: [...denyTools] } : {}) })) }, 200),
   );
 
   app.openapi(
@@ -198,9 +212,19 @@ export function checkEnforceable(def: AgentDefinition, capabilities: AppDeps['ca
 /**
  * The ACP runtime runs an agent the worker allows by name (`runtime.config.agent`), never a command from the API.
  * Which names a worker allows is its own configuration, so an unknown name is reported by the session (session.error);
- * a missing or malformed one is refused here.
+ * a missing or malformed one is refused here. OpenCode (also behind ACP) expands `{env:…}` and `{file:…}` in its
+ * config, so for those runtimes no string in `runtime.config`, key or value, may hold a `{`.
  */
 export function checkRuntimeConfig(def: AgentDefinition): void {
+  const type = def.runtime?.type ?? 'opencode';
+  if (type === 'opencode' || type === 'acp') {
+    const at = findBrace(def.runtime?.config ?? {}, 'body.runtime.config');
+    if (at) {
+      throw new ApiError(400, 'request.invalid', `${at}: "{" is not accepted for the ${type} runtime, which would expand {env:…} and {file:…} in it`, [
+        { name: at, reason: 'no "{" in runtime.config strings or keys' },
+      ]);
+    }
+  }
   if (def.runtime?.type !== 'acp') return;
   const config = def.runtime.config ?? {};
   const agent = config.agent;

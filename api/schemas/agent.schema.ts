@@ -43,9 +43,24 @@ const ManagedToolset = z
   })
   .passthrough();
 
+/**
+ * Model ids and base URLs are written into runtime configs, and OpenCode expands `{env:…}` and `{file:…}` in its own
+ * (a model id `{env:AGENTPLANE_MASTER_KEY}` would become the worker's secret): ids keep to a plain character set, URLs
+ * carry no braces or whitespace.
+ */
+const ModelId = z
+  .string()
+  .min(1)
+  .max(200)
+  .regex(/^[A-Za-z0-9._:/@+-]+$/, 'a model id of letters, digits and . _ - : / @ + only');
+const BaseUrl = z
+  .string()
+  .url()
+  .regex(/^[^{}\s]+$/, 'a URL without braces or whitespace');
+
 export const AgentDefinitionSchema = z.object({
   name: z.string().min(1).max(256),
-  model: z.union([z.string().min(1).max(200), z.object({ id: z.string().min(1).max(200) }).passthrough()]),
+  model: z.union([ModelId, z.object({ id: ModelId }).passthrough()]),
   system: z.string().max(100_000).nullable().optional(),
   description: z.string().max(2048).nullable().optional(),
   metadata: Metadata.optional(),
@@ -55,7 +70,7 @@ export const AgentDefinitionSchema = z.object({
     .optional()
     .openapi({ description: 'which runtime runs the agent (default opencode)' }),
   model_provider: z
-    .object({ base_url: z.string().url(), credential_id: z.string().startsWith('cred_').optional() })
+    .object({ base_url: BaseUrl, credential_id: z.string().startsWith('cred_').optional() })
     .optional()
     .openapi({ description: 'an OpenAI-compatible endpoint for the model, and the credential holding its key' }),
   tool_policy: ToolPolicySchema.optional(),

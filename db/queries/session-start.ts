@@ -4,6 +4,7 @@
  * transaction. The row's id is the caller's: a retry with the same id lands on the row it wrote before.
  */
 import { governanceOf, toSnapshot, type AgentDefinition } from '../../api/schemas/agent.schema';
+import { describeUnenforceable, unenforceableDenies, type DenyCapability } from '../../governance/enforceability';
 import { composePolicy } from '../../governance/policy';
 import type { Actor, AgentSnapshot, SessionBudget } from '../../governance/types';
 import type { SessionTrigger, SessionWorkflowInput } from '../../workflows/definitions';
@@ -35,7 +36,16 @@ export interface SessionPlan {
 
 export async function planSession(
   db: Db,
-  params: { teamId: string; agentId: string; agentVersion?: number; environmentId?: string | null; budget?: { max_cost_usd: number }; fieldPrefix?: string },
+  params: {
+    teamId: string;
+    agentId: string;
+    agentVersion?: number;
+    environmentId?: string | null;
+    budget?: { max_cost_usd: number };
+    fieldPrefix?: string;
+    /** what each runtime can enforce; when given, a team deny rule the agent's runtime would ignore refuses the start */
+    capabilities?: Partial<Record<string, DenyCapability>>;
+  },
 ): Promise<SessionPlan> {
   const field = (name: string) => `${params.fieldPrefix ?? 'body'}.${name}`;
   const found = await getAgent(db, { teamId: params.teamId, agentId: params.agentId, version: params.agentVersion });
@@ -60,8 +70,16 @@ export async function planSession(
   }
   // the team's deny rules go on top of the agent's own; the revision orders later policy changes
   const team = await getTeamPolicy(db, params.teamId);
+  checkTeamDeniesEnforceable(snapshot.runtime.type, params.capabilities?.[snapshot.runtime.type], team.rules, field('agent'));
   snapshot.toolPolicy = composePolicy(team.rules, snapshot.toolPolicy);
   return { snapshot, budget: { ...snapshot.budget, ...params.budget }, policyVersion: team.revision };
+}
+
+/** A team deny rule that the runtime would silently ignore must stop the session, not the rule. */
+function checkTeamDeniesEnforceable(runtime: string, caps: DenyCapability | undefined, rules: Parameters<typeof unenforceableDenies>[1], field: string): void {
+  if (!caps) return;
+  const found = unenforceableDenies(caps, rules);
+  if (found.length > 0) throw new SessionStartError(400, 'request.invalid', `${field}: ${describeUnenforceable(runtime, found)}`, field);
 }
 
 export interface SessionRecord {
