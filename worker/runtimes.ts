@@ -1,6 +1,7 @@
 import { appendFileSync, readFileSync } from 'node:fs';
 import { RUNTIME_KINDS, type RuntimeKind } from '../governance/types';
 import type { AcpAgentSpec } from '../runtimes/acp.adapter';
+import type { EgressGuard } from '../runtimes/kit/egress';
 import type { RuntimeAdapter, RuntimeRegistry } from '../runtimes/runtime-adapter';
 
 export const RUNTIME_NAMES = RUNTIME_KINDS;
@@ -12,6 +13,8 @@ export interface RuntimeOptions {
   openclaw?: { nodeBin: string; openclawBin: string };
   /** the scripted runtime appends one JSON line per prompt it "sends" here (chaos runs count them across worker processes) */
   scriptedPromptLog?: string;
+  /** the connections adapters open themselves (remote runtimes, DeepAgents' model) go through it */
+  egress?: EgressGuard;
 }
 
 /**
@@ -21,10 +24,10 @@ export interface RuntimeOptions {
 const LOADERS: Record<RuntimeKind, (opts: RuntimeOptions) => Promise<RuntimeAdapter>> = {
   opencode: async (o) => (await import('../runtimes/opencode.adapter')).createOpenCodeAdapter({ dataDir: o.dataDir, binaryPath: o.opencodeBin }),
   'claude-code': async (o) => (await import('../runtimes/claude-code.adapter')).createClaudeCodeAdapter({ dataDir: o.dataDir }),
-  'managed-agents': async () => (await import('../runtimes/managed-agents.adapter')).createManagedAgentsAdapter(),
-  cursor: async () => (await import('../runtimes/cursor.adapter')).createCursorAdapter(),
-  deepagents: async (o) => (await import('../runtimes/deepagents.adapter')).createDeepAgentsAdapter({ dataDir: o.dataDir }),
-  hermes: async () => (await import('../runtimes/hermes.adapter')).createHermesAdapter(),
+  'managed-agents': async (o) => (await import('../runtimes/managed-agents.adapter')).createManagedAgentsAdapter({ egress: o.egress }),
+  cursor: async (o) => (await import('../runtimes/cursor.adapter')).createCursorAdapter({ egress: o.egress }),
+  deepagents: async (o) => (await import('../runtimes/deepagents.adapter')).createDeepAgentsAdapter({ dataDir: o.dataDir, egress: o.egress }),
+  hermes: async (o) => (await import('../runtimes/hermes.adapter')).createHermesAdapter({ egress: o.egress }),
   acp: async (o) => (await import('../runtimes/acp.adapter')).createAcpAdapter({ dataDir: o.dataDir, opencodeBin: o.opencodeBin, agents: o.acpAgents }),
   openclaw: async (o) => {
     if (!o.openclaw) throw new Error('the openclaw runtime needs the Node 24 and openclaw binaries (AGENTPLANE_NODE24_BIN, AGENTPLANE_OPENCLAW_BIN)');

@@ -3,6 +3,7 @@ import { appendAudit } from '../../db/queries/audit';
 import { archiveAgent, createAgent, getAgent, listAgents, listAgentVersions, updateAgent } from '../../db/queries/agents';
 import { getCredential } from '../../db/queries/credentials';
 import type { Db } from '../../db/client';
+import type { EgressGuard } from '../../runtimes/kit/egress';
 import { requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
 import { AgentDefinitionSchema, AgentSchema, AgentUpdateSchema, effectivePolicy, toAgentResponse, type AgentDefinition } from '../schemas/agent.schema';
@@ -22,6 +23,7 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
       checkEnforceable(def, deps.capabilities);
       checkRuntimeConfig(def);
       await checkReferences(db, actor.teamId, def);
+      await checkModelProviderUrl(def, deps.egress);
       const created = await db.transaction(async (tx) => {
         const result = await createAgent(tx, { teamId: actor.teamId, name: def.name, definition: def, keyId: actor.keyId });
         await appendAudit(tx, { ...auditActor(actor, c.get('requestId')), action: 'agent.create', target: result.agent.id, decision: 'ok', reason: 'agents:write', data: { version: 1 } });
@@ -86,6 +88,7 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
       checkEnforceable(merged.data, deps.capabilities);
       checkRuntimeConfig(merged.data);
       await checkReferences(db, actor.teamId, merged.data);
+      await checkModelProviderUrl(merged.data, deps.egress);
       const result = await db.transaction(async (tx) => {
         const updated = await updateAgent(tx, { teamId: actor.teamId, agentId, name: merged.data.name, definition: merged.data, keyId: actor.keyId, expectedVersion });
         if (updated.kind === 'ok') {
@@ -197,6 +200,14 @@ async function checkReferences(db: Db, teamId: string, def: AgentDefinition): Pr
       { name: 'body.model_provider.credential_id', reason: 'no such credential in this team' },
     ]);
   }
+}
+
+/**
+ * The model provider's URL is the tenant's choice, and the worker (or the runtime it starts) connects to it: it must
+ * not point into the platform's network (see runtimes/kit/egress.ts). Checked again at the start of every turn.
+ */
+async function checkModelProviderUrl(def: AgentDefinition, egress: EgressGuard): Promise<void> {
+  if (def.model_provider) await egress.checkUrl(def.model_provider.base_url, 'body.model_provider.base_url');
 }
 
 export function auditActor(actor: { keyId: string; role: string; teamId: string }, requestId: string) {
