@@ -20,6 +20,7 @@ import { createWorkerMetrics, type WorkerMetrics } from '../observability/metric
 import { inSpan } from '../observability/tracing';
 import { DEFAULT_TURN_RESERVE_USD, microsToUsd, usdToMicros } from '../governance/budget';
 import { DEFAULT_PRICES, priceUsageMicros, type ModelPrice } from '../governance/pricing';
+import { createEgressGuard, egressRefusal, EgressRefusedError, type EgressGuard } from '../runtimes/kit/egress';
 import { RuntimeRefusedError, type RuntimeEvent, type RuntimeRegistry, type RuntimeSessionRef, type TurnContext, type TurnSink } from '../runtimes/runtime-adapter';
 import type { RecordDecisionInput, RecordEventsInput, RunTurnInput, SessionActivities, TurnOutcome } from './types';
 import { decideToolCall, sessionActor, toolUseEventId } from './tool-decision';
@@ -37,12 +38,15 @@ export interface ActivityDeps {
   publicUrl?: string;
   /** the worker's Prometheus counters; a private registry when absent */
   metrics?: WorkerMetrics;
+  /** which tenant URLs the worker may connect to (AGENTPLANE_EGRESS_ALLOW_PRIVATE); every private range refused when absent */
+  egress?: EgressGuard;
 }
 
 export function createSessionActivities(deps: ActivityDeps): SessionActivities {
   const { db } = deps;
   const defaultPrices = deps.prices ?? DEFAULT_PRICES;
   const metrics = deps.metrics ?? createWorkerMetrics();
+  const egress = deps.egress ?? createEgressGuard({ allowPrivate: [] });
 
   async function recordEvents(input: RecordEventsInput): Promise<void> {
     await appendEvents(db, { sessionId: input.sessionId, events: input.events, status: input.status });
@@ -54,6 +58,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     if (!adapter) {
       throw ApplicationFailure.create({ type: 'runtime.unavailable', message: `no ${input.agent.runtime.type} runtime on this worker`, nonRetryable: true });
     }
+    await checkModelProvider(egress, input);
     // the session's current policy: a change the workflow has not heard of yet wins (the newest revision, as for each
     // tool decision). A team deny added since the session started that this runtime would ignore stops the turn before
     // it leaves; the adapter gets the current policy for what it compiles into the runtime (OpenClaw's tools.deny).
@@ -114,7 +119,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     const previous: RuntimeSessionRef | null = stored ? { sessionId: input.sessionId, runtimeSessionId: stored.runtimeSessionId, state: stored.state as Record<string, unknown> } : null;
     const runtime = adapter.kind;
     const spanAttributes = { 'agentplane.session_id': input.sessionId, 'agentplane.runtime': runtime, 'agentplane.turn': input.turnId, 'agentplane.leg': input.leg };
-    const ref = await inSpan(`runtime.open ${runtime}`, spanAttributes, () => adapter.open(ctx, previous)).catch(refused);
+    const ref = await inSpan(`runtime.open ${runtime}`, spanAttributes, () => adapter.open(ctx, previous)).catch(failIfFinal);
     const saveRef = () => putRuntimeRef(db, { sessionId: input.sessionId, runtime: adapter.kind, runtimeSessionId: ref.runtimeSessionId, state: ref.state });
     // a reopened runtime session that is still the stored one need not be written again
     if (!stored || stored.runtimeSessionId !== ref.runtimeSessionId || canonicalJson(stored.state) !== canonicalJson(ref.state)) await saveRef();
@@ -157,7 +162,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     try {
       const result = await inSpan(`runtime.turn ${runtime}`, { ...spanAttributes, 'agentplane.input': input.input.kind }, () => adapter.runTurn(ctx, ref, input.input, sink)).catch((err: unknown) => {
         metrics.runtimeErrors.inc({ runtime });
-        return refused(err);
+        return failIfFinal(err);
       });
       metrics.turnLegs.inc({ runtime, status: result.status });
       if (result.status === 'error') metrics.runtimeErrors.inc({ runtime });
@@ -220,9 +225,33 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
   return { recordEvents, runTurn, recordDecision, closeRuntime };
 }
 
-/** An adapter's refusal (no retry can help) fails the turn for good; anything else is Temporal's to retry. */
-function refused(err: unknown): never {
+/**
+ * The model provider's URL, checked again before every turn leg: the name may resolve elsewhere than when the agent
+ * was saved (DNS rebinding), or the operator's allowance may have changed. The adapters that connect from this process
+ * (Managed Agents, Cursor, Hermes, DeepAgents) check every connection too; runtimes whose own process calls the model
+ * (OpenCode, Claude Code, OpenClaw, ACP agents) get only this check until their egress goes through the sandbox's proxy.
+ * A refused address fails the turn for good; a name that does not resolve now may resolve on a retry.
+ */
+async function checkModelProvider(egress: EgressGuard, input: RunTurnInput): Promise<void> {
+  const baseUrl = input.agent.modelProvider?.baseUrl;
+  if (!baseUrl) return;
+  try {
+    await egress.checkUrl(baseUrl, 'model_provider.base_url');
+  } catch (err) {
+    if (!(err instanceof EgressRefusedError)) throw err;
+    if (err.unresolved) throw ApplicationFailure.create({ type: 'egress.unresolved', message: err.message, nonRetryable: false });
+    throw ApplicationFailure.create({ type: 'egress.refused', message: `egress refused: ${err.message}`, nonRetryable: true });
+  }
+}
+
+/**
+ * What no retry can help fails the turn for good: an adapter's refusal, or a connection the egress guard refused (an
+ * adapter let it through as a fetch failure). Anything else is Temporal's to retry.
+ */
+function failIfFinal(err: unknown): never {
   if (err instanceof RuntimeRefusedError) throw ApplicationFailure.create({ type: err.code, message: err.message, nonRetryable: true });
+  const refused = egressRefusal(err);
+  if (refused) throw ApplicationFailure.create({ type: 'egress.refused', message: `egress refused: ${refused.reason}`, nonRetryable: true });
   throw err;
 }
 

@@ -17,6 +17,7 @@ import { can, type Permission } from '../governance/permissions';
 import type { Role } from '../governance/types';
 import { createApiMetrics, type ApiMetrics } from '../observability/metrics';
 import { activeTraceId, extractContext } from '../observability/tracing';
+import { EgressRefusedError, type EgressGuard } from '../runtimes/kit/egress';
 import type { RuntimeCapabilities } from '../runtimes/runtime-adapter';
 import type { AppEnv } from './context';
 import { ApiError, fromZodError, problem } from './errors';
@@ -41,6 +42,8 @@ export interface AppDeps {
   taskQueue: string;
   /** what each runtime can do, as its adapter declares it */
   capabilities: Record<string, RuntimeCapabilities>;
+  /** decides which URLs a tenant may save (webhooks, model providers); built from AGENTPLANE_EGRESS_ALLOW_PRIVATE */
+  egress: EgressGuard;
   /** the largest request body taken, in bytes (default 1 MiB); a larger one is refused with 413 before it is read */
   maxBodyBytes?: number;
   /** how often the SSE stream looks for new events */
@@ -135,6 +138,7 @@ export function createApp(deps: AppDeps): App {
 
   app.onError((err, c) => {
     if (err instanceof ApiError) return problem(c, err);
+    if (err instanceof EgressRefusedError) return problem(c, new ApiError(400, 'request.invalid', err.message, [{ name: err.field, reason: err.reason }]));
     if (err instanceof HTTPException && err.status < 500) {
       return problem(c, new ApiError(400, 'request.invalid', err.message || 'the request could not be read'));
     }

@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import { serve } from '@hono/node-server';
 import { Client, Connection } from '@temporalio/client';
 import { z } from 'zod';
-import { databaseEnv, masterKeyEnv, parseEnv, telemetryEnv, temporalEnv } from '../config/env';
+import { databaseEnv, egressEnv, masterKeyEnv, parseEnv, telemetryEnv, temporalEnv } from '../config/env';
 import { openDatabase } from '../db/client';
 import { countSessionsByState } from '../db/queries/sessions';
 import { bootstrapAdmin } from '../db/queries/teams';
@@ -14,6 +14,7 @@ import { createJsonLog } from '../observability/logger';
 import { createApiMetrics, serveMetrics } from '../observability/metrics';
 import { clientInterceptors, startTracing } from '../observability/tracing';
 import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
+import { createEgressGuard } from '../runtimes/kit/egress';
 import { createApp, DEFAULT_MAX_BODY_BYTES } from './create-app';
 
 const env = parseEnv({
@@ -21,6 +22,7 @@ const env = parseEnv({
   ...databaseEnv,
   ...masterKeyEnv,
   ...telemetryEnv,
+  ...egressEnv,
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   HOST: z.string().default('0.0.0.0'),
   AGENTPLANE_ADMIN_KEY: z.string().startsWith('ap_', 'must start with ap_').min(20).optional(),
@@ -42,6 +44,7 @@ const app = createApp({
   temporal,
   taskQueue: env.AGENTPLANE_TASK_QUEUE,
   capabilities: RUNTIME_CAPABILITIES,
+  egress: createEgressGuard({ allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE }),
   maxBodyBytes: env.AGENTPLANE_MAX_BODY_BYTES,
   log,
   tracer: tracing?.tracer,

@@ -5,6 +5,7 @@
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { parseCidr } from '../runtimes/kit/egress';
 
 export class ConfigError extends Error {
   readonly code = 'config.invalid';
@@ -37,6 +38,19 @@ export const masterKeyEnv = {
 /** Where people and chat bots reach the API: the base of the action links in webhook notifications. */
 export const publicUrlEnv = {
   AGENTPLANE_PUBLIC_URL: z.url({ protocol: /^https?$/, error: 'must be the http(s) URL the API is reached at' }).default('http://127.0.0.1:8080'),
+};
+
+/**
+ * Egress to URLs a tenant chooses (webhook receivers, model providers, remote runtimes): loopback, private, link-local
+ * and the other internal ranges are refused, when saved and when connecting, unless a range is listed here
+ * (comma-separated CIDRs or addresses: `127.0.0.1/32,10.20.0.0/16`). Empty by default, in dev mode too.
+ */
+export const egressEnv = {
+  AGENTPLANE_EGRESS_ALLOW_PRIVATE: z
+    .string()
+    .default('')
+    .transform((value) => value.split(',').map((s) => s.trim()).filter(Boolean))
+    .pipe(z.array(z.string().refine((s) => parseCidr(s) !== null, 'each entry is an address range such as 127.0.0.1/32 or fd00::/8'))),
 };
 
 /**

@@ -1,5 +1,5 @@
 /**
- * Cursor Cloud Agents (API v1) behind the RuntimeAdapter contract, over plain `fetch`.
+ * Cursor Cloud Agents (API v1) behind the RuntimeAdapter contract, over the egress guard's `fetch` (runtimes/kit/egress.ts).
  *
  * The base URL is the agent's `modelProvider.baseUrl` (default https://api.cursor.com) and the key its model
  * credential, sent as `Authorization: Bearer` only. `agent.runtime.config` (all optional): `repos`
@@ -16,9 +16,11 @@
  *   The turn is checkpointed before sending, and the send carries `Idempotency-Key: <messageId>`; the agent id, run
  *   id and last SSE event id are checkpointed as soon as they are known. A retried turn with a run id reattaches
  *   with `Last-Event-ID` and never sends again.
- * - The key is never in `ref.state`, events or errors.
+ * - The key is never in `ref.state`, events or errors; neither is the body of a failed answer (its status and error
+ *   type only: runtimes/kit/egress.ts).
  */
 import { createJsonClient, RuntimeApiError } from './http-api';
+import { createEgressGuard, egressRefusal, type EgressGuard } from './kit/egress';
 import { readSseFrames } from './sse';
 import { evaluatePolicy } from '../governance/policy';
 import { CANONICAL_TOOLS, type CanonicalTool } from '../governance/types';
@@ -30,6 +32,8 @@ const DEFAULT_BASE_URL = 'https://api.cursor.com';
 
 export interface CursorAdapterOptions {
   defaultBaseUrl?: string;
+  /** every connection to the Cursor API goes through it (default: private addresses refused) */
+  egress?: EgressGuard;
   /** wait before reopening a stream that broke (default 300 ms) */
   reconnectMs?: number;
   /** reconnects before giving up with a retryable error (default 20) */
@@ -56,13 +60,13 @@ interface Frame {
   data: any;
 }
 
-function createApi(baseUrl: string, key: string | undefined) {
-  const client = createJsonClient(baseUrl, key, { ids: /\/(bc|run)-[^/]+/g, error: CursorApiError });
+function createApi(baseUrl: string, key: string | undefined, egress: EgressGuard) {
+  const client = createJsonClient(baseUrl, key, { ids: /\/(bc|run)-[^/]+/g, error: CursorApiError, fetch: egress.fetch });
   const { root, auth, failure } = client;
   return {
     request: client.request,
     async stream(agentId: string, runId: string, lastEventId: string | null, signal: AbortSignal): Promise<AsyncGenerator<Frame>> {
-      const res = await fetch(`${root}/v1/agents/${agentId}/runs/${runId}/stream`, {
+      const res = await client.fetch(`${root}/v1/agents/${agentId}/runs/${runId}/stream`, {
         headers: { ...auth(), accept: 'text/event-stream', 'x-cursor-streaming': 'true', ...(lastEventId ? { 'last-event-id': lastEventId } : {}) },
         signal,
       });
@@ -111,6 +115,7 @@ function canonicalTool(name: string): CanonicalTool {
 export function createCursorAdapter(opts: CursorAdapterOptions = {}): RuntimeAdapter {
   const reconnectMs = opts.reconnectMs ?? 300;
   const maxReconnects = opts.maxReconnects ?? 20;
+  const egress = opts.egress ?? createEgressGuard({ allowPrivate: [] });
   return {
     kind: 'cursor',
     capabilities: CURSOR_CAPABILITIES,
@@ -120,10 +125,12 @@ export function createCursorAdapter(opts: CursorAdapterOptions = {}): RuntimeAda
       return { sessionId: ctx.sessionId, runtimeSessionId: `cursor:${ctx.sessionId}`, state: { ...(previous?.state ?? {}) } };
     },
     async runTurn(ctx, ref, input, sink) {
-      const api = createApi(ctx.agent.modelProvider?.baseUrl || opts.defaultBaseUrl || DEFAULT_BASE_URL, ctx.secrets.modelApiKey);
+      const api = createApi(ctx.agent.modelProvider?.baseUrl || opts.defaultBaseUrl || DEFAULT_BASE_URL, ctx.secrets.modelApiKey, egress);
       try {
         return await runTurn(api, ctx, ref, input, sink, { reconnectMs, maxReconnects });
       } catch (err) {
+        const refused = egressRefusal(err);
+        if (refused) return { status: 'error', message: `egress refused: ${refused.reason}`, retryable: false };
         if (err instanceof CursorApiError) {
           const retryable = err.status >= 500 || err.status === 408 || err.status === 409 || err.status === 429;
           return { status: 'error', message: err.message, retryable };
@@ -194,7 +201,7 @@ async function runTurn(api: Api, ctx: TurnContext, ref: RuntimeSessionRef, input
           if (frame.event === 'done') return outcome ?? { status: 'end_turn' };
         }
       } catch (err) {
-        if (err instanceof CursorApiError && err.status < 500) throw err;
+        if ((err instanceof CursorApiError && err.status < 500) || egressRefusal(err)) throw err;
         if (!sink.signal.aborted && !(err instanceof Error && (err.name === 'AbortError' || err instanceof TypeError || err instanceof CursorApiError))) throw err;
       }
       if (sink.signal.aborted) return await cancel();

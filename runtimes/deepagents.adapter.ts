@@ -51,6 +51,7 @@ import type { RunnableConfig } from '@langchain/core/runnables';
 import { Command, type StateSnapshot } from '@langchain/langgraph';
 import { MemorySaver, type Checkpoint, type CheckpointMetadata, type PendingWrite } from '@langchain/langgraph-checkpoint';
 import { ChatOpenAI, ChatOpenAICompletions } from '@langchain/openai';
+import { createEgressGuard, describeStatus, egressRefusal, errorToken, type EgressGuard } from './kit/egress';
 import type { CanonicalTool } from '../governance/types';
 import { redact } from './kit/redact';
 import type {
@@ -74,7 +75,10 @@ export interface DeepAgentsAdapterOptions {
   logger?: AdapterLogger;
   /** seconds a shell command may run (default 120) */
   commandTimeoutSeconds?: number;
+  /** the model client connects through it: `model_provider.base_url` is the tenant's (default: private addresses refused) */
+  egress?: EgressGuard;
 }
+type Options = DeepAgentsAdapterOptions & { egress: EgressGuard };
 
 /** DeepAgents' built-in tools, all gated, and the canonical names policies see. */
 export const DEEPAGENTS_TOOLS: Record<string, CanonicalTool> = {
@@ -133,7 +137,8 @@ interface ActionRequest {
   args: Record<string, unknown>;
 }
 
-export function createDeepAgentsAdapter(opts: DeepAgentsAdapterOptions): RuntimeAdapter {
+export function createDeepAgentsAdapter(options: DeepAgentsAdapterOptions): RuntimeAdapter {
+  const opts: Options = { ...options, egress: options.egress ?? createEgressGuard({ allowPrivate: [] }) };
   return {
     kind: 'deepagents',
     capabilities: DEEPAGENTS_CAPABILITIES,
@@ -142,15 +147,20 @@ export function createDeepAgentsAdapter(opts: DeepAgentsAdapterOptions): Runtime
       return { sessionId: ctx.sessionId, runtimeSessionId: ctx.sessionId, state: { threadId: ctx.sessionId } };
     },
     async runTurn(ctx, ref, input, sink) {
+      const key = ctx.secrets.modelApiKey;
       try {
         return await runTurn(opts, ctx, ref, input, sink);
       } catch (err) {
         if (sink.signal.aborted) return { status: 'interrupted' };
-        const message = redact(err instanceof Error ? err.message : String(err), [ctx.secrets.modelApiKey]);
+        const refused = egressRefusal(err);
+        if (refused) return { status: 'error', message: `egress refused: ${refused.reason}`, retryable: false };
+        const answer = providerAnswer(err);
+        // a provider's answer is told by its status and error type: its message can quote anything (the OpenAI client
+        // puts the whole error body in it, and LangChain copies that into the errors it wraps)
+        const message = answer ? `model provider: ${describeStatus(answer.status, errorToken({ error: answer }, [key]))}` : redact(err instanceof Error ? err.message : String(err), [key]);
         opts.logger?.warn('deepagents turn failed', { sessionId: ctx.sessionId, error: message });
-        const status = (err as { status?: unknown }).status;
         // provider answers by HTTP status; a connection failure may pass; anything else (a bug, a broken graph) will not
-        const retryable = typeof status === 'number' ? status >= 500 || status === 408 || status === 429 : /connection|timeout|ECONNRE|fetch failed/i.test(`${(err as Error)?.name} ${message}`);
+        const retryable = answer ? answer.status >= 500 || answer.status === 408 || answer.status === 429 : /connection|timeout|ECONNRE|fetch failed/i.test(`${(err as Error)?.name} ${message}`);
         return { status: 'error', message, retryable };
       }
     },
@@ -158,6 +168,15 @@ export function createDeepAgentsAdapter(opts: DeepAgentsAdapterOptions): Runtime
       // nothing lives between turns: the graph is rebuilt from the checkpoint file each turn
     },
   };
+}
+
+/** The HTTP answer behind a model error: the OpenAI client's APIError, found under LangChain's middleware errors. */
+function providerAnswer(err: unknown): { status: number; type?: unknown; code?: unknown } | null {
+  for (let e = err, depth = 0; e && typeof e === 'object' && depth < 10; e = (e as { cause?: unknown }).cause, depth++) {
+    const { status, type, code } = e as { status?: unknown; type?: unknown; code?: unknown };
+    if (typeof status === 'number') return { status, type, code };
+  }
+  return null;
 }
 
 /**
@@ -202,13 +221,14 @@ class SubagentUsage extends BaseCallbackHandler {
   }
 }
 
-async function buildAgent(opts: DeepAgentsAdapterOptions, ctx: TurnContext, sink: TurnSink): Promise<Agent> {
+async function buildAgent(opts: Options, ctx: TurnContext, sink: TurnSink): Promise<Agent> {
   await mkdir(ctx.workdir, { recursive: true });
   const fields = {
     model: ctx.agent.model,
     // a placeholder keeps the client from reading OPENAI_API_KEY from the worker's environment
     apiKey: ctx.secrets.modelApiKey ?? 'no-key',
-    configuration: ctx.agent.modelProvider?.baseUrl ? { baseURL: ctx.agent.modelProvider.baseUrl } : undefined,
+    // every request (and redirect) of the model client is checked where it connects, not only where it was saved
+    configuration: { ...(ctx.agent.modelProvider?.baseUrl ? { baseURL: ctx.agent.modelProvider.baseUrl } : {}), fetch: opts.egress.fetch },
     streaming: true,
     streamUsage: true,
     maxRetries: 2,
@@ -232,7 +252,7 @@ async function buildAgent(opts: DeepAgentsAdapterOptions, ctx: TurnContext, sink
   });
 }
 
-async function runTurn(opts: DeepAgentsAdapterOptions, ctx: TurnContext, ref: RuntimeSessionRef, input: TurnInput, sink: TurnSink): Promise<TurnResult> {
+async function runTurn(opts: Options, ctx: TurnContext, ref: RuntimeSessionRef, input: TurnInput, sink: TurnSink): Promise<TurnResult> {
   let state = { ...ref.state } as DeepAgentsState;
   const threadId = state.threadId ?? ctx.sessionId;
   const save = async (next: DeepAgentsState) => {

@@ -1,6 +1,6 @@
 /**
- * Hermes Agent (Nous Research) behind the RuntimeAdapter contract, through its API server's Runs API over plain `fetch`:
- * `POST /v1/runs`, `GET /v1/runs/{id}`, `GET /v1/runs/{id}/events` (SSE), `POST /v1/runs/{id}/approval`,
+ * Hermes Agent (Nous Research) behind the RuntimeAdapter contract, through its API server's Runs API over the egress
+ * guard's `fetch`: `POST /v1/runs`, `GET /v1/runs/{id}`, `GET /v1/runs/{id}/events` (SSE), `POST /v1/runs/{id}/approval`,
  * `POST /v1/runs/{id}/stop`. Checked against hermes-agent 0.19.0 from PyPI, run for real in the tests.
  *
  * The base URL is the agent's `modelProvider.baseUrl` (the API server, default http://127.0.0.1:8642) and the key its
@@ -42,7 +42,8 @@
  * Usage: `run.completed.usage {input_tokens, output_tokens}` for the whole run becomes one `span.model_request_end`
  * without `cost_usd`; the ledger prices it by `agent.model` (cost 'priced').
  *
- * The key is never in `ref.state`, events or errors.
+ * The key is never in `ref.state`, events or errors; neither is the body of a failed answer (its status and error type
+ * only: runtimes/kit/egress.ts).
  */
 import { fileURLToPath } from 'node:url';
 import { denyRuleLabel, unenforceableDenies } from '../governance/enforceability';
@@ -50,6 +51,7 @@ import { evaluatePolicy } from '../governance/policy';
 import { CANONICAL_TOOLS, type CanonicalTool } from '../governance/types';
 import type { AdapterLogger, PermissionDecision, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
 import { createJsonClient, RuntimeApiError } from './http-api';
+import { createEgressGuard, describeRequestError, egressRefusal, type EgressGuard } from './kit/egress';
 import { readSseFrames } from './sse';
 
 /** `any` with the gate plugin loaded; without it a turn under a deny rule is refused (see `denialsWithoutGate`). */
@@ -70,6 +72,11 @@ const TERMINAL = new Set(['completed', 'failed', 'cancelled', 'interrupted']);
 
 export interface HermesAdapterOptions {
   defaultBaseUrl?: string;
+  /**
+   * every connection to the Hermes API server goes through it (default: private addresses refused, so a worker using
+   * a Hermes server on its own host or network allows that address: AGENTPLANE_EGRESS_ALLOW_PRIVATE)
+   */
+  egress?: EgressGuard;
   /** how often the run's status is polled while its stream is read (default 1000 ms) */
   pollMs?: number;
   /** how long a stream may stay silent after the status says the run ended (default 2000 ms) */
@@ -130,14 +137,14 @@ interface LiveStream {
   next: Promise<IteratorResult<Frame>> | null;
 }
 
-function createApi(baseUrl: string, key: string | undefined) {
-  const client = createJsonClient(baseUrl, key, { ids: /\/run_[^/]+/g, error: HermesApiError });
+function createApi(baseUrl: string, key: string | undefined, egress: EgressGuard) {
+  const client = createJsonClient(baseUrl, key, { ids: /\/run_[^/]+/g, error: HermesApiError, fetch: egress.fetch });
   const { root, auth, failure } = client;
   return {
     request: client.request,
     async stream(runId: string, lastEventId: string | null): Promise<LiveStream> {
       const abort = new AbortController();
-      const res = await fetch(`${root}/v1/runs/${runId}/events`, {
+      const res = await client.fetch(`${root}/v1/runs/${runId}/events`, {
         headers: { ...auth(), accept: 'text/event-stream', ...(lastEventId ? { 'last-event-id': lastEventId } : {}) },
         signal: abort.signal,
       });
@@ -196,6 +203,7 @@ export function createHermesAdapter(opts: HermesAdapterOptions = {}): RuntimeAda
   const log: AdapterLogger = opts.logger ?? { info() {}, warn() {} };
   /** streams parked on an `ask`, by run id */
   const parked = new Map<string, LiveStream>();
+  const egress = opts.egress ?? createEgressGuard({ allowPrivate: [] });
   return {
     kind: 'hermes',
     capabilities: HERMES_CAPABILITIES,
@@ -204,15 +212,17 @@ export function createHermesAdapter(opts: HermesAdapterOptions = {}): RuntimeAda
       return { sessionId: ctx.sessionId, runtimeSessionId: `hermes:${ctx.sessionId}`, state: { ...(previous?.state ?? {}) } };
     },
     async runTurn(ctx, ref, input, sink) {
-      const api = createApi(ctx.agent.modelProvider?.baseUrl || opts.defaultBaseUrl || DEFAULT_BASE_URL, ctx.secrets.modelApiKey);
+      const api = createApi(ctx.agent.modelProvider?.baseUrl || opts.defaultBaseUrl || DEFAULT_BASE_URL, ctx.secrets.modelApiKey, egress);
       try {
         return await new Turn(api, ctx, ref, sink, parked, timing, log).run(input);
       } catch (err) {
+        const refused = egressRefusal(err);
+        if (refused) return { status: 'error', message: `egress refused: ${refused.reason}`, retryable: false };
         if (err instanceof HermesApiError) {
           const retryable = err.status >= 500 || err.status === 408 || err.status === 429;
           return { status: 'error', message: err.message, retryable };
         }
-        if (err instanceof TypeError) return { status: 'error', message: `Hermes API server unreachable: ${err.message}`, retryable: true };
+        if (err instanceof TypeError) return { status: 'error', message: `Hermes API server unreachable: ${describeRequestError(err)}`, retryable: true };
         throw err;
       }
     },

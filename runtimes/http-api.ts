@@ -1,9 +1,11 @@
 /**
- * The JSON half of a remote runtime's REST client (Cursor, Hermes): a Bearer key, JSON in and out, and errors that
- * carry the HTTP status and the server's message with the key redacted and resource ids folded out of the route, so
- * an error can be logged and shown without leaking the key or exploding label cardinality.
+ * The JSON half of a remote runtime's REST client (Cursor, Hermes): a Bearer key, JSON in and out, every request
+ * through the egress guard's fetch, and errors that carry the HTTP status and at most a short token from the server's
+ * JSON error (never its body: a URL pointed at the wrong server must not turn its pages into session errors), with
+ * resource ids folded out of the route, so an error can be logged and shown without leaking anything or exploding
+ * label cardinality.
  */
-import { redact } from './kit/redact';
+import { describeResponse } from './kit/egress';
 
 export class RuntimeApiError extends Error {
   constructor(
@@ -19,6 +21,8 @@ export interface JsonClientOptions {
   ids: RegExp;
   /** the adapter's own error class */
   error?: new (status: number, message: string) => RuntimeApiError;
+  /** the egress guard's fetch (runtimes/kit/egress.ts): the base URL is the tenant's choice */
+  fetch: typeof fetch;
 }
 
 export function createJsonClient(baseUrl: string, key: string | undefined, opts: JsonClientOptions) {
@@ -27,29 +31,29 @@ export function createJsonClient(baseUrl: string, key: string | undefined, opts:
   const ErrorClass = opts.error ?? RuntimeApiError;
 
   async function failure(res: Response, what: string): Promise<RuntimeApiError> {
-    const text = await res.text().catch(() => '');
-    let message = text.slice(0, 500);
-    try {
-      const body = JSON.parse(text) as { error?: { message?: string } };
-      message = body.error?.message ?? message;
-    } catch {
-      // not JSON
-    }
-    return new ErrorClass(res.status, `${what}: ${res.status} ${redact(message, [key])}`);
+    return new ErrorClass(res.status, `${what}: ${await describeResponse(res, [key])}`);
   }
 
   return {
     root,
     auth,
     failure,
+    fetch: opts.fetch,
     async request<T = any>(method: string, path: string, body?: unknown, extra: Record<string, string> = {}): Promise<T> {
-      const res = await fetch(`${root}${path}`, {
+      const what = `${method} ${path.replace(opts.ids, '/{id}')}`;
+      const res = await opts.fetch(`${root}${path}`, {
         method,
         headers: { ...auth(), ...extra, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
         body: body === undefined ? undefined : JSON.stringify(body),
       });
-      if (!res.ok) throw await failure(res, `${method} ${path.replace(opts.ids, '/{id}')}`);
-      return (await res.json()) as T;
+      if (!res.ok) throw await failure(res, what);
+      const text = await res.text();
+      try {
+        return JSON.parse(text) as T;
+      } catch {
+        // JSON.parse's message quotes the text it choked on
+        throw new ErrorClass(502, `${what}: ${res.status} answer is not JSON`);
+      }
     },
   };
 }

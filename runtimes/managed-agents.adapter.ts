@@ -1,5 +1,5 @@
 /**
- * Claude Managed Agents behind the RuntimeAdapter contract, over plain `fetch` (beta `managed-agents-2026-04-01`).
+ * Claude Managed Agents behind the RuntimeAdapter contract, over the egress guard's `fetch` (beta `managed-agents-2026-04-01`).
  *
  * The base URL is the agent's `modelProvider.baseUrl` (default https://api.anthropic.com) and the key its model
  * credential, sent as `x-api-key` only. Any server speaking the protocol works, another agentplane included: its
@@ -24,9 +24,10 @@
  *   are not charged (they would count the same tokens twice), except when a span carries its own `cost_usd` (an
  *   inner agentplane does), in which case spans are charged and `session.usage` is ignored. A server that reports
  *   neither gets its spans priced by tokens at the end of the turn.
- * - The key is never in `ref.state`, events or errors.
+ * - The key is never in `ref.state`, events or errors; neither is the body of a failed answer (its status and error
+ *   type only: runtimes/kit/egress.ts).
  */
-import { redact } from './kit/redact';
+import { createEgressGuard, describeResponse, egressRefusal, errorToken, type EgressGuard } from './kit/egress';
 import { readSseFrames } from './sse';
 import { CANONICAL_TOOLS, type CanonicalTool } from '../governance/types';
 import type { ModelUsage, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
@@ -43,6 +44,8 @@ export interface ManagedAgentsAdapterOptions {
   reconnectMs?: number;
   /** a retry that cannot find its message in the history looks again after this long before sending (default 500 ms) */
   settleMs?: number;
+  /** every connection to the remote server goes through it (default: private addresses refused) */
+  egress?: EgressGuard;
 }
 
 interface TurnRecord {
@@ -84,37 +87,31 @@ interface Api {
   history(sessionId: string): Promise<RemoteEvent[]>;
 }
 
-function createApi(baseUrl: string, key: string | undefined): Api {
+function createApi(baseUrl: string, key: string | undefined, egress: EgressGuard): Api {
   const root = baseUrl.replace(/\/+$/, '');
   const headers = (): Record<string, string> => ({
     ...(key ? { 'x-api-key': key } : {}),
     'anthropic-version': '2023-06-01',
     'anthropic-beta': MANAGED_AGENTS_BETA,
   });
-  async function failure(res: Response, what: string): Promise<ManagedAgentsError> {
-    const text = await res.text().catch(() => '');
-    let message = text.slice(0, 500);
-    try {
-      const body = JSON.parse(text) as { error?: { message?: string; type?: string }; detail?: string; title?: string };
-      message = body.error?.message ?? body.detail ?? body.title ?? message;
-    } catch {
-      // not JSON
-    }
-    // never echo what we sent: the server's words only, and never the key even if it repeats it
-    return new ManagedAgentsError(res.status, `${what}: ${res.status} ${redact(message, [key])}`);
-  }
+  // the status and at most the error's type: never the server's words (a base URL aimed at the wrong server would
+  // otherwise copy its pages into session errors), never what we sent, never the key
+  const failure = async (res: Response, what: string) => new ManagedAgentsError(res.status, `${what}: ${await describeResponse(res, [key])}`);
   const api: Api = {
     async request(method, path, body) {
-      const res = await fetch(`${root}${path}`, {
+      const what = `${method} ${path.split('?')[0]}`;
+      const res = await egress.fetch(`${root}${path}`, {
         method,
         headers: { ...headers(), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
         body: body === undefined ? undefined : JSON.stringify(body),
       });
-      if (!res.ok) throw await failure(res, `${method} ${path.split('?')[0]}`);
-      return (await res.json()) as any;
+      if (!res.ok) throw await failure(res, what);
+      const answer = parseJson(await res.text());
+      if (answer === undefined) throw new ManagedAgentsError(502, `${what}: ${res.status} answer is not JSON`);
+      return answer as any;
     },
     async stream(sessionId, signal) {
-      const res = await fetch(`${root}/v1/sessions/${sessionId}/events/stream`, { headers: { ...headers(), accept: 'text/event-stream' }, signal });
+      const res = await egress.fetch(`${root}/v1/sessions/${sessionId}/events/stream`, { headers: { ...headers(), accept: 'text/event-stream' }, signal });
       if (!res.ok || !res.body) throw await failure(res, 'GET /v1/sessions/{id}/events/stream');
       return readSse(res.body);
     },
@@ -137,21 +134,37 @@ function createApi(baseUrl: string, key: string | undefined): Api {
 async function* readSse(body: ReadableStream<Uint8Array>): AsyncGenerator<RemoteEvent> {
   for await (const frame of readSseFrames(body)) {
     if (frame.event === null || frame.event === 'ping' || frame.data === '') continue;
-    if (frame.event === 'error') throw new ManagedAgentsError(502, `stream error: ${frame.data.slice(0, 500)}`);
-    yield JSON.parse(frame.data) as RemoteEvent;
+    const event = parseJson(frame.data);
+    // an error frame says what kind of error in its JSON `error.type`; its message is the server's, not repeated
+    if (frame.event === 'error') {
+      const token = errorToken(event);
+      throw new ManagedAgentsError(502, `stream error${token ? `: ${token}` : ''}`);
+    }
+    if (event === undefined) throw new ManagedAgentsError(502, `stream ${frame.event} frame is not JSON`);
+    yield event as RemoteEvent;
+  }
+}
+
+/** the JSON value, or undefined: JSON.parse's own message quotes the text it choked on */
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
   }
 }
 
 export function createManagedAgentsAdapter(opts: ManagedAgentsAdapterOptions = {}): RuntimeAdapter {
   const reconnectMs = opts.reconnectMs ?? 300;
   const settleMs = opts.settleMs ?? 500;
+  const egress = opts.egress ?? createEgressGuard({ allowPrivate: [] });
   /** keys seen by runTurn, in memory only, so `close` (which gets no context) can archive the remote session */
   const keys = new Map<string, { baseUrl: string; key: string | undefined }>();
 
   function apiFor(ctx: TurnContext): Api {
     const baseUrl = ctx.agent.modelProvider?.baseUrl || opts.defaultBaseUrl || DEFAULT_BASE_URL;
     keys.set(ctx.sessionId, { baseUrl, key: ctx.secrets.modelApiKey });
-    return createApi(baseUrl, ctx.secrets.modelApiKey);
+    return createApi(baseUrl, ctx.secrets.modelApiKey, egress);
   }
 
   return {
@@ -189,6 +202,8 @@ export function createManagedAgentsAdapter(opts: ManagedAgentsAdapterOptions = {
       try {
         return await runTurn(api, ctx, ref, input, sink, { reconnectMs, settleMs });
       } catch (err) {
+        const refused = egressRefusal(err);
+        if (refused) return { status: 'error', message: `egress refused: ${refused.reason}`, retryable: false };
         if (err instanceof ManagedAgentsError && err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) {
           return { status: 'error', message: err.message, retryable: false };
         }
@@ -201,7 +216,7 @@ export function createManagedAgentsAdapter(opts: ManagedAgentsAdapterOptions = {
       const known = keys.get(ref.sessionId);
       keys.delete(ref.sessionId);
       if (!known) return;
-      await createApi(known.baseUrl, known.key)
+      await createApi(known.baseUrl, known.key, egress)
         .request('POST', `/v1/sessions/${ref.runtimeSessionId}/archive`, {})
         .catch(() => {});
     },
@@ -263,7 +278,7 @@ async function runTurn(api: Api, ctx: TurnContext, ref: RuntimeSessionRef, input
           if (result) return result;
         }
       } catch (err) {
-        if (!sink.signal.aborted && !(err instanceof Error && err.name === 'AbortError') && !(err instanceof TypeError)) throw err;
+        if (egressRefusal(err) || (!sink.signal.aborted && !(err instanceof Error && err.name === 'AbortError') && !(err instanceof TypeError))) throw err;
       }
       if (sink.signal.aborted) return await interrupt(api, remoteId);
       // the stream ended or broke: reopen it, then read what was missed from the history

@@ -13,7 +13,7 @@ import { NativeConnection } from '@temporalio/worker';
 import { z } from 'zod';
 import { createApp } from '../api/create-app';
 import { Registry } from 'prom-client';
-import { databaseEnv, openclawEnv, parseEnv, telemetryEnv } from '../config/env';
+import { databaseEnv, egressEnv, openclawEnv, parseEnv, telemetryEnv } from '../config/env';
 import { openDatabase } from '../db/client';
 import { countSessionsByState, unterminatedSessionIds } from '../db/queries/sessions';
 import { bootstrapAdmin } from '../db/queries/teams';
@@ -21,6 +21,7 @@ import { createVault, generateMasterKeySpec } from '../db/vault';
 import { createApiMetrics, createWorkerMetrics, serveMetrics } from '../observability/metrics';
 import { clientInterceptors, startTracing } from '../observability/tracing';
 import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
+import { createEgressGuard } from '../runtimes/kit/egress';
 import { stopOpenCodeServers } from '../runtimes/opencode.adapter';
 import { createSessionWorker } from '../worker/create-worker';
 import { createNotifier } from '../worker/notifier';
@@ -52,6 +53,8 @@ const env = parseEnv({
     .pipe(z.array(z.enum(RUNTIME_NAMES)).min(1)),
   OPENCODE_BIN: z.string().optional(),
   ...openclawEnv,
+  // not set by dev mode: a local model server or webhook receiver is allowed only when the developer lists it
+  ...egressEnv,
   /** the base of the action links in webhook notifications; this server's own URL when absent */
   AGENTPLANE_PUBLIC_URL: z.url({ protocol: /^https?$/, error: 'must be the http(s) URL the API is reached at' }).optional(),
 });
@@ -94,6 +97,7 @@ const apiMetrics = createApiMetrics({ sessionsByState: () => countSessionsByStat
 const metricsServer =
   env.AGENTPLANE_METRICS_PORT === undefined ? null : await serveMetrics(Registry.merge([workerMetrics.registry, apiMetrics.registry]), { port: env.AGENTPLANE_METRICS_PORT, host: env.AGENTPLANE_METRICS_HOST });
 const publicUrl = env.AGENTPLANE_PUBLIC_URL ?? `http://${env.HOST}:${env.PORT}`;
+const egress = createEgressGuard({ allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE });
 const workerConnection = await NativeConnection.connect({ address: temporalAddress });
 const worker = await createSessionWorker({
   connection: workerConnection,
@@ -102,15 +106,16 @@ const worker = await createSessionWorker({
   deps: {
     db: database.db,
     vault,
-    runtimes: await buildRuntimes(env.AGENTPLANE_RUNTIMES, { dataDir, opencodeBin: env.OPENCODE_BIN, openclaw: { nodeBin: env.AGENTPLANE_NODE24_BIN, openclawBin: env.AGENTPLANE_OPENCLAW_BIN } }),
+    runtimes: await buildRuntimes(env.AGENTPLANE_RUNTIMES, { dataDir, opencodeBin: env.OPENCODE_BIN, openclaw: { nodeBin: env.AGENTPLANE_NODE24_BIN, openclawBin: env.AGENTPLANE_OPENCLAW_BIN }, egress }),
     dataDir,
     publicUrl,
     metrics: workerMetrics,
+    egress,
   },
   tracing,
 });
 const workerRun = worker.run();
-const notifier = createNotifier({ db: database.db, vault });
+const notifier = createNotifier({ db: database.db, vault, egress });
 notifier.start();
 
 const connection = await Connection.connect({ address: temporalAddress });
@@ -120,6 +125,7 @@ const app = createApp({
   temporal: new Client({ connection, interceptors: clientInterceptors(tracing) }),
   taskQueue: env.AGENTPLANE_TASK_QUEUE,
   capabilities: RUNTIME_CAPABILITIES,
+  egress,
   tracer: tracing?.tracer,
   metrics: apiMetrics,
 });
@@ -137,6 +143,7 @@ const server = serve({ fetch: app.fetch, port: env.PORT, hostname: env.HOST }, (
       `  database   ${database.kind === 'pglite' ? `PGlite (${join(dataDir, 'pglite')})` : 'Postgres (DATABASE_URL)'}`,
       `  runtimes   ${env.AGENTPLANE_RUNTIMES.join(', ')}`,
       `  webhooks   sent by the worker; action links point at ${publicUrl}`,
+      `  egress     private and loopback addresses refused${env.AGENTPLANE_EGRESS_ALLOW_PRIVATE.length > 0 ? `, except ${env.AGENTPLANE_EGRESS_ALLOW_PRIVATE.join(', ')}` : ' (a local model or receiver: AGENTPLANE_EGRESS_ALLOW_PRIVATE)'}`,
       ...(metricsServer ? [`  metrics    ${metricsServer.url}`] : []),
       ...(tracing ? [`  traces     OTLP/HTTP to ${env.OTEL_EXPORTER_OTLP_ENDPOINT}`] : []),
       '',

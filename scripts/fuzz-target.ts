@@ -54,7 +54,7 @@ export async function startFuzzTarget(): Promise<FuzzTarget> {
   const parked = await waitForStatus(stack, waiting.id, 'requires_action');
   // a schedule on a leap-day cron, paused: nothing it does starts a session during a run
   const schedule = await post('/v1/schedules', { agent: agent.id, prompt: 'say scheduled', spec: { cron: ['0 0 29 2 *'] }, paused: true });
-  const webhook = await post('/v1/webhooks', { url: 'http://127.0.0.1:9/fuzz-webhook' });
+  const webhook = await post('/v1/webhooks', { url: 'http://203.0.113.10:9/fuzz-webhook' });
   const budget = await post('/v1/budgets', { scope: 'team', period: 'month', limit_usd: 1000 });
   // a key the revoke route may point at (the fuzzer's own keys must stay usable)
   const spareKeyId = await keyIdOf(stack, await stack.key('viewer'));

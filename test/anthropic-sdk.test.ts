@@ -8,14 +8,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
 import { createScriptedAdapter } from '../runtimes/scripted.adapter';
 import { startScriptedModel, type ScriptedModel } from './support/scripted-model';
-import { startStack, type Stack } from './support/stack';
+import { LOCAL_RECEIVERS, startStack, type Stack } from './support/stack';
 
 let stack: Stack;
 let model: ScriptedModel;
 
 beforeAll(async () => {
   model = await startScriptedModel();
-  stack = await startStack({ worker: false });
+  // the scripted model listens on 127.0.0.1
+  stack = await startStack({ worker: false, allowPrivateEgress: LOCAL_RECEIVERS });
   await stack.startWorker({ opencode: createOpenCodeAdapter({ dataDir: stack.dataDir }), scripted: createScriptedAdapter() });
 }, 120_000);
 afterAll(async () => {

@@ -304,7 +304,7 @@ const byId = (item: { id: string }) => item.id;
 
 /** A webhook of the own team (nobody listens at its URL: nothing is sent in this file). */
 async function createWebhook(): Promise<string> {
-  const res = await send('POST', '/v1/webhooks', { body: { url: 'http://127.0.0.1:9/access-table' } });
+  const res = await send('POST', '/v1/webhooks', { body: { url: 'http://203.0.113.10:9/access-table' } });
   expect(res.status, res.text).toBe(200);
   return res.body.id;
 }
@@ -756,7 +756,7 @@ const ACCESS: Record<string, AccessCase[]> = {
   'POST /v1/webhooks': [
     {
       permission: 'webhooks:admin',
-      request: async () => ({ path: '/v1/webhooks', body: { url: 'http://127.0.0.1:9/made-by-the-access-table', events: ['approval.requested'] } }),
+      request: async () => ({ path: '/v1/webhooks', body: { url: 'http://203.0.113.10:9/made-by-the-access-table', events: ['approval.requested'] } }),
       otherTeam: 'created',
       table: 'webhooks',
       check: (res) => expect(res.body).toMatchObject({ type: 'webhook', events: ['approval.requested'], disabled_at: null, secret: expect.stringMatching(/^whsec_/) }),
@@ -1224,6 +1224,8 @@ const MALFORMED: Record<string, Malformed[]> = {
     },
     { what: 'a negative budget', call: () => ({ path: '/v1/agents', body: agentDefinition({ budget: { max_cost_usd: -1 } }) }), field: 'body.budget.max_cost_usd' },
     { what: 'no model', call: () => ({ path: '/v1/agents', body: { name: 'x' } }), field: 'body.model' },
+    // SSRF: the worker (or its runtime) would connect to it; the route refuses private addresses after resolving them
+    { what: 'a model provider on the cloud metadata address', call: () => ({ path: '/v1/agents', body: agentDefinition({ model_provider: { base_url: 'http://169.254.169.254/v1' } }) }), field: 'body.model_provider.base_url' },
   ],
   'GET /v1/agents': [
     { what: 'a zero limit', call: () => ({ path: '/v1/agents?limit=0' }), field: 'query.limit' },
@@ -1233,6 +1235,7 @@ const MALFORMED: Record<string, Malformed[]> = {
   'POST /v1/agents/{agent_id}': [
     { what: 'a version that is not a number', call: () => ({ path: `/v1/agents/${fx.agentId}`, body: { version: 'latest' } }), field: 'body.version' },
     { what: 'an unknown runtime', call: () => ({ path: `/v1/agents/${fx.agentId}`, body: { runtime: { type: 'mainframe' } } }), field: 'body.runtime.type' },
+    { what: 'a model provider on a loopback address', call: () => ({ path: `/v1/agents/${fx.agentId}`, body: { model_provider: { base_url: 'http://127.0.0.1:11434/v1' } } }), field: 'body.model_provider.base_url' },
   ],
   'POST /v1/environments': [
     { what: 'a name that is a number', call: () => ({ path: '/v1/environments', body: { name: 5 } }), field: 'body.name' },
@@ -1305,6 +1308,8 @@ const MALFORMED: Record<string, Malformed[]> = {
     { what: 'an ftp URL', call: () => ({ path: '/v1/webhooks', body: { url: 'ftp://127.0.0.1/hook' } }), field: 'body.url' },
     { what: 'an unknown event type', call: () => ({ path: '/v1/webhooks', body: { url: 'http://127.0.0.1:9/x', events: ['session.created'] } }), field: 'body.events.0' },
     { what: 'a secret too short to sign with', call: () => ({ path: '/v1/webhooks', body: { url: 'http://127.0.0.1:9/x', secret: 'short' } }), field: 'body.secret' },
+    { what: 'a receiver on a loopback address (SSRF)', call: () => ({ path: '/v1/webhooks', body: { url: 'http://127.0.0.1:9/x' } }), field: 'body.url' },
+    { what: 'a receiver on an IPv6 unique-local address (SSRF)', call: () => ({ path: '/v1/webhooks', body: { url: 'http://[fd00::1]/x' } }), field: 'body.url' },
   ],
   'GET /v1/webhooks': [{ what: 'a zero limit', call: () => ({ path: '/v1/webhooks?limit=0' }), field: 'query.limit' }],
   'GET /v1/webhooks/{webhook_id}/deliveries': [{ what: 'a limit that is not a number', call: () => ({ path: '/v1/webhooks/whk_01jzzzzzzzzzzzzzzzzzzzzzzz/deliveries?limit=many' }), field: 'query.limit' }],
@@ -1480,13 +1485,13 @@ describe('validation', () => {
     const theirs = await send('POST', '/v1/credentials', { key: otherAdmin, body: { name: 'theirs', secret: 'sk-theirs' } });
     expect(theirs.status).toBe(200);
     const before = await writes();
-    const res = await send('POST', '/v1/agents', { body: agentDefinition({ model_provider: { base_url: 'http://127.0.0.1:1/v1', credential_id: theirs.body.id } }) });
+    const res = await send('POST', '/v1/agents', { body: agentDefinition({ model_provider: { base_url: 'http://203.0.113.10/v1', credential_id: theirs.body.id } }) });
     expectProblem(res, 400, 'request.invalid');
     expect(res.body.invalid_params.map((p: { name: string }) => p.name)).toEqual(['body.model_provider.credential_id']);
     expect(await writes()).toEqual(before);
-    const ours = await send('POST', '/v1/agents', { body: agentDefinition({ model_provider: { base_url: 'http://127.0.0.1:1/v1', credential_id: fx.credentialId } }) });
+    const ours = await send('POST', '/v1/agents', { body: agentDefinition({ model_provider: { base_url: 'http://203.0.113.10/v1', credential_id: fx.credentialId } }) });
     expect(ours.status, ours.text).toBe(200);
-    expect(ours.body.model_provider).toEqual({ base_url: 'http://127.0.0.1:1/v1', credential_id: fx.credentialId });
+    expect(ours.body.model_provider).toEqual({ base_url: 'http://203.0.113.10/v1', credential_id: fx.credentialId });
   });
 
   it('refuses events for an archived session, and for one whose workflow has ended, with 409', async () => {

@@ -9,7 +9,7 @@ import { createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
 import { expectDenyAskAllow } from './support/conformance';
 import { readFilesUnder } from './support/files';
 import { startScriptedModel, type ScriptedModel } from './support/scripted-model';
-import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
+import { eventsOf, eventually, LOCAL_RECEIVERS, startStack, waitForStatus, type Stack } from './support/stack';
 
 const SECRET = 'sk-ant-stack-0123456789abcdefSECRET';
 
@@ -18,7 +18,8 @@ let model: ScriptedModel;
 
 beforeAll(async () => {
   model = await startScriptedModel();
-  stack = await startStack({ worker: false });
+  // the scripted model listens on 127.0.0.1
+  stack = await startStack({ worker: false, allowPrivateEgress: LOCAL_RECEIVERS });
   await stack.startWorker({ 'claude-code': createClaudeCodeAdapter({ dataDir: stack.dataDir }) });
 }, 120_000);
 afterAll(async () => {

@@ -4,6 +4,7 @@
  * created, paused and run by hand.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { promises as dns } from 'node:dns';
 import { cp, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +20,12 @@ let dir: string;
 let config: string;
 
 beforeAll(async () => {
-  stack = await startStack({ runtimes: { scripted: createScriptedAdapter() } });
+  // examples/agents/coder.yaml names a model endpoint no resolver here knows: answer it as public DNS would
+  const exampleHosts: Record<string, string> = { 'llm.internal.example.com': '203.0.113.40' };
+  stack = await startStack({
+    runtimes: { scripted: createScriptedAdapter() },
+    egressLookup: async (host) => (exampleHosts[host] ? [{ address: exampleHosts[host], family: 4 }] : dns.lookup(host, { all: true })),
+  });
   dir = await mkdtemp(join(tmpdir(), 'agentplane-cli-'));
   config = join(dir, 'home', 'agentplane', 'config.json');
 });

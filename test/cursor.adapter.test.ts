@@ -3,13 +3,15 @@
  * without re-sending, the key kept out of state, events and errors), then through the whole stack: an `ask` policy
  * is refused for the runtime, allow/deny rules run end to end (a denied tool Cursor used anyway is made visible).
  */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_PRICES, priceUsageMicros } from '../governance/pricing';
 import type { AgentSnapshot } from '../governance/types';
 import { CURSOR_CAPABILITIES, createCursorAdapter } from '../runtimes/cursor.adapter';
 import type { RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnSink } from '../runtimes/runtime-adapter';
 import { defaultScript, startCursorFake, type CursorFake } from './support/cursor-fake';
-import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
+import { eventsOf, eventually, LOCAL_RECEIVERS, localEgress, startStack, waitForStatus, type Stack } from './support/stack';
 
 let fake: CursorFake;
 
@@ -80,7 +82,7 @@ const message = (text: string): TurnInput => ({ kind: 'message', turnId: `t${++t
 const texts = (events: RuntimeEvent[], type: string) => events.filter((e) => e.type === type).map((e) => (e as any).content.map((c: any) => c.text).join(''));
 
 async function opened(name: string, key?: string) {
-  const adapter = createCursorAdapter({ reconnectMs: 20 });
+  const adapter = createCursorAdapter({ reconnectMs: 20, egress: localEgress() });
   const ctx = context(`sesn_cursor_${name}`, key);
   const ref = await adapter.open(ctx, null);
   return { adapter, ctx, ref };
@@ -146,7 +148,7 @@ describe('the cursor adapter against the contract fake', () => {
     fake.script = (prompt) => (prompt === 'held job' ? [{ assistant: 'first part' }, { assistant: 'second part' }, { usage: { inputTokens: 10, outputTokens: 5 } }] : defaultScript(prompt));
     fake.hold();
     try {
-      const first = createCursorAdapter({ reconnectMs: 20 });
+      const first = createCursorAdapter({ reconnectMs: 20, egress: localEgress() });
       const sink = memorySink(ref);
       const running = first.runTurn(ctx, ref, message('held job'), sink);
       await eventually(async () => (texts(sink.events, 'agent.message').includes('first part') && (ref.state.turn as any)?.lastEventId ? true : undefined), { timeoutMs: 5000 });
@@ -159,7 +161,7 @@ describe('the cursor adapter against the contract fake', () => {
       expect(saved).toMatchObject({ agentId: expect.any(String), turn: { runId: expect.any(String), lastEventId: expect.any(String) } });
 
       const retried: RuntimeSessionRef = { ...ref, state: saved };
-      const second = createCursorAdapter({ reconnectMs: 20 });
+      const second = createCursorAdapter({ reconnectMs: 20, egress: localEgress() });
       const sink2 = memorySink(retried);
       const turnInput: TurnInput = { kind: 'message', turnId: (saved.turn as any).turnId, messageId: `m${turns}`, text: 'held job' };
       const resumed = second.runTurn(ctx, await second.open(ctx, retried), turnInput, sink2);
@@ -195,7 +197,7 @@ describe('the cursor adapter against the contract fake', () => {
 describe('cursor through the whole stack', () => {
   let stack: Stack;
   beforeAll(async () => {
-    stack = await startStack({ runtimes: { cursor: createCursorAdapter({ reconnectMs: 50 }) } });
+    stack = await startStack({ runtimes: { cursor: createCursorAdapter({ reconnectMs: 50, egress: localEgress() }) }, allowPrivateEgress: LOCAL_RECEIVERS });
   }, 120_000);
   afterAll(async () => {
     await stack?.stop();
@@ -298,6 +300,40 @@ describe('cursor through the whole stack', () => {
       expect(JSON.stringify(events)).not.toContain(fake.apiKey);
     } finally {
       fake.script = defaultScript;
+    }
+  }, 90_000);
+
+  it('a Cursor server answering an error with a secret-looking body: neither session.error nor the stop reason carries the body, only the status and error type', async () => {
+    const leak = `sk-live-${Math.random().toString(36).slice(2)}-DO-NOT-ECHO`;
+    const hits: string[] = [];
+    const leaky = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        hits.push(`${req.method} ${req.url}`);
+        res.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'forbidden', message: `internal token ${leak}` }, detail: leak }));
+      });
+    });
+    await new Promise<void>((resolve) => leaky.listen(0, '127.0.0.1', resolve));
+    try {
+      const agent = await stack.call('POST', '/v1/agents', {
+        name: 'cursor leaky',
+        model: 'claude-sonnet-4-5',
+        runtime: { type: 'cursor', config: {} },
+        model_provider: { base_url: `http://127.0.0.1:${(leaky.address() as AddressInfo).port}` },
+        tool_policy: { rules: [], default: 'allow' },
+      });
+      expect(agent.status, JSON.stringify(agent.body)).toBe(200);
+      const session = await stack.call('POST', '/v1/sessions', { agent: agent.body.id, initial_events: [{ type: 'user.message', content: 'leak please' }] });
+      const stopped = await waitForStatus(stack, session.body.id, 'idle', 'error', 60_000);
+      expect(hits).toEqual(['POST /v1/agents']);
+      expect(stopped.stop_reason.message).toBe('POST /v1/agents: 403 forbidden');
+      const errors = (await eventsOf(stack, session.body.id)).filter((e) => e.type === 'session.error');
+      expect(errors.map((e) => e.error.message)).toEqual(['POST /v1/agents: 403 forbidden']);
+      expect(JSON.stringify([stopped, errors])).not.toContain(leak);
+      expect(JSON.stringify([stopped, errors])).not.toContain('internal token');
+    } finally {
+      leaky.closeAllConnections();
+      await new Promise((resolve) => leaky.close(resolve));
     }
   }, 90_000);
 });

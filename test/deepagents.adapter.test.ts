@@ -15,6 +15,7 @@ import type { AgentSnapshot } from '../governance/types';
 import { canonicalDeepAgentsTool, createDeepAgentsAdapter, DEEPAGENTS_TOOLS } from '../runtimes/deepagents.adapter';
 import type { RuntimeSessionRef, TurnContext } from '../runtimes/runtime-adapter';
 import { MemorySink } from './support/memory-sink';
+import { localEgress } from './support/stack';
 import { testAgent } from './support/test-agent';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
 
@@ -59,7 +60,7 @@ describe('DeepAgents adapter (real deepagents graph + ChatOpenAI + scripted mode
   });
 
   const dataDir = () => join(root, 'data');
-  const adapter = () => createDeepAgentsAdapter({ dataDir: dataDir() });
+  const adapter = () => createDeepAgentsAdapter({ dataDir: dataDir(), egress: localEgress() });
   const checkpointFile = (ctx: TurnContext) => join(dataDir(), 'deepagents', ctx.sessionId, 'checkpoints.json');
 
   let counter = 0;
@@ -334,8 +335,9 @@ describe('DeepAgents adapter (real deepagents graph + ChatOpenAI + scripted mode
     await writeFile(
       script,
       `import { createDeepAgentsAdapter } from ${JSON.stringify(pathToFileURL(join(REPO, 'runtimes', 'deepagents.adapter.ts')).href)};
+import { createEgressGuard } from ${JSON.stringify(pathToFileURL(join(REPO, 'runtimes', 'kit', 'egress.ts')).href)};
 const [ctx, input, dataDir] = JSON.parse(process.argv[2]);
-const adapter = createDeepAgentsAdapter({ dataDir });
+const adapter = createDeepAgentsAdapter({ dataDir, egress: createEgressGuard({ allowPrivate: ['127.0.0.1/32'] }) });
 const ref = await adapter.open(ctx, null);
 const sink = {
   signal: new AbortController().signal,

@@ -41,6 +41,7 @@ async function startDev(dir: string): Promise<{ child: ChildProcess; url: string
   delete env.DATABASE_URL; // the embedded default: PGlite
   delete env.AGENTPLANE_MASTER_KEY;
   delete env.AGENTPLANE_ADMIN_KEY;
+  delete env.AGENTPLANE_EGRESS_ALLOW_PRIVATE; // dev mode's own default
   const child = spawn('node_modules/.bin/tsx', ['scripts/dev.ts'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let out = '';
@@ -69,7 +70,7 @@ async function call(url: string, key: string, method: string, path: string, body
 }
 
 describe('npm run dev', () => {
-  it('starts everything on the embedded defaults, runs a session, and comes back with its data after a restart', async () => {
+  it('starts everything on the embedded defaults (which refuse a webhook to 127.0.0.1, as production does), runs a session, and comes back with its data after a restart', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'agentplane-dev-'));
     dataDirs.push(dataDir);
     const first = await startDev(dataDir);
@@ -80,6 +81,11 @@ describe('npm run dev', () => {
 
     const agent = await call(first.url, first.key, 'POST', '/v1/agents', { name: 'dev', model: 'scripted', runtime: { type: 'scripted' }, tool_policy: { rules: [], default: 'allow' } });
     expect(agent.status).toBe(200);
+    // dev mode refuses private addresses like production does: a local receiver is allowed only by the developer
+    expect(first.output()).toContain('egress     private and loopback addresses refused');
+    const local = await call(first.url, first.key, 'POST', '/v1/webhooks', { url: 'http://127.0.0.1:9/hook' });
+    expect(local.status).toBe(400);
+    expect(local.body.invalid_params.map((p: { name: string }) => p.name)).toEqual(['body.url']);
     const session = await call(first.url, first.key, 'POST', '/v1/sessions', { agent: agent.body.id, initial_events: [{ type: 'user.message', content: 'say up and running' }] });
     expect(session.status).toBe(200);
     let status = '';

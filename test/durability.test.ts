@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rowsOf } from '../db/client';
 import { startTemporalDevServer, type TemporalDevServer } from '../scripts/temporal-dev-server';
 import { createGate, startScriptedModel, type ScriptedModel } from './support/scripted-model';
-import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
+import { eventsOf, eventually, LOCAL_RECEIVERS, startStack, waitForStatus, type Stack } from './support/stack';
 import { spawnWorker, type WorkerProcess } from './support/worker-process';
 
 let temporal: TemporalDevServer;
@@ -24,7 +24,8 @@ const workers: WorkerProcess[] = [];
 beforeAll(async () => {
   temporalDir = await mkdtemp(join(tmpdir(), 'agentplane-durability-'));
   temporal = await startTemporalDevServer({ dbFile: join(temporalDir, 'temporal.db') });
-  stack = await startStack({ temporalAddress: temporal.address, worker: false });
+  // the scripted model listens on 127.0.0.1 (the worker processes get the same allowance)
+  stack = await startStack({ temporalAddress: temporal.address, worker: false, allowPrivateEgress: LOCAL_RECEIVERS });
   model = await startScriptedModel();
   const credential = await stack.call('POST', '/v1/credentials', { name: 'model key', secret: 'sk-durability-secret-000' });
   const agent = await stack.call('POST', '/v1/agents', {

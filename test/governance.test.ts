@@ -138,7 +138,7 @@ describe('live policy', () => {
 describe('vault', () => {
   it('uses a rotated secret from the next turn and stops a session whose credential is revoked, with a clear error', async () => {
     const cred = await stack.call('POST', '/v1/credentials', { name: 'rotating', secret: 'sk-first-secret' });
-    const agentId = await agent({ model_provider: { base_url: 'http://127.0.0.1:9/v1', credential_id: cred.body.id } });
+    const agentId = await agent({ model_provider: { base_url: 'http://203.0.113.10/v1', credential_id: cred.body.id } });
     const id = await session(agentId, 'say one');
     await waitForStatus(stack, id, 'idle', 'end_turn');
     const rotated = await stack.call('POST', `/v1/credentials/${cred.body.id}/rotate`, { secret: 'sk-second-secret' });

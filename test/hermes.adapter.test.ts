@@ -17,7 +17,7 @@ import type { PermissionRequest, RuntimeEvent, RuntimeSessionRef, TurnContext, T
 import { ensureHermes, startHermes, type HermesServer } from './support/hermes-server';
 import { MemorySink } from './support/memory-sink';
 import { createGate, startScriptedModel, type ScriptedModel } from './support/scripted-model';
-import { eventually } from './support/stack';
+import { eventually, localEgress } from './support/stack';
 import { testAgent } from './support/test-agent';
 
 const installed = ensureHermes();
@@ -71,7 +71,7 @@ describe('the hermes adapter against a Runs API that numbers its events', () => 
       const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
       const agent = testAgent({ runtime: { type: 'hermes', config: {} }, model: 'claude-sonnet-4-5', modelProvider: { baseUrl: url, credentialId: 'cred_1' } });
       const ctx: TurnContext = { sessionId: 'sesn_numbered', agent, workdir: '/tmp', secrets: { modelApiKey: 'hermes-stub-key-0123456789' } };
-      const first = createHermesAdapter({ pollMs: 100, settleMs: 200, reconnectMs: 10 });
+      const first = createHermesAdapter({ pollMs: 100, settleMs: 200, reconnectMs: 10, egress: localEgress() });
       const ref = await first.open(ctx, null);
       const sink = new MemorySink();
       const states: Array<Record<string, unknown>> = [];
@@ -85,7 +85,7 @@ describe('the hermes adapter against a Runs API that numbers its events', () => 
       const saved = states.at(-1)!;
       expect(saved.turn).toMatchObject({ runId: 'run_numbered', lastEventId: '2' });
 
-      const second = createHermesAdapter({ pollMs: 100, settleMs: 200, reconnectMs: 10 });
+      const second = createHermesAdapter({ pollMs: 100, settleMs: 200, reconnectMs: 10, egress: localEgress() });
       const retried: RuntimeSessionRef = { ...ref, state: saved };
       const sink2 = new MemorySink();
       expect(await second.runTurn(ctx, await second.open(ctx, retried), input, sink2)).toEqual({ status: 'end_turn' });
@@ -125,7 +125,7 @@ describe.skipIf('error' in installed)('the hermes adapter against a real Hermes 
   const texts = (events: RuntimeEvent[], type: string) => events.filter((e) => e.type === type).map((e) => (e as any).content.map((c: any) => c.text).join(''));
 
   async function opened(name: string, key?: string, toolPolicy?: TurnContext['agent']['toolPolicy']) {
-    const adapter = createHermesAdapter({ pollMs: 200, settleMs: 1000 });
+    const adapter = createHermesAdapter({ pollMs: 200, settleMs: 1000, egress: localEgress() });
     const ctx = context(`sesn_hermes_${name}`, key, toolPolicy);
     const ref = await adapter.open(ctx, null);
     return { adapter, ctx, ref };
@@ -292,7 +292,7 @@ describe.skipIf('error' in installed)('the hermes adapter against a real Hermes 
     model.setScript([{ match: 'held hermes job', steps: [{ tool: 'read_file', input: { path: join(hermes.home, 'config.yaml') } }, { text: 'finished after the crash', waitFor: gate.promise }] }]);
     try {
       const { ctx, ref } = await opened('reattach');
-      const first = createHermesAdapter({ pollMs: 200, settleMs: 1000 });
+      const first = createHermesAdapter({ pollMs: 200, settleMs: 1000, egress: localEgress() });
       const sink = sinkFor(ref);
       const running = first.runTurn(ctx, ref, message('held hermes job'), sink).catch((err: Error) => err);
       await model.waitForRequest((r) => r.prompt === 'held hermes job' && r.stepIndex === 1, 60_000);
@@ -309,7 +309,7 @@ describe.skipIf('error' in installed)('the hermes adapter against a real Hermes 
       expect((saved.turn as { lastEventId: string | null }).lastEventId).toBeNull();
 
       const retried: RuntimeSessionRef = { ...ref, state: saved };
-      const second = createHermesAdapter({ pollMs: 200, settleMs: 1000 });
+      const second = createHermesAdapter({ pollMs: 200, settleMs: 1000, egress: localEgress() });
       const sink2 = sinkFor(retried);
       const input: TurnInput = { kind: 'message', turnId: `t${turns}`, messageId: `m${turns}`, text: 'held hermes job' };
       const resumed = second.runTurn(ctx, await second.open(ctx, retried), input, sink2);
@@ -364,7 +364,7 @@ describe.skipIf('error' in installed)('the hermes adapter against a Hermes serve
       toolPolicy: { rules: [{ tool: 'bash', pattern: 'rm *', action: 'ask' }, { tool: 'bash', action: 'ask' }], default: 'allow' },
     });
     const ctx: TurnContext = { sessionId: 'sesn_hermes_ungated', agent, workdir: hermes.home, secrets: { modelApiKey: hermes.apiKey } };
-    const adapter = createHermesAdapter({ pollMs: 200, settleMs: 1000 });
+    const adapter = createHermesAdapter({ pollMs: 200, settleMs: 1000, egress: localEgress() });
     const ref = await adapter.open(ctx, null);
     const sink = new MemorySink((r) => (String(r.input.command).startsWith('rm ') ? 'deny' : 'ask'));
     // (an ask it cannot hold is recorded, not refused; a deny would refuse the turn, see below)

@@ -9,7 +9,7 @@ import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
 import { createScriptedAdapter } from '../runtimes/scripted.adapter';
 import type { Decision, PermissionRequest, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnSink } from '../runtimes/runtime-adapter';
 import { startManagedAgentsFake, type ManagedAgentsFake } from './support/managed-agents-fake';
-import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
+import { eventsOf, eventually, LOCAL_RECEIVERS, localEgress, startStack, waitForStatus, type Stack } from './support/stack';
 
 let fake: ManagedAgentsFake;
 
@@ -80,7 +80,7 @@ let turns = 0;
 const message = (text: string): TurnInput => ({ kind: 'message', turnId: `t${++turns}`, messageId: `m${turns}`, text });
 
 async function opened(name: string) {
-  const adapter = createManagedAgentsAdapter({ settleMs: 50 });
+  const adapter = createManagedAgentsAdapter({ settleMs: 50, egress: localEgress() });
   const ctx = context(`sesn_local_${name}`);
   const ref = await adapter.open(ctx, null);
   return { adapter, ctx, ref };
@@ -209,7 +209,7 @@ describe('the managed-agents adapter against the contract fake', () => {
     const saved: RuntimeSessionRef = { ...first.ref, state: structuredClone(dying.states.at(-1)!) };
     expect(saved.state.turn).toMatchObject({ turnId: input.turnId, sentEventId: expect.stringMatching(/^sevt_/) });
 
-    const adapter = createManagedAgentsAdapter();
+    const adapter = createManagedAgentsAdapter({ egress: localEgress() });
     const ref = await adapter.open(first.ctx, saved);
     expect(ref.runtimeSessionId).toBe(first.ref.runtimeSessionId);
     const sink = memorySink(ref, () => ({ action: 'allow' }));
@@ -233,7 +233,8 @@ describe('agentplane driving agentplane through the Managed Agents protocol', ()
 
   beforeAll(async () => {
     inner = await startStack({ runtimes: { scripted: createScriptedAdapter() } });
-    outer = await startStack({ runtimes: { 'managed-agents': createManagedAgentsAdapter() } });
+    // the outer agentplane reaches the inner one on 127.0.0.1
+    outer = await startStack({ runtimes: { 'managed-agents': createManagedAgentsAdapter({ egress: localEgress() }) }, allowPrivateEgress: LOCAL_RECEIVERS });
   }, 120_000);
   afterAll(async () => {
     await outer?.stop();

@@ -133,7 +133,7 @@ describe('observability', () => {
       name: 'traced',
       model: 'scripted',
       runtime: { type: 'scripted' },
-      model_provider: { base_url: 'http://127.0.0.1:9/v1', credential_id: credential.body.id },
+      model_provider: { base_url: 'http://203.0.113.10/v1', credential_id: credential.body.id },
       tool_policy: { rules: [{ tool: 'bash', pattern: 'ls*', action: 'allow' }, { tool: 'write', action: 'ask' }], default: 'deny' },
     });
     expect(agent.status).toBe(200);

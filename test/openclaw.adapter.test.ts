@@ -257,7 +257,7 @@ describe('openclaw through the whole stack', () => {
       name: 'openclaw asks',
       model: 'scripted-model',
       runtime: { type: 'openclaw', config: {} },
-      model_provider: { base_url: 'http://127.0.0.1:9/v1' },
+      model_provider: { base_url: 'http://203.0.113.10/v1' },
       tool_policy: { rules: [{ tool: 'write', action: 'ask' }], default: 'allow' },
     });
     expect(res.status).toBe(400);

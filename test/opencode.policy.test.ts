@@ -7,14 +7,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rowsOf } from '../db/client';
 import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
 import { startScriptedModel, type ScriptedModel } from './support/scripted-model';
-import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
+import { eventsOf, eventually, LOCAL_RECEIVERS, startStack, waitForStatus, type Stack } from './support/stack';
 
 let stack: Stack;
 let model: ScriptedModel;
 
 beforeAll(async () => {
   model = await startScriptedModel();
-  stack = await startStack({ worker: false });
+  // the scripted model listens on 127.0.0.1
+  stack = await startStack({ worker: false, allowPrivateEgress: LOCAL_RECEIVERS });
   await stack.startWorker({ opencode: createOpenCodeAdapter({ dataDir: stack.dataDir }) });
 }, 120_000);
 afterAll(async () => {

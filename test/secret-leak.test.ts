@@ -78,6 +78,8 @@ beforeAll(async () => {
     PORT: '0',
     HOST: '127.0.0.1',
     AGENTPLANE_LOG_LEVEL: 'DEBUG',
+    // the scripted model and the webhook receiver listen on 127.0.0.1
+    AGENTPLANE_EGRESS_ALLOW_PRIVATE: '127.0.0.1/32',
   };
   receiver = createServer((req, res) => {
     let body = '';

@@ -16,7 +16,7 @@ import { claimDueDeliveries, deliveryIdOf, enqueueNotification } from '../db/que
 import { approvalRequested, budgetThreshold } from '../governance/notifications';
 import { createScriptedAdapter } from '../runtimes/scripted.adapter';
 import { createNotifier, signPayload, verifySignature, type NotifierOptions } from '../worker/notifier';
-import { eventsOf, startStack, waitForStatus, type Stack } from './support/stack';
+import { eventsOf, LOCAL_RECEIVERS, startStack, waitForStatus, type Stack } from './support/stack';
 
 let stack: Stack;
 
@@ -36,6 +36,8 @@ const received: Received[] = [];
 const answers = new Map<string, number[]>();
 /** per path: how long to wait before answering; `Infinity` never answers */
 const delays = new Map<string, number>();
+/** per path: the body to answer with (default: a short text naming the status) */
+const bodies = new Map<string, { type: string; text: string }>();
 
 function receivedAt(path: string): Received[] {
   return received.filter((r) => r.path === path);
@@ -95,7 +97,7 @@ async function closedPort(): Promise<number> {
 }
 
 function notifier(opts: Partial<NotifierOptions> = {}) {
-  return createNotifier({ db: stack.db.db, vault: stack.vault, ...opts });
+  return createNotifier({ db: stack.db.db, vault: stack.vault, egress: stack.egress, ...opts });
 }
 
 async function deliveryRows(webhookId: string): Promise<Array<Record<string, any>>> {
@@ -105,7 +107,8 @@ async function deliveryRows(webhookId: string): Promise<Array<Record<string, any
 // ---- setup ----------------------------------------------------------------------------------------------------
 
 beforeAll(async () => {
-  stack = await startStack({ runtimes: { scripted: createScriptedAdapter() } });
+  // the receiver listens on 127.0.0.1: the only address this file's API and notifiers may reach
+  stack = await startStack({ runtimes: { scripted: createScriptedAdapter() }, allowPrivateEgress: LOCAL_RECEIVERS });
   receiver = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -116,7 +119,8 @@ beforeAll(async () => {
       const status = (queue.length > 1 ? queue.shift() : queue[0]) ?? 200;
       const delay = delays.get(path) ?? 0;
       if (delay === Infinity) return;
-      setTimeout(() => res.writeHead(status, { 'content-type': 'text/plain' }).end(status < 300 ? 'ok' : `receiver answered ${status}`), delay);
+      const body = bodies.get(path) ?? { type: 'text/plain', text: status < 300 ? 'ok' : `receiver answered ${status}` };
+      setTimeout(() => res.writeHead(status, { 'content-type': body.type }).end(body.text), delay);
     });
   });
   await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
@@ -152,7 +156,7 @@ describe('delivery', () => {
 
     expect(await sender.runOnce()).toEqual({ claimed: 1, delivered: 0, retried: 1, failed: 0 });
     expect(await nextAttemptAt()).toBe(t0 + 1000);
-    expect((await deliveryRows(hook.id))[0]).toMatchObject({ status: 'pending', attempts: 1, last_error: 'HTTP 500: receiver answered 500' });
+    expect((await deliveryRows(hook.id))[0]).toMatchObject({ status: 'pending', attempts: 1, last_error: 'HTTP 500 Internal Server Error' });
 
     clock = t0 + 999;
     expect((await sender.runOnce()).claimed).toBe(0);
@@ -207,10 +211,29 @@ describe('delivery', () => {
     }
     expect(await sender.runOnce()).toEqual({ claimed: 0, delivered: 0, retried: 0, failed: 0 });
 
-    expect((await deliveryRows(failing.id))[0]).toMatchObject({ status: 'failed', attempts: 3, last_error: 'HTTP 503: receiver answered 503' });
+    expect((await deliveryRows(failing.id))[0]).toMatchObject({ status: 'failed', attempts: 3, last_error: 'HTTP 503 Service Unavailable' });
     expect((await deliveryRows(silent.id))[0]).toMatchObject({ status: 'failed', attempts: 3, last_error: 'no answer within 0.3 s' });
     expect((await deliveryRows(closed.body.id))[0]).toMatchObject({ status: 'failed', attempts: 3, last_error: 'request failed: ECONNREFUSED' });
     expect(receivedAt('/always-500')).toHaveLength(3);
+  });
+
+  it("keeps a receiver's answer out of the delivery row and the deliveries API: a status and a short token, never its body", async () => {
+    const { teamId, adminKey } = await freshTeam();
+    const leak = `sk-live-${Math.random().toString(36).slice(2)}-DO-NOT-ECHO`;
+    const html = await register(adminKey, '/leaky-html');
+    answers.set('/leaky-html', [500]);
+    bodies.set('/leaky-html', { type: 'text/html', text: `<html><body>Internal admin. Token: ${leak}</body></html>` });
+    const json = await register(adminKey, '/leaky-json');
+    answers.set('/leaky-json', [401]);
+    bodies.set('/leaky-json', { type: 'application/json', text: JSON.stringify({ error: { type: 'invalid_token', message: `the token ${leak} is wrong` } }) });
+    await enqueue(teamId, approvalPayload(teamId));
+    expect(await notifier({ maxAttempts: 1 }).runOnce()).toMatchObject({ claimed: 2, failed: 2 });
+    expect(receivedAt('/leaky-html')).toHaveLength(1);
+    expect((await deliveryRows(html.id))[0]).toMatchObject({ status: 'failed', last_error: 'HTTP 500 Internal Server Error' });
+    expect((await deliveryRows(json.id))[0]).toMatchObject({ status: 'failed', last_error: 'HTTP 401 invalid_token' });
+    const listed = [await stack.call('GET', `/v1/webhooks/${html.id}/deliveries`, undefined, adminKey), await stack.call('GET', `/v1/webhooks/${json.id}/deliveries`, undefined, adminKey)];
+    expect(listed.map((r) => r.body.data[0].last_error)).toEqual(['HTTP 500 Internal Server Error', 'HTTP 401 invalid_token']);
+    expect(JSON.stringify([listed.map((r) => r.body), await deliveryRows(html.id), await deliveryRows(json.id)])).not.toContain(leak);
   });
 
   it('does not send what a deleted webhook still had pending', async () => {
@@ -316,7 +339,7 @@ describe('claims', () => {
     const replica = await openDatabase({ url: stack.databaseUrl, migrate: false });
     try {
       const a = notifier({ batchSize: 3 });
-      const b = createNotifier({ db: replica.db, vault: stack.vault, batchSize: 3 });
+      const b = createNotifier({ db: replica.db, vault: stack.vault, egress: stack.egress, batchSize: 3 });
       const drain = async (n: ReturnType<typeof notifier>) => {
         let delivered = 0;
         for (let summary = await n.runOnce(); summary.claimed > 0; summary = await n.runOnce()) delivered += summary.delivered;

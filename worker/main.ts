@@ -4,12 +4,13 @@
 import { resolve } from 'node:path';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { z } from 'zod';
-import { acpAgentsEnv, databaseEnv, masterKeyEnv, openclawEnv, parseEnv, publicUrlEnv, telemetryEnv, temporalEnv } from '../config/env';
+import { acpAgentsEnv, databaseEnv, egressEnv, masterKeyEnv, openclawEnv, parseEnv, publicUrlEnv, telemetryEnv, temporalEnv } from '../config/env';
 import { openDatabase } from '../db/client';
 import { createVault } from '../db/vault';
 import { createAdapterLog, createJsonLog, fromTemporalEntry } from '../observability/logger';
 import { createWorkerMetrics, serveMetrics } from '../observability/metrics';
 import { startTracing } from '../observability/tracing';
+import { createEgressGuard } from '../runtimes/kit/egress';
 import { buildRuntimes, RUNTIME_NAMES } from './runtimes';
 import { createSessionWorker, DEFAULT_CACHED_SESSIONS } from './create-worker';
 import { createNotifier } from './notifier';
@@ -22,6 +23,7 @@ const env = parseEnv({
   ...acpAgentsEnv,
   ...telemetryEnv,
   ...openclawEnv,
+  ...egressEnv,
   AGENTPLANE_RUNTIMES: z
     .string()
     .default('opencode')
@@ -46,6 +48,8 @@ const metricsServer = env.AGENTPLANE_METRICS_PORT === undefined ? null : await s
 const dataDir = resolve(env.AGENTPLANE_DATA_DIR);
 const database = await openDatabase({ url: env.DATABASE_URL, pgliteDir: resolve(dataDir, 'pglite') });
 const vault = createVault(env.AGENTPLANE_MASTER_KEY);
+// one guard for every connection the worker opens to a tenant's URL: webhook receivers, remote runtimes, model providers
+const egress = createEgressGuard({ allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE });
 const connection = await NativeConnection.connect({ address: env.TEMPORAL_ADDRESS });
 const worker = await createSessionWorker({
   connection,
@@ -63,15 +67,17 @@ const worker = await createSessionWorker({
       openclaw: { nodeBin: env.AGENTPLANE_NODE24_BIN, openclawBin: env.AGENTPLANE_OPENCLAW_BIN },
       scriptedPromptLog: env.AGENTPLANE_SCRIPTED_PROMPT_LOG,
       logger: createAdapterLog(writeLog, env.AGENTPLANE_LOG_LEVEL),
+      egress,
     }),
     dataDir,
     publicUrl: env.AGENTPLANE_PUBLIC_URL,
     metrics,
+    egress,
   },
   tracing,
 });
 // the webhook outbox is sent from every worker replica; claims keep them from sending one delivery twice at once
-const notifier = createNotifier({ db: database.db, vault, log: writeLog });
+const notifier = createNotifier({ db: database.db, vault, egress, log: writeLog });
 const running = worker.run();
 notifier.start();
 writeLog({ level: 'INFO', msg: 'worker started', taskQueue: env.AGENTPLANE_TASK_QUEUE, runtimes: env.AGENTPLANE_RUNTIMES, metrics: metricsServer?.url ?? null, tracing: tracing ? 'otlp' : 'off' });

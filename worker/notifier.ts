@@ -3,7 +3,9 @@
  *
  * Each poll claims due deliveries (SKIP LOCKED plus a lease, so replicas never send one at the same time), POSTs
  * each payload signed with its webhook's secret, and records the outcome: 2xx is delivered; anything else, a
- * network error or a timeout is retried with exponential backoff until `maxAttempts`, then failed.
+ * network error or a timeout is retried with exponential backoff until `maxAttempts`, then failed. Every connection
+ * goes through the egress guard (runtimes/kit/egress.ts), so a receiver whose name resolves to a refused address by
+ * the time of sending gets nothing. `last_error` keeps the status and a short reason, never the receiver's body.
  *
  * Signature scheme (v1), also in the README:
  *   x-agentplane-timestamp: <unix seconds when this attempt was sent>
@@ -16,6 +18,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { Db } from '../db/client';
 import { claimDueDeliveries, markDelivered, markFailed, rescheduleDelivery, type ClaimedDelivery } from '../db/queries/webhooks';
 import { sealContext, type Vault } from '../db/vault';
+import { createEgressGuard, describeRequestError, describeResponse, type EgressGuard } from '../runtimes/kit/egress';
 
 export const SIGNATURE_HEADER = 'x-agentplane-signature';
 export const TIMESTAMP_HEADER = 'x-agentplane-timestamp';
@@ -62,7 +65,8 @@ function header(headers: HeaderBag, name: string): string | undefined {
 export interface NotifierOptions {
   db: Db;
   vault: Vault;
-  fetch?: typeof fetch;
+  /** every delivery connects through it: a receiver on a refused address gets nothing (default: all refused) */
+  egress?: EgressGuard;
   /** the clock for due times, backoff and the signed timestamp */
   now?: () => Date;
   /** how long to wait between polls when there was nothing (or not a full batch) to send */
@@ -96,7 +100,7 @@ export interface Notifier {
 
 export function createNotifier(opts: NotifierOptions): Notifier {
   const { db, vault } = opts;
-  const send = opts.fetch ?? fetch;
+  const send = (opts.egress ?? createEgressGuard({ allowPrivate: [] })).fetch;
   const now = opts.now ?? (() => new Date());
   const pollMs = opts.pollMs ?? 1000;
   const maxAttempts = opts.maxAttempts ?? 8;
@@ -133,11 +137,15 @@ export function createNotifier(opts: NotifierOptions): Notifier {
         redirect: 'manual',
         signal: AbortSignal.timeout(timeoutMs),
       });
-      const snippet = await readSnippet(res, 300);
-      if (res.status >= 200 && res.status < 300) return { ok: true };
-      return { ok: false, error: `HTTP ${res.status}${snippet ? `: ${snippet}` : ''}` };
+      if (res.status >= 200 && res.status < 300) {
+        await res.body?.cancel().catch(() => undefined);
+        return { ok: true };
+      }
+      // the receiver's words are not recorded: its status and at most its JSON error's type (see describeResponse)
+      return { ok: false, error: `HTTP ${await describeResponse(res)}` };
     } catch (err) {
-      return { ok: false, error: describeFetchError(err, timeoutMs) };
+      const described = describeRequestError(err);
+      return { ok: false, error: described === 'timeout' ? `no answer within ${timeoutMs / 1000} s` : `request failed: ${described}` };
     }
   }
 
@@ -207,30 +215,4 @@ export function createNotifier(opts: NotifierOptions): Notifier {
       await inFlight;
     },
   };
-}
-
-/** The first bytes of an answer, for `last_error`; the rest is not read. */
-async function readSnippet(res: Response, maxChars: number): Promise<string> {
-  if (!res.body) return '';
-  const reader = res.body.getReader();
-  const decoder = new TextDecoder();
-  let text = '';
-  try {
-    while (text.length < maxChars) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      text += decoder.decode(value, { stream: true });
-    }
-  } catch {
-    // the answer broke off: what arrived is enough
-  } finally {
-    await reader.cancel().catch(() => undefined);
-  }
-  return text.replace(/\s+/g, ' ').trim().slice(0, maxChars);
-}
-
-function describeFetchError(err: unknown, timeoutMs: number): string {
-  const e = err as Error & { cause?: { code?: string; message?: string } };
-  if (e?.name === 'TimeoutError' || e?.name === 'AbortError') return `no answer within ${timeoutMs / 1000} s`;
-  return `request failed: ${e?.cause?.code ?? e?.cause?.message ?? e?.message ?? String(err)}`;
 }

@@ -1,6 +1,7 @@
 import { appendFileSync, readFileSync } from 'node:fs';
 import { RUNTIME_KINDS, type RuntimeKind } from '../governance/types';
 import type { AcpAgentSpec } from '../runtimes/acp.adapter';
+import type { EgressGuard } from '../runtimes/kit/egress';
 import type { AdapterLogger, RuntimeAdapter, RuntimeRegistry } from '../runtimes/runtime-adapter';
 
 export const RUNTIME_NAMES = RUNTIME_KINDS;
@@ -14,6 +15,8 @@ export interface RuntimeOptions {
   scriptedPromptLog?: string;
   /** the worker's structured log; each adapter gets it with its `runtime` named */
   logger?: AdapterLogger;
+  /** the connections adapters open themselves (remote runtimes, DeepAgents' model) go through it */
+  egress?: EgressGuard;
 }
 
 /**
@@ -23,10 +26,10 @@ export interface RuntimeOptions {
 const LOADERS: Record<RuntimeKind, (opts: RuntimeOptions) => Promise<RuntimeAdapter>> = {
   opencode: async (o) => (await import('../runtimes/opencode.adapter')).createOpenCodeAdapter({ dataDir: o.dataDir, binaryPath: o.opencodeBin, logger: o.logger }),
   'claude-code': async (o) => (await import('../runtimes/claude-code.adapter')).createClaudeCodeAdapter({ dataDir: o.dataDir, logger: o.logger }),
-  'managed-agents': async () => (await import('../runtimes/managed-agents.adapter')).createManagedAgentsAdapter(),
-  cursor: async () => (await import('../runtimes/cursor.adapter')).createCursorAdapter(),
-  deepagents: async (o) => (await import('../runtimes/deepagents.adapter')).createDeepAgentsAdapter({ dataDir: o.dataDir, logger: o.logger }),
-  hermes: async (o) => (await import('../runtimes/hermes.adapter')).createHermesAdapter({ logger: o.logger }),
+  'managed-agents': async (o) => (await import('../runtimes/managed-agents.adapter')).createManagedAgentsAdapter({ egress: o.egress }),
+  cursor: async (o) => (await import('../runtimes/cursor.adapter')).createCursorAdapter({ egress: o.egress }),
+  deepagents: async (o) => (await import('../runtimes/deepagents.adapter')).createDeepAgentsAdapter({ dataDir: o.dataDir, logger: o.logger, egress: o.egress }),
+  hermes: async (o) => (await import('../runtimes/hermes.adapter')).createHermesAdapter({ logger: o.logger, egress: o.egress }),
   acp: async (o) => (await import('../runtimes/acp.adapter')).createAcpAdapter({ dataDir: o.dataDir, opencodeBin: o.opencodeBin, agents: o.acpAgents, logger: o.logger }),
   openclaw: async (o) => {
     if (!o.openclaw) throw new Error('the openclaw runtime needs the Node 24 and openclaw binaries (AGENTPLANE_NODE24_BIN, AGENTPLANE_OPENCLAW_BIN)');

@@ -8,6 +8,7 @@ import { can } from '../../governance/permissions';
 import type { Actor } from '../../governance/types';
 import { policyUpdateSignal } from '../../workflows/definitions';
 import { findBrace } from '../../runtimes/kit/interpolation';
+import type { EgressGuard } from '../../runtimes/kit/egress';
 import { requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
 import { AgentDefinitionSchema, AgentSchema, AgentUpdateSchema, changedPolicyFields, effectivePolicy, toAgentResponse, type AgentDefinition, type PolicyField } from '../schemas/agent.schema';
@@ -29,6 +30,7 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
       checkEnforceable(def, deps.capabilities);
       checkRuntimeConfig(def);
       await checkReferences(db, actor.teamId, def);
+      await checkModelProviderUrl(def, deps.egress);
       const created = await db.transaction(async (tx) => {
         const result = await createAgent(tx, { teamId: actor.teamId, name: def.name, definition: def, keyId: actor.keyId });
         await appendAudit(tx, { ...auditActor(actor, c.get('requestId')), action: 'agent.create', target: result.agent.id, decision: 'ok', reason: permissionsUsed(policyFields), data: { version: 1, ...policyData(policyFields) } });
@@ -96,6 +98,7 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
       checkEnforceable(merged.data, deps.capabilities);
       checkRuntimeConfig(merged.data);
       await checkReferences(db, actor.teamId, merged.data);
+      await checkModelProviderUrl(merged.data, deps.egress);
       const result = await db.transaction(async (tx) => {
         // the merge (and the policy check above) was made on the version read: a version written since would be lost
         // under it, a policy tightened since among it, so the update lands only on that version
@@ -283,6 +286,14 @@ async function checkReferences(db: Db, teamId: string, def: AgentDefinition): Pr
       { name: 'body.model_provider.credential_id', reason: 'no such credential in this team' },
     ]);
   }
+}
+
+/**
+ * The model provider's URL is the tenant's choice, and the worker (or the runtime it starts) connects to it: it must
+ * not point into the platform's network (see runtimes/kit/egress.ts). Checked again at the start of every turn.
+ */
+async function checkModelProviderUrl(def: AgentDefinition, egress: EgressGuard): Promise<void> {
+  if (def.model_provider) await egress.checkUrl(def.model_provider.base_url, 'body.model_provider.base_url');
 }
 
 export function auditActor(actor: { keyId: string; role: string; teamId: string }, requestId: string) {

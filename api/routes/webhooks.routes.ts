@@ -107,6 +107,7 @@ export function registerWebhookRoutes(app: App, deps: AppDeps): void {
     async (c) => {
       const actor = c.get('actor');
       const body = c.req.valid('json');
+      await deps.egress.checkUrl(body.url, 'body.url');
       const secret = body.secret ?? generateWebhookSecret();
       const created = await db.transaction(async (tx) => {
         const row = await createWebhook(tx, deps.vault, { teamId: actor.teamId, url: body.url, events: body.events, secret });

@@ -33,7 +33,7 @@ import { ensureHermes, startHermes, type HermesServer } from './hermes-server';
 import { openClawBinaries } from './openclaw';
 import { startManagedAgentsFake, type FakeStep, type ManagedAgentsFake } from './managed-agents-fake';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel, type ScriptStep } from './scripted-model';
-import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './stack';
+import { eventsOf, eventually, LOCAL_RECEIVERS, startStack, waitForStatus, type Stack } from './stack';
 import { spawnWorker, type WorkerProcess } from './worker-process';
 
 /** `hold` parks the turn until the test releases it (never, for the interrupt case), then says `say` */
@@ -202,7 +202,7 @@ const RUNTIMES: RuntimeCase[] = [
   {
     kind: 'deepagents',
     ...modelBackend,
-    adapter: (env) => ({ deepagents: createDeepAgentsAdapter({ dataDir: env.stack.dataDir }) }),
+    adapter: (env) => ({ deepagents: createDeepAgentsAdapter({ dataDir: env.stack.dataDir, egress: env.stack.egress }) }),
     async agent(env) {
       const credential = await env.stack.call('POST', '/v1/credentials', { name: 'openai-compatible key', secret: 'sk-deepagents-conformance-0123456789' });
       // a model in the default pricing table: DeepAgents reports tokens, the ledger prices them
@@ -222,7 +222,7 @@ const RUNTIMES: RuntimeCase[] = [
     async backend(env) {
       env.fake = await startManagedAgentsFake({ heartbeatMs: 200 });
     },
-    adapter: () => ({ 'managed-agents': createManagedAgentsAdapter({ settleMs: 50 }) }),
+    adapter: (env) => ({ 'managed-agents': createManagedAgentsAdapter({ settleMs: 50, egress: env.stack.egress }) }),
     async agent(env) {
       const credential = await env.stack.call('POST', '/v1/credentials', { name: 'managed agents key', secret: env.fake!.apiKey });
       return { model: 'claude-sonnet-4-6', runtime: { type: 'managed-agents', config: {} }, model_provider: { base_url: env.fake!.url, credential_id: credential.body.id } };
@@ -246,7 +246,7 @@ const RUNTIMES: RuntimeCase[] = [
       env.cursor = await startCursorFake();
       env.cursor.script = (prompt) => env.cursorScripts.get(prompt) ?? [{ assistant: `echo: ${prompt}` }, { usage: { inputTokens: 100, outputTokens: 20 } }];
     },
-    adapter: () => ({ cursor: createCursorAdapter({ reconnectMs: 50 }) }),
+    adapter: (env) => ({ cursor: createCursorAdapter({ reconnectMs: 50, egress: env.stack.egress }) }),
     async agent(env) {
       const credential = await env.stack.call('POST', '/v1/credentials', { name: 'cursor key', secret: env.cursor!.apiKey });
       return { model: 'claude-sonnet-4-5', runtime: { type: 'cursor', config: {} }, model_provider: { base_url: env.cursor!.url, credential_id: credential.body.id } };
@@ -278,7 +278,7 @@ const RUNTIMES: RuntimeCase[] = [
       env.model = await startScriptedModel();
       env.hermes = await startHermes({ bin: installed.bin, modelBaseUrl: env.model.openaiBaseUrl });
     },
-    adapter: () => ({ hermes: createHermesAdapter({ pollMs: 200, settleMs: 500 }) }),
+    adapter: (env) => ({ hermes: createHermesAdapter({ pollMs: 200, settleMs: 500, egress: env.stack.egress }) }),
     async agent(env) {
       const credential = await env.stack.call('POST', '/v1/credentials', { name: 'hermes api server key', secret: env.hermes!.apiKey });
       return { model: 'claude-sonnet-4-5', runtime: { type: 'hermes', config: {} }, model_provider: { base_url: env.hermes!.url, credential_id: credential.body.id } };
@@ -356,7 +356,8 @@ function describeRuntime(rt: RuntimeCase): void {
     }
 
     beforeAll(async () => {
-      env.stack = await startStack({ worker: false });
+      // every runtime but the scripted one talks to a local model server or fake: only 127.0.0.1 is allowed
+      env.stack = await startStack({ worker: false, allowPrivateEgress: rt.kind === 'scripted' ? [] : LOCAL_RECEIVERS });
       await rt.backend(env);
       await env.stack.startWorker(rt.adapter(env));
       const agent = await env.stack.call('POST', '/v1/agents', { name: `conformance ${rt.kind}`, tool_policy: caps.approvals ? POLICY : POLICY_WITHOUT_ASK, ...(await rt.agent(env)) });

@@ -18,6 +18,7 @@ import type { Role } from '../../governance/types';
 import type { ApiMetrics } from '../../observability/metrics';
 import { clientInterceptors, type Tracing } from '../../observability/tracing';
 import { RUNTIME_CAPABILITIES } from '../../runtimes/capabilities';
+import { createEgressGuard, type EgressGuard, type Resolve } from '../../runtimes/kit/egress';
 import { stopOpenCodeServers } from '../../runtimes/opencode.adapter';
 import type { RuntimeRegistry } from '../../runtimes/runtime-adapter';
 import { createSessionWorker } from '../../worker/create-worker';
@@ -36,6 +37,9 @@ export interface Stack {
   taskQueue: string;
   dataDir: string;
   app: App;
+  /** the API's and the worker's egress guard, and what it allows (StackOptions.allowPrivateEgress) */
+  egress: EgressGuard;
+  allowPrivateEgress: readonly string[];
   /** a key of the given role in the stack's team, or in a second team (the same one each call) */
   key(role: Role, team?: 'own' | 'other'): Promise<string>;
   /** a brand-new team, for tests that must not share budgets or policies */
@@ -55,6 +59,21 @@ export interface StackOptions {
   tracing?: Tracing;
   apiLog?: (entry: Record<string, unknown>) => void;
   apiMetrics?: ApiMetrics;
+  /**
+   * ranges the API and the worker may reach although private (AGENTPLANE_EGRESS_ALLOW_PRIVATE). None by default: only
+   * a test with a local receiver (a model server, a runtime fake, a webhook receiver) passes LOCAL_RECEIVERS
+   */
+  allowPrivateEgress?: readonly string[];
+  /** how the stack's guard resolves names (default: the system resolver) */
+  egressLookup?: Resolve;
+}
+
+/** What a test whose receivers listen on 127.0.0.1 allows, and nothing more. */
+export const LOCAL_RECEIVERS: readonly string[] = ['127.0.0.1/32'];
+
+/** The egress guard for adapters a test builds itself, talking to a fake or a model server on 127.0.0.1. */
+export function localEgress(): EgressGuard {
+  return createEgressGuard({ allowPrivate: LOCAL_RECEIVERS });
 }
 
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
@@ -69,7 +88,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const temporal = new Client({ connection, interceptors: clientInterceptors(opts.tracing ?? null) });
   const taskQueue = `test-${Math.random().toString(36).slice(2, 10)}`;
   const dataDir = await mkdtemp(join(tmpdir(), 'agentplane-test-'));
-  const app = createApp({ db: db.db, vault, temporal, taskQueue, capabilities: RUNTIME_CAPABILITIES, streamPollMs: 50, log: opts.apiLog, tracer: opts.tracing?.tracer, metrics: opts.apiMetrics });
+  const egress = createEgressGuard({ allowPrivate: opts.allowPrivateEgress ?? [], lookup: opts.egressLookup });
+  const app = createApp({ db: db.db, vault, temporal, taskQueue, capabilities: RUNTIME_CAPABILITIES, egress, streamPollMs: 50, log: opts.apiLog, tracer: opts.tracing?.tracer, metrics: opts.apiMetrics });
   const server: ServerType = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
   });
@@ -93,6 +113,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     taskQueue,
     dataDir,
     app,
+    egress,
+    allowPrivateEgress: opts.allowPrivateEgress ?? [],
     async key(role, which = 'own') {
       let teamId = team.id;
       if (which === 'other') {
@@ -122,7 +144,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     },
     async startWorker(runtimes) {
       workerConnection = await NativeConnection.connect({ address: temporalAddress });
-      worker = await createSessionWorker({ connection: workerConnection, namespace: 'default', taskQueue, deps: { db: db.db, vault, runtimes, dataDir, publicUrl: url }, tracing: opts.tracing });
+      worker = await createSessionWorker({ connection: workerConnection, namespace: 'default', taskQueue, deps: { db: db.db, vault, runtimes, dataDir, publicUrl: url, egress }, tracing: opts.tracing });
       workerRun = worker.run();
     },
     async stopWorker() {

@@ -17,7 +17,7 @@ export interface ServiceProcess {
 export type WorkerProcess = ServiceProcess;
 
 /** What a worker or API process needs to join a platform: a test's Stack has it, so does a chaos run's. */
-export type PlatformTarget = Pick<Stack, 'temporalAddress' | 'taskQueue' | 'databaseUrl' | 'masterKey' | 'dataDir'>;
+export type PlatformTarget = Pick<Stack, 'temporalAddress' | 'taskQueue' | 'databaseUrl' | 'masterKey' | 'dataDir'> & Partial<Pick<Stack, 'allowPrivateEgress'>>;
 
 function platformEnv(target: PlatformTarget): Record<string, string> {
   return {
@@ -26,6 +26,8 @@ function platformEnv(target: PlatformTarget): Record<string, string> {
     DATABASE_URL: target.databaseUrl,
     AGENTPLANE_MASTER_KEY: target.masterKey,
     AGENTPLANE_DATA_DIR: target.dataDir,
+    // what the test's own stack allows, never what the shell running the tests happens to allow
+    AGENTPLANE_EGRESS_ALLOW_PRIVATE: (target.allowPrivateEgress ?? []).join(','),
   };
 }
 
