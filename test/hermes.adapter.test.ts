@@ -391,7 +391,7 @@ describe.skipIf('error' in installed)('the hermes adapter against a Hermes serve
       toolPolicy: { rules: [{ tool: 'bash', pattern: 'rm *', action: 'deny', source: 'team' }, { tool: 'read', action: 'allow' }, { tool: 'write', action: 'deny' }], default: 'allow' },
     });
     const ctx: TurnContext = { sessionId: 'sesn_hermes_ungated_deny', agent, workdir: hermes.home, secrets: { modelApiKey: hermes.apiKey } };
-    const adapter = createHermesAdapter({ pollMs: 200, settleMs: 1000 });
+    const adapter = createHermesAdapter({ pollMs: 200, settleMs: 1000, egress: localEgress() });
     const ref = await adapter.open(ctx, null);
     const result = await adapter.runTurn(ctx, ref, { kind: 'message', turnId: 't_ungated_deny', messageId: 'm_ungated_deny', text: 'ungated deny' }, new MemorySink());
     expect(result).toEqual({

@@ -20,7 +20,7 @@ import { testAgent } from './support/test-agent';
 const SMUGGLED = ['{env:AGENTPLANE_MASTER_KEY}', '{file:/etc/passwd}'];
 
 function context(overrides: Partial<TurnContext['agent']>): TurnContext {
-  const agent = testAgent({ runtime: { type: 'opencode', config: {} }, model: 'gpt-4.1', modelProvider: { baseUrl: 'http://127.0.0.1:9/v1', credentialId: null }, ...overrides });
+  const agent = testAgent({ runtime: { type: 'opencode', config: {} }, model: 'gpt-4.1', modelProvider: { baseUrl: 'http://203.0.113.10:9/v1', credentialId: null }, ...overrides });
   return { sessionId: 'sesn_interpolation', agent, workdir: tmpdir(), secrets: {} };
 }
 
@@ -29,7 +29,7 @@ describe('the adapters refuse a "{" in any tenant string they write into OpenCod
     for (const smuggled of SMUGGLED) {
       const cases: Array<[Partial<TurnContext['agent']>, string]> = [
         [{ model: `gpt${smuggled}` }, 'model'],
-        [{ modelProvider: { baseUrl: `http://127.0.0.1:9/${smuggled}`, credentialId: null } }, 'model_provider.base_url'],
+        [{ modelProvider: { baseUrl: `http://203.0.113.10:9/${smuggled}`, credentialId: null } }, 'model_provider.base_url'],
         [{ runtime: { type: 'opencode', config: { contextLimit: 1000, extra: { nested: [1, smuggled] } } } }, 'runtime.config.extra.nested.1'],
         [{ runtime: { type: 'opencode', config: { [smuggled]: 1 } } }, `runtime.config.${smuggled}`],
       ];
@@ -78,14 +78,14 @@ describe('the API refuses a "{" where OpenCode would expand it', () => {
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
   }, 60_000);
 
-  const base = { name: 'smuggler', model: 'gpt-4.1', runtime: { type: 'opencode', config: {} }, model_provider: { base_url: 'http://127.0.0.1:9/v1' } };
+  const base = { name: 'smuggler', model: 'gpt-4.1', runtime: { type: 'opencode', config: {} }, model_provider: { base_url: 'http://203.0.113.10:9/v1' } };
 
   it('an agent whose model, base URL or runtime.config smuggles {env:AGENTPLANE_MASTER_KEY} or {file:/etc/passwd} is refused with 400 naming the field', async () => {
     for (const smuggled of SMUGGLED) {
       const cases: Array<[Record<string, unknown>, string]> = [
         [{ model: smuggled }, 'body.model'],
         [{ model: { id: `gpt-4.1${smuggled}` } }, 'body.model.id'],
-        [{ model_provider: { base_url: `http://127.0.0.1:9/${smuggled}` } }, 'body.model_provider.base_url'],
+        [{ model_provider: { base_url: `http://203.0.113.10:9/${smuggled}` } }, 'body.model_provider.base_url'],
         [{ runtime: { type: 'opencode', config: { foo: { bar: smuggled } } } }, 'body.runtime.config.foo.bar'],
         [{ runtime: { type: 'opencode', config: { list: ['fine', smuggled] } } }, 'body.runtime.config.list.1'],
         [{ runtime: { type: 'acp', config: { agent: 'opencode', [smuggled]: 1 } } }, `body.runtime.config.${smuggled}`],
