@@ -15,8 +15,10 @@ import type { CreateScheduledSessionInput, ScheduleActivities, ScheduledSession 
 
 const SETTLE_POLL_MS = 500;
 
-export function createScheduleActivities(deps: Pick<ActivityDeps, 'db'>): ScheduleActivities {
+export function createScheduleActivities(deps: Pick<ActivityDeps, 'db' | 'runtimes'>): ScheduleActivities {
   const { db } = deps;
+  // the runtimes this worker runs say where their charges come from (a session's runtime must be one of them)
+  const capabilities = Object.fromEntries(Object.entries(deps.runtimes).map(([kind, adapter]) => [kind, adapter.capabilities]));
 
   async function createScheduledSession(input: CreateScheduledSessionInput): Promise<ScheduledSession> {
     const schedule = await getSchedule(db, { teamId: input.teamId, scheduleId: input.scheduleId });
@@ -38,6 +40,7 @@ export function createScheduleActivities(deps: Pick<ActivityDeps, 'db'>): Schedu
         environmentId: schedule.environmentId,
         budget: max_cost_usd === undefined ? undefined : { max_cost_usd },
         fieldPrefix: 'schedule',
+        capabilities,
       });
     } catch (err) {
       if (err instanceof SessionStartError) throw ApplicationFailure.create({ type: err.code, message: err.message, nonRetryable: true });

@@ -843,15 +843,19 @@ const ACCESS: Record<string, AccessCase[]> = {
       permission: 'budgets:read',
       request: async () => {
         await ownPriceOverride();
-        return { path: '/v1/pricing' };
+        return { path: `/v1/pricing?model=${FIXTURE_MODEL}` };
       },
       otherTeam: 'answered',
       check: async (res, team) => {
-        expect(Object.keys(res.body.defaults).length).toBeGreaterThan(0);
         const own = await ownOverrides();
         expect(own[FIXTURE_MODEL]).toEqual({ input: 1, output: 2 });
-        if (team === 'own') expect(res.body.overrides).toEqual(own);
-        else expect(Object.keys(res.body.overrides).filter((model) => model in own)).toEqual([]);
+        if (team === 'own') {
+          expect(res.body.overrides).toEqual(own);
+          expect(res.body.resolved).toEqual({ model: FIXTURE_MODEL, source: 'override', price: { input: 1, output: 2 }, catalogue: null });
+        } else {
+          expect(Object.keys(res.body.overrides).filter((model) => model in own)).toEqual([]);
+          expect(res.body.resolved).toEqual({ model: FIXTURE_MODEL, source: 'none', price: null, catalogue: null });
+        }
       },
     },
   ],
@@ -1165,6 +1169,7 @@ const MALFORMED: Record<string, Malformed[]> = {
     },
     { what: 'a negative budget', call: () => ({ path: '/v1/agents', body: agentDefinition({ budget: { max_cost_usd: -1 } }) }), field: 'body.budget.max_cost_usd' },
     { what: 'no model', call: () => ({ path: '/v1/agents', body: { name: 'x' } }), field: 'body.model' },
+    { what: 'a price of its own', call: () => ({ path: '/v1/agents', body: agentDefinition({ runtime: { type: 'opencode', config: { cost: { input: 0, output: 0 } } } }) }), field: 'body.runtime.config.cost' },
   ],
   'GET /v1/agents': [
     { what: 'a zero limit', call: () => ({ path: '/v1/agents?limit=0' }), field: 'query.limit' },
@@ -1261,6 +1266,7 @@ const MALFORMED: Record<string, Malformed[]> = {
     { what: 'an unknown bucket', call: () => ({ path: '/v1/usage?bucket=week' }), field: 'query.bucket' },
     { what: 'a from that is not ISO 8601', call: () => ({ path: '/v1/usage?from=yesterday' }), field: 'query.from' },
   ],
+  'GET /v1/pricing': [{ what: 'a model name longer than any', call: () => ({ path: `/v1/pricing?model=${'m'.repeat(201)}` }), field: 'query.model' }],
   'PUT /v1/pricing/{model}': [
     { what: 'a negative input price', call: () => ({ path: '/v1/pricing/access-table-malformed', body: { input: -1, output: 1 } }), field: 'body.input' },
     { what: 'no output price', call: () => ({ path: '/v1/pricing/access-table-malformed', body: { input: 1 } }), field: 'body.output' },
@@ -1609,6 +1615,8 @@ describe('sessions list', () => {
     const agent = await createAgent({ name: 'filtered' });
     const idle = [await startSession(agent), await startSession(agent)];
     const opencodeAgent = await createAgent({ name: 'opencode, never run', runtime: { type: 'opencode' } });
+    // OpenCode's sessions are priced from their tokens: its model needs a price to start one
+    await stack.price('scripted', { input: 0, output: 0 });
     // no initial events: the session waits idle and the opencode runtime is never asked for
     const opencodeSession = await startSession(opencodeAgent);
 

@@ -16,6 +16,8 @@ beforeAll(async () => {
   model = await startScriptedModel();
   stack = await startStack({ worker: false });
   await stack.startWorker({ opencode: createOpenCodeAdapter({ dataDir: stack.dataDir }) });
+  // the scripted model is in no catalogue: the team prices it (OpenCode's sessions are priced from their tokens)
+  await stack.price('scripted-model', { input: 3, output: 15 });
 }, 120_000);
 afterAll(async () => {
   await stack?.stop();
@@ -31,7 +33,7 @@ describe('live policy on OpenCode', () => {
     const agent = await stack.call('POST', '/v1/agents', {
       name: 'live policy',
       model: 'scripted-model',
-      runtime: { type: 'opencode', config: { cost: { input: 3, output: 15 } } },
+      runtime: { type: 'opencode', config: {} },
       model_provider: { base_url: model.openaiBaseUrl },
       tool_policy: { rules: [{ tool: 'bash', action: 'allow' }], default: 'deny' },
     });

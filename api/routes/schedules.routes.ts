@@ -235,7 +235,7 @@ export function registerScheduleRoutes(app: App, deps: AppDeps): void {
   /** The agent, environment and budget a run would start with, checked as POST /v1/sessions checks them. */
   async function checkRunnable(actor: Actor, agent: { id: string; version?: number }, environmentId: string | null | undefined, budget: { max_cost_usd: number } | null | undefined) {
     try {
-      await planSession(db, { teamId: actor.teamId, agentId: agent.id, agentVersion: agent.version, environmentId, budget: budget ?? undefined });
+      await planSession(db, { teamId: actor.teamId, agentId: agent.id, agentVersion: agent.version, environmentId, budget: budget ?? undefined, capabilities: deps.capabilities });
     } catch (err) {
       if (err instanceof SessionStartError) throw new ApiError(err.status, err.code, err.message, err.field ? [{ name: err.field, reason: err.message }] : undefined);
       throw err;

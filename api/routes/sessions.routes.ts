@@ -200,7 +200,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
       const actor = c.get('actor');
       const body = c.req.valid('json');
       const agentRef = typeof body.agent === 'string' ? { id: body.agent, version: undefined } : body.agent;
-      const plan = await planSession(db, { teamId: actor.teamId, agentId: agentRef.id, agentVersion: agentRef.version, environmentId: body.environment_id, budget: body.budget }).catch(
+      const plan = await planSession(db, { teamId: actor.teamId, agentId: agentRef.id, agentVersion: agentRef.version, environmentId: body.environment_id, budget: body.budget, capabilities: deps.capabilities }).catch(
         rethrowStartError,
       );
 

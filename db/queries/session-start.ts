@@ -1,16 +1,19 @@
 /**
  * Starting a session, as POST /v1/sessions and a schedule's runs both do it: resolve the agent version, check the
- * budget against the agent's cap, compose the team's policy, then write the session row and its audit row in one
- * transaction. The row's id is the caller's: a retry with the same id lands on the row it wrote before.
+ * budget against the agent's cap and that the model has a price, compose the team's policy, then write the session
+ * row and its audit row in one transaction. The row's id is the caller's: a retry with the same id lands on the row
+ * it wrote before.
  */
 import { toSnapshot, type AgentDefinition } from '../../api/schemas/agent.schema';
 import { composePolicy } from '../../governance/policy';
+import { resolvePrice, type CostSource } from '../../governance/pricing';
 import type { Actor, AgentSnapshot, SessionBudget } from '../../governance/types';
 import type { SessionTrigger, SessionWorkflowInput } from '../../workflows/definitions';
 import type { Db } from '../client';
 import { getAgent, getEnvironment } from './agents';
 import { appendAudit } from './audit';
 import { getTeamPolicy } from './policies';
+import { loadPriceOverrides } from './pricing';
 import { getSession, insertSessionIfAbsent, type SessionRow } from './sessions';
 
 /** Why a session cannot start; the API answers with `status`, an activity fails without retrying. */
@@ -35,7 +38,16 @@ export interface SessionPlan {
 
 export async function planSession(
   db: Db,
-  params: { teamId: string; agentId: string; agentVersion?: number; environmentId?: string | null; budget?: { max_cost_usd: number }; fieldPrefix?: string },
+  params: {
+    teamId: string;
+    agentId: string;
+    agentVersion?: number;
+    environmentId?: string | null;
+    budget?: { max_cost_usd: number };
+    fieldPrefix?: string;
+    /** the runtimes' capabilities (where each one's charges come from); a runtime missing here counts as priced */
+    capabilities: Partial<Record<string, { cost: CostSource }>>;
+  },
 ): Promise<SessionPlan> {
   const field = (name: string) => `${params.fieldPrefix ?? 'body'}.${name}`;
   const found = await getAgent(db, { teamId: params.teamId, agentId: params.agentId, version: params.agentVersion });
@@ -51,10 +63,23 @@ export async function planSession(
   if (params.budget && agentCap !== undefined && params.budget.max_cost_usd > agentCap) {
     throw new SessionStartError(400, 'request.invalid', `${field('budget.max_cost_usd')}: ${params.budget.max_cost_usd} exceeds the agent's cap of ${agentCap}`, field('budget.max_cost_usd'));
   }
+  if ((params.capabilities[snapshot.runtime.type]?.cost ?? 'priced') === 'priced') await requirePrice(db, { teamId: params.teamId, model: snapshot.model, field: field('agent') });
   // the team's deny rules go on top of the agent's own; the revision orders later policy changes
   const team = await getTeamPolicy(db, params.teamId);
   snapshot.toolPolicy = composePolicy(team.rules, snapshot.toolPolicy);
   return { snapshot, budget: { ...snapshot.budget, ...params.budget }, policyVersion: team.revision };
+}
+
+/** A session whose tokens would be priced at $0 for want of a price is refused: its budgets could never trip. */
+async function requirePrice(db: Db, params: { teamId: string; model: string; field: string }): Promise<void> {
+  const overrides = await loadPriceOverrides(db, { teamId: params.teamId, models: [params.model] });
+  if (resolvePrice(params.model, overrides)) return;
+  throw new SessionStartError(
+    400,
+    'request.invalid',
+    `${params.field}: model ${params.model} has no price: set one with PUT /v1/pricing/${encodeURIComponent(params.model)} (0 is allowed)`,
+    params.field,
+  );
 }
 
 export interface SessionRecord {
