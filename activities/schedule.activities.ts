@@ -17,7 +17,8 @@ const SETTLE_POLL_MS = 500;
 
 export function createScheduleActivities(deps: Pick<ActivityDeps, 'db' | 'runtimes'>): ScheduleActivities {
   const { db } = deps;
-  // the runtimes this worker runs; a run of another runtime is checked by its first turn instead
+  // the runtimes this worker runs: where their charges come from and which deny rules they enforce (a session's
+  // runtime must be one of them)
   const capabilities = Object.fromEntries(Object.entries(deps.runtimes).map(([kind, adapter]) => [kind, adapter?.capabilities]));
 
   async function createScheduledSession(input: CreateScheduledSessionInput): Promise<ScheduledSession> {

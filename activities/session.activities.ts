@@ -3,13 +3,13 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ApplicationFailure, Context } from '@temporalio/activity';
+import { ApplicationFailure, Context, log } from '@temporalio/activity';
 import type { Db } from '../db/client';
 import { openCredential } from '../db/queries/credentials';
 import { appendAudit, canonicalJson } from '../db/queries/audit';
 import { appendEvents, type NewCharge, type NewEvent } from '../db/queries/events';
 import { chargeReservation, reserveBudget, settleReservation, type ThresholdCrossing } from '../db/queries/budgets';
-import { loadPrices } from '../db/queries/pricing';
+import { loadPriceOverrides } from '../db/queries/pricing';
 import { enqueueNotification } from '../db/queries/webhooks';
 import { budgetThreshold } from '../governance/notifications';
 import { decideApproval, getRuntimeRef, getSession, putRuntimeRef } from '../db/queries/sessions';
@@ -19,7 +19,7 @@ import type { Vault } from '../db/vault';
 import { createWorkerMetrics, type WorkerMetrics } from '../observability/metrics';
 import { inSpan } from '../observability/tracing';
 import { DEFAULT_TURN_RESERVE_USD, microsToUsd, usdToMicros } from '../governance/budget';
-import { DEFAULT_PRICES, priceUsageMicros, type ModelPrice } from '../governance/pricing';
+import { decideCharge, type ChargeDecision, type CostSource, type PriceTable } from '../governance/pricing';
 import { createEgressGuard, egressRefusal, EgressRefusedError, type EgressGuard } from '../runtimes/kit/egress';
 import { RuntimeRefusedError, type RuntimeEvent, type RuntimeRegistry, type RuntimeSessionRef, type TurnContext, type TurnSink } from '../runtimes/runtime-adapter';
 import type { RecordDecisionInput, RecordEventsInput, RunTurnInput, SessionActivities, TurnOutcome } from './types';
@@ -31,7 +31,6 @@ export interface ActivityDeps {
   runtimes: RuntimeRegistry;
   /** sessions get their own folder below this */
   dataDir: string;
-  prices?: Record<string, ModelPrice>;
   /** how often a running turn heartbeats */
   heartbeatMs?: number;
   /** the API's address as people reach it, for the action links in notifications */
@@ -44,7 +43,6 @@ export interface ActivityDeps {
 
 export function createSessionActivities(deps: ActivityDeps): SessionActivities {
   const { db } = deps;
-  const defaultPrices = deps.prices ?? DEFAULT_PRICES;
   const metrics = deps.metrics ?? createWorkerMetrics();
   const egress = deps.egress ?? createEgressGuard({ allowPrivate: [] });
 
@@ -97,9 +95,9 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     const resuming = input.input.kind === 'resume';
     const reserve = resuming ? 0 : usdToMicros(input.agent.budget.turn_reserve_usd ?? DEFAULT_TURN_RESERVE_USD);
     // the reads the turn needs go out together with the reservation (each on its own pooled connection)
-    const [held, prices, stored] = await Promise.all([
+    const [held, overrides, stored] = await Promise.all([
       reserveBudget(db, { reservationId, teamId: input.agent.teamId, agentId: input.agent.agentId, sessionId: input.sessionId, amountMicros: reserve, now: new Date(), force: resuming }),
-      loadPrices(db, { teamId: input.agent.teamId, defaults: defaultPrices }),
+      loadPriceOverrides(db, { teamId: input.agent.teamId }),
       getRuntimeRef(db, input.sessionId),
     ]);
     if (!held.ok) {
@@ -118,6 +116,8 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
 
     const previous: RuntimeSessionRef | null = stored ? { sessionId: input.sessionId, runtimeSessionId: stored.runtimeSessionId, state: stored.state as Record<string, unknown> } : null;
     const runtime = adapter.kind;
+    // every charge of the turn is decided by the runtime's declared cost source and the team's prices as the turn began
+    const pricing: Pricing = { costSource: adapter.capabilities.cost, agentModel: input.agent.model, overrides };
     const spanAttributes = { 'agentplane.session_id': input.sessionId, 'agentplane.runtime': runtime, 'agentplane.turn': input.turnId, 'agentplane.leg': input.leg };
     const ref = await inSpan(`runtime.open ${runtime}`, spanAttributes, () => adapter.open(ctx, previous)).catch(failIfFinal);
     const saveRef = () => putRuntimeRef(db, { sessionId: input.sessionId, runtime: adapter.kind, runtimeSessionId: ref.runtimeSessionId, state: ref.state });
@@ -135,7 +135,9 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
       async emit(events) {
         // events, their ledger charges and the budget windows they draw on commit together
         const { result, charged } = await db.transaction(async (tx) => {
-          const result = await appendEvents(tx, { sessionId: input.sessionId, events: events.map((e) => toLogEvent(input.sessionId, e)), charges: events.flatMap((e) => toCharge(e, prices)) });
+          const priced = events.map((e) => toCharge(e, pricing));
+          const logged = events.flatMap((e, i) => toLogEvents(input.sessionId, e, priced[i] ?? null));
+          const result = await appendEvents(tx, { sessionId: input.sessionId, events: logged, charges: priced.flatMap((c) => (c ? [c.charge] : [])) });
           const charged = held.reservationId ? await chargeReservation(tx, { reservationId: held.reservationId, amountMicros: result.chargedMicros }) : { withinLimits: true, crossings: [] };
           if (charged.crossings.length > 0) {
             await appendEvents(tx, { sessionId: input.sessionId, events: charged.crossings.map(thresholdEvent) });
@@ -255,19 +257,29 @@ function failIfFinal(err: unknown): never {
   throw err;
 }
 
-/** Runtime events go to the log without their native payload's secrets; `raw` is dropped (it can echo env). */
-function toLogEvent(sessionId: string, event: RuntimeEvent): NewEvent {
+/**
+ * Runtime events go to the log without their native payload's secrets; `raw` is dropped (it can echo env). A model
+ * request's event says what was charged (`cost_usd`) and, when that is not the runtime's own figure, the figure
+ * (`reported_cost_usd`); a refused charge adds a `budget.charge_refused` event in the same append.
+ */
+function toLogEvents(sessionId: string, event: RuntimeEvent, priced: PricedRequest | null): NewEvent[] {
   const { sourceId, raw: _raw, type, ...body } = event;
   if (event.type === 'agent.tool_use') {
     // a call the runtime ran without asking: same source id as a decided one, so it is logged once
     const toolSource = `tool:${event.tool_use_id}`;
     const { tool_use_id: _callId, ...rest } = body as typeof body & { tool_use_id: string };
-    return { sourceId: toolSource, id: toolUseEventId(sessionId, event.tool_use_id), type, payload: { evaluated_permission: 'allow', ...rest } };
+    return [{ sourceId: toolSource, id: toolUseEventId(sessionId, event.tool_use_id), type, payload: { evaluated_permission: 'allow', ...rest } }];
   }
   if (event.type === 'agent.tool_result') {
-    return { sourceId, type, payload: { ...body, tool_use_id: toolUseEventId(sessionId, event.tool_use_id) } };
+    return [{ sourceId, type, payload: { ...body, tool_use_id: toolUseEventId(sessionId, event.tool_use_id) } }];
   }
-  return { sourceId, type, payload: body };
+  if (priced) {
+    const { cost_usd: reported, ...rest } = body as typeof body & { cost_usd?: number };
+    const { decision } = priced;
+    const differs = reported !== undefined && decision.reportedMicros !== decision.amountMicros;
+    return [{ sourceId, type, payload: { ...rest, cost_usd: microsToUsd(decision.amountMicros), ...(differs ? { reported_cost_usd: reported } : {}) } }, ...(priced.refused ? [priced.refused] : [])];
+  }
+  return [{ sourceId, type, payload: body }];
 }
 
 /** Governance decisions inside a session act for the identity that started it. */
@@ -294,21 +306,51 @@ function thresholdEvent(crossing: ThresholdCrossing): NewEvent {
   };
 }
 
-/** The public id of the `agent.tool_use` event for a runtime's tool call. */
-function toCharge(event: RuntimeEvent, prices: Record<string, ModelPrice>): NewCharge[] {
-  if (event.type !== 'span.model_request_end') return [];
+interface Pricing {
+  costSource: CostSource;
+  agentModel: string;
+  overrides: PriceTable;
+}
+
+interface PricedRequest {
+  charge: NewCharge;
+  decision: ChargeDecision;
+  /** the event that records a refused charge */
+  refused: NewEvent | null;
+}
+
+/** A model request's ledger charge, priced by governance/pricing.ts `decideCharge`. */
+function toCharge(event: RuntimeEvent, pricing: Pricing): PricedRequest | null {
+  if (event.type !== 'span.model_request_end') return null;
   const usage = event.model_usage;
-  const reported = event.cost_usd !== undefined;
-  return [
-    {
+  const decision = decideCharge({ costSource: pricing.costSource, usage, models: [event.model, pricing.agentModel], reportedUsd: event.cost_usd, overrides: pricing.overrides });
+  if (decision.mismatch) {
+    log.warn('runtime-reported cost differs from the priced charge', { model: event.model, reportedUsd: event.cost_usd, chargedUsd: microsToUsd(decision.amountMicros), costSource: pricing.costSource });
+  }
+  const refused: NewEvent | null = decision.refusal
+    ? {
+        sourceId: `charge_refused:${event.sourceId}`,
+        type: 'budget.charge_refused',
+        payload: { reason: decision.refusal, model: event.model, ...(event.cost_usd === undefined ? {} : { reported_cost_usd: event.cost_usd }), charged_usd: 0, model_usage: usage },
+      }
+    : null;
+  return {
+    charge: {
       sourceId: event.sourceId,
       model: event.model,
-      inputTokens: usage.input_tokens,
-      outputTokens: usage.output_tokens,
-      cacheReadTokens: usage.cache_read_input_tokens,
-      cacheCreationTokens: usage.cache_creation_input_tokens,
-      amountMicros: reported ? usdToMicros(event.cost_usd as number) : priceUsageMicros(usage, prices[event.model]),
-      costSource: reported ? 'reported' : 'priced',
+      // the ledger's token columns are sums: a count a hostile server made negative must not lower them
+      inputTokens: tokenCount(usage.input_tokens),
+      outputTokens: tokenCount(usage.output_tokens),
+      cacheReadTokens: tokenCount(usage.cache_read_input_tokens),
+      cacheCreationTokens: tokenCount(usage.cache_creation_input_tokens),
+      amountMicros: decision.amountMicros,
+      costSource: decision.costSource,
     },
-  ];
+    decision,
+    refused,
+  };
+}
+
+function tokenCount(n: number): number {
+  return Number.isFinite(n) && n > 0 ? Math.min(Math.floor(n), Number.MAX_SAFE_INTEGER) : 0;
 }

@@ -26,7 +26,8 @@
  *
  * Usage: ACP's `usage_update` carries the session's cumulative cost (and context size, not tokens); OpenCode's
  * `session/prompt` answer adds the tokens it counts for the turn. One `span.model_request_end` per turn carries those
- * tokens and, when the agent reported a USD cost, the turn's share of it (the ledger prices the tokens otherwise).
+ * tokens and, when the agent reported a USD cost, the turn's share of it (kept as a cross-check: the ledger prices the
+ * tokens).
  *
  * Secrets: the model key reaches the agent only through its environment (OpenCode reads it via `{env:…}`); it is never
  * put in `ref.state`, events, logs or errors, and error text from the agent is redacted.
@@ -66,7 +67,7 @@ import type {
   TurnSink,
 } from './runtime-adapter';
 
-export const ACP_CAPABILITIES = { approvals: true, interrupt: true, reattach: false, cost: 'reported', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
+export const ACP_CAPABILITIES = { approvals: true, interrupt: true, reattach: false, cost: 'priced', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
 
 /** An ACP agent the worker allows, as `AGENTPLANE_ACP_AGENTS` describes it (config/env.ts validates it). */
 export interface AcpAgentSpec {
@@ -89,7 +90,7 @@ export interface AcpAdapterOptions {
   agents?: Record<string, AcpAgentSpec>;
   /** the `opencode` binary for the built-in agent; default: the one the `opencode-ai` package ships */
   opencodeBin?: string;
-  /** USD per million tokens the built-in OpenCode agent reports cost with; `agent.runtime.config.cost` wins */
+  /** USD per million tokens the built-in OpenCode agent reports cost with (a cross-check: the ledger prices tokens) */
   prices?: Record<string, ModelPrice>;
   logger?: AdapterLogger;
   /** environment every agent inherits (PATH, locale…); the worker's own environment is not passed on */

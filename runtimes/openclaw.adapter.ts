@@ -7,9 +7,10 @@
  * (mode 0600: the model provider with the key, the gateway's port and token, the tool policy), `state/`
  * (OPENCLAW_STATE_DIR: sessions, transcripts) and `home/`. The gateway listens on loopback with token auth; we connect
  * as a trusted local backend client (`client.id: gateway-client`, `mode: backend`), which needs no device pairing.
- * The model is an OpenAI-compatible endpoint (`modelProvider.baseUrl`, `api: openai-completions`); its prices come
- * from `agent.runtime.config.cost` (`{input, output, cacheRead?, cacheWrite?}` USD per million tokens), and OpenClaw
- * reports the cost of every model request, which we pass on (`cost: 'reported'`).
+ * The model is an OpenAI-compatible endpoint (`modelProvider.baseUrl`, `api: openai-completions`). OpenClaw reports
+ * the cost of every model request from the prices in its config (the adapter's `prices`, else the catalogue's; never
+ * `agent.runtime.config.cost`, a tenant's), which we pass on as a cross-check: the ledger prices the tokens
+ * (`cost: 'priced'`).
  *
  * Governance: no approvals. OpenClaw's hooks for holding a call are exec approvals (only the `exec` tool) and plugin
  * `before_tool_call` approvals. Neither reached us from a gateway-driven run in OpenClaw 2026.9.6: `tools.exec.ask:
@@ -40,6 +41,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { evaluatePolicy, globMatch } from '../governance/policy';
+import { priceFor, type ModelPrice } from '../governance/pricing';
 import { CANONICAL_TOOLS, type CanonicalTool, type ToolPolicy } from '../governance/types';
 import { redact } from './kit/redact';
 import type { AdapterLogger, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
@@ -67,7 +69,7 @@ export const OPENCLAW_CAPABILITIES = {
   approvals: false,
   interrupt: true,
   reattach: true,
-  cost: 'reported',
+  cost: 'priced',
   streaming: true,
   denies: 'whole-tool',
   denyTools: [...new Set(Object.values(TOOL_NAMES))],
@@ -79,6 +81,8 @@ export interface OpenClawAdapterOptions {
   /** `openclaw.mjs` of the installed `openclaw` package */
   openclawBin: string;
   logger?: AdapterLogger;
+  /** USD per million tokens OpenClaw reports its own cost with (a cross-check: the ledger prices tokens); default: the catalogue */
+  prices?: Record<string, ModelPrice>;
   /** how long a starting gateway may take before the turn fails (default 240 s; about 20 s on an idle machine) */
   startTimeoutMs?: number;
 }
@@ -267,11 +271,12 @@ async function freePort(): Promise<number> {
   });
 }
 
-function buildConfig(ctx: TurnContext, port: number, token: string): Record<string, unknown> {
+function buildConfig(ctx: TurnContext, port: number, token: string, prices: Record<string, ModelPrice>): Record<string, unknown> {
   const baseUrl = ctx.agent.modelProvider?.baseUrl;
   if (!baseUrl) throw new OpenClawError('the openclaw runtime needs model_provider.base_url (an OpenAI-compatible endpoint)', false);
-  const config = (ctx.agent.runtime.config ?? {}) as { cost?: Record<string, number>; api?: string; contextWindow?: number; maxTokens?: number };
-  const cost = { input: 0, output: 0, cacheRead: 0, cacheWrite: 0, ...(config.cost ?? {}) };
+  const config = (ctx.agent.runtime.config ?? {}) as { api?: string; contextWindow?: number; maxTokens?: number };
+  const price = priceFor(ctx.agent.model, prices);
+  const cost = { input: price?.input ?? 0, output: price?.output ?? 0, cacheRead: price?.cache_read ?? price?.input ?? 0, cacheWrite: price?.cache_write ?? price?.input ?? 0 };
   const deny = deniedOpenClawTools(ctx.agent.toolPolicy);
   return {
     agents: { defaults: { model: { primary: `agentplane/${ctx.agent.model}` }, workspace: ctx.workdir } },
@@ -352,7 +357,7 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
     const previous = await readGatewayConfig(paths);
     const port = previous?.port ?? (await freePort());
     const token = previous?.token ?? randomBytes(24).toString('base64url');
-    await writeFile(paths.config, JSON.stringify(buildConfig(ctx, port, token), null, 2), { mode: 0o600 });
+    await writeFile(paths.config, JSON.stringify(buildConfig(ctx, port, token, opts.prices ?? {}), null, 2), { mode: 0o600 });
     await chmod(paths.config, 0o600);
     let current = state;
     if (current.port !== port) await save((current = { ...current, port }));

@@ -4,7 +4,7 @@
  * API family: the classic (v1) HTTP API — `POST /session`, `POST /session/{id}/prompt_async`, the `/event` SSE bus,
  * `GET /session/{id}/message`, `GET /permission`, `POST /permission/{id}/reply`, `POST /session/{id}/abort`.
  * The v2 API (`/api/session/{id}/event?after=seq`) replays durably, but in 1.18.33 it reports `cost: 0` on every
- * step (no USD cost, which agentplane charges from), answers `POST /api/session/{id}/wait` with 503, and keeps its
+ * step (no USD cost to cross-check the ledger's price with), answers `POST /api/session/{id}/wait` with 503, and keeps its
  * permission requests off the durable stream anyway. v1 loses nothing we need on a reattach: every canonical event
  * we emit is derived from a *final* state (a finished text part, a completed or failed tool part, a step-finish
  * part, an assistant message's error), and all of those are in the session history that `GET /session/{id}/message`
@@ -35,7 +35,7 @@ import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import type { CanonicalTool } from '../governance/types';
-import { DEFAULT_PRICES, type ModelPrice } from '../governance/pricing';
+import { priceFor, type ModelPrice } from '../governance/pricing';
 import type {
   AdapterLogger,
   Decision,
@@ -50,7 +50,7 @@ import type {
   TurnSink,
 } from './runtime-adapter';
 
-export const OPENCODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
+export const OPENCODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
 
 
 export interface OpenCodeAdapterOptions {
@@ -59,7 +59,7 @@ export interface OpenCodeAdapterOptions {
   /** runtime state (home, config, server log, OpenCode's own database) lives in `<dataDir>/opencode/<sessionId>` */
   dataDir: string;
   logger?: AdapterLogger;
-  /** USD per million tokens, so OpenCode can report cost; `agent.runtime.config.cost` wins. Default: governance prices */
+  /** USD per million tokens OpenCode reports its own cost with (a cross-check: the ledger prices tokens); default: the catalogue */
   prices?: Record<string, ModelPrice>;
   /** environment the server inherits (PATH, locale…); the worker's own environment is not passed on */
   baseEnv?: Record<string, string | undefined>;
@@ -105,10 +105,12 @@ const FULL_RECONCILE_MS = 10_000;
 export const OPENCODE_KEY_ENV = 'AGENTPLANE_MODEL_API_KEY';
 const SERVER_USER = 'opencode';
 
-/** USD per million tokens for the agent's model: `agent.runtime.config.cost`, else the given table, else governance prices. */
+/**
+ * USD per million tokens OpenCode computes its own cost with: the given table, else the catalogue. Never
+ * `agent.runtime.config.cost` (a tenant's price); what is charged is priced by the ledger either way.
+ */
 export function openCodePrice(ctx: TurnContext, prices?: Record<string, ModelPrice>): ModelPrice | undefined {
-  const configured = (ctx.agent.runtime.config as { cost?: ModelPrice }).cost;
-  return configured ?? prices?.[ctx.agent.model] ?? DEFAULT_PRICES[ctx.agent.model];
+  return priceFor(ctx.agent.model, prices ?? {}) ?? undefined;
 }
 
 /**
@@ -387,7 +389,7 @@ interface TurnRunDeps {
   sink: TurnSink;
   log: AdapterLogger;
   idleGraceMs: number;
-  /** a price was configured, so OpenCode's `cost` is a real figure (otherwise it is 0 and the ledger prices tokens) */
+  /** a price was configured, so OpenCode's `cost` is a real figure to cross-check the ledger with (otherwise it is 0) */
   priced: boolean;
 }
 

@@ -18,8 +18,10 @@ import { createGate, startScriptedModel, type Gate, type ScriptedModel } from '.
 import { buildRuntimes } from '../worker/runtimes';
 
 const SECRET = 'sk-test-0123456789abcdefACPSECRET';
+/** what the runtime computes its own cost with (agentplane charges from its tokens; the figure is a cross-check) */
+const PRICES = { 'scripted-model': { input: 3, output: 15 } };
 
-function agent(model: ScriptedModel, config: Record<string, unknown> = { agent: 'opencode', cost: { input: 3, output: 15 } }): AgentSnapshot {
+function agent(model: ScriptedModel, config: Record<string, unknown> = { agent: 'opencode' }): AgentSnapshot {
   return testAgent({
     name: 'acp test agent',
     runtime: { type: 'acp', config },
@@ -38,7 +40,7 @@ describe('ACP adapter (real opencode acp + scripted model)', () => {
   beforeAll(async () => {
     model = await startScriptedModel();
     root = await mkdtemp(join(tmpdir(), 'agentplane-acp-'));
-    adapter = createAcpAdapter({ dataDir: join(root, 'data') });
+    adapter = createAcpAdapter({ dataDir: join(root, 'data'), prices: PRICES });
   });
 
   afterEach(async () => {

@@ -37,6 +37,8 @@ describe('the official Anthropic SDK against agentplane', () => {
       },
     ]);
     const client = new Anthropic({ baseURL: stack.url, apiKey: stack.adminKey });
+    // the scripted model is in no catalogue: the team prices it (OpenCode's sessions are priced from their tokens)
+    await stack.price('scripted-model', { input: 3, output: 15 });
 
     // Managed Agents fields, plus agentplane's runtime and model endpoint (extra body fields the SDK passes through)
     const agent = await client.beta.agents.create({
@@ -44,7 +46,7 @@ describe('the official Anthropic SDK against agentplane', () => {
       model: 'scripted-model',
       system: 'You are careful.',
       tools: [{ type: 'agent_toolset_20260401', default_config: { permission_policy: { type: 'always_ask' } } }],
-      runtime: { type: 'opencode', config: { cost: { input: 3, output: 15 } } },
+      runtime: { type: 'opencode', config: {} },
       model_provider: { base_url: model.openaiBaseUrl },
     } as unknown as Anthropic.Beta.AgentCreateParams);
     expect(agent.id).toMatch(/^agent_/);

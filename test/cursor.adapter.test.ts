@@ -6,7 +6,7 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_PRICES, priceUsageMicros } from '../governance/pricing';
+import { priceUsageMicros } from '../governance/pricing';
 import type { AgentSnapshot } from '../governance/types';
 import { CURSOR_CAPABILITIES, createCursorAdapter } from '../runtimes/cursor.adapter';
 import type { RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnSink } from '../runtimes/runtime-adapter';
@@ -123,7 +123,7 @@ describe('the cursor adapter against the contract fake', () => {
     expect(spans).toHaveLength(1);
     expect(spans[0]).toMatchObject({ model: 'claude-sonnet-4-5', model_usage: { input_tokens: 1000, output_tokens: 200, cache_read_input_tokens: 0, cache_creation_input_tokens: 0 }, is_error: false });
     expect(spans[0].cost_usd).toBeUndefined();
-    expect(priceUsageMicros(spans[0].model_usage, DEFAULT_PRICES[spans[0].model])).toBe(1000 * 3 + 200 * 15);
+    expect(priceUsageMicros(spans[0].model_usage, spans[0].model, {})).toBe(1000 * 3 + 200 * 15);
   });
 
   it('cancels the run when the turn is interrupted', async () => {

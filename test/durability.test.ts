@@ -28,10 +28,12 @@ beforeAll(async () => {
   stack = await startStack({ temporalAddress: temporal.address, worker: false, allowPrivateEgress: LOCAL_RECEIVERS });
   model = await startScriptedModel();
   const credential = await stack.call('POST', '/v1/credentials', { name: 'model key', secret: 'sk-durability-secret-000' });
+  // the scripted model is in no catalogue: the team prices it (OpenCode's sessions are priced from their tokens)
+  await stack.price('scripted-model', { input: 3, output: 15 });
   const agent = await stack.call('POST', '/v1/agents', {
     name: 'durable opencode',
     model: 'scripted-model',
-    runtime: { type: 'opencode', config: { cost: { input: 3, output: 15 } } },
+    runtime: { type: 'opencode', config: {} },
     model_provider: { base_url: model.openaiBaseUrl, credential_id: credential.body.id },
     tool_policy: { rules: [{ tool: 'bash', action: 'ask' }], default: 'allow' },
   });

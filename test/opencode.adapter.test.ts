@@ -20,11 +20,13 @@ import { createGate, startScriptedModel, type Gate, type ScriptedModel } from '.
 
 const SECRET = 'sk-test-0123456789abcdefSECRET';
 const REPO = join(import.meta.dirname, '..');
+/** what the runtime computes its own cost with (agentplane charges from its tokens; the figure is a cross-check) */
+const PRICES = { 'scripted-model': { input: 3, output: 15 } };
 
 function agent(model: ScriptedModel): AgentSnapshot {
   return testAgent({
     name: 'opencode test agent',
-    runtime: { type: 'opencode', config: { cost: { input: 3, output: 15 } } },
+    runtime: { type: 'opencode', config: {} },
     model: 'scripted-model',
     modelProvider: { baseUrl: model.openaiBaseUrl, credentialId: 'cred_test' },
   });
@@ -41,7 +43,7 @@ describe('OpenCode adapter (real opencode serve + scripted model)', () => {
   beforeAll(async () => {
     model = await startScriptedModel();
     root = await mkdtemp(join(tmpdir(), 'agentplane-opencode-'));
-    adapter = createOpenCodeAdapter({ dataDir: join(root, 'data') });
+    adapter = createOpenCodeAdapter({ dataDir: join(root, 'data'), prices: PRICES });
   });
 
   afterEach(async () => {

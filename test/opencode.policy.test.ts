@@ -17,6 +17,8 @@ beforeAll(async () => {
   // the scripted model listens on 127.0.0.1
   stack = await startStack({ worker: false, allowPrivateEgress: LOCAL_RECEIVERS });
   await stack.startWorker({ opencode: createOpenCodeAdapter({ dataDir: stack.dataDir }) });
+  // the scripted model is in no catalogue: the team prices it (OpenCode's sessions are priced from their tokens)
+  await stack.price('scripted-model', { input: 3, output: 15 });
 }, 120_000);
 afterAll(async () => {
   await stack?.stop();
@@ -32,7 +34,7 @@ describe('live policy on OpenCode', () => {
     const agent = await stack.call('POST', '/v1/agents', {
       name: 'live policy',
       model: 'scripted-model',
-      runtime: { type: 'opencode', config: { cost: { input: 3, output: 15 } } },
+      runtime: { type: 'opencode', config: {} },
       model_provider: { base_url: model.openaiBaseUrl },
       tool_policy: { rules: [{ tool: 'bash', action: 'allow' }], default: 'deny' },
     });

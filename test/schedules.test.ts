@@ -165,7 +165,7 @@ describe('schedules', () => {
 
     // a retried activity lands on the session it made: both workers' activities, called for the same fire
     const fire = { scheduleId: schedule.id, teamId: stack.teamId, runId: `${schedule.id}-run-2026-02-01T00:00:00Z`, scheduledAt: '2026-02-01T00:00:00.000Z' };
-    const deps = { db: stack.db.db, vault: stack.vault, runtimes: {}, dataDir: stack.dataDir };
+    const deps = { db: stack.db.db, vault: stack.vault, runtimes: { scripted: createScriptedAdapter() }, dataDir: stack.dataDir };
     const [a, b] = await Promise.all([createActivities(deps).createScheduledSession(fire), createActivities(deps).createScheduledSession(fire)]);
     expect(a.sessionId).toBe(b.sessionId);
     expect(runs.map((r) => r.session_id)).toContain(a.sessionId);

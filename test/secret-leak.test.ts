@@ -110,6 +110,8 @@ afterAll(async () => {
 describe('secrets', () => {
   it('a credential secret is used for the model call and appears nowhere else', async () => {
     model.setScript([{ match: 'use the key', steps: [{ tool: 'bash', input: { command: 'echo hello', description: 'greet' } }, { text: 'done with the key' }] }]);
+    // the scripted model is in no catalogue: the team prices it (OpenCode's sessions are priced from their tokens)
+    expect((await call('PUT', '/v1/pricing/scripted-model', { input: 3, output: 15 })).status).toBe(200);
     const credential = await call('POST', '/v1/credentials', { name: 'provider key', secret: OLD_SECRET });
     expect(credential.status).toBe(200);
     expect((await call('POST', `/v1/credentials/${credential.body.id}/rotate`, { secret: SECRET })).status).toBe(200);
@@ -118,7 +120,7 @@ describe('secrets', () => {
     const agent = await call('POST', '/v1/agents', {
       name: 'leak check',
       model: 'scripted-model',
-      runtime: { type: 'opencode', config: { cost: { input: 3, output: 15 } } },
+      runtime: { type: 'opencode', config: {} },
       model_provider: { base_url: model.openaiBaseUrl, credential_id: credential.body.id },
       tool_policy: { rules: [{ tool: 'bash', action: 'ask' }], default: 'allow' },
     });

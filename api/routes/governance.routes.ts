@@ -8,11 +8,11 @@ import { getAgent, updateAgent } from '../../db/queries/agents';
 import { appendAudit } from '../../db/queries/audit';
 import { deleteBudget, listBudgets, upsertBudget } from '../../db/queries/budgets';
 import { bumpPolicyRevision, effectivePolicyFor, getTeamPolicy, setTeamRules } from '../../db/queries/policies';
-import { listPrices, setPrice } from '../../db/queries/pricing';
+import { loadPriceOverrides, setPrice } from '../../db/queries/pricing';
 import { ledger } from '../../db/schema/index';
 import { BUDGET_PERIODS, DEFAULT_THRESHOLDS, microsToUsd, usdToMicros } from '../../governance/budget';
 import { composePolicy, evaluatePolicy, POLICY_LIMITS, subjectKey } from '../../governance/policy';
-import { DEFAULT_PRICES } from '../../governance/pricing';
+import { resolvePrice } from '../../governance/pricing';
 import type { CanonicalTool } from '../../governance/types';
 import { requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
@@ -45,7 +45,25 @@ const TeamRules = z.object({
   rules: z.array(z.object({ tool: ToolGlob, pattern: PolicyPattern.optional() })).max(200).openapi({ description: 'tools (and optional patterns) denied to every agent of the team' }),
 });
 
-const Price = z.object({ input: z.number().min(0).max(10_000), output: z.number().min(0).max(10_000), cache_read: z.number().min(0).max(10_000).optional(), cache_write: z.number().min(0).max(10_000).optional() });
+const Price = z
+  .object({ input: z.number().min(0).max(10_000), output: z.number().min(0).max(10_000), cache_read: z.number().min(0).max(10_000).optional(), cache_write: z.number().min(0).max(10_000).optional() })
+  .openapi('ModelPrice', { description: 'USD per million tokens; cache_read and cache_write default to input' });
+
+const ModelParam = z.string().min(1).max(200);
+
+const PricingQuery = z.object({ model: ModelParam.optional().openapi({ description: 'also say what this model is priced at, and from where' }) });
+
+const ResolvedPrice = z
+  .object({
+    model: z.string(),
+    source: z.enum(['override', 'catalogue', 'none']).openapi({ description: "the team's override, else the catalogue (@pydantic/genai-prices), else none: sessions of runtimes that price tokens are refused" }),
+    price: Price.nullable(),
+    catalogue: z
+      .object({ provider: z.string(), model: z.string(), tiered: z.boolean().openapi({ description: 'rates rise above a prompt size; `price` holds the base rates' }) })
+      .nullable()
+      .openapi({ description: 'the catalogue entry the price comes from' }),
+  })
+  .openapi('ResolvedPrice');
 
 const UsageQuery = z.object({
   group_by: z.enum(['team', 'agent', 'session', 'model']).default('agent'),
@@ -164,11 +182,28 @@ export function registerGovernanceRoutes(app: App, deps: AppDeps): void {
   );
 
   app.openapi(
-    createRoute({ middleware: requires('budgets:read'), method: 'get', path: '/v1/pricing', tags: ['governance'], responses: { 200: json(z.object({ defaults: z.record(z.string(), Price), overrides: z.record(z.string(), Price) }), 'USD per million tokens'), ...problemResponses } }),
+    createRoute({
+      middleware: requires('budgets:read'),
+      method: 'get',
+      path: '/v1/pricing',
+      tags: ['governance'],
+      request: { query: PricingQuery },
+      responses: {
+        200: json(
+          z.object({ overrides: z.record(z.string(), Price).openapi({ description: "the team's prices by model" }), resolved: ResolvedPrice.optional().openapi({ description: 'with ?model=: its price and where it comes from' }) }),
+          'USD per million tokens',
+        ),
+        ...problemResponses,
+      },
+    }),
     async (c) => {
       const actor = c.get('actor');
-      const overrides = await listPrices(db, { teamId: actor.teamId });
-      return c.json({ defaults: DEFAULT_PRICES, overrides: Object.fromEntries(overrides.map((o) => [o.model, o.price as z.infer<typeof Price>])) }, 200);
+      const { model } = c.req.valid('query');
+      const overrides = await loadPriceOverrides(db, { teamId: actor.teamId });
+      if (model === undefined) return c.json({ overrides }, 200);
+      const found = resolvePrice(model, overrides);
+      const resolved = found ? { model, source: found.source, price: found.price, catalogue: found.catalogue } : { model, source: 'none' as const, price: null, catalogue: null };
+      return c.json({ overrides, resolved }, 200);
     },
   );
 
@@ -178,7 +213,7 @@ export function registerGovernanceRoutes(app: App, deps: AppDeps): void {
       method: 'put',
       path: '/v1/pricing/{model}',
       tags: ['governance'],
-      request: { params: z.object({ model: z.string().min(1).max(200).openapi({ param: { name: 'model', in: 'path' } }) }), body: jsonBody(Price) },
+      request: { params: z.object({ model: ModelParam.openapi({ param: { name: 'model', in: 'path' } }) }), body: jsonBody(Price) },
       responses: { 200: json(z.object({ model: z.string(), price: Price }), 'The override, used from the next turn'), ...problemResponses },
     }),
     async (c) => {

@@ -66,7 +66,14 @@ export const AgentDefinitionSchema = z.object({
   metadata: Metadata.optional(),
   tools: z.array(ManagedToolset).max(20).optional(),
   runtime: z
-    .object({ type: z.enum(RUNTIME_KINDS), config: z.record(z.string(), z.unknown()).optional() })
+    .object({
+      type: z.enum(RUNTIME_KINDS),
+      // prices come from the platform's table, never from the agent: a developer must not price their own sessions
+      config: z
+        .record(z.string(), z.unknown())
+        .refine((config) => !Object.hasOwn(config, 'cost'), { path: ['cost'], message: 'prices are not set on an agent: an admin sets them with PUT /v1/pricing/{model}' })
+        .optional(),
+    })
     .optional()
     .openapi({ description: 'which runtime runs the agent (default opencode)' }),
   model_provider: z

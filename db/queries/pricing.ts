@@ -1,12 +1,14 @@
-/** Per-team overrides of the pricing table (USD per million tokens), merged over the defaults. */
-import { eq } from 'drizzle-orm';
-import type { ModelPrice } from '../../governance/pricing';
+/** A team's price overrides (USD per million tokens); governance/pricing.ts puts them before the catalogue. */
+import { and, eq, inArray } from 'drizzle-orm';
+import type { ModelPrice, PriceTable } from '../../governance/pricing';
 import type { Db } from '../client';
 import { modelPrices } from '../schema/index';
 
-export async function loadPrices(db: Db, params: { teamId: string; defaults: Record<string, ModelPrice> }): Promise<Record<string, ModelPrice>> {
-  const rows = await db.select().from(modelPrices).where(eq(modelPrices.teamId, params.teamId));
-  return { ...params.defaults, ...Object.fromEntries(rows.map((r) => [r.model, r.price as ModelPrice])) };
+/** The team's overrides, all of them or only those for `models`. */
+export async function loadPriceOverrides(db: Db, params: { teamId: string; models?: string[] }): Promise<PriceTable> {
+  const where = params.models ? and(eq(modelPrices.teamId, params.teamId), inArray(modelPrices.model, params.models)) : eq(modelPrices.teamId, params.teamId);
+  const rows = await db.select().from(modelPrices).where(where);
+  return Object.fromEntries(rows.map((r) => [r.model, r.price as ModelPrice]));
 }
 
 export async function setPrice(db: Db, params: { teamId: string; model: string; price: ModelPrice }) {

@@ -1,17 +1,21 @@
 /**
  * Starting a session, as POST /v1/sessions and a schedule's runs both do it: resolve the agent version (its
- * governance from the current version), check the budget against the agent's cap, compose the team's policy, then write the session row and its audit row in one
- * transaction. The row's id is the caller's: a retry with the same id lands on the row it wrote before.
+ * governance from the current version), check the budget against the agent's cap, that the model has a price and
+ * that the runtime enforces the team's deny rules, compose the team's policy, then write the session row and its
+ * audit row in one transaction. The row's id is the caller's: a retry with the same id lands on the row it wrote
+ * before.
  */
 import { governanceOf, toSnapshot, type AgentDefinition } from '../../api/schemas/agent.schema';
 import { describeUnenforceable, unenforceableDenies, type DenyCapability } from '../../governance/enforceability';
 import { composePolicy } from '../../governance/policy';
+import { resolvePrice, type CostSource } from '../../governance/pricing';
 import type { Actor, AgentSnapshot, SessionBudget } from '../../governance/types';
 import type { SessionTrigger, SessionWorkflowInput } from '../../workflows/definitions';
 import type { Db } from '../client';
 import { getAgent, getEnvironment } from './agents';
 import { appendAudit } from './audit';
 import { getTeamPolicy } from './policies';
+import { loadPriceOverrides } from './pricing';
 import { getSession, insertSessionIfAbsent, type SessionRow } from './sessions';
 
 /** Why a session cannot start; the API answers with `status`, an activity fails without retrying. */
@@ -43,8 +47,11 @@ export async function planSession(
     environmentId?: string | null;
     budget?: { max_cost_usd: number };
     fieldPrefix?: string;
-    /** what each runtime can enforce; when given, a team deny rule the agent's runtime would ignore refuses the start */
-    capabilities?: Partial<Record<string, DenyCapability>>;
+    /**
+     * the runtimes' capabilities: where each one's charges come from (a runtime missing here counts as priced), and
+     * which deny rules it enforces (a team deny rule the agent's runtime would ignore refuses the start)
+     */
+    capabilities: Partial<Record<string, { cost: CostSource } & DenyCapability>>;
   },
 ): Promise<SessionPlan> {
   const field = (name: string) => `${params.fieldPrefix ?? 'body'}.${name}`;
@@ -68,6 +75,7 @@ export async function planSession(
   if (params.budget && agentCap !== undefined && params.budget.max_cost_usd > agentCap) {
     throw new SessionStartError(400, 'request.invalid', `${field('budget.max_cost_usd')}: ${params.budget.max_cost_usd} exceeds the agent's cap of ${agentCap}`, field('budget.max_cost_usd'));
   }
+  if ((params.capabilities[snapshot.runtime.type]?.cost ?? 'priced') === 'priced') await requirePrice(db, { teamId: params.teamId, model: snapshot.model, field: field('agent') });
   // the team's deny rules go on top of the agent's own; the revision orders later policy changes
   const team = await getTeamPolicy(db, params.teamId);
   checkTeamDeniesEnforceable(snapshot.runtime.type, params.capabilities?.[snapshot.runtime.type], team.rules, field('agent'));
@@ -80,6 +88,18 @@ function checkTeamDeniesEnforceable(runtime: string, caps: DenyCapability | unde
   if (!caps) return;
   const found = unenforceableDenies(caps, rules);
   if (found.length > 0) throw new SessionStartError(400, 'request.invalid', `${field}: ${describeUnenforceable(runtime, found)}`, field);
+}
+
+/** A session whose tokens would be priced at $0 for want of a price is refused: its budgets could never trip. */
+async function requirePrice(db: Db, params: { teamId: string; model: string; field: string }): Promise<void> {
+  const overrides = await loadPriceOverrides(db, { teamId: params.teamId, models: [params.model] });
+  if (resolvePrice(params.model, overrides)) return;
+  throw new SessionStartError(
+    400,
+    'request.invalid',
+    `${params.field}: model ${params.model} has no price: set one with PUT /v1/pricing/${encodeURIComponent(params.model)} (0 is allowed)`,
+    params.field,
+  );
 }
 
 export interface SessionRecord {

@@ -163,7 +163,7 @@ const RUNTIMES: RuntimeCase[] = [
     kind: 'opencode',
     ...modelBackend,
     adapter: (env) => ({ opencode: createOpenCodeAdapter({ dataDir: env.stack.dataDir }) }),
-    agent: async (env) => ({ model: 'scripted-model', runtime: { type: 'opencode', config: { cost: { input: 3, output: 15 } } }, model_provider: { base_url: env.model!.openaiBaseUrl } }),
+    agent: async (env) => ({ model: 'scripted-model', runtime: { type: 'opencode', config: {} }, model_provider: { base_url: env.model!.openaiBaseUrl } }),
     script(env, prompt, steps) {
       env.model!.setScript([{ match: prompt, steps: modelSteps(env, prompt, steps, 'filePath') }]);
       return prompt;
@@ -175,7 +175,7 @@ const RUNTIMES: RuntimeCase[] = [
     adapter: (env) => ({ acp: createAcpAdapter({ dataDir: env.stack.dataDir }) }),
     async agent(env) {
       const credential = await env.stack.call('POST', '/v1/credentials', { name: 'acp model key', secret: 'sk-acp-conformance-0123456789' });
-      return { model: 'scripted-model', runtime: { type: 'acp', config: { agent: 'opencode', cost: { input: 3, output: 15 } } }, model_provider: { base_url: env.model!.openaiBaseUrl, credential_id: credential.body.id } };
+      return { model: 'scripted-model', runtime: { type: 'acp', config: { agent: 'opencode' } }, model_provider: { base_url: env.model!.openaiBaseUrl, credential_id: credential.body.id } };
     },
     script(env, prompt, steps) {
       env.model!.setScript([{ match: prompt, steps: modelSteps(env, prompt, steps, 'filePath') }]);
@@ -294,7 +294,7 @@ const RUNTIMES: RuntimeCase[] = [
     adapter: () => ({ openclaw: createOpenClawAdapter(openClawBinaries().binaries!) }),
     // the first turn starts the gateway: about 20 s on an idle machine, a minute or more on a loaded one
     startMs: 180_000,
-    agent: async (env) => ({ model: 'scripted-model', runtime: { type: 'openclaw', config: { cost: { input: 3, output: 15 } } }, model_provider: { base_url: env.model!.openaiBaseUrl } }),
+    agent: async (env) => ({ model: 'scripted-model', runtime: { type: 'openclaw', config: {} }, model_provider: { base_url: env.model!.openaiBaseUrl } }),
     script(env, prompt, steps) {
       // OpenClaw prefixes the prompt with a timestamp: rules match by substring
       env.model!.setScript([{ match: prompt, steps: modelSteps(env, prompt, steps, 'filePath') }]);
@@ -360,6 +360,8 @@ function describeRuntime(rt: RuntimeCase): void {
       env.stack = await startStack({ worker: false, allowPrivateEgress: rt.kind === 'scripted' ? [] : LOCAL_RECEIVERS });
       await rt.backend(env);
       await env.stack.startWorker(rt.adapter(env));
+      // the scripted model is in no catalogue: the team prices it, as a runtime that prices tokens needs
+      await env.stack.price('scripted-model', { input: 3, output: 15 });
       const agent = await env.stack.call('POST', '/v1/agents', { name: `conformance ${rt.kind}`, tool_policy: caps.approvals ? POLICY : POLICY_WITHOUT_ASK, ...(await rt.agent(env)) });
       expect(agent.status, JSON.stringify(agent.body)).toBeLessThan(300);
       const session = await env.stack.call('POST', '/v1/sessions', { agent: agent.body.id });

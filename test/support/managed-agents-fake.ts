@@ -21,6 +21,8 @@ export type FakeStep =
   | { tool: string; input: Record<string, unknown>; result?: string }
   /** one model request: span.model_request_end, then a cumulative session.usage with list_cost */
   | { usage: { input: number; output: number; costUsd: number } }
+  /** one model request whose span carries its own `cost_usd` (a Managed-Agents-protocol server may report any figure) */
+  | { span: { input: number; output: number; costUsd: number } }
   /** wait until the test opens the gate (or the turn is interrupted) */
   | { gate: string }
   | { sleep: number }
@@ -141,6 +143,9 @@ export async function startManagedAgentsFake(opts: { apiKey?: string; heartbeatM
         s.usage.output_tokens += step.usage.output;
         s.usage.list_cost = { amount: (Number(s.usage.list_cost.amount) + step.usage.costUsd).toFixed(6), currency: 'USD' };
         publish(s, { type: 'session.usage', usage: structuredClone(s.usage), budget: s.budget });
+      } else if ('span' in step) {
+        const start = publish(s, { type: 'span.model_request_start' });
+        publish(s, { type: 'span.model_request_end', model_request_start_id: start.id, is_error: false, cost_usd: step.span.costUsd, model_usage: { input_tokens: step.span.input, output_tokens: step.span.output, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 } });
       } else if ('gate' in step) {
         const g = gateOf(step.gate);
         g.reach();

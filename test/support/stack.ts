@@ -46,6 +46,11 @@ export interface Stack {
   newTeam(): Promise<{ teamId: string; key(role: Role): Promise<string> }>;
   /** fetch with the admin key (or another) and JSON in and out */
   call(method: string, path: string, body?: unknown, key?: string): Promise<{ status: number; body: any; headers: Headers }>;
+  /**
+   * the team's price for a model (USD per million tokens), with the admin key or another team's admin key: sessions of
+   * runtimes that price tokens are refused on a model that has none (made-up test models are not in the catalogue)
+   */
+  price(model: string, price: { input: number; output: number; cache_read?: number; cache_write?: number }, key?: string): Promise<void>;
   startWorker(runtimes: RuntimeRegistry): Promise<void>;
   stopWorker(): Promise<void>;
   stop(): Promise<void>;
@@ -141,6 +146,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
         // not JSON: keep the text
       }
       return { status: res.status, body: parsed, headers: res.headers };
+    },
+    async price(model, price, key) {
+      const res = await stack.call('PUT', `/v1/pricing/${encodeURIComponent(model)}`, price, key);
+      if (res.status !== 200) throw new Error(`PUT /v1/pricing/${model}: ${res.status} ${JSON.stringify(res.body)}`);
     },
     async startWorker(runtimes) {
       workerConnection = await NativeConnection.connect({ address: temporalAddress });
