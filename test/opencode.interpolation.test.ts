@@ -118,6 +118,8 @@ describe('the API refuses a "{" where OpenCode would expand it', () => {
       .update(agentVersions)
       .set({ definition: { ...base, model: '{env:AGENTPLANE_MASTER_KEY}' } })
       .where(eq(agentVersions.agentId, agent.body.id));
+    // the session must get as far as the runtime: a price for the smuggled model id, or the start is refused for want of one
+    await stack.price('{env:AGENTPLANE_MASTER_KEY}', { input: 0, output: 0 });
     const session = await stack.call('POST', '/v1/sessions', { agent: agent.body.id });
     expect(session.status, JSON.stringify(session.body)).toBe(200);
     const id = session.body.id as string;

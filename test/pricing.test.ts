@@ -15,7 +15,7 @@ import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
 import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
 import { startManagedAgentsFake, type ManagedAgentsFake } from './support/managed-agents-fake';
 import { startScriptedModel, type ScriptedModel } from './support/scripted-model';
-import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
+import { eventsOf, eventually, LOCAL_RECEIVERS, localEgress, startStack, waitForStatus, type Stack } from './support/stack';
 
 const usage = (input: number, output: number, cacheRead = 0, cacheWrite = 0): TokenUsage => ({ input_tokens: input, output_tokens: output, cache_read_input_tokens: cacheRead, cache_creation_input_tokens: cacheWrite });
 
@@ -86,8 +86,9 @@ describe('through the API', () => {
   beforeAll(async () => {
     fake = await startManagedAgentsFake({ heartbeatMs: 200 });
     model = await startScriptedModel();
-    stack = await startStack({ worker: false });
-    await stack.startWorker({ 'managed-agents': createManagedAgentsAdapter({ settleMs: 50 }), opencode: createOpenCodeAdapter({ dataDir: stack.dataDir }) });
+    // the Managed Agents fake and the scripted model listen on 127.0.0.1
+    stack = await startStack({ worker: false, allowPrivateEgress: LOCAL_RECEIVERS });
+    await stack.startWorker({ 'managed-agents': createManagedAgentsAdapter({ settleMs: 50, egress: localEgress() }), opencode: createOpenCodeAdapter({ dataDir: stack.dataDir }) });
   }, 120_000);
   afterAll(async () => {
     await stack?.stop();
@@ -102,7 +103,8 @@ describe('through the API', () => {
     const created = await stack.call('POST', '/v1/agents', { name: 'self-priced', model: 'gpt-4.1', runtime: { type: 'opencode', config: { cost: { input: 0, output: 0 } } } }, developer);
     expect(created.status).toBe(400);
     expect(created.body.invalid_params).toEqual([expect.objectContaining({ name: 'body.runtime.config.cost' })]);
-    const agent = await stack.call('POST', '/v1/agents', { name: 'priced by the platform', model: 'gpt-4.1', runtime: { type: 'openclaw', config: {} }, tool_policy: { rules: [], default: 'allow' } }, developer);
+    // made by an admin: a developer may not set its policy (policies:write), and openclaw cannot ask
+    const agent = await stack.call('POST', '/v1/agents', { name: 'priced by the platform', model: 'gpt-4.1', runtime: { type: 'openclaw', config: {} }, tool_policy: { rules: [], default: 'allow' } });
     expect(agent.status).toBe(200);
     const updated = await stack.call('POST', `/v1/agents/${agent.body.id}`, { version: agent.body.version, runtime: { type: 'openclaw', config: { cost: { input: 0, output: 0 } } } }, developer);
     expect(updated.status).toBe(400);
