@@ -697,10 +697,18 @@ const ACCESS: Record<string, AccessCase[]> = {
   ],
   'GET /v1/audit/verify': [
     {
+      label: 'from the last checkpoint',
       permission: 'audit:read',
       request: async () => ({ path: '/v1/audit/verify' }),
       otherTeam: 'answered',
-      check: (res) => expect(res.body).toMatchObject({ ok: true, rows: expect.any(Number) }),
+      check: (res) => expect(res.body).toMatchObject({ ok: true, from: 'checkpoint', rows: expect.any(Number) }),
+    },
+    {
+      label: 'from=start: the whole chain, every team\'s rows',
+      permission: 'audit:verify_full',
+      request: async () => ({ path: '/v1/audit/verify?from=start' }),
+      otherTeam: 'answered',
+      check: (res) => expect(res.body).toMatchObject({ ok: true, from: 'start', rows: expect.any(Number) }),
     },
   ],
   'POST /v1/webhooks': [
