@@ -1250,6 +1250,7 @@ const MALFORMED: Record<string, Malformed[]> = {
     { what: 'a cursor this endpoint never gave', call: () => ({ path: '/v1/audit?page=abc' }), field: 'query.page' },
   ],
   'GET /v1/audit/export': [{ what: 'an until that is not ISO 8601', call: () => ({ path: '/v1/audit/export?until=soon' }), field: 'query.until' }],
+  'GET /v1/audit/verify': [{ what: 'a from that is neither checkpoint nor start', call: () => ({ path: '/v1/audit/verify?from=genesis' }), field: 'query.from' }],
   'POST /v1/webhooks': [
     { what: 'an ftp URL', call: () => ({ path: '/v1/webhooks', body: { url: 'ftp://127.0.0.1/hook' } }), field: 'body.url' },
     { what: 'an unknown event type', call: () => ({ path: '/v1/webhooks', body: { url: 'http://127.0.0.1:9/x', events: ['session.created'] } }), field: 'body.events.0' },

@@ -164,7 +164,9 @@ export function registerAuditRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
-      middleware: requires('audit:read'),
+      // the permission the walk asked for, named before the query is validated (the handler checks it again on the
+      // validated value)
+      middleware: (c, next) => requires(c.req.query('from') === 'start' ? 'audit:verify_full' : 'audit:read')(c, next),
       method: 'get',
       path: '/v1/audit/verify',
       tags,
