@@ -48,6 +48,10 @@ export interface AppDeps {
   maxBodyBytes?: number;
   /** how often the SSE stream looks for new events */
   streamPollMs?: number;
+  /** event streams one key may hold open at once in this process (default 16); one more is refused with 429 */
+  maxStreamsPerKey?: number;
+  /** how often an open event stream checks that its key is still active (default 15 s); a revoked key's stream ends */
+  streamKeyCheckMs?: number;
   /** structured log lines (one object per request and per unhandled error); silent when absent */
   log?: (entry: Record<string, unknown>) => void;
   /** a span per request, parent of the workflow it starts; absent: tracing off */
@@ -59,6 +63,14 @@ export interface AppDeps {
 export type App = OpenAPIHono<AppEnv>;
 
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+/**
+ * Each open stream polls Postgres (every 200 ms until LISTEN/NOTIFY replaces it), so one key's streams are one key's
+ * share of the database. 16 is more than a person follows at once (a browser holds at most 6 connections to one
+ * origin over HTTP/1.1); a program that follows more sessions reads their pages or takes webhooks.
+ */
+export const DEFAULT_MAX_STREAMS_PER_KEY = 16;
+/** half the 30 s within which a revoked key must lose its streams, for one indexed read per stream */
+export const DEFAULT_STREAM_KEY_CHECK_MS = 15_000;
 
 export function createApp(deps: AppDeps): App {
   const app: App = new OpenAPIHono<AppEnv>({
@@ -114,17 +126,20 @@ export function createApp(deps: AppDeps): App {
   });
 
   const maxBodyBytes = deps.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const tooLarge = () => {
+    throw new ApiError(413, 'request.too_large', `the request body is larger than ${maxBodyBytes} bytes`);
+  };
+  const limitBody = bodyLimit({ maxSize: maxBodyBytes, onError: tooLarge });
   // first, so no later step reads more than this: a declared Content-Length over it is refused unread, and a chunked
-  // body is cut off as soon as it passes it
-  app.use(
-    '/v1/*',
-    bodyLimit({
-      maxSize: maxBodyBytes,
-      onError: () => {
-        throw new ApiError(413, 'request.too_large', `the request body is larger than ${maxBodyBytes} bytes`);
-      },
-    }),
-  );
+  // body is cut off as soon as it passes it. A declared length is judged from the header alone (Node's parser reads
+  // exactly that many bytes as the body), without bodyLimit, which opens the body to look at it: an opened body that
+  // is answered early (this 413, a 401, a 403) cannot be discarded while the client still sends it, so the server
+  // closes on the client, which then reads a reset instead of the answer
+  app.use('/v1/*', (c, next) => {
+    const declared = c.req.header('content-length');
+    if (declared === undefined || c.req.header('transfer-encoding') !== undefined) return limitBody(c, next);
+    return Number(declared) > maxBodyBytes ? tooLarge() : next();
+  });
 
   app.use('/v1/*', async (c, next) => {
     const header = c.req.header('authorization');

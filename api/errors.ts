@@ -57,19 +57,23 @@ export class ApiError extends Error {
 
 export const notFound = (what: string) => new ApiError(404, 'resource.not_found', `${what} was not found`);
 
-export function problem(c: Context<AppEnv>, err: ApiError) {
-  const body = {
+/** The problem+json body of an error: the answer of a failed request, and the data of an SSE stream's `error` frame. */
+export function problemBody(err: ApiError, requestId: string) {
+  return {
     type: `https://agentplane.dev/problems/${err.code}`,
     title: TITLES[err.code],
     status: err.status,
     detail: err.message,
     code: err.code,
-    request_id: c.get('requestId'),
+    request_id: requestId,
     ...(err.invalidParams ? { invalid_params: err.invalidParams } : {}),
     // Managed-Agents-style clients read `error.type` / `error.message`
     error: { type: err.code, message: err.message },
   };
-  return c.body(JSON.stringify(body), err.status, { 'content-type': 'application/problem+json' });
+}
+
+export function problem(c: Context<AppEnv>, err: ApiError) {
+  return c.body(JSON.stringify(problemBody(err, c.get('requestId'))), err.status, { 'content-type': 'application/problem+json' });
 }
 
 export function fromZodError(error: ZodError, where: 'body' | 'query' | 'path' | 'header'): ApiError {

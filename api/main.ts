@@ -15,7 +15,7 @@ import { createApiMetrics, serveMetrics } from '../observability/metrics';
 import { clientInterceptors, startTracing } from '../observability/tracing';
 import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
 import { createEgressGuard } from '../runtimes/kit/egress';
-import { createApp, DEFAULT_MAX_BODY_BYTES } from './create-app';
+import { createApp, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_STREAMS_PER_KEY } from './create-app';
 
 const env = parseEnv({
   ...temporalEnv,
@@ -28,6 +28,8 @@ const env = parseEnv({
   AGENTPLANE_ADMIN_KEY: z.string().startsWith('ap_', 'must start with ap_').min(20).optional(),
   /** the largest request body the API reads; anything larger is answered 413 unread */
   AGENTPLANE_MAX_BODY_BYTES: z.coerce.number().int().min(1024).max(1024 * 1024 * 1024).default(DEFAULT_MAX_BODY_BYTES),
+  /** event streams one key may hold open at once in this process; one more is answered 429 */
+  AGENTPLANE_MAX_STREAMS_PER_KEY: z.coerce.number().int().min(1).max(10_000).default(DEFAULT_MAX_STREAMS_PER_KEY),
 });
 
 const tracing = env.OTEL_EXPORTER_OTLP_ENDPOINT ? startTracing({ endpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: env.OTEL_SERVICE_NAME ?? 'agentplane-api' }) : null;
@@ -46,6 +48,7 @@ const app = createApp({
   capabilities: RUNTIME_CAPABILITIES,
   egress: createEgressGuard({ allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE }),
   maxBodyBytes: env.AGENTPLANE_MAX_BODY_BYTES,
+  maxStreamsPerKey: env.AGENTPLANE_MAX_STREAMS_PER_KEY,
   log,
   tracer: tracing?.tracer,
   metrics,

@@ -69,12 +69,16 @@ export function createClient(credentials: Credentials): ApiClient {
 /** "Title: detail" from a problem+json answer, or the status line when the body is something else. */
 async function problemError(res: Response): Promise<CliError> {
   const text = await res.text();
-  let message = `${res.status} ${res.statusText}`;
   try {
     const problem = JSON.parse(text) as { title?: string; detail?: string };
-    if (problem.title || problem.detail) message = [problem.title, problem.detail].filter(Boolean).join(': ');
+    if (problem.title || problem.detail) return cliErrorOf(problem, res.status);
   } catch {
     // not problem+json (a proxy's page, say): the status line says enough
   }
-  return new CliError(exitCodeForStatus(res.status), `${message} (HTTP ${res.status})`);
+  return new CliError(exitCodeForStatus(res.status), `${res.status} ${res.statusText} (HTTP ${res.status})`);
+}
+
+/** A problem+json body as the error the command exits with: from an answer, or from an event stream's `error` frame. */
+export function cliErrorOf(problem: { title?: string; detail?: string }, status: number): CliError {
+  return new CliError(exitCodeForStatus(status), `${[problem.title, problem.detail].filter(Boolean).join(': ')} (HTTP ${status})`);
 }

@@ -4,7 +4,7 @@
  */
 import { readSseFrames } from '../runtimes/sse';
 import { resolveAgent, type Agent } from './agents.commands';
-import type { ApiClient } from './client';
+import { cliErrorOf, type ApiClient } from './client';
 import { flag, option, type Command, type CommandContext, type CommandTable } from './command';
 import { CliError, EXIT, usageError } from './errors';
 import type { Output } from './output';
@@ -47,6 +47,11 @@ async function tail(api: ApiClient, out: Output, sessionId: string): Promise<voi
       const res = await api.stream(`/v1/sessions/${encodeURIComponent(sessionId)}/events/stream`, { 'last-event-id': cursor });
       for await (const frame of readSseFrames(res.body!)) {
         if (frame.event === 'ping' || !frame.data) continue;
+        // the API's last word before it closes the stream (the key was revoked): a problem, not a session event
+        if (frame.event === 'error') {
+          const problem = JSON.parse(frame.data) as { status: number; title?: string; detail?: string };
+          throw cliErrorOf(problem, problem.status);
+        }
         const event = JSON.parse(frame.data) as SessionEvent;
         if (frame.id) cursor = frame.id;
         failures = 0;

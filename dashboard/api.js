@@ -81,6 +81,12 @@ export async function streamEvents(sessionId, { lastEventId, onEvent, onState, s
       for await (const frame of sseFrames(res.body)) {
         if (frame.id !== undefined) cursor = frame.id;
         if (frame.event === 'ping') continue;
+        // the API's last word before it closes the stream (the key was revoked): a problem, not a session event
+        if (frame.event === 'error') {
+          const problem = JSON.parse(frame.data);
+          if (problem.status === 401) window.dispatchEvent(new CustomEvent('agentplane:unauthorized'));
+          throw new ApiError(problem.status, problem);
+        }
         const event = JSON.parse(frame.data);
         onEvent(event);
         if (event.type === 'session.status_terminated') {

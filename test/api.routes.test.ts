@@ -747,10 +747,18 @@ const ACCESS: Record<string, AccessCase[]> = {
   ],
   'GET /v1/audit/verify': [
     {
+      label: 'from the last checkpoint',
       permission: 'audit:read',
       request: async () => ({ path: '/v1/audit/verify' }),
       otherTeam: 'answered',
-      check: (res) => expect(res.body).toMatchObject({ ok: true, rows: expect.any(Number) }),
+      check: (res) => expect(res.body).toMatchObject({ ok: true, from: 'checkpoint', rows: expect.any(Number) }),
+    },
+    {
+      label: 'from=start: the whole chain, every team\'s rows',
+      permission: 'audit:verify_full',
+      request: async () => ({ path: '/v1/audit/verify?from=start' }),
+      otherTeam: 'answered',
+      check: (res) => expect(res.body).toMatchObject({ ok: true, from: 'start', rows: expect.any(Number) }),
     },
   ],
   'POST /v1/webhooks': [
@@ -1309,6 +1317,7 @@ const MALFORMED: Record<string, Malformed[]> = {
     { what: 'a cursor this endpoint never gave', call: () => ({ path: '/v1/audit?page=abc' }), field: 'query.page' },
   ],
   'GET /v1/audit/export': [{ what: 'an until that is not ISO 8601', call: () => ({ path: '/v1/audit/export?until=soon' }), field: 'query.until' }],
+  'GET /v1/audit/verify': [{ what: 'a from that is neither checkpoint nor start', call: () => ({ path: '/v1/audit/verify?from=genesis' }), field: 'query.from' }],
   'POST /v1/webhooks': [
     { what: 'an ftp URL', call: () => ({ path: '/v1/webhooks', body: { url: 'ftp://127.0.0.1/hook' } }), field: 'body.url' },
     { what: 'an unknown event type', call: () => ({ path: '/v1/webhooks', body: { url: 'http://127.0.0.1:9/x', events: ['session.created'] } }), field: 'body.events.0' },

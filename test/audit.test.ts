@@ -38,6 +38,31 @@ async function auditCount(): Promise<number> {
   return Number(rowsOf<{ n: string }>(await stack.db.db.execute(sql`select count(*) as n from audit_log`))[0]!.n);
 }
 
+async function teamAuditCount(teamId: string): Promise<number> {
+  return Number(rowsOf<{ n: string }>(await stack.db.db.execute(sql`select count(*) as n from audit_log where team_id = ${teamId}`))[0]!.n);
+}
+
+/** Runs SQL as the Postgres superuser with the append-only guard switched off: what only a database owner could do. */
+function asSuperuser(databaseUrl: string, statement: string): void {
+  const database = new URL(databaseUrl);
+  execFileSync('runuser', [
+    '-u',
+    'postgres',
+    '--',
+    'psql',
+    '-v',
+    'ON_ERROR_STOP=1',
+    '-p',
+    database.port || '5432',
+    '-d',
+    database.pathname.slice(1),
+    '-c',
+    `SET session_replication_role = replica; ${statement}`,
+  ]);
+}
+
+const verify = (key: string, query = '') => stack.call('GET', `/v1/audit/verify${query}`, undefined, key);
+
 /** Every row of the caller's team through GET /v1/audit, page by page. */
 async function listAll(query = '', key = viewer, limit = 1000): Promise<any[]> {
   const rows: any[] = [];
@@ -309,9 +334,15 @@ describe('audit log', () => {
     for (let i = 1; i < all.length; i++) expect(all[i]!.prev_hash, `seq ${all[i]!.seq}`).toBe(all[i - 1]!.hash);
     expect(JSON.stringify(rows)).not.toContain('sk-chained-secret-value');
 
-    const verdict = await stack.call('GET', '/v1/audit/verify', undefined, viewer);
+    // the first walk has no checkpoint yet: it starts at the first row, and counts only this team's rows
+    expect(rowsOf(await stack.db.db.execute(sql`select seq from audit_checkpoints`))).toEqual([]);
+    const ownRows = await teamAuditCount(stack.teamId);
+    expect(ownRows).toBeLessThan(await auditCount());
+    const verdict = await verify(viewer);
     expect(verdict.status).toBe(200);
-    expect(verdict.body).toEqual({ ok: true, rows: await auditCount() });
+    expect(verdict.body).toEqual({ ok: true, from: 'checkpoint', rows: ownRows });
+    const tip = rowsOf<{ seq: string }>(await stack.db.db.execute(sql`select max(seq) as seq from audit_log`))[0]!.seq;
+    expect(rowsOf(await stack.db.db.execute(sql`select seq from audit_checkpoints`))).toEqual([{ seq: tip }]);
   });
 
   it('keeps one chain when writers interleave: concurrent appends, and appends to another database from the same process', async () => {
@@ -324,7 +355,7 @@ describe('audit log', () => {
         await appendAudit(i % 2 === 0 ? stack.db.db : otherDb.db, entry(i));
         await Promise.all([appendAudit(stack.db.db, entry(100 + i)), appendAudit(stack.db.db, entry(200 + i))]);
       }
-      for (const db of [stack.db.db, otherDb.db]) expect(await verifyAuditChain(db)).toMatchObject({ ok: true });
+      for (const db of [stack.db.db, otherDb.db]) expect(await verifyAuditChain(db, { from: 'start', teamId: stack.teamId })).toMatchObject({ ok: true });
       const rows = rowsOf<{ target: string }>(await stack.db.db.execute(sql`select target from audit_log where action = 'test.interleave'`));
       expect(rows).toHaveLength(3 + 12);
     } finally {
@@ -420,35 +451,93 @@ describe('audit log', () => {
     expect((await stack.call('GET', '/v1/audit/verify')).body.ok).toBe(true);
   });
 
-  // last: it breaks the chain for everything after it
-  it('names the row a superuser changed behind the guard, and hides it from another team', async () => {
-    const agentId = await createAgent({ name: 'tampered with' });
+  it("a tenant's verify walks only what was appended since the last checkpoint, and its count never shows another team's volume", async () => {
+    const theirTeam = (await stack.call('GET', '/v1/teams/current', undefined, otherAdmin)).body.id as string;
+    expect((await verify(viewer)).body.ok).toBe(true);
+    const [before] = rowsOf<{ seq: string }>(await stack.db.db.execute(sql`select max(seq) as seq from audit_checkpoints`));
+    const ours = await teamAuditCount(stack.teamId);
+    expect((await verify(viewer)).body).toEqual({ ok: true, from: 'checkpoint', rows: ours });
+
+    const entry = (teamId: string, i: number) => ({ teamId, actorKeyId: 'key_volume', actorRole: 'admin', action: 'test.volume', target: `v${i}`, decision: 'ok', reason: 'test' });
+    for (let i = 0; i < 40; i++) await appendAudit(stack.db.db, entry(theirTeam, i));
+    for (let i = 0; i < 3; i++) await appendAudit(stack.db.db, entry(stack.teamId, i));
+    // this team sees its own 3 new rows; the other team's 40 are walked, not counted, whoever walks first
+    expect((await verify(viewer)).body).toEqual({ ok: true, from: 'checkpoint', rows: ours + 3 });
+    expect((await verify(otherAdmin)).body).toEqual({ ok: true, from: 'checkpoint', rows: await teamAuditCount(theirTeam) });
+    // the walk moved the checkpoint to the newest row
+    const [after] = rowsOf<{ seq: string; hash: string }>(await stack.db.db.execute(sql`select seq, hash from audit_checkpoints order by seq desc limit 1`));
+    const [tip] = rowsOf<{ seq: string; hash: string }>(await stack.db.db.execute(sql`select seq, hash from audit_log order by seq desc limit 1`));
+    expect(after).toEqual(tip);
+    expect(Number(after!.seq)).toBe(Number(before!.seq) + 43);
+  });
+
+  it('a tenant admin or viewer cannot make the API walk the whole cross-team chain: from=start is 403 naming audit:verify_full, a platform admin may', async () => {
+    for (const key of [stack.adminKey, viewer, otherAdmin]) {
+      const res = await verify(key, '?from=start');
+      expect(res.status, JSON.stringify(res.body)).toBe(403);
+      expect(res.body).toMatchObject({ code: 'auth.forbidden', detail: expect.stringContaining('audit:verify_full') });
+    }
+    const platform = await stack.key('platform_admin');
+    expect((await verify(platform, '?from=start')).body).toEqual({ ok: true, from: 'start', rows: await teamAuditCount(stack.teamId) });
+    expect((await verify(viewer, '?from=everything')).status).toBe(400);
+  });
+
+  it("a superuser's change to the checkpoint's own row is reported by the next incremental walk", async () => {
+    // a database of its own: a break stays in the chain for good
+    const fresh = await createTestDatabase();
+    const db = await openDatabase({ url: fresh.url });
+    try {
+      const entry = (i: number) => ({ teamId: stack.teamId, actorKeyId: 'key_checkpoint', actorRole: 'admin', action: 'test.checkpoint', target: `c${i}`, decision: 'ok', reason: 'test' });
+      for (let i = 0; i < 3; i++) await appendAudit(db.db, entry(i));
+      expect(await verifyAuditChain(db.db, { from: 'checkpoint', teamId: stack.teamId })).toEqual({ ok: true, teamRows: 3 });
+      const [checkpoint] = rowsOf<{ seq: string }>(await db.db.execute(sql`select seq from audit_checkpoints`));
+      await appendAudit(db.db, entry(3));
+
+      asSuperuser(fresh.url, `UPDATE audit_log SET target = 'moved' WHERE seq = ${Number(checkpoint!.seq)}`);
+      expect(await verifyAuditChain(db.db, { from: 'checkpoint', teamId: stack.teamId })).toMatchObject({ ok: false, brokenSeq: Number(checkpoint!.seq), why: 'row content does not match its hash' });
+      // rewriting its hash too, so the row checks out on its own, is caught by the hash the checkpoint kept
+      asSuperuser(fresh.url, `UPDATE audit_log SET hash = '${'f'.repeat(64)}' WHERE seq = ${Number(checkpoint!.seq)}`);
+      expect(await verifyAuditChain(db.db, { from: 'checkpoint', teamId: stack.teamId })).toMatchObject({
+        ok: false,
+        brokenSeq: Number(checkpoint!.seq),
+        why: expect.stringContaining('no longer has the hash it was verified with'),
+      });
+    } finally {
+      await db.close();
+      await fresh.drop();
+    }
+  });
+
+  // last two: they break the chain for everything after them
+  it('a row a superuser changes before the checkpoint escapes the incremental walk (the known limit of a checkpoint); the full walk from the first row names it', async () => {
+    const agentId = await createAgent({ name: 'tampered with before the checkpoint' });
     const [row] = await listAll(`target=${agentId}`);
     await createAgent({ name: 'written after' });
-    expect((await stack.call('GET', '/v1/audit/verify')).body.ok).toBe(true);
+    expect((await verify(viewer)).body.ok).toBe(true);
 
-    const database = new URL(stack.databaseUrl);
-    execFileSync('runuser', [
-      '-u',
-      'postgres',
-      '--',
-      'psql',
-      '-v',
-      'ON_ERROR_STOP=1',
-      '-p',
-      database.port || '5432',
-      '-d',
-      database.pathname.slice(1),
-      '-c',
-      `SET session_replication_role = replica; UPDATE audit_log SET reason = 'nothing to see' WHERE seq = ${Number(row.seq)}`,
-    ]);
+    asSuperuser(stack.databaseUrl, `UPDATE audit_log SET reason = 'nothing to see' WHERE seq = ${Number(row.seq)}`);
     expect((await listAll(`target=${agentId}`))[0].reason).toBe('nothing to see');
 
-    const verdict = await stack.call('GET', '/v1/audit/verify', undefined, viewer);
-    expect(verdict.status).toBe(200);
-    expect(verdict.body).toMatchObject({ ok: false, broken: { seq: row.seq, id: row.id, why: expect.stringContaining('hash'), other_team: false } });
+    // the incremental walk starts after the row: it cannot see the change
+    expect((await verify(viewer)).body).toMatchObject({ ok: true, from: 'checkpoint' });
+    const platform = await stack.key('platform_admin');
+    const full = await verify(platform, '?from=start');
+    expect(full.status).toBe(200);
+    expect(full.body).toMatchObject({ ok: false, from: 'start', broken: { seq: row.seq, id: row.id, why: expect.stringContaining('hash'), other_team: false } });
+    expect(full.body.rows).toBe(rowsOf<{ n: string }>(await stack.db.db.execute(sql`select count(*) as n from audit_log where team_id = ${stack.teamId} and seq < ${row.seq}`)).map((r) => Number(r.n))[0]);
+  });
 
-    const theirs = await stack.call('GET', '/v1/audit/verify', undefined, otherAdmin);
+  it('names the row a superuser changed after the checkpoint in the incremental walk, and hides it from another team', async () => {
+    const agentId = await createAgent({ name: 'tampered with after the checkpoint' });
+    const [row] = await listAll(`target=${agentId}`);
+    await createAgent({ name: 'written after' });
+    asSuperuser(stack.databaseUrl, `UPDATE audit_log SET reason = 'nothing to see' WHERE seq = ${Number(row.seq)}`);
+
+    const verdict = await verify(viewer);
+    expect(verdict.status).toBe(200);
+    expect(verdict.body).toMatchObject({ ok: false, from: 'checkpoint', broken: { seq: row.seq, id: row.id, why: expect.stringContaining('hash'), other_team: false } });
+
+    const theirs = await verify(otherAdmin);
     expect(theirs.status).toBe(200);
     expect(theirs.body).toMatchObject({ ok: false, broken: { seq: row.seq, id: null, other_team: true } });
     const text = JSON.stringify(theirs.body);
@@ -456,8 +545,10 @@ describe('audit log', () => {
     expect(text).not.toContain('nothing to see');
     expect(text).not.toContain(agentId);
 
-    // later rows still append, and the verdict keeps naming the first break
+    // the checkpoint stays before the break, so later rows do not hide it; the full walk still names the first break
     await createAgent({ name: 'after the break' });
-    expect((await stack.call('GET', '/v1/audit/verify')).body.broken).toMatchObject({ seq: row.seq, id: row.id });
+    expect((await verify(viewer)).body.broken).toMatchObject({ seq: row.seq, id: row.id });
+    const full = await verify(await stack.key('platform_admin'), '?from=start');
+    expect(full.body.broken.seq).toBeLessThan(row.seq);
   });
 });

@@ -1,13 +1,14 @@
 /**
  * The audit log, read-only: a team's rows (paged, filtered), the same rows as JSON lines for export, and a walk of
- * the whole hash chain. The chain is one across all teams, so `verify` proves every row but names only the
- * caller's own: a break in another team's row is reported by its position alone.
+ * the hash chain. The chain is one across all teams, so `verify` proves every row it walks but names and counts only
+ * the caller's own: a break in another team's row is reported by its position alone. It walks from the last
+ * checkpoint; from the first row only for audit:verify_full.
  */
 import { createRoute, z } from '@hono/zod-openapi';
 import { lastAuditSeq, listAudit, verifyAuditChain, type AuditFilter } from '../../db/queries/audit';
 import type { auditLog } from '../../db/schema/index';
 import type { Actor } from '../../governance/types';
-import { requires, type App, type AppDeps } from '../create-app';
+import { requirePermission, requires, type App, type AppDeps } from '../create-app';
 import { json, page, PageQuery, problemResponses } from '../schemas/common';
 
 const tags = ['audit'];
@@ -44,14 +45,22 @@ const AuditListQuery = PageQuery.extend({
   page: z.string().regex(/^\d{1,18}$/, 'not a cursor returned by this endpoint').optional().openapi({ description: 'the `next_page` cursor of the previous page' }),
 }).extend(AuditFilterQuery.shape);
 
+const VerifyQuery = z.object({
+  from: z
+    .enum(['checkpoint', 'start'])
+    .default('checkpoint')
+    .openapi({ description: '`checkpoint`: the rows appended since the last walk that found the chain sound; `start`: every row from the first (needs audit:verify_full)' }),
+});
+
 const VerifySchema = z
   .object({
     ok: z.boolean(),
-    rows: z.number().int().openapi({ description: 'rows checked, in every team' }),
+    from: z.enum(['checkpoint', 'start']).openapi({ description: 'where the walk began' }),
+    rows: z.number().int().openapi({ description: "the caller's team's rows the chain proves: all of them up to the newest row, or those before the break (other teams' rows are checked, never counted)" }),
     broken: z
       .object({
         seq: z.number().int(),
-        id: z.string().nullable().openapi({ description: "null when the row is another team's" }),
+        id: z.string().nullable().openapi({ description: "null when the row is another team's, or gone" }),
         why: z.string(),
         other_team: z.boolean(),
       })
@@ -155,25 +164,38 @@ export function registerAuditRoutes(app: App, deps: AppDeps): void {
 
   app.openapi(
     createRoute({
-      middleware: requires('audit:read'),
+      // the permission the walk asked for, named before the query is validated (the handler checks it again on the
+      // validated value)
+      middleware: (c, next) => requires(c.req.query('from') === 'start' ? 'audit:verify_full' : 'audit:read')(c, next),
       method: 'get',
       path: '/v1/audit/verify',
       tags,
-      description: "Walks the whole chain (every team's rows: it is one chain) and reports the first row whose hash or link does not hold.",
+      description:
+        "Walks the hash chain (one chain for every team's rows) and reports the first row whose hash or link does not hold. " +
+        'By default the walk starts at the last checkpoint: it checks that the row verified last still has the hash it had, walks only the rows appended since, and, ' +
+        'when they hold, moves the checkpoint to the newest. So a row changed behind the database guard after it was verified is found only by `from=start`, ' +
+        'the whole chain from its first row, which needs audit:verify_full (platform admins). The answer counts only the caller\'s team\'s rows.',
+      request: { query: VerifyQuery },
       responses: { 200: json(VerifySchema, 'The verdict'), ...problemResponses },
     }),
     async (c) => {
       const actor = c.get('actor');
-      const verdict = await verifyAuditChain(db);
-      if (verdict.ok) return c.json({ ok: true, rows: verdict.rows }, 200);
+      const { from } = c.req.valid('query');
+      // the whole chain is every team's rows: walking it on every call is the platform's cost, not one tenant's
+      if (from === 'start') requirePermission(actor, 'audit:verify_full');
+      const verdict = await verifyAuditChain(db, { from, teamId: actor.teamId });
+      if (verdict.ok) return c.json({ ok: true, from, rows: verdict.teamRows }, 200);
       const ours = verdict.brokenTeamId === actor.teamId;
+      const gone = verdict.brokenTeamId === null;
       return c.json(
         {
           ok: false,
-          rows: verdict.rows,
-          broken: ours
-            ? { seq: verdict.brokenSeq, id: verdict.brokenId, why: verdict.why, other_team: false }
-            : { seq: verdict.brokenSeq, id: null, why: "a row of another team does not verify; its content is not shown", other_team: true },
+          from,
+          rows: verdict.teamRows,
+          broken:
+            ours || gone
+              ? { seq: verdict.brokenSeq, id: verdict.brokenId, why: verdict.why, other_team: false }
+              : { seq: verdict.brokenSeq, id: null, why: 'a row of another team does not verify; its content is not shown', other_team: true },
         },
         200,
       );

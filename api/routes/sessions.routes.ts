@@ -9,6 +9,7 @@ import { getAgent } from '../../db/queries/agents';
 import { planSession, recordSession, SessionStartError, sessionWorkflowInput } from '../../db/queries/session-start';
 import { appendAudit } from '../../db/queries/audit';
 import { listEvents, toPublicEvent } from '../../db/queries/events';
+import { isKeyActive } from '../../db/queries/teams';
 import {
   getApproval,
   getSession,
@@ -29,10 +30,10 @@ import {
   toolConfirmationSignal,
   userMessageSignal,
 } from '../../workflows/definitions';
-import { requirePermission, requires, type App, type AppDeps } from '../create-app';
-import { ApiError, notFound } from '../errors';
+import { DEFAULT_MAX_STREAMS_PER_KEY, DEFAULT_STREAM_KEY_CHECK_MS, requirePermission, requires, type App, type AppDeps } from '../create-app';
+import { ApiError, notFound, problemBody } from '../errors';
 import { governanceOf, type AgentDefinition } from '../schemas/agent.schema';
-import { idParam, json, jsonBody, Metadata, page, PageQuery, problemResponses, Version } from '../schemas/common';
+import { idParam, json, jsonBody, Metadata, page, PageQuery, problemResponses, rateLimitedResponse, Version } from '../schemas/common';
 import { auditActor } from './agents.routes';
 
 const tags = ['sessions'];
@@ -152,11 +153,42 @@ function rethrowStartError(err: unknown): never {
   throw err;
 }
 
+/** what a refused stream is told to wait: streams end when sessions do or clients leave, neither on a schedule */
+const STREAM_RETRY_AFTER_SECONDS = 10;
+
+/**
+ * The open event streams of each key in this process. Counted in memory, not in the database: a stream lives and
+ * dies with this process, so a crash cannot leave a slot taken. With several API replicas, each has its own count.
+ */
+function createStreamSlots(max: number) {
+  const open = new Map<string, number>();
+  return {
+    max,
+    /** takes a slot for the key; the function that gives it back (once, however often it is called), or null when none is free */
+    acquire(keyId: string): (() => void) | null {
+      const held = open.get(keyId) ?? 0;
+      if (held >= max) return null;
+      open.set(keyId, held + 1);
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        const left = (open.get(keyId) ?? 1) - 1;
+        if (left > 0) open.set(keyId, left);
+        else open.delete(keyId);
+      };
+    },
+  };
+}
+
 const textOf = (content: z.infer<typeof TextContent>) => (typeof content === 'string' ? content : content.map((c) => c.text).join('\n'));
 
 export function registerSessionRoutes(app: App, deps: AppDeps): void {
   const { db, temporal } = deps;
   const handle = (sessionId: string) => temporal.workflow.getHandle(sessionId);
+  const pollMs = deps.streamPollMs ?? 200;
+  const keyCheckMs = deps.streamKeyCheckMs ?? DEFAULT_STREAM_KEY_CHECK_MS;
+  const streamSlots = createStreamSlots(deps.maxStreamsPerKey ?? DEFAULT_MAX_STREAMS_PER_KEY);
 
   async function loadSession(actor: Actor, sessionId: string) {
     const row = await getSession(db, { teamId: actor.teamId, sessionId });
@@ -400,7 +432,14 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
         params: SessionId,
         headers: z.object({ 'last-event-id': z.string().regex(/^\d+$/, 'must be the id of an event frame').optional() }),
       },
-      responses: { 200: { description: 'Server-sent events: `id:` (the event sequence number), `event:` (the event type), `data:` (the event)', content: { 'text/event-stream': { schema: z.string() } } }, ...problemResponses },
+      description:
+        `At most AGENTPLANE_MAX_STREAMS_PER_KEY streams (default ${DEFAULT_MAX_STREAMS_PER_KEY}) per key at once in one API process; one more is a 429 with Retry-After. ` +
+        "The key is checked again while the stream is open: once it is revoked, the stream sends a last frame `event: error` whose data is the problem (401 auth.invalid_key), then closes.",
+      responses: {
+        200: { description: 'Server-sent events: `id:` (the event sequence number), `event:` (the event type), `data:` (the event)', content: { 'text/event-stream': { schema: z.string() } } },
+        ...problemResponses,
+        ...rateLimitedResponse,
+      },
     }),
     async (c) => {
       const actor = c.get('actor');
@@ -408,26 +447,50 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
       const lastEventId = c.req.valid('header')['last-event-id'];
       // without Last-Event-ID the stream starts now (like Managed Agents); with it, it replays what was missed
       let cursor = lastEventId !== undefined ? Number(lastEventId) : session.eventSeq;
-      const pollMs = deps.streamPollMs ?? 200;
+      const release = streamSlots.acquire(actor.keyId);
+      if (!release) {
+        c.header('retry-after', String(STREAM_RETRY_AFTER_SECONDS));
+        throw new ApiError(
+          429,
+          'request.rate_limited',
+          `key ${actor.keyId} already has ${streamSlots.max} event streams open, the most one key may hold at once on this API process; close one and retry`,
+        );
+      }
+      const requestId = c.get('requestId');
       return streamSSE(c, async (stream) => {
-        let closed = false;
-        stream.onAbort(() => {
-          closed = true;
-        });
-        let idleSince = Date.now();
-        while (!closed) {
-          const rows = await listEvents(db, { sessionId: session.id, afterSeq: cursor, limit: 500, order: 'asc' });
-          for (const row of rows) {
-            await stream.writeSSE({ id: String(row.seq), event: row.type, data: JSON.stringify(toPublicEvent(row)) });
-            cursor = row.seq;
-            if (row.type === 'session.status_terminated') closed = true;
+        try {
+          let closed = false;
+          stream.onAbort(() => {
+            closed = true;
+          });
+          let idleSince = Date.now();
+          let keyCheckedAt = Date.now();
+          while (!closed) {
+            if (Date.now() - keyCheckedAt >= keyCheckMs) {
+              keyCheckedAt = Date.now();
+              if (!(await isKeyActive(db, { teamId: actor.teamId, keyId: actor.keyId }))) {
+                // no id: a client that resumes from Last-Event-ID resumes from the last event, and is refused with 401
+                const revoked = new ApiError(401, 'auth.invalid_key', 'the API key was revoked while the stream was open; the stream is closed');
+                await stream.writeSSE({ event: 'error', data: JSON.stringify(problemBody(revoked, requestId)) });
+                return;
+              }
+            }
+            const rows = await listEvents(db, { sessionId: session.id, afterSeq: cursor, limit: 500, order: 'asc' });
+            for (const row of rows) {
+              await stream.writeSSE({ id: String(row.seq), event: row.type, data: JSON.stringify(toPublicEvent(row)) });
+              cursor = row.seq;
+              if (row.type === 'session.status_terminated') closed = true;
+            }
+            if (rows.length > 0) idleSince = Date.now();
+            else if (Date.now() - idleSince > 15_000) {
+              await stream.writeSSE({ event: 'ping', data: '{}' });
+              idleSince = Date.now();
+            }
+            if (!closed && rows.length < 500) await stream.sleep(pollMs);
           }
-          if (rows.length > 0) idleSince = Date.now();
-          else if (Date.now() - idleSince > 15_000) {
-            await stream.writeSSE({ event: 'ping', data: '{}' });
-            idleSince = Date.now();
-          }
-          if (!closed && rows.length < 500) await stream.sleep(pollMs);
+        } finally {
+          // however the stream ends: the session terminated, the client went away, the key was revoked, a read failed
+          release();
         }
       });
     },

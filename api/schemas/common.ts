@@ -22,6 +22,15 @@ export const problemResponses = {
   413: { description: 'The body is larger than the limit (AGENTPLANE_MAX_BODY_BYTES)', content: { 'application/problem+json': { schema: Problem } } },
 } as const;
 
+/** For the routes that cap how many of them one key may hold open; `Retry-After` says when to try again. */
+export const rateLimitedResponse = {
+  429: {
+    description: 'The key holds as many of these as it may at once',
+    headers: { 'Retry-After': { description: 'seconds to wait before trying again', schema: { type: 'integer' as const } } },
+    content: { 'application/problem+json': { schema: Problem } },
+  },
+} as const;
+
 /** Postgres `integer` columns hold versions: a larger number cannot name a row, so it is refused as invalid, not looked up. */
 export const MAX_VERSION = 2_147_483_647;
 export const Version = z.number().int().positive().max(MAX_VERSION);

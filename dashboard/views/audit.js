@@ -1,5 +1,6 @@
 // The audit log: the team's rows in chain order, filtered by action, actor, target and time, a page at a time;
-// and the chain check (GET /v1/audit/verify), which walks every row and names the first that does not hold.
+// and the chain check (GET /v1/audit/verify), which walks the rows appended since its last check and names the first
+// that does not hold.
 import { get } from '../api.js';
 import { errorBox, h, replace, when } from '../dom.js';
 import { go } from '../router.js';
@@ -33,7 +34,7 @@ export function mount(root, { query, signal }) {
         replace(verdict, 'Checking…');
         try {
           const v = await get('/v1/audit/verify', {}, signal);
-          replace(verdict, v.ok ? h('span', { class: 'ok' }, `Chain intact: ${v.rows} rows verified.`) : h('span', { class: 'error' }, `Chain broken at row ${v.broken.seq}${v.broken.id ? ` (${v.broken.id})` : ''}: ${v.broken.why}`));
+          replace(verdict, v.ok ? h('span', { class: 'ok' }, `Chain intact: ${v.rows} new rows of this team verified since the last check.`) : h('span', { class: 'error' }, `Chain broken at row ${v.broken.seq}${v.broken.id ? ` (${v.broken.id})` : ''}: ${v.broken.why}`));
         } catch (err) {
           replace(verdict, errorBox(err));
         }

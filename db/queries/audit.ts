@@ -7,7 +7,7 @@ import { and, asc, desc, eq, gt, gte, lt, lte, sql, type SQL } from 'drizzle-orm
 import { isTransaction, rowsOf, type Db } from '../client';
 import { activeTraceId } from '../../observability/tracing';
 import { newId } from '../ids';
-import { auditLog } from '../schema/index';
+import { auditCheckpoints, auditLog } from '../schema/index';
 
 const AUDIT_CHAIN_LOCK = 7_114_230;
 export const GENESIS_HASH = '0'.repeat(64);
@@ -144,26 +144,85 @@ export async function lastAuditSeq(db: Db): Promise<number> {
   return row?.seq ?? 0;
 }
 
-export type ChainVerdict =
-  | { ok: true; rows: number }
-  /** `brokenTeamId` lets a caller of another team be told only that the break is not in its rows */
-  | { ok: false; rows: number; brokenSeq: number; brokenId: string; brokenTeamId: string; why: string };
+export interface ChainWalk {
+  /**
+   * `checkpoint`: from the newest checkpoint (checking that its row still has the hash it was verified with), or from
+   * the genesis when there is none yet. `start`: every row from the genesis.
+   */
+  from: 'checkpoint' | 'start';
+  /** whose rows to count: the verdict reports that team's share of the chain, never another team's */
+  teamId: string;
+  pageSize?: number;
+}
 
-/** Walks the whole chain in order and names the first row whose hash or link does not hold. */
-export async function verifyAuditChain(db: Db, pageSize = 1000): Promise<ChainVerdict> {
+export type ChainVerdict =
+  /** `teamRows`: the team's rows up to the newest row walked, all of which the chain now proves */
+  | { ok: true; teamRows: number }
+  /**
+   * `teamRows`: the team's rows before the break; `brokenTeamId` lets a caller of another team be told only that the
+   * break is not in its rows (null when the row is gone)
+   */
+  | { ok: false; teamRows: number; brokenSeq: number; brokenId: string | null; brokenTeamId: string | null; why: string };
+
+/**
+ * Walks the chain in order and names the first row whose hash or link does not hold. A walk that finds every row
+ * sound records the last one as a checkpoint, so the next `from: 'checkpoint'` walk reads only what was appended
+ * since. What that costs: a row before the checkpoint that a superuser changes afterwards (behind the append-only
+ * guard) is seen only by a `from: 'start'` walk, or by the checkpoint check when it is the checkpoint's own row.
+ */
+export async function verifyAuditChain(db: Db, params: ChainWalk): Promise<ChainVerdict> {
+  const pageSize = params.pageSize ?? 1000;
+  const broken = async (row: { seq: number; id: string | null; teamId: string | null }, why: string): Promise<ChainVerdict> => ({
+    ok: false,
+    teamRows: await countTeamRows(db, { teamId: params.teamId, beforeSeq: row.seq }),
+    brokenSeq: row.seq,
+    brokenId: row.id,
+    brokenTeamId: row.teamId,
+    why,
+  });
   let prevHash = GENESIS_HASH;
   let after = 0;
-  let count = 0;
+  const checkpoint = params.from === 'checkpoint' ? await latestAuditCheckpoint(db) : null;
+  if (checkpoint) {
+    const [row] = await db.select().from(auditLog).where(eq(auditLog.seq, checkpoint.seq));
+    if (!row) return broken({ seq: checkpoint.seq, id: null, teamId: null }, 'the row of the last checkpoint is gone');
+    if (row.hash !== checkpoint.hash) return broken(row, `the row of the last checkpoint no longer has the hash it was verified with at ${checkpoint.verifiedAt.toISOString()}`);
+    if (hashRow(row) !== row.hash) return broken(row, 'row content does not match its hash');
+    prevHash = row.hash;
+    after = row.seq;
+  }
+  const from = after;
   for (;;) {
     const page = await db.select().from(auditLog).where(gt(auditLog.seq, after)).orderBy(asc(auditLog.seq)).limit(pageSize);
     for (const row of page) {
-      count += 1;
-      if (row.prevHash !== prevHash) return { ok: false, rows: count, brokenSeq: row.seq, brokenId: row.id, brokenTeamId: row.teamId, why: 'prev_hash does not match the row before it' };
-      if (hashRow(row) !== row.hash) return { ok: false, rows: count, brokenSeq: row.seq, brokenId: row.id, brokenTeamId: row.teamId, why: 'row content does not match its hash' };
+      if (row.prevHash !== prevHash) return broken(row, 'prev_hash does not match the row before it');
+      if (hashRow(row) !== row.hash) return broken(row, 'row content does not match its hash');
       prevHash = row.hash;
       after = row.seq;
     }
-    if (page.length < pageSize) return { ok: true, rows: count };
+    if (page.length < pageSize) break;
   }
+  // rows appended meanwhile are simply not in this walk: appends commit in seq order (the chain lock), so every row up
+  // to `after` was there to be read
+  if (after > from) await recordAuditCheckpoint(db, { seq: after, hash: prevHash });
+  return { ok: true, teamRows: await countTeamRows(db, { teamId: params.teamId, beforeSeq: after + 1 }) };
 }
 
+/** A team's rows before a position of the chain (audit_team_idx answers it). */
+async function countTeamRows(db: Db, params: { teamId: string; beforeSeq: number }): Promise<number> {
+  const [row] = await db
+    .select({ n: sql<string>`count(*)` })
+    .from(auditLog)
+    .where(and(eq(auditLog.teamId, params.teamId), lt(auditLog.seq, params.beforeSeq)));
+  return Number(row?.n ?? 0);
+}
+
+export async function latestAuditCheckpoint(db: Db) {
+  const [row] = await db.select().from(auditCheckpoints).orderBy(desc(auditCheckpoints.seq)).limit(1);
+  return row ?? null;
+}
+
+/** Two walks may prove the same row at once: the first record stands. */
+async function recordAuditCheckpoint(db: Db, params: { seq: number; hash: string }): Promise<void> {
+  await db.insert(auditCheckpoints).values(params).onConflictDoNothing({ target: auditCheckpoints.seq });
+}

@@ -94,6 +94,15 @@ export async function findActiveKey(db: Db, plain: string) {
 /** The name the bootstrap gives the installation's first key; how a restart recognises it. */
 export const BOOTSTRAP_KEY_NAME = 'bootstrap admin';
 
+/** Whether the key is still active (not revoked): an open event stream asks this while it runs. */
+export async function isKeyActive(db: Db, params: { teamId: string; keyId: string }): Promise<boolean> {
+  const [row] = await db
+    .select({ id: apiKeys.id })
+    .from(apiKeys)
+    .where(and(eq(apiKeys.id, params.keyId), eq(apiKeys.teamId, params.teamId), isNull(apiKeys.revokedAt)));
+  return row !== undefined;
+}
+
 /**
  * First start: a `default` team and the installation's platform admin key. With `plain` (AGENTPLANE_ADMIN_KEY) that
  * key is registered (idempotent across restarts); without it a key is generated only when no platform admin key is
