@@ -35,7 +35,7 @@ interface Served {
 
 /** Another API process on the stack's database and Temporal, with its own settings. */
 async function serveApp(overrides: Partial<AppDeps>): Promise<Served> {
-  const app = createApp({ db: stack.db.db, vault: stack.vault, temporal: stack.temporal, taskQueue: stack.taskQueue, capabilities: RUNTIME_CAPABILITIES, streamPollMs: 50, ...overrides });
+  const app = createApp({ db: stack.db.db, vault: stack.vault, temporal: stack.temporal, taskQueue: stack.taskQueue, capabilities: RUNTIME_CAPABILITIES, egress: stack.egress, streamPollMs: 50, ...overrides });
   const server: ServerType = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
   });
