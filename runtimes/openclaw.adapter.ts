@@ -44,6 +44,7 @@ import { evaluatePolicy, globMatch } from '../governance/policy';
 import { priceFor, type ModelPrice } from '../governance/pricing';
 import { CANONICAL_TOOLS, type CanonicalTool, type ToolPolicy } from '../governance/types';
 import { redact } from './kit/redact';
+import { alive } from './kit/process';
 import type { AdapterLogger, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
 
 /** OpenClaw's tools (as offered to the model) → canonical names */
@@ -529,15 +530,6 @@ async function enforcedDenies(client: GatewayClient): Promise<string[] | null> {
     return Array.isArray(deny) ? deny.map(String).sort() : [];
   } catch {
     return null;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

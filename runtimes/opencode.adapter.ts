@@ -26,6 +26,7 @@
  */
 import { refuseInterpolation } from './kit/interpolation';
 import { redact } from './kit/redact';
+import { alive } from './kit/process';
 import { readSseFrames } from './sse';
 import { spawn } from 'node:child_process';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
@@ -1083,15 +1084,6 @@ function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** A recorded pid is only trusted while it still is an `opencode serve` on the recorded port (pids get reused). */
