@@ -3,9 +3,10 @@
 # TypeScript runs through tsx in production too: there is no compile step to drift from what the tests run.
 
 FROM node:20-bookworm-slim AS base
-# git and CA certificates for the coding-agent runtimes the worker starts in session workspaces.
+# git and CA certificates for the coding-agent runtimes the worker starts in session workspaces; bubblewrap and socat
+# for each session's sandbox and its bridges to the worker.
 RUN apt-get update \
-  && apt-get install -y --no-install-recommends ca-certificates git \
+  && apt-get install -y --no-install-recommends ca-certificates git bubblewrap socat \
   && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 
