@@ -13,6 +13,9 @@ import { loadPriceOverrides } from '../db/queries/pricing';
 import { enqueueNotification } from '../db/queries/webhooks';
 import { budgetThreshold } from '../governance/notifications';
 import { decideApproval, getRuntimeRef, getSession, putRuntimeRef } from '../db/queries/sessions';
+import { sessionEnvironmentConfig } from '../db/queries/environments';
+import { readNetworking } from '../api/schemas/environment.schema';
+import { DEFAULT_NETWORKING, NO_NETWORK, type Networking } from '../governance/networking';
 import { livePolicyFor } from '../db/queries/policies';
 import { describeUnenforceable, unenforceableDenies } from '../governance/enforceability';
 import type { Vault } from '../db/vault';
@@ -60,7 +63,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     // the session's current policy: a change the workflow has not heard of yet wins (the newest revision, as for each
     // tool decision). A team deny added since the session started that this runtime would ignore stops the turn before
     // it leaves; the adapter gets the current policy for what it compiles into the runtime (OpenClaw's tools.deny).
-    const live = await livePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId });
+    const [live, networking] = await Promise.all([livePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId }), sessionNetworking(db, input)]);
     const policy = live.revision > input.policyVersion ? live.policy : input.policy;
     if (input.input.kind === 'message') {
       const unenforceable = unenforceableDenies(adapter.capabilities, policy.rules.filter((r) => r.source === 'team'));
@@ -68,7 +71,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
         throw ApplicationFailure.create({ type: 'policy.unenforceable', message: describeUnenforceable(adapter.kind, unenforceable), nonRetryable: true });
       }
     }
-    const ctx: TurnContext = { sessionId: input.sessionId, agent: { ...input.agent, toolPolicy: policy }, workdir: join(deps.dataDir, 'sessions', input.sessionId), secrets: {} };
+    const ctx: TurnContext & { networking: Networking } = { sessionId: input.sessionId, agent: { ...input.agent, toolPolicy: policy }, workdir: join(deps.dataDir, 'sessions', input.sessionId), secrets: {}, networking };
     await mkdir(ctx.workdir, { recursive: true });
     const credentialId = input.agent.modelProvider?.credentialId;
     if (credentialId) {
@@ -353,4 +356,18 @@ function toCharge(event: RuntimeEvent, pricing: Pricing): PricedRequest | null {
 
 function tokenCount(n: number): number {
   return Number.isFinite(n) && n > 0 ? Math.min(Math.floor(n), Number.MAX_SAFE_INTEGER) : 0;
+}
+
+/**
+ * What the session's sandbox may reach this turn: its environment's `config.networking` as it is now, so a change to
+ * the environment applies from the session's next turn (or leg), like a policy change. No environment: the default
+ * one's. An environment that cannot be found, or whose stored policy does not read, gets no network (fails closed).
+ */
+async function sessionNetworking(db: Db, input: RunTurnInput): Promise<Networking> {
+  const found = await sessionEnvironmentConfig(db, { teamId: input.agent.teamId, sessionId: input.sessionId });
+  if (found.kind === 'none') return DEFAULT_NETWORKING;
+  const networking = found.kind === 'found' ? readNetworking(found.config) : null;
+  if (networking) return networking;
+  log.warn('the session\'s environment has no readable networking policy: the turn runs without network', { sessionId: input.sessionId, environmentId: found.environmentId });
+  return NO_NETWORK;
 }

@@ -105,4 +105,48 @@ describe('the official Anthropic SDK against agentplane', () => {
     expect(Number(retrieved.usage?.list_cost?.amount ?? 0)).toBeGreaterThan(0);
     await client.beta.sessions.archive(session.id);
   }, 150_000);
+
+  it("creates, retrieves, updates and lists environments with beta.environments, a limited network policy in the SDK's own types, and another team's environment is the SDK's NotFoundError", async () => {
+    const client = new Anthropic({ baseURL: stack.url, apiKey: stack.adminKey });
+    const created: Anthropic.Beta.BetaEnvironment = await client.beta.environments.create({
+      name: 'sdk limited',
+      description: 'only GitHub',
+      config: { type: 'cloud', networking: { type: 'limited', allowed_hosts: ['github.com', '*.githubusercontent.com'], allow_package_managers: true } },
+      metadata: { purpose: 'sdk' },
+    });
+    expect(created).toMatchObject({
+      id: expect.stringMatching(/^env_/),
+      type: 'environment',
+      description: 'only GitHub',
+      config: { type: 'cloud', networking: { type: 'limited', allowed_hosts: ['github.com', '*.githubusercontent.com'], allow_package_managers: true, allow_mcp_servers: false } },
+      metadata: { purpose: 'sdk' },
+      archived_at: null,
+    });
+    expect(await client.beta.environments.retrieve(created.id)).toEqual(created);
+
+    // an update names only what changes (the SDK's params: omitted fields keep their value)
+    const updated = await client.beta.environments.update(created.id, { config: { type: 'cloud', networking: { type: 'limited', allowed_hosts: ['api.github.com'] } }, metadata: { purpose: null } });
+    const networking = updated.config.type === 'cloud' ? updated.config.networking : null;
+    expect(networking).toEqual({ type: 'limited', allowed_hosts: ['api.github.com'], allow_package_managers: true, allow_mcp_servers: false });
+    expect(updated.metadata).toEqual({});
+    expect(updated.name).toBe('sdk limited');
+
+    // a bad host is the SDK's BadRequestError, naming the entry
+    const refused = await client.beta.environments.update(created.id, { config: { type: 'cloud', networking: { type: 'limited', allowed_hosts: ['169.254.169.254'] } } }).catch((err: unknown) => err);
+    expect(refused).toBeInstanceOf(Anthropic.BadRequestError);
+    expect(String((refused as Error).message)).toContain('body.config.networking.allowed_hosts.0');
+
+    // the list pages through every environment, one at a time
+    const second = await client.beta.environments.create({ name: 'sdk default' });
+    expect(second.config).toMatchObject({ type: 'cloud', networking: { type: 'unrestricted' } });
+    const listed: string[] = [];
+    for await (const env of client.beta.environments.list({ limit: 1 })) listed.push(env.id);
+    expect(listed).toEqual(expect.arrayContaining([created.id, second.id]));
+    expect(new Set(listed).size).toBe(listed.length);
+
+    const other = new Anthropic({ baseURL: stack.url, apiKey: await stack.key('admin', 'other') });
+    await expect(other.beta.environments.retrieve(created.id)).rejects.toBeInstanceOf(Anthropic.NotFoundError);
+    await expect(other.beta.environments.update(created.id, { config: { type: 'cloud', networking: { type: 'unrestricted' } } })).rejects.toBeInstanceOf(Anthropic.NotFoundError);
+    expect((await client.beta.environments.retrieve(created.id)).config).toEqual(updated.config);
+  });
 });

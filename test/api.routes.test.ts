@@ -166,6 +166,8 @@ interface Writes {
   archived_agents: number;
   agent_versions: number;
   environments: number;
+  /** an update moves an environment's updated_at */
+  environments_updated: string | null;
   credentials: number;
   /** the sum of every credential's secret_version: a rotation adds one */
   credential_secret_versions: number;
@@ -199,6 +201,7 @@ async function writes(): Promise<Writes> {
       (select count(*) from agents where archived_at is not null) as archived_agents,
       (select count(*) from agent_versions) as agent_versions,
       (select count(*) from environments) as environments,
+      (select max(updated_at)::text from environments) as environments_updated,
       (select count(*) from credentials) as credentials,
       (select coalesce(sum(secret_version), 0) from credentials) as credential_secret_versions,
       (select count(*) from credentials where revoked_at is not null) as revoked_credentials,
@@ -499,6 +502,23 @@ const ACCESS: Record<string, AccessCase[]> = {
       request: async () => ({ path: '/v1/environments?limit=1000' }),
       otherTeam: 'list',
       list: { itemId: byId, reference: () => fx.environmentId, own: () => ownIds('environments'), emptyForOtherTeam: false },
+    },
+  ],
+  'GET /v1/environments/{environment_id}': [
+    {
+      permission: 'environments:read',
+      request: async () => ({ path: `/v1/environments/${fx.environmentId}` }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body).toMatchObject({ id: fx.environmentId, type: 'environment', config: { type: 'cloud', networking: { type: 'unrestricted' } } }),
+    },
+  ],
+  'POST /v1/environments/{environment_id}': [
+    {
+      permission: 'environments:write',
+      // a policy of its own for every call: whose change it is can be told
+      request: async () => ({ path: `/v1/environments/${fx.environmentId}`, body: { config: { type: 'cloud', networking: { type: 'limited', allowed_hosts: [`${Math.random().toString(36).slice(2)}.example.com`] } } } }),
+      otherTeam: 'not_found',
+      check: (res) => expect(res.body).toMatchObject({ id: fx.environmentId, config: { networking: { type: 'limited', allowed_hosts: [expect.stringMatching(/\.example\.com$/)] } } }),
     },
   ],
   'POST /v1/credentials': [
@@ -1253,8 +1273,25 @@ const MALFORMED: Record<string, Malformed[]> = {
   'POST /v1/environments': [
     { what: 'a name that is a number', call: () => ({ path: '/v1/environments', body: { name: 5 } }), field: 'body.name' },
     { what: 'too many metadata keys', call: () => ({ path: '/v1/environments', body: { name: 'x', metadata: tooManyKeys } }), field: 'body.metadata' },
+    { what: 'a self_hosted config', call: () => ({ path: '/v1/environments', body: { name: 'x', config: { type: 'self_hosted' } } }), field: 'body.config.type' },
+    {
+      what: 'an allowed host on a loopback address',
+      call: () => ({ path: '/v1/environments', body: { name: 'x', config: { type: 'cloud', networking: { type: 'limited', allowed_hosts: ['example.com', '127.0.0.1'] } } } }),
+      field: 'body.config.networking.allowed_hosts.1',
+    },
   ],
-  'GET /v1/environments': [{ what: 'a limit that is not a number', call: () => ({ path: '/v1/environments?limit=many' }), field: 'query.limit' }],
+  'GET /v1/environments': [
+    { what: 'a limit that is not a number', call: () => ({ path: '/v1/environments?limit=many' }), field: 'query.limit' },
+    { what: 'include_archived that is not a boolean', call: () => ({ path: '/v1/environments?include_archived=yes' }), field: 'query.include_archived' },
+  ],
+  'POST /v1/environments/{environment_id}': [
+    { what: 'a name that is empty', call: () => ({ path: `/v1/environments/${fx.environmentId}`, body: { name: '' } }), field: 'body.name' },
+    {
+      what: 'an allowed host with a scheme',
+      call: () => ({ path: `/v1/environments/${fx.environmentId}`, body: { config: { type: 'cloud', networking: { type: 'limited', allowed_hosts: ['https://example.com'] } } } }),
+      field: 'body.config.networking.allowed_hosts.0',
+    },
+  ],
   'POST /v1/credentials': [
     { what: 'an empty secret', call: () => ({ path: '/v1/credentials', body: { name: 'x', secret: '' } }), field: 'body.secret' },
     { what: 'an unknown kind', call: () => ({ path: '/v1/credentials', body: { name: 'x', kind: 'password', secret: 's' } }), field: 'body.kind' },
@@ -1390,6 +1427,7 @@ const MALFORMED: Record<string, Malformed[]> = {
 /** A well-formed body for each route that takes one, so that only the id is wrong. */
 const GOOD_BODY: Record<string, unknown> = {
   'POST /v1/agents/{agent_id}': { description: 'x' },
+  'POST /v1/environments/{environment_id}': { name: 'x' },
   'POST /v1/sessions/{session_id}/events': { events: [{ type: 'user.message', content: 'say hi' }] },
   'POST /v1/credentials/{credential_id}/rotate': { secret: 'sk-never-stored' },
   'PUT /v1/agents/{agent_id}/policy': { tool_policy: { rules: [], default: 'allow' } },
@@ -1397,7 +1435,7 @@ const GOOD_BODY: Record<string, unknown> = {
   'POST /v1/schedules/{schedule_id}/backfill': { start: '2026-01-01T00:00:00Z', end: '2026-01-01T00:01:00Z' },
 };
 
-const ID_PREFIX: Record<string, string> = { agent_id: 'agent', credential_id: 'cred', session_id: 'sesn', key_id: 'key', webhook_id: 'whk', budget_id: 'bud', schedule_id: 'sched' };
+const ID_PREFIX: Record<string, string> = { agent_id: 'agent', environment_id: 'env', credential_id: 'cred', session_id: 'sesn', key_id: 'key', webhook_id: 'whk', budget_id: 'bud', schedule_id: 'sched' };
 /**
  * Path parameters that are names, not ids: every value is valid, so there is no unknown one to answer 404 for.
  * `PUT /v1/pricing/{model}` sets a price for any model name, also one no agent uses yet (the access table calls

@@ -4,7 +4,7 @@
 import { and, asc, desc, eq, isNull, lt } from 'drizzle-orm';
 import type { Db } from '../client';
 import { newId } from '../ids';
-import { agents, agentVersions, environments } from '../schema/index';
+import { agents, agentVersions } from '../schema/index';
 
 export type AgentRow = typeof agents.$inferSelect;
 
@@ -91,21 +91,4 @@ export async function archiveAgent(db: Db, params: { teamId: string; agentId: st
     .where(and(eq(agents.id, params.agentId), eq(agents.teamId, params.teamId)))
     .returning();
   return agent ?? null;
-}
-
-export async function createEnvironment(db: Db, params: { teamId: string; name: string; config: Record<string, unknown>; metadata: Record<string, string> }) {
-  const [row] = await db.insert(environments).values({ id: newId('env'), ...params }).returning();
-  return row!;
-}
-
-export async function listEnvironments(db: Db, params: { teamId: string; limit: number }) {
-  return db.select().from(environments).where(eq(environments.teamId, params.teamId)).orderBy(desc(environments.id)).limit(params.limit);
-}
-
-export async function getEnvironment(db: Db, params: { teamId: string; environmentId: string }) {
-  const [row] = await db
-    .select()
-    .from(environments)
-    .where(and(eq(environments.id, params.environmentId), eq(environments.teamId, params.teamId)));
-  return row ?? null;
 }

@@ -29,15 +29,18 @@ export const agentVersions = pgTable(
   (t) => [primaryKey({ columns: [t.agentId, t.version] })],
 );
 
+/** Where sessions run: Managed Agents' shape (api/schemas/environment.schema.ts); sessions read `config.networking` per turn. */
 export const environments = pgTable(
   'environments',
   {
     id: text('id').primaryKey(),
     teamId: text('team_id').notNull().references(() => teams.id),
     name: text('name').notNull(),
+    description: text('description'),
     config: jsonb('config').notNull(),
     metadata: jsonb('metadata').notNull(),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
     archivedAt: timestamp('archived_at', { withTimezone: true }),
   },
   (t) => [index('environments_team_idx').on(t.teamId, t.createdAt)],
