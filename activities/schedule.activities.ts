@@ -10,12 +10,12 @@ import { getApiKey } from '../db/queries/teams';
 import { can } from '../governance/permissions';
 import type { Actor, Role } from '../governance/types';
 import type { SessionStatus, StopReason } from '../workflows/definitions';
-import type { ActivityDeps } from './session.activities';
+import { DEFAULT_SANDBOX, type ActivityDeps } from './session.activities';
 import type { CreateScheduledSessionInput, ScheduleActivities, ScheduledSession } from './types';
 
 const SETTLE_POLL_MS = 500;
 
-export function createScheduleActivities(deps: Pick<ActivityDeps, 'db' | 'runtimes'>): ScheduleActivities {
+export function createScheduleActivities(deps: Pick<ActivityDeps, 'db' | 'runtimes' | 'sandboxKind'>): ScheduleActivities {
   const { db } = deps;
   // the runtimes this worker runs: where their charges come from and which deny rules they enforce (a session's
   // runtime must be one of them)
@@ -54,6 +54,8 @@ export function createScheduleActivities(deps: Pick<ActivityDeps, 'db' | 'runtim
       actor,
       plan,
       environmentId: schedule.environmentId,
+      // a scheduled run is started by the worker: its own setting
+      sandbox: deps.sandboxKind ?? DEFAULT_SANDBOX,
       title: schedule.title,
       metadata: schedule.metadata as Record<string, string>,
       trigger: 'schedule' as const,

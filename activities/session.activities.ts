@@ -12,10 +12,11 @@ import { chargeReservation, reserveBudget, settleReservation, type ThresholdCros
 import { loadPriceOverrides } from '../db/queries/pricing';
 import { enqueueNotification } from '../db/queries/webhooks';
 import { budgetThreshold } from '../governance/notifications';
-import { decideApproval, getRuntimeRef, getSession, putRuntimeRef } from '../db/queries/sessions';
+import { decideApproval, getRuntimeRef, getSession, markSessionUnsandboxed, putRuntimeRef } from '../db/queries/sessions';
 import { sessionEnvironmentConfig } from '../db/queries/environments';
 import { readNetworking } from '../api/schemas/environment.schema';
 import { DEFAULT_NETWORKING, NO_NETWORK, type Networking } from '../governance/networking';
+import type { SandboxKind } from '../governance/types';
 import { livePolicyFor } from '../db/queries/policies';
 import { describeUnenforceable, unenforceableDenies } from '../governance/enforceability';
 import type { Vault } from '../db/vault';
@@ -42,7 +43,11 @@ export interface ActivityDeps {
   metrics?: WorkerMetrics;
   /** which tenant URLs the worker may connect to (AGENTPLANE_EGRESS_ALLOW_PRIVATE); every private range refused when absent */
   egress?: EgressGuard;
+  /** the sandbox this worker runs sessions in (AGENTPLANE_SANDBOX; default bubblewrap): `none` marks each session it runs */
+  sandboxKind?: SandboxKind;
 }
+
+export const DEFAULT_SANDBOX: SandboxKind = 'bubblewrap';
 
 export function createSessionActivities(deps: ActivityDeps): SessionActivities {
   const { db } = deps;
@@ -60,6 +65,8 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
       throw ApplicationFailure.create({ type: 'runtime.unavailable', message: `no ${input.agent.runtime.type} runtime on this worker`, nonRetryable: true });
     }
     await checkModelProvider(egress, input);
+    // a turn without a sandbox leaves the session marked for good, whatever the API that started it was set to
+    if ((deps.sandboxKind ?? DEFAULT_SANDBOX) === 'none') await markSessionUnsandboxed(db, input.sessionId);
     // the session's current policy: a change the workflow has not heard of yet wins (the newest revision, as for each
     // tool decision). A team deny added since the session started that this runtime would ignore stops the turn before
     // it leaves; the adapter gets the current policy for what it compiles into the runtime (OpenClaw's tools.deny).

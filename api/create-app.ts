@@ -14,7 +14,7 @@ import { newId } from '../db/ids';
 import { findActiveKey } from '../db/queries/teams';
 import type { Vault } from '../db/vault';
 import { can, type Permission } from '../governance/permissions';
-import type { Role } from '../governance/types';
+import type { Role, SandboxKind } from '../governance/types';
 import { createApiMetrics, type ApiMetrics } from '../observability/metrics';
 import { activeTraceId, extractContext } from '../observability/tracing';
 import { EgressRefusedError, type EgressGuard } from '../runtimes/kit/egress';
@@ -44,6 +44,11 @@ export interface AppDeps {
   capabilities: Record<string, RuntimeCapabilities>;
   /** decides which URLs a tenant may save (webhooks, model providers); built from AGENTPLANE_EGRESS_ALLOW_PRIVATE */
   egress: EgressGuard;
+  /**
+   * the sandbox the workers run sessions in (AGENTPLANE_SANDBOX): the API runs none, but marks the sessions it starts
+   * and reports it in /readyz
+   */
+  sandboxKind: SandboxKind;
   /** the largest request body taken, in bytes (default 1 MiB); a larger one is refused with 413 before it is read */
   maxBodyBytes?: number;
   /** how often the SSE stream looks for new events */

@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import { serve } from '@hono/node-server';
 import { Client, Connection } from '@temporalio/client';
 import { z } from 'zod';
-import { databaseEnv, egressEnv, masterKeyEnv, parseEnv, telemetryEnv, temporalEnv } from '../config/env';
+import { databaseEnv, egressEnv, masterKeyEnv, parseEnv, sandboxEnv, telemetryEnv, temporalEnv } from '../config/env';
 import { openDatabase } from '../db/client';
 import { countSessionsByState } from '../db/queries/sessions';
 import { bootstrapAdmin } from '../db/queries/teams';
@@ -23,6 +23,7 @@ const env = parseEnv({
   ...masterKeyEnv,
   ...telemetryEnv,
   ...egressEnv,
+  ...sandboxEnv,
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   HOST: z.string().default('0.0.0.0'),
   AGENTPLANE_ADMIN_KEY: z.string().startsWith('ap_', 'must start with ap_').min(20).optional(),
@@ -47,6 +48,7 @@ const app = createApp({
   taskQueue: env.AGENTPLANE_TASK_QUEUE,
   capabilities: RUNTIME_CAPABILITIES,
   egress: createEgressGuard({ allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE }),
+  sandboxKind: env.AGENTPLANE_SANDBOX,
   maxBodyBytes: env.AGENTPLANE_MAX_BODY_BYTES,
   maxStreamsPerKey: env.AGENTPLANE_MAX_STREAMS_PER_KEY,
   log,
@@ -55,7 +57,8 @@ const app = createApp({
 });
 
 const server = serve({ fetch: app.fetch, port: env.PORT, hostname: env.HOST }, (info) => {
-  log({ level: 'INFO', msg: 'api listening', port: info.port, metrics: metricsServer?.url ?? null, tracing: tracing ? 'otlp' : 'off' });
+  log({ level: 'INFO', msg: 'api listening', port: info.port, metrics: metricsServer?.url ?? null, tracing: tracing ? 'otlp' : 'off', sandbox: env.AGENTPLANE_SANDBOX });
+  if (env.AGENTPLANE_SANDBOX === 'none') log({ level: 'WARN', msg: 'AGENTPLANE_SANDBOX=none: sessions are marked sandbox none and run without isolation' });
   if (admin.plain) process.stdout.write(`admin key (shown once): ${admin.plain}\n`);
 });
 

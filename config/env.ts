@@ -5,6 +5,7 @@
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { SANDBOX_KINDS } from '../governance/types';
 import { parseCidr } from '../runtimes/kit/egress';
 
 export class ConfigError extends Error {
@@ -51,6 +52,15 @@ export const egressEnv = {
     .default('')
     .transform((value) => value.split(',').map((s) => s.trim()).filter(Boolean))
     .pipe(z.array(z.string().refine((s) => parseCidr(s) !== null, 'each entry is an address range such as 127.0.0.1/32 or fd00::/8'))),
+};
+
+/**
+ * The sandbox sessions run in. `none` is for machines that cannot make user namespaces, and it is loud: the worker
+ * marks every session it runs `sandbox: none`, and the API's /readyz says so. The API runs no sandbox; it reads the
+ * same setting to mark the sessions it starts and to report it. Give both processes the same value.
+ */
+export const sandboxEnv = {
+  AGENTPLANE_SANDBOX: z.enum(SANDBOX_KINDS, { error: 'must be bubblewrap (the default) or none (no isolation: sessions run as the worker)' }).default('bubblewrap'),
 };
 
 /**

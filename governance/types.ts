@@ -11,6 +11,13 @@ export type CanonicalTool = (typeof CANONICAL_TOOLS)[number] | `mcp:${string}` |
 export const RUNTIME_KINDS = ['opencode', 'claude-code', 'managed-agents', 'cursor', 'deepagents', 'hermes', 'openclaw', 'acp', 'scripted'] as const;
 export type RuntimeKind = (typeof RUNTIME_KINDS)[number];
 
+/**
+ * What a session's processes run in: `bubblewrap` (the default: own namespaces, no network but its egress proxy) or
+ * `none` (the worker's own user and network; only behind AGENTPLANE_SANDBOX=none, and every session run so says so).
+ */
+export const SANDBOX_KINDS = ['bubblewrap', 'none'] as const;
+export type SandboxKind = (typeof SANDBOX_KINDS)[number];
+
 export type PolicyAction = 'allow' | 'ask' | 'deny';
 
 export interface PolicyRule {

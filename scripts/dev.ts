@@ -13,7 +13,7 @@ import { NativeConnection } from '@temporalio/worker';
 import { z } from 'zod';
 import { createApp } from '../api/create-app';
 import { Registry } from 'prom-client';
-import { databaseEnv, egressEnv, openclawEnv, parseEnv, telemetryEnv } from '../config/env';
+import { databaseEnv, egressEnv, openclawEnv, parseEnv, sandboxEnv, telemetryEnv } from '../config/env';
 import { openDatabase } from '../db/client';
 import { countSessionsByState, unterminatedSessionIds } from '../db/queries/sessions';
 import { bootstrapAdmin } from '../db/queries/teams';
@@ -55,6 +55,7 @@ const env = parseEnv({
   ...openclawEnv,
   // not set by dev mode: a local model server or webhook receiver is allowed only when the developer lists it
   ...egressEnv,
+  ...sandboxEnv,
   /** the base of the action links in webhook notifications; this server's own URL when absent */
   AGENTPLANE_PUBLIC_URL: z.url({ protocol: /^https?$/, error: 'must be the http(s) URL the API is reached at' }).optional(),
 });
@@ -111,6 +112,7 @@ const worker = await createSessionWorker({
     publicUrl,
     metrics: workerMetrics,
     egress,
+    sandboxKind: env.AGENTPLANE_SANDBOX,
   },
   tracing,
 });
@@ -126,6 +128,7 @@ const app = createApp({
   taskQueue: env.AGENTPLANE_TASK_QUEUE,
   capabilities: RUNTIME_CAPABILITIES,
   egress,
+  sandboxKind: env.AGENTPLANE_SANDBOX,
   tracer: tracing?.tracer,
   metrics: apiMetrics,
 });
@@ -142,6 +145,7 @@ const server = serve({ fetch: app.fetch, port: env.PORT, hostname: env.HOST }, (
       ...(orphansStopped > 0 ? [`  cleanup    stopped ${orphansStopped} OpenCode server(s) an earlier run left with no live session`] : []),
       `  database   ${database.kind === 'pglite' ? `PGlite (${join(dataDir, 'pglite')})` : 'Postgres (DATABASE_URL)'}`,
       `  runtimes   ${env.AGENTPLANE_RUNTIMES.join(', ')}`,
+      env.AGENTPLANE_SANDBOX === 'none' ? '  sandbox    NONE (AGENTPLANE_SANDBOX=none): sessions run as this process, with its files and network' : '  sandbox    bubblewrap',
       `  webhooks   sent by the worker; action links point at ${publicUrl}`,
       `  egress     private and loopback addresses refused${env.AGENTPLANE_EGRESS_ALLOW_PRIVATE.length > 0 ? `, except ${env.AGENTPLANE_EGRESS_ALLOW_PRIVATE.join(', ')}` : ' (a local model or receiver: AGENTPLANE_EGRESS_ALLOW_PRIVATE)'}`,
       ...(metricsServer ? [`  metrics    ${metricsServer.url}`] : []),

@@ -293,7 +293,7 @@ describe('on the stack with nothing allowed', () => {
   });
 
   it("lets an operator's allowance (AGENTPLANE_EGRESS_ALLOW_PRIVATE) save exactly the listed range", async () => {
-    const app = createApp({ db: stack.db.db, vault: stack.vault, temporal: stack.temporal, taskQueue: stack.taskQueue, capabilities: RUNTIME_CAPABILITIES, egress: createEgressGuard({ allowPrivate: ['127.0.0.1/32'] }) });
+    const app = createApp({ db: stack.db.db, vault: stack.vault, temporal: stack.temporal, taskQueue: stack.taskQueue, capabilities: RUNTIME_CAPABILITIES, sandboxKind: stack.sandboxKind, egress: createEgressGuard({ allowPrivate: ['127.0.0.1/32'] }) });
     const post = (path: string, body: unknown) => app.request(path, { method: 'POST', headers: { authorization: `Bearer ${stack.adminKey}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
     expect((await post('/v1/webhooks', { url: 'http://127.0.0.1:9000/hook' })).status).toBe(200);
     expect((await post('/v1/webhooks', { url: 'http://127.0.0.2:9000/hook' })).status).toBe(400);

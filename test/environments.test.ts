@@ -148,7 +148,7 @@ describe('environments', () => {
       expect(res.body.invalid_params, host).toEqual([{ name: 'body.config.networking.allowed_hosts.0', reason: expect.stringMatching(/address/) }]);
     }
     // the same rule as every URL a tenant saves: AGENTPLANE_EGRESS_ALLOW_PRIVATE lets a listed range through
-    const app = createApp({ db: stack.db.db, vault: stack.vault, temporal: stack.temporal, taskQueue: stack.taskQueue, capabilities: RUNTIME_CAPABILITIES, egress: createEgressGuard({ allowPrivate: ['10.20.0.0/16'] }) });
+    const app = createApp({ db: stack.db.db, vault: stack.vault, temporal: stack.temporal, taskQueue: stack.taskQueue, capabilities: RUNTIME_CAPABILITIES, sandboxKind: stack.sandboxKind, egress: createEgressGuard({ allowPrivate: ['10.20.0.0/16'] }) });
     const post = (host: string) =>
       app.request('/v1/environments', { method: 'POST', headers: { authorization: `Bearer ${stack.adminKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'x', config: limited([host]) }) });
     expect((await post('10.20.0.5')).status).toBe(200);

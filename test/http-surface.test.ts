@@ -35,7 +35,7 @@ interface Served {
 
 /** Another API process on the stack's database and Temporal, with its own settings. */
 async function serveApp(overrides: Partial<AppDeps>): Promise<Served> {
-  const app = createApp({ db: stack.db.db, vault: stack.vault, temporal: stack.temporal, taskQueue: stack.taskQueue, capabilities: RUNTIME_CAPABILITIES, egress: stack.egress, streamPollMs: 50, ...overrides });
+  const app = createApp({ db: stack.db.db, vault: stack.vault, temporal: stack.temporal, taskQueue: stack.taskQueue, capabilities: RUNTIME_CAPABILITIES, egress: stack.egress, sandboxKind: stack.sandboxKind, streamPollMs: 50, ...overrides });
   const server: ServerType = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
   });
@@ -429,7 +429,7 @@ describe('/readyz', () => {
   it('answers component states only', async () => {
     const res = await fetch(`${stack.url}/readyz`);
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ status: 'ready', checks: { database: 'ok', temporal: 'ok' } });
+    expect(await res.json()).toEqual({ status: 'ready', checks: { database: 'ok', temporal: 'ok', sandbox: 'bubblewrap' } });
   });
 
   it('tells an unauthenticated caller no host, port, user or driver error when the database and Temporal are down; the log has why', async () => {
@@ -444,7 +444,7 @@ describe('/readyz', () => {
       const res = await fetch(`${down.url}/readyz`);
       expect(res.status).toBe(503);
       const text = await res.text();
-      expect(JSON.parse(text)).toEqual({ status: 'not_ready', checks: { database: 'unavailable', temporal: 'unavailable' } });
+      expect(JSON.parse(text)).toEqual({ status: 'not_ready', checks: { database: 'unavailable', temporal: 'unavailable', sandbox: 'bubblewrap' } });
       for (const leak of ['127.0.0.1', fresh.name, new URL(fresh.url).username, 'rror']) expect(text).not.toContain(leak);
 
       const failures = log.filter((entry) => entry.msg === 'readiness check failed');

@@ -26,7 +26,7 @@ let replicaConnection: NativeConnection;
 
 beforeAll(async () => {
   stack = await startStack({ runtimes: { scripted: createScriptedAdapter() } });
-  const app = createApp({ db: stack.db.db, vault: stack.vault, temporal: stack.temporal, taskQueue: stack.taskQueue, capabilities: RUNTIME_CAPABILITIES, egress: stack.egress });
+  const app = createApp({ db: stack.db.db, vault: stack.vault, temporal: stack.temporal, taskQueue: stack.taskQueue, capabilities: RUNTIME_CAPABILITIES, sandboxKind: stack.sandboxKind, egress: stack.egress });
   replicaServer = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
   });

@@ -4,7 +4,7 @@
 import { resolve } from 'node:path';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { z } from 'zod';
-import { acpAgentsEnv, databaseEnv, egressEnv, masterKeyEnv, openclawEnv, parseEnv, publicUrlEnv, telemetryEnv, temporalEnv } from '../config/env';
+import { acpAgentsEnv, databaseEnv, egressEnv, masterKeyEnv, openclawEnv, parseEnv, publicUrlEnv, sandboxEnv, telemetryEnv, temporalEnv } from '../config/env';
 import { openDatabase } from '../db/client';
 import { createVault } from '../db/vault';
 import { createAdapterLog, createJsonLog, fromTemporalEntry } from '../observability/logger';
@@ -24,6 +24,7 @@ const env = parseEnv({
   ...telemetryEnv,
   ...openclawEnv,
   ...egressEnv,
+  ...sandboxEnv,
   AGENTPLANE_RUNTIMES: z
     .string()
     .default('opencode')
@@ -73,6 +74,7 @@ const worker = await createSessionWorker({
     publicUrl: env.AGENTPLANE_PUBLIC_URL,
     metrics,
     egress,
+    sandboxKind: env.AGENTPLANE_SANDBOX,
   },
   tracing,
 });
@@ -80,7 +82,8 @@ const worker = await createSessionWorker({
 const notifier = createNotifier({ db: database.db, vault, egress, log: writeLog });
 const running = worker.run();
 notifier.start();
-writeLog({ level: 'INFO', msg: 'worker started', taskQueue: env.AGENTPLANE_TASK_QUEUE, runtimes: env.AGENTPLANE_RUNTIMES, metrics: metricsServer?.url ?? null, tracing: tracing ? 'otlp' : 'off' });
+writeLog({ level: 'INFO', msg: 'worker started', taskQueue: env.AGENTPLANE_TASK_QUEUE, runtimes: env.AGENTPLANE_RUNTIMES, metrics: metricsServer?.url ?? null, tracing: tracing ? 'otlp' : 'off', sandbox: env.AGENTPLANE_SANDBOX });
+if (env.AGENTPLANE_SANDBOX === 'none') writeLog({ level: 'WARN', msg: 'AGENTPLANE_SANDBOX=none: sessions run as this worker, with its files and network; each session it runs is marked sandbox none' });
 // the worker stops on SIGINT/SIGTERM (the Temporal runtime's shutdown signals); the notifier finishes its poll
 await running.finally(() => notifier.stop());
 // the spans of the last turns are still in the batch: send them before the process goes

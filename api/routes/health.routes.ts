@@ -10,7 +10,8 @@ export function registerHealthRoutes(app: App, deps: AppDeps): void {
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   /**
    * Ready when both the database and Temporal answer. Anyone may ask, so the answer is each component's state and
-   * nothing else: a driver's error text names hosts, ports, users and versions. That text goes to the log.
+   * nothing else: a driver's error text names hosts, ports, users and versions. That text goes to the log. The
+   * sandbox setting is reported too: `none` is visible to whoever probes.
    */
   app.get('/readyz', async (c) => {
     const probe = async (component: string, check: () => Promise<unknown>): Promise<ComponentState> => {
@@ -26,8 +27,9 @@ export function registerHealthRoutes(app: App, deps: AppDeps): void {
       probe('database', () => deps.db.execute(sql`select 1`)),
       probe('temporal', () => deps.temporal.connection.withDeadline(Date.now() + TEMPORAL_CHECK_MS, () => deps.temporal.workflowService.getSystemInfo({}))),
     ]);
-    const checks = { database, temporal };
-    const ready = Object.values(checks).every((state) => state === 'ok');
-    return c.json({ status: ready ? 'ready' : 'not_ready', checks }, ready ? 200 : 503);
+    const ready = database === 'ok' && temporal === 'ok';
+    // no sandbox is a choice the operator made (AGENTPLANE_SANDBOX=none), not a fault: ready, and saying so
+    const unsandboxed = deps.sandboxKind === 'none' ? { warning: 'AGENTPLANE_SANDBOX=none: sessions run without a sandbox, as the worker\'s own user, with its network and files' } : {};
+    return c.json({ status: ready ? 'ready' : 'not_ready', checks: { database, temporal, sandbox: deps.sandboxKind }, ...unsandboxed }, ready ? 200 : 503);
   });
 }

@@ -22,7 +22,7 @@ import {
 } from '../../db/queries/sessions';
 import { newId, stableId } from '../../db/ids';
 import { microsToUsd } from '../../governance/budget';
-import type { Actor } from '../../governance/types';
+import { SANDBOX_KINDS, type Actor, type SandboxKind } from '../../governance/types';
 import {
   archiveSignal,
   interruptSignal,
@@ -84,6 +84,9 @@ export const SessionSchema = z
     stop_reason: z.record(z.string(), z.unknown()).nullable(),
     agent: z.object({ id: z.string(), version: z.number().int(), runtime: z.string() }),
     environment_id: z.string().nullable(),
+    sandbox: z.enum(SANDBOX_KINDS).openapi({
+      description: 'what the session\'s processes run in: bubblewrap, or none (AGENTPLANE_SANDBOX=none: no isolation) once the session was started, or any of its turns run, without a sandbox',
+    }),
     title: z.string().nullable(),
     metadata: z.record(z.string(), z.string()),
     budget: z.object({ max_cost_usd: z.number().optional() }),
@@ -123,6 +126,7 @@ export function toSessionResponse(row: SessionRow, pending: ApprovalRow[]): z.in
     stop_reason: (row.stopReason as Record<string, unknown> | null) ?? null,
     agent: { id: row.agentId, version: row.agentVersion, runtime: row.runtime },
     environment_id: row.environmentId,
+    sandbox: row.sandbox as SandboxKind,
     title: row.title,
     metadata: row.metadata as Record<string, string>,
     budget: row.budget as { max_cost_usd?: number },
@@ -254,6 +258,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
         actor,
         plan,
         environmentId: body.environment_id ?? null,
+        sandbox: deps.sandboxKind,
         title: body.title ?? null,
         metadata: body.metadata ?? {},
         trigger: 'api',

@@ -9,7 +9,7 @@ import { governanceOf, toSnapshot, type AgentDefinition } from '../../api/schema
 import { describeUnenforceable, unenforceableDenies, type DenyCapability } from '../../governance/enforceability';
 import { composePolicy } from '../../governance/policy';
 import { resolvePrice, type CostSource } from '../../governance/pricing';
-import type { Actor, AgentSnapshot, SessionBudget } from '../../governance/types';
+import type { Actor, AgentSnapshot, SandboxKind, SessionBudget } from '../../governance/types';
 import type { SessionTrigger, SessionWorkflowInput } from '../../workflows/definitions';
 import type { Db } from '../client';
 import { getAgent } from './agents';
@@ -108,6 +108,8 @@ export interface SessionRecord {
   actor: Actor;
   plan: SessionPlan;
   environmentId: string | null;
+  /** the sandbox the starting process is set to run sessions in (AGENTPLANE_SANDBOX); a worker without one lowers it */
+  sandbox: SandboxKind;
   title: string | null;
   metadata: Record<string, string>;
   trigger: SessionTrigger;
@@ -127,6 +129,7 @@ export async function recordSession(db: Db, record: SessionRecord): Promise<{ ro
       agentVersion: snapshot.version,
       runtime: snapshot.runtime.type,
       environmentId: record.environmentId,
+      sandbox: record.sandbox,
       title: record.title,
       metadata: record.metadata,
       status: 'idle',
@@ -146,7 +149,7 @@ export async function recordSession(db: Db, record: SessionRecord): Promise<{ ro
       target: record.id,
       decision: 'ok',
       reason: record.trigger === 'schedule' ? `schedule ${record.scheduleId}` : 'sessions:write',
-      data: { agent_id: snapshot.agentId, agent_version: snapshot.version, runtime: snapshot.runtime.type, ...(record.scheduleId ? { schedule_id: record.scheduleId } : {}) },
+      data: { agent_id: snapshot.agentId, agent_version: snapshot.version, runtime: snapshot.runtime.type, sandbox: record.sandbox, ...(record.scheduleId ? { schedule_id: record.scheduleId } : {}) },
     });
     return row;
   });

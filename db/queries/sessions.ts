@@ -22,6 +22,11 @@ export async function getSession(db: Db, params: { teamId: string; sessionId: st
   return row ?? null;
 }
 
+/** A session one of whose turns ran without a sandbox says so from then on (it is never set back). */
+export async function markSessionUnsandboxed(db: Db, sessionId: string): Promise<void> {
+  await db.update(sessions).set({ sandbox: 'none' }).where(and(eq(sessions.id, sessionId), ne(sessions.sandbox, 'none')));
+}
+
 /** For the worker, which knows the session only by id. */
 export async function getSessionById(db: Db, sessionId: string): Promise<SessionRow | null> {
   const [row] = await db.select().from(sessions).where(eq(sessions.id, sessionId));

@@ -11,6 +11,11 @@ export const sessions = pgTable(
     agentVersion: integer('agent_version').notNull(),
     runtime: text('runtime').notNull(),
     environmentId: text('environment_id'),
+    /**
+     * the sandbox its processes ran in (governance/types.ts SANDBOX_KINDS): set from the starting process's setting,
+     * and turned to `none` for good by the first turn a worker runs without one
+     */
+    sandbox: text('sandbox').notNull().default('bubblewrap'),
     title: text('title'),
     metadata: jsonb('metadata').notNull(),
     status: text('status').notNull(),

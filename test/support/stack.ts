@@ -14,7 +14,7 @@ import { createApp, type App } from '../../api/create-app';
 import { openDatabase, type Database } from '../../db/client';
 import { createApiKey, createTeam } from '../../db/queries/teams';
 import { createVault, generateMasterKeySpec, type Vault } from '../../db/vault';
-import type { Role } from '../../governance/types';
+import type { Role, SandboxKind } from '../../governance/types';
 import type { ApiMetrics } from '../../observability/metrics';
 import { clientInterceptors, type Tracing } from '../../observability/tracing';
 import { RUNTIME_CAPABILITIES } from '../../runtimes/capabilities';
@@ -40,6 +40,8 @@ export interface Stack {
   /** the API's and the worker's egress guard, and what it allows (StackOptions.allowPrivateEgress) */
   egress: EgressGuard;
   allowPrivateEgress: readonly string[];
+  /** what the API and the worker are set to run sessions in (StackOptions.sandboxKind) */
+  sandboxKind: SandboxKind;
   /** a key of the given role in the stack's team, or in a second team (the same one each call) */
   key(role: Role, team?: 'own' | 'other'): Promise<string>;
   /** a brand-new team, for tests that must not share budgets or policies */
@@ -71,6 +73,8 @@ export interface StackOptions {
   allowPrivateEgress?: readonly string[];
   /** how the stack's guard resolves names (default: the system resolver) */
   egressLookup?: Resolve;
+  /** AGENTPLANE_SANDBOX of the stack's API and worker (default bubblewrap) */
+  sandboxKind?: SandboxKind;
 }
 
 /** What a test whose receivers listen on 127.0.0.1 allows, and nothing more. */
@@ -94,7 +98,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const taskQueue = `test-${Math.random().toString(36).slice(2, 10)}`;
   const dataDir = await mkdtemp(join(tmpdir(), 'agentplane-test-'));
   const egress = createEgressGuard({ allowPrivate: opts.allowPrivateEgress ?? [], lookup: opts.egressLookup });
-  const app = createApp({ db: db.db, vault, temporal, taskQueue, capabilities: RUNTIME_CAPABILITIES, egress, streamPollMs: 50, log: opts.apiLog, tracer: opts.tracing?.tracer, metrics: opts.apiMetrics });
+  const sandboxKind = opts.sandboxKind ?? 'bubblewrap';
+  const app = createApp({ db: db.db, vault, temporal, taskQueue, capabilities: RUNTIME_CAPABILITIES, egress, sandboxKind, streamPollMs: 50, log: opts.apiLog, tracer: opts.tracing?.tracer, metrics: opts.apiMetrics });
   const server: ServerType = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
   });
@@ -120,6 +125,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     app,
     egress,
     allowPrivateEgress: opts.allowPrivateEgress ?? [],
+    sandboxKind,
     async key(role, which = 'own') {
       let teamId = team.id;
       if (which === 'other') {
@@ -153,7 +159,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     },
     async startWorker(runtimes) {
       workerConnection = await NativeConnection.connect({ address: temporalAddress });
-      worker = await createSessionWorker({ connection: workerConnection, namespace: 'default', taskQueue, deps: { db: db.db, vault, runtimes, dataDir, publicUrl: url, egress }, tracing: opts.tracing });
+      worker = await createSessionWorker({ connection: workerConnection, namespace: 'default', taskQueue, deps: { db: db.db, vault, runtimes, dataDir, publicUrl: url, egress, sandboxKind }, tracing: opts.tracing });
       workerRun = worker.run();
     },
     async stopWorker() {
