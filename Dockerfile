@@ -30,4 +30,6 @@ COPY --from=source --chown=node:node /src/ ./
 RUN mkdir -p /app/.data && chown node:node /app/.data
 USER node
 EXPOSE 8080
-CMD ["npm", "run", "api"]
+# node itself, not npm run: npm (and tsx's own launcher) would keep a copy of the environment the API clears its
+# secrets from (config/env.ts)
+CMD ["node", "--import", "tsx", "api/main.ts"]

@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import { serve } from '@hono/node-server';
 import { Client, Connection } from '@temporalio/client';
 import { z } from 'zod';
-import { databaseEnv, egressEnv, masterKeyEnv, parseEnv, sandboxEnv, telemetryEnv, temporalEnv } from '../config/env';
+import { adminKeyEnv, databaseEnv, egressEnv, masterKeyEnv, parseEnv, sandboxEnv, telemetryEnv, temporalEnv } from '../config/env';
 import { openDatabase } from '../db/client';
 import { countSessionsByState } from '../db/queries/sessions';
 import { bootstrapAdmin } from '../db/queries/teams';
@@ -17,6 +17,7 @@ import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
 import { createEgressGuard } from '../runtimes/kit/egress';
 import { createApp, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_STREAMS_PER_KEY } from './create-app';
 
+// the platform's secrets (config/env.ts SECRET_VARIABLES) leave the environment here: what needs one gets it from `env`
 const env = parseEnv({
   ...temporalEnv,
   ...databaseEnv,
@@ -26,14 +27,14 @@ const env = parseEnv({
   ...sandboxEnv,
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   HOST: z.string().default('0.0.0.0'),
-  AGENTPLANE_ADMIN_KEY: z.string().startsWith('ap_', 'must start with ap_').min(20).optional(),
+  ...adminKeyEnv,
   /** the largest request body the API reads; anything larger is answered 413 unread */
   AGENTPLANE_MAX_BODY_BYTES: z.coerce.number().int().min(1024).max(1024 * 1024 * 1024).default(DEFAULT_MAX_BODY_BYTES),
   /** event streams one key may hold open at once in this process; one more is answered 429 */
   AGENTPLANE_MAX_STREAMS_PER_KEY: z.coerce.number().int().min(1).max(10_000).default(DEFAULT_MAX_STREAMS_PER_KEY),
 });
 
-const tracing = env.OTEL_EXPORTER_OTLP_ENDPOINT ? startTracing({ endpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: env.OTEL_SERVICE_NAME ?? 'agentplane-api' }) : null;
+const tracing = env.OTEL_EXPORTER_OTLP_ENDPOINT ? startTracing({ endpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: env.OTEL_SERVICE_NAME ?? 'agentplane-api', headers: { ...env.OTEL_EXPORTER_OTLP_HEADERS, ...env.OTEL_EXPORTER_OTLP_TRACES_HEADERS } }) : null;
 const log = createJsonLog();
 const database = await openDatabase({ url: env.DATABASE_URL, pgliteDir: resolve(env.AGENTPLANE_DATA_DIR, 'pglite') });
 const admin = await bootstrapAdmin(database.db, env.AGENTPLANE_ADMIN_KEY);

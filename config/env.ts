@@ -1,7 +1,13 @@
 /**
  * Reading configuration: one zod schema per process, parsed once at start. A bad value stops the process with a
  * message that names the variable. `process.env` is read nowhere else.
+ *
+ * The platform's secrets (SECRET_VARIABLES) leave the process's environment as soon as its config is read, whether
+ * the process reads them or not: out of `process.env`, so no child process inherits them, and out of the environment
+ * block the process started with, which the kernel keeps showing in /proc/<pid>/environ. What needs one gets it passed
+ * explicitly from the parsed config.
  */
+import { closeSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -12,11 +18,62 @@ export class ConfigError extends Error {
   readonly code = 'config.invalid';
 }
 
+/**
+ * Every variable that holds one of the platform's secrets. A new one goes here: parseEnv removes them all, so a secret
+ * a process is given but does not use (the admin key on a worker) is gone too. Read each in one parseEnv call.
+ */
+export const SECRET_VARIABLES = ['AGENTPLANE_MASTER_KEY', 'DATABASE_URL', 'AGENTPLANE_ADMIN_KEY', 'OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS'] as const;
+
+/**
+ * Parses `env` against the shape; then removes every secret variable from `env`, valid or not, and when `env` is this
+ * process's environment, from the block the process started with too. For the composition roots (api/main.ts,
+ * worker/main.ts, scripts/dev.ts); code that reads its process's config without owning the process passes a copy.
+ */
 export function parseEnv<T extends z.ZodRawShape>(shape: T, env: Record<string, string | undefined> = process.env): z.infer<z.ZodObject<T>> {
   const result = z.object(shape).safeParse(env);
+  for (const name of SECRET_VARIABLES) delete env[name];
+  if (env === process.env && !clearStartupEnvironment(SECRET_VARIABLES)) {
+    process.emitWarning(`could not clear the secret variables from /proc/${process.pid}/environ; they are gone from process.env, so child processes do not get them`);
+  }
   if (result.success) return result.data;
   const problems = result.error.issues.map((issue) => `  ${issue.path.join('.')}: ${issue.message}`).join('\n');
   throw new ConfigError(`invalid configuration:\n${problems}`);
+}
+
+/**
+ * `delete process.env.X` takes X out of the environment children inherit, but /proc/<pid>/environ shows the block the
+ * process was started with, which stays on its stack: any process of the same user could read the secret there. The
+ * entries named are overwritten in place with NUL bytes through /proc/self/mem (a process may write its own memory;
+ * nothing points into those entries once they are unset). True when none of them is left; there is nothing to clear
+ * off Linux.
+ */
+export function clearStartupEnvironment(names: readonly string[]): boolean {
+  if (process.platform !== 'linux' || names.length === 0) return true;
+  const named = (entry: string) => names.includes(entry.includes('=') ? entry.slice(0, entry.indexOf('=')) : entry);
+  try {
+    const stat = readFileSync('/proc/self/stat', 'latin1');
+    // proc(5): env_start and env_end are fields 50 and 51; the fields after the ")" that ends the command name start at 3
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const start = Number(fields[47]);
+    const end = Number(fields[48]);
+    if (!(start > 0 && end > start)) return false;
+    const fd = openSync('/proc/self/mem', 'r+');
+    try {
+      const block = Buffer.alloc(end - start);
+      readSync(fd, block, 0, block.length, start);
+      for (let offset = 0; offset < block.length; ) {
+        const nul = block.indexOf(0, offset);
+        const stop = nul === -1 ? block.length : nul;
+        if (named(block.toString('latin1', offset, stop))) writeSync(fd, Buffer.alloc(stop - offset), 0, stop - offset, start + offset);
+        offset = stop + 1;
+      }
+    } finally {
+      closeSync(fd);
+    }
+    return !readFileSync('/proc/self/environ', 'latin1').split('\0').some(named);
+  } catch {
+    return false;
+  }
 }
 
 /** Shared variables. Each process adds its own. */
@@ -27,13 +84,18 @@ export const temporalEnv = {
 };
 
 export const databaseEnv = {
-  /** Postgres; when absent the process uses PGlite under AGENTPLANE_DATA_DIR (dev only: one process) */
+  /** Postgres; when absent the process uses PGlite under AGENTPLANE_DATA_DIR (dev only: one process). It holds the password. */
   DATABASE_URL: z.string().url().optional(),
   AGENTPLANE_DATA_DIR: z.string().default('.data'),
 };
 
 export const masterKeyEnv = {
   AGENTPLANE_MASTER_KEY: z.string({ error: 'is required: kid:base64 of 32 random bytes (e.g. k1:$(openssl rand -base64 32))' }).min(1),
+};
+
+/** The installation's platform admin key, registered at start (the API, and `npm run dev`). */
+export const adminKeyEnv = {
+  AGENTPLANE_ADMIN_KEY: z.string().startsWith('ap_', 'must start with ap_').min(20).optional(),
 };
 
 /** Where people and chat bots reach the API: the base of the action links in webhook notifications. */
@@ -97,6 +159,33 @@ export const acpAgentsEnv = {
     ),
 };
 
+/** OTLP headers as OpenTelemetry writes them (`api-key=abc,x-team=a%20b`); empty when unset. */
+function otlpHeaders() {
+  return z
+    .string()
+    .default('')
+    .transform((value, ctx) => {
+      const headers: Record<string, string> = {};
+      for (const [index, pair] of value.split(',').map((s) => s.trim()).entries()) {
+        if (!pair) continue;
+        const at = pair.indexOf('=');
+        const name = pair.slice(0, Math.max(at, 0)).trim();
+        if (at <= 0 || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) {
+          // the value is a secret: the message names the entry's position, never its text
+          ctx.addIssue({ code: 'custom', message: `entry ${index + 1} is not name=value` });
+          return z.NEVER;
+        }
+        try {
+          headers[name] = decodeURIComponent(pair.slice(at + 1).trim());
+        } catch {
+          ctx.addIssue({ code: 'custom', message: `the value of ${name} is not URL-encoded` });
+          return z.NEVER;
+        }
+      }
+      return headers;
+    });
+}
+
 /**
  * Observability. Traces go over OTLP/HTTP when an endpoint is set (the OpenTelemetry standard variable: the base URL,
  * `/v1/traces` is appended); without one no exporter is built and spans are no-ops. /metrics is served on its own
@@ -104,6 +193,9 @@ export const acpAgentsEnv = {
  */
 export const telemetryEnv = {
   OTEL_EXPORTER_OTLP_ENDPOINT: z.url({ protocol: /^https?$/, error: 'must be the http(s) base URL of an OTLP/HTTP receiver' }).optional(),
+  /** the OpenTelemetry standard variables, `name=value,name=value` (values URL-encoded): they often carry an API key */
+  OTEL_EXPORTER_OTLP_HEADERS: otlpHeaders(),
+  OTEL_EXPORTER_OTLP_TRACES_HEADERS: otlpHeaders(),
   OTEL_SERVICE_NAME: z.string().min(1).optional(),
   AGENTPLANE_METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   AGENTPLANE_METRICS_HOST: z.string().default('0.0.0.0'),

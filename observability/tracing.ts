@@ -36,9 +36,10 @@ export interface Tracing {
  * Registers the process-wide tracer provider (OpenTelemetry's context and propagation are global by design: the
  * Temporal interceptors find them there). Call once, from a composition root.
  */
-export function startTracing(opts: { endpoint: string; serviceName: string }): Tracing {
+export function startTracing(opts: { endpoint: string; serviceName: string; headers?: Record<string, string> }): Tracing {
   const resource = new Resource({ 'service.name': opts.serviceName });
-  const exporter = new OTLPTraceExporter({ url: `${opts.endpoint.replace(/\/+$/, '')}/v1/traces` });
+  // the headers come from the config (OTEL_EXPORTER_OTLP_HEADERS), which has taken them out of the environment
+  const exporter = new OTLPTraceExporter({ url: `${opts.endpoint.replace(/\/+$/, '')}/v1/traces`, headers: opts.headers });
   const spanProcessor = new BatchSpanProcessor(exporter);
   const provider = new NodeTracerProvider({ resource, spanProcessors: [spanProcessor] });
   provider.register();

@@ -13,7 +13,7 @@ import { NativeConnection } from '@temporalio/worker';
 import { z } from 'zod';
 import { createApp } from '../api/create-app';
 import { Registry } from 'prom-client';
-import { databaseEnv, egressEnv, openclawEnv, parseEnv, sandboxEnv, telemetryEnv } from '../config/env';
+import { adminKeyEnv, databaseEnv, egressEnv, openclawEnv, parseEnv, sandboxEnv, telemetryEnv } from '../config/env';
 import { openDatabase } from '../db/client';
 import { countSessionsByState, unterminatedSessionIds } from '../db/queries/sessions';
 import { bootstrapAdmin } from '../db/queries/teams';
@@ -35,6 +35,8 @@ async function sessionsWithServers(dir: string): Promise<(sessionId: string) => 
   return (sessionId) => live.has(sessionId);
 }
 
+// the platform's secrets (config/env.ts SECRET_VARIABLES) leave the environment here, before the Temporal dev server (a
+// child process) is started: it gets none of them
 const env = parseEnv({
   ...databaseEnv,
   ...telemetryEnv,
@@ -44,8 +46,9 @@ const env = parseEnv({
   TEMPORAL_ADDRESS: z.string().optional(),
   TEMPORAL_PORT: z.coerce.number().int().min(0).max(65535).default(7233),
   AGENTPLANE_TASK_QUEUE: z.string().default('agentplane-sessions'),
+  /** generated and kept in the data folder when absent */
   AGENTPLANE_MASTER_KEY: z.string().optional(),
-  AGENTPLANE_ADMIN_KEY: z.string().startsWith('ap_', 'must start with ap_').min(20).optional(),
+  ...adminKeyEnv,
   AGENTPLANE_RUNTIMES: z
     .string()
     .default('opencode,scripted')
@@ -91,7 +94,7 @@ if (admin.plain) await keptSecret('admin.key', () => admin.plain as string);
 const adminKey = env.AGENTPLANE_ADMIN_KEY ?? admin.plain ?? savedAdminKey ?? '(set AGENTPLANE_ADMIN_KEY: the generated key was shown on first start)';
 
 const vault = createVault(masterKey);
-const tracing = env.OTEL_EXPORTER_OTLP_ENDPOINT ? startTracing({ endpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: env.OTEL_SERVICE_NAME ?? 'agentplane-dev' }) : null;
+const tracing = env.OTEL_EXPORTER_OTLP_ENDPOINT ? startTracing({ endpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: env.OTEL_SERVICE_NAME ?? 'agentplane-dev', headers: { ...env.OTEL_EXPORTER_OTLP_HEADERS, ...env.OTEL_EXPORTER_OTLP_TRACES_HEADERS } }) : null;
 const workerMetrics = createWorkerMetrics();
 const apiMetrics = createApiMetrics({ sessionsByState: () => countSessionsByState(database.db) });
 // one process, one /metrics: the worker's and the API's registries together

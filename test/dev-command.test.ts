@@ -7,6 +7,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { generateMasterKeySpec } from '../db/vault';
 
 const children: ChildProcess[] = [];
 const dataDirs: string[] = [];
@@ -36,13 +37,15 @@ async function until(check: () => boolean, what: string, timeoutMs = 15_000) {
   }
 }
 
-async function startDev(dir: string): Promise<{ child: ChildProcess; url: string; key: string; output: () => string }> {
+async function startDev(dir: string, secrets: Record<string, string> = {}): Promise<{ child: ChildProcess; url: string; key: string; output: () => string }> {
   const env: Record<string, string | undefined> = { ...process.env, AGENTPLANE_DATA_DIR: dir, PORT: '0', TEMPORAL_PORT: '0', AGENTPLANE_RUNTIMES: 'scripted' };
   delete env.DATABASE_URL; // the embedded default: PGlite
   delete env.AGENTPLANE_MASTER_KEY;
   delete env.AGENTPLANE_ADMIN_KEY;
   delete env.AGENTPLANE_EGRESS_ALLOW_PRIVATE; // dev mode's own default
-  const child = spawn('node_modules/.bin/tsx', ['scripts/dev.ts'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  Object.assign(env, secrets);
+  // as `npm run dev` runs it: node with tsx's loader, so the child is dev itself (the tsx command would be a launcher)
+  const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/dev.ts'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
@@ -140,5 +143,25 @@ describe('npm run dev', () => {
     // adopting means owning: a clean stop ends it
     await stopDev(second.child);
     await until(() => !alive(temporal.pid), 'the adopted Temporal dev server to stop', 20_000);
+  }, 240_000);
+
+  it('given the master and admin keys in its environment, dev keeps them from /proc/<pid>/environ and from the Temporal dev server it starts, and works with them', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'agentplane-dev-'));
+    dataDirs.push(dataDir);
+    const secrets = { AGENTPLANE_MASTER_KEY: generateMasterKeySpec(), AGENTPLANE_ADMIN_KEY: `ap_dev${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}` };
+    const dev = await startDev(dataDir, secrets);
+    expect(dev.key).toBe(secrets.AGENTPLANE_ADMIN_KEY);
+    const temporal = JSON.parse(await readFile(join(dataDir, 'temporal.json'), 'utf8')) as { pid: number };
+    groups.push(temporal.pid);
+    for (const [what, pid] of [['dev', dev.child.pid!], ['its Temporal dev server', temporal.pid]] as const) {
+      const environ = await readFile(`/proc/${pid}/environ`, 'latin1');
+      for (const [name, value] of Object.entries(secrets)) {
+        expect(environ.includes(value), `${what} shows ${name}`).toBe(false);
+        expect(environ, what).not.toContain(`${name}=`);
+      }
+    }
+    // the admin key was read before it went: it works; the master key seals a credential
+    expect((await call(dev.url, dev.key, 'POST', '/v1/credentials', { name: 'sealed', secret: 'sk-dev' })).status).toBe(200);
+    await stopDev(dev.child);
   }, 240_000);
 });

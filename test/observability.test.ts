@@ -29,6 +29,8 @@ interface OtlpSpan {
 async function startOtlpReceiver() {
   const spans: Array<OtlpSpan & { service: string }> = [];
   const contentTypes = new Set<string>();
+  /** the Authorization header of each export, by the services whose spans it carried */
+  const authorizations = new Map<string, Set<string>>();
   const server: Server = createServer((req, res) => {
     let body = '';
     req.on('data', (chunk: Buffer) => (body += chunk.toString()));
@@ -42,12 +44,13 @@ async function startOtlpReceiver() {
       for (const resourceSpans of payload.resourceSpans) {
         const service = String(resourceSpans.resource.attributes?.find((a) => a.key === 'service.name')?.value.stringValue);
         for (const scope of resourceSpans.scopeSpans) for (const span of scope.spans) spans.push({ ...span, service });
+        authorizations.set(service, (authorizations.get(service) ?? new Set()).add(String(req.headers.authorization)));
       }
       res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, spans, contentTypes, close: () => new Promise<void>((r) => server.close(() => r())) };
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, spans, contentTypes, authorizations, close: () => new Promise<void>((r) => server.close(() => r())) };
 }
 
 /** Prometheus text format → samples. Enough of the format for prom-client's output: `name{l="v",...} value`. */
@@ -76,6 +79,7 @@ function sample(samples: ReturnType<typeof parsePrometheus>, name: string, label
   return samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)).reduce((sum, s) => sum + s.value, 0);
 }
 
+const OTLP_TOKEN = `otlp-${Math.random().toString(36).slice(2)}`;
 let receiver: Awaited<ReturnType<typeof startOtlpReceiver>>;
 let tracing: Tracing;
 let stack: Stack;
@@ -98,6 +102,8 @@ beforeAll(async () => {
     AGENTPLANE_RUNTIMES: 'scripted',
     OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
     OTEL_SERVICE_NAME: 'agentplane-worker',
+    // a receiver's key: read by the worker's config, then gone from its environment (test/secrets-env.test.ts)
+    OTEL_EXPORTER_OTLP_HEADERS: `authorization=Bearer%20${OTLP_TOKEN}`,
     AGENTPLANE_METRICS_PORT: '0',
     AGENTPLANE_METRICS_HOST: '127.0.0.1',
     // a loaded 2-core machine can take more than a minute to load and bundle
@@ -178,6 +184,8 @@ describe('observability', () => {
 
     // ---- one trace: API request → StartWorkflow → RunWorkflow → StartActivity → RunActivity → runtime call
     expect([...receiver.contentTypes].every((type) => type.startsWith('application/json'))).toBe(true);
+    // the worker's exports carry the OTLP headers it was configured with, passed from its config, not its environment
+    expect([...(receiver.authorizations.get('agentplane-worker') ?? [])]).toEqual([`Bearer ${OTLP_TOKEN}`]);
     const byId = new Map(receiver.spans.map((span) => [span.spanId, span]));
     const parentOf = (span: OtlpSpan) => (span.parentSpanId ? byId.get(span.parentSpanId) : undefined);
     const root = receiver.spans.find((span) => span.name === 'POST /v1/sessions' && span.attributes?.some((a) => a.key === 'agentplane.session_id' && a.value.stringValue === id));

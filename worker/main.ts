@@ -15,6 +15,7 @@ import { buildRuntimes, RUNTIME_NAMES } from './runtimes';
 import { createSessionWorker, DEFAULT_CACHED_SESSIONS } from './create-worker';
 import { createNotifier } from './notifier';
 
+// the platform's secrets (config/env.ts SECRET_VARIABLES) leave the environment here: what needs one gets it from `env`
 const env = parseEnv({
   ...temporalEnv,
   ...databaseEnv,
@@ -40,7 +41,7 @@ const env = parseEnv({
   AGENTPLANE_WORKER_CACHED_SESSIONS: z.coerce.number().int().min(0).default(DEFAULT_CACHED_SESSIONS),
 });
 
-const tracing = env.OTEL_EXPORTER_OTLP_ENDPOINT ? startTracing({ endpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: env.OTEL_SERVICE_NAME ?? 'agentplane-worker' }) : null;
+const tracing = env.OTEL_EXPORTER_OTLP_ENDPOINT ? startTracing({ endpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: env.OTEL_SERVICE_NAME ?? 'agentplane-worker', headers: { ...env.OTEL_EXPORTER_OTLP_HEADERS, ...env.OTEL_EXPORTER_OTLP_TRACES_HEADERS } }) : null;
 const writeLog = createJsonLog();
 Runtime.install({ logger: new DefaultLogger(env.AGENTPLANE_LOG_LEVEL, (entry) => writeLog(fromTemporalEntry(entry))) });
 const metrics = createWorkerMetrics();

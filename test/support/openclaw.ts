@@ -16,7 +16,8 @@ let found: { binaries: OpenClawBinaries | null; reason: string } | undefined;
 
 export function openClawBinaries(): { binaries: OpenClawBinaries | null; reason: string } {
   if (found) return found;
-  const env = parseEnv(openclawEnv);
+  // a copy: parseEnv takes the platform's secrets out of the environment it reads, and the test process keeps its own
+  const env = parseEnv(openclawEnv, { ...process.env });
   const binaries = { nodeBin: env.AGENTPLANE_NODE24_BIN, openclawBin: env.AGENTPLANE_OPENCLAW_BIN };
   const present = () => existsSync(binaries.nodeBin) && existsSync(binaries.openclawBin);
   if (!present()) {
