@@ -163,7 +163,7 @@ describe('environments', () => {
     const widen = await stack.call('POST', `/v1/environments/${env.id}`, { config: { type: 'cloud', networking: { type: 'unrestricted' } } }, theirs);
     expect(widen.status).toBe(404);
     expect(widen.body.code).toBe('resource.not_found');
-    // not even the body is judged for them: a malformed one is the same 404
+    // what the route judges once it has the environment (an address the platform refuses) is not judged for them
     expect((await stack.call('POST', `/v1/environments/${env.id}`, { config: limited(['127.0.0.1']) }, theirs)).status).toBe(404);
     expect((await stack.call('GET', '/v1/environments?limit=1000', undefined, theirs)).body.data.map((e: any) => e.id)).not.toContain(env.id);
     const agent = await stack.call('POST', '/v1/agents', { name: 'theirs', model: 'scripted', runtime: { type: 'scripted' }, tool_policy: { rules: [], default: 'allow' } }, theirs);
