@@ -42,6 +42,8 @@
  * spans carry per-request token usage (from each assistant message's `usage`, once per API message id) and no
  * `cost_usd`: the ledger prices every request from its pricing table, idempotently per request, with no double count.
  */
+import { INHERITED, runtimeEnv } from './kit/env';
+import { SILENT_LOGGER } from './kit/log';
 import { redact } from './kit/redact';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -70,8 +72,6 @@ export interface ClaudeCodeAdapterOptions {
   logger?: AdapterLogger;
   /** the `claude` executable; default: the one the SDK's platform package ships */
   executablePath?: string;
-  /** environment the child inherits (PATH, locale…); the worker's own environment is not passed on */
-  baseEnv?: Record<string, string | undefined>;
   /** how long a gated call may wait for a person before Claude Code gives up on the hook (default 7 days) */
   approvalHoldSeconds?: number;
 }
@@ -158,7 +158,7 @@ export function claudeSessionIdFor(sessionId: string): string {
 }
 
 export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): RuntimeAdapter {
-  const log: AdapterLogger = opts.logger ?? { info() {}, warn() {} };
+  const log: AdapterLogger = opts.logger ?? SILENT_LOGGER;
   const live = new Map<string, LiveSession>();
   const holdSeconds = opts.approvalHoldSeconds ?? 7 * 24 * 3600;
 
@@ -200,19 +200,20 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
 
   function env(ctx: TurnContext): Record<string, string> {
     const dirs = layout(ctx.sessionId);
-    const base = opts.baseEnv ?? pickEnv(process.env, ['PATH', 'LANG', 'LC_ALL', 'TZ', 'TERM', 'TMPDIR']);
-    const out: Record<string, string> = Object.fromEntries(Object.entries(base).filter((e): e is [string, string] => e[1] !== undefined));
-    Object.assign(out, {
-      HOME: dirs.home,
-      CLAUDE_CONFIG_DIR: dirs.config,
-      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
-      DISABLE_TELEMETRY: '1',
-      DISABLE_AUTOUPDATER: '1',
-      DISABLE_ERROR_REPORTING: '1',
-    });
-    if (ctx.agent.modelProvider?.baseUrl) out.ANTHROPIC_BASE_URL = ctx.agent.modelProvider.baseUrl.replace(/\/+$/, '').replace(/\/v1$/, '');
-    if (ctx.secrets.modelApiKey) out.ANTHROPIC_API_KEY = ctx.secrets.modelApiKey;
-    return out;
+    // given an env, the SDK starts `claude` with it (and its own switches) instead of the worker's process.env
+    return runtimeEnv(
+      {
+        HOME: dirs.home,
+        CLAUDE_CONFIG_DIR: dirs.config,
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+        DISABLE_TELEMETRY: '1',
+        DISABLE_AUTOUPDATER: '1',
+        DISABLE_ERROR_REPORTING: '1',
+        ANTHROPIC_BASE_URL: ctx.agent.modelProvider?.baseUrl ? ctx.agent.modelProvider.baseUrl.replace(/\/+$/, '').replace(/\/v1$/, '') : undefined,
+        ANTHROPIC_API_KEY: ctx.secrets.modelApiKey || undefined,
+      },
+      { inherit: [...INHERITED, 'TMPDIR'] },
+    );
   }
 
   function start(ctx: TurnContext, state: ClaudeState, resume: boolean): LiveSession {
@@ -681,9 +682,6 @@ function resultText(content: unknown): string {
 }
 
 
-function pickEnv(env: NodeJS.ProcessEnv, keys: string[]): Record<string, string | undefined> {
-  return Object.fromEntries(keys.map((k) => [k, env[k]]));
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -19,9 +19,9 @@
  * - The key is never in `ref.state`, events or errors; neither is the body of a failed answer (its status and error
  *   type only: runtimes/kit/egress.ts).
  */
-import { createJsonClient, RuntimeApiError } from './http-api';
+import { createJsonClient, RuntimeApiError } from './kit/http';
 import { createEgressGuard, egressRefusal, type EgressGuard } from './kit/egress';
-import { readSseFrames } from './sse';
+import { readSseFrames } from './kit/sse';
 import { evaluatePolicy } from '../governance/policy';
 import { CANONICAL_TOOLS, type CanonicalTool } from '../governance/types';
 import type { RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';

@@ -52,6 +52,7 @@ import { Command, type StateSnapshot } from '@langchain/langgraph';
 import { MemorySaver, type Checkpoint, type CheckpointMetadata, type PendingWrite } from '@langchain/langgraph-checkpoint';
 import { ChatOpenAI, ChatOpenAICompletions } from '@langchain/openai';
 import { createEgressGuard, describeStatus, egressRefusal, errorToken, type EgressGuard } from './kit/egress';
+import { runtimeEnv } from './kit/env';
 import type { CanonicalTool } from '../governance/types';
 import { redact } from './kit/redact';
 import type {
@@ -239,7 +240,7 @@ async function buildAgent(opts: Options, ctx: TurnContext, sink: TurnSink): Prom
   const backend = await LocalShellBackend.create({
     rootDir: ctx.workdir,
     timeout: opts.commandTimeoutSeconds ?? 120,
-    env: { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin', HOME: ctx.workdir, LANG: 'C.UTF-8' },
+    env: runtimeEnv({ HOME: ctx.workdir, LANG: 'C.UTF-8' }, { inherit: ['PATH'] }),
   });
   const checkpointer = await FileCheckpointSaver.open(join(opts.dataDir, 'deepagents', ctx.sessionId, 'checkpoints.json'));
   const interruptOn = Object.fromEntries(Object.keys(DEEPAGENTS_TOOLS).map((name) => [name, { allowedDecisions: ['approve', 'reject'] }]));

@@ -50,9 +50,9 @@ import { denyRuleLabel, unenforceableDenies } from '../governance/enforceability
 import { evaluatePolicy } from '../governance/policy';
 import { CANONICAL_TOOLS, type CanonicalTool } from '../governance/types';
 import type { AdapterLogger, PermissionDecision, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
-import { createJsonClient, RuntimeApiError } from './http-api';
+import { createJsonClient, RuntimeApiError } from './kit/http';
 import { createEgressGuard, describeRequestError, egressRefusal, type EgressGuard } from './kit/egress';
-import { readSseFrames } from './sse';
+import { readSseFrames } from './kit/sse';
 
 /** `any` with the gate plugin loaded; without it a turn under a deny rule is refused (see `denialsWithoutGate`). */
 export const HERMES_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;

@@ -28,7 +28,7 @@
  *   type only: runtimes/kit/egress.ts).
  */
 import { createEgressGuard, describeResponse, egressRefusal, errorToken, type EgressGuard } from './kit/egress';
-import { readSseFrames } from './sse';
+import { readSseFrames } from './kit/sse';
 import { CANONICAL_TOOLS, type CanonicalTool } from '../governance/types';
 import type { ModelUsage, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
 

@@ -24,16 +24,17 @@
  *   resolved key to anyone who can call it. The server gets a minimal environment, not the worker's.
  * - The server runs in its own process group and outlives a killed worker; `ref.state.server` says where it is.
  */
+import { runtimeEnv } from './kit/env';
 import { refuseInterpolation } from './kit/interpolation';
+import { SILENT_LOGGER } from './kit/log';
+import { freePort } from './kit/ports';
+import { alive, signalGroup, startProcess } from './kit/process';
 import { redact } from './kit/redact';
-import { alive } from './kit/process';
-import { readSseFrames } from './sse';
-import { spawn } from 'node:child_process';
+import { readSseFrames } from './kit/sse';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import type { CanonicalTool } from '../governance/types';
 import { priceFor, type ModelPrice } from '../governance/pricing';
@@ -62,8 +63,6 @@ export interface OpenCodeAdapterOptions {
   logger?: AdapterLogger;
   /** USD per million tokens OpenCode reports its own cost with (a cross-check: the ledger prices tokens); default: the catalogue */
   prices?: Record<string, ModelPrice>;
-  /** environment the server inherits (PATH, locale…); the worker's own environment is not passed on */
-  baseEnv?: Record<string, string | undefined>;
   /** how long a server may take to answer after spawn (default 30 s) */
   startTimeoutMs?: number;
   /**
@@ -157,7 +156,7 @@ export function buildOpenCodeConfig(ctx: TurnContext, price: ModelPrice | undefi
 }
 
 export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdapter {
-  const log: AdapterLogger = opts.logger ?? { info() {}, warn() {} };
+  const log: AdapterLogger = opts.logger ?? SILENT_LOGGER;
   const binary = opts.binaryPath ?? defaultOpenCodeBinary();
   const startTimeoutMs = opts.startTimeoutMs ?? 30_000;
   const idleGraceMs = opts.idleGraceMs ?? 15_000;
@@ -199,9 +198,7 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     await writeFile(dirs.config, `${JSON.stringify(config, null, 2)}\n`);
     const password = randomBytes(24).toString('hex');
     const key = ctx.secrets.modelApiKey ?? '';
-    const base = opts.baseEnv ?? pickEnv(process.env, ['PATH', 'LANG', 'LC_ALL', 'TZ', 'TERM']);
-    const env: Record<string, string> = {
-      ...(Object.fromEntries(Object.entries(base).filter(([, v]) => v !== undefined)) as Record<string, string>),
+    const env = runtimeEnv({
       HOME: dirs.home,
       ...xdg,
       OPENCODE_DISABLE_MODELS_FETCH: '1',
@@ -215,14 +212,14 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
       OPENCODE_SERVER_USERNAME: SERVER_USER,
       OPENCODE_SERVER_PASSWORD: password,
       [OPENCODE_KEY_ENV]: key,
-    };
+    });
 
     let lastError = 'not started';
     for (let attempt = 1; attempt <= 3; attempt++) {
       const port = await freePort();
       const out = openSync(dirs.log, 'a');
       // detached: its own process group, so a SIGKILLed worker leaves the runtime (and its in-flight turn) running
-      const child = spawn(binary, ['serve', '--hostname', '127.0.0.1', '--port', String(port)], { cwd: ctx.workdir, env, detached: true, stdio: ['ignore', out, out] });
+      const child = startProcess(binary, ['serve', '--hostname', '127.0.0.1', '--port', String(port)], { cwd: ctx.workdir, env, detached: true, stdout: out, stderr: out });
       closeSync(out);
       let exited: string | null = null;
       const onExit = (code: number | null, signal: string | null) => (exited = `exited (${code ?? signal})`);
@@ -1066,24 +1063,8 @@ export function defaultOpenCodeBinary(): string {
   return 'opencode';
 }
 
-function pickEnv(env: NodeJS.ProcessEnv, names: string[]): Record<string, string | undefined> {
-  return Object.fromEntries(names.filter((n) => env[n] !== undefined).map((n) => [n, env[n]]));
-}
-
 function fingerprint(password: string, key: string): string {
   return createHmac('sha256', password).update(key).digest('hex').slice(0, 16);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** A recorded pid is only trusted while it still is an `opencode serve` on the recorded port (pids get reused). */
@@ -1099,21 +1080,10 @@ function isOurProcess(pid: number, port: number): boolean {
 
 async function killGroup(pid: number, port: number): Promise<void> {
   if (!isOurProcess(pid, port)) return;
-  const signal = (sig: NodeJS.Signals) => {
-    try {
-      process.kill(-pid, sig);
-    } catch {
-      try {
-        process.kill(pid, sig);
-      } catch {
-        // already gone
-      }
-    }
-  };
-  signal('SIGTERM');
+  signalGroup(pid, 'SIGTERM');
   const deadline = Date.now() + 5_000;
   while (Date.now() < deadline && alive(pid)) await sleep(100);
-  if (alive(pid)) signal('SIGKILL');
+  if (alive(pid)) signalGroup(pid, 'SIGKILL');
 }
 
 function sleep(ms: number): Promise<void> {

@@ -2,6 +2,7 @@ import { appendFileSync, readFileSync } from 'node:fs';
 import { RUNTIME_KINDS, type RuntimeKind } from '../governance/types';
 import type { AcpAgentSpec } from '../runtimes/acp.adapter';
 import type { EgressGuard } from '../runtimes/kit/egress';
+import { forRuntime } from '../runtimes/kit/log';
 import type { AdapterLogger, RuntimeAdapter, RuntimeRegistry } from '../runtimes/runtime-adapter';
 
 export const RUNTIME_NAMES = RUNTIME_KINDS;
@@ -52,14 +53,4 @@ export async function buildRuntimes(names: ReadonlyArray<RuntimeKind>, opts: Run
   const registry: RuntimeRegistry = {};
   for (const name of names) registry[name] = await LOADERS[name]({ ...opts, logger: opts.logger && forRuntime(opts.logger, name) });
   return registry;
-}
-
-/** The worker's logger with the runtime named on every line. */
-function forRuntime(logger: AdapterLogger, runtime: RuntimeKind): AdapterLogger {
-  const { debug } = logger;
-  return {
-    ...(debug ? { debug: (msg: string, meta?: Record<string, unknown>) => debug.call(logger, msg, { runtime, ...meta }) } : {}),
-    info: (msg, meta) => logger.info(msg, { runtime, ...meta }),
-    warn: (msg, meta) => logger.warn(msg, { runtime, ...meta }),
-  };
 }
