@@ -3,14 +3,14 @@
  * from it, so the two cannot drift from the adapters.
  */
 import type { RuntimeCapabilities, RuntimeKind } from './runtime-adapter';
-import { ACP_CAPABILITIES } from './acp.adapter';
+import { ACP_CAPABILITIES } from './acp/descriptor';
 import { CLAUDE_CODE_CAPABILITIES } from './claude-code.adapter';
 import { CURSOR_CAPABILITIES } from './cursor.adapter';
 import { DEEPAGENTS_CAPABILITIES } from './deepagents.adapter';
 import { HERMES_CAPABILITIES } from './hermes.adapter';
 import { MANAGED_AGENTS_CAPABILITIES } from './managed-agents.adapter';
 import { OPENCLAW_CAPABILITIES } from './openclaw.adapter';
-import { OPENCODE_CAPABILITIES } from './opencode.adapter';
+import { OPENCODE_CAPABILITIES } from './opencode/descriptor';
 import { SCRIPTED_CAPABILITIES } from './scripted.adapter';
 
 export const RUNTIME_CAPABILITIES: Record<RuntimeKind, RuntimeCapabilities> = {

@@ -22,7 +22,7 @@ import { createApiMetrics, createWorkerMetrics, serveMetrics } from '../observab
 import { clientInterceptors, startTracing } from '../observability/tracing';
 import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
 import { createEgressGuard } from '../runtimes/kit/egress';
-import { stopOpenCodeServers } from '../runtimes/opencode.adapter';
+import { stopOpenCodeServers } from '../runtimes/opencode/opencode.adapter';
 import { createSessionWorker } from '../worker/create-worker';
 import { createNotifier } from '../worker/notifier';
 import { buildRuntimes, RUNTIME_NAMES } from '../worker/runtimes';

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rowsOf } from '../db/client';
 import { decideCharge, priceUsageMicros, resolvePrice, type TokenUsage } from '../governance/pricing';
 import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
-import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
+import { createOpenCodeAdapter } from '../runtimes/opencode/opencode.adapter';
 import { startManagedAgentsFake, type ManagedAgentsFake } from './support/managed-agents-fake';
 import { startScriptedModel, type ScriptedModel } from './support/scripted-model';
 import { eventsOf, eventually, LOCAL_RECEIVERS, localEgress, startStack, waitForStatus, type Stack } from './support/stack';

@@ -1,8 +1,10 @@
 import { appendFileSync, readFileSync } from 'node:fs';
 import { RUNTIME_KINDS, type RuntimeKind } from '../governance/types';
-import type { AcpAgentSpec } from '../runtimes/acp.adapter';
+import type { AcpAgentSpec } from '../runtimes/acp/descriptor';
 import type { EgressGuard } from '../runtimes/kit/egress';
 import { forRuntime } from '../runtimes/kit/log';
+import { descriptor as acp } from '../runtimes/acp/descriptor';
+import { descriptor as opencode } from '../runtimes/opencode/descriptor';
 import type { AdapterLogger, RuntimeAdapter, RuntimeRegistry } from '../runtimes/runtime-adapter';
 
 export const RUNTIME_NAMES = RUNTIME_KINDS;
@@ -25,13 +27,13 @@ export interface RuntimeOptions {
  * Claude Agent SDK, ...) take seconds to load, and a replacement worker should start polling as soon as it can.
  */
 const LOADERS: Record<RuntimeKind, (opts: RuntimeOptions) => Promise<RuntimeAdapter>> = {
-  opencode: async (o) => (await import('../runtimes/opencode.adapter')).createOpenCodeAdapter({ dataDir: o.dataDir, binaryPath: o.opencodeBin, logger: o.logger }),
+  opencode: (o) => opencode.create(o),
   'claude-code': async (o) => (await import('../runtimes/claude-code.adapter')).createClaudeCodeAdapter({ dataDir: o.dataDir, logger: o.logger }),
   'managed-agents': async (o) => (await import('../runtimes/managed-agents.adapter')).createManagedAgentsAdapter({ egress: o.egress }),
   cursor: async (o) => (await import('../runtimes/cursor.adapter')).createCursorAdapter({ egress: o.egress }),
   deepagents: async (o) => (await import('../runtimes/deepagents.adapter')).createDeepAgentsAdapter({ dataDir: o.dataDir, logger: o.logger, egress: o.egress }),
   hermes: async (o) => (await import('../runtimes/hermes.adapter')).createHermesAdapter({ logger: o.logger, egress: o.egress }),
-  acp: async (o) => (await import('../runtimes/acp.adapter')).createAcpAdapter({ dataDir: o.dataDir, opencodeBin: o.opencodeBin, agents: o.acpAgents, logger: o.logger }),
+  acp: (o) => acp.create(o),
   openclaw: async (o) => {
     if (!o.openclaw) throw new Error('the openclaw runtime needs the Node 24 and openclaw binaries (AGENTPLANE_NODE24_BIN, AGENTPLANE_OPENCLAW_BIN)');
     return (await import('../runtimes/openclaw.adapter')).createOpenClawAdapter({ ...o.openclaw, logger: o.logger });

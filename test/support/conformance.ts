@@ -17,13 +17,13 @@
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createAcpAdapter } from '../../runtimes/acp.adapter';
+import { createAcpAdapter } from '../../runtimes/acp/acp.adapter';
 import { createClaudeCodeAdapter } from '../../runtimes/claude-code.adapter';
 import { createDeepAgentsAdapter } from '../../runtimes/deepagents.adapter';
 import { createHermesAdapter } from '../../runtimes/hermes.adapter';
 import { createManagedAgentsAdapter } from '../../runtimes/managed-agents.adapter';
 import { createOpenClawAdapter } from '../../runtimes/openclaw.adapter';
-import { createOpenCodeAdapter } from '../../runtimes/opencode.adapter';
+import { createOpenCodeAdapter } from '../../runtimes/opencode/opencode.adapter';
 import { RUNTIME_CAPABILITIES } from '../../runtimes/capabilities';
 import type { RuntimeKind, RuntimeRegistry } from '../../runtimes/runtime-adapter';
 import { createScriptedAdapter } from '../../runtimes/scripted.adapter';

@@ -19,7 +19,7 @@ import type { ApiMetrics } from '../../observability/metrics';
 import { clientInterceptors, type Tracing } from '../../observability/tracing';
 import { RUNTIME_CAPABILITIES } from '../../runtimes/capabilities';
 import { createEgressGuard, type EgressGuard, type Resolve } from '../../runtimes/kit/egress';
-import { stopOpenCodeServers } from '../../runtimes/opencode.adapter';
+import { stopOpenCodeServers } from '../../runtimes/opencode/opencode.adapter';
 import type { RuntimeRegistry } from '../../runtimes/runtime-adapter';
 import { createSessionWorker } from '../../worker/create-worker';
 import { createTestDatabase, type TestDatabase } from './postgres';

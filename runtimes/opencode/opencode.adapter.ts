@@ -24,36 +24,31 @@
  *   resolved key to anyone who can call it. The server gets a minimal environment, not the worker's.
  * - The server runs in its own process group and outlives a killed worker; `ref.state.server` says where it is.
  */
-import { runtimeEnv } from './kit/env';
-import { refuseInterpolation } from './kit/interpolation';
-import { SILENT_LOGGER } from './kit/log';
-import { freePort } from './kit/ports';
-import { alive, signalGroup, startProcess } from './kit/process';
-import { redact } from './kit/redact';
-import { readSseFrames } from './kit/sse';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import type { CanonicalTool } from '../governance/types';
-import { priceFor, type ModelPrice } from '../governance/pricing';
+import { join } from 'node:path';
+import type { ModelPrice } from '../../governance/pricing';
+import { runtimeEnv } from '../kit/env';
+import { SILENT_LOGGER } from '../kit/log';
+import { freePort } from '../kit/ports';
+import { alive, signalGroup, startProcess } from '../kit/process';
+import { redact } from '../kit/redact';
+import { readSseFrames } from '../kit/sse';
 import type {
   AdapterLogger,
   Decision,
   PermissionRequest,
   RuntimeAdapter,
-  RuntimeCapabilities,
   RuntimeEvent,
   RuntimeSessionRef,
   TurnContext,
   TurnInput,
   TurnResult,
   TurnSink,
-} from './runtime-adapter';
-
-export const OPENCODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
-
+} from '../runtime-adapter';
+import { buildOpenCodeConfig, canonicalTool, defaultOpenCodeBinary, OPENCODE_KEY_ENV, OPENCODE_SWITCHES, openCodePrice, PROVIDER_ID } from './config';
+import { descriptor } from './descriptor';
 
 export interface OpenCodeAdapterOptions {
   /** the `opencode` binary; default: the one shipped by the `opencode-ai` package, else `opencode` on PATH */
@@ -99,61 +94,9 @@ interface ServerFile extends ServerLocation {
   startedAt: string;
 }
 
-const PROVIDER_ID = 'agentplane';
 /** while events flow, history is still re-read this often, in case the bus dropped one */
 const FULL_RECONCILE_MS = 10_000;
-export const OPENCODE_KEY_ENV = 'AGENTPLANE_MODEL_API_KEY';
 const SERVER_USER = 'opencode';
-
-/**
- * USD per million tokens OpenCode computes its own cost with: the given table, else the catalogue. Never
- * `agent.runtime.config.cost` (a tenant's price); what is charged is priced by the ledger either way.
- */
-export function openCodePrice(ctx: TurnContext, prices?: Record<string, ModelPrice>): ModelPrice | undefined {
-  return priceFor(ctx.agent.model, prices ?? {}) ?? undefined;
-}
-
-/**
- * The OpenCode config for an agent (also used by the ACP adapter's built-in `opencode acp` agent): one provider,
- * `agentplane`, at the agent's OpenAI-compatible base URL, its key read from `$AGENTPLANE_MODEL_API_KEY` by OpenCode,
- * and every tool set to ask.
- */
-export function buildOpenCodeConfig(ctx: TurnContext, price: ModelPrice | undefined): Record<string, unknown> {
-  if (!ctx.agent.modelProvider) throw new Error('the opencode runtime needs agent.modelProvider.baseUrl');
-  // OpenCode expands `{env:…}` and `{file:…}` in this config: no tenant string may bring its own
-  refuseInterpolation({ model: ctx.agent.model, 'model_provider.base_url': ctx.agent.modelProvider.baseUrl, 'runtime.config': ctx.agent.runtime.config });
-  const rc = ctx.agent.runtime.config as { contextLimit?: number; outputLimit?: number };
-  const model = ctx.agent.model;
-  return {
-    $schema: 'https://opencode.ai/config.json',
-    model: `${PROVIDER_ID}/${model}`,
-    small_model: `${PROVIDER_ID}/${model}`,
-    autoupdate: false,
-    share: 'disabled',
-    // OpenCode's undo snapshots (a shadow git repository of the workspace, diffed after every step) serve its own
-    // revert UI, which agentplane does not expose; they cost about a second per turn
-    snapshot: false,
-    enabled_providers: [PROVIDER_ID],
-    provider: {
-      [PROVIDER_ID]: {
-        npm: '@ai-sdk/openai-compatible',
-        name: 'agentplane',
-        // `{env:…}` is resolved by OpenCode when it loads the config: the key stays in the process environment
-        options: { baseURL: ctx.agent.modelProvider.baseUrl, apiKey: `{env:${OPENCODE_KEY_ENV}}` },
-        models: {
-          [model]: {
-            name: model,
-            tool_call: true,
-            limit: { context: rc.contextLimit ?? 200_000, output: rc.outputLimit ?? 32_000 },
-            ...(price ? { cost: price } : {}),
-          },
-        },
-      },
-    },
-    // belt and braces: the session's own rules (see createSession) are what gate calls
-    permission: { '*': 'ask', question: 'deny' },
-  };
-}
 
 export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdapter {
   const log: AdapterLogger = opts.logger ?? SILENT_LOGGER;
@@ -201,10 +144,7 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     const env = runtimeEnv({
       HOME: dirs.home,
       ...xdg,
-      OPENCODE_DISABLE_MODELS_FETCH: '1',
-      OPENCODE_DISABLE_AUTOUPDATE: '1',
-      OPENCODE_DISABLE_LSP_DOWNLOAD: '1',
-      OPENCODE_DISABLE_SHARE: '1',
+      ...OPENCODE_SWITCHES,
       OPENCODE_CONFIG: dirs.config,
       // the same config again with the highest precedence, so a repository's opencode.json cannot point the
       // provider (and its key) elsewhere or loosen permissions
@@ -342,7 +282,7 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     log.info('opencode server stopped', { sessionId: ref.sessionId, pid: target?.pid });
   }
 
-  return { kind: 'opencode', capabilities: OPENCODE_CAPABILITIES, open, runTurn, close };
+  return { kind: descriptor.kind, capabilities: descriptor.capabilities, open, runTurn, close };
 }
 
 /**
@@ -980,36 +920,6 @@ class EventPump {
 // ---------------------------------------------------------------------------------------------------------------
 // Names and inputs
 
-const TOOL_NAMES: Record<string, CanonicalTool> = {
-  bash: 'bash',
-  read: 'read',
-  write: 'write',
-  edit: 'edit',
-  // OpenCode's other file-changing tools are edits for governance purposes
-  multiedit: 'edit',
-  patch: 'edit',
-  apply_patch: 'edit',
-  glob: 'glob',
-  grep: 'grep',
-  webfetch: 'web_fetch',
-  websearch: 'web_search',
-  todowrite: 'todo',
-  todoread: 'todo',
-  task: 'task',
-};
-
-/** OpenCode's tool name → the canonical one. MCP tools are `<server>_<tool>` in OpenCode, known from the agent's config. */
-export function canonicalTool(name: string, ctx?: TurnContext): CanonicalTool {
-  const known = TOOL_NAMES[name];
-  if (known) return known;
-  const servers = Object.keys(((ctx?.agent.runtime.config as { mcp?: Record<string, unknown> } | undefined)?.mcp ?? {}) as Record<string, unknown>);
-  for (const server of servers.sort((a, b) => b.length - a.length)) {
-    const prefix = `${server.replace(/[^a-zA-Z0-9_-]/g, '_')}_`;
-    if (name.startsWith(prefix) && name.length > prefix.length) return `mcp:${server}:${name.slice(prefix.length)}`;
-  }
-  return `other:${name}`;
-}
-
 /** The keys policies match on (`command`, `file_path`, `url`) exist where they apply; the rest is kept. */
 export function normaliseInput(name: string, input: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = { ...input };
@@ -1050,18 +960,6 @@ function describeError(error: NonNullable<MessageInfo['error']>, secret: string 
 
 // ---------------------------------------------------------------------------------------------------------------
 // Processes
-
-/** The `opencode` binary shipped by the `opencode-ai` package, else `opencode` on PATH. */
-export function defaultOpenCodeBinary(): string {
-  try {
-    const require = createRequire(import.meta.url);
-    const pkg = dirname(require.resolve('opencode-ai/package.json'));
-    for (const candidate of [join(pkg, 'bin', 'opencode.exe'), join(pkg, 'bin', 'opencode')]) if (existsSync(candidate)) return candidate;
-  } catch {
-    // not installed as a dependency: fall back to PATH
-  }
-  return 'opencode';
-}
 
 function fingerprint(password: string, key: string): string {
   return createHmac('sha256', password).update(key).digest('hex').slice(0, 16);

@@ -32,10 +32,6 @@
  * Secrets: the model key reaches the agent only through its environment (OpenCode reads it via `{env:…}`); it is never
  * put in `ref.state`, events, logs or errors, and error text from the agent is redacted.
  */
-import { runtimeEnv } from './kit/env';
-import { SILENT_LOGGER } from './kit/log';
-import { signalGroup, startProcess, type RuntimeProcess } from './kit/process';
-import { redact } from './kit/redact';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
@@ -53,37 +49,25 @@ import {
   type SessionUpdate,
   type ToolCallContent,
 } from '@agentclientprotocol/sdk';
-import type { CanonicalTool } from '../governance/types';
-import type { ModelPrice } from '../governance/pricing';
-import { refuseInterpolation } from './kit/interpolation';
-import { buildOpenCodeConfig, canonicalTool as openCodeTool, defaultOpenCodeBinary, OPENCODE_KEY_ENV, openCodePrice } from './opencode.adapter';
+import type { ModelPrice } from '../../governance/pricing';
+import type { CanonicalTool } from '../../governance/types';
+import { runtimeEnv } from '../kit/env';
+import { refuseInterpolation } from '../kit/interpolation';
+import { SILENT_LOGGER } from '../kit/log';
+import { signalGroup, startProcess, type RuntimeProcess } from '../kit/process';
+import { redact } from '../kit/redact';
+import { buildOpenCodeConfig, canonicalTool as openCodeTool, defaultOpenCodeBinary, OPENCODE_KEY_ENV, OPENCODE_SWITCHES, openCodePrice } from '../opencode/config';
 import type {
   AdapterLogger,
   RuntimeAdapter,
-  RuntimeCapabilities,
   RuntimeEvent,
   RuntimeSessionRef,
   TurnContext,
   TurnInput,
   TurnResult,
   TurnSink,
-} from './runtime-adapter';
-
-export const ACP_CAPABILITIES = { approvals: true, interrupt: true, reattach: false, cost: 'priced', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
-
-/** An ACP agent the worker allows, as `AGENTPLANE_ACP_AGENTS` describes it (config/env.ts validates it). */
-export interface AcpAgentSpec {
-  command: string;
-  args: string[];
-  /** fixed environment for the agent (no secrets: the worker's config is not a vault) */
-  env: Record<string, string>;
-  /** the variable the model key is passed in, if the agent takes one */
-  keyEnv?: string;
-  /** the variable the agent's `model_provider.base_url` is passed in */
-  baseUrlEnv?: string;
-  /** the variable the agent's model id is passed in */
-  modelEnv?: string;
-}
+} from '../runtime-adapter';
+import { descriptor, type AcpAgentSpec } from './descriptor';
 
 export interface AcpAdapterOptions {
   /** runtime state (home, agent log) lives in `<dataDir>/acp/<sessionId>` */
@@ -212,10 +196,7 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
     if (name === 'opencode') {
       const config = { ...buildOpenCodeConfig(ctx, openCodePrice(ctx, opts.prices)), experimental: { continue_loop_on_deny: true } };
       Object.assign(env, {
-        OPENCODE_DISABLE_MODELS_FETCH: '1',
-        OPENCODE_DISABLE_AUTOUPDATE: '1',
-        OPENCODE_DISABLE_LSP_DOWNLOAD: '1',
-        OPENCODE_DISABLE_SHARE: '1',
+        ...OPENCODE_SWITCHES,
         // the highest-precedence config: a repository's opencode.json cannot move the provider (and its key) or loosen permissions
         OPENCODE_CONFIG_CONTENT: JSON.stringify(config),
         // `opencode acp` also serves its HTTP API on localhost, whose `GET /config` shows the resolved key: lock it
@@ -572,7 +553,7 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
     if (state.pid && state.command) killGroup(state.pid, state.command);
   }
 
-  return { kind: 'acp', capabilities: ACP_CAPABILITIES, open, runTurn, close };
+  return { kind: descriptor.kind, capabilities: descriptor.capabilities, open, runTurn, close };
 }
 
 /** The ACP agent an agent definition names (`runtime.config.agent`). */
