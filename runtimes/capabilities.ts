@@ -4,12 +4,12 @@
  */
 import type { RuntimeCapabilities, RuntimeKind } from './runtime-adapter';
 import { ACP_CAPABILITIES } from './acp/descriptor';
-import { CLAUDE_CODE_CAPABILITIES } from './claude-code.adapter';
+import { CLAUDE_CODE_CAPABILITIES } from './claude-code/descriptor';
 import { CURSOR_CAPABILITIES } from './cursor.adapter';
-import { DEEPAGENTS_CAPABILITIES } from './deepagents.adapter';
+import { DEEPAGENTS_CAPABILITIES } from './deepagents/descriptor';
 import { HERMES_CAPABILITIES } from './hermes.adapter';
 import { MANAGED_AGENTS_CAPABILITIES } from './managed-agents.adapter';
-import { OPENCLAW_CAPABILITIES } from './openclaw.adapter';
+import { OPENCLAW_CAPABILITIES } from './openclaw/descriptor';
 import { OPENCODE_CAPABILITIES } from './opencode/descriptor';
 import { SCRIPTED_CAPABILITIES } from './scripted.adapter';
 

@@ -24,7 +24,7 @@ import { enqueueNotification } from '../db/queries/webhooks';
 import { budgetThreshold } from '../governance/notifications';
 import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
 import { createCursorAdapter } from '../runtimes/cursor.adapter';
-import { createDeepAgentsAdapter } from '../runtimes/deepagents.adapter';
+import { createDeepAgentsAdapter } from '../runtimes/deepagents/deepagents.adapter';
 import { createHermesAdapter } from '../runtimes/hermes.adapter';
 import { createEgressGuard, describeStatus, egressRefusal, errorToken, type EgressGuard, type Resolve } from '../runtimes/kit/egress';
 import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';

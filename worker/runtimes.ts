@@ -4,6 +4,9 @@ import type { AcpAgentSpec } from '../runtimes/acp/descriptor';
 import type { EgressGuard } from '../runtimes/kit/egress';
 import { forRuntime } from '../runtimes/kit/log';
 import { descriptor as acp } from '../runtimes/acp/descriptor';
+import { descriptor as claudeCode } from '../runtimes/claude-code/descriptor';
+import { descriptor as deepagents } from '../runtimes/deepagents/descriptor';
+import { descriptor as openclaw } from '../runtimes/openclaw/descriptor';
 import { descriptor as opencode } from '../runtimes/opencode/descriptor';
 import type { AdapterLogger, RuntimeAdapter, RuntimeRegistry } from '../runtimes/runtime-adapter';
 
@@ -28,16 +31,13 @@ export interface RuntimeOptions {
  */
 const LOADERS: Record<RuntimeKind, (opts: RuntimeOptions) => Promise<RuntimeAdapter>> = {
   opencode: (o) => opencode.create(o),
-  'claude-code': async (o) => (await import('../runtimes/claude-code.adapter')).createClaudeCodeAdapter({ dataDir: o.dataDir, logger: o.logger }),
+  'claude-code': (o) => claudeCode.create(o),
   'managed-agents': async (o) => (await import('../runtimes/managed-agents.adapter')).createManagedAgentsAdapter({ egress: o.egress }),
   cursor: async (o) => (await import('../runtimes/cursor.adapter')).createCursorAdapter({ egress: o.egress }),
-  deepagents: async (o) => (await import('../runtimes/deepagents.adapter')).createDeepAgentsAdapter({ dataDir: o.dataDir, logger: o.logger, egress: o.egress }),
+  deepagents: (o) => deepagents.create(o),
   hermes: async (o) => (await import('../runtimes/hermes.adapter')).createHermesAdapter({ logger: o.logger, egress: o.egress }),
   acp: (o) => acp.create(o),
-  openclaw: async (o) => {
-    if (!o.openclaw) throw new Error('the openclaw runtime needs the Node 24 and openclaw binaries (AGENTPLANE_NODE24_BIN, AGENTPLANE_OPENCLAW_BIN)');
-    return (await import('../runtimes/openclaw.adapter')).createOpenClawAdapter({ ...o.openclaw, logger: o.logger });
-  },
+  openclaw: (o) => openclaw.create(o),
   scripted: async (o) => {
     const { createScriptedAdapter } = await import('../runtimes/scripted.adapter');
     const log = o.scriptedPromptLog;

@@ -18,11 +18,11 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAcpAdapter } from '../../runtimes/acp/acp.adapter';
-import { createClaudeCodeAdapter } from '../../runtimes/claude-code.adapter';
-import { createDeepAgentsAdapter } from '../../runtimes/deepagents.adapter';
+import { createClaudeCodeAdapter } from '../../runtimes/claude-code/claude-code.adapter';
+import { createDeepAgentsAdapter } from '../../runtimes/deepagents/deepagents.adapter';
 import { createHermesAdapter } from '../../runtimes/hermes.adapter';
 import { createManagedAgentsAdapter } from '../../runtimes/managed-agents.adapter';
-import { createOpenClawAdapter } from '../../runtimes/openclaw.adapter';
+import { createOpenClawAdapter } from '../../runtimes/openclaw/openclaw.adapter';
 import { createOpenCodeAdapter } from '../../runtimes/opencode/opencode.adapter';
 import { RUNTIME_CAPABILITIES } from '../../runtimes/capabilities';
 import type { RuntimeKind, RuntimeRegistry } from '../../runtimes/runtime-adapter';

@@ -42,29 +42,27 @@
  * spans carry per-request token usage (from each assistant message's `usage`, once per API message id) and no
  * `cost_usd`: the ledger prices every request from its pricing table, idempotently per request, with no double count.
  */
-import { INHERITED, runtimeEnv } from './kit/env';
-import { SILENT_LOGGER } from './kit/log';
-import { redact } from './kit/redact';
+import { INHERITED, runtimeEnv } from '../kit/env';
+import { SILENT_LOGGER } from '../kit/log';
+import { redact } from '../kit/redact';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { query, type HookCallback, type Query, type SDKMessage, type SDKUserMessage } from '@anthropic-ai/claude-agent-sdk';
-import type { CanonicalTool } from '../governance/types';
+import type { CanonicalTool } from '../../governance/types';
 import type {
   AdapterLogger,
   PermissionDecision,
   RuntimeAdapter,
-  RuntimeCapabilities,
   RuntimeEvent,
   RuntimeSessionRef,
   TurnContext,
   TurnInput,
   TurnResult,
   TurnSink,
-} from './runtime-adapter';
-
-export const CLAUDE_CODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
+} from '../runtime-adapter';
+import { descriptor, type ClaudeCodeConfig } from './descriptor';
 
 export interface ClaudeCodeAdapterOptions {
   /** runtime state (home, CLAUDE_CONFIG_DIR with transcripts) lives in `<dataDir>/claude-code/<sessionId>` */
@@ -240,7 +238,7 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
         },
       };
     };
-    const rc = ctx.agent.runtime.config as { maxTurns?: number };
+    const rc = ctx.agent.runtime.config as ClaudeCodeConfig;
     const q = query({
       prompt: input(),
       options: {
@@ -465,7 +463,7 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
     log.info('claude code stopped', { sessionId: ref.sessionId });
   }
 
-  return { kind: 'claude-code', capabilities: CLAUDE_CODE_CAPABILITIES, open, runTurn, close };
+  return { kind: descriptor.kind, capabilities: descriptor.capabilities, open, runTurn, close };
 }
 
 /** Removes a session's Claude Code data (transcripts, home). */

@@ -38,43 +38,15 @@ import { readFileSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import WebSocket from 'ws';
-import { evaluatePolicy, globMatch } from '../governance/policy';
-import { priceFor, type ModelPrice } from '../governance/pricing';
-import { CANONICAL_TOOLS, type CanonicalTool, type ToolPolicy } from '../governance/types';
-import { runtimeEnv } from './kit/env';
-import { freePort } from './kit/ports';
-import { alive, startProcess, type RuntimeProcess } from './kit/process';
-import { redact } from './kit/redact';
-import type { AdapterLogger, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
-
-/** OpenClaw's tools (as offered to the model) → canonical names */
-const TOOL_NAMES: Record<string, CanonicalTool> = {
-  exec: 'bash',
-  process: 'bash',
-  // provider-backed Python: it runs code like exec does, so a bash deny must take it away too
-  code_execution: 'bash',
-  read: 'read',
-  write: 'write',
-  edit: 'edit',
-  apply_patch: 'edit',
-  ls: 'glob',
-  web_fetch: 'web_fetch',
-  web_search: 'web_search',
-};
-
-/**
- * Denies are compiled into OpenClaw's `tools.deny`, which takes whole tools away: a rule with a pattern, or one that
- * names a tool OpenClaw has no canonical name for (`other:…`), cannot be enforced and sessions under one are refused.
- */
-export const OPENCLAW_CAPABILITIES = {
-  approvals: false,
-  interrupt: true,
-  reattach: true,
-  cost: 'priced',
-  streaming: true,
-  denies: 'whole-tool',
-  denyTools: [...new Set(Object.values(TOOL_NAMES))],
-} as const satisfies RuntimeCapabilities;
+import { evaluatePolicy, globMatch } from '../../governance/policy';
+import { priceFor, type ModelPrice } from '../../governance/pricing';
+import { CANONICAL_TOOLS, type CanonicalTool, type ToolPolicy } from '../../governance/types';
+import { runtimeEnv } from '../kit/env';
+import { freePort } from '../kit/ports';
+import { alive, startProcess, type RuntimeProcess } from '../kit/process';
+import { redact } from '../kit/redact';
+import type { AdapterLogger, RuntimeAdapter, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from '../runtime-adapter';
+import { descriptor, OPENCLAW_TOOLS as TOOL_NAMES, type OpenClawConfig } from './descriptor';
 
 export interface OpenClawAdapterOptions {
   /** the Node 24 binary that runs OpenClaw */
@@ -264,7 +236,7 @@ function pathsOf(workdir: string): Paths {
 function buildConfig(ctx: TurnContext, port: number, token: string, prices: Record<string, ModelPrice>): Record<string, unknown> {
   const baseUrl = ctx.agent.modelProvider?.baseUrl;
   if (!baseUrl) throw new OpenClawError('the openclaw runtime needs model_provider.base_url (an OpenAI-compatible endpoint)', false);
-  const config = (ctx.agent.runtime.config ?? {}) as { api?: string; contextWindow?: number; maxTokens?: number };
+  const config = (ctx.agent.runtime.config ?? {}) as OpenClawConfig;
   const price = priceFor(ctx.agent.model, prices);
   const cost = { input: price?.input ?? 0, output: price?.output ?? 0, cacheRead: price?.cache_read ?? price?.input ?? 0, cacheWrite: price?.cache_write ?? price?.input ?? 0 };
   const deny = deniedOpenClawTools(ctx.agent.toolPolicy);
@@ -481,8 +453,8 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
   }
 
   return {
-    kind: 'openclaw',
-    capabilities: OPENCLAW_CAPABILITIES,
+    kind: descriptor.kind,
+    capabilities: descriptor.capabilities,
     async open(ctx, previous) {
       if (previous?.runtimeSessionId) return previous;
       return { sessionId: ctx.sessionId, runtimeSessionId: `openclaw:${ctx.sessionId}`, state: { ...(previous?.state ?? {}), sessionKey: `agentplane-${ctx.sessionId}` } };
