@@ -5,13 +5,13 @@
 import type { RuntimeCapabilities, RuntimeKind } from './runtime-adapter';
 import { ACP_CAPABILITIES } from './acp/descriptor';
 import { CLAUDE_CODE_CAPABILITIES } from './claude-code/descriptor';
-import { CURSOR_CAPABILITIES } from './cursor.adapter';
+import { CURSOR_CAPABILITIES } from './cursor/descriptor';
 import { DEEPAGENTS_CAPABILITIES } from './deepagents/descriptor';
-import { HERMES_CAPABILITIES } from './hermes.adapter';
-import { MANAGED_AGENTS_CAPABILITIES } from './managed-agents.adapter';
+import { HERMES_CAPABILITIES } from './hermes/descriptor';
+import { MANAGED_AGENTS_CAPABILITIES } from './managed-agents/descriptor';
 import { OPENCLAW_CAPABILITIES } from './openclaw/descriptor';
 import { OPENCODE_CAPABILITIES } from './opencode/descriptor';
-import { SCRIPTED_CAPABILITIES } from './scripted.adapter';
+import { SCRIPTED_CAPABILITIES } from './scripted/descriptor';
 
 export const RUNTIME_CAPABILITIES: Record<RuntimeKind, RuntimeCapabilities> = {
   opencode: OPENCODE_CAPABILITIES,

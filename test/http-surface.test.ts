@@ -15,7 +15,7 @@ import { openDatabase, rowsOf } from '../db/client';
 import { can, type Permission } from '../governance/permissions';
 import { ROLES, type Role } from '../governance/types';
 import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { createTestDatabase } from './support/postgres';
 import { eventually, startStack, waitForStatus, type Stack } from './support/stack';
 

@@ -11,7 +11,7 @@ import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rowsOf } from '../db/client';
 import { decideCharge, priceUsageMicros, resolvePrice, type TokenUsage } from '../governance/pricing';
-import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
+import { createManagedAgentsAdapter } from '../runtimes/managed-agents/managed-agents.adapter';
 import { createOpenCodeAdapter } from '../runtimes/opencode/opencode.adapter';
 import { startManagedAgentsFake, type ManagedAgentsFake } from './support/managed-agents-fake';
 import { startScriptedModel, type ScriptedModel } from './support/scripted-model';

@@ -1,13 +1,16 @@
-import { appendFileSync, readFileSync } from 'node:fs';
 import { RUNTIME_KINDS, type RuntimeKind } from '../governance/types';
 import type { AcpAgentSpec } from '../runtimes/acp/descriptor';
 import type { EgressGuard } from '../runtimes/kit/egress';
 import { forRuntime } from '../runtimes/kit/log';
 import { descriptor as acp } from '../runtimes/acp/descriptor';
 import { descriptor as claudeCode } from '../runtimes/claude-code/descriptor';
+import { descriptor as cursor } from '../runtimes/cursor/descriptor';
 import { descriptor as deepagents } from '../runtimes/deepagents/descriptor';
+import { descriptor as hermes } from '../runtimes/hermes/descriptor';
+import { descriptor as managedAgents } from '../runtimes/managed-agents/descriptor';
 import { descriptor as openclaw } from '../runtimes/openclaw/descriptor';
 import { descriptor as opencode } from '../runtimes/opencode/descriptor';
+import { descriptor as scripted } from '../runtimes/scripted/descriptor';
 import type { AdapterLogger, RuntimeAdapter, RuntimeRegistry } from '../runtimes/runtime-adapter';
 
 export const RUNTIME_NAMES = RUNTIME_KINDS;
@@ -32,23 +35,13 @@ export interface RuntimeOptions {
 const LOADERS: Record<RuntimeKind, (opts: RuntimeOptions) => Promise<RuntimeAdapter>> = {
   opencode: (o) => opencode.create(o),
   'claude-code': (o) => claudeCode.create(o),
-  'managed-agents': async (o) => (await import('../runtimes/managed-agents.adapter')).createManagedAgentsAdapter({ egress: o.egress }),
-  cursor: async (o) => (await import('../runtimes/cursor.adapter')).createCursorAdapter({ egress: o.egress }),
+  'managed-agents': (o) => managedAgents.create(o),
+  cursor: (o) => cursor.create(o),
   deepagents: (o) => deepagents.create(o),
-  hermes: async (o) => (await import('../runtimes/hermes.adapter')).createHermesAdapter({ logger: o.logger, egress: o.egress }),
+  hermes: (o) => hermes.create(o),
   acp: (o) => acp.create(o),
   openclaw: (o) => openclaw.create(o),
-  scripted: async (o) => {
-    const { createScriptedAdapter } = await import('../runtimes/scripted.adapter');
-    const log = o.scriptedPromptLog;
-    if (!log) return createScriptedAdapter();
-    // one short line per write with O_APPEND: lines from successive worker processes never interleave. The file is
-    // the runtime's memory of what it received, so a retried turn can ask it whether its prompt got through.
-    return createScriptedAdapter({
-      onPromptSent: (messageId, text) => appendFileSync(log, `${JSON.stringify({ messageId, text })}\n`),
-      wasPromptSent: (messageId) => readFileSync(log, 'utf8').includes(`{"messageId":${JSON.stringify(messageId)},`),
-    });
-  },
+  scripted: (o) => scripted.create(o),
 };
 
 export async function buildRuntimes(names: ReadonlyArray<RuntimeKind>, opts: RuntimeOptions): Promise<RuntimeRegistry> {
