@@ -20,7 +20,7 @@ import { bootstrapAdmin } from '../db/queries/teams';
 import { createVault, generateMasterKeySpec } from '../db/vault';
 import { createApiMetrics, createWorkerMetrics, serveMetrics } from '../observability/metrics';
 import { clientInterceptors, startTracing } from '../observability/tracing';
-import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
+import { RUNTIME_CAPABILITIES } from '../runtimes/registry';
 import { createEgressGuard } from '../runtimes/kit/egress';
 import { stopOpenCodeServers } from '../runtimes/opencode/opencode.adapter';
 import { createSessionWorker } from '../worker/create-worker';

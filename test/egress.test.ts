@@ -22,7 +22,7 @@ import { ConfigError, egressEnv, parseEnv } from '../config/env';
 import { rowsOf } from '../db/client';
 import { enqueueNotification } from '../db/queries/webhooks';
 import { budgetThreshold } from '../governance/notifications';
-import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
+import { RUNTIME_CAPABILITIES } from '../runtimes/registry';
 import { createCursorAdapter } from '../runtimes/cursor/cursor.adapter';
 import { createDeepAgentsAdapter } from '../runtimes/deepagents/deepagents.adapter';
 import { createHermesAdapter } from '../runtimes/hermes/hermes.adapter';

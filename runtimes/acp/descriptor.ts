@@ -35,8 +35,8 @@ const configSchema = runtimeConfig(
   {
     // which names a worker allows is its own configuration: an unknown one is reported by the session (session.error)
     agent: z.string({ error: AGENT_NAME }).regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, { error: AGENT_NAME }),
-    command: z.undefined({ error: NO_COMMAND }),
-    args: z.undefined({ error: NO_COMMAND }),
+    command: z.undefined({ error: NO_COMMAND }).optional(),
+    args: z.undefined({ error: NO_COMMAND }).optional(),
     ...openCodeSettings,
   },
   { unknownKeys: 'allow', refuseBraces: true },

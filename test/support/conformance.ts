@@ -24,7 +24,7 @@ import { createHermesAdapter } from '../../runtimes/hermes/hermes.adapter';
 import { createManagedAgentsAdapter } from '../../runtimes/managed-agents/managed-agents.adapter';
 import { createOpenClawAdapter } from '../../runtimes/openclaw/openclaw.adapter';
 import { createOpenCodeAdapter } from '../../runtimes/opencode/opencode.adapter';
-import { RUNTIME_CAPABILITIES } from '../../runtimes/capabilities';
+import { RUNTIME_CAPABILITIES } from '../../runtimes/registry';
 import type { RuntimeKind, RuntimeRegistry } from '../../runtimes/runtime-adapter';
 import { createScriptedAdapter } from '../../runtimes/scripted/scripted.adapter';
 import { createCursorAdapter } from '../../runtimes/cursor/cursor.adapter';

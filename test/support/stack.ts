@@ -17,7 +17,7 @@ import { createVault, generateMasterKeySpec, type Vault } from '../../db/vault';
 import type { Role } from '../../governance/types';
 import type { ApiMetrics } from '../../observability/metrics';
 import { clientInterceptors, type Tracing } from '../../observability/tracing';
-import { RUNTIME_CAPABILITIES } from '../../runtimes/capabilities';
+import { RUNTIME_CAPABILITIES } from '../../runtimes/registry';
 import { createEgressGuard, type EgressGuard, type Resolve } from '../../runtimes/kit/egress';
 import { stopOpenCodeServers } from '../../runtimes/opencode/opencode.adapter';
 import type { RuntimeRegistry } from '../../runtimes/runtime-adapter';
