@@ -52,6 +52,7 @@ import { CANONICAL_TOOLS, type CanonicalTool } from '../../governance/types';
 import type { AdapterLogger, PermissionDecision, RuntimeAdapter, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from '../runtime-adapter';
 import { createJsonClient, RuntimeApiError } from '../kit/http';
 import { createEgressGuard, describeRequestError, egressRefusal, type EgressGuard } from '../kit/egress';
+import { SILENT_LOGGER } from '../kit/log';
 import { readSseFrames } from '../kit/sse';
 import { descriptor } from './descriptor';
 
@@ -198,7 +199,7 @@ function toolInput(tool: string, args: Record<string, unknown>): Record<string, 
 
 export function createHermesAdapter(opts: HermesAdapterOptions = {}): RuntimeAdapter {
   const timing = { pollMs: opts.pollMs ?? 1000, settleMs: opts.settleMs ?? 2000, reconnectMs: opts.reconnectMs ?? 300 };
-  const log: AdapterLogger = opts.logger ?? { info() {}, warn() {} };
+  const log: AdapterLogger = opts.logger ?? SILENT_LOGGER;
   /** streams parked on an `ask`, by run id */
   const parked = new Map<string, LiveStream>();
   const egress = opts.egress ?? createEgressGuard({ allowPrivate: [] });
