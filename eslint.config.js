@@ -1,5 +1,5 @@
-// Lint: typescript-eslint's recommended rules everywhere, and the workflow sandbox rule from STYLE.md:
-// workflow code imports only @temporalio/workflow, governance/, ./definitions and activity *types*.
+// Lint: typescript-eslint's recommended rules everywhere, and two import rules from STYLE.md: workflow code imports
+// only @temporalio/workflow, governance/, ./definitions and activity *types*; the API imports runtime descriptors only.
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
@@ -9,6 +9,22 @@ export default tseslint.config(
     rules: {
       '@typescript-eslint/no-explicit-any': 'off',
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', destructuredArrayIgnorePattern: '^_' }],
+    },
+  },
+  {
+    // the API process imports runtime descriptors (runtimes/registry.ts), never an adapter or an SDK: they load in the
+    // worker only (test/registry.test.ts checks the whole graph an API process loads)
+    files: ['api/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            { regex: '(^|/)runtimes/(?!kit/)[^/]+/(?!descriptor$)[^/]+$', message: 'the API imports runtime descriptors, never an adapter module (its SDK would load in the API process)' },
+            { regex: '^(@anthropic-ai/claude-agent-sdk|@agentclientprotocol/sdk|@langchain/.*|langchain|deepagents|ws|opencode-ai|execa)$', message: 'a runtime SDK loads in the worker only' },
+          ],
+        },
+      ],
     },
   },
   {

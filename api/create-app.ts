@@ -40,7 +40,7 @@ export interface AppDeps {
   vault: Vault;
   temporal: Client;
   taskQueue: string;
-  /** what each runtime can do, as its adapter declares it */
+  /** what each runtime can do, as its descriptor declares it (runtimes/registry.ts) */
   capabilities: Record<string, RuntimeCapabilities>;
   /** decides which URLs a tenant may save (webhooks, model providers); built from AGENTPLANE_EGRESS_ALLOW_PRIVATE */
   egress: EgressGuard;

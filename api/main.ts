@@ -13,7 +13,7 @@ import { createVault } from '../db/vault';
 import { createJsonLog } from '../observability/logger';
 import { createApiMetrics, serveMetrics } from '../observability/metrics';
 import { clientInterceptors, startTracing } from '../observability/tracing';
-import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
+import { RUNTIME_CAPABILITIES } from '../runtimes/registry';
 import { createEgressGuard } from '../runtimes/kit/egress';
 import { createApp, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_STREAMS_PER_KEY } from './create-app';
 

@@ -20,7 +20,7 @@ import type { RunTurnInput } from '../activities/types';
 import { toSnapshot } from '../api/schemas/agent.schema';
 import { getAgent } from '../db/queries/agents';
 import { evaluatePolicy } from '../governance/policy';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { flags, ms, printMachine, printTable, startPlatform, summarize } from './support';
 
 const opts = flags({ decisions: 20, 'concurrency-max': 100, 'interval-ms': 250 });

@@ -15,7 +15,7 @@
 import { fileURLToPath } from 'node:url';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import pg from 'pg';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { bareStop, bareTurnUpdate, type BareActivities } from './workflows/bare.workflow';
 import { flags, ms, printMachine, printTable, startPlatform, summarize } from './support';
 

@@ -2,7 +2,7 @@
  * Sessions: start one, list them, follow one's events (pending approvals come with the command that decides
  * them), and decide a tool call.
  */
-import { readSseFrames } from '../runtimes/sse';
+import { readSseFrames } from '../runtimes/kit/sse';
 import { resolveAgent, type Agent } from './agents.commands';
 import { cliErrorOf, type ApiClient } from './client';
 import { flag, option, type Command, type CommandContext, type CommandTable } from './command';

@@ -3,6 +3,8 @@
 // EventSource, because EventSource cannot send that header; the alternative, a short-lived token in the URL,
 // would put a credential in logs and history, and add a second way to authenticate.
 
+import { createParser } from './lib/eventsource-parser.js';
+
 const KEY = 'agentplane.apiKey';
 
 export const auth = {
@@ -106,32 +108,21 @@ export async function streamEvents(sessionId, { lastEventId, onEvent, onState, s
   }
 }
 
-/** Splits a text/event-stream body into frames ({ id, event, data }). */
+/** A text/event-stream body as events ({ id, event, data }), parsed by eventsource-parser as everywhere else. */
 async function* sseFrames(body) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = '';
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value.replace(/\r\n?/g, '\n');
-    let end;
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      const frame = { data: '' };
-      const data = [];
-      for (const line of block.split('\n')) {
-        if (!line || line.startsWith(':')) continue;
-        const colon = line.indexOf(':');
-        const field = colon < 0 ? line : line.slice(0, colon);
-        const val = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
-        if (field === 'data') data.push(val);
-        else if (field === 'id') frame.id = val;
-        else if (field === 'event') frame.event = val;
-      }
-      frame.data = data.join('\n');
-      if (data.length > 0) yield frame;
+  const ready = [];
+  const parser = createParser({ onEvent: (event) => ready.push(event) });
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      parser.feed(value);
+      while (ready.length > 0) yield ready.shift();
     }
+  } finally {
+    // leaving early (a view closed) closes the connection
+    await reader.cancel().catch(() => {});
   }
 }
 

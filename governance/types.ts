@@ -1,15 +1,15 @@
 /**
  * Types shared by the workflow sandbox, the activities and the API. Pure data: no I/O, no Node built-ins.
  */
+import type { RuntimeKind } from '../runtimes/registry';
 
 /** Canonical tool names, the same on every runtime, so one policy governs them all. */
 export const CANONICAL_TOOLS = ['bash', 'read', 'write', 'edit', 'glob', 'grep', 'web_fetch', 'web_search', 'todo', 'task'] as const;
 /** `mcp:<server>:<tool>` names MCP tools; anything else a runtime invents is passed through as `other:<name>`. */
 export type CanonicalTool = (typeof CANONICAL_TOOLS)[number] | `mcp:${string}` | `other:${string}`;
 
-/** Every runtime agentplane can drive. Adding one: here, its adapter, runtimes/capabilities.ts, worker/runtimes.ts. */
-export const RUNTIME_KINDS = ['opencode', 'claude-code', 'managed-agents', 'cursor', 'deepagents', 'hermes', 'openclaw', 'acp', 'scripted'] as const;
-export type RuntimeKind = (typeof RUNTIME_KINDS)[number];
+/** Every runtime agentplane can drive, as runtimes/registry.ts lists them (a type only: nothing of runtimes/ is loaded). */
+export type { RuntimeKind };
 
 /**
  * What a session's processes run in: `bubblewrap` (the default: own namespaces, no network but its egress proxy) or

@@ -19,8 +19,11 @@
  *   returns `{ status: 'interrupted' }`.
  * - Secrets arrive in `TurnContext.secrets` only; they are never put in `ref.state`, events or errors.
  */
+import type { z } from 'zod';
 import type { DenySupport } from '../governance/enforceability';
 import type { AgentSnapshot, CanonicalTool, RuntimeKind } from '../governance/types';
+import type { AcpAgentSpec } from './acp/descriptor';
+import type { EgressGuard } from './kit/egress';
 
 export type { RuntimeKind } from '../governance/types';
 
@@ -145,3 +148,34 @@ export interface AdapterLogger {
 }
 
 export type RuntimeRegistry = Partial<Record<RuntimeKind, RuntimeAdapter>>;
+
+/** What a worker builds its runtimes with (worker/main.ts, from its configuration); each runtime takes what it needs. */
+export interface RuntimeOptions {
+  /** runtime state lives under it, one folder per runtime and session */
+  dataDir: string;
+  /** the `opencode` binary (opencode, and acp's built-in agent) */
+  opencodeBin?: string;
+  /** the ACP agents this worker allows besides the built-in `opencode` (AGENTPLANE_ACP_AGENTS) */
+  acpAgents?: Record<string, AcpAgentSpec>;
+  /** the Node 24 and OpenClaw binaries the openclaw runtime needs */
+  openclaw?: { nodeBin: string; openclawBin: string };
+  /** the scripted runtime appends one JSON line per prompt it "sends" here (chaos runs count them across worker processes) */
+  scriptedPromptLog?: string;
+  /** the worker's structured log, with the runtime named on every line */
+  logger?: AdapterLogger;
+  /** the connections adapters open themselves (remote runtimes, DeepAgents' model) go through it */
+  egress?: EgressGuard;
+}
+
+/**
+ * A runtime as the platform knows it before running one: `runtimes/<kind>/descriptor.ts`, listed once in
+ * runtimes/registry.ts. Everything but `create` is plain data, so the API imports descriptors and never an adapter
+ * or an SDK; `create` imports the adapter module (and the SDK behind it) only when a worker builds the runtime.
+ */
+export interface RuntimeDescriptor<Kind extends string = string> {
+  readonly kind: Kind;
+  readonly capabilities: RuntimeCapabilities;
+  /** an agent's `runtime.config` for this runtime (runtimes/kit/config.ts): checked when the agent is saved, 400 naming the field */
+  readonly configSchema: z.ZodType<Record<string, unknown>, Record<string, unknown>>;
+  create(opts: RuntimeOptions): Promise<RuntimeAdapter>;
+}

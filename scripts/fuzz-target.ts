@@ -9,7 +9,7 @@
 import { sql } from 'drizzle-orm';
 import { pathToFileURL } from 'node:url';
 import { hashKey } from '../db/queries/teams';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { startPlatform, type BenchPlatform } from '../bench/support';
 import { waitForStatus, type Stack } from '../test/support/stack';
 

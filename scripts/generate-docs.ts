@@ -1,13 +1,13 @@
 /**
  * Tables in the README that come from code, so they cannot drift: the runtime capability table (from the
- * adapters' own declarations) and the role permission matrix (from governance/permissions.ts).
+ * descriptors in runtimes/registry.ts) and the role permission matrix (from governance/permissions.ts).
  * `npm run docs` rewrites them; test/docs.test.ts fails when the README is stale.
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { PERMISSIONS, can } from '../governance/permissions';
 import { ROLES } from '../governance/types';
-import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
+import { RUNTIME_CAPABILITIES } from '../runtimes/registry';
 import type { RuntimeCapabilities } from '../runtimes/runtime-adapter';
 
 export const README = fileURLToPath(new URL('../README.md', import.meta.url));

@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { acpAgentsEnv, ConfigError, parseEnv } from '../config/env';
 import { createAdapterLog, createJsonLog } from '../observability/logger';
 import type { AgentSnapshot } from '../governance/types';
-import { createAcpAdapter, toolInput, toolName } from '../runtimes/acp.adapter';
+import { createAcpAdapter, toolInput, toolName } from '../runtimes/acp/acp.adapter';
 import type { RuntimeAdapter, RuntimeSessionRef, TurnContext } from '../runtimes/runtime-adapter';
 import { MemorySink } from './support/memory-sink';
 import { testAgent } from './support/test-agent';

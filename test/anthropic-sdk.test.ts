@@ -5,8 +5,8 @@
  */
 import Anthropic from '@anthropic-ai/sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createOpenCodeAdapter } from '../runtimes/opencode/opencode.adapter';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { startScriptedModel, type ScriptedModel } from './support/scripted-model';
 import { LOCAL_RECEIVERS, startStack, type Stack } from './support/stack';
 

@@ -3,7 +3,7 @@
  * Schemathesis. Each test names the failure it was (docs/reliability.md, "API fuzzing") and fails on the old code.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { startStack, type Stack } from './support/stack';
 
 let stack: Stack;

@@ -12,7 +12,7 @@ import { listPrices } from '../db/queries/pricing';
 import { hashKey } from '../db/queries/teams';
 import { can, type Permission } from '../governance/permissions';
 import { ROLES, type Role } from '../governance/types';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
 
 let stack: Stack;

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, rowsOf } from '../db/client';
 import { appendAudit, verifyAuditChain } from '../db/queries/audit';
 import { hashKey } from '../db/queries/teams';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { toolConfirmationSignal } from '../workflows/definitions';
 import { createTestDatabase } from './support/postgres';
 import { startStack, waitForStatus, type Stack } from './support/stack';

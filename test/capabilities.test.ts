@@ -4,10 +4,9 @@
  */
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { RUNTIME_KINDS } from '../governance/types';
 import { checkEnforceable } from '../api/routes/agents.routes';
 import { ApiError } from '../api/errors';
-import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
+import { RUNTIME_CAPABILITIES, RUNTIME_KINDS } from '../runtimes/registry';
 import { describeUnenforceable, globCanMatchPrefix, unenforceableDenies } from '../governance/enforceability';
 
 const noApprovals = { ...RUNTIME_CAPABILITIES, scripted: { ...RUNTIME_CAPABILITIES.scripted, approvals: false } };

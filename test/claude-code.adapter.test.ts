@@ -12,7 +12,7 @@ import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentSnapshot } from '../governance/types';
-import { canonicalClaudeTool, claudeSessionIdFor, createClaudeCodeAdapter, normaliseClaudeInput } from '../runtimes/claude-code.adapter';
+import { canonicalClaudeTool, claudeSessionIdFor, createClaudeCodeAdapter, normaliseClaudeInput } from '../runtimes/claude-code/claude-code.adapter';
 import type { RuntimeAdapter, RuntimeSessionRef, TurnContext } from '../runtimes/runtime-adapter';
 import { readFilesUnder } from './support/files';
 import { runAllowedThenDeniedBash } from './support/allow-deny';
@@ -216,7 +216,7 @@ describe('Claude Code adapter (real Agent SDK + claude binary + scripted model)'
     const script = join(root, 'ask-worker.mts');
     await writeFile(
       script,
-      `import { createClaudeCodeAdapter } from ${JSON.stringify(pathToFileURL(join(REPO, 'runtimes', 'claude-code.adapter.ts')).href)};
+      `import { createClaudeCodeAdapter } from ${JSON.stringify(pathToFileURL(join(REPO, 'runtimes', 'claude-code', 'claude-code.adapter.ts')).href)};
 const [ctx, input, dataDir] = JSON.parse(process.argv[2]);
 const adapter = createClaudeCodeAdapter({ dataDir });
 const ref = await adapter.open(ctx, null);

@@ -5,7 +5,7 @@
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createClaudeCodeAdapter } from '../runtimes/claude-code.adapter';
+import { createClaudeCodeAdapter } from '../runtimes/claude-code/claude-code.adapter';
 import { expectDenyAskAllow } from './support/conformance';
 import { readFilesUnder } from './support/files';
 import { startScriptedModel, type ScriptedModel } from './support/scripted-model';

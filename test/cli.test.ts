@@ -9,7 +9,7 @@ import { cp, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { eventually, waitForStatus, startStack, type Stack } from './support/stack';
 
 const BIN = join(import.meta.dirname, '..', 'cli', 'agentplane.mjs');

@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DASHBOARD_CSP } from '../api/routes/dashboard.routes';
 import { newId } from '../db/ids';
 import { sessions } from '../db/schema/index';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
 
 const CHROMIUM = '/usr/bin/chromium';

@@ -12,7 +12,7 @@ import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentSnapshot } from '../governance/types';
-import { canonicalDeepAgentsTool, createDeepAgentsAdapter, DEEPAGENTS_TOOLS } from '../runtimes/deepagents.adapter';
+import { canonicalDeepAgentsTool, createDeepAgentsAdapter, DEEPAGENTS_TOOLS } from '../runtimes/deepagents/deepagents.adapter';
 import type { RuntimeSessionRef, TurnContext } from '../runtimes/runtime-adapter';
 import { MemorySink } from './support/memory-sink';
 import { localEgress } from './support/stack';
@@ -334,7 +334,7 @@ describe('DeepAgents adapter (real deepagents graph + ChatOpenAI + scripted mode
     const script = join(root, 'ask-worker.mts');
     await writeFile(
       script,
-      `import { createDeepAgentsAdapter } from ${JSON.stringify(pathToFileURL(join(REPO, 'runtimes', 'deepagents.adapter.ts')).href)};
+      `import { createDeepAgentsAdapter } from ${JSON.stringify(pathToFileURL(join(REPO, 'runtimes', 'deepagents', 'deepagents.adapter.ts')).href)};
 import { createEgressGuard } from ${JSON.stringify(pathToFileURL(join(REPO, 'runtimes', 'kit', 'egress.ts')).href)};
 const [ctx, input, dataDir] = JSON.parse(process.argv[2]);
 const adapter = createDeepAgentsAdapter({ dataDir, egress: createEgressGuard({ allowPrivate: ['127.0.0.1/32'] }) });

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rowsOf } from '../db/client';
 import { createCredential, openCredential } from '../db/queries/credentials';
 import { createVault, generateMasterKeySpec } from '../db/vault';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
 
 let stack: Stack;

@@ -14,8 +14,8 @@ import { createApp, DEFAULT_MAX_BODY_BYTES, type AppDeps } from '../api/create-a
 import { openDatabase, rowsOf } from '../db/client';
 import { can, type Permission } from '../governance/permissions';
 import { ROLES, type Role } from '../governance/types';
-import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { RUNTIME_CAPABILITIES } from '../runtimes/registry';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { createTestDatabase } from './support/postgres';
 import { eventually, startStack, waitForStatus, type Stack } from './support/stack';
 

@@ -5,8 +5,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentSnapshot } from '../governance/types';
-import { createManagedAgentsAdapter } from '../runtimes/managed-agents.adapter';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createManagedAgentsAdapter } from '../runtimes/managed-agents/managed-agents.adapter';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import type { Decision, PermissionRequest, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnSink } from '../runtimes/runtime-adapter';
 import { startManagedAgentsFake, type ManagedAgentsFake } from './support/managed-agents-fake';
 import { eventsOf, eventually, LOCAL_RECEIVERS, localEgress, startStack, waitForStatus, type Stack } from './support/stack';

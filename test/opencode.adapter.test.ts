@@ -11,7 +11,7 @@ import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentSnapshot } from '../governance/types';
-import { createOpenCodeAdapter, stopOpenCodeServers } from '../runtimes/opencode.adapter';
+import { createOpenCodeAdapter, stopOpenCodeServers } from '../runtimes/opencode/opencode.adapter';
 import type { RuntimeAdapter, RuntimeSessionRef, TurnContext } from '../runtimes/runtime-adapter';
 import { runAllowedThenDeniedBash } from './support/allow-deny';
 import { MemorySink } from './support/memory-sink';
@@ -167,7 +167,7 @@ describe('OpenCode adapter (real opencode serve + scripted model)', () => {
     const script = join(root, 'crash-worker.mts');
     await writeFile(
       script,
-      `import { createOpenCodeAdapter } from ${JSON.stringify(pathToFileURL(join(REPO, 'runtimes', 'opencode.adapter.ts')).href)};
+      `import { createOpenCodeAdapter } from ${JSON.stringify(pathToFileURL(join(REPO, 'runtimes', 'opencode', 'opencode.adapter.ts')).href)};
 const [ctx, input, dataDir] = JSON.parse(process.argv[2]);
 const adapter = createOpenCodeAdapter({ dataDir });
 const ref = await adapter.open(ctx, null);

@@ -5,7 +5,7 @@
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rowsOf } from '../db/client';
-import { createOpenCodeAdapter } from '../runtimes/opencode.adapter';
+import { createOpenCodeAdapter } from '../runtimes/opencode/opencode.adapter';
 import { startScriptedModel, type ScriptedModel } from './support/scripted-model';
 import { eventsOf, eventually, LOCAL_RECEIVERS, startStack, waitForStatus, type Stack } from './support/stack';
 

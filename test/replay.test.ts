@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils';
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { workerTracing } from '../observability/tracing';
 import { bundleWorkflows } from '../worker/create-worker';
 import { startStack, waitForStatus, type Stack } from './support/stack';

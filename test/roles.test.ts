@@ -7,7 +7,7 @@ import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Db } from '../db/client';
 import { bootstrapAdmin, createApiKey, createTeam, findActiveKey } from '../db/queries/teams';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { createTestDatabase } from './support/postgres';
 import { eventsOf, startStack, waitForStatus, type Stack } from './support/stack';
 

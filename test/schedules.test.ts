@@ -10,8 +10,8 @@ import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../activities/index';
 import { createApp } from '../api/create-app';
-import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { RUNTIME_CAPABILITIES } from '../runtimes/registry';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { bundleWorkflows, createSessionWorker } from '../worker/create-worker';
 import { eventually, startStack, type Stack } from './support/stack';
 

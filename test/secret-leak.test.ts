@@ -13,7 +13,7 @@ import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { openDatabase, rowsOf, type Database } from '../db/client';
 import { generateMasterKeySpec } from '../db/vault';
-import { stopOpenCodeServers } from '../runtimes/opencode.adapter';
+import { stopOpenCodeServers } from '../runtimes/opencode/opencode.adapter';
 import { verifySignature } from '../worker/notifier';
 import { createServer, type Server } from 'node:http';
 import { createTestDatabase, type TestDatabase } from './support/postgres';

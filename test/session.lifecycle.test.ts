@@ -2,7 +2,7 @@
  * Long-lived session behaviour: idle timeout, continue-as-new with state carried forward, the state query.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { sessionStateQuery, userMessageSignal, type SessionWorkflowInput } from '../workflows/definitions';
 import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
 

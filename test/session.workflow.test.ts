@@ -3,7 +3,7 @@
  * the in-process scripted runtime: turns, tool decisions, approvals, budgets, interrupts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
 
 let stack: Stack;

@@ -14,7 +14,7 @@ import { openDatabase, rowsOf } from '../db/client';
 import { createApiKey, createTeam } from '../db/queries/teams';
 import { claimDueDeliveries, deliveryIdOf, enqueueNotification } from '../db/queries/webhooks';
 import { approvalRequested, budgetThreshold } from '../governance/notifications';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { createNotifier, signPayload, verifySignature, type NotifierOptions } from '../worker/notifier';
 import { eventsOf, LOCAL_RECEIVERS, startStack, waitForStatus, type Stack } from './support/stack';
 

@@ -1,65 +1,18 @@
-import { appendFileSync, readFileSync } from 'node:fs';
-import { RUNTIME_KINDS, type RuntimeKind } from '../governance/types';
-import type { AcpAgentSpec } from '../runtimes/acp.adapter';
-import type { EgressGuard } from '../runtimes/kit/egress';
-import type { AdapterLogger, RuntimeAdapter, RuntimeRegistry } from '../runtimes/runtime-adapter';
+/**
+ * The worker's runtimes, built from runtimes/registry.ts: each descriptor's `create` imports its adapter module only
+ * when the worker runs that runtime. The SDKs behind them (LangChain, the Claude Agent SDK, ...) take seconds to load,
+ * and a replacement worker should start polling as soon as it can.
+ */
+import { forRuntime } from '../runtimes/kit/log';
+import { descriptorOf, RUNTIME_KINDS, type RuntimeKind } from '../runtimes/registry';
+import type { RuntimeOptions, RuntimeRegistry } from '../runtimes/runtime-adapter';
+
+export type { RuntimeOptions } from '../runtimes/runtime-adapter';
 
 export const RUNTIME_NAMES = RUNTIME_KINDS;
 
-export interface RuntimeOptions {
-  dataDir: string;
-  opencodeBin?: string;
-  acpAgents?: Record<string, AcpAgentSpec>;
-  openclaw?: { nodeBin: string; openclawBin: string };
-  /** the scripted runtime appends one JSON line per prompt it "sends" here (chaos runs count them across worker processes) */
-  scriptedPromptLog?: string;
-  /** the worker's structured log; each adapter gets it with its `runtime` named */
-  logger?: AdapterLogger;
-  /** the connections adapters open themselves (remote runtimes, DeepAgents' model) go through it */
-  egress?: EgressGuard;
-}
-
-/**
- * Each adapter module is imported only when the worker runs that runtime: the SDKs behind them (LangChain, the
- * Claude Agent SDK, ...) take seconds to load, and a replacement worker should start polling as soon as it can.
- */
-const LOADERS: Record<RuntimeKind, (opts: RuntimeOptions) => Promise<RuntimeAdapter>> = {
-  opencode: async (o) => (await import('../runtimes/opencode.adapter')).createOpenCodeAdapter({ dataDir: o.dataDir, binaryPath: o.opencodeBin, logger: o.logger }),
-  'claude-code': async (o) => (await import('../runtimes/claude-code.adapter')).createClaudeCodeAdapter({ dataDir: o.dataDir, logger: o.logger }),
-  'managed-agents': async (o) => (await import('../runtimes/managed-agents.adapter')).createManagedAgentsAdapter({ egress: o.egress }),
-  cursor: async (o) => (await import('../runtimes/cursor.adapter')).createCursorAdapter({ egress: o.egress }),
-  deepagents: async (o) => (await import('../runtimes/deepagents.adapter')).createDeepAgentsAdapter({ dataDir: o.dataDir, logger: o.logger, egress: o.egress }),
-  hermes: async (o) => (await import('../runtimes/hermes.adapter')).createHermesAdapter({ logger: o.logger, egress: o.egress }),
-  acp: async (o) => (await import('../runtimes/acp.adapter')).createAcpAdapter({ dataDir: o.dataDir, opencodeBin: o.opencodeBin, agents: o.acpAgents, logger: o.logger }),
-  openclaw: async (o) => {
-    if (!o.openclaw) throw new Error('the openclaw runtime needs the Node 24 and openclaw binaries (AGENTPLANE_NODE24_BIN, AGENTPLANE_OPENCLAW_BIN)');
-    return (await import('../runtimes/openclaw.adapter')).createOpenClawAdapter({ ...o.openclaw, logger: o.logger });
-  },
-  scripted: async (o) => {
-    const { createScriptedAdapter } = await import('../runtimes/scripted.adapter');
-    const log = o.scriptedPromptLog;
-    if (!log) return createScriptedAdapter();
-    // one short line per write with O_APPEND: lines from successive worker processes never interleave. The file is
-    // the runtime's memory of what it received, so a retried turn can ask it whether its prompt got through.
-    return createScriptedAdapter({
-      onPromptSent: (messageId, text) => appendFileSync(log, `${JSON.stringify({ messageId, text })}\n`),
-      wasPromptSent: (messageId) => readFileSync(log, 'utf8').includes(`{"messageId":${JSON.stringify(messageId)},`),
-    });
-  },
-};
-
 export async function buildRuntimes(names: ReadonlyArray<RuntimeKind>, opts: RuntimeOptions): Promise<RuntimeRegistry> {
   const registry: RuntimeRegistry = {};
-  for (const name of names) registry[name] = await LOADERS[name]({ ...opts, logger: opts.logger && forRuntime(opts.logger, name) });
+  for (const name of names) registry[name] = await descriptorOf(name).create({ ...opts, logger: opts.logger && forRuntime(opts.logger, name) });
   return registry;
-}
-
-/** The worker's logger with the runtime named on every line. */
-function forRuntime(logger: AdapterLogger, runtime: RuntimeKind): AdapterLogger {
-  const { debug } = logger;
-  return {
-    ...(debug ? { debug: (msg: string, meta?: Record<string, unknown>) => debug.call(logger, msg, { runtime, ...meta }) } : {}),
-    info: (msg, meta) => logger.info(msg, { runtime, ...meta }),
-    warn: (msg, meta) => logger.warn(msg, { runtime, ...meta }),
-  };
 }

@@ -7,7 +7,6 @@ import type { Db } from '../../db/client';
 import { can } from '../../governance/permissions';
 import type { Actor } from '../../governance/types';
 import { policyUpdateSignal } from '../../workflows/definitions';
-import { findBrace } from '../../runtimes/kit/interpolation';
 import type { EgressGuard } from '../../runtimes/kit/egress';
 import { requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound } from '../errors';
@@ -28,7 +27,6 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
       const policyFields = changedPolicyFields(null, def);
       requirePolicyPermission(actor, policyFields);
       checkEnforceable(def, deps.capabilities);
-      checkRuntimeConfig(def);
       await checkReferences(db, actor.teamId, def);
       await checkModelProviderUrl(def, deps.egress);
       const created = await db.transaction(async (tx) => {
@@ -96,7 +94,6 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
       const policyFields = changedPolicyFields(previous, merged.data);
       requirePolicyPermission(actor, policyFields);
       checkEnforceable(merged.data, deps.capabilities);
-      checkRuntimeConfig(merged.data);
       await checkReferences(db, actor.teamId, merged.data);
       await checkModelProviderUrl(merged.data, deps.egress);
       const result = await db.transaction(async (tx) => {
@@ -209,39 +206,6 @@ export function checkEnforceable(def: AgentDefinition, capabilities: AppDeps['ca
     throw new ApiError(400, 'request.invalid', `body.tool_policy: the ${runtime} runtime has no approval hook, so "ask" cannot be enforced; use allow or deny`, [
       { name: 'body.tool_policy', reason: `runtime ${runtime} cannot hold a tool call for approval (capabilities.approvals is false)` },
     ]);
-  }
-}
-
-/**
- * The ACP runtime runs an agent the worker allows by name (`runtime.config.agent`), never a command from the API.
- * Which names a worker allows is its own configuration, so an unknown name is reported by the session (session.error);
- * a missing or malformed one is refused here. OpenCode (also behind ACP) expands `{env:…}` and `{file:…}` in its
- * config, so for those runtimes no string in `runtime.config`, key or value, may hold a `{`.
- */
-export function checkRuntimeConfig(def: AgentDefinition): void {
-  const type = def.runtime?.type ?? 'opencode';
-  if (type === 'opencode' || type === 'acp') {
-    const at = findBrace(def.runtime?.config ?? {}, 'body.runtime.config');
-    if (at) {
-      throw new ApiError(400, 'request.invalid', `${at}: "{" is not accepted for the ${type} runtime, which would expand {env:…} and {file:…} in it`, [
-        { name: at, reason: 'no "{" in runtime.config strings or keys' },
-      ]);
-    }
-  }
-  if (def.runtime?.type !== 'acp') return;
-  const config = def.runtime.config ?? {};
-  const agent = config.agent;
-  if (typeof agent !== 'string' || !/^[a-z0-9][a-z0-9._-]{0,63}$/.test(agent)) {
-    throw new ApiError(400, 'request.invalid', 'body.runtime.config.agent: the acp runtime needs the name of an ACP agent the worker allows, e.g. "opencode"', [
-      { name: 'body.runtime.config.agent', reason: 'a name of lowercase letters, digits, ".", "_" or "-" (at most 64)' },
-    ]);
-  }
-  for (const key of ['command', 'args']) {
-    if (key in config) {
-      throw new ApiError(400, 'request.invalid', `body.runtime.config.${key}: an ACP agent's command line is set by the worker (AGENTPLANE_ACP_AGENTS), not by the API`, [
-        { name: `body.runtime.config.${key}`, reason: 'not accepted: pick an agent by name' },
-      ]);
-    }
   }
 }
 

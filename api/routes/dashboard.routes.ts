@@ -2,9 +2,14 @@
  * The web dashboard: static files from dashboard/ under /ui, with no build step. The files are read once, when the
  * app is built, into a map keyed by their path: a request can only ever name one of them, so no path from a URL
  * reaches the file system. The page talks to /v1 with the same API key as any client (see dashboard/api.js).
+ *
+ * One package module is served with them: `eventsource-parser` (the parser the runtimes and the CLI read SSE with,
+ * runtimes/kit/sse.ts) as `/ui/lib/eventsource-parser.js`, its ES module build read from the installed package, which
+ * imports nothing, so the browser loads it as it is: one parser everywhere, without a bundler or a copy in the repo.
  */
 import { readdirSync, readFileSync } from 'node:fs';
-import { extname, join } from 'node:path';
+import { createRequire } from 'node:module';
+import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { App } from '../create-app';
 
@@ -47,8 +52,16 @@ function loadFiles(dir: string, files = new Map<string, StaticFile>(), prefix = 
   return files;
 }
 
+/** The installed package's self-contained ES module, without its source-map comment (the map is not served). */
+function eventsourceParser(): StaticFile {
+  const pkg = dirname(createRequire(import.meta.url).resolve('eventsource-parser/package.json'));
+  const source = readFileSync(join(pkg, 'dist', 'index.js'), 'utf8').replace(/\n\/\/# sourceMappingURL=\S+\s*$/, '\n');
+  return { body: new TextEncoder().encode(source), type: CONTENT_TYPES['.js']! };
+}
+
 export function registerDashboardRoutes(app: App): void {
   const files = loadFiles(DASHBOARD_DIR);
+  files.set('lib/eventsource-parser.js', eventsourceParser());
   app.get('/', (c) => c.redirect('/ui/', 302));
   app.get('/ui', (c) => c.redirect('/ui/', 301));
   app.get('/ui/*', (c, next) => {

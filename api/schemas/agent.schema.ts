@@ -4,7 +4,8 @@
  */
 import { z } from '@hono/zod-openapi';
 import { POLICY_LIMITS, policyFromDefinition } from '../../governance/policy';
-import { RUNTIME_KINDS, type AgentSnapshot, type ToolPolicy } from '../../governance/types';
+import type { AgentSnapshot, ToolPolicy } from '../../governance/types';
+import { descriptorOf, RUNTIME_KINDS } from '../../runtimes/registry';
 import { Metadata, Version } from './common';
 
 const Action = z.enum(['allow', 'ask', 'deny']);
@@ -66,13 +67,13 @@ export const AgentDefinitionSchema = z.object({
   metadata: Metadata.optional(),
   tools: z.array(ManagedToolset).max(20).optional(),
   runtime: z
-    .object({
-      type: z.enum(RUNTIME_KINDS),
-      // prices come from the platform's table, never from the agent: a developer must not price their own sessions
-      config: z
-        .record(z.string(), z.unknown())
-        .refine((config) => !Object.hasOwn(config, 'cost'), { path: ['cost'], message: 'prices are not set on an agent: an admin sets them with PUT /v1/pricing/{model}' })
-        .optional(),
+    .object({ type: z.enum(RUNTIME_KINDS), config: z.record(z.string(), z.unknown()).optional() })
+    // each runtime's descriptor says what its config may hold (runtimes/<kind>/descriptor.ts): no `cost` anywhere,
+    // no `{` where OpenCode reads it, no command line for ACP, and no setting the adapter does not read where it says so
+    .superRefine((runtime, ctx) => {
+      const checked = descriptorOf(runtime.type).configSchema.safeParse(runtime.config ?? {});
+      if (checked.success) return;
+      for (const issue of checked.error.issues) ctx.addIssue({ code: 'custom', path: ['config', ...issue.path], message: issue.message });
     })
     .optional()
     .openapi({ description: 'which runtime runs the agent (default opencode)' }),

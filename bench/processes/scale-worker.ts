@@ -12,7 +12,7 @@ import { getHeapStatistics } from 'node:v8';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { openDatabase } from '../../db/client';
 import { createVault } from '../../db/vault';
-import { createScriptedAdapter } from '../../runtimes/scripted.adapter';
+import { createScriptedAdapter } from '../../runtimes/scripted/scripted.adapter';
 import { createSessionWorker } from '../../worker/create-worker';
 
 export interface ScaleWorkerConfig {

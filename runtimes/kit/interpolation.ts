@@ -7,26 +7,38 @@
  */
 import { RuntimeRefusedError } from '../runtime-adapter';
 
-/** Where `value` first holds a `{`, in a string or an object key, as a dotted path under `path`; null when nowhere. */
-export function findBrace(value: unknown, path: string): string | null {
-  // iterative: a deeply nested config must not exhaust the stack
-  const stack: Array<[unknown, string]> = [[value, path]];
+/** Where `value` first holds a `{`, in a string or an object key, as the path of keys to it; null when nowhere. */
+export function braceAt(value: unknown): Array<string | number> | null {
+  // iterative, each step linked to its parent: a deeply nested config must not exhaust the stack or copy its path
+  type Step = { key: string | number; parent: Step | null } | null;
+  const pathOf = (step: Step): Array<string | number> => {
+    const path: Array<string | number> = [];
+    for (let s = step; s; s = s.parent) path.push(s.key);
+    return path.reverse();
+  };
+  const stack: Array<[unknown, Step]> = [[value, null]];
   while (stack.length > 0) {
     const [item, at] = stack.pop()!;
     if (typeof item === 'string') {
-      if (item.includes('{')) return at;
+      if (item.includes('{')) return pathOf(at);
     } else if (Array.isArray(item)) {
-      for (let i = item.length - 1; i >= 0; i--) stack.push([item[i], `${at}.${i}`]);
+      for (let i = item.length - 1; i >= 0; i--) stack.push([item[i], { key: i, parent: at }]);
     } else if (item !== null && typeof item === 'object') {
       const entries = Object.entries(item);
       for (let i = entries.length - 1; i >= 0; i--) {
         const [key, child] = entries[i]!;
-        if (key.includes('{')) return `${at}.${key}`;
-        stack.push([child, `${at}.${key}`]);
+        if (key.includes('{')) return pathOf({ key, parent: at });
+        stack.push([child, { key, parent: at }]);
       }
     }
   }
   return null;
+}
+
+/** Where `value` first holds a `{`, as a dotted path under `path`; null when nowhere. */
+export function findBrace(value: unknown, path: string): string | null {
+  const at = braceAt(value);
+  return at ? [path, ...at].join('.') : null;
 }
 
 /** Throws (a refusal no retry can fix) when any of the named tenant values holds a `{`. */

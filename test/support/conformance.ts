@@ -17,17 +17,17 @@
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createAcpAdapter } from '../../runtimes/acp.adapter';
-import { createClaudeCodeAdapter } from '../../runtimes/claude-code.adapter';
-import { createDeepAgentsAdapter } from '../../runtimes/deepagents.adapter';
-import { createHermesAdapter } from '../../runtimes/hermes.adapter';
-import { createManagedAgentsAdapter } from '../../runtimes/managed-agents.adapter';
-import { createOpenClawAdapter } from '../../runtimes/openclaw.adapter';
-import { createOpenCodeAdapter } from '../../runtimes/opencode.adapter';
-import { RUNTIME_CAPABILITIES } from '../../runtimes/capabilities';
+import { createAcpAdapter } from '../../runtimes/acp/acp.adapter';
+import { createClaudeCodeAdapter } from '../../runtimes/claude-code/claude-code.adapter';
+import { createDeepAgentsAdapter } from '../../runtimes/deepagents/deepagents.adapter';
+import { createHermesAdapter } from '../../runtimes/hermes/hermes.adapter';
+import { createManagedAgentsAdapter } from '../../runtimes/managed-agents/managed-agents.adapter';
+import { createOpenClawAdapter } from '../../runtimes/openclaw/openclaw.adapter';
+import { createOpenCodeAdapter } from '../../runtimes/opencode/opencode.adapter';
+import { RUNTIME_CAPABILITIES } from '../../runtimes/registry';
 import type { RuntimeKind, RuntimeRegistry } from '../../runtimes/runtime-adapter';
-import { createScriptedAdapter } from '../../runtimes/scripted.adapter';
-import { createCursorAdapter } from '../../runtimes/cursor.adapter';
+import { createScriptedAdapter } from '../../runtimes/scripted/scripted.adapter';
+import { createCursorAdapter } from '../../runtimes/cursor/cursor.adapter';
 import { startCursorFake, type CursorFake, type CursorStep } from './cursor-fake';
 import { ensureHermes, startHermes, type HermesServer } from './hermes-server';
 import { openClawBinaries } from './openclaw';

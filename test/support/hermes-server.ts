@@ -8,7 +8,7 @@ import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HERMES_GATE_PLUGIN_DIR } from '../../runtimes/hermes.adapter';
+import { HERMES_GATE_PLUGIN_DIR } from '../../runtimes/hermes/hermes.adapter';
 
 export interface HermesServer {
   /** the API server's base URL */

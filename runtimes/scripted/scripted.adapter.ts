@@ -10,8 +10,10 @@
  *   sleep <ms>            wait (interruptible)
  * A message with no known step is answered with `say echo: <message>` and 100/20 tokens.
  */
-import type { CanonicalTool } from '../governance/types';
-import type { RuntimeAdapter, RuntimeEvent, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
+import type { CanonicalTool } from '../../governance/types';
+import { appendFileSync, readFileSync } from 'node:fs';
+import type { RuntimeAdapter, RuntimeEvent, TurnInput, TurnResult, TurnSink } from '../runtime-adapter';
+import { descriptor } from './descriptor';
 
 type Step =
   | { kind: 'say'; text: string }
@@ -63,12 +65,23 @@ interface ScriptState extends Record<string, unknown> {
   waiting?: { step: number; requestId: string } | null;
 }
 
-export const SCRIPTED_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true, denies: 'any' } as const;
+
+/**
+ * The runtime's memory of what it received, in a file shared by successive worker processes (chaos runs): one short
+ * line per write with O_APPEND, so lines from different processes never interleave, and a retried turn can ask it
+ * whether its prompt got through.
+ */
+export function promptLog(path: string): Required<ScriptedAdapterOptions> {
+  return {
+    onPromptSent: (messageId, text) => appendFileSync(path, `${JSON.stringify({ messageId, text })}\n`),
+    wasPromptSent: (messageId) => readFileSync(path, 'utf8').includes(`{"messageId":${JSON.stringify(messageId)},`),
+  };
+}
 
 export function createScriptedAdapter(options: ScriptedAdapterOptions = {}): RuntimeAdapter {
   return {
-    kind: 'scripted',
-    capabilities: SCRIPTED_CAPABILITIES,
+    kind: descriptor.kind,
+    capabilities: descriptor.capabilities,
     async open(ctx, previous) {
       return previous ?? { sessionId: ctx.sessionId, runtimeSessionId: `scripted_${ctx.sessionId}`, state: {} };
     },

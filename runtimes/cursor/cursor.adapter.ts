@@ -19,14 +19,13 @@
  * - The key is never in `ref.state`, events or errors; neither is the body of a failed answer (its status and error
  *   type only: runtimes/kit/egress.ts).
  */
-import { createJsonClient, RuntimeApiError } from './http-api';
-import { createEgressGuard, egressRefusal, type EgressGuard } from './kit/egress';
-import { readSseFrames } from './sse';
-import { evaluatePolicy } from '../governance/policy';
-import { CANONICAL_TOOLS, type CanonicalTool } from '../governance/types';
-import type { RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
-
-export const CURSOR_CAPABILITIES = { approvals: false, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'none' } as const satisfies RuntimeCapabilities;
+import { createJsonClient, RuntimeApiError } from '../kit/http';
+import { createEgressGuard, egressRefusal, type EgressGuard } from '../kit/egress';
+import { readSseFrames } from '../kit/sse';
+import { evaluatePolicy } from '../../governance/policy';
+import { CANONICAL_TOOLS, type CanonicalTool } from '../../governance/types';
+import type { RuntimeAdapter, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from '../runtime-adapter';
+import { descriptor, type CursorConfig } from './descriptor';
 
 const DEFAULT_BASE_URL = 'https://api.cursor.com';
 
@@ -117,8 +116,8 @@ export function createCursorAdapter(opts: CursorAdapterOptions = {}): RuntimeAda
   const maxReconnects = opts.maxReconnects ?? 20;
   const egress = opts.egress ?? createEgressGuard({ allowPrivate: [] });
   return {
-    kind: 'cursor',
-    capabilities: CURSOR_CAPABILITIES,
+    kind: descriptor.kind,
+    capabilities: descriptor.capabilities,
     async open(ctx, previous) {
       if (previous?.runtimeSessionId) return previous;
       // the remote agent is created with the first prompt (Cursor has no agent without a run)
@@ -156,7 +155,7 @@ async function runTurn(api: Api, ctx: TurnContext, ref: RuntimeSessionRef, input
   let turn: TurnRecord = state.turn?.turnId === input.turnId ? state.turn : { turnId: input.turnId, messageId: input.messageId, runId: null, lastEventId: null };
   if (!turn.runId) {
     await save({ ...state, turn });
-    const config = (ctx.agent.runtime.config ?? {}) as { repos?: unknown; mode?: string };
+    const config = (ctx.agent.runtime.config ?? {}) as CursorConfig;
     const idem = { 'idempotency-key': turn.messageId };
     const prompt = { text: input.text };
     const model = ctx.agent.model ? { id: ctx.agent.model } : undefined;

@@ -42,27 +42,27 @@
  * spans carry per-request token usage (from each assistant message's `usage`, once per API message id) and no
  * `cost_usd`: the ledger prices every request from its pricing table, idempotently per request, with no double count.
  */
-import { redact } from './kit/redact';
+import { INHERITED, runtimeEnv } from '../kit/env';
+import { SILENT_LOGGER } from '../kit/log';
+import { redact } from '../kit/redact';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { query, type HookCallback, type Query, type SDKMessage, type SDKUserMessage } from '@anthropic-ai/claude-agent-sdk';
-import type { CanonicalTool } from '../governance/types';
+import type { CanonicalTool } from '../../governance/types';
 import type {
   AdapterLogger,
   PermissionDecision,
   RuntimeAdapter,
-  RuntimeCapabilities,
   RuntimeEvent,
   RuntimeSessionRef,
   TurnContext,
   TurnInput,
   TurnResult,
   TurnSink,
-} from './runtime-adapter';
-
-export const CLAUDE_CODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
+} from '../runtime-adapter';
+import { descriptor, type ClaudeCodeConfig } from './descriptor';
 
 export interface ClaudeCodeAdapterOptions {
   /** runtime state (home, CLAUDE_CONFIG_DIR with transcripts) lives in `<dataDir>/claude-code/<sessionId>` */
@@ -70,8 +70,6 @@ export interface ClaudeCodeAdapterOptions {
   logger?: AdapterLogger;
   /** the `claude` executable; default: the one the SDK's platform package ships */
   executablePath?: string;
-  /** environment the child inherits (PATH, locale…); the worker's own environment is not passed on */
-  baseEnv?: Record<string, string | undefined>;
   /** how long a gated call may wait for a person before Claude Code gives up on the hook (default 7 days) */
   approvalHoldSeconds?: number;
 }
@@ -158,7 +156,7 @@ export function claudeSessionIdFor(sessionId: string): string {
 }
 
 export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): RuntimeAdapter {
-  const log: AdapterLogger = opts.logger ?? { info() {}, warn() {} };
+  const log: AdapterLogger = opts.logger ?? SILENT_LOGGER;
   const live = new Map<string, LiveSession>();
   const holdSeconds = opts.approvalHoldSeconds ?? 7 * 24 * 3600;
 
@@ -200,19 +198,20 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
 
   function env(ctx: TurnContext): Record<string, string> {
     const dirs = layout(ctx.sessionId);
-    const base = opts.baseEnv ?? pickEnv(process.env, ['PATH', 'LANG', 'LC_ALL', 'TZ', 'TERM', 'TMPDIR']);
-    const out: Record<string, string> = Object.fromEntries(Object.entries(base).filter((e): e is [string, string] => e[1] !== undefined));
-    Object.assign(out, {
-      HOME: dirs.home,
-      CLAUDE_CONFIG_DIR: dirs.config,
-      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
-      DISABLE_TELEMETRY: '1',
-      DISABLE_AUTOUPDATER: '1',
-      DISABLE_ERROR_REPORTING: '1',
-    });
-    if (ctx.agent.modelProvider?.baseUrl) out.ANTHROPIC_BASE_URL = ctx.agent.modelProvider.baseUrl.replace(/\/+$/, '').replace(/\/v1$/, '');
-    if (ctx.secrets.modelApiKey) out.ANTHROPIC_API_KEY = ctx.secrets.modelApiKey;
-    return out;
+    // given an env, the SDK starts `claude` with it (and its own switches) instead of the worker's process.env
+    return runtimeEnv(
+      {
+        HOME: dirs.home,
+        CLAUDE_CONFIG_DIR: dirs.config,
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+        DISABLE_TELEMETRY: '1',
+        DISABLE_AUTOUPDATER: '1',
+        DISABLE_ERROR_REPORTING: '1',
+        ANTHROPIC_BASE_URL: ctx.agent.modelProvider?.baseUrl ? ctx.agent.modelProvider.baseUrl.replace(/\/+$/, '').replace(/\/v1$/, '') : undefined,
+        ANTHROPIC_API_KEY: ctx.secrets.modelApiKey || undefined,
+      },
+      { inherit: [...INHERITED, 'TMPDIR'] },
+    );
   }
 
   function start(ctx: TurnContext, state: ClaudeState, resume: boolean): LiveSession {
@@ -239,7 +238,7 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
         },
       };
     };
-    const rc = ctx.agent.runtime.config as { maxTurns?: number };
+    const rc = ctx.agent.runtime.config as ClaudeCodeConfig;
     const q = query({
       prompt: input(),
       options: {
@@ -464,7 +463,7 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
     log.info('claude code stopped', { sessionId: ref.sessionId });
   }
 
-  return { kind: 'claude-code', capabilities: CLAUDE_CODE_CAPABILITIES, open, runTurn, close };
+  return { kind: descriptor.kind, capabilities: descriptor.capabilities, open, runTurn, close };
 }
 
 /** Removes a session's Claude Code data (transcripts, home). */
@@ -681,9 +680,6 @@ function resultText(content: unknown): string {
 }
 
 
-function pickEnv(env: NodeJS.ProcessEnv, keys: string[]): Record<string, string | undefined> {
-  return Object.fromEntries(keys.map((k) => [k, env[k]]));
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -11,7 +11,7 @@
  * the run also carries that stored conversation (`GET /api/sessions/{id}/messages`) as `conversation_history`.
  *
  * Governance. Hermes itself asks a person only before "dangerous" terminal commands. To hold every tool call, the
- * Hermes server loads the agentplane gate plugin (`runtimes/hermes-gate/`, see `HERMES_GATE_PLUGIN_DIR`): a
+ * Hermes server loads the agentplane gate plugin (`runtimes/hermes/gate/`, see `HERMES_GATE_PLUGIN_DIR`): a
  * `pre_tool_call` hook that escalates each call to Hermes's approval gate with the call (tool, call id, arguments) in
  * the description, whole (hex-encoded JSON, so Hermes's masking of secret-shaped text cannot change it; a call whose
  * arguments exceed the plugin's limit arrives without them and is refused, as is a call from an older plugin, which cut
@@ -46,19 +46,18 @@
  * only: runtimes/kit/egress.ts).
  */
 import { fileURLToPath } from 'node:url';
-import { denyRuleLabel, unenforceableDenies } from '../governance/enforceability';
-import { evaluatePolicy } from '../governance/policy';
-import { CANONICAL_TOOLS, type CanonicalTool } from '../governance/types';
-import type { AdapterLogger, PermissionDecision, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
-import { createJsonClient, RuntimeApiError } from './http-api';
-import { createEgressGuard, describeRequestError, egressRefusal, type EgressGuard } from './kit/egress';
-import { readSseFrames } from './sse';
-
-/** `any` with the gate plugin loaded; without it a turn under a deny rule is refused (see `denialsWithoutGate`). */
-export const HERMES_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
+import { denyRuleLabel, unenforceableDenies } from '../../governance/enforceability';
+import { evaluatePolicy } from '../../governance/policy';
+import { CANONICAL_TOOLS, type CanonicalTool } from '../../governance/types';
+import type { AdapterLogger, PermissionDecision, RuntimeAdapter, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from '../runtime-adapter';
+import { createJsonClient, RuntimeApiError } from '../kit/http';
+import { createEgressGuard, describeRequestError, egressRefusal, type EgressGuard } from '../kit/egress';
+import { SILENT_LOGGER } from '../kit/log';
+import { readSseFrames } from '../kit/sse';
+import { descriptor } from './descriptor';
 
 /** The Hermes plugin that holds every tool call at the approval gate; copy it to `$HERMES_HOME/plugins/agentplane_gate`. */
-export const HERMES_GATE_PLUGIN_DIR = fileURLToPath(new URL('./hermes-gate', import.meta.url));
+export const HERMES_GATE_PLUGIN_DIR = fileURLToPath(new URL('./gate', import.meta.url));
 /** What the gate plugin puts before the call in an approval's description. */
 export const HERMES_GATE_MARKER = 'agentplane-gate:';
 /** The description format the adapter reads after the marker: `v2:` and the call's JSON in hex (Hermes's masking of
@@ -200,13 +199,13 @@ function toolInput(tool: string, args: Record<string, unknown>): Record<string, 
 
 export function createHermesAdapter(opts: HermesAdapterOptions = {}): RuntimeAdapter {
   const timing = { pollMs: opts.pollMs ?? 1000, settleMs: opts.settleMs ?? 2000, reconnectMs: opts.reconnectMs ?? 300 };
-  const log: AdapterLogger = opts.logger ?? { info() {}, warn() {} };
+  const log: AdapterLogger = opts.logger ?? SILENT_LOGGER;
   /** streams parked on an `ask`, by run id */
   const parked = new Map<string, LiveStream>();
   const egress = opts.egress ?? createEgressGuard({ allowPrivate: [] });
   return {
-    kind: 'hermes',
-    capabilities: HERMES_CAPABILITIES,
+    kind: descriptor.kind,
+    capabilities: descriptor.capabilities,
     async open(ctx, previous) {
       if (previous?.runtimeSessionId) return previous;
       return { sessionId: ctx.sessionId, runtimeSessionId: `hermes:${ctx.sessionId}`, state: { ...(previous?.state ?? {}) } };
@@ -302,7 +301,7 @@ class Turn {
     const teamRules = policy.rules.filter((r) => r.source === 'team').length;
     const named = found.map((f) => (f.rule.source === 'team' ? denyRuleLabel(f, 'team.rules') : denyRuleLabel({ ...f, index: f.index - teamRules }, 'rules')));
     if (policy.default === 'deny') named.push('the default deny');
-    return `${named.join(', ')} cannot be enforced on the hermes runtime: the Hermes server does not load the agentplane gate plugin (runtimes/hermes-gate), so it runs tool calls without asking`;
+    return `${named.join(', ')} cannot be enforced on the hermes runtime: the Hermes server does not load the agentplane gate plugin (runtimes/hermes/gate), so it runs tool calls without asking`;
   }
 
   private async gateLoaded(): Promise<boolean> {
@@ -625,7 +624,7 @@ export function readGateCall(body: string): { tool?: string; call_id?: string; a
     } catch {
       // cut or foreign: only the refusal is certain
     }
-    return { tool: old.tool, call_id: old.call_id, refuse: 'the agentplane gate plugin on this Hermes server is outdated and may cut arguments; install the one in runtimes/hermes-gate' };
+    return { tool: old.tool, call_id: old.call_id, refuse: 'the agentplane gate plugin on this Hermes server is outdated and may cut arguments; install the one in runtimes/hermes/gate' };
   }
   const call = JSON.parse(Buffer.from(body.slice(HERMES_GATE_FORMAT.length), 'hex').toString('utf8')) as {
     tool?: string;

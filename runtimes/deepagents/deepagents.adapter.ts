@@ -51,23 +51,22 @@ import type { RunnableConfig } from '@langchain/core/runnables';
 import { Command, type StateSnapshot } from '@langchain/langgraph';
 import { MemorySaver, type Checkpoint, type CheckpointMetadata, type PendingWrite } from '@langchain/langgraph-checkpoint';
 import { ChatOpenAI, ChatOpenAICompletions } from '@langchain/openai';
-import { createEgressGuard, describeStatus, egressRefusal, errorToken, type EgressGuard } from './kit/egress';
-import type { CanonicalTool } from '../governance/types';
-import { redact } from './kit/redact';
+import { createEgressGuard, describeStatus, egressRefusal, errorToken, type EgressGuard } from '../kit/egress';
+import { runtimeEnv } from '../kit/env';
+import type { CanonicalTool } from '../../governance/types';
+import { redact } from '../kit/redact';
 import type {
   AdapterLogger,
   PermissionDecision,
   RuntimeAdapter,
-  RuntimeCapabilities,
   RuntimeEvent,
   RuntimeSessionRef,
   TurnContext,
   TurnInput,
   TurnResult,
   TurnSink,
-} from './runtime-adapter';
-
-export const DEEPAGENTS_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
+} from '../runtime-adapter';
+import { descriptor } from './descriptor';
 
 export interface DeepAgentsAdapterOptions {
   /** checkpoints live in `<dataDir>/deepagents/<sessionId>/checkpoints.json` */
@@ -140,8 +139,8 @@ interface ActionRequest {
 export function createDeepAgentsAdapter(options: DeepAgentsAdapterOptions): RuntimeAdapter {
   const opts: Options = { ...options, egress: options.egress ?? createEgressGuard({ allowPrivate: [] }) };
   return {
-    kind: 'deepagents',
-    capabilities: DEEPAGENTS_CAPABILITIES,
+    kind: descriptor.kind,
+    capabilities: descriptor.capabilities,
     async open(ctx, previous) {
       if (previous?.runtimeSessionId) return previous;
       return { sessionId: ctx.sessionId, runtimeSessionId: ctx.sessionId, state: { threadId: ctx.sessionId } };
@@ -239,7 +238,7 @@ async function buildAgent(opts: Options, ctx: TurnContext, sink: TurnSink): Prom
   const backend = await LocalShellBackend.create({
     rootDir: ctx.workdir,
     timeout: opts.commandTimeoutSeconds ?? 120,
-    env: { PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin', HOME: ctx.workdir, LANG: 'C.UTF-8' },
+    env: runtimeEnv({ HOME: ctx.workdir, LANG: 'C.UTF-8' }, { inherit: ['PATH'] }),
   });
   const checkpointer = await FileCheckpointSaver.open(join(opts.dataDir, 'deepagents', ctx.sessionId, 'checkpoints.json'));
   const interruptOn = Object.fromEntries(Object.keys(DEEPAGENTS_TOOLS).map((name) => [name, { allowedDecisions: ['approve', 'reject'] }]));

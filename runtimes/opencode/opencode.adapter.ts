@@ -24,35 +24,31 @@
  *   resolved key to anyone who can call it. The server gets a minimal environment, not the worker's.
  * - The server runs in its own process group and outlives a killed worker; `ref.state.server` says where it is.
  */
-import { refuseInterpolation } from './kit/interpolation';
-import { redact } from './kit/redact';
-import { alive } from './kit/process';
-import { readSseFrames } from './sse';
-import { spawn } from 'node:child_process';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
-import { dirname, join } from 'node:path';
-import type { CanonicalTool } from '../governance/types';
-import { priceFor, type ModelPrice } from '../governance/pricing';
+import { join } from 'node:path';
+import type { ModelPrice } from '../../governance/pricing';
+import { runtimeEnv } from '../kit/env';
+import { SILENT_LOGGER } from '../kit/log';
+import { freePort } from '../kit/ports';
+import { alive, signalGroup, startProcess } from '../kit/process';
+import { redact } from '../kit/redact';
+import { readSseFrames } from '../kit/sse';
 import type {
   AdapterLogger,
   Decision,
   PermissionRequest,
   RuntimeAdapter,
-  RuntimeCapabilities,
   RuntimeEvent,
   RuntimeSessionRef,
   TurnContext,
   TurnInput,
   TurnResult,
   TurnSink,
-} from './runtime-adapter';
-
-export const OPENCODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
-
+} from '../runtime-adapter';
+import { buildOpenCodeConfig, canonicalTool, defaultOpenCodeBinary, OPENCODE_KEY_ENV, OPENCODE_SWITCHES, openCodePrice, PROVIDER_ID } from './config';
+import { descriptor } from './descriptor';
 
 export interface OpenCodeAdapterOptions {
   /** the `opencode` binary; default: the one shipped by the `opencode-ai` package, else `opencode` on PATH */
@@ -62,8 +58,6 @@ export interface OpenCodeAdapterOptions {
   logger?: AdapterLogger;
   /** USD per million tokens OpenCode reports its own cost with (a cross-check: the ledger prices tokens); default: the catalogue */
   prices?: Record<string, ModelPrice>;
-  /** environment the server inherits (PATH, locale…); the worker's own environment is not passed on */
-  baseEnv?: Record<string, string | undefined>;
   /** how long a server may take to answer after spawn (default 30 s) */
   startTimeoutMs?: number;
   /**
@@ -100,64 +94,12 @@ interface ServerFile extends ServerLocation {
   startedAt: string;
 }
 
-const PROVIDER_ID = 'agentplane';
 /** while events flow, history is still re-read this often, in case the bus dropped one */
 const FULL_RECONCILE_MS = 10_000;
-export const OPENCODE_KEY_ENV = 'AGENTPLANE_MODEL_API_KEY';
 const SERVER_USER = 'opencode';
 
-/**
- * USD per million tokens OpenCode computes its own cost with: the given table, else the catalogue. Never
- * `agent.runtime.config.cost` (a tenant's price); what is charged is priced by the ledger either way.
- */
-export function openCodePrice(ctx: TurnContext, prices?: Record<string, ModelPrice>): ModelPrice | undefined {
-  return priceFor(ctx.agent.model, prices ?? {}) ?? undefined;
-}
-
-/**
- * The OpenCode config for an agent (also used by the ACP adapter's built-in `opencode acp` agent): one provider,
- * `agentplane`, at the agent's OpenAI-compatible base URL, its key read from `$AGENTPLANE_MODEL_API_KEY` by OpenCode,
- * and every tool set to ask.
- */
-export function buildOpenCodeConfig(ctx: TurnContext, price: ModelPrice | undefined): Record<string, unknown> {
-  if (!ctx.agent.modelProvider) throw new Error('the opencode runtime needs agent.modelProvider.baseUrl');
-  // OpenCode expands `{env:…}` and `{file:…}` in this config: no tenant string may bring its own
-  refuseInterpolation({ model: ctx.agent.model, 'model_provider.base_url': ctx.agent.modelProvider.baseUrl, 'runtime.config': ctx.agent.runtime.config });
-  const rc = ctx.agent.runtime.config as { contextLimit?: number; outputLimit?: number };
-  const model = ctx.agent.model;
-  return {
-    $schema: 'https://opencode.ai/config.json',
-    model: `${PROVIDER_ID}/${model}`,
-    small_model: `${PROVIDER_ID}/${model}`,
-    autoupdate: false,
-    share: 'disabled',
-    // OpenCode's undo snapshots (a shadow git repository of the workspace, diffed after every step) serve its own
-    // revert UI, which agentplane does not expose; they cost about a second per turn
-    snapshot: false,
-    enabled_providers: [PROVIDER_ID],
-    provider: {
-      [PROVIDER_ID]: {
-        npm: '@ai-sdk/openai-compatible',
-        name: 'agentplane',
-        // `{env:…}` is resolved by OpenCode when it loads the config: the key stays in the process environment
-        options: { baseURL: ctx.agent.modelProvider.baseUrl, apiKey: `{env:${OPENCODE_KEY_ENV}}` },
-        models: {
-          [model]: {
-            name: model,
-            tool_call: true,
-            limit: { context: rc.contextLimit ?? 200_000, output: rc.outputLimit ?? 32_000 },
-            ...(price ? { cost: price } : {}),
-          },
-        },
-      },
-    },
-    // belt and braces: the session's own rules (see createSession) are what gate calls
-    permission: { '*': 'ask', question: 'deny' },
-  };
-}
-
 export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdapter {
-  const log: AdapterLogger = opts.logger ?? { info() {}, warn() {} };
+  const log: AdapterLogger = opts.logger ?? SILENT_LOGGER;
   const binary = opts.binaryPath ?? defaultOpenCodeBinary();
   const startTimeoutMs = opts.startTimeoutMs ?? 30_000;
   const idleGraceMs = opts.idleGraceMs ?? 15_000;
@@ -199,15 +141,10 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     await writeFile(dirs.config, `${JSON.stringify(config, null, 2)}\n`);
     const password = randomBytes(24).toString('hex');
     const key = ctx.secrets.modelApiKey ?? '';
-    const base = opts.baseEnv ?? pickEnv(process.env, ['PATH', 'LANG', 'LC_ALL', 'TZ', 'TERM']);
-    const env: Record<string, string> = {
-      ...(Object.fromEntries(Object.entries(base).filter(([, v]) => v !== undefined)) as Record<string, string>),
+    const env = runtimeEnv({
       HOME: dirs.home,
       ...xdg,
-      OPENCODE_DISABLE_MODELS_FETCH: '1',
-      OPENCODE_DISABLE_AUTOUPDATE: '1',
-      OPENCODE_DISABLE_LSP_DOWNLOAD: '1',
-      OPENCODE_DISABLE_SHARE: '1',
+      ...OPENCODE_SWITCHES,
       OPENCODE_CONFIG: dirs.config,
       // the same config again with the highest precedence, so a repository's opencode.json cannot point the
       // provider (and its key) elsewhere or loosen permissions
@@ -215,14 +152,14 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
       OPENCODE_SERVER_USERNAME: SERVER_USER,
       OPENCODE_SERVER_PASSWORD: password,
       [OPENCODE_KEY_ENV]: key,
-    };
+    });
 
     let lastError = 'not started';
     for (let attempt = 1; attempt <= 3; attempt++) {
       const port = await freePort();
       const out = openSync(dirs.log, 'a');
       // detached: its own process group, so a SIGKILLed worker leaves the runtime (and its in-flight turn) running
-      const child = spawn(binary, ['serve', '--hostname', '127.0.0.1', '--port', String(port)], { cwd: ctx.workdir, env, detached: true, stdio: ['ignore', out, out] });
+      const child = startProcess(binary, ['serve', '--hostname', '127.0.0.1', '--port', String(port)], { cwd: ctx.workdir, env, detached: true, stdout: out, stderr: out });
       closeSync(out);
       let exited: string | null = null;
       const onExit = (code: number | null, signal: string | null) => (exited = `exited (${code ?? signal})`);
@@ -345,7 +282,7 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     log.info('opencode server stopped', { sessionId: ref.sessionId, pid: target?.pid });
   }
 
-  return { kind: 'opencode', capabilities: OPENCODE_CAPABILITIES, open, runTurn, close };
+  return { kind: descriptor.kind, capabilities: descriptor.capabilities, open, runTurn, close };
 }
 
 /**
@@ -983,36 +920,6 @@ class EventPump {
 // ---------------------------------------------------------------------------------------------------------------
 // Names and inputs
 
-const TOOL_NAMES: Record<string, CanonicalTool> = {
-  bash: 'bash',
-  read: 'read',
-  write: 'write',
-  edit: 'edit',
-  // OpenCode's other file-changing tools are edits for governance purposes
-  multiedit: 'edit',
-  patch: 'edit',
-  apply_patch: 'edit',
-  glob: 'glob',
-  grep: 'grep',
-  webfetch: 'web_fetch',
-  websearch: 'web_search',
-  todowrite: 'todo',
-  todoread: 'todo',
-  task: 'task',
-};
-
-/** OpenCode's tool name → the canonical one. MCP tools are `<server>_<tool>` in OpenCode, known from the agent's config. */
-export function canonicalTool(name: string, ctx?: TurnContext): CanonicalTool {
-  const known = TOOL_NAMES[name];
-  if (known) return known;
-  const servers = Object.keys(((ctx?.agent.runtime.config as { mcp?: Record<string, unknown> } | undefined)?.mcp ?? {}) as Record<string, unknown>);
-  for (const server of servers.sort((a, b) => b.length - a.length)) {
-    const prefix = `${server.replace(/[^a-zA-Z0-9_-]/g, '_')}_`;
-    if (name.startsWith(prefix) && name.length > prefix.length) return `mcp:${server}:${name.slice(prefix.length)}`;
-  }
-  return `other:${name}`;
-}
-
 /** The keys policies match on (`command`, `file_path`, `url`) exist where they apply; the rest is kept. */
 export function normaliseInput(name: string, input: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = { ...input };
@@ -1054,36 +961,8 @@ function describeError(error: NonNullable<MessageInfo['error']>, secret: string 
 // ---------------------------------------------------------------------------------------------------------------
 // Processes
 
-/** The `opencode` binary shipped by the `opencode-ai` package, else `opencode` on PATH. */
-export function defaultOpenCodeBinary(): string {
-  try {
-    const require = createRequire(import.meta.url);
-    const pkg = dirname(require.resolve('opencode-ai/package.json'));
-    for (const candidate of [join(pkg, 'bin', 'opencode.exe'), join(pkg, 'bin', 'opencode')]) if (existsSync(candidate)) return candidate;
-  } catch {
-    // not installed as a dependency: fall back to PATH
-  }
-  return 'opencode';
-}
-
-function pickEnv(env: NodeJS.ProcessEnv, names: string[]): Record<string, string | undefined> {
-  return Object.fromEntries(names.filter((n) => env[n] !== undefined).map((n) => [n, env[n]]));
-}
-
 function fingerprint(password: string, key: string): string {
   return createHmac('sha256', password).update(key).digest('hex').slice(0, 16);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** A recorded pid is only trusted while it still is an `opencode serve` on the recorded port (pids get reused). */
@@ -1099,21 +978,10 @@ function isOurProcess(pid: number, port: number): boolean {
 
 async function killGroup(pid: number, port: number): Promise<void> {
   if (!isOurProcess(pid, port)) return;
-  const signal = (sig: NodeJS.Signals) => {
-    try {
-      process.kill(-pid, sig);
-    } catch {
-      try {
-        process.kill(pid, sig);
-      } catch {
-        // already gone
-      }
-    }
-  };
-  signal('SIGTERM');
+  signalGroup(pid, 'SIGTERM');
   const deadline = Date.now() + 5_000;
   while (Date.now() < deadline && alive(pid)) await sleep(100);
-  if (alive(pid)) signal('SIGKILL');
+  if (alive(pid)) signalGroup(pid, 'SIGKILL');
 }
 
 function sleep(ms: number): Promise<void> {

@@ -27,12 +27,11 @@
  * - The key is never in `ref.state`, events or errors; neither is the body of a failed answer (its status and error
  *   type only: runtimes/kit/egress.ts).
  */
-import { createEgressGuard, describeResponse, egressRefusal, errorToken, type EgressGuard } from './kit/egress';
-import { readSseFrames } from './sse';
-import { CANONICAL_TOOLS, type CanonicalTool } from '../governance/types';
-import type { ModelUsage, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
-
-export const MANAGED_AGENTS_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
+import { createEgressGuard, describeResponse, egressRefusal, errorToken, type EgressGuard } from '../kit/egress';
+import { readSseFrames } from '../kit/sse';
+import { CANONICAL_TOOLS, type CanonicalTool } from '../../governance/types';
+import type { ModelUsage, RuntimeAdapter, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from '../runtime-adapter';
+import { descriptor, type ManagedAgentsConfig } from './descriptor';
 
 export const MANAGED_AGENTS_BETA = 'managed-agents-2026-04-01';
 const DEFAULT_BASE_URL = 'https://api.anthropic.com';
@@ -61,13 +60,6 @@ interface ManagedState extends Record<string, unknown> {
   agentId?: string;
   environmentId?: string;
   turn?: TurnRecord;
-}
-
-interface RuntimeConfig {
-  agent_id?: string;
-  environment_id?: string;
-  agent?: Record<string, unknown>;
-  environment?: Record<string, unknown>;
 }
 
 type RemoteEvent = Record<string, any> & { id: string; type: string };
@@ -168,13 +160,13 @@ export function createManagedAgentsAdapter(opts: ManagedAgentsAdapterOptions = {
   }
 
   return {
-    kind: 'managed-agents',
-    capabilities: MANAGED_AGENTS_CAPABILITIES,
+    kind: descriptor.kind,
+    capabilities: descriptor.capabilities,
 
     async open(ctx, previous) {
       if (previous?.runtimeSessionId) return previous;
       const api = apiFor(ctx);
-      const config = (ctx.agent.runtime.config ?? {}) as RuntimeConfig;
+      const config = (ctx.agent.runtime.config ?? {}) as ManagedAgentsConfig;
       const state: ManagedState = { ...(previous?.state ?? {}) };
       const metadata = { agentplane_session_id: ctx.sessionId, agentplane_agent_id: ctx.agent.agentId };
       state.agentId ??=

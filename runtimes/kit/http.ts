@@ -5,7 +5,7 @@
  * resource ids folded out of the route, so an error can be logged and shown without leaking anything or exploding
  * label cardinality.
  */
-import { describeResponse } from './kit/egress';
+import { describeResponse } from './egress';
 
 export class RuntimeApiError extends Error {
   constructor(

@@ -33,48 +33,20 @@
  *   message ids): replays produce the same `sourceId`s, so the event log drops the duplicates.
  * - The key is only in the 0600 config file: never in `ref.state`, events, errors or the child's environment.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import WebSocket from 'ws';
-import { evaluatePolicy, globMatch } from '../governance/policy';
-import { priceFor, type ModelPrice } from '../governance/pricing';
-import { CANONICAL_TOOLS, type CanonicalTool, type ToolPolicy } from '../governance/types';
-import { redact } from './kit/redact';
-import { alive } from './kit/process';
-import type { AdapterLogger, RuntimeAdapter, RuntimeCapabilities, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from './runtime-adapter';
-
-/** OpenClaw's tools (as offered to the model) → canonical names */
-const TOOL_NAMES: Record<string, CanonicalTool> = {
-  exec: 'bash',
-  process: 'bash',
-  // provider-backed Python: it runs code like exec does, so a bash deny must take it away too
-  code_execution: 'bash',
-  read: 'read',
-  write: 'write',
-  edit: 'edit',
-  apply_patch: 'edit',
-  ls: 'glob',
-  web_fetch: 'web_fetch',
-  web_search: 'web_search',
-};
-
-/**
- * Denies are compiled into OpenClaw's `tools.deny`, which takes whole tools away: a rule with a pattern, or one that
- * names a tool OpenClaw has no canonical name for (`other:…`), cannot be enforced and sessions under one are refused.
- */
-export const OPENCLAW_CAPABILITIES = {
-  approvals: false,
-  interrupt: true,
-  reattach: true,
-  cost: 'priced',
-  streaming: true,
-  denies: 'whole-tool',
-  denyTools: [...new Set(Object.values(TOOL_NAMES))],
-} as const satisfies RuntimeCapabilities;
+import { evaluatePolicy, globMatch } from '../../governance/policy';
+import { priceFor, type ModelPrice } from '../../governance/pricing';
+import { CANONICAL_TOOLS, type CanonicalTool, type ToolPolicy } from '../../governance/types';
+import { runtimeEnv } from '../kit/env';
+import { freePort } from '../kit/ports';
+import { alive, startProcess, type RuntimeProcess } from '../kit/process';
+import { redact } from '../kit/redact';
+import type { AdapterLogger, RuntimeAdapter, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from '../runtime-adapter';
+import { descriptor, OPENCLAW_TOOLS as TOOL_NAMES, type OpenClawConfig } from './descriptor';
 
 export interface OpenClawAdapterOptions {
   /** the Node 24 binary that runs OpenClaw */
@@ -246,7 +218,7 @@ class GatewayClient {
 interface LiveGateway {
   port: number;
   client: GatewayClient;
-  child: ChildProcess | null;
+  child: RuntimeProcess | null;
 }
 
 interface Paths {
@@ -261,21 +233,10 @@ function pathsOf(workdir: string): Paths {
   return { root, config: join(root, 'openclaw.json'), state: join(root, 'state'), home: join(root, 'home') };
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (address && typeof address === 'object' ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
 function buildConfig(ctx: TurnContext, port: number, token: string, prices: Record<string, ModelPrice>): Record<string, unknown> {
   const baseUrl = ctx.agent.modelProvider?.baseUrl;
   if (!baseUrl) throw new OpenClawError('the openclaw runtime needs model_provider.base_url (an OpenAI-compatible endpoint)', false);
-  const config = (ctx.agent.runtime.config ?? {}) as { api?: string; contextWindow?: number; maxTokens?: number };
+  const config = (ctx.agent.runtime.config ?? {}) as OpenClawConfig;
   const price = priceFor(ctx.agent.model, prices);
   const cost = { input: price?.input ?? 0, output: price?.output ?? 0, cacheRead: price?.cache_read ?? price?.input ?? 0, cacheWrite: price?.cache_write ?? price?.input ?? 0 };
   const deny = deniedOpenClawTools(ctx.agent.toolPolicy);
@@ -385,27 +346,29 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
   function childEnv(paths: Paths): Record<string, string> {
     // a minimal environment: the worker's own variables (and secrets) are not passed on; the OPENCLAW_* switches are
     // the embedding preset (gateway/embedding.md) plus the background work a per-session gateway does not need
-    return {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      HOME: paths.home,
-      OPENCLAW_STATE_DIR: paths.state,
-      OPENCLAW_CONFIG_PATH: paths.config,
-      OPENCLAW_DISABLE_BONJOUR: '1',
-      OPENCLAW_EXEC_SHELL_SNAPSHOT: '0',
-      OPENCLAW_NO_RESPAWN: '1',
-      OPENCLAW_SKIP_CHANNELS: '1',
-      OPENCLAW_NO_AUTO_UPDATE: '1',
-      OPENCLAW_SKIP_CRON: '1',
-      OPENCLAW_SKIP_GMAIL_WATCHER: '1',
-      OPENCLAW_SKIP_CANVAS_HOST: '1',
-      OPENCLAW_SKIP_BROWSER_CONTROL_SERVER: '1',
-      OPENCLAW_SKIP_STARTUP_MODEL_PREWARM: '1',
-      NO_COLOR: '1',
-    };
+    return runtimeEnv(
+      {
+        HOME: paths.home,
+        OPENCLAW_STATE_DIR: paths.state,
+        OPENCLAW_CONFIG_PATH: paths.config,
+        OPENCLAW_DISABLE_BONJOUR: '1',
+        OPENCLAW_EXEC_SHELL_SNAPSHOT: '0',
+        OPENCLAW_NO_RESPAWN: '1',
+        OPENCLAW_SKIP_CHANNELS: '1',
+        OPENCLAW_NO_AUTO_UPDATE: '1',
+        OPENCLAW_SKIP_CRON: '1',
+        OPENCLAW_SKIP_GMAIL_WATCHER: '1',
+        OPENCLAW_SKIP_CANVAS_HOST: '1',
+        OPENCLAW_SKIP_BROWSER_CONTROL_SERVER: '1',
+        OPENCLAW_SKIP_STARTUP_MODEL_PREWARM: '1',
+        NO_COLOR: '1',
+      },
+      { inherit: ['PATH'] },
+    );
   }
 
   async function doctor(paths: Paths, cwd: string): Promise<void> {
-    const child = spawn(opts.nodeBin, [opts.openclawBin, 'doctor', '--fix', '--yes', '--non-interactive'], { cwd, env: childEnv(paths), stdio: 'ignore' });
+    const child = startProcess(opts.nodeBin, [opts.openclawBin, 'doctor', '--fix', '--yes', '--non-interactive'], { cwd, env: childEnv(paths) });
     await new Promise<void>((resolve) => {
       child.once('exit', () => resolve());
       child.once('error', () => resolve());
@@ -413,7 +376,7 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
   }
 
   async function launch(ctx: TurnContext, paths: Paths, port: number, token: string, started: number): Promise<LiveGateway> {
-    const child = spawn(opts.nodeBin, [opts.openclawBin, 'gateway', 'run', '--allow-unconfigured'], { cwd: ctx.workdir, env: childEnv(paths), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = startProcess(opts.nodeBin, [opts.openclawBin, 'gateway', 'run', '--allow-unconfigured'], { cwd: ctx.workdir, env: childEnv(paths), stdout: 'pipe', stderr: 'pipe' });
     const tail: string[] = [];
     const keep = (chunk: Buffer) => {
       tail.push(...String(chunk).split('\n').filter(Boolean));
@@ -490,8 +453,8 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
   }
 
   return {
-    kind: 'openclaw',
-    capabilities: OPENCLAW_CAPABILITIES,
+    kind: descriptor.kind,
+    capabilities: descriptor.capabilities,
     async open(ctx, previous) {
       if (previous?.runtimeSessionId) return previous;
       return { sessionId: ctx.sessionId, runtimeSessionId: `openclaw:${ctx.sessionId}`, state: { ...(previous?.state ?? {}), sessionKey: `agentplane-${ctx.sessionId}` } };

@@ -32,8 +32,6 @@
  * Secrets: the model key reaches the agent only through its environment (OpenCode reads it via `{env:…}`); it is never
  * put in `ref.state`, events, logs or errors, and error text from the agent is redacted.
  */
-import { redact } from './kit/redact';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
@@ -51,37 +49,25 @@ import {
   type SessionUpdate,
   type ToolCallContent,
 } from '@agentclientprotocol/sdk';
-import type { CanonicalTool } from '../governance/types';
-import type { ModelPrice } from '../governance/pricing';
-import { refuseInterpolation } from './kit/interpolation';
-import { buildOpenCodeConfig, canonicalTool as openCodeTool, defaultOpenCodeBinary, OPENCODE_KEY_ENV, openCodePrice } from './opencode.adapter';
+import type { ModelPrice } from '../../governance/pricing';
+import type { CanonicalTool } from '../../governance/types';
+import { runtimeEnv } from '../kit/env';
+import { refuseInterpolation } from '../kit/interpolation';
+import { SILENT_LOGGER } from '../kit/log';
+import { signalGroup, startProcess, type RuntimeProcess } from '../kit/process';
+import { redact } from '../kit/redact';
+import { buildOpenCodeConfig, canonicalTool as openCodeTool, defaultOpenCodeBinary, OPENCODE_KEY_ENV, OPENCODE_SWITCHES, openCodePrice } from '../opencode/config';
 import type {
   AdapterLogger,
   RuntimeAdapter,
-  RuntimeCapabilities,
   RuntimeEvent,
   RuntimeSessionRef,
   TurnContext,
   TurnInput,
   TurnResult,
   TurnSink,
-} from './runtime-adapter';
-
-export const ACP_CAPABILITIES = { approvals: true, interrupt: true, reattach: false, cost: 'priced', streaming: true, denies: 'any' } as const satisfies RuntimeCapabilities;
-
-/** An ACP agent the worker allows, as `AGENTPLANE_ACP_AGENTS` describes it (config/env.ts validates it). */
-export interface AcpAgentSpec {
-  command: string;
-  args: string[];
-  /** fixed environment for the agent (no secrets: the worker's config is not a vault) */
-  env: Record<string, string>;
-  /** the variable the model key is passed in, if the agent takes one */
-  keyEnv?: string;
-  /** the variable the agent's `model_provider.base_url` is passed in */
-  baseUrlEnv?: string;
-  /** the variable the agent's model id is passed in */
-  modelEnv?: string;
-}
+} from '../runtime-adapter';
+import { descriptor, type AcpAgentSpec } from './descriptor';
 
 export interface AcpAdapterOptions {
   /** runtime state (home, agent log) lives in `<dataDir>/acp/<sessionId>` */
@@ -93,8 +79,6 @@ export interface AcpAdapterOptions {
   /** USD per million tokens the built-in OpenCode agent reports cost with (a cross-check: the ledger prices tokens) */
   prices?: Record<string, ModelPrice>;
   logger?: AdapterLogger;
-  /** environment every agent inherits (PATH, locale…); the worker's own environment is not passed on */
-  baseEnv?: Record<string, string | undefined>;
   /** how long an agent may take to answer `initialize` and open its session (default 60 s) */
   startTimeoutMs?: number;
   /** how long a cancelled prompt may take to stop before its process is killed (default 20 s) */
@@ -155,7 +139,7 @@ interface PromptInFlight {
 interface LiveAgent {
   name: string;
   command: string;
-  child: ChildProcess;
+  child: RuntimeProcess;
   conn: ClientConnection;
   acpSessionId: string;
   /** why the process is gone, once it is */
@@ -178,7 +162,7 @@ interface LiveAgent {
 }
 
 export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
-  const log: AdapterLogger = opts.logger ?? { info() {}, warn() {} };
+  const log: AdapterLogger = opts.logger ?? SILENT_LOGGER;
   const live = new Map<string, LiveAgent>();
   const starting = new Map<string, Promise<LiveAgent>>();
   const startTimeoutMs = opts.startTimeoutMs ?? 60_000;
@@ -192,15 +176,13 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
   /** The command line and environment for a named agent; throws AcpError for a name this worker does not allow. */
   function launch(name: string, ctx: TurnContext): { command: string; args: string[]; env: Record<string, string> } {
     const dirs = layout(ctx.sessionId);
-    const base = opts.baseEnv ?? pickEnv(process.env, ['PATH', 'LANG', 'LC_ALL', 'TZ', 'TERM']);
-    const env: Record<string, string> = {
-      ...(Object.fromEntries(Object.entries(base).filter(([, v]) => v !== undefined)) as Record<string, string>),
+    const env = runtimeEnv({
       HOME: dirs.home,
       XDG_CONFIG_HOME: join(dirs.home, '.config'),
       XDG_DATA_HOME: join(dirs.home, '.local', 'share'),
       XDG_STATE_HOME: join(dirs.home, '.local', 'state'),
       XDG_CACHE_HOME: join(dirs.home, '.cache'),
-    };
+    });
     const spec = opts.agents?.[name];
     if (spec) {
       // an agent may read these variables into a config that expands `{env:…}` / `{file:…}` (OpenCode does)
@@ -214,10 +196,7 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
     if (name === 'opencode') {
       const config = { ...buildOpenCodeConfig(ctx, openCodePrice(ctx, opts.prices)), experimental: { continue_loop_on_deny: true } };
       Object.assign(env, {
-        OPENCODE_DISABLE_MODELS_FETCH: '1',
-        OPENCODE_DISABLE_AUTOUPDATE: '1',
-        OPENCODE_DISABLE_LSP_DOWNLOAD: '1',
-        OPENCODE_DISABLE_SHARE: '1',
+        ...OPENCODE_SWITCHES,
         // the highest-precedence config: a repository's opencode.json cannot move the provider (and its key) or loosen permissions
         OPENCODE_CONFIG_CONTENT: JSON.stringify(config),
         // `opencode acp` also serves its HTTP API on localhost, whose `GET /config` shows the resolved key: lock it
@@ -242,7 +221,7 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
 
     const out = openSync(dirs.log, 'a');
     // detached: its own process group, so closing the session stops the agent and every tool it started
-    const child = spawn(command, args, { cwd: ctx.workdir, env, detached: true, stdio: ['pipe', 'pipe', out] });
+    const child = startProcess(command, args, { cwd: ctx.workdir, env, detached: true, stdin: 'pipe', stdout: 'pipe', stderr: out });
     closeSync(out);
     const agent = {
       name,
@@ -574,7 +553,7 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
     if (state.pid && state.command) killGroup(state.pid, state.command);
   }
 
-  return { kind: 'acp', capabilities: ACP_CAPABILITIES, open, runTurn, close };
+  return { kind: descriptor.kind, capabilities: descriptor.capabilities, open, runTurn, close };
 }
 
 /** The ACP agent an agent definition names (`runtime.config.agent`). */
@@ -803,25 +782,9 @@ function keyHash(key: string | undefined): string {
   return createHash('sha256').update(key ?? '').digest('hex');
 }
 
-function pickEnv(env: NodeJS.ProcessEnv, names: string[]): Record<string, string | undefined> {
-  return Object.fromEntries(names.filter((n) => env[n] !== undefined).map((n) => [n, env[n]]));
-}
-
 function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new AcpError(message, true)), ms)))]).finally(() => clearTimeout(timer));
-}
-
-function signalGroup(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    try {
-      process.kill(pid, signal);
-    } catch {
-      // already gone
-    }
-  }
 }
 
 /** Stops a recorded agent process group, if that pid still runs the agent's command (pids get reused). */
