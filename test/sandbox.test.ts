@@ -513,6 +513,18 @@ describe('bridges into the sandbox and the sandbox\'s shape', () => {
     }
   });
 
+  it('a runtime that speaks over stdio (ACP, the Claude Code binary) talks to the worker through the sandboxed process\'s stdin and stdout', async () => {
+    const proc = attacker.spawn('/bin/sh', ['-c', 'while read -r line; do echo "inside got: $line"; done; echo bye >&2'], { interactive: true });
+    const chunks: Buffer[] = [];
+    proc.stdout!.on('data', (c: Buffer) => chunks.push(c));
+    proc.stdin!.write('{"jsonrpc":"2.0","id":1}\n');
+    proc.stdin!.end('second\n');
+    const exit = await proc.exited;
+    expect(exit.exitCode).toBe(0);
+    expect(Buffer.concat(chunks).toString()).toBe('inside got: {"jsonrpc":"2.0","id":1}\ninside got: second\n');
+    expect(exit.tail).toBe('bye\n');
+  });
+
   it('a symlink a sandbox puts where its server\'s socket should be is not followed by the worker', async () => {
     // a host socket the sandbox must not make the worker connect to
     const hostSocket = join(root, 'host-only.sock');

@@ -276,6 +276,7 @@ export function createBubblewrapProvider(opts: BubblewrapOptions): SandboxProvid
         gid: isRoot ? gid : undefined,
         cwd: '/',
         input: o.input,
+        interactive: o.interactive,
         capture: o.capture,
         logFile: o.logFile,
         timeoutMs: o.timeoutMs,

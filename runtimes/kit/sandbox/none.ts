@@ -57,6 +57,7 @@ export function createNoneProvider(opts: NoneOptions): SandboxProvider {
         env: { PATH, HOME: spec.state, TMPDIR: '/tmp', LANG: 'C.UTF-8', USER: 'agent', ...o.env },
         cwd: o.cwd ?? spec.workspace,
         input: o.input,
+        interactive: o.interactive,
         capture: o.capture,
         logFile: o.logFile,
         timeoutMs: o.timeoutMs,

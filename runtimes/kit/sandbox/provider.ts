@@ -16,6 +16,7 @@
  * - its environment is the one `spawn` is given plus PATH, HOME, TMPDIR, LANG and USER, never the worker's.
  */
 import type { Server, Socket } from 'node:net';
+import type { Readable, Writable } from 'node:stream';
 import { Agent } from 'undici';
 
 export type SandboxKind = 'bubblewrap' | 'none';
@@ -84,6 +85,11 @@ export interface SandboxSpawnOptions {
   env?: Readonly<Record<string, string>>;
   /** written to the process's stdin, which is closed after it (default: no stdin) */
   input?: string;
+  /**
+   * stdin and stdout are the caller's (`SandboxProcess.stdin`, `.stdout`), for runtimes that speak over stdio (ACP
+   * agents, the Claude Code binary); only stderr's tail is kept. `input` and `capture` do not apply.
+   */
+  interactive?: boolean;
   /** keep stdout and stderr whole (up to 16 MiB each) in `exited`; otherwise only their tail is kept */
   capture?: boolean;
   /** host file the output is appended to (a runtime server's log) */
@@ -114,6 +120,9 @@ export interface SandboxExit {
 export interface SandboxProcess {
   /** pid of the sandbox's outermost process on the worker's host (the leader of its process group) */
   readonly pid: number | undefined;
+  /** with `interactive`: the process's stdin and stdout */
+  readonly stdin?: Writable;
+  readonly stdout?: Readable;
   /** settles when the whole sandboxed tree has ended; never rejects */
   readonly exited: Promise<SandboxExit>;
   /**

@@ -20,6 +20,8 @@ export interface Launch {
   /** extra descriptors from fd 3 on (bubblewrap's seccomp program and /etc files) */
   extraFds?: readonly Uint8Array[];
   input?: string;
+  /** stdin and stdout left to the caller */
+  interactive?: boolean;
   capture?: boolean;
   logFile?: string;
   timeoutMs?: number;
@@ -54,9 +56,9 @@ export function launch(opts: Launch): SandboxProcess {
     gid: opts.gid,
     // its own process group: a kill reaches the whole tree, and the worker's terminal signals do not
     detached: true,
-    stdio: [opts.input === undefined ? 'ignore' : 'pipe', output, output, ...(opts.extraFds ?? [])],
-    input: opts.input,
-    buffer: opts.capture ? { stdout: true, stderr: true } : false,
+    stdio: [opts.interactive || opts.input !== undefined ? 'pipe' : 'ignore', opts.interactive ? 'pipe' : output, output, ...(opts.extraFds ?? [])],
+    input: opts.interactive ? undefined : opts.input,
+    buffer: opts.capture && !opts.interactive ? { stdout: true, stderr: true } : false,
     maxBuffer: MAX_CAPTURE,
     stripFinalNewline: false,
     reject: false,
@@ -67,7 +69,7 @@ export function launch(opts: Launch): SandboxProcess {
   const keep = (chunk: Buffer) => {
     tail = (tail + chunk.toString('utf8')).slice(-TAIL_BYTES);
   };
-  subprocess.stdout?.on('data', keep);
+  if (!opts.interactive) subprocess.stdout?.on('data', keep);
   subprocess.stderr?.on('data', keep);
 
   let done = false;
@@ -101,8 +103,8 @@ export function launch(opts: Launch): SandboxProcess {
         exitCode: killed ? null : (result.exitCode ?? null),
         signal: stoppedBy ? 'SIGKILL' : (result.signal ?? null),
         timedOut: stoppedBy === 'timeout',
-        stdout: opts.capture ? String(result.stdout ?? '') : '',
-        stderr: opts.capture ? String(result.stderr ?? '') : '',
+        stdout: opts.capture && !opts.interactive ? String(result.stdout ?? '') : '',
+        stderr: opts.capture && !opts.interactive ? String(result.stderr ?? '') : '',
         tail,
       };
     },
@@ -114,6 +116,7 @@ export function launch(opts: Launch): SandboxProcess {
 
   return {
     pid,
+    ...(opts.interactive ? { stdin: subprocess.stdin ?? undefined, stdout: subprocess.stdout ?? undefined } : {}),
     exited,
     async ready(probe, { timeoutMs = 30_000, intervalMs = 100 } = {}) {
       const deadline = Date.now() + timeoutMs;
