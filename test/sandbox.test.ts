@@ -477,6 +477,48 @@ describe('egress: the per-session proxy and the model bridge', () => {
     }
   });
 
+  it('a tunnel carries bytes as they come (an echo answers before either side ends), and a close or an idle tunnel closes both sides', async () => {
+    const upstreamClosed: Array<() => void> = [];
+    const echo = createNetServer((s) => {
+      s.on('data', (d) => s.write(d));
+      s.on('close', () => upstreamClosed.shift()?.());
+    });
+    await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
+    const echoPort = (echo.address() as AddressInfo).port;
+    const proxy = createEgressProxy({ policy: { type: 'limited', allowed_hosts: ['allowed.test'] }, egress: operatorAllowsLoopback, onDenied: () => {}, idleTimeoutMs: 500 });
+    const socketPath = join(root, 'proxy.sock');
+    await new Promise<void>((resolve) => proxy.server.listen(socketPath, resolve));
+    const { connect } = await import('node:net');
+    async function tunnel() {
+      const client = connect(socketPath);
+      let received = '';
+      client.on('data', (d) => (received += d.toString()));
+      client.write(`CONNECT allowed.test:${echoPort} HTTP/1.1\r\nHost: allowed.test:${echoPort}\r\n\r\n`);
+      const until = async (text: string) => {
+        for (let i = 0; i < 100 && !received.includes(text); i++) await sleep(50);
+        expect(received).toContain(text);
+      };
+      await until('200 Connection Established');
+      return { client, until };
+    }
+    try {
+      const first = await tunnel();
+      const closed = new Promise<void>((resolve) => upstreamClosed.push(resolve));
+      first.client.write('ping-1');
+      await first.until('ping-1'); // echoed while both sides are open: nothing waits for an end
+      first.client.end();
+      await closed; // the client's close reached the destination
+
+      const second = await tunnel();
+      const idleUpstream = new Promise<void>((resolve) => upstreamClosed.push(resolve));
+      const idleClient = new Promise<void>((resolve) => second.client.once('close', () => resolve()));
+      await Promise.all([idleUpstream, idleClient]); // nobody sends: both sides are closed after the idle timeout
+    } finally {
+      await proxy.close();
+      echo.close();
+    }
+  });
+
   it('policyAllowsHost: exact names and *.suffix below it, package registries only when allowed', () => {
     const limited = { type: 'limited' as const, allowed_hosts: ['api.example.com', '*.corp.example'] };
     expect(policyAllowsHost(limited, 'API.Example.com.')).toBe(true);

@@ -157,14 +157,17 @@ async function connectChecked(egress: Pick<EgressGuard, 'resolve'>, host: string
           socket.destroy();
           reject(Object.assign(new Error(`connect to ${host}:${port} timed out`), { code: 'ETIMEDOUT' }));
         }, timeoutMs);
-        socket.once('connect', () => {
-          clearTimeout(timer);
-          socket.removeListener('error', reject);
-          resolve(socket);
-        });
-        socket.once('error', (err) => {
+        const failed = (err: Error) => {
           clearTimeout(timer);
           reject(err);
+        };
+        socket.once('error', failed);
+        socket.once('connect', () => {
+          clearTimeout(timer);
+          socket.off('error', failed);
+          // until its user attaches its own: an error in between must close it, not crash the worker
+          socket.on('error', () => socket.destroy());
+          resolve(socket);
         });
       });
     } catch (err) {
@@ -181,7 +184,7 @@ function splice(a: Duplex & { setTimeout?: Socket['setTimeout'] }, b: Socket, id
     b.destroy();
   };
   for (const side of [a, b]) {
-    side.once('error', closeBoth);
+    side.on('error', closeBoth);
     side.once('close', closeBoth);
     side.setTimeout?.(idleTimeoutMs, closeBoth);
   }
@@ -326,7 +329,7 @@ export function createModelBridge(opts: ModelBridgeOptions): ModelBridge {
   const server = createNetServer((client) => {
     open.add(client);
     client.once('close', () => open.delete(client));
-    client.once('error', () => client.destroy());
+    client.on('error', () => client.destroy());
     // hold what the client sends until the upstream is there (paused sockets keep it in the kernel's buffers)
     client.pause();
     connectChecked(opts.egress, host, opts.port, opts.connectTimeoutMs ?? 10_000).then(
