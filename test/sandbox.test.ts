@@ -608,7 +608,12 @@ describe('bridges into the sandbox and the sandbox\'s shape', () => {
     const { mkdir } = await import('node:fs/promises');
     await mkdir(join(closed, 'inner'), { recursive: true });
     await chmod(closed, 0o700);
-    await expect(provider.prepare({ ...sessionDirs('sesn_closed'), mounts: [join(closed, 'inner')] })).rejects.toThrow(`${closed} (mode 700) is not searchable`);
+    await expect(provider.prepare({ ...sessionDirs('sesn_closed'), workspace: join(closed, 'inner', 'workspace') })).rejects.toThrow(`${closed} (mode 700) is not searchable`);
+    // where the install scripts put OpenClaw, Node 24 and Hermes (~/.cache/agentplane) when the worker is root
+    if ((statSync('/root').mode & 0o001) === 0) {
+      await expect(provider.prepare({ ...sessionDirs('sesn_closed'), mounts: ['/root/.cache/agentplane/openclaw'] })).rejects.toThrow(/\/root \(mode \d+\) is not searchable/);
+    }
+    await expect(provider.prepare({ ...sessionDirs('sesn_closed'), mounts: [join(root, 'runtime')] })).rejects.toThrow('may not cover');
   });
 
   it('the runtimes\' own binaries start inside from read-only mounts (OpenCode, the Claude Code binary)', async () => {

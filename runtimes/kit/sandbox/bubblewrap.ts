@@ -209,6 +209,11 @@ export function createBubblewrapProvider(opts: BubblewrapOptions): SandboxProvid
     const gid = isRoot ? uid : process.getgid!();
     const inbound = join(spec.run, 'in');
     const mounts = [...(spec.mounts ?? [])];
+    for (const path of mounts) {
+      if (!path.startsWith('/') || posix.normalize(path) !== path) throw new Error(`a sandbox mount must be an absolute, normalised path: ${path}`);
+      const reserved = ['/workspace', '/state', '/tmp', '/proc', '/dev', '/etc', RUN, '/usr'];
+      if (path === '/' || reserved.some((r) => path === r || path.startsWith(`${r}/`) || r.startsWith(`${path}/`))) throw new Error(`a sandbox mount may not cover ${path}`);
+    }
 
     for (const dir of [spec.workspace, spec.state]) {
       // parents it creates are searchable (not listable) by others, so the sandbox's user can reach what it mounts
@@ -234,11 +239,6 @@ export function createBubblewrapProvider(opts: BubblewrapOptions): SandboxProvid
         const why = await unreachable(path, uid, gid);
         if (why) throw new Error(`the sandbox cannot mount ${path}: ${why} (bubblewrap mounts as the sandbox's unprivileged user)`);
       }
-    }
-    for (const path of mounts) {
-      if (!path.startsWith('/') || posix.normalize(path) !== path) throw new Error(`a sandbox mount must be an absolute, normalised path: ${path}`);
-      const reserved = ['/workspace', '/state', '/tmp', '/proc', '/dev', '/etc', RUN, '/usr'];
-      if (path === '/' || reserved.some((r) => path === r || path.startsWith(`${r}/`) || r.startsWith(`${path}/`))) throw new Error(`a sandbox mount may not cover ${path}`);
     }
 
     const exposed: Array<{ name: string; port: number }> = [];
