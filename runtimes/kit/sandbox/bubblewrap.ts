@@ -36,8 +36,8 @@
  * worker opens the latter without following a symlink the sandbox could have put there.
  *
  * The process chain, on the host: `choom -n 1000` (the kernel's OOM killer takes a sandboxed process before the worker,
- * Postgres or Temporal) → `prlimit` (the limits, inherited by everything inside) → `bwrap --args 4`, all three as the
- * session's uid with PATH alone in their environment. bwrap reads its options, the sandbox's environment among them
+ * Postgres or Temporal) → `prlimit` (the limits, inherited by everything inside; inside bwrap instead when the worker
+ * is not root, see `spawn`) → `bwrap --args 4`, all as the session's uid with PATH alone in their environment. bwrap reads its options, the sandbox's environment among them
  * (`--clearenv --setenv …`), from descriptor 4, so neither the environment (keys) nor the mounts appear on a command
  * line the host's `ps` shows, and nothing in that environment (LD_PRELOAD…) acts on the host-side processes. The
  * seccomp program comes on descriptor 3.
@@ -298,10 +298,19 @@ export function createBubblewrapProvider(opts: BubblewrapOptions): SandboxProvid
         `--nofile=${limits.openFiles}`,
         '--core=0',
       ];
+      // As root, the limits go on before bwrap, as the session's own uid: RLIMIT_NPROC then bounds every process of
+      // the session (all its spawns share the uid), and the user namespace bwrap makes inherits the bound. As another
+      // user, that uid also runs the worker and everything else of its owner, and RLIMIT_NPROC set before bwrap would
+      // count all of those (bwrap could not even start past it): there the limits go on inside, where RLIMIT_NPROC
+      // counts the processes of this one sandbox.
+      const inner = withBridges(command, args, exposed, o.serve ?? []);
+      const chain = isRoot
+        ? ['/usr/bin/prlimit', ...prlimit, '--', '/usr/bin/bwrap', '--args', '4', '--', ...inner]
+        : ['/usr/bin/bwrap', '--args', '4', '--', '/usr/bin/prlimit', ...prlimit, '--', ...inner];
       const proc = launch({
         // the kernel's OOM killer takes a sandboxed process before the worker, Postgres or Temporal
         file: '/usr/bin/choom',
-        args: ['-n', '1000', '--', '/usr/bin/prlimit', ...prlimit, '--', '/usr/bin/bwrap', '--args', '4', '--', ...withBridges(command, args, exposed, o.serve ?? [])],
+        args: ['-n', '1000', '--', ...chain],
         env: { PATH: '/usr/bin:/bin' },
         extraFds: [filter, optionsFd],
         uid: isRoot ? uid : undefined,
