@@ -197,6 +197,7 @@ export function createBubblewrapProvider(opts: BubblewrapOptions): SandboxProvid
   const baseArgs = rootDirArgs();
   const etc = opts.etcDir ?? mkdtempSync(join(tmpdir(), 'agentplane-sandbox-etc-'));
   buildEtc(etc);
+  if (!opts.etcDir) process.once('exit', () => rmSync(etc, { recursive: true, force: true }));
   const providerLimits: SandboxLimits = { ...DEFAULT_LIMITS, ...opts.limits };
   const isRoot = process.getuid?.() === 0;
   const uidBase = opts.uidBase ?? DEFAULT_UID_BASE;

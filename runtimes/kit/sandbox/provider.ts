@@ -72,8 +72,10 @@ export interface SandboxSpec {
   run: string;
   /**
    * host paths mounted read-only at the same path inside: the runtime's install directory and what it links to (a
-   * Python venv's interpreter, say). Each must be reachable by an unprivileged user (every parent directory
-   * searchable by others), since bubblewrap mounts as the sandbox's user.
+   * Python venv's interpreter, say), at the same path so that shebangs, venvs and absolute symlinks keep working.
+   * Each must be reachable by an unprivileged user (every parent directory searchable by others), since bubblewrap
+   * mounts as the sandbox's user, and none may lie in or over /usr, /etc, /tmp, /proc, /dev, /workspace, /state or
+   * /run/agentplane.
    */
   mounts?: readonly string[];
 }
@@ -130,7 +132,10 @@ export interface SandboxProcess {
    * `timeoutMs` (default 30 s) passes.
    */
   ready(probe: () => Promise<boolean>, opts?: { timeoutMs?: number; intervalMs?: number }): Promise<void>;
-  /** ends the whole tree (the sandbox's process group, and with it everything inside) */
+  /**
+   * Ends the whole tree: bubblewrap SIGKILLs the sandbox's pid 1, which ends everything inside at once; `none` sends
+   * SIGTERM to the process group. SIGKILL to the group follows after 2 s if anything is left.
+   */
   kill(): void;
 }
 
