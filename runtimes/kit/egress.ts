@@ -37,6 +37,12 @@ export interface EgressGuard {
   checkUrl(url: string, field: string): Promise<void>;
   /** fetch whose every connection, redirects included, is checked against the same rule after resolution */
   fetch: typeof fetch;
+  /**
+   * Every address `host` (a name or an IP literal) resolves to, and why the rule refuses the host (null when every
+   * address may be reached); rejects (ENOTFOUND) when a name does not resolve. For connections opened without fetch
+   * (the sandbox's egress proxy), which then connect to these addresses only.
+   */
+  resolve(host: string): Promise<{ addresses: LookupAddress[]; refused: string | null }>;
 }
 
 export class EgressRefusedError extends Error {
@@ -209,6 +215,7 @@ export function createEgressGuard(opts: EgressOptions): EgressGuard {
       }
       if (found.refused) throw new EgressRefusedError(field, `${found.refused}, which agentplane does not connect to unless the operator allows it (AGENTPLANE_EGRESS_ALLOW_PRIVATE)`);
     },
+    resolve: addressesOf,
     // undici's own fetch, so the Agent and the fetch come from one version (Node's bundled fetch may differ)
     fetch: ((input: string | URL, init?: RequestInit) => undiciFetch(input, { ...(init as object), dispatcher: agent })) as typeof fetch,
   };
