@@ -117,15 +117,6 @@ export const egressEnv = {
 };
 
 /**
- * The sandbox sessions run in. `none` is for machines that cannot make user namespaces, and it is loud: the worker
- * marks every session it runs `sandbox: none`, and the API's /readyz says so. The API runs no sandbox; it reads the
- * same setting to mark the sessions it starts and to report it. Give both processes the same value.
- */
-export const sandboxEnv = {
-  AGENTPLANE_SANDBOX: z.enum(SANDBOX_KINDS, { error: 'must be bubblewrap (the default) or none (no isolation: sessions run as the worker)' }).default('bubblewrap'),
-};
-
-/**
  * The ACP agents a worker may run besides the built-in `opencode`, as JSON: `{"name": {"command": "/usr/bin/agent",
  * "args": ["--acp"], "env": {}, "keyEnv": "OPENAI_API_KEY", "baseUrlEnv": "OPENAI_BASE_URL", "modelEnv": "MODEL"}}`.
  * Agent definitions pick one by name; the command line never comes from the API.
@@ -213,12 +204,13 @@ export const openclawEnv = {
 /**
  * The sandbox every runtime process and tool runs in (runtimes/kit/sandbox/). `bubblewrap` (the default) needs the
  * `bwrap`, `socat` and util-linux binaries and user namespaces; `none` runs everything unisolated and exists only for
- * machines that cannot make namespaces (it warns loudly, and sessions record `sandbox: none`). The limits apply to each
+ * machines that cannot make namespaces (it warns loudly, the worker marks every session it runs `sandbox: none`, and the API's
+ * /readyz says so; the API runs no sandbox but reads the same setting, so give both processes the same value). The limits apply to each
  * sandboxed process (see DEFAULT_LIMITS in runtimes/kit/sandbox/provider.ts for why these defaults). When the worker
  * runs as root, each session runs as its own uid in [UID_BASE, UID_BASE + UID_COUNT): keep that range free of real users.
  */
 export const sandboxEnv = {
-  AGENTPLANE_SANDBOX: z.enum(['bubblewrap', 'none']).default('bubblewrap'),
+  AGENTPLANE_SANDBOX: z.enum(SANDBOX_KINDS, { error: 'must be bubblewrap (the default) or none (no isolation: sessions run as the worker)' }).default('bubblewrap'),
   AGENTPLANE_SANDBOX_PROCESSES: z.coerce.number().int().min(16).max(1_000_000).default(512),
   AGENTPLANE_SANDBOX_MEMORY_MB: z.coerce.number().int().min(64).default(4096),
   AGENTPLANE_SANDBOX_CPU_SECONDS: z.coerce.number().int().min(1).default(3600),

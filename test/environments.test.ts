@@ -9,10 +9,10 @@ import { createApp } from '../api/create-app';
 import { rowsOf } from '../db/client';
 import { allowsHost, type Networking } from '../governance/networking';
 import { can } from '../governance/permissions';
-import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
+import { RUNTIME_CAPABILITIES } from '../runtimes/registry';
 import { createEgressGuard } from '../runtimes/kit/egress';
 import type { RuntimeAdapter, TurnContext } from '../runtimes/runtime-adapter';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { startStack, waitForStatus, type Stack } from './support/stack';
 
 let stack: Stack;

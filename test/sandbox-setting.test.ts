@@ -5,8 +5,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../api/create-app';
 import { ConfigError, parseEnv, sandboxEnv } from '../config/env';
-import { RUNTIME_CAPABILITIES } from '../runtimes/capabilities';
-import { createScriptedAdapter } from '../runtimes/scripted.adapter';
+import { RUNTIME_CAPABILITIES } from '../runtimes/registry';
+import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { startStack, waitForStatus, type Stack } from './support/stack';
 
 /** the API and the worker set to no sandbox */

@@ -21,57 +21,14 @@
 import { createServer as createHttpServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import { connect as netConnect, createServer as createNetServer, isIP, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { allowsHost, normaliseHost, type Networking } from '../../../governance/networking';
 import type { EgressGuard } from '../egress';
-
-/**
- * A session's networking policy, in Managed Agents' shape (the environment's `config.networking`). `allowed_hosts`
- * entries are names or IP literals, or `*.suffix` for every name below the suffix (not the suffix itself).
- */
-export type NetworkingPolicy =
-  | { type: 'unrestricted' }
-  | { type: 'limited'; allowed_hosts: readonly string[]; allow_package_managers?: boolean };
-
-/** What `allow_package_managers` opens: the public registries of npm, PyPI, crates.io, Go, RubyGems, Debian and Ubuntu. */
-export const PACKAGE_REGISTRY_HOSTS: readonly string[] = [
-  'registry.npmjs.org',
-  'registry.yarnpkg.com',
-  'pypi.org',
-  'files.pythonhosted.org',
-  'crates.io',
-  'index.crates.io',
-  'static.crates.io',
-  'proxy.golang.org',
-  'sum.golang.org',
-  'rubygems.org',
-  'index.rubygems.org',
-  'deb.debian.org',
-  'security.debian.org',
-  'archive.ubuntu.com',
-  'security.ubuntu.com',
-];
 
 export interface EgressDenial {
   host: string;
   port: number;
   /** why, in words a tenant can act on (never an address the platform resolved a name to) */
   reason: string;
-}
-
-/** `Example.COM.` is `example.com`; `[2001:db8::1]` is `2001:db8::1`. */
-function normaliseHost(host: string): string {
-  return host.toLowerCase().replace(/\.$/, '').replace(/^\[(.*)\]$/, '$1');
-}
-
-/** Whether the policy lets a connection to `host` through, before the address rule (which applies whatever this says). */
-export function policyAllowsHost(policy: NetworkingPolicy, host: string): boolean {
-  if (policy.type === 'unrestricted') return true;
-  const name = normaliseHost(host);
-  const matches = (entry: string) => {
-    const e = normaliseHost(entry);
-    return e.startsWith('*.') ? name.endsWith(e.slice(1)) && name.length > e.length - 1 : name === e;
-  };
-  if (policy.allowed_hosts.some(matches)) return true;
-  return policy.allow_package_managers === true && PACKAGE_REGISTRY_HOSTS.includes(name);
 }
 
 /** The proxy variables a sandboxed process gets, pointing at the egress proxy's port inside. */
@@ -102,7 +59,7 @@ interface Timeouts {
 }
 
 export interface EgressProxyOptions extends Timeouts {
-  policy: NetworkingPolicy;
+  policy: Networking;
   /** the platform's address rule (the worker's guard, with the operator's AGENTPLANE_EGRESS_ALLOW_PRIVATE) */
   egress: Pick<EgressGuard, 'resolve'>;
   onDenied(denial: EgressDenial): void;
@@ -112,7 +69,7 @@ export interface EgressProxy {
   /** the proxy's server, to hand to `Sandbox.expose` (or to listen on a socket of one's own) */
   readonly server: Server;
   /** the policy for connections from now on (the environment changed between turns) */
-  setPolicy(policy: NetworkingPolicy): void;
+  setPolicy(policy: Networking): void;
   /** stops listening and closes every open connection and tunnel */
   close(): Promise<void>;
 }
@@ -204,7 +161,7 @@ export function createEgressProxy(opts: EgressProxyOptions): EgressProxy {
 
   /** The upstream socket for host:port, or a refusal said of the host (and `onDenied` called). */
   async function reach(host: string, port: number): Promise<{ socket: Socket } | { denied: string } | { failed: string }> {
-    if (!policyAllowsHost(policy, host)) {
+    if (!allowsHost(policy, host)) {
       const reason = `${host} is not in this environment's allowed_hosts`;
       opts.onDenied({ host, port, reason });
       return { denied: reason };

@@ -41,4 +41,4 @@ export function createSandboxProvider(
 
 export type { Sandbox, SandboxExit, SandboxKind, SandboxLimits, SandboxProcess, SandboxProvider, SandboxSpawnOptions, SandboxSpec } from './provider';
 export { DEFAULT_LIMITS, sandboxDispatcher } from './provider';
-export { createEgressProxy, createModelBridge, policyAllowsHost, proxyEnv, type EgressDenial, type EgressProxy, type ModelBridge, type NetworkingPolicy } from './egress-proxy';
+export { createEgressProxy, createModelBridge, proxyEnv, type EgressDenial, type EgressProxy, type ModelBridge } from './egress-proxy';
