@@ -78,7 +78,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
         throw ApplicationFailure.create({ type: 'policy.unenforceable', message: describeUnenforceable(adapter.kind, unenforceable), nonRetryable: true });
       }
     }
-    const ctx: TurnContext & { networking: Networking } = { sessionId: input.sessionId, agent: { ...input.agent, toolPolicy: policy }, workdir: join(deps.dataDir, 'sessions', input.sessionId), secrets: {}, networking };
+    const ctx: TurnContext = { sessionId: input.sessionId, agent: { ...input.agent, toolPolicy: policy }, workdir: join(deps.dataDir, 'sessions', input.sessionId), secrets: {}, networking };
     await mkdir(ctx.workdir, { recursive: true });
     const credentialId = input.agent.modelProvider?.credentialId;
     if (credentialId) {

@@ -38,6 +38,7 @@ export function createWorkerMetrics() {
       buckets: [1, 5, 15, 30, 60, 300, 900, 1800, 3600, 14_400, 86_400],
       registers,
     }),
+    egressDenied: new Counter({ name: 'agentplane_sandbox_egress_denied_total', help: 'Connections out of a session sandbox that its egress proxy refused (each is a sandbox.egress_denied event)', registers }),
     spend: new Counter({ name: 'agentplane_spend_usd_total', help: 'Model spend charged to sessions, in USD', labelNames: ['runtime'] as const, registers }),
   };
 }

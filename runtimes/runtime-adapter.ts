@@ -23,7 +23,9 @@ import type { z } from 'zod';
 import type { DenySupport } from '../governance/enforceability';
 import type { AgentSnapshot, CanonicalTool, RuntimeKind } from '../governance/types';
 import type { AcpAgentSpec } from './acp/descriptor';
+import type { Networking } from '../governance/networking';
 import type { EgressGuard } from './kit/egress';
+import type { SessionSandboxes } from './kit/session-sandbox';
 
 export type { RuntimeKind } from '../governance/types';
 
@@ -51,6 +53,11 @@ export interface TurnContext {
   workdir: string;
   /** decrypted credential values, by purpose; never persisted */
   secrets: { modelApiKey?: string };
+  /**
+   * what the session's sandbox may reach this turn (its environment's `config.networking`, read at every turn); absent
+   * (a test building its own context): `DEFAULT_NETWORKING`
+   */
+  networking?: Networking;
 }
 
 /** What the adapter needs to find its runtime session again. JSON only, no secrets. */
@@ -165,6 +172,11 @@ export interface RuntimeOptions {
   logger?: AdapterLogger;
   /** the connections adapters open themselves (remote runtimes, DeepAgents' model) go through it */
   egress?: EgressGuard;
+  /**
+   * Each session's sandbox (runtimes/kit/session-sandbox.ts): every process a runtime starts for a session, and every
+   * tool it runs, goes in it. Absent: the runtime runs its processes unsandboxed (a unit test of the adapter alone).
+   */
+  sandboxes?: SessionSandboxes;
 }
 
 /**

@@ -11,6 +11,8 @@ import { createAdapterLog, createJsonLog, fromTemporalEntry } from '../observabi
 import { createWorkerMetrics, serveMetrics } from '../observability/metrics';
 import { startTracing } from '../observability/tracing';
 import { createEgressGuard } from '../runtimes/kit/egress';
+import { createSandboxProvider } from '../runtimes/kit/sandbox';
+import { createWorkerSandboxes } from './sandboxes';
 import { buildRuntimes, RUNTIME_NAMES } from './runtimes';
 import { createSessionWorker, DEFAULT_CACHED_SESSIONS } from './create-worker';
 import { createNotifier } from './notifier';
@@ -52,6 +54,9 @@ const database = await openDatabase({ url: env.DATABASE_URL, pgliteDir: resolve(
 const vault = createVault(env.AGENTPLANE_MASTER_KEY);
 // one guard for every connection the worker opens to a tenant's URL: webhook receivers, remote runtimes, model providers
 const egress = createEgressGuard({ allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE });
+const adapterLog = createAdapterLog(writeLog, env.AGENTPLANE_LOG_LEVEL);
+// every process a session runs goes in its own sandbox (AGENTPLANE_SANDBOX, bubblewrap by default)
+const sandboxes = createWorkerSandboxes({ db: database.db, provider: createSandboxProvider(env, adapterLog), egress, dataDir, metrics, logger: adapterLog });
 const connection = await NativeConnection.connect({ address: env.TEMPORAL_ADDRESS });
 const worker = await createSessionWorker({
   connection,
@@ -68,8 +73,9 @@ const worker = await createSessionWorker({
       acpAgents: env.AGENTPLANE_ACP_AGENTS,
       openclaw: { nodeBin: env.AGENTPLANE_NODE24_BIN, openclawBin: env.AGENTPLANE_OPENCLAW_BIN },
       scriptedPromptLog: env.AGENTPLANE_SCRIPTED_PROMPT_LOG,
-      logger: createAdapterLog(writeLog, env.AGENTPLANE_LOG_LEVEL),
+      logger: adapterLog,
       egress,
+      sandboxes,
     }),
     dataDir,
     publicUrl: env.AGENTPLANE_PUBLIC_URL,
@@ -87,6 +93,7 @@ writeLog({ level: 'INFO', msg: 'worker started', taskQueue: env.AGENTPLANE_TASK_
 if (env.AGENTPLANE_SANDBOX === 'none') writeLog({ level: 'WARN', msg: 'AGENTPLANE_SANDBOX=none: sessions run as this worker, with its files and network; each session it runs is marked sandbox none' });
 // the worker stops on SIGINT/SIGTERM (the Temporal runtime's shutdown signals); the notifier finishes its poll
 await running.finally(() => notifier.stop());
+await sandboxes.closeAll();
 // the spans of the last turns are still in the batch: send them before the process goes
 await tracing?.shutdown();
 await metricsServer?.close();

@@ -18,10 +18,15 @@ import type { Role, SandboxKind } from '../../governance/types';
 import type { ApiMetrics } from '../../observability/metrics';
 import { clientInterceptors, type Tracing } from '../../observability/tracing';
 import { RUNTIME_CAPABILITIES } from '../../runtimes/registry';
+import { parseEnv, sandboxEnv } from '../../config/env';
 import { createEgressGuard, type EgressGuard, type Resolve } from '../../runtimes/kit/egress';
+import { SILENT_LOGGER } from '../../runtimes/kit/log';
+import { createSandboxProvider } from '../../runtimes/kit/sandbox';
+import type { SessionSandboxes } from '../../runtimes/kit/session-sandbox';
 import { stopOpenCodeServers } from '../../runtimes/opencode/opencode.adapter';
 import type { RuntimeRegistry } from '../../runtimes/runtime-adapter';
 import { createSessionWorker } from '../../worker/create-worker';
+import { createWorkerSandboxes } from '../../worker/sandboxes';
 import { createTestDatabase, type TestDatabase } from './postgres';
 
 export interface Stack {
@@ -42,6 +47,11 @@ export interface Stack {
   allowPrivateEgress: readonly string[];
   /** what the API and the worker are set to run sessions in (StackOptions.sandboxKind) */
   sandboxKind: SandboxKind;
+  /**
+   * each session's sandbox on the stack's provider (sandboxKind), its refused connections recorded as the worker
+   * records them: give it to the adapters a test builds (`sandboxes: stack.sandboxes`)
+   */
+  sandboxes: SessionSandboxes;
   /** a key of the given role in the stack's team, or in a second team (the same one each call) */
   key(role: Role, team?: 'own' | 'other'): Promise<string>;
   /** a brand-new team, for tests that must not share budgets or policies */
@@ -99,6 +109,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const dataDir = await mkdtemp(join(tmpdir(), 'agentplane-test-'));
   const egress = createEgressGuard({ allowPrivate: opts.allowPrivateEgress ?? [], lookup: opts.egressLookup });
   const sandboxKind = opts.sandboxKind ?? 'bubblewrap';
+  const sandboxes = createWorkerSandboxes({ db: db.db, provider: createSandboxProvider({ ...parseEnv(sandboxEnv, {}), AGENTPLANE_SANDBOX: sandboxKind }, SILENT_LOGGER), egress, dataDir });
   const app = createApp({ db: db.db, vault, temporal, taskQueue, capabilities: RUNTIME_CAPABILITIES, egress, sandboxKind, streamPollMs: 50, log: opts.apiLog, tracer: opts.tracing?.tracer, metrics: opts.apiMetrics });
   const server: ServerType = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
@@ -126,6 +137,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     egress,
     allowPrivateEgress: opts.allowPrivateEgress ?? [],
     sandboxKind,
+    sandboxes,
     async key(role, which = 'own') {
       let teamId = team.id;
       if (which === 'other') {
@@ -172,6 +184,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     },
     async stop() {
       await stack.stopWorker();
+      await sandboxes.closeAll();
       await new Promise((resolve) => server.close(resolve));
       await connection.close();
       await db.close();

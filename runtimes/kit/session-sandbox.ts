@@ -1,0 +1,132 @@
+/**
+ * A session's sandbox as an adapter uses it: the provider's sandbox (./sandbox/) with the session's two ways out
+ * already exposed, so that an adapter only spawns.
+ *
+ * - The egress proxy (./sandbox/egress-proxy.ts) for everything a process inside opens itself: its port is in the
+ *   proxy variables of `env`, which every spawn must be given. Its policy is the session's environment's
+ *   `config.networking`, replaced at every `open` (the worker reads it at every turn). Each refusal reaches
+ *   `onDenied` (→ a `sandbox.egress_denied` event and a metric).
+ * - The model bridge, when the session's model endpoint is plain http (a local model, later the gateway): processes
+ *   inside are given `modelBaseUrl` (`http://127.0.0.1:<port>/…`), so model traffic never depends on proxy variables.
+ *   An https endpoint keeps its URL and goes through the egress proxy (CONNECT: end-to-end TLS), with its host
+ *   allowed whatever `config.networking` says: a session can always reach its own model.
+ *
+ * One per session and worker, kept until `close` (the session's runtime is closed, or the worker stops).
+ */
+import { join } from 'node:path';
+import { allowsHost, type Networking } from '../../governance/networking';
+import type { EgressGuard } from './egress';
+import { createEgressProxy, createModelBridge, proxyEnv, type EgressDenial, type EgressProxy, type ModelBridge } from './sandbox/egress-proxy';
+import type { Sandbox, SandboxKind, SandboxProvider } from './sandbox/provider';
+
+export interface SessionSandboxRequest {
+  sessionId: string;
+  /** the host directory of the session's workspace (`/workspace` inside) */
+  workspace: string;
+  /** the host directory of this runtime's state for the session (`/state` inside, HOME) */
+  state: string;
+  /** what the session may reach this turn */
+  networking: Networking;
+  /** the session's model endpoint (its model provider's base URL), reachable inside whatever `networking` says */
+  modelBaseUrl?: string;
+  /** read-only host paths the runtime needs inside (its install), at the same paths */
+  mounts?: readonly string[];
+}
+
+export interface SessionSandbox {
+  readonly sandbox: Sandbox;
+  /** the proxy variables: give them to every process spawned in the sandbox */
+  readonly env: Readonly<Record<string, string>>;
+  /** the model endpoint as a process inside reaches it (the bridge for http, the URL itself for https) */
+  readonly modelBaseUrl: string | undefined;
+}
+
+export interface SessionSandboxes {
+  readonly kind: SandboxKind;
+  /** the session's sandbox: prepared at its first call on this worker, its networking replaced at every later one */
+  open(req: SessionSandboxRequest): Promise<SessionSandbox>;
+  /** ends every process of the session's sandbox and its ways out; its workspace and state stay */
+  close(sessionId: string): Promise<void>;
+  /** closes every session's sandbox (the worker stops) */
+  closeAll(): Promise<void>;
+}
+
+export interface SessionSandboxesOptions {
+  provider: SandboxProvider;
+  /** the platform's address rule: the proxy and the bridge apply it after the session's policy */
+  egress: Pick<EgressGuard, 'resolve'>;
+  /** bridge sockets go in `<runDir>/<sessionId>` (the worker's, never mounted writable into a sandbox) */
+  runDir: string;
+  onDenied(sessionId: string, denial: EgressDenial): void;
+}
+
+interface Entry {
+  value: SessionSandbox;
+  proxy: EgressProxy;
+  bridge: ModelBridge | null;
+  /** the https model host, always allowed through the proxy */
+  modelHost: string | null;
+}
+
+/** `networking`, with the session's own model host let through. */
+function withModelHost(networking: Networking, modelHost: string | null): Networking {
+  if (!modelHost || networking.type === 'unrestricted' || allowsHost(networking, modelHost)) return networking;
+  return { ...networking, allowed_hosts: [...networking.allowed_hosts, modelHost] };
+}
+
+export function createSessionSandboxes(opts: SessionSandboxesOptions): SessionSandboxes {
+  const open = new Map<string, Promise<Entry>>();
+
+  async function create(req: SessionSandboxRequest): Promise<Entry> {
+    const sandbox = await opts.provider.prepare({ sessionId: req.sessionId, workspace: req.workspace, state: req.state, run: join(opts.runDir, req.sessionId), mounts: req.mounts });
+    const model = req.modelBaseUrl ? new URL(req.modelBaseUrl) : null;
+    const modelHost = model?.protocol === 'https:' ? model.hostname : null;
+    const proxy = createEgressProxy({ policy: withModelHost(req.networking, modelHost), egress: opts.egress, onDenied: (d) => opts.onDenied(req.sessionId, d) });
+    try {
+      const env = proxyEnv(await sandbox.expose('egress', proxy.server));
+      let bridge: ModelBridge | null = null;
+      let modelBaseUrl = req.modelBaseUrl;
+      if (model && model.protocol === 'http:') {
+        bridge = createModelBridge({ host: model.hostname, port: Number(model.port || 80), egress: opts.egress, onDenied: (d) => opts.onDenied(req.sessionId, d) });
+        const port = await sandbox.expose('model', bridge.server);
+        // the path as given (a trailing slash or none: runtimes join paths onto it themselves)
+        const path = model.pathname === '/' && !req.modelBaseUrl!.endsWith('/') ? '' : model.pathname;
+        modelBaseUrl = `http://127.0.0.1:${port}${path}${model.search}`;
+      }
+      return { value: { sandbox, env, modelBaseUrl }, proxy, bridge, modelHost };
+    } catch (err) {
+      await proxy.close();
+      await sandbox.teardown();
+      throw err;
+    }
+  }
+
+  async function close(sessionId: string): Promise<void> {
+    const entry = open.get(sessionId);
+    if (!entry) return;
+    open.delete(sessionId);
+    const found = await entry.catch(() => null);
+    if (!found) return;
+    await found.value.sandbox.teardown();
+    await Promise.all([found.proxy.close(), found.bridge?.close()]);
+  }
+
+  return {
+    kind: opts.provider.kind,
+    async open(req) {
+      let entry = open.get(req.sessionId);
+      if (!entry) {
+        entry = create(req);
+        open.set(req.sessionId, entry);
+        entry.catch(() => open.delete(req.sessionId));
+      }
+      const found = await entry;
+      found.proxy.setPolicy(withModelHost(req.networking, found.modelHost));
+      return found.value;
+    },
+    close,
+    async closeAll() {
+      await Promise.all([...open.keys()].map(close));
+    },
+  };
+}

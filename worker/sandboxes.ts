@@ -1,0 +1,27 @@
+/**
+ * The worker's session sandboxes (runtimes/kit/session-sandbox.ts) on its configured provider, with each refused
+ * connection recorded where a tenant sees it: a `sandbox.egress_denied` event in the session's timeline (host, port
+ * and why) and the `agentplane_sandbox_egress_denied_total` metric.
+ */
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import type { Db } from '../db/client';
+import { appendEvents } from '../db/queries/events';
+import type { WorkerMetrics } from '../observability/metrics';
+import type { EgressGuard } from '../runtimes/kit/egress';
+import type { AdapterLogger } from '../runtimes/runtime-adapter';
+import type { SandboxProvider } from '../runtimes/kit/sandbox/provider';
+import { createSessionSandboxes, type SessionSandboxes } from '../runtimes/kit/session-sandbox';
+
+export function createWorkerSandboxes(deps: { db: Db; provider: SandboxProvider; egress: Pick<EgressGuard, 'resolve'>; dataDir: string; metrics?: WorkerMetrics; logger?: AdapterLogger }): SessionSandboxes {
+  return createSessionSandboxes({
+    provider: deps.provider,
+    egress: deps.egress,
+    runDir: join(deps.dataDir, 'run'),
+    onDenied(sessionId, denial) {
+      deps.metrics?.egressDenied.inc();
+      const event = { sourceId: `egress:${randomUUID()}`, type: 'sandbox.egress_denied', payload: { host: denial.host, port: denial.port, reason: denial.reason } };
+      appendEvents(deps.db, { sessionId, events: [event] }).catch((err: Error) => deps.logger?.warn('could not record a refused connection', { sessionId, host: denial.host, port: denial.port, error: err.message }));
+    },
+  });
+}
