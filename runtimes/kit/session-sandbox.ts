@@ -13,9 +13,14 @@
  *
  * One per session and worker, kept until `close` (the session's runtime is closed, or the worker stops).
  */
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { allowsHost, type Networking } from '../../governance/networking';
 import type { EgressGuard } from './egress';
+import { runtimeEnv } from './env';
+import { alive, signalGroup, startProcess } from './process';
 import { createEgressProxy, createModelBridge, proxyEnv, type EgressDenial, type EgressProxy, type ModelBridge } from './sandbox/egress-proxy';
 import type { Sandbox, SandboxKind, SandboxProvider } from './sandbox/provider';
 
@@ -31,6 +36,11 @@ export interface SessionSandboxRequest {
   modelBaseUrl?: string;
   /** read-only host paths the runtime needs inside (its install), at the same paths */
   mounts?: readonly string[];
+  /**
+   * a runtime server of this session outlived the worker that started it and is being reattached: the sandbox is made
+   * again around it (SandboxSpec.keep), and a model bridge still running is kept, with whatever it is carrying
+   */
+  keep?: boolean;
 }
 
 export interface SessionSandbox {
@@ -78,7 +88,9 @@ export function createSessionSandboxes(opts: SessionSandboxesOptions): SessionSa
   const open = new Map<string, Promise<Entry>>();
 
   async function create(req: SessionSandboxRequest): Promise<Entry> {
-    const sandbox = await opts.provider.prepare({ sessionId: req.sessionId, workspace: req.workspace, state: req.state, run: join(opts.runDir, req.sessionId), mounts: req.mounts });
+    // a fresh sandbox replaces whatever a previous worker left of this session's ways out
+    if (!req.keep) await stopModelBridge(join(opts.runDir, req.sessionId));
+    const sandbox = await opts.provider.prepare({ sessionId: req.sessionId, workspace: req.workspace, state: req.state, run: join(opts.runDir, req.sessionId), mounts: req.mounts, keep: req.keep });
     const model = req.modelBaseUrl ? new URL(req.modelBaseUrl) : null;
     const modelHost = model?.protocol === 'https:' ? model.hostname : null;
     const proxy = createEgressProxy({ policy: withModelHost(req.networking, modelHost), egress: opts.egress, onDenied: (d) => opts.onDenied(req.sessionId, d) });
@@ -86,9 +98,8 @@ export function createSessionSandboxes(opts: SessionSandboxesOptions): SessionSa
       const env = proxyEnv(await sandbox.expose('egress', proxy.server));
       let bridge: ModelBridge | null = null;
       let modelBaseUrl = req.modelBaseUrl;
-      if (model && model.protocol === 'http:') {
-        bridge = createModelBridge({ host: model.hostname, port: Number(model.port || 80), egress: opts.egress, onDenied: (d) => opts.onDenied(req.sessionId, d) });
-        const port = await sandbox.expose('model', bridge.server);
+      if (model && model.protocol === 'http:' && sandbox.kind !== 'none') {
+        const port = await modelBridge(sandbox, req, model, (b) => (bridge = b));
         // the path as given (a trailing slash or none: runtimes join paths onto it themselves)
         const path = model.pathname === '/' && !req.modelBaseUrl!.endsWith('/') ? '' : model.pathname;
         modelBaseUrl = `http://127.0.0.1:${port}${path}${model.search}`;
@@ -101,12 +112,46 @@ export function createSessionSandboxes(opts: SessionSandboxesOptions): SessionSa
     }
   }
 
+  /**
+   * The model endpoint inside the sandbox. Where the provider has host sockets, the bridge is a `socat` process of its
+   * own on the host, not a server of the worker: a runtime server outlives a crashed worker, and so must the model
+   * stream it is reading (a new worker finds the bridge running and keeps it). The address it connects to is checked
+   * by the platform's address rule when the bridge starts, and pinned: a later DNS answer cannot move it. Elsewhere
+   * (a provider without host sockets) the worker's own bridge serves it.
+   */
+  async function modelBridge(sandbox: Sandbox, req: SessionSandboxRequest, model: URL, keepServer: (b: ModelBridge) => void): Promise<number> {
+    const port = Number(model.port || 80);
+    const reserved = await sandbox.bridge('model');
+    if (!reserved) {
+      const bridge = createModelBridge({ host: model.hostname, port, egress: opts.egress, onDenied: (d) => opts.onDenied(req.sessionId, d) });
+      keepServer(bridge);
+      return sandbox.expose('model', bridge.server);
+    }
+    if (req.keep && (await answers(reserved.socketPath))) return reserved.port;
+    const { addresses, refused } = await opts.egress.resolve(model.hostname);
+    if (refused || addresses.length === 0) {
+      opts.onDenied(req.sessionId, { host: model.hostname, port, reason: refused ?? 'the name does not resolve' });
+      throw new Error(`the session's model endpoint ${model.hostname}:${port} is refused: ${refused ?? 'the name does not resolve'}`);
+    }
+    const { address, family } = addresses[0]!;
+    const target = family === 6 ? `TCP6:[${address}]:${port}` : `TCP4:${address}:${port}`;
+    const owner = process.getuid?.() === 0 ? `,user=${reserved.uid},group=${reserved.gid}` : '';
+    await rm(reserved.socketPath, { force: true });
+    const child = startProcess('/usr/bin/socat', [`UNIX-LISTEN:${reserved.socketPath},fork,mode=600${owner}`, target], { cwd: '/', env: runtimeEnv({ HOME: '/' }, { inherit: ['PATH'] }), detached: true });
+    child.unref();
+    child.catch(() => undefined);
+    await writeFile(join(opts.runDir, req.sessionId, 'model.pid'), String(child.pid ?? ''));
+    for (let i = 0; i < 200 && !(await answers(reserved.socketPath)); i++) await sleep(10);
+    return reserved.port;
+  }
+
   async function close(sessionId: string): Promise<void> {
     const entry = open.get(sessionId);
     if (!entry) return;
     open.delete(sessionId);
     const found = await entry.catch(() => null);
     if (!found) return;
+    await stopModelBridge(join(opts.runDir, sessionId));
     await found.value.sandbox.teardown();
     await Promise.all([found.proxy.close(), found.bridge?.close()]);
   }
@@ -129,4 +174,25 @@ export function createSessionSandboxes(opts: SessionSandboxesOptions): SessionSa
       await Promise.all([...open.keys()].map(close));
     },
   };
+}
+
+/** Whether a server answers on the Unix socket at `path`. */
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(path);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+/** Stops the session's host-side model bridge, if one is recorded in its run dir and still running. */
+async function stopModelBridge(run: string): Promise<void> {
+  const pid = Number(await readFile(join(run, 'model.pid'), 'utf8').catch(() => ''));
+  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return;
+  // only a socat listening in this run dir is ours (pids get reused)
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  if (cmdline.startsWith('/usr/bin/socat') && cmdline.includes(run)) signalGroup(pid, 'SIGTERM');
 }

@@ -228,11 +228,11 @@ export function createBubblewrapProvider(opts: BubblewrapOptions): SandboxProvid
         await lchown(dir, uid, gid);
       }
     }
-    await rm(spec.run, { recursive: true, force: true });
+    if (!spec.keep) await rm(spec.run, { recursive: true, force: true });
     await mkdir(dirname(spec.run), { recursive: true, mode: 0o711 });
-    await mkdir(spec.run, { mode: 0o755 });
+    await mkdir(spec.run, { recursive: true, mode: 0o755 });
     await chmod(spec.run, 0o755);
-    await mkdir(inbound, { mode: 0o700 });
+    await mkdir(inbound, { recursive: true, mode: 0o700 });
     if (isRoot) await chown(inbound, uid, gid);
 
     if (isRoot) {
@@ -264,6 +264,14 @@ export function createBubblewrapProvider(opts: BubblewrapOptions): SandboxProvid
       ];
     }
 
+    function bridge(name: string) {
+      if (!NAME.test(name)) throw new Error(`a bridge name is lowercase letters, digits and "-": ${JSON.stringify(name)}`);
+      if (exposed.some((e) => e.name === name)) throw new Error(`a server is exposed as ${name} already`);
+      const port = nextPort++;
+      exposed.push({ name, port });
+      return { port, socketPath: join(spec.run, `${name}.sock`), uid, gid };
+    }
+
     function spawn(command: string, args: readonly string[], o: SandboxSpawnOptions = {}): SandboxProcess {
       const limits = { ...providerLimits, ...o.limits };
       const cwd = o.cwd ?? '/workspace';
@@ -280,6 +288,7 @@ export function createBubblewrapProvider(opts: BubblewrapOptions): SandboxProvid
         '--disable-userns',
         '--uid', String(INSIDE_UID), '--gid', String(INSIDE_UID),
         '--hostname', 'agentplane',
+        // a persistent sandbox's parent is the shell below, which outlives the worker
         '--die-with-parent', '--new-session',
         '--cap-drop', 'ALL',
         '--seccomp', '3',
@@ -308,10 +317,14 @@ export function createBubblewrapProvider(opts: BubblewrapOptions): SandboxProvid
       const chain = isRoot
         ? ['/usr/bin/prlimit', ...prlimit, '--', '/usr/bin/bwrap', '--args', '4', '--', ...inner]
         : ['/usr/bin/bwrap', '--args', '4', '--', '/usr/bin/prlimit', ...prlimit, '--', ...inner];
+      // the kernel's OOM killer takes a sandboxed process before the worker, Postgres or Temporal
+      const outer = ['/usr/bin/choom', '-n', '1000', '--', ...chain];
+      // persistent: a shell waits for the sandbox (`; exit` keeps dash from exec'ing it), so bwrap's parent, whose end
+      // ends the sandbox (--die-with-parent), is that shell in the sandbox's process group, not the worker
+      const [file, ...rest] = o.persistent ? ['/bin/sh', '-c', '"$@"; exit $?', 'sandbox', ...outer] : outer;
       const proc = launch({
-        // the kernel's OOM killer takes a sandboxed process before the worker, Postgres or Temporal
-        file: '/usr/bin/choom',
-        args: ['-n', '1000', '--', ...chain],
+        file: file!,
+        args: rest,
         env: { PATH: '/usr/bin:/bin' },
         extraFds: [filter, optionsFd],
         uid: isRoot ? uid : undefined,
@@ -321,6 +334,7 @@ export function createBubblewrapProvider(opts: BubblewrapOptions): SandboxProvid
         interactive: o.interactive,
         capture: o.capture,
         logFile: o.logFile,
+        persistent: o.persistent,
         timeoutMs: o.timeoutMs,
         signal: o.signal,
         onExit: () => live.delete(proc),
@@ -345,16 +359,13 @@ export function createBubblewrapProvider(opts: BubblewrapOptions): SandboxProvid
       async port() {
         return nextPort++;
       },
+      bridge: async (name: string) => bridge(name),
       async expose(name: string, server: Server) {
-        if (!NAME.test(name)) throw new Error(`a bridge name is lowercase letters, digits and "-": ${JSON.stringify(name)}`);
-        if (exposed.some((e) => e.name === name)) throw new Error(`a server is exposed as ${name} already`);
+        const { port, socketPath } = bridge(name);
         await listenIn(server, spec.run, `${name}.sock`);
-        const path = join(spec.run, `${name}.sock`);
         // only this session's user may connect (the socket is in its run dir, which no other sandbox mounts anyway)
-        if (isRoot) await chown(path, uid, gid);
-        await chmod(path, 0o600);
-        const port = nextPort++;
-        exposed.push({ name, port });
+        if (isRoot) await chown(socketPath, uid, gid);
+        await chmod(socketPath, 0o600);
         return port;
       },
       connect(port: number) {

@@ -36,7 +36,7 @@ export function createNoneProvider(opts: NoneOptions): SandboxProvider {
 
   async function prepare(spec: SandboxSpec): Promise<Sandbox> {
     for (const dir of [spec.workspace, spec.state]) await mkdir(dir, { recursive: true, mode: 0o700 });
-    await rm(spec.run, { recursive: true, force: true });
+    if (!spec.keep) await rm(spec.run, { recursive: true, force: true });
     await mkdir(spec.run, { recursive: true, mode: 0o700 });
     await chmod(spec.run, 0o700);
     const live = new Set<SandboxProcess>();
@@ -60,6 +60,7 @@ export function createNoneProvider(opts: NoneOptions): SandboxProvider {
         interactive: o.interactive,
         capture: o.capture,
         logFile: o.logFile,
+        persistent: o.persistent,
         timeoutMs: o.timeoutMs,
         signal: o.signal,
         onExit: () => live.delete(proc),
@@ -80,6 +81,9 @@ export function createNoneProvider(opts: NoneOptions): SandboxProvider {
         return null;
       },
       port: freePort,
+      async bridge() {
+        return null;
+      },
       async expose(_name: string, server: Server) {
         await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
         return (server.address() as { port: number }).port;

@@ -78,6 +78,12 @@ export interface SandboxSpec {
    * /run/agentplane.
    */
   mounts?: readonly string[];
+  /**
+   * A sandbox a previous worker left running (a runtime server spawned `persistent`): its run dir, with the sockets of
+   * its bridges and of the servers inside, is kept instead of emptied. Bridges must then be made again in the same
+   * order (`bridge`, `expose`), so that each gets the port the processes inside were given.
+   */
+  keep?: boolean;
 }
 
 export interface SandboxSpawnOptions {
@@ -100,6 +106,11 @@ export interface SandboxSpawnOptions {
   serve?: readonly number[];
   /** limits for this process tree instead of the provider's */
   limits?: Partial<SandboxLimits>;
+  /**
+   * the process outlives the worker that spawned it (a runtime server a new worker reattaches to, with the sandbox
+   * made again with `keep`); otherwise it ends with the worker
+   */
+  persistent?: boolean;
   /** killed (the whole tree) after this long */
   timeoutMs?: number;
   /** killed (the whole tree) when this aborts */
@@ -156,6 +167,13 @@ export interface Sandbox {
    * reach it at 127.0.0.1:<the returned port>. The caller keeps the server and closes it.
    */
   expose(name: string, server: Server): Promise<number>;
+  /**
+   * Like `expose`, for a server that is not the worker's own (a process that must outlive the worker): answers the
+   * host path of the Unix socket that server must listen on, the owner it must give that socket (the sandbox's user),
+   * and the port processes spawned after this call reach it at. Providers without host sockets (none) answer null:
+   * their processes reach the host's network directly.
+   */
+  bridge(name: string): Promise<{ port: number; socketPath: string; uid: number; gid: number } | null>;
   /** a connection to a server listening inside on 127.0.0.1:`port`, for a process spawned with `serve: [port]` */
   connect(port: number): Promise<Socket>;
   /** runs `command` (a path or a name on the sandbox's PATH) inside */

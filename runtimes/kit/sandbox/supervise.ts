@@ -5,6 +5,7 @@
  * there after a grace period. Output is kept as a tail for error messages, or whole when asked.
  */
 import { execa, type Options } from 'execa';
+import { closeSync, openSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { SandboxExit, SandboxProcess } from './provider';
 
@@ -29,6 +30,8 @@ export interface Launch {
   /** host uid/gid to run as (the worker is root); libuv clears supplementary groups when either is set */
   uid?: number;
   gid?: number;
+  /** outlives the worker: no pipe to the worker, no exit hook (see SandboxSpawnOptions.persistent) */
+  persistent?: boolean;
   /** host cwd of the outermost process */
   cwd: string;
   /** called once when the tree has ended */
@@ -47,7 +50,10 @@ export function signalGroup(pid: number, signal: NodeJS.Signals): void {
 }
 
 export function launch(opts: Launch): SandboxProcess {
-  const output: Options['stdout'] = opts.logFile ? ['pipe', { file: opts.logFile, append: true }] : 'pipe';
+  // a persistent process writes its log itself (a descriptor of the file, not a pipe through the worker, which would
+  // break when the worker goes) and reads nothing from us
+  const logFd = opts.persistent && opts.logFile ? openSync(opts.logFile, 'a') : undefined;
+  const output = (opts.persistent ? (logFd ?? 'ignore') : opts.logFile ? ['pipe', { file: opts.logFile, append: true }] : 'pipe') as Options['stdout'];
   const subprocess = execa(opts.file, opts.args, {
     env: opts.env,
     extendEnv: false,
@@ -62,7 +68,10 @@ export function launch(opts: Launch): SandboxProcess {
     maxBuffer: MAX_CAPTURE,
     stripFinalNewline: false,
     reject: false,
+    // a persistent process is not ended when the worker exits
+    cleanup: !opts.persistent,
   });
+  if (logFd !== undefined) closeSync(logFd);
   const pid = subprocess.pid;
 
   let tail = '';
