@@ -28,5 +28,5 @@ export const descriptor: RuntimeDescriptor<'opencode'> = {
   kind: 'opencode',
   capabilities: OPENCODE_CAPABILITIES,
   configSchema,
-  create: async (o) => (await import('./opencode.adapter')).createOpenCodeAdapter({ dataDir: o.dataDir, binaryPath: o.opencodeBin, logger: o.logger }),
+  create: async (o) => (await import('./opencode.adapter')).createOpenCodeAdapter({ dataDir: o.dataDir, binaryPath: o.opencodeBin, logger: o.logger, sandboxes: o.sandboxes }),
 };

@@ -25,15 +25,19 @@
  * - The server runs in its own process group and outlives a killed worker; `ref.state.server` says where it is.
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, realpathSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
+import { Agent, fetch as undiciFetch, type Dispatcher, type RequestInit as UndiciRequestInit } from 'undici';
+import { DEFAULT_NETWORKING } from '../../governance/networking';
 import type { ModelPrice } from '../../governance/pricing';
 import { runtimeEnv } from '../kit/env';
 import { SILENT_LOGGER } from '../kit/log';
 import { freePort } from '../kit/ports';
 import { alive, signalGroup, startProcess } from '../kit/process';
 import { redact } from '../kit/redact';
+import { sandboxDispatcher } from '../kit/sandbox/provider';
+import type { SessionSandbox, SessionSandboxes } from '../kit/session-sandbox';
 import { readSseFrames } from '../kit/sse';
 import type {
   AdapterLogger,
@@ -58,6 +62,11 @@ export interface OpenCodeAdapterOptions {
   logger?: AdapterLogger;
   /** USD per million tokens OpenCode reports its own cost with (a cross-check: the ledger prices tokens); default: the catalogue */
   prices?: Record<string, ModelPrice>;
+  /**
+   * each session's sandbox: the server (and every tool it runs) runs in it, persistent, so that it outlives a crashed
+   * worker as an unsandboxed server does; absent, the server runs on the host (an adapter test of its own)
+   */
+  sandboxes?: SessionSandboxes;
   /** how long a server may take to answer after spawn (default 30 s) */
   startTimeoutMs?: number;
   /**
@@ -88,6 +97,8 @@ interface OpenCodeState extends Record<string, unknown> {
 
 /** Kept next to the runtime's data, mode 0600: how to reach and authenticate to the server. */
 interface ServerFile extends ServerLocation {
+  /** the server runs in the session's sandbox: `port` is inside it, reached through the sandbox's bridge */
+  sandboxed?: boolean;
   password: string;
   /** HMAC of the model key under the password: tells a rotated key apart without storing the key */
   keyFingerprint: string;
@@ -97,6 +108,8 @@ interface ServerFile extends ServerLocation {
 /** while events flow, history is still re-read this often, in case the bus dropped one */
 const FULL_RECONCILE_MS = 10_000;
 const SERVER_USER = 'opencode';
+/** the server's port inside a bubblewrap sandbox (its own network namespace: no other session's server is there) */
+const SANDBOX_PORT = 4096;
 
 export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdapter {
   const log: AdapterLogger = opts.logger ?? SILENT_LOGGER;
@@ -124,8 +137,82 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     }
   }
 
-  function clientFor(file: ServerFile, ctx: TurnContext | null): OpenCodeClient {
-    return new OpenCodeClient(`http://127.0.0.1:${file.port}`, file.password, ctx?.secrets.modelApiKey);
+  /** the sessions' sandboxes this worker has opened, and a connection pool into each sandboxed server */
+  const sandboxed = new Map<string, { sandbox: SessionSandbox; port: number; dispatcher: Dispatcher }>();
+
+  function clientFor(file: ServerFile, ctx: TurnContext | null, sessionId = ctx?.sessionId): OpenCodeClient {
+    const inside = file.sandboxed && sessionId ? sandboxed.get(sessionId) : undefined;
+    // a sandboxed server whose sandbox this worker has not opened yet is unreachable (the client says so, retryably)
+    const dispatcher = file.sandboxed ? (inside?.port === file.port ? inside.dispatcher : UNREACHABLE) : undefined;
+    return new OpenCodeClient(`http://127.0.0.1:${file.port}`, file.password, ctx?.secrets.modelApiKey, dispatcher);
+  }
+
+  /** The session's sandbox, opened around a server that outlived its worker (`keep`) or fresh. */
+  async function openSandbox(ctx: TurnContext, keep: boolean): Promise<SessionSandbox> {
+    const sandbox = await opts.sandboxes!.open({
+      sessionId: ctx.sessionId,
+      workspace: ctx.workdir,
+      state: layout(ctx.sessionId).home,
+      networking: ctx.networking ?? DEFAULT_NETWORKING,
+      modelBaseUrl: ctx.agent.modelProvider?.baseUrl,
+      mounts: [dirname(realpathSync(binaryPath()))],
+      keep,
+    });
+    return sandbox;
+  }
+
+  function remember(sessionId: string, sandbox: SessionSandbox, port: number): void {
+    const known = sandboxed.get(sessionId);
+    if (known?.sandbox === sandbox && known.port === port) return;
+    void known?.dispatcher.close();
+    sandboxed.set(sessionId, { sandbox, port, dispatcher: sandboxDispatcher(sandbox.sandbox, port) });
+  }
+
+  function binaryPath(): string {
+    return binary.includes('/') ? binary : (findOnPath(binary) ?? binary);
+  }
+
+  /** Starts `opencode serve` in the session's sandbox; answers its server file once it answers. */
+  async function startSandboxedServer(ctx: TurnContext, password: string, key: string): Promise<ServerFile> {
+    const dirs = layout(ctx.sessionId);
+    const sandbox = await openSandbox(ctx, false);
+    const inside = sandbox.sandbox.paths.state;
+    const xdg = {
+      XDG_CONFIG_HOME: `${inside}/.config`,
+      XDG_DATA_HOME: `${inside}/.local/share`,
+      XDG_STATE_HOME: `${inside}/.local/state`,
+      XDG_CACHE_HOME: `${inside}/.cache`,
+    };
+    // the model is reached through the sandbox's bridge, never at the agent's own address
+    const bridged: TurnContext = { ...ctx, agent: { ...ctx.agent, modelProvider: ctx.agent.modelProvider && { ...ctx.agent.modelProvider, baseUrl: sandbox.modelBaseUrl ?? ctx.agent.modelProvider.baseUrl } } };
+    const config = buildOpenCodeConfig(bridged, openCodePrice(ctx, opts.prices));
+    await writeFile(join(dirs.home, 'opencode.json'), `${JSON.stringify(config, null, 2)}\n`);
+    const env = {
+      HOME: inside,
+      ...xdg,
+      ...OPENCODE_SWITCHES,
+      OPENCODE_CONFIG: `${inside}/opencode.json`,
+      OPENCODE_CONFIG_CONTENT: JSON.stringify(config),
+      OPENCODE_SERVER_USERNAME: SERVER_USER,
+      OPENCODE_SERVER_PASSWORD: password,
+      [OPENCODE_KEY_ENV]: key,
+      ...sandbox.env,
+    };
+    const port = sandbox.sandbox.kind === 'none' ? await sandbox.sandbox.port() : SANDBOX_PORT;
+    const proc = sandbox.sandbox.spawn(binaryPath(), ['serve', '--hostname', '127.0.0.1', '--port', String(port)], { env, serve: [port], logFile: dirs.log, persistent: true });
+    remember(ctx.sessionId, sandbox, port);
+    const file: ServerFile = { pid: proc.pid ?? -1, port, password, keyFingerprint: fingerprint(password, key), startedAt: new Date().toISOString(), sandboxed: true };
+    const client = clientFor(file, ctx);
+    try {
+      await proc.ready(() => client.healthy(), { timeoutMs: startTimeoutMs, intervalMs: 150 });
+    } catch (err) {
+      proc.kill();
+      throw new Error(`opencode server did not start in its sandbox: ${redact((err as Error).message, [key, password])} (see ${dirs.log})`);
+    }
+    await writeFile(dirs.serverFile, JSON.stringify(file), { mode: 0o600 });
+    await chmod(dirs.serverFile, 0o600);
+    log.info('opencode server started', { sessionId: ctx.sessionId, pid: file.pid, port, sandbox: sandbox.sandbox.kind });
+    return file;
   }
 
   async function startServer(ctx: TurnContext): Promise<ServerFile> {
@@ -137,10 +224,11 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
       XDG_CACHE_HOME: join(dirs.home, '.cache'),
     };
     for (const dir of [dirs.root, ctx.workdir, ...Object.values(xdg)]) await mkdir(dir, { recursive: true });
-    const config = buildOpenCodeConfig(ctx, openCodePrice(ctx, opts.prices));
-    await writeFile(dirs.config, `${JSON.stringify(config, null, 2)}\n`);
     const password = randomBytes(24).toString('hex');
     const key = ctx.secrets.modelApiKey ?? '';
+    if (opts.sandboxes) return startSandboxedServer(ctx, password, key);
+    const config = buildOpenCodeConfig(ctx, openCodePrice(ctx, opts.prices));
+    await writeFile(dirs.config, `${JSON.stringify(config, null, 2)}\n`);
     const env = runtimeEnv({
       HOME: dirs.home,
       ...xdg,
@@ -202,6 +290,10 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     if (recorded && (recorded.pid !== file.pid || recorded.port !== file.port)) {
       log.warn('recorded server differs from the server file; using the file', { sessionId: ctx.sessionId, recorded, file: { pid: file.pid, port: file.port } });
     }
+    if (file.sandboxed && opts.sandboxes && isOurProcess(file.pid, file.port) && !sandboxed.has(ctx.sessionId)) {
+      // a server a previous worker started: the sandbox is made again around it, its bridges where they were
+      remember(ctx.sessionId, await openSandbox(ctx, true), file.port);
+    }
     const client = clientFor(file, ctx);
     if (!isOurProcess(file.pid, file.port) || !(await client.healthy())) {
       await killGroup(file.pid, file.port);
@@ -222,6 +314,8 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
   async function open(ctx: TurnContext, previous: RuntimeSessionRef | null): Promise<RuntimeSessionRef> {
     const prevState = (previous?.state ?? {}) as OpenCodeState;
     const file = (await reusableServer(ctx, prevState.server)) ?? (await startServer(ctx));
+    // the environment's networking as it is this turn
+    if (file.sandboxed && opts.sandboxes) await openSandbox(ctx, true);
     const client = clientFor(file, ctx);
     const title = `agentplane ${ctx.sessionId}`;
 
@@ -279,6 +373,9 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     const target = file ?? recorded;
     if (target) await killGroup(target.pid, target.port);
     await rm(dirs.serverFile, { force: true });
+    void sandboxed.get(ref.sessionId)?.dispatcher.close();
+    sandboxed.delete(ref.sessionId);
+    await opts.sandboxes?.close(ref.sessionId);
     log.info('opencode server stopped', { sessionId: ref.sessionId, pid: target?.pid });
   }
 
@@ -707,14 +804,22 @@ class OpenCodeClient {
     readonly baseUrl: string,
     password: string,
     private readonly secret: string | undefined,
+    /** how connections reach a server in a sandbox; absent: the host's loopback */
+    private readonly dispatcher?: Dispatcher,
   ) {
     this.auth = `Basic ${Buffer.from(`${SERVER_USER}:${password}`).toString('base64')}`;
+  }
+
+  /** undici's fetch with the sandbox's dispatcher, or the platform's */
+  private fetch(url: string, init: RequestInit): Promise<Response> {
+    if (!this.dispatcher) return fetch(url, init);
+    return undiciFetch(url, { ...(init as UndiciRequestInit), dispatcher: this.dispatcher }) as unknown as Promise<Response>;
   }
 
   async request<T>(method: string, path: string, body?: unknown, timeoutMs = 15_000): Promise<{ status: number; data: T | null }> {
     let res: Response;
     try {
-      res = await fetch(`${this.baseUrl}${path}`, {
+      res = await this.fetch(`${this.baseUrl}${path}`, {
         method,
         headers: { authorization: this.auth, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
         body: body === undefined ? undefined : JSON.stringify(body),
@@ -820,7 +925,7 @@ class OpenCodeClient {
   async subscribe(signal: AbortSignal): Promise<AsyncGenerator<BusEvent>> {
     let res: Response;
     try {
-      res = await fetch(`${this.baseUrl}/event`, { headers: { authorization: this.auth, accept: 'text/event-stream' }, signal });
+      res = await this.fetch(`${this.baseUrl}/event`, { headers: { authorization: this.auth, accept: 'text/event-stream' }, signal });
     } catch (err) {
       throw new OpenCodeError(`GET /event: ${(err as Error).message}`, true);
     }
@@ -986,4 +1091,15 @@ async function killGroup(pid: number, port: number): Promise<void> {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A dispatcher that refuses every connection: a sandboxed server this worker has no way into yet. */
+const UNREACHABLE: Dispatcher = new Agent({ connect: (_opts, callback) => callback(new Error('the session\'s sandbox is not open on this worker'), null) });
+
+/** `name` on the worker's PATH, as an absolute path (a sandbox mounts the directory it is in). */
+function findOnPath(name: string): string | null {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (dir && existsSync(join(dir, name))) return join(dir, name);
+  }
+  return null;
 }

@@ -3,7 +3,7 @@
  * own task queue, and the API on a random port. Real components throughout.
  */
 import type { AddressInfo } from 'node:net';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
@@ -107,6 +107,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const temporal = new Client({ connection, interceptors: clientInterceptors(opts.tracing ?? null) });
   const taskQueue = `test-${Math.random().toString(36).slice(2, 10)}`;
   const dataDir = await mkdtemp(join(tmpdir(), 'agentplane-test-'));
+  // searchable (not listable) by others, as a worker's data dir is: a session's sandbox user must reach its directories
+  await chmod(dataDir, 0o711);
   const egress = createEgressGuard({ allowPrivate: opts.allowPrivateEgress ?? [], lookup: opts.egressLookup });
   const sandboxKind = opts.sandboxKind ?? 'bubblewrap';
   const sandboxes = createWorkerSandboxes({ db: db.db, provider: createSandboxProvider({ ...parseEnv(sandboxEnv, {}), AGENTPLANE_SANDBOX: sandboxKind }, SILENT_LOGGER), egress, dataDir });
