@@ -13,7 +13,7 @@
  *
  * One per session and worker, kept until `close` (the session's runtime is closed, or the worker stops).
  */
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -195,4 +195,13 @@ async function stopModelBridge(run: string): Promise<void> {
   // only a socat listening in this run dir is ours (pids get reused)
   const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
   if (cmdline.startsWith('/usr/bin/socat') && cmdline.includes(run)) signalGroup(pid, 'SIGTERM');
+}
+
+/**
+ * Stops every session's host-side model bridge under `runDir` (a test's teardown, `npm run dev` clearing what a crashed
+ * run left): bridges outlive a crashed worker by design, so nothing else stops those of sessions never reattached.
+ */
+export async function stopModelBridges(runDir: string): Promise<void> {
+  const sessions = await readdir(runDir).catch(() => [] as string[]);
+  await Promise.all(sessions.map((id) => stopModelBridge(join(runDir, id))));
 }

@@ -22,7 +22,7 @@ import { parseEnv, sandboxEnv } from '../../config/env';
 import { createEgressGuard, type EgressGuard, type Resolve } from '../../runtimes/kit/egress';
 import { SILENT_LOGGER } from '../../runtimes/kit/log';
 import { createSandboxProvider } from '../../runtimes/kit/sandbox';
-import type { SessionSandboxes } from '../../runtimes/kit/session-sandbox';
+import { stopModelBridges, type SessionSandboxes } from '../../runtimes/kit/session-sandbox';
 import { stopOpenCodeServers } from '../../runtimes/opencode/opencode.adapter';
 import type { RuntimeRegistry } from '../../runtimes/runtime-adapter';
 import { createSessionWorker } from '../../worker/create-worker';
@@ -193,6 +193,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       await testDb.drop();
       // runtimes outlive workers by design (a new worker reattaches); a test run must not leave them behind
       await stopOpenCodeServers(dataDir);
+      await stopModelBridges(join(dataDir, 'run'));
       await rm(dataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
     },
   };
