@@ -55,7 +55,7 @@ export function createScheduleActivities(deps: Pick<ActivityDeps, 'db' | 'runtim
       plan,
       environmentId: schedule.environmentId,
       // a scheduled run is started by the worker: its own setting
-      sandbox: deps.sandboxKind ?? DEFAULT_SANDBOX,
+      sandbox: deps.runtimes[plan.snapshot.runtime.type]?.capabilities.sandbox === 'none' ? 'none' : (deps.sandboxKind ?? DEFAULT_SANDBOX),
       title: schedule.title,
       metadata: schedule.metadata as Record<string, string>,
       trigger: 'schedule' as const,

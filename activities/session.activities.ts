@@ -66,7 +66,8 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     }
     await checkModelProvider(egress, input);
     // a turn without a sandbox leaves the session marked for good, whatever the API that started it was set to
-    if ((deps.sandboxKind ?? DEFAULT_SANDBOX) === 'none') await markSessionUnsandboxed(db, input.sessionId);
+    // so does a runtime whose processes this worker runs outside any sandbox
+    if ((deps.sandboxKind ?? DEFAULT_SANDBOX) === 'none' || adapter.capabilities.sandbox === 'none') await markSessionUnsandboxed(db, input.sessionId);
     // the session's current policy: a change the workflow has not heard of yet wins (the newest revision, as for each
     // tool decision). A team deny added since the session started that this runtime would ignore stops the turn before
     // it leaves; the adapter gets the current policy for what it compiles into the runtime (OpenClaw's tools.deny).

@@ -44,6 +44,12 @@ export interface RuntimeCapabilities {
   denies: DenySupport;
   /** for `whole-tool`: the canonical tools it can deny whole; its other tools cannot be denied */
   denyTools?: readonly CanonicalTool[];
+  /**
+   * where the processes of a session run: `session` in the session's own sandbox (runtimes/kit/sandbox/), `remote` at
+   * the vendor (nothing runs on the worker), `no-process` nowhere (the runtime starts none), `none` on the worker
+   * without a sandbox (its sessions are marked `sandbox: none`)
+   */
+  sandbox: 'session' | 'remote' | 'no-process' | 'none';
 }
 
 export interface TurnContext {

@@ -258,7 +258,8 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
         actor,
         plan,
         environmentId: body.environment_id ?? null,
-        sandbox: deps.sandboxKind,
+        // a runtime that runs its processes outside any sandbox makes the session unsandboxed, whatever the setting
+        sandbox: deps.capabilities[plan.snapshot.runtime.type]?.sandbox === 'none' ? 'none' : deps.sandboxKind,
         title: body.title ?? null,
         metadata: body.metadata ?? {},
         trigger: 'api',

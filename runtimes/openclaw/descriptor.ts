@@ -36,6 +36,7 @@ export const OPENCLAW_CAPABILITIES = {
   cost: 'priced',
   streaming: true,
   denies: 'whole-tool',
+  sandbox: 'none',
   denyTools: [...new Set(Object.values(OPENCLAW_TOOLS))],
 } as const satisfies RuntimeCapabilities;
 

@@ -28,7 +28,6 @@ import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, openSync, readFileSync, realpathSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { delimiter, dirname, join } from 'node:path';
-import { Agent, fetch as undiciFetch, type Dispatcher, type RequestInit as UndiciRequestInit } from 'undici';
 import { DEFAULT_NETWORKING } from '../../governance/networking';
 import type { ModelPrice } from '../../governance/pricing';
 import { runtimeEnv } from '../kit/env';
@@ -36,7 +35,7 @@ import { SILENT_LOGGER } from '../kit/log';
 import { freePort } from '../kit/ports';
 import { alive, signalGroup, startProcess } from '../kit/process';
 import { redact } from '../kit/redact';
-import { sandboxDispatcher } from '../kit/sandbox/provider';
+import { fetchThrough, sandboxDispatcher, UNREACHABLE, type Dispatcher } from '../kit/sandbox/provider';
 import type { SessionSandbox, SessionSandboxes } from '../kit/session-sandbox';
 import { readSseFrames } from '../kit/sse';
 import type {
@@ -812,8 +811,7 @@ class OpenCodeClient {
 
   /** undici's fetch with the sandbox's dispatcher, or the platform's */
   private fetch(url: string, init: RequestInit): Promise<Response> {
-    if (!this.dispatcher) return fetch(url, init);
-    return undiciFetch(url, { ...(init as UndiciRequestInit), dispatcher: this.dispatcher }) as unknown as Promise<Response>;
+    return fetchThrough(this.dispatcher, url, init);
   }
 
   async request<T>(method: string, path: string, body?: unknown, timeoutMs = 15_000): Promise<{ status: number; data: T | null }> {
@@ -1093,8 +1091,6 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** A dispatcher that refuses every connection: a sandboxed server this worker has no way into yet. */
-const UNREACHABLE: Dispatcher = new Agent({ connect: (_opts, callback) => callback(new Error('the session\'s sandbox is not open on this worker'), null) });
 
 /** `name` on the worker's PATH, as an absolute path (a sandbox mounts the directory it is in). */
 function findOnPath(name: string): string | null {

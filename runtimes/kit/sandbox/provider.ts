@@ -17,7 +17,7 @@
  */
 import type { Server, Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
-import { Agent } from 'undici';
+import { Agent, fetch as undiciFetch, type Dispatcher, type RequestInit as UndiciRequestInit } from 'undici';
 
 export type SandboxKind = 'bubblewrap' | 'none';
 
@@ -186,6 +186,20 @@ export interface SandboxProvider {
   readonly kind: SandboxKind;
   /** creates the session's directories (owned by its sandbox user) and answers its sandbox */
   prepare(spec: SandboxSpec): Promise<Sandbox>;
+}
+
+/** A dispatcher that refuses every connection: for a server in a sandbox the worker has no way into (yet). */
+export const UNREACHABLE: Dispatcher = new Agent({ connect: (_opts, callback) => callback(new Error('the session\'s sandbox is not open on this worker'), null) });
+
+/**
+ * `fetch` through `dispatcher` (sandboxDispatcher: a server inside a sandbox), with undici's own fetch so that the
+ * dispatcher and the fetch come from one version; without one, the platform's fetch.
+ */
+export type { Dispatcher };
+
+export function fetchThrough(dispatcher: Dispatcher | undefined, url: string, init: RequestInit): Promise<Response> {
+  if (!dispatcher) return fetch(url, init);
+  return undiciFetch(url, { ...(init as UndiciRequestInit), dispatcher }) as unknown as Promise<Response>;
 }
 
 /** An undici dispatcher whose connections go to a server inside the sandbox: HTTP to a runtime server. */
