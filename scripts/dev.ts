@@ -23,7 +23,9 @@ import { clientInterceptors, startTracing } from '../observability/tracing';
 import { RUNTIME_CAPABILITIES } from '../runtimes/registry';
 import { createEgressGuard } from '../runtimes/kit/egress';
 import { stopOpenCodeServers } from '../runtimes/opencode/opencode.adapter';
+import { createSandboxProvider } from '../runtimes/kit/sandbox';
 import { createSessionWorker } from '../worker/create-worker';
+import { createWorkerSandboxes } from '../worker/sandboxes';
 import { createNotifier } from '../worker/notifier';
 import { buildRuntimes, RUNTIME_NAMES } from '../worker/runtimes';
 import { startOrAdoptTemporalDevServer } from './temporal-dev-server';
@@ -102,6 +104,8 @@ const metricsServer =
   env.AGENTPLANE_METRICS_PORT === undefined ? null : await serveMetrics(Registry.merge([workerMetrics.registry, apiMetrics.registry]), { port: env.AGENTPLANE_METRICS_PORT, host: env.AGENTPLANE_METRICS_HOST });
 const publicUrl = env.AGENTPLANE_PUBLIC_URL ?? `http://${env.HOST}:${env.PORT}`;
 const egress = createEgressGuard({ allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE });
+// every session's processes in its own sandbox (AGENTPLANE_SANDBOX, bubblewrap by default), as in production
+const sandboxes = createWorkerSandboxes({ db: database.db, provider: createSandboxProvider(env, { info() {}, warn: (msg) => console.warn(msg) }), egress, dataDir, metrics: workerMetrics });
 const workerConnection = await NativeConnection.connect({ address: temporalAddress });
 const worker = await createSessionWorker({
   connection: workerConnection,
@@ -110,7 +114,7 @@ const worker = await createSessionWorker({
   deps: {
     db: database.db,
     vault,
-    runtimes: await buildRuntimes(env.AGENTPLANE_RUNTIMES, { dataDir, opencodeBin: env.OPENCODE_BIN, openclaw: { nodeBin: env.AGENTPLANE_NODE24_BIN, openclawBin: env.AGENTPLANE_OPENCLAW_BIN }, egress }),
+    runtimes: await buildRuntimes(env.AGENTPLANE_RUNTIMES, { dataDir, opencodeBin: env.OPENCODE_BIN, openclaw: { nodeBin: env.AGENTPLANE_NODE24_BIN, openclawBin: env.AGENTPLANE_OPENCLAW_BIN }, egress, sandboxes }),
     dataDir,
     publicUrl,
     metrics: workerMetrics,
@@ -166,6 +170,7 @@ async function shutdown() {
   worker.shutdown();
   await workerRun.catch(() => undefined);
   await notifier.stop();
+  await sandboxes.closeAll();
   await tracing?.shutdown();
   await metricsServer?.close();
   await workerConnection.close();

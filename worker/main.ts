@@ -92,8 +92,9 @@ notifier.start();
 writeLog({ level: 'INFO', msg: 'worker started', taskQueue: env.AGENTPLANE_TASK_QUEUE, runtimes: env.AGENTPLANE_RUNTIMES, metrics: metricsServer?.url ?? null, tracing: tracing ? 'otlp' : 'off', sandbox: env.AGENTPLANE_SANDBOX });
 if (env.AGENTPLANE_SANDBOX === 'none') writeLog({ level: 'WARN', msg: 'AGENTPLANE_SANDBOX=none: sessions run as this worker, with its files and network; each session it runs is marked sandbox none' });
 // the worker stops on SIGINT/SIGTERM (the Temporal runtime's shutdown signals); the notifier finishes its poll
+// (sessions' sandboxes are left as they are: a persistent runtime server and its model bridge outlive this process,
+// as after a crash, and the next worker reattaches; the rest ends with it)
 await running.finally(() => notifier.stop());
-await sandboxes.closeAll();
 // the spans of the last turns are still in the batch: send them before the process goes
 await tracing?.shutdown();
 await metricsServer?.close();
