@@ -99,6 +99,16 @@ describe('the managed-agents adapter against the contract fake', () => {
     expect(fake.requests.filter((r) => r.method === 'POST' && r.path === '/v1/sessions' && r.body?.metadata?.agentplane_session_id === ctx.sessionId)).toHaveLength(1);
   });
 
+  it('a session under limited networking is not given an unrestricted remote environment: its networking goes with it', async () => {
+    const adapter = createManagedAgentsAdapter({ settleMs: 50, egress: localEgress() });
+    const networking = { type: 'limited' as const, allowed_hosts: ['api.example.com'], allow_package_managers: false, allow_mcp_servers: false };
+    const ctx = { ...context('sesn_local_networking'), networking };
+    await adapter.open(ctx, null);
+    const created = fake.requests.filter((r) => r.method === 'POST' && r.path === '/v1/environments' && r.body?.name === `agentplane ${ctx.sessionId}`);
+    expect(created).toHaveLength(1);
+    expect(created[0]!.body.config.networking).toEqual(networking);
+  });
+
   it('runs a turn: messages, thinking, cost from list_cost deltas charged once', async () => {
     fake.script('plain turn', [{ think: 'hmm' }, { usage: { input: 1000, output: 100, costUsd: 0.01 } }, { say: 'hello' }, { usage: { input: 500, output: 50, costUsd: 0.005 } }]);
     const { adapter, ctx, ref } = await opened('turn');

@@ -27,6 +27,7 @@
  * - The key is never in `ref.state`, events or errors; neither is the body of a failed answer (its status and error
  *   type only: runtimes/kit/egress.ts).
  */
+import { DEFAULT_NETWORKING } from '../../governance/networking';
 import { createEgressGuard, describeResponse, egressRefusal, errorToken, type EgressGuard } from '../kit/egress';
 import { readSseFrames } from '../kit/sse';
 import { CANONICAL_TOOLS, type CanonicalTool } from '../../governance/types';
@@ -184,7 +185,7 @@ export function createManagedAgentsAdapter(opts: ManagedAgentsAdapterOptions = {
         ).id;
       state.environmentId ??=
         config.environment_id ??
-        (await api.request<{ id: string }>('POST', '/v1/environments', { name: `agentplane ${ctx.sessionId}`, config: { type: 'cloud', networking: { type: 'unrestricted' } }, metadata, ...config.environment })).id;
+        (await api.request<{ id: string }>('POST', '/v1/environments', { name: `agentplane ${ctx.sessionId}`, config: { type: 'cloud', networking: ctx.networking ?? DEFAULT_NETWORKING }, metadata, ...config.environment })).id;
       const session = await api.request<{ id: string }>('POST', '/v1/sessions', { agent: state.agentId, environment_id: state.environmentId, title: `agentplane ${ctx.sessionId}`, metadata });
       return { sessionId: ctx.sessionId, runtimeSessionId: session.id, state };
     },
