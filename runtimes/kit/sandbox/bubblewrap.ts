@@ -54,7 +54,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, posix } from 'node:path';
 import { DEFAULT_LIMITS, type Sandbox, type SandboxLimits, type SandboxProcess, type SandboxProvider, type SandboxSpawnOptions, type SandboxSpec } from './provider';
 import { hostSeccompArch, seccompFilter } from './seccomp';
-import { launch, signalGroup } from './supervise';
+import { launch, prlimitArgs, signalGroup } from './supervise';
 
 export interface BubblewrapOptions {
   limits?: Partial<SandboxLimits>;
@@ -299,15 +299,7 @@ export function createBubblewrapProvider(opts: BubblewrapOptions): SandboxProvid
       ];
       if (options.some((option) => option.includes('\0'))) throw new Error('a sandbox option or environment value contains a NUL byte');
       const optionsFd = new Uint8Array(Buffer.from(`${options.join('\0')}\0`));
-      const prlimit = [
-        `--nproc=${limits.processes}`,
-        `--data=${limits.memoryBytes}`,
-        // SIGXCPU at the soft limit, SIGKILL five seconds of CPU later
-        `--cpu=${limits.cpuSeconds}:${limits.cpuSeconds + 5}`,
-        `--fsize=${limits.fileSizeBytes}`,
-        `--nofile=${limits.openFiles}`,
-        '--core=0',
-      ];
+      const prlimit = prlimitArgs(limits);
       // As root, the limits go on before bwrap, as the session's own uid: RLIMIT_NPROC then bounds every process of
       // the session (all its spawns share the uid), and the user namespace bwrap makes inherits the bound. As another
       // user, that uid also runs the worker and everything else of its owner, and RLIMIT_NPROC set before bwrap would

@@ -10,7 +10,7 @@ import { chmod, mkdir, rm } from 'node:fs/promises';
 import { connect as netConnect, createServer, type Server, type Socket } from 'node:net';
 import { join, posix } from 'node:path';
 import { DEFAULT_LIMITS, type Sandbox, type SandboxLimits, type SandboxProcess, type SandboxProvider, type SandboxSpawnOptions, type SandboxSpec } from './provider';
-import { launch } from './supervise';
+import { launch, prlimitArgs } from './supervise';
 
 export interface NoneOptions {
   limits?: Partial<SandboxLimits>;
@@ -43,14 +43,7 @@ export function createNoneProvider(opts: NoneOptions): SandboxProvider {
 
     function spawn(command: string, args: readonly string[], o: SandboxSpawnOptions = {}): SandboxProcess {
       const limits = { ...providerLimits, ...o.limits };
-      const prlimit = [
-        `--nproc=${limits.processes}`,
-        `--data=${limits.memoryBytes}`,
-        `--cpu=${limits.cpuSeconds}:${limits.cpuSeconds + 5}`,
-        `--fsize=${limits.fileSizeBytes}`,
-        `--nofile=${limits.openFiles}`,
-        '--core=0',
-      ];
+      const prlimit = prlimitArgs(limits);
       const proc = launch({
         file: '/usr/bin/prlimit',
         args: [...prlimit, '--', command, ...args],

@@ -7,7 +7,7 @@
 import { execa, type Options } from 'execa';
 import { closeSync, openSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { SandboxExit, SandboxProcess } from './provider';
+import type { SandboxExit, SandboxLimits, SandboxProcess } from './provider';
 
 const TAIL_BYTES = 8 * 1024;
 const MAX_CAPTURE = 16 * 1024 * 1024;
@@ -38,6 +38,19 @@ export interface Launch {
   onExit?: () => void;
   /** ends the tree whose outermost process is `pid` (default: SIGTERM to its process group); SIGKILL follows anyway */
   terminate?: (pid: number) => void;
+}
+
+/** prlimit's options for `limits`, the same for every provider. */
+export function prlimitArgs(limits: SandboxLimits): string[] {
+  return [
+    `--nproc=${limits.processes}`,
+    `--data=${limits.memoryBytes}`,
+    // SIGXCPU at the soft limit, SIGKILL five seconds of CPU later
+    `--cpu=${limits.cpuSeconds}:${limits.cpuSeconds + 5}`,
+    `--fsize=${limits.fileSizeBytes}`,
+    `--nofile=${limits.openFiles}`,
+    '--core=0',
+  ];
 }
 
 /** Sends `signal` to the process group led by `pid`, if it is still there. */
