@@ -55,6 +55,9 @@ import { createEgressGuard, describeStatus, egressRefusal, errorToken, type Egre
 import { runtimeEnv } from '../kit/env';
 import type { CanonicalTool } from '../../governance/types';
 import { redact } from '../kit/redact';
+import type { SessionSandboxes } from '../kit/session-sandbox';
+import { DEFAULT_NETWORKING } from '../../governance/networking';
+import { createSandboxBackend, type BaseSandboxClass } from './sandbox-backend';
 import type {
   AdapterLogger,
   PermissionDecision,
@@ -76,6 +79,11 @@ export interface DeepAgentsAdapterOptions {
   commandTimeoutSeconds?: number;
   /** the model client connects through it: `model_provider.base_url` is the tenant's (default: private addresses refused) */
   egress?: EgressGuard;
+  /**
+   * each session's sandbox: the tools run in it (sandbox-backend.ts), never in the worker; absent (an adapter test of
+   * its own), they run on the host in the session's workdir (`LocalShellBackend`)
+   */
+  sandboxes?: SessionSandboxes;
 }
 type Options = DeepAgentsAdapterOptions & { egress: EgressGuard };
 
@@ -108,6 +116,7 @@ const MAX_PASSES = 200;
 interface DeepAgentsModule {
   createDeepAgent(params: Record<string, unknown>): Agent;
   LocalShellBackend: { create(options: { rootDir: string; timeout?: number; env?: Record<string, string> }): Promise<unknown> };
+  BaseSandbox: BaseSandboxClass;
 }
 interface Agent {
   stream(input: unknown, config: RunnableConfig & { streamMode: 'updates'; signal?: AbortSignal; recursionLimit?: number; durability?: 'sync' | 'async' | 'exit' }): Promise<AsyncIterable<unknown>>;
@@ -163,8 +172,9 @@ export function createDeepAgentsAdapter(options: DeepAgentsAdapterOptions): Runt
         return { status: 'error', message, retryable };
       }
     },
-    async close() {
-      // nothing lives between turns: the graph is rebuilt from the checkpoint file each turn
+    async close(ref) {
+      // nothing else lives between turns: the graph is rebuilt from the checkpoint file each turn
+      await opts.sandboxes?.close(ref.sessionId);
     },
   };
 }
@@ -234,12 +244,20 @@ async function buildAgent(opts: Options, ctx: TurnContext, sink: TurnSink): Prom
     callbacks: [new SubagentUsage(ctx, sink)],
   };
   const model = new ChatOpenAI({ ...fields, completions: new OfflineCompletions(fields) });
-  const { createDeepAgent, LocalShellBackend } = await loadDeepAgents();
-  const backend = await LocalShellBackend.create({
-    rootDir: ctx.workdir,
-    timeout: opts.commandTimeoutSeconds ?? 120,
-    env: runtimeEnv({ HOME: ctx.workdir, LANG: 'C.UTF-8' }, { inherit: ['PATH'] }),
-  });
+  const { createDeepAgent, LocalShellBackend, BaseSandbox } = await loadDeepAgents();
+  const timeout = opts.commandTimeoutSeconds ?? 120;
+  let backend: unknown;
+  if (opts.sandboxes) {
+    const session = await opts.sandboxes.open({
+      sessionId: ctx.sessionId,
+      workspace: ctx.workdir,
+      state: join(opts.dataDir, 'deepagents', ctx.sessionId, 'home'),
+      networking: ctx.networking ?? DEFAULT_NETWORKING,
+    });
+    backend = createSandboxBackend(BaseSandbox, { sandbox: session.sandbox, env: { ...session.env, LANG: 'C.UTF-8' }, timeoutSeconds: timeout });
+  } else {
+    backend = await LocalShellBackend.create({ rootDir: ctx.workdir, timeout, env: runtimeEnv({ HOME: ctx.workdir, LANG: 'C.UTF-8' }, { inherit: ['PATH'] }) });
+  }
   const checkpointer = await FileCheckpointSaver.open(join(opts.dataDir, 'deepagents', ctx.sessionId, 'checkpoints.json'));
   const interruptOn = Object.fromEntries(Object.keys(DEEPAGENTS_TOOLS).map((name) => [name, { allowedDecisions: ['approve', 'reject'] }]));
   return createDeepAgent({

@@ -8,11 +8,11 @@
 import { runtimeConfig } from '../kit/config';
 import type { RuntimeCapabilities, RuntimeDescriptor } from '../runtime-adapter';
 
-export const DEEPAGENTS_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any', sandbox: 'none' } as const satisfies RuntimeCapabilities;
+export const DEEPAGENTS_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any', sandbox: 'session' } as const satisfies RuntimeCapabilities;
 
 export const descriptor: RuntimeDescriptor<'deepagents'> = {
   kind: 'deepagents',
   capabilities: DEEPAGENTS_CAPABILITIES,
   configSchema: runtimeConfig('deepagents', {}, { unknownKeys: 'refuse' }),
-  create: async (o) => (await import('./deepagents.adapter')).createDeepAgentsAdapter({ dataDir: o.dataDir, logger: o.logger, egress: o.egress }),
+  create: async (o) => (await import('./deepagents.adapter')).createDeepAgentsAdapter({ dataDir: o.dataDir, logger: o.logger, egress: o.egress, sandboxes: o.sandboxes }),
 };

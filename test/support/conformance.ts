@@ -205,7 +205,8 @@ const RUNTIMES: RuntimeCase[] = [
   {
     kind: 'deepagents',
     ...modelBackend,
-    adapter: (env) => ({ deepagents: createDeepAgentsAdapter({ dataDir: env.stack.dataDir, egress: env.stack.egress }) }),
+    adapter: (env) => ({ deepagents: createDeepAgentsAdapter({ dataDir: env.stack.dataDir, egress: env.stack.egress, sandboxes: env.stack.sandboxes }) }),
+    sandboxed: true,
     async agent(env) {
       const credential = await env.stack.call('POST', '/v1/credentials', { name: 'openai-compatible key', secret: 'sk-deepagents-conformance-0123456789' });
       // a model in the default pricing table: DeepAgents reports tokens, the ledger prices them

@@ -1,0 +1,170 @@
+/**
+ * A runtime's sessions in their sandboxes, attacked from inside (`describeSandboxAttacks`, one call per runtime that
+ * starts a local process or runs tools): the issue's attack list run as a bash tool call in a session whose worker is
+ * a real process (its environment held the master key and the database URL when it started), with the output
+ * base64-encoded inside so that redaction cannot hide a leak; a fork bomb and a memory hog bounded while the worker
+ * keeps serving another session; and `limited` networking through the session's egress proxy.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RuntimeKind, RuntimeRegistry } from '../../runtimes/runtime-adapter';
+import { attackToolCall, decodeAttackOutput, echoToolResult, expectNothingFound, FORK_BOMB, MEMORY_HOG, type AttackTargets } from './attack';
+import { startScriptedModel, type ScriptedModel } from './scripted-model';
+import { eventsOf, eventually, LOCAL_RECEIVERS, startStack, type Stack } from './stack';
+import { spawnWorker, type WorkerProcess } from './worker-process';
+
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+
+export interface SandboxedRuntime {
+  kind: RuntimeKind;
+  /** the model name its agents use (priced by the team in the suite) */
+  model: string;
+  /** the runtime's adapter for an in-process worker, on the stack's sandboxes */
+  adapter(stack: Stack): RuntimeRegistry;
+  /** the tool names it offers for a shell command, and the argument the command goes in */
+  shell?: { tool: string[]; input: (command: string) => Record<string, unknown> };
+}
+const OTHER_KEY = `sk-other-session-${Math.random().toString(36).slice(2)}`;
+const MARKER = `marker-of-another-session-${Math.random().toString(36).slice(2)}`;
+
+async function lastMessage(stack: Stack, sessionId: string): Promise<string> {
+  const messages = (await eventsOf(stack, sessionId)).filter((e) => e.type === 'agent.message');
+  return messages.at(-1)?.content[0].text ?? '';
+}
+
+async function agentWith(rt: SandboxedRuntime, stack: Stack, model: ScriptedModel, name: string, secret: string): Promise<string> {
+  const credential = await stack.call('POST', '/v1/credentials', { name: `${name} key`, secret });
+  const agent = await stack.call('POST', '/v1/agents', {
+    name,
+    model: rt.model,
+    runtime: { type: rt.kind, config: {} },
+    model_provider: { base_url: model.openaiBaseUrl, credential_id: credential.body.id },
+    tool_policy: { rules: [], default: 'allow' },
+  });
+  expect(agent.status, JSON.stringify(agent.body)).toBe(200);
+  return agent.body.id;
+}
+
+async function runTurn(stack: Stack, agentId: string, prompt: string, extra: Record<string, unknown> = {}): Promise<string> {
+  const session = await stack.call('POST', '/v1/sessions', { agent: agentId, ...extra, initial_events: [{ type: 'user.message', content: prompt }] });
+  expect(session.status, JSON.stringify(session.body)).toBe(200);
+  // the turn's end: its session.status_idle (the session is idle before its first turn starts, too)
+  await eventually(async () => ((await eventsOf(stack, session.body.id)).some((e) => e.type === 'session.status_idle') ? true : undefined), { timeoutMs: 120_000, what: `the turn "${prompt}"` });
+  return session.body.id;
+}
+
+export function describeSandboxAttacks(rt: SandboxedRuntime): void {
+const shell = (command: string, description: string) => ({ tool: rt.shell?.tool ?? ['bash', 'Bash', 'execute', 'terminal'], input: rt.shell?.input(command) ?? { command, description } });
+
+describe(`a ${rt.kind} session attacking its sandbox, on a worker process`, () => {
+  let stack: Stack;
+  let model: ScriptedModel;
+  let worker: WorkerProcess;
+  let attacker: string;
+  let other: string;
+
+  beforeAll(async () => {
+    stack = await startStack({ worker: false, allowPrivateEgress: LOCAL_RECEIVERS });
+    model = await startScriptedModel();
+    await stack.price(rt.model, { input: 3, output: 15 });
+    worker = await spawnWorker(stack, { AGENTPLANE_RUNTIMES: rt.kind });
+    attacker = await agentWith(rt, stack, model, 'attacker', `sk-attacker-${Math.random().toString(36).slice(2)}`);
+    other = await agentWith(rt, stack, model, 'other', OTHER_KEY);
+  }, 180_000);
+
+  afterAll(async () => {
+    await worker?.stop();
+    await stack?.stop();
+    await model?.close();
+  }, 60_000);
+
+  it('the attack list finds nothing: no environment, key, other workspace, checkout, platform port, write outside, or ptrace', { timeout: 300_000 }, async () => {
+    model.setScript([{ match: 'leave a marker', steps: [shell(`echo ${MARKER} > /workspace/marker.txt`, 'marker'), { text: 'marked' }] }]);
+    const otherSession = await runTurn(stack, other, 'leave a marker');
+    expect(await lastMessage(stack, otherSession)).toBe('marked');
+
+    const database = new URL(stack.databaseUrl);
+    const [temporalHost, temporalPort] = stack.temporalAddress.split(':');
+    const targets: AttackTargets = {
+      secrets: [stack.masterKey, stack.masterKey.slice(stack.masterKey.indexOf(':') + 1), stack.adminKey, stack.databaseUrl, OTHER_KEY],
+      otherSessionMarker: MARKER,
+      otherSessionWorkspace: `${stack.dataDir}/sessions/${otherSession}`,
+      checkout: REPO.replace(/\/$/, ''),
+      dataDir: stack.dataDir,
+      tcp: [
+        [database.hostname, Number(database.port || 5432)],
+        [temporalHost!, Number(temporalPort)],
+        ['127.0.0.1', Number(new URL(stack.url).port)],
+      ],
+      workerPid: worker.child.pid!,
+    };
+    model.setScript([{ match: 'run the attack list', steps: [{ ...attackToolCall(targets), ...shell(attackToolCall(targets).input.command, 'attack list') }, echoToolResult] }]);
+    const session = await runTurn(stack, attacker, 'run the attack list');
+    const decoded = decodeAttackOutput(await lastMessage(stack, session));
+    expectNothingFound(decoded, targets);
+    // the probe did run as the tool call, inside: the sandbox's user
+    expect(decoded).toContain('USER=agent');
+  });
+
+  it('a fork bomb and a memory hog each end at the sandbox\'s limits, and the worker still serves another session', { timeout: 300_000 }, async () => {
+    model.setScript([
+      { match: 'fork bomb', steps: [shell(FORK_BOMB, 'fork bomb'), { text: 'after the fork bomb' }] },
+      { match: 'memory hog', steps: [shell(MEMORY_HOG, 'memory hog'), echoToolResult] },
+      { match: 'still there', steps: [{ text: 'still serving' }] },
+    ]);
+    const bomb = await runTurn(stack, attacker, 'fork bomb');
+    expect((await eventsOf(stack, bomb)).some((e) => e.type === 'agent.tool_use')).toBe(true);
+    const hog = await runTurn(stack, attacker, 'memory hog');
+    expect(await lastMessage(stack, hog)).toMatch(/MemoryError|Cannot allocate|memory-hog-returned/);
+    const fine = await runTurn(stack, other, 'still there');
+    expect(await lastMessage(stack, fine)).toBe('still serving');
+    expect(worker.child.exitCode).toBeNull();
+  });
+});
+
+describe(`limited networking for a ${rt.kind} session`, () => {
+  let stack: Stack;
+  let model: ScriptedModel;
+  let site: Server;
+  let port: number;
+
+  beforeAll(async () => {
+    // both names resolve to the local site; only the environment's policy tells them apart
+    stack = await startStack({
+      worker: false,
+      allowPrivateEgress: LOCAL_RECEIVERS,
+      egressLookup: async (host) => (host === 'allowed.test' || host === 'refused.test' || host === '127.0.0.1' ? [{ address: '127.0.0.1', family: 4 }] : []),
+    });
+    await stack.startWorker(rt.adapter(stack));
+    model = await startScriptedModel();
+    await stack.price(rt.model, { input: 3, output: 15 });
+    site = createServer((_req, res) => res.end('hello from the allowed host\n'));
+    await new Promise<void>((resolve) => site.listen(0, '127.0.0.1', resolve));
+    port = (site.address() as AddressInfo).port;
+  }, 180_000);
+
+  afterAll(async () => {
+    await stack?.stop();
+    await model?.close();
+    await new Promise((resolve) => site?.close(resolve));
+  }, 60_000);
+
+  it('an allowed host is reached through the proxy, another is refused with a sandbox.egress_denied event naming it', { timeout: 300_000 }, async () => {
+    const env = await stack.call('POST', '/v1/environments', { name: 'limited', config: { type: 'cloud', networking: { type: 'limited', allowed_hosts: ['allowed.test'] } } });
+    expect(env.status, JSON.stringify(env.body)).toBe(200);
+    const agent = await agentWith(rt, stack, model, 'limited', 'sk-limited');
+    const command = `curl -s -m 10 http://allowed.test:${port}/; echo; curl -s -m 10 -o /dev/null -w 'refused:%{http_code}' http://refused.test:${port}/`;
+    model.setScript([{ match: 'fetch two hosts', steps: [shell(command, 'curl'), echoToolResult] }]);
+    const session = await runTurn(stack, agent, 'fetch two hosts', { environment_id: env.body.id });
+    const said = await lastMessage(stack, session);
+    expect(said).toContain('hello from the allowed host');
+    expect(said).toContain('refused:403');
+    // (OpenCode's own attempts to reach its package registry are refused and recorded too)
+    const denied = await eventually(async () => (await eventsOf(stack, session)).find((e) => e.type === 'sandbox.egress_denied' && e.host === 'refused.test'), { timeoutMs: 10_000 });
+    expect(denied).toMatchObject({ host: 'refused.test', port, reason: expect.any(String) });
+    expect((await eventsOf(stack, session)).some((e) => e.type === 'sandbox.egress_denied' && e.host === 'allowed.test')).toBe(false);
+  });
+});
+}
