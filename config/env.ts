@@ -144,6 +144,7 @@ export const acpAgentsEnv = {
             keyEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional(),
             baseUrlEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional(),
             modelEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional(),
+            mounts: z.array(z.string().regex(/^\/./, 'an absolute path')).optional(),
           })
           .strict(),
       ),

@@ -33,9 +33,10 @@
  * put in `ref.state`, events, logs or errors, and error text from the agent is redacted.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { EventEmitter } from 'node:events';
+import { closeSync, openSync, readFileSync, realpathSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import {
   client as acpClient,
@@ -54,7 +55,10 @@ import type { CanonicalTool } from '../../governance/types';
 import { runtimeEnv } from '../kit/env';
 import { refuseInterpolation } from '../kit/interpolation';
 import { SILENT_LOGGER } from '../kit/log';
-import { signalGroup, startProcess, type RuntimeProcess } from '../kit/process';
+import { signalGroup, startProcess } from '../kit/process';
+import type { SandboxProcess } from '../kit/sandbox/provider';
+import type { SessionSandboxes } from '../kit/session-sandbox';
+import { DEFAULT_NETWORKING } from '../../governance/networking';
 import { redact } from '../kit/redact';
 import { buildOpenCodeConfig, canonicalTool as openCodeTool, defaultOpenCodeBinary, OPENCODE_KEY_ENV, OPENCODE_SWITCHES, openCodePrice } from '../opencode/config';
 import type {
@@ -83,6 +87,11 @@ export interface AcpAdapterOptions {
   startTimeoutMs?: number;
   /** how long a cancelled prompt may take to stop before its process is killed (default 20 s) */
   cancelGraceMs?: number;
+  /**
+   * each session's sandbox: the agent process (and every tool it runs) runs in it, with the session's workspace at
+   * /workspace; absent (an adapter test of its own), it runs on the host in the session's workdir
+   */
+  sandboxes?: SessionSandboxes;
 }
 
 interface TurnRecord {
@@ -139,7 +148,7 @@ interface PromptInFlight {
 interface LiveAgent {
   name: string;
   command: string;
-  child: RuntimeProcess;
+  child: AgentProcess;
   conn: ClientConnection;
   acpSessionId: string;
   /** why the process is gone, once it is */
@@ -174,15 +183,19 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
   }
 
   /** The command line and environment for a named agent; throws AcpError for a name this worker does not allow. */
-  function launch(name: string, ctx: TurnContext): { command: string; args: string[]; env: Record<string, string> } {
-    const dirs = layout(ctx.sessionId);
+  function launch(name: string, ctx: TurnContext, where: Where): { command: string; args: string[]; env: Record<string, string> } {
+    const home = where.home;
     const env = runtimeEnv({
-      HOME: dirs.home,
-      XDG_CONFIG_HOME: join(dirs.home, '.config'),
-      XDG_DATA_HOME: join(dirs.home, '.local', 'share'),
-      XDG_STATE_HOME: join(dirs.home, '.local', 'state'),
-      XDG_CACHE_HOME: join(dirs.home, '.cache'),
+      HOME: home,
+      XDG_CONFIG_HOME: join(home, '.config'),
+      XDG_DATA_HOME: join(home, '.local', 'share'),
+      XDG_STATE_HOME: join(home, '.local', 'state'),
+      XDG_CACHE_HOME: join(home, '.cache'),
     });
+    // in a sandbox, its own PATH (the worker's may name directories that are not there)
+    if (where.sandboxed) delete env.PATH;
+    // the model as the agent reaches it (in a sandbox: through its bridge)
+    ctx = { ...ctx, agent: { ...ctx.agent, modelProvider: ctx.agent.modelProvider && { ...ctx.agent.modelProvider, baseUrl: where.modelBaseUrl ?? ctx.agent.modelProvider.baseUrl } } };
     const spec = opts.agents?.[name];
     if (spec) {
       // an agent may read these variables into a config that expands `{env:…}` / `{file:…}` (OpenCode does)
@@ -204,7 +217,7 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
         OPENCODE_SERVER_PASSWORD: randomBytes(24).toString('hex'),
         [OPENCODE_KEY_ENV]: ctx.secrets.modelApiKey ?? '',
       });
-      return { command: opts.opencodeBin ?? defaultOpenCodeBinary(), args: ['acp', '--cwd', ctx.workdir], env };
+      return { command: opts.opencodeBin ?? defaultOpenCodeBinary(), args: ['acp', '--cwd', where.workdir], env };
     }
     throw new AcpError(`unknown ACP agent "${name}": this worker allows ${allowedNames().join(', ')}`, false);
   }
@@ -215,14 +228,35 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
 
   async function start(ctx: TurnContext, name: string, previous: AcpState | null): Promise<LiveAgent> {
     const dirs = layout(ctx.sessionId);
-    const { command, args, env } = launch(name, ctx);
     for (const dir of [dirs.root, dirs.home, ctx.workdir]) await mkdir(dir, { recursive: true });
     if (previous?.pid && previous.command) killGroup(previous.pid, previous.command);
-
-    const out = openSync(dirs.log, 'a');
-    // detached: its own process group, so closing the session stops the agent and every tool it started
-    const child = startProcess(command, args, { cwd: ctx.workdir, env, detached: true, stdin: 'pipe', stdout: 'pipe', stderr: out });
-    closeSync(out);
+    let where: Where = { home: dirs.home, workdir: ctx.workdir, sandboxed: false };
+    let child: AgentProcess;
+    let command: string;
+    if (opts.sandboxes) {
+      const named = launch(name, ctx, where);
+      const session = await opts.sandboxes.open({
+        sessionId: ctx.sessionId,
+        workspace: ctx.workdir,
+        state: dirs.home,
+        networking: ctx.networking ?? DEFAULT_NETWORKING,
+        modelBaseUrl: ctx.agent.modelProvider?.baseUrl,
+        mounts: [...new Set([dirname(realpathSync(named.command)), ...(opts.agents?.[name]?.mounts ?? [])])],
+      });
+      where = { home: session.sandbox.paths.state, workdir: session.sandbox.paths.workspace, modelBaseUrl: session.modelBaseUrl, sandboxed: true };
+      const inside = launch(name, ctx, where);
+      command = realpathSync(inside.command);
+      const proc = session.sandbox.spawn(command, inside.args, { env: { ...inside.env, ...session.env }, interactive: true, logFile: dirs.log });
+      child = sandboxedChild(proc);
+    } else {
+      const named = launch(name, ctx, where);
+      command = named.command;
+      const out = openSync(dirs.log, 'a');
+      // detached: its own process group, so closing the session stops the agent and every tool it started
+      child = startProcess(command, named.args, { cwd: ctx.workdir, env: named.env, detached: true, stdin: 'pipe', stdout: 'pipe', stderr: out });
+      closeSync(out);
+    }
+    const cwd = where.workdir;
     const agent = {
       name,
       command,
@@ -282,7 +316,7 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
         agent.acpSessionId = previous.acpSessionId;
         agent.loading = true;
         try {
-          await withTimeout(agent.conn.agent.request('session/load', { sessionId: previous.acpSessionId, cwd: ctx.workdir, mcpServers: [] }), startTimeoutMs, `${name}: session/load timed out`);
+          await withTimeout(agent.conn.agent.request('session/load', { sessionId: previous.acpSessionId, cwd, mcpServers: [] }), startTimeoutMs, `${name}: session/load timed out`);
         } catch (err) {
           log.warn('acp session could not be loaded; starting a new one', { sessionId: ctx.sessionId, error: redact(errorText(err), [ctx.secrets.modelApiKey]) });
           agent.acpSessionId = '';
@@ -293,7 +327,7 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
         log.warn('acp agent cannot load sessions; the conversation starts over', { sessionId: ctx.sessionId, agent: name });
       }
       if (!agent.acpSessionId) {
-        const created = await withTimeout(agent.conn.agent.request('session/new', { cwd: ctx.workdir, mcpServers: [] }), startTimeoutMs, `${name}: session/new timed out`);
+        const created = await withTimeout(agent.conn.agent.request('session/new', { cwd, mcpServers: [] }), startTimeoutMs, `${name}: session/new timed out`);
         agent.acpSessionId = created.sessionId;
       }
     } catch (err) {
@@ -318,7 +352,7 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
     delete state.unavailable;
     try {
       const name = agentName(ctx);
-      launch(name, ctx); // refuses a name this worker does not allow
+      launch(name, ctx, { home: '/', workdir: '/', sandboxed: false }); // refuses a name this worker does not allow
       state.agent = name;
       if (prev && prev.agent !== name) {
         // the agent definition now names another agent: its sessions are not this one's
@@ -785,6 +819,30 @@ function keyHash(key: string | undefined): string {
 function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new AcpError(message, true)), ms)))]).finally(() => clearTimeout(timer));
+}
+
+/** Where an agent runs: its home and workspace as it sees them, and its model endpoint there. */
+interface Where {
+  home: string;
+  workdir: string;
+  modelBaseUrl?: string;
+  sandboxed: boolean;
+}
+
+/** What the adapter needs of an agent's process, on the host (execa) or in a sandbox. */
+interface AgentProcess {
+  readonly pid?: number;
+  readonly stdin: Writable | null;
+  readonly stdout: Readable | null;
+  once(event: 'exit', listener: (code: number | null, signal: string | null) => void): unknown;
+  once(event: 'error', listener: (err: Error) => void): unknown;
+}
+
+/** A sandboxed process as the adapter watches a child: `exit` once the sandbox has ended. */
+function sandboxedChild(proc: SandboxProcess): AgentProcess {
+  const events = new EventEmitter();
+  void proc.exited.then((exit) => events.emit('exit', exit.exitCode, exit.signal));
+  return { pid: proc.pid, stdin: proc.stdin ?? null, stdout: proc.stdout ?? null, once: (event: string, listener: (...args: any[]) => void) => events.once(event, listener) } as AgentProcess;
 }
 
 /** Stops a recorded agent process group, if that pid still runs the agent's command (pids get reused). */

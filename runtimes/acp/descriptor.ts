@@ -11,7 +11,7 @@ import { runtimeConfig } from '../kit/config';
 import { openCodeSettings } from '../opencode/descriptor';
 import type { RuntimeCapabilities, RuntimeDescriptor } from '../runtime-adapter';
 
-export const ACP_CAPABILITIES = { approvals: true, interrupt: true, reattach: false, cost: 'priced', streaming: true, denies: 'any', sandbox: 'none' } as const satisfies RuntimeCapabilities;
+export const ACP_CAPABILITIES = { approvals: true, interrupt: true, reattach: false, cost: 'priced', streaming: true, denies: 'any', sandbox: 'session' } as const satisfies RuntimeCapabilities;
 
 /** An ACP agent the worker allows, as `AGENTPLANE_ACP_AGENTS` describes it (config/env.ts validates it). */
 export interface AcpAgentSpec {
@@ -25,6 +25,11 @@ export interface AcpAgentSpec {
   baseUrlEnv?: string;
   /** the variable the agent's model id is passed in */
   modelEnv?: string;
+  /**
+   * host directories the agent needs read-only in its sandbox besides its command's own directory (an interpreter, its
+   * libraries), at the same paths
+   */
+  mounts?: string[];
 }
 
 const AGENT_NAME = 'the acp runtime needs the name of an ACP agent the worker allows, e.g. "opencode": lowercase letters, digits, ".", "_" or "-" (at most 64)';
@@ -47,5 +52,5 @@ export const descriptor: RuntimeDescriptor<'acp'> = {
   kind: 'acp',
   capabilities: ACP_CAPABILITIES,
   configSchema,
-  create: async (o) => (await import('./acp.adapter')).createAcpAdapter({ dataDir: o.dataDir, opencodeBin: o.opencodeBin, agents: o.acpAgents, logger: o.logger }),
+  create: async (o) => (await import('./acp.adapter')).createAcpAdapter({ sandboxes: o.sandboxes, dataDir: o.dataDir, opencodeBin: o.opencodeBin, agents: o.acpAgents, logger: o.logger }),
 };

@@ -89,6 +89,12 @@ export function expectNothingFound(decoded: string, t: AttackTargets): void {
   expect(decoded, 'ptrace was tried').toContain('ptrace-refused');
 }
 
+/**
+ * Only inside a sandbox (uid 1000, HOME /state): run where a runtime is not sandboxed after all (a regression, a test
+ * proving it fails), a fork bomb as the worker's user takes the whole machine down, tests and agents with it.
+ */
+const INSIDE_ONLY = '[ "$(id -u)" = 1000 ] && [ "$HOME" = /state ] || { echo "not in a sandbox: refused to run"; exit 0; }; ';
+
 /** Commands that must be bounded by the sandbox's limits and leave the worker serving other sessions. */
-export const FORK_BOMB = 'bash -c \'f() { f | f & }; f\'; sleep 3; echo fork-bomb-returned';
-export const MEMORY_HOG = 'python3 -c "a = bytearray(64 * 1024 ** 3)" 2>&1 | tail -1; echo memory-hog-returned';
+export const FORK_BOMB = `${INSIDE_ONLY}bash -c 'f() { f | f & }; f'; sleep 3; echo fork-bomb-returned`;
+export const MEMORY_HOG = `${INSIDE_ONLY}python3 -c "a = bytearray(64 * 1024 ** 3)" 2>&1 | tail -1; echo memory-hog-returned`;

@@ -175,7 +175,8 @@ const RUNTIMES: RuntimeCase[] = [
   {
     kind: 'acp',
     ...modelBackend,
-    adapter: (env) => ({ acp: createAcpAdapter({ dataDir: env.stack.dataDir }) }),
+    adapter: (env) => ({ acp: createAcpAdapter({ dataDir: env.stack.dataDir, sandboxes: env.stack.sandboxes }) }),
+    sandboxed: true,
     async agent(env) {
       const credential = await env.stack.call('POST', '/v1/credentials', { name: 'acp model key', secret: 'sk-acp-conformance-0123456789' });
       return { model: 'scripted-model', runtime: { type: 'acp', config: { agent: 'opencode' } }, model_provider: { base_url: env.model!.openaiBaseUrl, credential_id: credential.body.id } };

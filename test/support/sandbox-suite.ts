@@ -21,6 +21,8 @@ export interface SandboxedRuntime {
   kind: RuntimeKind;
   /** the model name its agents use (priced by the team in the suite) */
   model: string;
+  /** its agents' `runtime.config` (default `{}`) */
+  config?: Record<string, unknown>;
   /** the runtime's adapter for an in-process worker, on the stack's sandboxes */
   adapter(stack: Stack): RuntimeRegistry;
   /** the tool names it offers for a shell command, and the argument the command goes in */
@@ -39,7 +41,7 @@ async function agentWith(rt: SandboxedRuntime, stack: Stack, model: ScriptedMode
   const agent = await stack.call('POST', '/v1/agents', {
     name,
     model: rt.model,
-    runtime: { type: rt.kind, config: {} },
+    runtime: { type: rt.kind, config: rt.config ?? {} },
     model_provider: { base_url: model.openaiBaseUrl, credential_id: credential.body.id },
     tool_policy: { rules: [], default: 'allow' },
   });
@@ -110,12 +112,17 @@ describe(`a ${rt.kind} session attacking its sandbox, on a worker process`, () =
 
   it('a fork bomb and a memory hog each end at the sandbox\'s limits, and the worker still serves another session', { timeout: 300_000 }, async () => {
     model.setScript([
-      { match: 'fork bomb', steps: [shell(FORK_BOMB, 'fork bomb'), { text: 'after the fork bomb' }] },
+      { match: 'fork bomb', steps: [shell(FORK_BOMB, 'fork bomb'), echoToolResult] },
       { match: 'memory hog', steps: [shell(MEMORY_HOG, 'memory hog'), echoToolResult] },
       { match: 'still there', steps: [{ text: 'still serving' }] },
     ]);
     const bomb = await runTurn(stack, attacker, 'fork bomb');
     expect((await eventsOf(stack, bomb)).some((e) => e.type === 'agent.tool_use')).toBe(true);
+    // it ran, inside a sandbox (FORK_BOMB refuses to run anywhere else), and the turn ended: with the tool's result, or
+    // with a session.error when the runtime itself could not go on at the process limit
+    const said = await lastMessage(stack, bomb);
+    expect(said.includes('ATTACK-RESULT<') || (await eventsOf(stack, bomb)).some((e) => e.type === 'session.error')).toBe(true);
+    expect(said).not.toContain('not in a sandbox');
     const hog = await runTurn(stack, attacker, 'memory hog');
     expect(await lastMessage(stack, hog)).toMatch(/MemoryError|Cannot allocate|memory-hog-returned/);
     const fine = await runTurn(stack, other, 'still there');
