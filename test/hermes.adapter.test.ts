@@ -31,7 +31,7 @@ describe('Hermes tool names', () => {
   });
 
   it('declares approvals, interrupt, reattach and priced cost', () => {
-    expect(HERMES_CAPABILITIES).toEqual({ approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any' });
+    expect(HERMES_CAPABILITIES).toEqual({ approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any', sandbox: 'none' });
   });
 });
 

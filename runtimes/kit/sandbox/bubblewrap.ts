@@ -213,7 +213,9 @@ export function createBubblewrapProvider(opts: BubblewrapOptions): SandboxProvid
     for (const path of mounts) {
       if (!path.startsWith('/') || posix.normalize(path) !== path) throw new Error(`a sandbox mount must be an absolute, normalised path: ${path}`);
       const reserved = ['/workspace', '/state', '/tmp', '/proc', '/dev', '/etc', RUN, '/usr'];
-      if (path === '/' || reserved.some((r) => path === r || path.startsWith(`${r}/`) || r.startsWith(`${path}/`))) throw new Error(`a sandbox mount may not cover ${path}`);
+      // below /tmp is allowed (a checkout or an install there): it is bound read-only over the sandbox's private /tmp
+      const within = (r: string) => path.startsWith(`${r}/`) && r !== '/tmp';
+      if (path === '/' || reserved.some((r) => path === r || within(r) || r.startsWith(`${path}/`))) throw new Error(`a sandbox mount may not cover ${path}`);
     }
 
     for (const dir of [spec.workspace, spec.state]) {
