@@ -4,6 +4,7 @@
  * and why) and the `agentplane_sandbox_egress_denied_total` metric.
  */
 import { randomUUID } from 'node:crypto';
+import { chmodSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Db } from '../db/client';
 import { appendEvents } from '../db/queries/events';
@@ -14,6 +15,16 @@ import type { SandboxProvider } from '../runtimes/kit/sandbox/provider';
 import { createSessionSandboxes, type SessionSandboxes } from '../runtimes/kit/session-sandbox';
 
 export function createWorkerSandboxes(deps: { db: Db; provider: SandboxProvider; egress: Pick<EgressGuard, 'resolve'>; dataDir: string; metrics?: WorkerMetrics; logger?: AdapterLogger }): SessionSandboxes {
+  // a sandbox's user mounts its session's directories under the data dir, so it must be able to pass through it
+  // (search, never list: others' `x` bit, not `r`); a data dir made private (mkdtemp, umask 077) is opened that far
+  if (deps.provider.kind === 'bubblewrap' && process.getuid?.() === 0) {
+    mkdirSync(deps.dataDir, { recursive: true });
+    const mode = statSync(deps.dataDir).mode & 0o777;
+    if ((mode & 0o011) !== 0o011) {
+      chmodSync(deps.dataDir, mode | 0o011);
+      deps.logger?.info('data dir made searchable by the sandboxes\' users (not listable)', { dataDir: deps.dataDir, mode: (mode | 0o011).toString(8) });
+    }
+  }
   return createSessionSandboxes({
     provider: deps.provider,
     egress: deps.egress,
