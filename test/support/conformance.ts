@@ -58,6 +58,8 @@ interface RuntimeCase {
   backend(env: Env): Promise<void>;
   adapter(env: Env): RuntimeRegistry;
   agent(env: Env): Promise<Record<string, unknown>>;
+  /** the runtime runs in the session's sandbox, where the session's workspace is /workspace */
+  sandboxed?: boolean;
   /** make `prompt` run `steps`; returns the text to send as the user message */
   script(env: Env, prompt: string, steps: Step[]): string;
   /** resolves once the held step of a script has been reached */
@@ -185,7 +187,8 @@ const RUNTIMES: RuntimeCase[] = [
   {
     kind: 'claude-code',
     ...modelBackend,
-    adapter: (env) => ({ 'claude-code': createClaudeCodeAdapter({ dataDir: env.stack.dataDir }) }),
+    adapter: (env) => ({ 'claude-code': createClaudeCodeAdapter({ dataDir: env.stack.dataDir, sandboxes: env.stack.sandboxes }) }),
+    sandboxed: true,
     async agent(env) {
       const credential = await env.stack.call('POST', '/v1/credentials', { name: 'anthropic key', secret: 'sk-ant-conformance-0123456789' });
       return { model: 'claude-sonnet-4-5', runtime: { type: 'claude-code', config: {} }, model_provider: { base_url: env.model!.url, credential_id: credential.body.id } };
@@ -392,7 +395,7 @@ function describeRuntime(rt: RuntimeCase): void {
     });
 
     it.runIf(caps.approvals)('applies the same policy: bash denied, write asked and approved, read allowed', { timeout: 150_000 }, async () => {
-      const file = join(env.stack.dataDir, 'sessions', sessionId, 'conformance.txt');
+      const file = rt.sandboxed ? '/workspace/conformance.txt' : join(env.stack.dataDir, 'sessions', sessionId, 'conformance.txt');
       const text = script('conformance policy', [{ tool: 'bash', subject: 'echo conformance' }, { tool: 'write', subject: file }, { tool: 'read', subject: file }, { say: 'policy done' }]);
       const before = (await eventsOf(env.stack, sessionId)).length;
       const sent = await env.stack.call('POST', `/v1/sessions/${sessionId}/events`, { events: [{ type: 'user.message', content: text }] });
