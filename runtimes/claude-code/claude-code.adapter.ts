@@ -783,7 +783,7 @@ function spawnInSandbox(box: SessionSandbox, o: SpawnOptions, onExit: (tail: str
  * a final link, and the path of what was actually opened (through /proc/self/fd, so no race with a rename) must lie in
  * the state's real path.
  */
-async function readTranscript(path: string, root: string): Promise<string | null> {
+export async function readTranscript(path: string, root: string): Promise<string | null> {
   const handle = await openFile(path, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => null);
   if (!handle) return null;
   try {
