@@ -1,9 +1,9 @@
 /**
  * A session on the Claude Code runtime through the whole stack (API, Temporal workflow, worker, real Agent SDK and
  * `claude` binary, scripted Anthropic Messages model): the agent's policy denies bash, asks for write and allows the
- * rest; a person approves the write. The model key comes from the vault and reaches the model, nowhere else.
+ * rest; a person approves the write. The model key comes from the vault and reaches the model, nowhere else. The
+ * worker runs `claude` in the session's sandbox, where the session's workspace is /workspace.
  */
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClaudeCodeAdapter } from '../runtimes/claude-code/claude-code.adapter';
 import { expectDenyAskAllow } from './support/conformance';
@@ -20,7 +20,7 @@ beforeAll(async () => {
   model = await startScriptedModel();
   // the scripted model listens on 127.0.0.1
   stack = await startStack({ worker: false, allowPrivateEgress: LOCAL_RECEIVERS });
-  await stack.startWorker({ 'claude-code': createClaudeCodeAdapter({ dataDir: stack.dataDir }) });
+  await stack.startWorker({ 'claude-code': createClaudeCodeAdapter({ dataDir: stack.dataDir, sandboxes: stack.sandboxes }) });
 }, 120_000);
 afterAll(async () => {
   await stack?.stop();
@@ -29,7 +29,7 @@ afterAll(async () => {
 
 describe('Claude Code through the whole stack', () => {
   it('denies bash, asks for write (approved by a person), allows read', async () => {
-    const file = join(stack.dataDir, 'claude-written.txt');
+    const file = '/workspace/claude-written.txt';
     model.setScript([
       {
         match: 'do three things',

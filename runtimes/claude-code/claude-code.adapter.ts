@@ -8,6 +8,15 @@
  * permission rules) apply. The child gets a minimal environment, not the worker's; the model key is passed only as
  * `ANTHROPIC_API_KEY` in that environment: never on disk, in `ref.state`, events or errors.
  *
+ * The sandbox. With `sandboxes` (the worker always gives them), the SDK's `spawnClaudeCodeProcess` starts `claude` in
+ * the session's sandbox, and so every tool it runs: stdio is the SDK's channel, the binary's own directory is mounted
+ * read-only, the session's workdir is `/workspace` (cwd) and `<dataDir>/claude-code/<sessionId>` is `/state` (HOME is
+ * `/state/home`, CLAUDE_CONFIG_DIR `/state/config`). The model is reached at the sandbox's model URL (the bridge for a
+ * plain http endpoint); everything else `claude` or a tool opens goes through the session's egress proxy. The
+ * transcript stays where the worker reads it (under the state), but the sandbox writes there: it is opened without
+ * following a link out of the session's state (`readTranscript`). Without `sandboxes` (the adapter's unit tests)
+ * `claude` is a child of the worker, as before.
+ *
  * Gating: a `PreToolUse` hook that matches every tool sends every call through `sink.decide` (`canUseTool` alone
  * misses calls Claude Code auto-approves, such as read-only shell commands). The hook is registered with
  * `onFailure: 'block'`, so a hook that fails blocks the call instead of letting it run. allow/deny are answered on the
@@ -45,11 +54,15 @@
 import { INHERITED, runtimeEnv } from '../kit/env';
 import { SILENT_LOGGER } from '../kit/log';
 import { redact } from '../kit/redact';
+import type { SessionSandbox, SessionSandboxes } from '../kit/session-sandbox';
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
-import { query, type HookCallback, type Query, type SDKMessage, type SDKUserMessage } from '@anthropic-ai/claude-agent-sdk';
+import { EventEmitter } from 'node:events';
+import { constants, existsSync, realpathSync } from 'node:fs';
+import { mkdir, open as openFile, readdir, readlink, realpath, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { query, type HookCallback, type Query, type SDKMessage, type SDKUserMessage, type SpawnedProcess, type SpawnOptions } from '@anthropic-ai/claude-agent-sdk';
+import { DEFAULT_NETWORKING } from '../../governance/networking';
 import type { CanonicalTool } from '../../governance/types';
 import type {
   AdapterLogger,
@@ -72,6 +85,11 @@ export interface ClaudeCodeAdapterOptions {
   executablePath?: string;
   /** how long a gated call may wait for a person before Claude Code gives up on the hook (default 7 days) */
   approvalHoldSeconds?: number;
+  /**
+   * Each session's sandbox (runtimes/kit/session-sandbox.ts): `claude` runs in it, and so every tool it runs. Absent:
+   * `claude` is a child of the worker (the adapter's unit tests).
+   */
+  sandboxes?: SessionSandboxes;
 }
 
 interface TurnRecord {
@@ -184,8 +202,13 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
   async function transcript(sessionId: string, claudeSessionId: string): Promise<Array<Record<string, unknown>>> {
     const path = await transcriptPath(sessionId, claudeSessionId);
     if (!path) return [];
+    const text = await readTranscript(path, layout(sessionId).root);
+    if (text === null) {
+      log.warn('transcript ignored: it is not a file of the session\'s own state', { sessionId });
+      return [];
+    }
     const out: Array<Record<string, unknown>> = [];
-    for (const line of (await readFile(path, 'utf8')).split('\n')) {
+    for (const line of text.split('\n')) {
       if (!line.trim()) continue;
       try {
         out.push(JSON.parse(line) as Record<string, unknown>);
@@ -196,25 +219,49 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
     return out;
   }
 
-  function env(ctx: TurnContext): Record<string, string> {
+  function env(ctx: TurnContext, box: SessionSandbox | null): Record<string, string> {
     const dirs = layout(ctx.sessionId);
-    // given an env, the SDK starts `claude` with it (and its own switches) instead of the worker's process.env
-    return runtimeEnv(
-      {
-        HOME: dirs.home,
-        CLAUDE_CONFIG_DIR: dirs.config,
-        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
-        DISABLE_TELEMETRY: '1',
-        DISABLE_AUTOUPDATER: '1',
-        DISABLE_ERROR_REPORTING: '1',
-        ANTHROPIC_BASE_URL: ctx.agent.modelProvider?.baseUrl ? ctx.agent.modelProvider.baseUrl.replace(/\/+$/, '').replace(/\/v1$/, '') : undefined,
-        ANTHROPIC_API_KEY: ctx.secrets.modelApiKey || undefined,
-      },
-      { inherit: [...INHERITED, 'TMPDIR'] },
-    );
+    const baseUrl = box ? box.modelBaseUrl : ctx.agent.modelProvider?.baseUrl;
+    const vars = {
+      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+      DISABLE_TELEMETRY: '1',
+      DISABLE_AUTOUPDATER: '1',
+      DISABLE_ERROR_REPORTING: '1',
+      ANTHROPIC_BASE_URL: baseUrl ? baseUrl.replace(/\/+$/, '').replace(/\/v1$/, '') : undefined,
+      ANTHROPIC_API_KEY: ctx.secrets.modelApiKey || undefined,
+    };
+    // given an env, the SDK starts `claude` with it (and its own switches) instead of the worker's process.env. Inside
+    // the sandbox the paths are the sandbox's, PATH and TMPDIR are the sandbox's own (the worker's name host
+    // directories), and the proxy variables are the only way out besides the model URL.
+    if (box) return runtimeEnv({ HOME: `${STATE}/home`, CLAUDE_CONFIG_DIR: `${STATE}/config`, ...vars, ...box.env }, { inherit: ['LANG', 'LC_ALL', 'TZ', 'TERM'] });
+    return runtimeEnv({ HOME: dirs.home, CLAUDE_CONFIG_DIR: dirs.config, ...vars }, { inherit: [...INHERITED, 'TMPDIR'] });
   }
 
-  function start(ctx: TurnContext, state: ClaudeState, resume: boolean): LiveSession {
+  /**
+   * The session's sandbox, opened (its networking replaced) for this turn; null without `sandboxes`. Its state and
+   * workspace directories exist before the sandbox is first prepared, so that they are handed to its user with it.
+   */
+  async function sandboxFor(ctx: TurnContext): Promise<SessionSandbox | null> {
+    if (!opts.sandboxes) return null;
+    const dirs = layout(ctx.sessionId);
+    for (const dir of [dirs.home, dirs.config, ctx.workdir]) await mkdir(dir, { recursive: true });
+    return opts.sandboxes.open({
+      sessionId: ctx.sessionId,
+      workspace: ctx.workdir,
+      state: dirs.root,
+      networking: ctx.networking ?? DEFAULT_NETWORKING,
+      // Claude Code's default endpoint when the agent names none: its host is then let through whatever the networking
+      modelBaseUrl: ctx.agent.modelProvider?.baseUrl ?? ANTHROPIC_API,
+      mounts: [dirname(claudeBinary())],
+    });
+  }
+
+  /** The `claude` binary: the one given, or the one the SDK ships; its real path, which the sandbox mounts. */
+  function claudeBinary(): string {
+    return realpathSync(opts.executablePath ?? bundledClaude());
+  }
+
+  function start(ctx: TurnContext, state: ClaudeState, resume: boolean, box: SessionSandbox | null): LiveSession {
     const queue: SDKUserMessage[] = [];
     let wake: (() => void) | null = null;
     let ended = false;
@@ -242,8 +289,8 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
     const q = query({
       prompt: input(),
       options: {
-        cwd: ctx.workdir,
-        env: env(ctx),
+        cwd: box ? box.sandbox.paths.workspace : ctx.workdir,
+        env: env(ctx, box),
         model: ctx.agent.model,
         ...(ctx.agent.system ? { systemPrompt: ctx.agent.system } : {}),
         settingSources: [],
@@ -254,7 +301,15 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
         // every call was decided by the hook already; a call that reaches the permission prompt anyway is allowed
         // only because the hook allowed it
         canUseTool: async (_name, toolInput) => ({ behavior: 'allow', updatedInput: toolInput }),
-        ...(opts.executablePath ? { pathToClaudeCodeExecutable: opts.executablePath } : {}),
+        ...(box
+          ? {
+              // the binary's real path: the one its mounted directory holds inside
+              pathToClaudeCodeExecutable: claudeBinary(),
+              spawnClaudeCodeProcess: (spawnOptions: SpawnOptions) => spawnInSandbox(box, spawnOptions, (tail) => log.debug?.('claude exited', { sessionId: ctx.sessionId, tail: redact(tail, [ctx.secrets.modelApiKey]).slice(-500) })),
+            }
+          : opts.executablePath
+            ? { pathToClaudeCodeExecutable: opts.executablePath }
+            : {}),
         ...(rc.maxTurns ? { maxTurns: rc.maxTurns } : {}),
         stderr: (data: string) => log.debug?.('claude stderr', { sessionId: ctx.sessionId, data: redact(data, [ctx.secrets.modelApiKey]).slice(0, 500) }),
       },
@@ -315,6 +370,7 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
   async function open(ctx: TurnContext, previous: RuntimeSessionRef | null): Promise<RuntimeSessionRef> {
     const dirs = layout(ctx.sessionId);
     for (const dir of [dirs.home, dirs.config, ctx.workdir]) await mkdir(dir, { recursive: true });
+    await sandboxFor(ctx);
     const prev = (previous?.state ?? {}) as Partial<ClaudeState>;
     const claudeSessionId = previous?.runtimeSessionId ?? prev.claudeSessionId ?? claudeSessionIdFor(ctx.sessionId);
     return { sessionId: ctx.sessionId, runtimeSessionId: claudeSessionId, state: { ...prev, claudeSessionId } };
@@ -328,6 +384,7 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
       session = undefined;
     }
     const driver = new TurnDriver(sink, ctx, log);
+    const box = await sandboxFor(ctx);
 
     if (input.kind === 'message') {
       let turn = state.turn;
@@ -350,11 +407,11 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
         const at = prompts[turn.promptsBefore] as number;
         await driver.replay(entries.slice(at + 1));
         if (turnEnded(entries.slice(at + 1))) return { status: 'end_turn' };
-        session ??= start(ctx, state, true);
+        session ??= start(ctx, state, true, box);
         session.push(userMessage('[agentplane] The previous attempt of this turn was cut off by a restart. Continue the task from where you left off.'));
         return drive(session, driver);
       }
-      session ??= start(ctx, state, entries.length > 0);
+      session ??= start(ctx, state, entries.length > 0, box);
       session.sentMessageIds.add(input.messageId);
       session.push(userMessage(input.text));
       log.info('prompt sent', { sessionId: ctx.sessionId, turnId: turn.turnId });
@@ -377,7 +434,7 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
     const calls = new Map<string, { name: string; input: Record<string, unknown> }>();
     for (const e of entries) for (const b of contentBlocks(e)) if (b.type === 'tool_use' && typeof b.id === 'string') calls.set(b.id, { name: String(b.name), input: (b.input ?? {}) as Record<string, unknown> });
     if (session) session.end();
-    session = start(ctx, state, true);
+    session = start(ctx, state, true, box);
     const lines: string[] = [];
     for (const decision of input.decisions) {
       const call = calls.get(decision.requestId);
@@ -454,13 +511,16 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
 
   async function close(ref: RuntimeSessionRef): Promise<void> {
     const session = live.get(ref.sessionId);
-    if (!session) return;
-    live.delete(ref.sessionId);
-    session.closed = true;
-    for (const p of session.pending.values()) p.resolve({ behavior: 'deny', message: 'the session was closed' });
-    session.end();
-    session.q.close();
-    log.info('claude code stopped', { sessionId: ref.sessionId });
+    if (session) {
+      live.delete(ref.sessionId);
+      session.closed = true;
+      for (const p of session.pending.values()) p.resolve({ behavior: 'deny', message: 'the session was closed' });
+      session.end();
+      session.q.close();
+      log.info('claude code stopped', { sessionId: ref.sessionId });
+    }
+    // ends whatever the session left running in its sandbox (a tool's background processes) with it
+    await opts.sandboxes?.close(ref.sessionId);
   }
 
   return { kind: descriptor.kind, capabilities: descriptor.capabilities, open, runTurn, close };
@@ -639,6 +699,99 @@ class TurnDriver {
         sourceId: `request:${id}`,
       },
     ]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The sandbox
+
+/** the session's state as `claude` sees it inside its sandbox */
+const STATE = '/state';
+/** Claude Code's own endpoint, for an agent that names none */
+const ANTHROPIC_API = 'https://api.anthropic.com';
+
+/** The `claude` binary the SDK ships for this machine (its platform package, glibc first), as the SDK finds it. */
+function bundledClaude(): string {
+  const require = createRequire(import.meta.url);
+  for (const pkg of [`@anthropic-ai/claude-agent-sdk-linux-${process.arch}`, `@anthropic-ai/claude-agent-sdk-linux-${process.arch}-musl`]) {
+    try {
+      const path = require.resolve(`${pkg}/claude`);
+      if (existsSync(path)) return path;
+    } catch {
+      // not installed: the next one
+    }
+  }
+  throw new Error(`no claude binary for linux-${process.arch} is installed (the Agent SDK's platform package)`);
+}
+
+/**
+ * The SDK's `spawnClaudeCodeProcess`: `claude` in the session's sandbox, its stdin and stdout the SDK's stream-json
+ * channel. The environment is the one the SDK built from ours (the allowlist, the proxy variables, the SDK's own
+ * switches); the working directory is the workspace whatever the SDK says. Its `signal` (the SDK's, after its own
+ * grace period) kills the whole sandboxed tree, and so does `kill`.
+ */
+function spawnInSandbox(box: SessionSandbox, o: SpawnOptions, onExit: (tail: string) => void): SpawnedProcess {
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(o.env)) if (value !== undefined) env[name] = value;
+  const proc = box.sandbox.spawn(o.command, o.args, { interactive: true, env, cwd: box.sandbox.paths.workspace, signal: o.signal });
+  const events = new EventEmitter();
+  let exitCode: number | null = null;
+  let signalCode: NodeJS.Signals | null = null;
+  let killed = false;
+  void proc.exited.then((exit) => {
+    exitCode = exit.exitCode;
+    // killed from outside: no exit code, so the SDK must see a signal to know the process is gone
+    signalCode = (exit.signal as NodeJS.Signals | null) ?? (exit.exitCode === null ? 'SIGKILL' : null);
+    onExit(exit.tail);
+    events.emit('exit', exitCode, signalCode);
+  });
+  if (!proc.stdin || !proc.stdout) throw new Error('the sandbox gave the claude process no stdio');
+  const spawned = {
+    stdin: proc.stdin,
+    stdout: proc.stdout,
+    get killed() {
+      return killed;
+    },
+    get exitCode() {
+      return exitCode;
+    },
+    get signalCode() {
+      return signalCode;
+    },
+    kill() {
+      killed = true;
+      proc.kill();
+      return true;
+    },
+    on(event: string, listener: (...args: unknown[]) => void) {
+      events.on(event, listener);
+    },
+    once(event: string, listener: (...args: unknown[]) => void) {
+      events.once(event, listener);
+    },
+    off(event: string, listener: (...args: unknown[]) => void) {
+      events.off(event, listener);
+    },
+  };
+  return spawned as SpawnedProcess;
+}
+
+/**
+ * The transcript at `path`, or null when it is not a regular file inside `root` (the session's state). Inside a
+ * sandbox, the session writes that directory: a link it put there (to another session's transcript, say) must not
+ * make the worker read, and replay as this session's events, what it points to. The file is opened without following
+ * a final link, and the path of what was actually opened (through /proc/self/fd, so no race with a rename) must lie in
+ * the state's real path.
+ */
+export async function readTranscript(path: string, root: string): Promise<string | null> {
+  const handle = await openFile(path, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => null);
+  if (!handle) return null;
+  try {
+    const [opened, base, info] = await Promise.all([readlink(`/proc/self/fd/${handle.fd}`), realpath(root), handle.stat()]);
+    if (!info.isFile() || !opened.startsWith(`${base}/`)) return null;
+    return await handle.readFile('utf8');
+  } finally {
+    await handle.close();
   }
 }
 

@@ -18,5 +18,5 @@ export const descriptor: RuntimeDescriptor<'claude-code'> = {
   kind: 'claude-code',
   capabilities: CLAUDE_CODE_CAPABILITIES,
   configSchema,
-  create: async (o) => (await import('./claude-code.adapter')).createClaudeCodeAdapter({ dataDir: o.dataDir, logger: o.logger }),
+  create: async (o) => (await import('./claude-code.adapter')).createClaudeCodeAdapter({ dataDir: o.dataDir, logger: o.logger, sandboxes: o.sandboxes }),
 };

@@ -189,7 +189,8 @@ const RUNTIMES: RuntimeCase[] = [
   {
     kind: 'claude-code',
     ...modelBackend,
-    adapter: (env) => ({ 'claude-code': createClaudeCodeAdapter({ dataDir: env.stack.dataDir }) }),
+    adapter: (env) => ({ 'claude-code': createClaudeCodeAdapter({ dataDir: env.stack.dataDir, sandboxes: env.stack.sandboxes }) }),
+    sandboxed: true,
     async agent(env) {
       const credential = await env.stack.call('POST', '/v1/credentials', { name: 'anthropic key', secret: 'sk-ant-conformance-0123456789' });
       return { model: 'claude-sonnet-4-5', runtime: { type: 'claude-code', config: {} }, model_provider: { base_url: env.model!.url, credential_id: credential.body.id } };
