@@ -90,10 +90,10 @@ export function expectNothingFound(decoded: string, t: AttackTargets): void {
 }
 
 /**
- * Only inside a sandbox (uid 1000, HOME /state): run where a runtime is not sandboxed after all (a regression, a test
+ * Only inside a sandbox (uid 1000, HOME /state or below it): run where a runtime is not sandboxed after all (a regression, a test
  * proving it fails), a fork bomb as the worker's user takes the whole machine down, tests and agents with it.
  */
-const INSIDE_ONLY = '[ "$(id -u)" = 1000 ] && [ "$HOME" = /state ] || { echo "not in a sandbox: refused to run"; exit 0; }; ';
+const INSIDE_ONLY = '[ "$(id -u)" = 1000 ] && [ "${HOME#/state}" != "$HOME" ] || { echo "not in a sandbox: refused to run"; exit 0; }; ';
 
 /** Commands that must be bounded by the sandbox's limits and leave the worker serving other sessions. */
 export const FORK_BOMB = `${INSIDE_ONLY}bash -c 'f() { f | f & }; f'; sleep 3; echo fork-bomb-returned`;
