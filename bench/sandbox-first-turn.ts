@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createEgressGuard } from '../runtimes/kit/egress';
 import { createBubblewrapProvider } from '../runtimes/kit/sandbox/bubblewrap';
+import { createNoneProvider } from '../runtimes/kit/sandbox/none';
 import { createSessionSandboxes } from '../runtimes/kit/session-sandbox';
 import { createOpenCodeAdapter } from '../runtimes/opencode/opencode.adapter';
 import type { RuntimeAdapter, TurnContext } from '../runtimes/runtime-adapter';
@@ -34,7 +35,8 @@ const sandboxes = createSessionSandboxes({ provider: createBubblewrapProvider({ 
 const PRICES = { 'scripted-model': { input: 3, output: 15 } };
 const adapters: Record<'sandboxed' | 'unsandboxed', RuntimeAdapter> = {
   sandboxed: createOpenCodeAdapter({ dataDir: join(root, 'sandboxed'), prices: PRICES, sandboxes }),
-  unsandboxed: createOpenCodeAdapter({ dataDir: join(root, 'unsandboxed'), prices: PRICES }),
+  // the baseline: the same adapter on the `none` provider (no namespaces, no bridges: the host's loopback)
+  unsandboxed: createOpenCodeAdapter({ dataDir: join(root, 'unsandboxed'), prices: PRICES, sandboxes: createSessionSandboxes({ provider: createNoneProvider({ logger: { warn() {} } }), egress, runDir: join(root, 'run-none'), onDenied: () => {} }) }),
 };
 
 let counter = 0;

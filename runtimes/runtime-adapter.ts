@@ -180,9 +180,10 @@ export interface RuntimeOptions {
   egress?: EgressGuard;
   /**
    * Each session's sandbox (runtimes/kit/session-sandbox.ts): every process a runtime starts for a session, and every
-   * tool it runs, goes in it. Absent: the runtime runs its processes unsandboxed (a unit test of the adapter alone).
+   * tool it runs, goes in it: the only way a runtime starts a process (the `none` provider, behind its loud setting,
+   * is the one way to run without isolation).
    */
-  sandboxes?: SessionSandboxes;
+  sandboxes: SessionSandboxes;
 }
 
 /**

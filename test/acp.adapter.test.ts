@@ -3,7 +3,7 @@
  * Every test gets its own agentplane session, hence its own agent process and data folder.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -11,8 +11,10 @@ import { acpAgentsEnv, ConfigError, parseEnv } from '../config/env';
 import { createAdapterLog, createJsonLog } from '../observability/logger';
 import type { AgentSnapshot } from '../governance/types';
 import { createAcpAdapter, toolInput, toolName } from '../runtimes/acp/acp.adapter';
+import { stopModelBridges, type SessionSandboxes } from '../runtimes/kit/session-sandbox';
 import type { RuntimeAdapter, RuntimeSessionRef, TurnContext } from '../runtimes/runtime-adapter';
 import { MemorySink } from './support/memory-sink';
+import { testSandboxes } from './support/sandboxes';
 import { testAgent } from './support/test-agent';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
 import { buildRuntimes } from '../worker/runtimes';
@@ -34,13 +36,15 @@ describe('ACP adapter (real opencode acp + scripted model)', () => {
   let model: ScriptedModel;
   let root: string;
   let adapter: RuntimeAdapter;
+  let sandboxes: SessionSandboxes;
   const opened: RuntimeSessionRef[] = [];
   const gates: Gate[] = [];
 
   beforeAll(async () => {
     model = await startScriptedModel();
     root = await mkdtemp(join(tmpdir(), 'agentplane-acp-'));
-    adapter = createAcpAdapter({ dataDir: join(root, 'data'), prices: PRICES });
+    ({ sandboxes } = await testSandboxes(join(root, 'data')));
+    adapter = createAcpAdapter({ dataDir: join(root, 'data'), prices: PRICES, sandboxes });
   });
 
   afterEach(async () => {
@@ -50,6 +54,8 @@ describe('ACP adapter (real opencode acp + scripted model)', () => {
 
   afterAll(async () => {
     await model?.close();
+    await sandboxes?.closeAll();
+    if (root) await stopModelBridges(join(root, 'data', 'run'));
     if (root) await rm(root, { recursive: true, force: true });
   });
 
@@ -108,8 +114,9 @@ describe('ACP adapter (real opencode acp + scripted model)', () => {
 
   it('sends every tool call through decide: a deny is refused and the model carries on, allows run', { timeout: 120_000 }, async () => {
     const ctx = context();
-    const marker = join(ctx.workdir, 'denied-marker');
-    const notes = join(ctx.workdir, 'notes.txt');
+    // the agent sees its workspace at /workspace (its sandbox); the test checks the host's copy
+    const marker = '/workspace/denied-marker';
+    const notes = '/workspace/notes.txt';
     model.setScript({
       'use the tools': [
         { tool: 'bash', input: { command: `touch ${marker}`, description: 'touch' } },
@@ -131,8 +138,8 @@ describe('ACP adapter (real opencode acp + scripted model)', () => {
     ]);
     expect(sink.of('agent.tool_use').map((e) => [e.tool_use_id, e.name, e.evaluated_permission])).toEqual(sink.requests.map((r, i) => [r.callId, r.tool, ['deny', 'allow', 'allow'][i]]));
     expect(sink.of('agent.tool_result').map((e) => [e.tool_use_id, e.is_error])).toEqual(sink.requests.map((r, i) => [r.callId, i === 0]));
-    expect(existsSync(marker)).toBe(false);
-    expect(readFileSync(notes, 'utf8')).toBe('the notes say 42\n');
+    expect(existsSync(join(ctx.workdir, 'denied-marker'))).toBe(false);
+    expect(readFileSync(join(ctx.workdir, 'notes.txt'), 'utf8')).toBe('the notes say 42\n');
     expect(sink.of('agent.message').at(-1)?.content[0]?.text).toContain('the notes say 42');
     expect(agentPrompts('use the tools')).toBe(1);
   });
@@ -165,7 +172,8 @@ describe('ACP adapter (real opencode acp + scripted model)', () => {
   it('resumed with deny: the call is refused, the tool never runs, the turn ends', { timeout: 120_000 }, async () => {
     const ctx = context();
     const marker = join(ctx.workdir, 'asked-then-denied');
-    model.setScript({ 'ask me first': [{ tool: 'bash', input: { command: `touch ${marker}`, description: 'touch' } }, { text: 'understood, not run' }] });
+    const inside = '/workspace/asked-then-denied';
+    model.setScript({ 'ask me first': [{ tool: 'bash', input: { command: `touch ${inside}`, description: 'touch' } }, { text: 'understood, not run' }] });
     const ref = await openSession(ctx);
     const sink = new MemorySink(() => 'ask');
     const paused = await adapter.runTurn(ctx, ref, { kind: 'message', turnId: 'turn_1', messageId: 'smsg_1', text: 'ask me first' }, sink);
@@ -200,7 +208,8 @@ describe('ACP adapter (real opencode acp + scripted model)', () => {
   it('interrupting a turn that waits for a person cancels the pending permission and the turn', { timeout: 120_000 }, async () => {
     const ctx = context();
     const marker = join(ctx.workdir, 'never-approved');
-    model.setScript({ 'wait for me': [{ tool: 'bash', input: { command: `touch ${marker}`, description: 'touch' } }, { text: 'done' }] });
+    const inside = '/workspace/never-approved';
+    model.setScript({ 'wait for me': [{ tool: 'bash', input: { command: `touch ${inside}`, description: 'touch' } }, { text: 'done' }] });
     const ref = await openSession(ctx);
     const paused = await adapter.runTurn(ctx, ref, { kind: 'message', turnId: 'turn_1', messageId: 'smsg_1', text: 'wait for me' }, new MemorySink(() => 'ask'));
     expect(paused.status).toBe('requires_action');
@@ -219,7 +228,7 @@ describe('ACP adapter (real opencode acp + scripted model)', () => {
     expect(await adapter.runTurn(ctx, ref, input, new MemorySink())).toEqual({ status: 'end_turn' });
 
     // a retried activity on a new worker: a new adapter, the checkpointed state, the same input
-    const retry = createAcpAdapter({ dataDir: join(root, 'data') });
+    const retry = createAcpAdapter({ dataDir: join(root, 'data'), sandboxes: (await testSandboxes(join(root, 'data'))).sandboxes });
     const reopened = await retry.open(ctx, ref);
     opened.push(reopened);
     // the new process loaded the same ACP session
@@ -248,12 +257,14 @@ describe('ACP adapter (real opencode acp + scripted model)', () => {
 
   it('runs an agent from the worker registry with the key only in the variable it names', { timeout: 30_000 }, async () => {
     // a tiny ACP "agent" that fails initialize, reporting its environment: enough to see what it was given
-    const script = join(root, 'env-agent.mjs');
+    const agents = join(root, 'agents');
+    await mkdir(agents, { recursive: true });
+    const script = join(agents, 'env-agent.mjs');
     await writeFile(
       script,
       `process.stdin.on('data', (d) => { const m = JSON.parse(String(d).split('\\n')[0]); process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id: m.id, error: { code: -32603, message: 'env ' + Object.keys(process.env).sort().join(',') + ' key=' + process.env.MY_KEY } }) + '\\n'); });`,
     );
-    const custom = createAcpAdapter({ dataDir: join(root, 'data'), agents: { envy: { command: process.execPath, args: [script], env: { FIXED: '1' }, keyEnv: 'MY_KEY' } } });
+    const custom = createAcpAdapter({ dataDir: join(root, 'data'), sandboxes, agents: { envy: { command: process.execPath, args: [script], env: { FIXED: '1' }, keyEnv: 'MY_KEY', mounts: [agents] } } });
     const ctx = context({ agent: 'envy' });
     const result = await custom.runTurn(ctx, await custom.open(ctx, null), { kind: 'message', turnId: 'turn_1', messageId: 'smsg_1', text: 'hello' }, new MemorySink());
     expect(result).toMatchObject({ status: 'error', retryable: true });
@@ -301,12 +312,15 @@ describe("the worker's log reaches the adapters", () => {
     const root = await mkdtemp(join(tmpdir(), 'agentplane-acp-log-'));
     try {
       // an ACP "agent" that refuses initialize, echoing the key it was given
-      const script = join(root, 'refusing-agent.mjs');
+      const agents = join(root, 'agents');
+      await mkdir(agents, { recursive: true });
+      const script = join(agents, 'refusing-agent.mjs');
       await writeFile(script, `process.stdin.on('data', (d) => { const m = JSON.parse(String(d).split('\\n')[0]); process.stdout.write(JSON.stringify({ jsonrpc: '2.0', id: m.id, error: { code: -32603, message: 'no thanks, key=' + process.env.MY_KEY } }) + '\\n'); });`);
       const lines: string[] = [];
       const runtimes = await buildRuntimes(['acp'], {
         dataDir: join(root, 'data'),
-        acpAgents: { refusing: { command: process.execPath, args: [script], env: {}, keyEnv: 'MY_KEY' } },
+        acpAgents: { refusing: { command: process.execPath, args: [script], env: {}, keyEnv: 'MY_KEY', mounts: [agents] } },
+        sandboxes: (await testSandboxes(join(root, 'data'))).sandboxes,
         logger: createAdapterLog(createJsonLog((line) => lines.push(line)), 'INFO'),
       });
       const adapter = runtimes.acp!;

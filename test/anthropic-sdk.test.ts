@@ -17,7 +17,7 @@ beforeAll(async () => {
   model = await startScriptedModel();
   // the scripted model listens on 127.0.0.1
   stack = await startStack({ worker: false, allowPrivateEgress: LOCAL_RECEIVERS });
-  await stack.startWorker({ opencode: createOpenCodeAdapter({ dataDir: stack.dataDir }), scripted: createScriptedAdapter() });
+  await stack.startWorker({ opencode: createOpenCodeAdapter({ dataDir: stack.dataDir, sandboxes: stack.sandboxes }), scripted: createScriptedAdapter() });
 }, 120_000);
 afterAll(async () => {
   await stack?.stop();

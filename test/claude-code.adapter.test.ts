@@ -13,10 +13,12 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentSnapshot } from '../governance/types';
 import { canonicalClaudeTool, claudeSessionIdFor, createClaudeCodeAdapter, normaliseClaudeInput } from '../runtimes/claude-code/claude-code.adapter';
+import { stopModelBridges, type SessionSandboxes } from '../runtimes/kit/session-sandbox';
 import type { RuntimeAdapter, RuntimeSessionRef, TurnContext } from '../runtimes/runtime-adapter';
 import { readFilesUnder } from './support/files';
 import { runAllowedThenDeniedBash } from './support/allow-deny';
 import { MemorySink } from './support/memory-sink';
+import { testSandboxes } from './support/sandboxes';
 import { testAgent } from './support/test-agent';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
 
@@ -49,6 +51,7 @@ describe('Claude Code adapter (real Agent SDK + claude binary + scripted model)'
   let model: ScriptedModel;
   let root: string;
   let adapter: RuntimeAdapter;
+  let sandboxes: SessionSandboxes;
   const opened: RuntimeSessionRef[] = [];
   const gates: Gate[] = [];
   const children: ChildProcess[] = [];
@@ -56,7 +59,8 @@ describe('Claude Code adapter (real Agent SDK + claude binary + scripted model)'
   beforeAll(async () => {
     model = await startScriptedModel();
     root = await mkdtemp(join(tmpdir(), 'agentplane-claude-'));
-    adapter = createClaudeCodeAdapter({ dataDir: join(root, 'data') });
+    ({ sandboxes } = await testSandboxes(join(root, 'data')));
+    adapter = createClaudeCodeAdapter({ dataDir: join(root, 'data'), sandboxes });
   });
 
   afterEach(async () => {
@@ -67,6 +71,8 @@ describe('Claude Code adapter (real Agent SDK + claude binary + scripted model)'
 
   afterAll(async () => {
     await model?.close();
+    await sandboxes?.closeAll();
+    if (root) await stopModelBridges(join(root, 'data', 'run'));
     if (root) await rm(root, { recursive: true, force: true });
   });
 
@@ -187,7 +193,7 @@ describe('Claude Code adapter (real Agent SDK + claude binary + scripted model)'
     await adapter.close(ref);
 
     // another worker: no live process, only the checkpointed state and the transcript on disk
-    const other = createClaudeCodeAdapter({ dataDir: join(root, 'data') });
+    const other = createClaudeCodeAdapter({ dataDir: join(root, 'data'), sandboxes: (await testSandboxes(join(root, 'data'))).sandboxes });
     const retried = await other.open(ctx, { ...ref, state: sink.checkpoints.at(-1)! });
     const again = new MemorySink();
     expect(await other.runTurn(ctx, retried, input, again)).toEqual({ status: 'end_turn' });
@@ -217,8 +223,9 @@ describe('Claude Code adapter (real Agent SDK + claude binary + scripted model)'
     await writeFile(
       script,
       `import { createClaudeCodeAdapter } from ${JSON.stringify(pathToFileURL(join(REPO, 'runtimes', 'claude-code', 'claude-code.adapter.ts')).href)};
+import { testSandboxes } from ${JSON.stringify(pathToFileURL(join(REPO, 'test', 'support', 'sandboxes.ts')).href)};
 const [ctx, input, dataDir] = JSON.parse(process.argv[2]);
-const adapter = createClaudeCodeAdapter({ dataDir });
+const adapter = createClaudeCodeAdapter({ dataDir, sandboxes: (await testSandboxes(dataDir)).sandboxes });
 const ref = await adapter.open(ctx, null);
 const sink = {
   signal: new AbortController().signal,

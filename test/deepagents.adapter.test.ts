@@ -13,8 +13,10 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentSnapshot } from '../governance/types';
 import { canonicalDeepAgentsTool, createDeepAgentsAdapter, DEEPAGENTS_TOOLS } from '../runtimes/deepagents/deepagents.adapter';
+import type { SessionSandboxes } from '../runtimes/kit/session-sandbox';
 import type { RuntimeSessionRef, TurnContext } from '../runtimes/runtime-adapter';
 import { MemorySink } from './support/memory-sink';
+import { testSandboxes } from './support/sandboxes';
 import { localEgress } from './support/stack';
 import { testAgent } from './support/test-agent';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
@@ -41,12 +43,14 @@ describe('DeepAgents tool names', () => {
 describe('DeepAgents adapter (real deepagents graph + ChatOpenAI + scripted model)', () => {
   let model: ScriptedModel;
   let root: string;
+  let sandboxes: SessionSandboxes;
   const gates: Gate[] = [];
   const children: ChildProcess[] = [];
 
   beforeAll(async () => {
     model = await startScriptedModel();
     root = await mkdtemp(join(tmpdir(), 'agentplane-deepagents-'));
+    ({ sandboxes } = await testSandboxes(join(root, 'data')));
   });
 
   afterEach(() => {
@@ -56,11 +60,12 @@ describe('DeepAgents adapter (real deepagents graph + ChatOpenAI + scripted mode
 
   afterAll(async () => {
     await model?.close();
+    await sandboxes?.closeAll();
     if (root) await rm(root, { recursive: true, force: true });
   });
 
   const dataDir = () => join(root, 'data');
-  const adapter = () => createDeepAgentsAdapter({ dataDir: dataDir(), egress: localEgress() });
+  const adapter = () => createDeepAgentsAdapter({ dataDir: dataDir(), egress: localEgress(), sandboxes });
   const checkpointFile = (ctx: TurnContext) => join(dataDir(), 'deepagents', ctx.sessionId, 'checkpoints.json');
 
   let counter = 0;
@@ -114,7 +119,8 @@ describe('DeepAgents adapter (real deepagents graph + ChatOpenAI + scripted mode
     model.setScript({
       'run the denied command then read': [
         { tool: 'execute', input: { command: 'touch denied-marker' } },
-        { tool: 'read_file', input: { file_path: join(ctx.workdir, 'notes.txt') } },
+        // (the workspace is /workspace in the sandbox)
+        { tool: 'read_file', input: { file_path: '/workspace/notes.txt' } },
         { text: (c) => `tool said: ${c.lastToolResult}` },
       ],
     });
@@ -129,7 +135,7 @@ describe('DeepAgents adapter (real deepagents graph + ChatOpenAI + scripted mode
     expect(result).toEqual({ status: 'end_turn' });
     expect(sink.requests.map((r) => [r.tool, r.input])).toEqual([
       ['bash', { command: 'touch denied-marker' }],
-      ['read', { file_path: join(ctx.workdir, 'notes.txt') }],
+      ['read', { file_path: '/workspace/notes.txt' }],
     ]);
     const [denied, read] = sink.requests;
     // tool_use_id is LangChain's tool call id, the model's own
@@ -161,7 +167,7 @@ describe('DeepAgents adapter (real deepagents graph + ChatOpenAI + scripted mode
   });
 
   it('returns requires_action for an ask, then runs the call when resumed with allow', { timeout: 60_000 }, async () => {
-    model.setScript({ 'write the approved file': [{ tool: 'write_file', input: { file_path: 'approved.txt', content: 'approved\n' } }, { text: (c) => `wrote: ${c.lastToolResult}` }] });
+    model.setScript({ 'write the approved file': [{ tool: 'write_file', input: { file_path: '/workspace/approved.txt', content: 'approved\n' } }, { text: (c) => `wrote: ${c.lastToolResult}` }] });
     const ctx = context();
     const a = adapter();
     const ref = await a.open(ctx, null);
@@ -184,7 +190,7 @@ describe('DeepAgents adapter (real deepagents graph + ChatOpenAI + scripted mode
   });
 
   it('a person denying an asked call gives an error tool result and the file is not written', { timeout: 60_000 }, async () => {
-    model.setScript({ 'write the refused file': [{ tool: 'write_file', input: { file_path: 'refused.txt', content: 'no\n' } }, { text: 'understood, not written' }] });
+    model.setScript({ 'write the refused file': [{ tool: 'write_file', input: { file_path: '/workspace/refused.txt', content: 'no\n' } }, { text: 'understood, not written' }] });
     const ctx = context();
     const a = adapter();
     const ref = await a.open(ctx, null);
@@ -202,7 +208,7 @@ describe('DeepAgents adapter (real deepagents graph + ChatOpenAI + scripted mode
   it('a subagent (the task tool) is governed too: its calls go through decide, and its model usage is reported', { timeout: 60_000 }, async () => {
     model.setScript([
       { match: 'delegate the writing', steps: [{ tool: 'task', input: { description: 'SUBTASK write sub.txt', subagent_type: 'general-purpose' } }, { text: (c) => `parent saw: ${c.lastToolResult}` }] },
-      { match: 'SUBTASK write sub.txt', steps: [{ tool: 'write_file', input: { file_path: 'sub.txt', content: 'from the subagent\n' } }, { text: 'sub done' }] },
+      { match: 'SUBTASK write sub.txt', steps: [{ tool: 'write_file', input: { file_path: '/workspace/sub.txt', content: 'from the subagent\n' } }, { text: 'sub done' }] },
     ]);
     const ctx = context();
     const a = adapter();
@@ -213,7 +219,7 @@ describe('DeepAgents adapter (real deepagents graph + ChatOpenAI + scripted mode
     if (paused.status !== 'requires_action') throw new Error(`expected requires_action, got ${JSON.stringify(paused)}`);
     expect(sink.requests.map((r) => [r.tool, r.input])).toEqual([
       ['task', { description: 'SUBTASK write sub.txt', subagent_type: 'general-purpose' }],
-      ['write', { file_path: 'sub.txt', content: 'from the subagent\n' }],
+      ['write', { file_path: '/workspace/sub.txt', content: 'from the subagent\n' }],
     ]);
     expect(existsSync(join(ctx.workdir, 'sub.txt'))).toBe(false);
 
@@ -244,7 +250,7 @@ describe('DeepAgents adapter (real deepagents graph + ChatOpenAI + scripted mode
   });
 
   it('a new message while a call still waits for a person: the waiting call is dropped and the new turn runs', { timeout: 60_000 }, async () => {
-    model.setScript({ 'write the abandoned file': [{ tool: 'write_file', input: { file_path: 'abandoned.txt', content: 'no\n' } }, { text: 'never' }], 'something else': [{ text: 'moved on' }] });
+    model.setScript({ 'write the abandoned file': [{ tool: 'write_file', input: { file_path: '/workspace/abandoned.txt', content: 'no\n' } }, { text: 'never' }], 'something else': [{ text: 'moved on' }] });
     const ctx = context();
     const a = adapter();
     const ref = await a.open(ctx, null);
@@ -336,8 +342,9 @@ describe('DeepAgents adapter (real deepagents graph + ChatOpenAI + scripted mode
       script,
       `import { createDeepAgentsAdapter } from ${JSON.stringify(pathToFileURL(join(REPO, 'runtimes', 'deepagents', 'deepagents.adapter.ts')).href)};
 import { createEgressGuard } from ${JSON.stringify(pathToFileURL(join(REPO, 'runtimes', 'kit', 'egress.ts')).href)};
+import { testSandboxes } from ${JSON.stringify(pathToFileURL(join(REPO, 'test', 'support', 'sandboxes.ts')).href)};
 const [ctx, input, dataDir] = JSON.parse(process.argv[2]);
-const adapter = createDeepAgentsAdapter({ dataDir, egress: createEgressGuard({ allowPrivate: ['127.0.0.1/32'] }) });
+const adapter = createDeepAgentsAdapter({ dataDir, egress: createEgressGuard({ allowPrivate: ['127.0.0.1/32'] }), sandboxes: (await testSandboxes(dataDir)).sandboxes });
 const ref = await adapter.open(ctx, null);
 const sink = {
   signal: new AbortController().signal,

@@ -28,10 +28,12 @@ import { createDeepAgentsAdapter } from '../runtimes/deepagents/deepagents.adapt
 import { createHermesAdapter } from '../runtimes/hermes/hermes.adapter';
 import { createEgressGuard, describeStatus, egressRefusal, errorToken, type EgressGuard, type Resolve } from '../runtimes/kit/egress';
 import { createManagedAgentsAdapter } from '../runtimes/managed-agents/managed-agents.adapter';
+import type { SessionSandboxes } from '../runtimes/kit/session-sandbox';
 import type { RuntimeAdapter } from '../runtimes/runtime-adapter';
 import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { createNotifier } from '../worker/notifier';
 import { MemorySink } from './support/memory-sink';
+import { testSandboxes } from './support/sandboxes';
 import { eventsOf, startStack, waitForStatus, type Stack } from './support/stack';
 import { testAgent } from './support/test-agent';
 
@@ -354,12 +356,13 @@ interface RuntimeCase {
   adapter: (url: string) => RuntimeAdapter;
 }
 
-function cases(egress: (url: string) => EgressGuard, dataDir: () => string): RuntimeCase[] {
+/** `local`: where DeepAgents keeps its sessions, and their sandboxes */
+function cases(egress: (url: string) => EgressGuard, local: () => { dataDir: string; sandboxes: SessionSandboxes }): RuntimeCase[] {
   return [
     { name: 'managed-agents', runtime: 'managed-agents', adapter: (url) => createManagedAgentsAdapter({ egress: egress(url), settleMs: 10 }) },
     { name: 'cursor', runtime: 'cursor', adapter: (url) => createCursorAdapter({ egress: egress(url), reconnectMs: 10, maxReconnects: 1 }) },
     { name: 'hermes', runtime: 'hermes', adapter: (url) => createHermesAdapter({ egress: egress(url), pollMs: 50, settleMs: 50, reconnectMs: 10 }) },
-    { name: 'deepagents', runtime: 'deepagents', adapter: (url) => createDeepAgentsAdapter({ egress: egress(url), dataDir: dataDir() }) },
+    { name: 'deepagents', runtime: 'deepagents', adapter: (url) => createDeepAgentsAdapter({ egress: egress(url), ...local() }) },
   ];
 }
 
@@ -379,22 +382,25 @@ async function oneTurn(adapter: RuntimeAdapter, runtime: RuntimeCase['runtime'],
 
 describe('remote runtimes', () => {
   let root: string;
+  let sandboxes: SessionSandboxes;
   beforeAll(async () => {
     root = await mkdtemp(join(tmpdir(), 'agentplane-egress-'));
+    ({ sandboxes } = await testSandboxes(join(root, 'data')));
   });
   afterAll(async () => {
+    await sandboxes?.closeAll();
     await rm(root, { recursive: true, force: true });
   });
-  const dataDir = () => root;
+  const local = () => ({ dataDir: join(root, 'data'), sandboxes });
 
-  for (const c of cases(() => createEgressGuard({ allowPrivate: ['127.0.0.1/32'] }), dataDir)) {
+  for (const c of cases(() => createEgressGuard({ allowPrivate: ['127.0.0.1/32'] }), local)) {
     it(`${c.name}: a server answering an error with a secret-looking body (JSON or an HTML page) gets only its status and error type into the turn's error`, { timeout: 60_000 }, async () => {
       for (const [answer, expected] of [
         [leakyJson(c.runtime === 'deepagents' ? 400 : 500), c.runtime === 'deepagents' ? '400 internal_error' : '500 internal_error'],
         [leakyHtml(403), '403 Forbidden'],
       ] as const) {
         const server = await receiver(answer);
-        const { message } = await oneTurn(c.adapter(server.url), c.runtime, c.runtime === 'deepagents' ? `${server.url}/v1` : server.url, root);
+        const { message } = await oneTurn(c.adapter(server.url), c.runtime, c.runtime === 'deepagents' ? `${server.url}/v1` : server.url, join(root, 'work'));
         expect(server.requests.length, c.name).toBeGreaterThan(0);
         expect(message).toContain(expected);
         expect(message).not.toContain(LEAK);
@@ -404,11 +410,11 @@ describe('remote runtimes', () => {
     });
   }
 
-  for (const c of cases((url) => guardAnswering({ [new URL(url).hostname]: '127.0.0.1' }), dataDir)) {
+  for (const c of cases((url) => guardAnswering({ [new URL(url).hostname]: '127.0.0.1' }), local)) {
     it(`${c.name}: a server name that resolves to loopback at connect time (DNS rebinding) gets no request, and the turn fails for good with the refusal`, { timeout: 60_000 }, async () => {
       const server = await receiver(() => ({ status: 200, type: 'application/json', body: '{}' }));
       const base = `http://runtime.rebind.test:${server.port}${c.runtime === 'deepagents' ? '/v1' : ''}`;
-      const outcome = await oneTurn(c.adapter(base), c.runtime, base, root);
+      const outcome = await oneTurn(c.adapter(base), c.runtime, base, join(root, 'work'));
       expect(server.requests).toEqual([]);
       const refusal = 'the host runtime.rebind.test resolves to a loopback address in 127.0.0.0/8';
       if (c.runtime === 'managed-agents') {

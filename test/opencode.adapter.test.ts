@@ -11,9 +11,11 @@ import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentSnapshot } from '../governance/types';
+import { stopModelBridges, type SessionSandboxes } from '../runtimes/kit/session-sandbox';
 import { createOpenCodeAdapter, stopOpenCodeServers } from '../runtimes/opencode/opencode.adapter';
 import type { RuntimeAdapter, RuntimeSessionRef, TurnContext } from '../runtimes/runtime-adapter';
 import { runAllowedThenDeniedBash } from './support/allow-deny';
+import { testSandboxes } from './support/sandboxes';
 import { MemorySink } from './support/memory-sink';
 import { testAgent } from './support/test-agent';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
@@ -36,6 +38,7 @@ describe('OpenCode adapter (real opencode serve + scripted model)', () => {
   let model: ScriptedModel;
   let root: string;
   let adapter: RuntimeAdapter;
+  let sandboxes: SessionSandboxes;
   const opened: RuntimeSessionRef[] = [];
   const gates: Gate[] = [];
   const children: ChildProcess[] = [];
@@ -43,7 +46,8 @@ describe('OpenCode adapter (real opencode serve + scripted model)', () => {
   beforeAll(async () => {
     model = await startScriptedModel();
     root = await mkdtemp(join(tmpdir(), 'agentplane-opencode-'));
-    adapter = createOpenCodeAdapter({ dataDir: join(root, 'data'), prices: PRICES });
+    ({ sandboxes } = await testSandboxes(join(root, 'data')));
+    adapter = createOpenCodeAdapter({ dataDir: join(root, 'data'), prices: PRICES, sandboxes });
   });
 
   afterEach(async () => {
@@ -57,6 +61,8 @@ describe('OpenCode adapter (real opencode serve + scripted model)', () => {
     if (!root) return;
     // servers outlive their worker by design: stop whatever a failed test left behind before deleting its data
     await stopOpenCodeServers(join(root, 'data'));
+    await sandboxes?.closeAll();
+    await stopModelBridges(join(root, 'data', 'run'));
     await rm(root, { recursive: true, force: true });
   });
 
@@ -99,7 +105,7 @@ describe('OpenCode adapter (real opencode serve + scripted model)', () => {
     expect(model.requestsFor('say hello please')[0]?.headers.authorization).toBe(`Bearer ${SECRET}`);
     expect(JSON.stringify(ref.state)).not.toContain(SECRET);
     expect(JSON.stringify(sink.checkpoints)).not.toContain(SECRET);
-    const config = await readFile(join(root, 'data', 'opencode', ctx.sessionId, 'opencode.json'), 'utf8');
+    const config = await readFile(join(root, 'data', 'opencode', ctx.sessionId, 'home', 'opencode.json'), 'utf8');
     expect(config).toContain('{env:AGENTPLANE_MODEL_API_KEY}');
     expect(config).not.toContain(SECRET);
   });
@@ -110,8 +116,9 @@ describe('OpenCode adapter (real opencode serve + scripted model)', () => {
     const { sink, first, second } = await runAllowedThenDeniedBash({ adapter, model, ctx, ref, bashTool: 'bash' });
 
     // other tools come through under canonical names with the keys policies match on
-    const notes = join(ctx.workdir, 'notes.txt');
-    await writeFile(notes, 'the notes say 42\n');
+    // (the workspace is /workspace in the sandbox)
+    await writeFile(join(ctx.workdir, 'notes.txt'), 'the notes say 42\n');
+    const notes = '/workspace/notes.txt';
     model.setScript({ 'read the notes': [{ tool: 'read', input: { filePath: notes } }, { text: 'read them' }] });
     expect(await adapter.runTurn(ctx, ref, { kind: 'message', turnId: 'turn_3', messageId: 'smsg_3', text: 'read the notes' }, sink)).toEqual({ status: 'end_turn' });
     const third = sink.requests[2];
@@ -168,8 +175,9 @@ describe('OpenCode adapter (real opencode serve + scripted model)', () => {
     await writeFile(
       script,
       `import { createOpenCodeAdapter } from ${JSON.stringify(pathToFileURL(join(REPO, 'runtimes', 'opencode', 'opencode.adapter.ts')).href)};
+import { testSandboxes } from ${JSON.stringify(pathToFileURL(join(REPO, 'test', 'support', 'sandboxes.ts')).href)};
 const [ctx, input, dataDir] = JSON.parse(process.argv[2]);
-const adapter = createOpenCodeAdapter({ dataDir });
+const adapter = createOpenCodeAdapter({ dataDir, sandboxes: (await testSandboxes(dataDir)).sandboxes });
 const ref = await adapter.open(ctx, null);
 console.log('REF ' + JSON.stringify(ref));
 const sink = {
@@ -204,7 +212,7 @@ console.log('DONE');
     await new Promise((r) => setTimeout(r, 1_000));
 
     // the retried activity: a new adapter instance, the ref as the last checkpoint left it, the same input
-    const retry = createOpenCodeAdapter({ dataDir: join(root, 'data') });
+    const retry = createOpenCodeAdapter({ dataDir: join(root, 'data'), sandboxes: (await testSandboxes(join(root, 'data'))).sandboxes });
     const previous: RuntimeSessionRef = { ...crashed, state: checkpoint as unknown as Record<string, unknown> };
     const reopened = await retry.open(ctx, previous);
     expect(reopened.runtimeSessionId).toBe(crashed.runtimeSessionId);

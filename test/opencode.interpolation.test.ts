@@ -15,6 +15,7 @@ import { findBrace } from '../runtimes/kit/interpolation';
 import { buildOpenCodeConfig } from '../runtimes/opencode/config';
 import { createOpenCodeAdapter } from '../runtimes/opencode/opencode.adapter';
 import { RuntimeRefusedError, type TurnContext } from '../runtimes/runtime-adapter';
+import { testSandboxes } from './support/sandboxes';
 import { eventually, startStack, type Stack } from './support/stack';
 import { testAgent } from './support/test-agent';
 
@@ -46,12 +47,13 @@ describe('the adapters refuse a "{" in any tenant string they write into OpenCod
   it('the OpenCode adapter refuses such a definition before it starts a server, and the ACP adapter before it passes the values to an agent', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'agentplane-interpolation-'));
     try {
-      const opencode = createOpenCodeAdapter({ dataDir, binaryPath: '/nonexistent/opencode' });
+      const { sandboxes } = await testSandboxes(dataDir);
+      const opencode = createOpenCodeAdapter({ dataDir, binaryPath: '/nonexistent/opencode', sandboxes });
       await expect(opencode.open(context({ model: 'x{file:/etc/passwd}' }), null)).rejects.toThrow(RuntimeRefusedError);
       const acpCtx = (overrides: Partial<TurnContext['agent']>) => context({ runtime: { type: 'acp', config: { agent: 'custom' } }, ...overrides });
-      const acp = createAcpAdapter({ dataDir, agents: { custom: { command: '/nonexistent/agent', args: [], env: {}, modelEnv: 'MODEL', baseUrlEnv: 'BASE_URL' } } });
+      const acp = createAcpAdapter({ dataDir, sandboxes, agents: { custom: { command: '/nonexistent/agent', args: [], env: {}, modelEnv: 'MODEL', baseUrlEnv: 'BASE_URL' } } });
       await expect(acp.open(acpCtx({ model: '{env:AGENTPLANE_MASTER_KEY}' }), null)).rejects.toThrow('model contains "{"');
-      const builtIn = createAcpAdapter({ dataDir });
+      const builtIn = createAcpAdapter({ dataDir, sandboxes });
       await expect(builtIn.open(context({ runtime: { type: 'acp', config: { agent: 'opencode', x: '{env:HOME}' } } }), null)).rejects.toThrow('runtime.config.x contains "{"');
     } finally {
       await rm(dataDir, { recursive: true, force: true });
@@ -72,7 +74,8 @@ describe('the API refuses a "{" where OpenCode would expand it', () => {
   beforeAll(async () => {
     dataDir = await mkdtemp(join(tmpdir(), 'agentplane-interpolation-worker-'));
     // the worker never starts an OpenCode server here: every turn is refused before that
-    stack = await startStack({ runtimes: { opencode: createOpenCodeAdapter({ dataDir, binaryPath: '/nonexistent/opencode' }) } });
+    const { sandboxes } = await testSandboxes(dataDir);
+    stack = await startStack({ runtimes: { opencode: createOpenCodeAdapter({ dataDir, binaryPath: '/nonexistent/opencode', sandboxes }) } });
   }, 120_000);
   afterAll(async () => {
     await stack?.stop();

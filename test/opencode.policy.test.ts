@@ -16,7 +16,7 @@ beforeAll(async () => {
   model = await startScriptedModel();
   // the scripted model listens on 127.0.0.1
   stack = await startStack({ worker: false, allowPrivateEgress: LOCAL_RECEIVERS });
-  await stack.startWorker({ opencode: createOpenCodeAdapter({ dataDir: stack.dataDir }) });
+  await stack.startWorker({ opencode: createOpenCodeAdapter({ dataDir: stack.dataDir, sandboxes: stack.sandboxes }) });
   // the scripted model is in no catalogue: the team prices it (OpenCode's sessions are priced from their tokens)
   await stack.price('scripted-model', { input: 3, output: 15 });
 }, 120_000);

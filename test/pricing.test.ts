@@ -88,7 +88,7 @@ describe('through the API', () => {
     model = await startScriptedModel();
     // the Managed Agents fake and the scripted model listen on 127.0.0.1
     stack = await startStack({ worker: false, allowPrivateEgress: LOCAL_RECEIVERS });
-    await stack.startWorker({ 'managed-agents': createManagedAgentsAdapter({ settleMs: 50, egress: localEgress() }), opencode: createOpenCodeAdapter({ dataDir: stack.dataDir }) });
+    await stack.startWorker({ 'managed-agents': createManagedAgentsAdapter({ settleMs: 50, egress: localEgress() }), opencode: createOpenCodeAdapter({ dataDir: stack.dataDir, sandboxes: stack.sandboxes }) });
   }, 120_000);
   afterAll(async () => {
     await stack?.stop();

@@ -602,7 +602,8 @@ describe('bridges into the sandbox and the sandbox\'s shape', () => {
     if ((statSync('/root').mode & 0o001) === 0) {
       await expect(provider.prepare({ ...sessionDirs('sesn_closed'), mounts: ['/root/.cache/agentplane/openclaw'] })).rejects.toThrow(/\/root \(mode \d+\) is not searchable/);
     }
-    await expect(provider.prepare({ ...sessionDirs('sesn_closed'), mounts: ['/usr/lib'] })).rejects.toThrow('may not cover');
+    await expect(provider.prepare({ ...sessionDirs('sesn_closed'), mounts: ['/usr'] })).rejects.toThrow('may not cover');
+    await expect(provider.prepare({ ...sessionDirs('sesn_closed'), mounts: ['/'] })).rejects.toThrow('may not cover');
   });
 
   it('the runtimes\' own binaries start inside from read-only mounts (OpenCode, the Claude Code binary)', async () => {

@@ -34,7 +34,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { closeSync, openSync, readFileSync, realpathSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -55,7 +55,7 @@ import type { CanonicalTool } from '../../governance/types';
 import { runtimeEnv } from '../kit/env';
 import { refuseInterpolation } from '../kit/interpolation';
 import { SILENT_LOGGER } from '../kit/log';
-import { signalGroup, startProcess } from '../kit/process';
+import { signalGroup } from '../kit/process';
 import type { SandboxProcess } from '../kit/sandbox/provider';
 import type { SessionSandboxes } from '../kit/session-sandbox';
 import { DEFAULT_NETWORKING } from '../../governance/networking';
@@ -89,9 +89,9 @@ export interface AcpAdapterOptions {
   cancelGraceMs?: number;
   /**
    * each session's sandbox: the agent process (and every tool it runs) runs in it, with the session's workspace at
-   * /workspace; absent (an adapter test of its own), it runs on the host in the session's workdir
+   * /workspace (the `none` provider, behind its loud setting, is the one way to run it unisolated)
    */
-  sandboxes?: SessionSandboxes;
+  sandboxes: SessionSandboxes;
 }
 
 interface TurnRecord {
@@ -230,32 +230,20 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
     const dirs = layout(ctx.sessionId);
     for (const dir of [dirs.root, dirs.home, ctx.workdir]) await mkdir(dir, { recursive: true });
     if (previous?.pid && previous.command) killGroup(previous.pid, previous.command);
-    let where: Where = { home: dirs.home, workdir: ctx.workdir, sandboxed: false };
-    let child: AgentProcess;
-    let command: string;
-    if (opts.sandboxes) {
-      const named = launch(name, ctx, where);
-      const session = await opts.sandboxes.open({
-        sessionId: ctx.sessionId,
-        workspace: ctx.workdir,
-        state: dirs.home,
-        networking: ctx.networking ?? DEFAULT_NETWORKING,
-        modelBaseUrl: ctx.agent.modelProvider?.baseUrl,
-        mounts: [...new Set([dirname(realpathSync(named.command)), ...(opts.agents?.[name]?.mounts ?? [])])],
-      });
-      where = { home: session.sandbox.paths.state, workdir: session.sandbox.paths.workspace, modelBaseUrl: session.modelBaseUrl, sandboxed: true };
-      const inside = launch(name, ctx, where);
-      command = realpathSync(inside.command);
-      const proc = session.sandbox.spawn(command, inside.args, { env: { ...inside.env, ...session.env }, interactive: true, logFile: dirs.log });
-      child = sandboxedChild(proc);
-    } else {
-      const named = launch(name, ctx, where);
-      command = named.command;
-      const out = openSync(dirs.log, 'a');
-      // detached: its own process group, so closing the session stops the agent and every tool it started
-      child = startProcess(command, named.args, { cwd: ctx.workdir, env: named.env, detached: true, stdin: 'pipe', stdout: 'pipe', stderr: out });
-      closeSync(out);
-    }
+    // the command as the host knows it, to mount its directory; then the same launch with the sandbox's paths
+    const named = launch(name, ctx, { home: dirs.home, workdir: ctx.workdir, sandboxed: false });
+    const session = await opts.sandboxes.open({
+      sessionId: ctx.sessionId,
+      workspace: ctx.workdir,
+      state: dirs.home,
+      networking: ctx.networking ?? DEFAULT_NETWORKING,
+      modelBaseUrl: ctx.agent.modelProvider?.baseUrl,
+      mounts: [...new Set([dirname(realpathSync(named.command)), ...(opts.agents?.[name]?.mounts ?? [])])],
+    });
+    const where: Where = { home: session.sandbox.paths.state, workdir: session.sandbox.paths.workspace, modelBaseUrl: session.modelBaseUrl, sandboxed: true };
+    const inside = launch(name, ctx, where);
+    const command = realpathSync(inside.command);
+    const child = sandboxedChild(session.sandbox.spawn(command, inside.args, { env: { ...inside.env, ...session.env }, interactive: true, logFile: dirs.log }));
     const cwd = where.workdir;
     const agent = {
       name,
@@ -580,11 +568,13 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
     if (agent) {
       stop(agent);
       log.info('acp agent stopped', { sessionId: ref.sessionId });
-      return;
+    } else {
+      // an agent started by a worker that is gone would have died with its stdio, but make sure
+      const state = ref.state as Partial<AcpState>;
+      if (state.pid && state.command) killGroup(state.pid, state.command);
     }
-    // an agent started by a worker that is gone would have died with its stdio, but make sure
-    const state = ref.state as Partial<AcpState>;
-    if (state.pid && state.command) killGroup(state.pid, state.command);
+    // the sandbox, its egress proxy and its model bridge end with the session
+    await opts.sandboxes.close(ref.sessionId);
   }
 
   return { kind: descriptor.kind, capabilities: descriptor.capabilities, open, runTurn, close };

@@ -8,14 +8,14 @@
  * permission rules) apply. The child gets a minimal environment, not the worker's; the model key is passed only as
  * `ANTHROPIC_API_KEY` in that environment: never on disk, in `ref.state`, events or errors.
  *
- * The sandbox. With `sandboxes` (the worker always gives them), the SDK's `spawnClaudeCodeProcess` starts `claude` in
+ * The sandbox. The SDK's `spawnClaudeCodeProcess` starts `claude` in
  * the session's sandbox, and so every tool it runs: stdio is the SDK's channel, the binary's own directory is mounted
  * read-only, the session's workdir is `/workspace` (cwd) and `<dataDir>/claude-code/<sessionId>` is `/state` (HOME is
  * `/state/home`, CLAUDE_CONFIG_DIR `/state/config`). The model is reached at the sandbox's model URL (the bridge for a
  * plain http endpoint); everything else `claude` or a tool opens goes through the session's egress proxy. The
  * transcript stays where the worker reads it (under the state), but the sandbox writes there: it is opened without
- * following a link out of the session's state (`readTranscript`). Without `sandboxes` (the adapter's unit tests)
- * `claude` is a child of the worker, as before.
+ * following a link out of the session's state (`readTranscript`). The sandbox is the only way `claude` starts (the
+ * `none` provider, behind its loud setting, is the one way to run it unisolated).
  *
  * Gating: a `PreToolUse` hook that matches every tool sends every call through `sink.decide` (`canUseTool` alone
  * misses calls Claude Code auto-approves, such as read-only shell commands). The hook is registered with
@@ -51,7 +51,7 @@
  * spans carry per-request token usage (from each assistant message's `usage`, once per API message id) and no
  * `cost_usd`: the ledger prices every request from its pricing table, idempotently per request, with no double count.
  */
-import { INHERITED, runtimeEnv } from '../kit/env';
+import { runtimeEnv } from '../kit/env';
 import { SILENT_LOGGER } from '../kit/log';
 import { redact } from '../kit/redact';
 import type { SessionSandbox, SessionSandboxes } from '../kit/session-sandbox';
@@ -86,10 +86,9 @@ export interface ClaudeCodeAdapterOptions {
   /** how long a gated call may wait for a person before Claude Code gives up on the hook (default 7 days) */
   approvalHoldSeconds?: number;
   /**
-   * Each session's sandbox (runtimes/kit/session-sandbox.ts): `claude` runs in it, and so every tool it runs. Absent:
-   * `claude` is a child of the worker (the adapter's unit tests).
+   * Each session's sandbox (runtimes/kit/session-sandbox.ts): `claude` runs in it, and so every tool it runs.
    */
-  sandboxes?: SessionSandboxes;
+  sandboxes: SessionSandboxes;
 }
 
 interface TurnRecord {
@@ -219,9 +218,8 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
     return out;
   }
 
-  function env(ctx: TurnContext, box: SessionSandbox | null): Record<string, string> {
-    const dirs = layout(ctx.sessionId);
-    const baseUrl = box ? box.modelBaseUrl : ctx.agent.modelProvider?.baseUrl;
+  function env(ctx: TurnContext, box: SessionSandbox): Record<string, string> {
+    const baseUrl = box.modelBaseUrl;
     const vars = {
       CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
       DISABLE_TELEMETRY: '1',
@@ -233,16 +231,15 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
     // given an env, the SDK starts `claude` with it (and its own switches) instead of the worker's process.env. Inside
     // the sandbox the paths are the sandbox's, PATH and TMPDIR are the sandbox's own (the worker's name host
     // directories), and the proxy variables are the only way out besides the model URL.
-    if (box) return runtimeEnv({ HOME: `${STATE}/home`, CLAUDE_CONFIG_DIR: `${STATE}/config`, ...vars, ...box.env }, { inherit: ['LANG', 'LC_ALL', 'TZ', 'TERM'] });
-    return runtimeEnv({ HOME: dirs.home, CLAUDE_CONFIG_DIR: dirs.config, ...vars }, { inherit: [...INHERITED, 'TMPDIR'] });
+    const state = box.sandbox.paths.state;
+    return runtimeEnv({ HOME: `${state}/home`, CLAUDE_CONFIG_DIR: `${state}/config`, ...vars, ...box.env }, { inherit: ['LANG', 'LC_ALL', 'TZ', 'TERM'] });
   }
 
   /**
-   * The session's sandbox, opened (its networking replaced) for this turn; null without `sandboxes`. Its state and
+   * The session's sandbox, opened (its networking replaced) for this turn. Its state and
    * workspace directories exist before the sandbox is first prepared, so that they are handed to its user with it.
    */
-  async function sandboxFor(ctx: TurnContext): Promise<SessionSandbox | null> {
-    if (!opts.sandboxes) return null;
+  async function sandboxFor(ctx: TurnContext): Promise<SessionSandbox> {
     const dirs = layout(ctx.sessionId);
     for (const dir of [dirs.home, dirs.config, ctx.workdir]) await mkdir(dir, { recursive: true });
     return opts.sandboxes.open({
@@ -261,7 +258,7 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
     return realpathSync(opts.executablePath ?? bundledClaude());
   }
 
-  function start(ctx: TurnContext, state: ClaudeState, resume: boolean, box: SessionSandbox | null): LiveSession {
+  function start(ctx: TurnContext, state: ClaudeState, resume: boolean, box: SessionSandbox): LiveSession {
     const queue: SDKUserMessage[] = [];
     let wake: (() => void) | null = null;
     let ended = false;
@@ -289,7 +286,7 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
     const q = query({
       prompt: input(),
       options: {
-        cwd: box ? box.sandbox.paths.workspace : ctx.workdir,
+        cwd: box.sandbox.paths.workspace,
         env: env(ctx, box),
         model: ctx.agent.model,
         ...(ctx.agent.system ? { systemPrompt: ctx.agent.system } : {}),
@@ -301,15 +298,9 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
         // every call was decided by the hook already; a call that reaches the permission prompt anyway is allowed
         // only because the hook allowed it
         canUseTool: async (_name, toolInput) => ({ behavior: 'allow', updatedInput: toolInput }),
-        ...(box
-          ? {
-              // the binary's real path: the one its mounted directory holds inside
-              pathToClaudeCodeExecutable: claudeBinary(),
-              spawnClaudeCodeProcess: (spawnOptions: SpawnOptions) => spawnInSandbox(box, spawnOptions, (tail) => log.debug?.('claude exited', { sessionId: ctx.sessionId, tail: redact(tail, [ctx.secrets.modelApiKey]).slice(-500) })),
-            }
-          : opts.executablePath
-            ? { pathToClaudeCodeExecutable: opts.executablePath }
-            : {}),
+        // the binary's real path: the one its mounted directory holds inside
+        pathToClaudeCodeExecutable: claudeBinary(),
+        spawnClaudeCodeProcess: (spawnOptions: SpawnOptions) => spawnInSandbox(box, spawnOptions, (tail) => log.debug?.('claude exited', { sessionId: ctx.sessionId, tail: redact(tail, [ctx.secrets.modelApiKey]).slice(-500) })),
         ...(rc.maxTurns ? { maxTurns: rc.maxTurns } : {}),
         stderr: (data: string) => log.debug?.('claude stderr', { sessionId: ctx.sessionId, data: redact(data, [ctx.secrets.modelApiKey]).slice(0, 500) }),
       },
@@ -520,7 +511,7 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
       log.info('claude code stopped', { sessionId: ref.sessionId });
     }
     // ends whatever the session left running in its sandbox (a tool's background processes) with it
-    await opts.sandboxes?.close(ref.sessionId);
+    await opts.sandboxes.close(ref.sessionId);
   }
 
   return { kind: descriptor.kind, capabilities: descriptor.capabilities, open, runTurn, close };
@@ -705,8 +696,6 @@ class TurnDriver {
 // ---------------------------------------------------------------------------------------------------------------
 // The sandbox
 
-/** the session's state as `claude` sees it inside its sandbox */
-const STATE = '/state';
 /** Claude Code's own endpoint, for an agent that names none */
 const ANTHROPIC_API = 'https://api.anthropic.com';
 

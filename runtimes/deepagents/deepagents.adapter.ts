@@ -2,10 +2,10 @@
  * DeepAgents JS (`deepagents` on LangGraph) behind the RuntimeAdapter contract, in the worker process.
  *
  * Model: `ChatOpenAI` pointed at the agent's `modelProvider.baseUrl` (any OpenAI-compatible endpoint) with the
- * decrypted key, streaming with usage. Tools: DeepAgents' built-in file tools and `execute` on a `LocalShellBackend`
- * rooted in the session's workdir. The shell gets a minimal environment (PATH, HOME = workdir, locale), never the
- * worker's, so no secret of the worker reaches a command. Paths are not virtualised: like Claude Code and OpenCode,
- * an absolute path means what it says, and the tool policy decides what may be touched.
+ * decrypted key, streaming with usage. Tools: DeepAgents' built-in file tools and `execute` on a sandboxed backend
+ * (sandbox-backend.ts): every command and every file operation runs inside the session's sandbox, never in the worker,
+ * with the workspace at /workspace and a minimal environment (never the worker's). Paths are the sandbox's: like
+ * Claude Code and OpenCode, an absolute path means what it says there, and the tool policy decides what may be touched.
  *
  * Gating: every built-in tool is in `interruptOn`, so every call stops the graph (HumanInTheLoopMiddleware) before it
  * runs. Each action request goes through `sink.decide`; allow/deny are answered on the spot by resuming the graph
@@ -52,7 +52,6 @@ import { Command, type StateSnapshot } from '@langchain/langgraph';
 import { MemorySaver, type Checkpoint, type CheckpointMetadata, type PendingWrite } from '@langchain/langgraph-checkpoint';
 import { ChatOpenAI, ChatOpenAICompletions } from '@langchain/openai';
 import { createEgressGuard, describeStatus, egressRefusal, errorToken, type EgressGuard } from '../kit/egress';
-import { runtimeEnv } from '../kit/env';
 import type { CanonicalTool } from '../../governance/types';
 import { redact } from '../kit/redact';
 import type { SessionSandboxes } from '../kit/session-sandbox';
@@ -80,10 +79,10 @@ export interface DeepAgentsAdapterOptions {
   /** the model client connects through it: `model_provider.base_url` is the tenant's (default: private addresses refused) */
   egress?: EgressGuard;
   /**
-   * each session's sandbox: the tools run in it (sandbox-backend.ts), never in the worker; absent (an adapter test of
-   * its own), they run on the host in the session's workdir (`LocalShellBackend`)
+   * each session's sandbox: the tools run in it (sandbox-backend.ts), never in the worker (the `none` provider, behind
+   * its loud setting, is the one way to run them unisolated)
    */
-  sandboxes?: SessionSandboxes;
+  sandboxes: SessionSandboxes;
 }
 type Options = DeepAgentsAdapterOptions & { egress: EgressGuard };
 
@@ -115,7 +114,6 @@ const MAX_PASSES = 200;
  */
 interface DeepAgentsModule {
   createDeepAgent(params: Record<string, unknown>): Agent;
-  LocalShellBackend: { create(options: { rootDir: string; timeout?: number; env?: Record<string, string> }): Promise<unknown> };
   BaseSandbox: BaseSandboxClass;
 }
 interface Agent {
@@ -174,7 +172,7 @@ export function createDeepAgentsAdapter(options: DeepAgentsAdapterOptions): Runt
     },
     async close(ref) {
       // nothing else lives between turns: the graph is rebuilt from the checkpoint file each turn
-      await opts.sandboxes?.close(ref.sessionId);
+      await opts.sandboxes.close(ref.sessionId);
     },
   };
 }
@@ -244,20 +242,15 @@ async function buildAgent(opts: Options, ctx: TurnContext, sink: TurnSink): Prom
     callbacks: [new SubagentUsage(ctx, sink)],
   };
   const model = new ChatOpenAI({ ...fields, completions: new OfflineCompletions(fields) });
-  const { createDeepAgent, LocalShellBackend, BaseSandbox } = await loadDeepAgents();
+  const { createDeepAgent, BaseSandbox } = await loadDeepAgents();
   const timeout = opts.commandTimeoutSeconds ?? 120;
-  let backend: unknown;
-  if (opts.sandboxes) {
-    const session = await opts.sandboxes.open({
-      sessionId: ctx.sessionId,
-      workspace: ctx.workdir,
-      state: join(opts.dataDir, 'deepagents', ctx.sessionId, 'home'),
-      networking: ctx.networking ?? DEFAULT_NETWORKING,
-    });
-    backend = createSandboxBackend(BaseSandbox, { sandbox: session.sandbox, env: { ...session.env, LANG: 'C.UTF-8' }, timeoutSeconds: timeout });
-  } else {
-    backend = await LocalShellBackend.create({ rootDir: ctx.workdir, timeout, env: runtimeEnv({ HOME: ctx.workdir, LANG: 'C.UTF-8' }, { inherit: ['PATH'] }) });
-  }
+  const session = await opts.sandboxes.open({
+    sessionId: ctx.sessionId,
+    workspace: ctx.workdir,
+    state: join(opts.dataDir, 'deepagents', ctx.sessionId, 'home'),
+    networking: ctx.networking ?? DEFAULT_NETWORKING,
+  });
+  const backend = createSandboxBackend(BaseSandbox, { sandbox: session.sandbox, env: { ...session.env, LANG: 'C.UTF-8' }, timeoutSeconds: timeout });
   const checkpointer = await FileCheckpointSaver.open(join(opts.dataDir, 'deepagents', ctx.sessionId, 'checkpoints.json'));
   const interruptOn = Object.fromEntries(Object.keys(DEEPAGENTS_TOOLS).map((name) => [name, { allowedDecisions: ['approve', 'reject'] }]));
   return createDeepAgent({

@@ -22,18 +22,18 @@
  *   never written to disk, into `ref.state`, events or errors. The server itself requires HTTP basic auth with a
  *   random password kept in a 0600 file next to its data (not in `ref.state`), because `GET /config` shows the
  *   resolved key to anyone who can call it. The server gets a minimal environment, not the worker's.
- * - The server runs in its own process group and outlives a killed worker; `ref.state.server` says where it is.
+ * - The server runs in the session's sandbox (runtimes/kit/sandbox/; the only way this adapter starts it), persistent:
+ *   it outlives a killed worker, which reattaches to it through the sandbox's bridge; `ref.state.server` says where
+ *   it is. Every tool it runs runs there too.
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, openSync, readFileSync, realpathSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { delimiter, dirname, join } from 'node:path';
 import { DEFAULT_NETWORKING } from '../../governance/networking';
 import type { ModelPrice } from '../../governance/pricing';
-import { runtimeEnv } from '../kit/env';
 import { SILENT_LOGGER } from '../kit/log';
-import { freePort } from '../kit/ports';
-import { alive, signalGroup, startProcess } from '../kit/process';
+import { alive, signalGroup } from '../kit/process';
 import { redact } from '../kit/redact';
 import { fetchThrough, sandboxDispatcher, UNREACHABLE, type Dispatcher } from '../kit/sandbox/provider';
 import type { SessionSandbox, SessionSandboxes } from '../kit/session-sandbox';
@@ -63,9 +63,9 @@ export interface OpenCodeAdapterOptions {
   prices?: Record<string, ModelPrice>;
   /**
    * each session's sandbox: the server (and every tool it runs) runs in it, persistent, so that it outlives a crashed
-   * worker as an unsandboxed server does; absent, the server runs on the host (an adapter test of its own)
+   * worker; the only way this adapter starts a process (the `none` provider is the explicit way to run unisolated)
    */
-  sandboxes?: SessionSandboxes;
+  sandboxes: SessionSandboxes;
   /** how long a server may take to answer after spawn (default 30 s) */
   startTimeoutMs?: number;
   /**
@@ -122,7 +122,6 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     return {
       root,
       home,
-      config: join(root, 'opencode.json'),
       serverFile: join(root, 'server.json'),
       log: join(root, 'server.log'),
     };
@@ -148,7 +147,7 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
 
   /** The session's sandbox, opened around a server that outlived its worker (`keep`) or fresh. */
   async function openSandbox(ctx: TurnContext, keep: boolean): Promise<SessionSandbox> {
-    const sandbox = await opts.sandboxes!.open({
+    const sandbox = await opts.sandboxes.open({
       sessionId: ctx.sessionId,
       workspace: ctx.workdir,
       state: layout(ctx.sessionId).home,
@@ -174,6 +173,10 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
   /** Starts `opencode serve` in the session's sandbox; answers its server file once it answers. */
   async function startSandboxedServer(ctx: TurnContext, password: string, key: string): Promise<ServerFile> {
     const dirs = layout(ctx.sessionId);
+    // a new server gets a new sandbox: nothing of a dead one (its bridges, the pooled connections into it) is reused
+    void sandboxed.get(ctx.sessionId)?.dispatcher.close();
+    sandboxed.delete(ctx.sessionId);
+    await opts.sandboxes.close(ctx.sessionId);
     const sandbox = await openSandbox(ctx, false);
     const inside = sandbox.sandbox.paths.state;
     const xdg = {
@@ -216,66 +219,10 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
 
   async function startServer(ctx: TurnContext): Promise<ServerFile> {
     const dirs = layout(ctx.sessionId);
-    const xdg = {
-      XDG_CONFIG_HOME: join(dirs.home, '.config'),
-      XDG_DATA_HOME: join(dirs.home, '.local', 'share'),
-      XDG_STATE_HOME: join(dirs.home, '.local', 'state'),
-      XDG_CACHE_HOME: join(dirs.home, '.cache'),
-    };
-    for (const dir of [dirs.root, ctx.workdir, ...Object.values(xdg)]) await mkdir(dir, { recursive: true });
-    const password = randomBytes(24).toString('hex');
-    const key = ctx.secrets.modelApiKey ?? '';
-    if (opts.sandboxes) return startSandboxedServer(ctx, password, key);
-    const config = buildOpenCodeConfig(ctx, openCodePrice(ctx, opts.prices));
-    await writeFile(dirs.config, `${JSON.stringify(config, null, 2)}\n`);
-    const env = runtimeEnv({
-      HOME: dirs.home,
-      ...xdg,
-      ...OPENCODE_SWITCHES,
-      OPENCODE_CONFIG: dirs.config,
-      // the same config again with the highest precedence, so a repository's opencode.json cannot point the
-      // provider (and its key) elsewhere or loosen permissions
-      OPENCODE_CONFIG_CONTENT: JSON.stringify(config),
-      OPENCODE_SERVER_USERNAME: SERVER_USER,
-      OPENCODE_SERVER_PASSWORD: password,
-      [OPENCODE_KEY_ENV]: key,
-    });
-
-    let lastError = 'not started';
-    for (let attempt = 1; attempt <= 3; attempt++) {
-      const port = await freePort();
-      const out = openSync(dirs.log, 'a');
-      // detached: its own process group, so a SIGKILLed worker leaves the runtime (and its in-flight turn) running
-      const child = startProcess(binary, ['serve', '--hostname', '127.0.0.1', '--port', String(port)], { cwd: ctx.workdir, env, detached: true, stdout: out, stderr: out });
-      closeSync(out);
-      let exited: string | null = null;
-      const onExit = (code: number | null, signal: string | null) => (exited = `exited (${code ?? signal})`);
-      const onError = (err: Error) => (exited = err.message);
-      child.once('exit', onExit);
-      child.once('error', onError);
-      const file: ServerFile = { pid: child.pid ?? -1, port, password, keyFingerprint: fingerprint(password, key), startedAt: new Date().toISOString() };
-      const client = clientFor(file, ctx);
-      const deadline = Date.now() + startTimeoutMs;
-      let healthy = false;
-      while (Date.now() < deadline && exited === null) {
-        healthy = await client.healthy();
-        if (healthy) break;
-        await sleep(150);
-      }
-      child.off('exit', onExit);
-      child.off('error', onError);
-      child.unref();
-      if (healthy && file.pid > 0) {
-        await writeFile(dirs.serverFile, JSON.stringify(file), { mode: 0o600 });
-        await chmod(dirs.serverFile, 0o600);
-        log.info('opencode server started', { sessionId: ctx.sessionId, pid: file.pid, port, attempt });
-        return file;
-      }
-      lastError = exited ?? `no answer within ${startTimeoutMs} ms`;
-      if (file.pid > 0) await killGroup(file.pid, port);
-      log.warn('opencode server failed to start', { sessionId: ctx.sessionId, port, attempt, error: lastError });
-    }
-    throw new Error(`opencode server did not start: ${lastError} (see ${dirs.log})`);
+    // a definition OpenCode would expand ({env:…}, {file:…}) is refused before anything is started
+    buildOpenCodeConfig(ctx, openCodePrice(ctx, opts.prices));
+    await mkdir(dirs.root, { recursive: true });
+    return startSandboxedServer(ctx, randomBytes(24).toString('hex'), ctx.secrets.modelApiKey ?? '');
   }
 
   /** The recorded server if it is alive, ours, and runs with the current key; else null (and it is stopped). */
@@ -289,7 +236,7 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     if (recorded && (recorded.pid !== file.pid || recorded.port !== file.port)) {
       log.warn('recorded server differs from the server file; using the file', { sessionId: ctx.sessionId, recorded, file: { pid: file.pid, port: file.port } });
     }
-    if (file.sandboxed && opts.sandboxes && isOurProcess(file.pid, file.port) && !sandboxed.has(ctx.sessionId)) {
+    if (file.sandboxed && isOurProcess(file.pid, file.port) && !sandboxed.has(ctx.sessionId)) {
       // a server a previous worker started: the sandbox is made again around it, its bridges where they were
       remember(ctx.sessionId, await openSandbox(ctx, true), file.port);
     }
@@ -314,7 +261,7 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     const prevState = (previous?.state ?? {}) as OpenCodeState;
     const file = (await reusableServer(ctx, prevState.server)) ?? (await startServer(ctx));
     // the environment's networking as it is this turn
-    if (file.sandboxed && opts.sandboxes) await openSandbox(ctx, true);
+    if (file.sandboxed) await openSandbox(ctx, true);
     const client = clientFor(file, ctx);
     const title = `agentplane ${ctx.sessionId}`;
 
@@ -374,7 +321,7 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     await rm(dirs.serverFile, { force: true });
     void sandboxed.get(ref.sessionId)?.dispatcher.close();
     sandboxed.delete(ref.sessionId);
-    await opts.sandboxes?.close(ref.sessionId);
+    await opts.sandboxes.close(ref.sessionId);
     log.info('opencode server stopped', { sessionId: ref.sessionId, pid: target?.pid });
   }
 

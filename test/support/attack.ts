@@ -7,6 +7,7 @@
  * then with a message that repeats the tool result it saw (`echoToolResult`); the test decodes that message with
  * `decodeAttackOutput` and hands it to `expectNothingFound`. What the model saw is what an agent could exfiltrate.
  */
+import { existsSync } from 'node:fs';
 import { expect } from 'vitest';
 
 export interface AttackTargets {
@@ -27,6 +28,11 @@ export interface AttackTargets {
 }
 
 const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+/** The paths outside the workspace the script tries to write. */
+function writeProbes(t: AttackTargets): string[] {
+  return ['/etc/agentplane-pwn', '/usr/agentplane-pwn', '/agentplane-pwn', `${t.checkout}/agentplane-pwn`, `${t.dataDir}/agentplane-pwn`, '/root/agentplane-pwn'];
+}
 
 /** Prints everything it can read of what the sandbox must hide, and a tag for every probe that got through. */
 export function attackScript(t: AttackTargets): string {
@@ -52,9 +58,7 @@ export function attackScript(t: AttackTargets): string {
     ...t.tcp.map(([host, port]) => `timeout 3 bash -c 'exec 3<>/dev/tcp/${host}/${port}' && echo OPEN:${host}:${port}`),
     'timeout 3 bash -c "exec 3<>/dev/tcp/169.254.169.254/80" && echo OPEN:metadata',
     // writes outside the workspace
-    ...['/etc/agentplane-pwn', '/usr/agentplane-pwn', '/agentplane-pwn', `${t.checkout}/agentplane-pwn`, `${t.dataDir}/agentplane-pwn`, '/root/agentplane-pwn'].map(
-      (path) => `echo pwned > ${quote(path)} && echo WROTE:${path}`,
-    ),
+    ...writeProbes(t).map((path) => `echo pwned > ${quote(path)} && echo WROTE:${path}`),
     // ptrace of the worker (outside) and of the sandbox's own pid 1
     `python3 -c 'import ctypes,sys\nl=ctypes.CDLL(None,use_errno=True)\nfor p in sys.argv[1:]:\n  print("PTRACE-OK:"+p if l.ptrace(16,int(p),0,0)==0 else "ptrace-refused:"+p)' ${t.workerPid} 1`,
     'echo ATTACK-DONE',
@@ -83,9 +87,15 @@ export function expectNothingFound(decoded: string, t: AttackTargets): void {
   expect(decoded, 'the attack script ran to its end').toContain('ATTACK-DONE');
   for (const secret of t.secrets) expect(decoded.includes(secret), `a secret (${secret.slice(0, 6)}…) was found`).toBe(false);
   expect(decoded).not.toContain(t.otherSessionMarker);
-  for (const tag of ['WORKER-VISIBLE', 'WORKER-PID-VISIBLE', 'DATADIR-VISIBLE', 'CHECKOUT-VISIBLE', 'OTHER-WORKSPACE-VISIBLE', 'OPEN:', 'WROTE:', 'PTRACE-OK']) {
+  for (const tag of ['WORKER-VISIBLE', 'WORKER-PID-VISIBLE', 'DATADIR-VISIBLE', 'CHECKOUT-VISIBLE', 'OTHER-WORKSPACE-VISIBLE', 'OPEN:', 'PTRACE-OK']) {
     expect(decoded, `probe ${tag}`).not.toContain(tag);
   }
+  // A write below /tmp lands in the sandbox's private tmp, writable by design (a checkout under /tmp has its runtime's
+  // install mounted there, so the probe's parent directory exists inside); anywhere else it is a finding. Either way
+  // the file must not be on the host.
+  const wrote = [...decoded.matchAll(/^WROTE:(.*)$/gm)].map((m) => m[1] ?? '');
+  expect(wrote.filter((path) => !path.startsWith('/tmp/')), 'probe WROTE:').toEqual([]);
+  for (const path of writeProbes(t)) expect(existsSync(path), `${path} on the host`).toBe(false);
   expect(decoded, 'ptrace was tried').toContain('ptrace-refused');
 }
 

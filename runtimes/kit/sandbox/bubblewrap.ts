@@ -209,7 +209,8 @@ export function createBubblewrapProvider(opts: BubblewrapOptions): SandboxProvid
     const uid = isRoot ? sandboxUid(spec.sessionId, uidBase, uidCount) : process.getuid!();
     const gid = isRoot ? uid : process.getgid!();
     const inbound = join(spec.run, 'in');
-    const mounts = [...(spec.mounts ?? [])];
+    // an install below /usr (a system interpreter's directory) is in the sandbox already, read-only at the same path
+    const mounts = (spec.mounts ?? []).filter((path) => !path.startsWith('/usr/'));
     for (const path of mounts) {
       if (!path.startsWith('/') || posix.normalize(path) !== path) throw new Error(`a sandbox mount must be an absolute, normalised path: ${path}`);
       const reserved = ['/workspace', '/state', '/tmp', '/proc', '/dev', '/etc', RUN, '/usr'];
