@@ -203,6 +203,14 @@ export const openclawEnv = {
 };
 
 /**
+ * The hermes runtime: the `hermes` binary of its virtualenv (default: where scripts/ensure-hermes.sh installs it, which
+ * as root is /opt/agentplane/hermes, readable by the sandboxes' users, since /root is not).
+ */
+export const hermesEnv = {
+  HERMES_BIN: z.string().min(1).default(process.getuid?.() === 0 ? '/opt/agentplane/hermes/bin/hermes' : join(homedir(), '.cache', 'agentplane', 'hermes-venv', 'bin', 'hermes')),
+};
+
+/**
  * The sandbox every runtime process and tool runs in (runtimes/kit/sandbox/). `bubblewrap` (the default) needs the
  * `bwrap`, `socat` and util-linux binaries and user namespaces; `none` runs everything unisolated and exists only for
  * machines that cannot make namespaces (it warns loudly, the worker marks every session it runs `sandbox: none`, and the API's

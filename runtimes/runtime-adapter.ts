@@ -172,6 +172,8 @@ export interface RuntimeOptions {
   acpAgents?: Record<string, AcpAgentSpec>;
   /** the Node 24 and OpenClaw binaries the openclaw runtime needs */
   openclaw?: { nodeBin: string; openclawBin: string };
+  /** the `hermes` binary of a virtualenv (HERMES_BIN) */
+  hermesBin?: string;
   /** the scripted runtime appends one JSON line per prompt it "sends" here (chaos runs count them across worker processes) */
   scriptedPromptLog?: string;
   /** the worker's structured log, with the runtime named on every line */

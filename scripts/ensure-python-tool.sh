@@ -4,17 +4,20 @@
 #
 #   bash scripts/ensure-python-tool.sh NAME BINARY MIN_PYTHON PACKAGE==VERSION [PACKAGE==VERSION ...]
 #
-# The virtualenv is ${AGENTPLANE_TOOLS_DIR:-$HOME/.cache/agentplane}/NAME-venv. A stamp file records the pins, so a
-# rerun with the same pins does nothing, and changed pins reinstall.
+# The virtualenv is ${AGENTPLANE_TOOLS_DIR:-$HOME/.cache/agentplane}/NAME-venv, or ENSURE_VENV when set, built on the
+# first python3 on PATH, or ENSURE_PYTHON when set. A stamp file records the pins and the interpreter, so a rerun with
+# the same ones does nothing, and changed ones reinstall.
 set -euo pipefail
 
 NAME="$1"
 BINARY="$2"
 MIN_PYTHON="$3"
 shift 3
-WANT="$*"
 CACHE_DIR="${AGENTPLANE_TOOLS_DIR:-$HOME/.cache/agentplane}"
-VENV="$CACHE_DIR/$NAME-venv"
+VENV="${ENSURE_VENV:-$CACHE_DIR/$NAME-venv}"
+python="${ENSURE_PYTHON:-$(command -v python3 || true)}"
+PINS="$*"
+WANT="$PINS${ENSURE_PYTHON:+ python=$ENSURE_PYTHON}"
 STAMP="$VENV/.agentplane-$NAME.stamp"
 
 log() { echo "ensure-$NAME: $*" >&2; }
@@ -25,26 +28,29 @@ if [ -x "$VENV/bin/$BINARY" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT
   exit 0
 fi
 
-python="$(command -v python3 || true)"
-if [ -z "$python" ]; then
-  log "python3 is not installed"
+if [ -z "$python" ] || [ ! -x "$python" ]; then
+  log "python3 is not installed${ENSURE_PYTHON:+ at $ENSURE_PYTHON}"
   exit 1
 fi
 if ! "$python" -c "import sys; sys.exit(0 if sys.version_info >= tuple(map(int, '$MIN_PYTHON'.split('.'))) else 1)"; then
   log "$NAME needs Python >= $MIN_PYTHON, found $("$python" --version 2>&1)"
   exit 1
 fi
+if [ -n "${ENSURE_PYTHON:-}" ] && [ -x "$VENV/bin/python" ] && [ "$(readlink -f "$VENV/bin/python")" != "$(readlink -f "$python")" ]; then
+  log "recreating $VENV on $python"
+  rm -rf "$VENV"
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"
-  mkdir -p "$CACHE_DIR"
+  mkdir -p "$(dirname "$VENV")"
   if ! "$python" -m venv "$VENV" >&2; then
     log "python3 -m venv failed (on Debian: apt-get install python3-venv)"
     exit 1
   fi
 fi
-log "installing $WANT (a minute or two on a cold cache)"
+log "installing $PINS (a minute or two on a cold cache)"
 # shellcheck disable=SC2086 # one argument per pin
-"$VENV/bin/pip" install --quiet --disable-pip-version-check $WANT >&2
+"$VENV/bin/pip" install --quiet --disable-pip-version-check $PINS >&2
 echo "$WANT" >"$STAMP"
 log "installed $VENV/bin/$BINARY"
 echo "$VENV/bin/$BINARY"

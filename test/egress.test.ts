@@ -25,7 +25,6 @@ import { budgetThreshold } from '../governance/notifications';
 import { RUNTIME_CAPABILITIES } from '../runtimes/registry';
 import { createCursorAdapter } from '../runtimes/cursor/cursor.adapter';
 import { createDeepAgentsAdapter } from '../runtimes/deepagents/deepagents.adapter';
-import { createHermesAdapter } from '../runtimes/hermes/hermes.adapter';
 import { createEgressGuard, describeStatus, egressRefusal, errorToken, type EgressGuard, type Resolve } from '../runtimes/kit/egress';
 import { createManagedAgentsAdapter } from '../runtimes/managed-agents/managed-agents.adapter';
 import type { SessionSandboxes } from '../runtimes/kit/session-sandbox';
@@ -352,7 +351,7 @@ const leakyHtml = (status: number) => () => ({ status, type: 'text/html', body: 
 
 interface RuntimeCase {
   name: string;
-  runtime: 'managed-agents' | 'cursor' | 'hermes' | 'deepagents';
+  runtime: 'managed-agents' | 'cursor' | 'deepagents';
   adapter: (url: string) => RuntimeAdapter;
 }
 
@@ -361,7 +360,6 @@ function cases(egress: (url: string) => EgressGuard, local: () => { dataDir: str
   return [
     { name: 'managed-agents', runtime: 'managed-agents', adapter: (url) => createManagedAgentsAdapter({ egress: egress(url), settleMs: 10 }) },
     { name: 'cursor', runtime: 'cursor', adapter: (url) => createCursorAdapter({ egress: egress(url), reconnectMs: 10, maxReconnects: 1 }) },
-    { name: 'hermes', runtime: 'hermes', adapter: (url) => createHermesAdapter({ egress: egress(url), pollMs: 50, settleMs: 50, reconnectMs: 10 }) },
     { name: 'deepagents', runtime: 'deepagents', adapter: (url) => createDeepAgentsAdapter({ egress: egress(url), ...local() }) },
   ];
 }

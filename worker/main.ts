@@ -4,7 +4,7 @@
 import { resolve } from 'node:path';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { z } from 'zod';
-import { acpAgentsEnv, databaseEnv, egressEnv, masterKeyEnv, openclawEnv, parseEnv, publicUrlEnv, sandboxEnv, telemetryEnv, temporalEnv } from '../config/env';
+import { acpAgentsEnv, databaseEnv, egressEnv, hermesEnv, masterKeyEnv, openclawEnv, parseEnv, publicUrlEnv, sandboxEnv, telemetryEnv, temporalEnv } from '../config/env';
 import { openDatabase } from '../db/client';
 import { createVault } from '../db/vault';
 import { createAdapterLog, createJsonLog, fromTemporalEntry } from '../observability/logger';
@@ -26,6 +26,7 @@ const env = parseEnv({
   ...acpAgentsEnv,
   ...telemetryEnv,
   ...openclawEnv,
+  ...hermesEnv,
   ...egressEnv,
   ...sandboxEnv,
   AGENTPLANE_RUNTIMES: z
@@ -72,6 +73,7 @@ const worker = await createSessionWorker({
       opencodeBin: env.OPENCODE_BIN,
       acpAgents: env.AGENTPLANE_ACP_AGENTS,
       openclaw: { nodeBin: env.AGENTPLANE_NODE24_BIN, openclawBin: env.AGENTPLANE_OPENCLAW_BIN },
+      hermesBin: env.HERMES_BIN,
       scriptedPromptLog: env.AGENTPLANE_SCRIPTED_PROMPT_LOG,
       logger: adapterLog,
       egress,

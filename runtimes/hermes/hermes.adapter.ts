@@ -1,18 +1,25 @@
 /**
- * Hermes Agent (Nous Research) behind the RuntimeAdapter contract, through its API server's Runs API over the egress
- * guard's `fetch`: `POST /v1/runs`, `GET /v1/runs/{id}`, `GET /v1/runs/{id}/events` (SSE), `POST /v1/runs/{id}/approval`,
- * `POST /v1/runs/{id}/stop`. Checked against hermes-agent 0.19.0 from PyPI, run for real in the tests.
+ * Hermes Agent (Nous Research) behind the RuntimeAdapter contract: one `hermes gateway run` per agentplane session, its
+ * API server on a port inside the session's sandbox, driven through the Runs API: `POST /v1/runs`, `GET /v1/runs/{id}`,
+ * `GET /v1/runs/{id}/events` (SSE), `POST /v1/runs/{id}/approval`, `POST /v1/runs/{id}/stop`. Checked against
+ * hermes-agent 0.19.0 from PyPI (scripts/ensure-hermes.sh), run for real in the tests.
  *
- * The base URL is the agent's `modelProvider.baseUrl` (the API server, default http://127.0.0.1:8642) and the key its
- * model credential, used as the API server key (`Authorization: Bearer`) only. Hermes picks the LLM from its own
- * config; `agent.model` is sent as `model` (a Hermes model route when one is configured) and names the model the
- * pricing table prices the turn's tokens by. `agent.system` goes as `instructions`. Every run carries
- * `session_id: <our session id>`, under which Hermes stores the conversation; 0.19 does not load it for a new run, so
- * the run also carries that stored conversation (`GET /api/sessions/{id}/messages`) as `conversation_history`.
+ * The server. The worker starts it in the session's sandbox (`spawn(..., { persistent: true, serve: [port] })`, like
+ * OpenCode's server) and reaches it only through the sandbox's bridge (`sandboxDispatcher`). Its HERMES_HOME and HOME
+ * are the session's state (`/state`); its tools run in `/workspace`; the virtualenv is mounted read-only. The agent's
+ * `modelProvider` is the LLM, an OpenAI-compatible endpoint like every other runtime's: Hermes's `config.yaml` (in
+ * the state, mode 600, never the workspace) names it as a custom provider at the sandbox's model URL, with the model
+ * credential as its key and `agent.model` as its model. The API server's key is a random secret per server, which the
+ * worker keeps next to the state, outside the sandbox (`server.json`, mode 600), never in `ref.state`, events or logs.
+ * The server outlives a killed worker; a new worker makes the sandbox again around it (`keep`) and reattaches. A
+ * rotated model key or a changed model restarts it on a turn that finds it idle. `agent.system` goes as
+ * `instructions`. Every run carries `session_id: <our session id>`, under which Hermes stores the conversation; 0.19
+ * does not load it for a new run, so the run also carries that stored conversation (`GET /api/sessions/{id}/messages`)
+ * as `conversation_history`.
  *
  * Governance. Hermes itself asks a person only before "dangerous" terminal commands. To hold every tool call, the
- * Hermes server loads the agentplane gate plugin (`runtimes/hermes/gate/`, see `HERMES_GATE_PLUGIN_DIR`): a
- * `pre_tool_call` hook that escalates each call to Hermes's approval gate with the call (tool, call id, arguments) in
+ * server loads the agentplane gate plugin (`runtimes/hermes/gate/`, copied into the state's `plugins/` at every start):
+ * a `pre_tool_call` hook that escalates each call to Hermes's approval gate with the call (tool, call id, arguments) in
  * the description, whole (hex-encoded JSON, so Hermes's masking of secret-shaped text cannot change it; a call whose
  * arguments exceed the plugin's limit arrives without them and is refused, as is a call from an older plugin, which cut
  * long arguments). Each `approval.request` goes through `sink.decide`: allow → choice `once`, deny → `deny`
@@ -23,6 +30,13 @@
  * started only when `GET /v1/toolsets` lists the plugin's toolset, and the turn fails naming the rules otherwise. Under
  * allow and ask rules alone, a call run unasked is recorded with `evaluated_permission: 'allow'`, and a `session.error`
  * (`policy_not_enforced`) names any such call the policy would have asked about.
+ *
+ * The state is writable from inside (Hermes and every tool it runs share the sandbox's user), so what configures the
+ * server is made again by the worker at every start, before anything runs in the sandbox: `config.yaml` rewritten,
+ * `plugins/` replaced by the gate alone (root-owned where the worker is root, so nothing inside can add to it), and
+ * `.env` (which overrides the environment, HERMES_YOLO_MODE included) and gateway `hooks/` removed. A tool that edits
+ * them changes nothing until the next start, which undoes it. HERMES_YOLO_MODE is set off in the environment, so that
+ * no top-level key of `config.yaml` written meanwhile can switch it on.
  *
  * What Hermes 0.19's run events carry, and what that costs us: `message.delta`, `tool.started {tool, preview}`,
  * `tool.completed {tool, duration, error}` (no call id, no output: results are recorded without content),
@@ -42,21 +56,30 @@
  * Usage: `run.completed.usage {input_tokens, output_tokens}` for the whole run becomes one `span.model_request_end`
  * without `cost_usd`; the ledger prices it by `agent.model` (cost 'priced').
  *
- * The key is never in `ref.state`, events or errors; neither is the body of a failed answer (its status and error type
- * only: runtimes/kit/egress.ts).
+ * Neither key (the model's, the API server's) is in `ref.state`, events or errors; neither is the body of a failed
+ * answer (its status and error type only: runtimes/kit/egress.ts).
  */
+import { createHmac, randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { chown, copyFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { denyRuleLabel, unenforceableDenies } from '../../governance/enforceability';
+import { DEFAULT_NETWORKING } from '../../governance/networking';
 import { evaluatePolicy } from '../../governance/policy';
 import { CANONICAL_TOOLS, type CanonicalTool } from '../../governance/types';
 import type { AdapterLogger, PermissionDecision, RuntimeAdapter, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from '../runtime-adapter';
 import { createJsonClient, RuntimeApiError } from '../kit/http';
-import { createEgressGuard, describeRequestError, egressRefusal, type EgressGuard } from '../kit/egress';
+import { describeRequestError } from '../kit/egress';
 import { SILENT_LOGGER } from '../kit/log';
+import { alive, signalGroup } from '../kit/process';
+import { redact } from '../kit/redact';
+import { fetchThrough, sandboxDispatcher, UNREACHABLE, type Dispatcher } from '../kit/sandbox/provider';
+import type { SessionSandbox, SessionSandboxes } from '../kit/session-sandbox';
 import { readSseFrames } from '../kit/sse';
 import { descriptor } from './descriptor';
 
-/** The Hermes plugin that holds every tool call at the approval gate; copy it to `$HERMES_HOME/plugins/agentplane_gate`. */
+/** The Hermes plugin that holds every tool call at the approval gate; the adapter copies it to `$HERMES_HOME/plugins/agentplane_gate`. */
 export const HERMES_GATE_PLUGIN_DIR = fileURLToPath(new URL('./gate', import.meta.url));
 /** What the gate plugin puts before the call in an approval's description. */
 export const HERMES_GATE_MARKER = 'agentplane-gate:';
@@ -65,17 +88,26 @@ export const HERMES_GATE_MARKER = 'agentplane-gate:';
 const HERMES_GATE_FORMAT = 'v2:';
 /** The toolset the gate plugin registers: `GET /v1/toolsets` lists it on a server that loaded the plugin. */
 export const HERMES_GATE_TOOLSET = 'agentplane_gate';
+const GATE_NAME = 'agentplane_gate';
 
-const DEFAULT_BASE_URL = 'http://127.0.0.1:8642';
 const TERMINAL = new Set(['completed', 'failed', 'cancelled', 'interrupted']);
+/** the API server's port inside a bubblewrap sandbox (its own network namespace: no other session's server is there) */
+const SANDBOX_PORT = 8642;
+/** Hermes reads the model's context window from the endpoint when its config does not say; the scripted and most
+ * OpenAI-compatible endpoints do not report one, and Hermes refuses to run under 64k */
+const CONTEXT_LENGTH = 128_000;
 
 export interface HermesAdapterOptions {
-  defaultBaseUrl?: string;
-  /**
-   * every connection to the Hermes API server goes through it (default: private addresses refused, so a worker using
-   * a Hermes server on its own host or network allows that address: AGENTPLANE_EGRESS_ALLOW_PRIVATE)
-   */
-  egress?: EgressGuard;
+  /** the `hermes` binary of a virtualenv (scripts/ensure-hermes.sh; HERMES_BIN) */
+  binaryPath: string;
+  /** each session's state (HERMES_HOME, the server's log and key file) lives in `<dataDir>/hermes/<sessionId>` */
+  dataDir: string;
+  /** each session's sandbox: the Hermes server, and every tool it runs, runs in it; required */
+  sandboxes?: SessionSandboxes;
+  /** the gate plugin installed into every server (default HERMES_GATE_PLUGIN_DIR; a test gives an empty one) */
+  gatePluginDir?: string;
+  /** how long a server may take to answer after spawn (default 90 s: Hermes imports a lot of Python) */
+  startTimeoutMs?: number;
   /** how often the run's status is polled while its stream is read (default 1000 ms) */
   pollMs?: number;
   /** how long a stream may stay silent after the status says the run ended (default 2000 ms) */
@@ -83,6 +115,19 @@ export interface HermesAdapterOptions {
   /** wait before reopening a stream that broke (default 300 ms) */
   reconnectMs?: number;
   logger?: AdapterLogger;
+}
+
+/** Kept next to the session's state, outside the sandbox, mode 0600: how to reach and authenticate to its server. */
+interface ServerFile {
+  /** the sandbox's outermost process on the host (its process group's leader) */
+  pid: number;
+  /** the API server's port inside the sandbox */
+  port: number;
+  /** API_SERVER_KEY */
+  key: string;
+  /** HMAC under `key` of what the server's config was made from (model key, endpoint, model): tells a change apart without storing the model key */
+  configFingerprint: string;
+  startedAt: string;
 }
 
 /** A tool call of the current run, as far as we know it. `tool` is Hermes's name for it. */
@@ -109,6 +154,8 @@ interface TurnRecord {
 }
 
 interface HermesState extends Record<string, unknown> {
+  /** where the server is (no key): for a reader of the ref; the server file is what the adapter trusts */
+  server?: { pid: number; port: number };
   turn?: TurnRecord;
 }
 
@@ -136,11 +183,20 @@ interface LiveStream {
   next: Promise<IteratorResult<Frame>> | null;
 }
 
-function createApi(baseUrl: string, key: string | undefined, egress: EgressGuard) {
-  const client = createJsonClient(baseUrl, key, { ids: /\/run_[^/]+/g, error: HermesApiError, fetch: egress.fetch });
+function createApi(file: ServerFile, dispatcher: Dispatcher) {
+  const client = createJsonClient(`http://127.0.0.1:${file.port}`, file.key, { ids: /\/run_[^/]+/g, error: HermesApiError, fetch: (url, init) => fetchThrough(dispatcher, String(url), init ?? {}) });
   const { root, auth, failure } = client;
   return {
     request: client.request,
+    async healthy(): Promise<boolean> {
+      try {
+        const res = await client.fetch(`${root}/health`, { signal: AbortSignal.timeout(2_000) });
+        await res.body?.cancel();
+        return res.ok;
+      } catch {
+        return false;
+      }
+    },
     async stream(runId: string, lastEventId: string | null): Promise<LiveStream> {
       const abort = new AbortController();
       const res = await client.fetch(`${root}/v1/runs/${runId}/events`, {
@@ -197,30 +253,215 @@ function toolInput(tool: string, args: Record<string, unknown>): Record<string, 
   return args;
 }
 
-export function createHermesAdapter(opts: HermesAdapterOptions = {}): RuntimeAdapter {
+/**
+ * What a sandbox mounts read-only for the `hermes` binary of a virtualenv: the virtualenv, and the interpreter's prefix
+ * when it lies outside /usr (which every sandbox has): a pyenv or a python.org build that the venv's python links to.
+ */
+export function hermesMounts(binary: string): string[] {
+  const venv = dirname(dirname(binary));
+  let home: string | undefined;
+  try {
+    home = /^home\s*=\s*(.+)$/m.exec(readFileSync(join(venv, 'pyvenv.cfg'), 'utf8'))?.[1]?.trim();
+  } catch {
+    return [venv];
+  }
+  if (!home || !isAbsolute(home)) return [venv];
+  const prefix = dirname(realpathSync(home));
+  return prefix === '/usr' || prefix.startsWith('/usr/') || prefix === '/' ? [venv] : [venv, prefix];
+}
+
+/** Hermes's config for one session's server: the session's model behind the sandbox's bridge, the gate, the workspace. */
+function hermesConfig(ctx: TurnContext, modelBaseUrl: string | undefined, workspace: string): string {
+  const yaml = (v: string) => JSON.stringify(v); // a JSON string is a YAML scalar
+  return [
+    '# written by agentplane at every start of this session\'s Hermes server; edits here are undone at the next start',
+    'model:',
+    '  provider: custom',
+    ...(modelBaseUrl ? [`  base_url: ${yaml(modelBaseUrl)}`] : []),
+    `  default: ${yaml(ctx.agent.model)}`,
+    ...(ctx.secrets.modelApiKey ? [`  api_key: ${yaml(ctx.secrets.modelApiKey)}`] : []),
+    `  context_length: ${CONTEXT_LENGTH}`,
+    'plugins:',
+    `  enabled: [${GATE_NAME}]`,
+    'terminal:',
+    '  backend: local',
+    `  cwd: ${yaml(workspace)}`,
+    '',
+  ].join('\n');
+}
+
+export function createHermesAdapter(opts: HermesAdapterOptions): RuntimeAdapter {
   const timing = { pollMs: opts.pollMs ?? 1000, settleMs: opts.settleMs ?? 2000, reconnectMs: opts.reconnectMs ?? 300 };
   const log: AdapterLogger = opts.logger ?? SILENT_LOGGER;
+  const startTimeoutMs = opts.startTimeoutMs ?? 90_000;
+  const gatePluginDir = opts.gatePluginDir ?? HERMES_GATE_PLUGIN_DIR;
   /** streams parked on an `ask`, by run id */
   const parked = new Map<string, LiveStream>();
-  const egress = opts.egress ?? createEgressGuard({ allowPrivate: [] });
+  /** the sessions' sandboxes this worker has opened, and a connection pool into each server */
+  const reached = new Map<string, { sandbox: SessionSandbox; port: number; dispatcher: Dispatcher }>();
+
+  function layout(sessionId: string) {
+    const root = join(opts.dataDir, 'hermes', sessionId);
+    return { root, home: join(root, 'home'), serverFile: join(root, 'server.json'), log: join(root, 'server.log') };
+  }
+
+  function sandboxes(): SessionSandboxes {
+    // Hermes runs tools as its own process: without a sandbox they would run as the worker, with its files and keys
+    if (!opts.sandboxes) throw new Error('the hermes runtime runs only in a session sandbox, and this worker gave it none');
+    return opts.sandboxes;
+  }
+
+  async function readServerFile(path: string): Promise<ServerFile | null> {
+    try {
+      return JSON.parse(await readFile(path, 'utf8')) as ServerFile;
+    } catch {
+      return null;
+    }
+  }
+
+  /** The session's sandbox, opened around a server that outlived its worker (`keep`) or fresh; the turn's networking. */
+  function openSandbox(ctx: TurnContext, keep: boolean): Promise<SessionSandbox> {
+    return sandboxes().open({
+      sessionId: ctx.sessionId,
+      workspace: ctx.workdir,
+      state: layout(ctx.sessionId).home,
+      networking: ctx.networking ?? DEFAULT_NETWORKING,
+      modelBaseUrl: ctx.agent.modelProvider?.baseUrl,
+      mounts: hermesMounts(opts.binaryPath),
+      keep,
+    });
+  }
+
+  function remember(sessionId: string, sandbox: SessionSandbox, port: number): void {
+    const known = reached.get(sessionId);
+    if (known?.sandbox === sandbox && known.port === port) return;
+    void known?.dispatcher.close();
+    reached.set(sessionId, { sandbox, port, dispatcher: sandboxDispatcher(sandbox.sandbox, port) });
+  }
+
+  function apiFor(sessionId: string, file: ServerFile): Api {
+    const inside = reached.get(sessionId);
+    // a server whose sandbox this worker has not opened is unreachable (the request fails, retryably)
+    return createApi(file, inside?.port === file.port ? inside.dispatcher : UNREACHABLE);
+  }
+
+  function configFingerprint(key: string, ctx: TurnContext): string {
+    return createHmac('sha256', key)
+      .update([ctx.secrets.modelApiKey ?? '', ctx.agent.modelProvider?.baseUrl ?? '', ctx.agent.model].join('\0'))
+      .digest('hex')
+      .slice(0, 16);
+  }
+
+  /**
+   * Makes again what configures the server, in the state the sandbox can write (see the header): nothing in the
+   * sandbox runs while this happens (its server is not started yet). Files are created anew (`wx`), so a link planted
+   * in their place is never followed.
+   */
+  async function prepareHome(home: string, config: string): Promise<void> {
+    const owner = await stat(home);
+    const asRoot = process.getuid?.() === 0;
+    for (const name of ['config.yaml', '.env', 'plugins', 'hooks']) await rm(join(home, name), { recursive: true, force: true });
+    await writeFile(join(home, 'config.yaml'), config, { mode: 0o600, flag: 'wx' });
+    // Hermes reads it as the sandbox's user (the state's owner); 600 keeps it from everyone else
+    if (asRoot) await chown(join(home, 'config.yaml'), owner.uid, owner.gid);
+    const plugin = join(home, 'plugins', GATE_NAME);
+    await mkdir(plugin, { recursive: true, mode: 0o755 });
+    for (const name of await readdir(gatePluginDir).catch(() => [] as string[])) {
+      if (name.endsWith('.py') || name.endsWith('.yaml')) await copyFile(join(gatePluginDir, name), join(plugin, name));
+    }
+  }
+
+  /** Starts `hermes gateway run` in the session's sandbox; answers its server file once it answers. */
+  async function startServer(ctx: TurnContext): Promise<ServerFile> {
+    const dirs = layout(ctx.sessionId);
+    // searchable, not listable: the sandbox's user resolves its state below it; the key file stays the worker's
+    await mkdir(dirs.root, { recursive: true, mode: 0o711 });
+    const sandbox = await openSandbox(ctx, false);
+    const inside = sandbox.sandbox.paths;
+    await prepareHome(dirs.home, hermesConfig(ctx, sandbox.modelBaseUrl, inside.workspace));
+    const key = randomBytes(24).toString('hex');
+    const port = sandbox.sandbox.kind === 'none' ? await sandbox.sandbox.port() : SANDBOX_PORT;
+    const env = {
+      HOME: inside.state,
+      HERMES_HOME: inside.state,
+      API_SERVER_ENABLED: 'true',
+      API_SERVER_KEY: key,
+      API_SERVER_HOST: '127.0.0.1',
+      API_SERVER_PORT: String(port),
+      HERMES_YOLO_MODE: '0',
+      NO_COLOR: '1',
+      ...sandbox.env,
+    };
+    const proc = sandbox.sandbox.spawn(opts.binaryPath, ['gateway', 'run'], { env, cwd: inside.workspace, serve: [port], logFile: dirs.log, persistent: true });
+    remember(ctx.sessionId, sandbox, port);
+    const file: ServerFile = { pid: proc.pid ?? -1, port, key, configFingerprint: configFingerprint(key, ctx), startedAt: new Date().toISOString() };
+    const api = apiFor(ctx.sessionId, file);
+    try {
+      await proc.ready(() => api.healthy(), { timeoutMs: startTimeoutMs, intervalMs: 250 });
+    } catch (err) {
+      proc.kill();
+      throw new Error(`the Hermes server did not start in its sandbox: ${redact((err as Error).message, [key, ctx.secrets.modelApiKey])} (see ${dirs.log})`);
+    }
+    await rm(dirs.serverFile, { force: true });
+    await writeFile(dirs.serverFile, JSON.stringify(file), { mode: 0o600, flag: 'wx' });
+    log.info('hermes server started', { sessionId: ctx.sessionId, pid: file.pid, port, sandbox: sandbox.sandbox.kind });
+    return file;
+  }
+
+  /** The recorded server if it is alive, ours, and runs with the current model config; else null (and it is stopped). */
+  async function reusableServer(ctx: TurnContext): Promise<ServerFile | null> {
+    const file = await readServerFile(layout(ctx.sessionId).serverFile);
+    if (!file) return null;
+    if (!isOurProcess(file.pid, file.port)) return null;
+    // a server a previous worker started: the sandbox is made again around it, its bridges where they were
+    remember(ctx.sessionId, await openSandbox(ctx, !reached.has(ctx.sessionId)), file.port);
+    const api = apiFor(ctx.sessionId, file);
+    if (!(await api.healthy())) {
+      await killGroup(file.pid, file.port);
+      return null;
+    }
+    if (file.configFingerprint !== configFingerprint(file.key, ctx)) {
+      // a rotated key or another model takes effect on a turn that finds the server idle; a run in flight keeps it
+      const runs = await api.request<{ data?: Array<{ status?: string }> }>('GET', '/v1/runs').catch(() => null);
+      const busy = runs?.data?.some((r) => !TERMINAL.has(String(r.status))) ?? false;
+      if (!busy) {
+        log.info('model settings changed; restarting the hermes server', { sessionId: ctx.sessionId });
+        await killGroup(file.pid, file.port);
+        // the sandbox's model bridge leads to the old endpoint: the new server gets a sandbox made for the new one
+        void reached.get(ctx.sessionId)?.dispatcher.close();
+        reached.delete(ctx.sessionId);
+        await sandboxes().close(ctx.sessionId);
+        return null;
+      }
+    }
+    return file;
+  }
+
+  async function server(ctx: TurnContext): Promise<ServerFile> {
+    return (await reusableServer(ctx)) ?? (await startServer(ctx));
+  }
+
   return {
     kind: descriptor.kind,
     capabilities: descriptor.capabilities,
     async open(ctx, previous) {
-      if (previous?.runtimeSessionId) return previous;
-      return { sessionId: ctx.sessionId, runtimeSessionId: `hermes:${ctx.sessionId}`, state: { ...(previous?.state ?? {}) } };
+      const file = await server(ctx);
+      const state: HermesState = { ...((previous?.state ?? {}) as HermesState), server: { pid: file.pid, port: file.port } };
+      return { sessionId: ctx.sessionId, runtimeSessionId: previous?.runtimeSessionId ?? `hermes:${ctx.sessionId}`, state };
     },
     async runTurn(ctx, ref, input, sink) {
-      const api = createApi(ctx.agent.modelProvider?.baseUrl || opts.defaultBaseUrl || DEFAULT_BASE_URL, ctx.secrets.modelApiKey, egress);
       try {
-        return await new Turn(api, ctx, ref, sink, parked, timing, log).run(input);
+        const file = await readServerFile(layout(ctx.sessionId).serverFile);
+        if (!file) return { status: 'error', message: 'the Hermes server is not running (open the session first)', retryable: true };
+        // the environment's networking as it is this turn (the sandbox is cached: this only sets the policy)
+        remember(ctx.sessionId, await openSandbox(ctx, !reached.has(ctx.sessionId)), file.port);
+        return await new Turn(apiFor(ctx.sessionId, file), ctx, ref, sink, parked, timing, log).run(input);
       } catch (err) {
-        const refused = egressRefusal(err);
-        if (refused) return { status: 'error', message: `egress refused: ${refused.reason}`, retryable: false };
         if (err instanceof HermesApiError) {
           const retryable = err.status >= 500 || err.status === 408 || err.status === 429;
           return { status: 'error', message: err.message, retryable };
         }
+        // an unreachable server: open() restarts a dead one and the retried turn reattaches to its run
         if (err instanceof TypeError) return { status: 'error', message: `Hermes API server unreachable: ${describeRequestError(err)}`, retryable: true };
         throw err;
       }
@@ -232,8 +473,61 @@ export function createHermesAdapter(opts: HermesAdapterOptions = {}): RuntimeAda
         parked.delete(runId);
         live.abort.abort();
       }
+      const dirs = layout(ref.sessionId);
+      const file = await readServerFile(dirs.serverFile);
+      if (file) await killGroup(file.pid, file.port);
+      await rm(dirs.serverFile, { force: true });
+      void reached.get(ref.sessionId)?.dispatcher.close();
+      reached.delete(ref.sessionId);
+      await opts.sandboxes?.close(ref.sessionId);
+      log.info('hermes server stopped', { sessionId: ref.sessionId, pid: file?.pid });
     },
   };
+}
+
+/**
+ * Stops the Hermes servers started under `dataDir` (tests' teardown, a worker's orderly shutdown when its sessions are
+ * not coming back): servers deliberately outlive a crashed worker, so nothing else stops them. `keep` names sessions
+ * whose server must stay.
+ */
+export async function stopHermesServers(dataDir: string, keep: (sessionId: string) => boolean = () => false): Promise<number> {
+  const root = join(dataDir, 'hermes');
+  const sessions = await readdir(root).catch(() => [] as string[]);
+  let stopped = 0;
+  for (const session of sessions.filter((id) => !keep(id))) {
+    const path = join(root, session, 'server.json');
+    try {
+      const file = JSON.parse(await readFile(path, 'utf8')) as ServerFile;
+      if (isOurProcess(file.pid, file.port)) {
+        await killGroup(file.pid, file.port);
+        stopped++;
+      }
+      await rm(path, { force: true });
+    } catch {
+      // no server recorded for that session
+    }
+  }
+  return stopped;
+}
+
+/** A recorded pid is only trusted while it still is a sandboxed `hermes gateway` serving the recorded port (pids get reused). */
+function isOurProcess(pid: number, port: number): boolean {
+  if (!(pid > 0) || !alive(pid)) return false;
+  try {
+    const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    // (a bubblewrap sandbox's command line shows the command and the bridge to `port`; `none` shows the command)
+    return args.some((a) => a.endsWith('/hermes')) && args.includes('gateway') && args.includes('run') && (args.some((a) => a.includes(`:${port}`)) || !args.includes('/usr/bin/bwrap'));
+  } catch {
+    return existsSync('/proc') ? false : true; // no /proc (macOS): the health check with our key is the proof
+  }
+}
+
+async function killGroup(pid: number, port: number): Promise<void> {
+  if (!isOurProcess(pid, port)) return;
+  signalGroup(pid, 'SIGTERM');
+  const deadline = Date.now() + 5_000;
+  while (Date.now() < deadline && alive(pid)) await delay(100);
+  if (alive(pid)) signalGroup(pid, 'SIGKILL');
 }
 
 class Turn {

@@ -29,7 +29,7 @@ import type { RuntimeKind, RuntimeRegistry } from '../../runtimes/runtime-adapte
 import { createScriptedAdapter } from '../../runtimes/scripted/scripted.adapter';
 import { createCursorAdapter } from '../../runtimes/cursor/cursor.adapter';
 import { startCursorFake, type CursorFake, type CursorStep } from './cursor-fake';
-import { ensureHermes, startHermes, type HermesServer } from './hermes-server';
+import { ensureHermes, hermesBin } from './hermes';
 import { openClawBinaries } from './openclaw';
 import { startManagedAgentsFake, type FakeStep, type ManagedAgentsFake } from './managed-agents-fake';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel, type ScriptStep } from './scripted-model';
@@ -43,7 +43,6 @@ interface Env {
   stack: Stack;
   model?: ScriptedModel;
   fake?: ManagedAgentsFake;
-  hermes?: HermesServer;
   cursor?: CursorFake;
   /** Cursor fake runs by prompt */
   cursorScripts: Map<string, CursorStep[]>;
@@ -278,21 +277,18 @@ const RUNTIMES: RuntimeCase[] = [
   {
     kind: 'hermes',
     ...modelBackend,
-    async backend(env) {
-      const installed = ensureHermes();
-      if (!('bin' in installed)) throw new Error(installed.error);
-      env.model = await startScriptedModel();
-      env.hermes = await startHermes({ bin: installed.bin, modelBaseUrl: env.model.openaiBaseUrl });
-    },
-    adapter: (env) => ({ hermes: createHermesAdapter({ pollMs: 200, settleMs: 500, egress: env.stack.egress }) }),
+    adapter: (env) => ({ hermes: createHermesAdapter({ binaryPath: hermesBin(), dataDir: env.stack.dataDir, sandboxes: env.stack.sandboxes, pollMs: 200, settleMs: 500 }) }),
+    sandboxed: true,
     async agent(env) {
-      const credential = await env.stack.call('POST', '/v1/credentials', { name: 'hermes api server key', secret: env.hermes!.apiKey });
-      return { model: 'claude-sonnet-4-5', runtime: { type: 'hermes', config: {} }, model_provider: { base_url: env.hermes!.url, credential_id: credential.body.id } };
+      const credential = await env.stack.call('POST', '/v1/credentials', { name: 'openai-compatible key', secret: 'sk-hermes-conformance-0123456789' });
+      return { model: 'claude-sonnet-4-5', runtime: { type: 'hermes', config: {} }, model_provider: { base_url: env.model!.openaiBaseUrl, credential_id: credential.body.id } };
     },
     script(env, prompt, steps) {
       env.model!.setScript([{ match: prompt, steps: hermesSteps(env, prompt, steps) }]);
       return prompt;
     },
+    // Hermes imports a lot of Python before its API server answers
+    startMs: 60_000,
   },
   {
     kind: 'openclaw',
@@ -379,7 +375,6 @@ function describeRuntime(rt: RuntimeCase): void {
       for (const gate of env.gates.values()) gate.release();
       await worker?.stop();
       await env.stack?.stop();
-      await env.hermes?.close();
       await env.model?.close();
       await env.fake?.close();
       await env.cursor?.close();

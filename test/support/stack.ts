@@ -23,6 +23,7 @@ import { createEgressGuard, type EgressGuard, type Resolve } from '../../runtime
 import { SILENT_LOGGER } from '../../runtimes/kit/log';
 import { createSandboxProvider } from '../../runtimes/kit/sandbox';
 import { stopModelBridges, type SessionSandboxes } from '../../runtimes/kit/session-sandbox';
+import { stopHermesServers } from '../../runtimes/hermes/hermes.adapter';
 import { stopOpenCodeServers } from '../../runtimes/opencode/opencode.adapter';
 import type { RuntimeRegistry } from '../../runtimes/runtime-adapter';
 import { createSessionWorker } from '../../worker/create-worker';
@@ -193,6 +194,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       await testDb.drop();
       // runtimes outlive workers by design (a new worker reattaches); a test run must not leave them behind
       await stopOpenCodeServers(dataDir);
+      await stopHermesServers(dataDir);
       await stopModelBridges(join(dataDir, 'run'));
       await rm(dataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
     },
