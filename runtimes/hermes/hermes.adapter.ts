@@ -102,8 +102,8 @@ export interface HermesAdapterOptions {
   binaryPath: string;
   /** each session's state (HERMES_HOME, the server's log and key file) lives in `<dataDir>/hermes/<sessionId>` */
   dataDir: string;
-  /** each session's sandbox: the Hermes server, and every tool it runs, runs in it; required */
-  sandboxes?: SessionSandboxes;
+  /** each session's sandbox: the Hermes server, and every tool it runs, runs in it (never as the worker) */
+  sandboxes: SessionSandboxes;
   /** the gate plugin installed into every server (default HERMES_GATE_PLUGIN_DIR; a test gives an empty one) */
   gatePluginDir?: string;
   /** how long a server may take to answer after spawn (default 90 s: Hermes imports a lot of Python) */
@@ -305,11 +305,6 @@ export function createHermesAdapter(opts: HermesAdapterOptions): RuntimeAdapter 
     return { root, home: join(root, 'home'), serverFile: join(root, 'server.json'), log: join(root, 'server.log') };
   }
 
-  function sandboxes(): SessionSandboxes {
-    // Hermes runs tools as its own process: without a sandbox they would run as the worker, with its files and keys
-    if (!opts.sandboxes) throw new Error('the hermes runtime runs only in a session sandbox, and this worker gave it none');
-    return opts.sandboxes;
-  }
 
   async function readServerFile(path: string): Promise<ServerFile | null> {
     try {
@@ -321,7 +316,7 @@ export function createHermesAdapter(opts: HermesAdapterOptions): RuntimeAdapter 
 
   /** The session's sandbox, opened around a server that outlived its worker (`keep`) or fresh; the turn's networking. */
   function openSandbox(ctx: TurnContext, keep: boolean): Promise<SessionSandbox> {
-    return sandboxes().open({
+    return opts.sandboxes.open({
       sessionId: ctx.sessionId,
       workspace: ctx.workdir,
       state: layout(ctx.sessionId).home,
@@ -430,7 +425,7 @@ export function createHermesAdapter(opts: HermesAdapterOptions): RuntimeAdapter 
         // the sandbox's model bridge leads to the old endpoint: the new server gets a sandbox made for the new one
         void reached.get(ctx.sessionId)?.dispatcher.close();
         reached.delete(ctx.sessionId);
-        await sandboxes().close(ctx.sessionId);
+        await opts.sandboxes.close(ctx.sessionId);
         return null;
       }
     }
@@ -479,7 +474,7 @@ export function createHermesAdapter(opts: HermesAdapterOptions): RuntimeAdapter 
       await rm(dirs.serverFile, { force: true });
       void reached.get(ref.sessionId)?.dispatcher.close();
       reached.delete(ref.sessionId);
-      await opts.sandboxes?.close(ref.sessionId);
+      await opts.sandboxes.close(ref.sessionId);
       log.info('hermes server stopped', { sessionId: ref.sessionId, pid: file?.pid });
     },
   };
