@@ -275,7 +275,75 @@ describe('ACP adapter (real opencode acp + scripted model)', () => {
     expect(failure?.message).toContain('key=[redacted]');
     expect(failure?.message).not.toContain(SECRET);
   });
+
+  it("an ACP agent cannot have the client (the worker, outside the sandbox) read or write a file or run a terminal for it: fs/* and terminal/* are method not found", { timeout: 60_000 }, async () => {
+    const agents = join(root, 'agents');
+    await mkdir(agents, { recursive: true });
+    const script = join(agents, 'client-probe.mjs');
+    await writeFile(script, CLIENT_PROBE_AGENT);
+    // a file of the worker's, outside every sandbox mount, and a path the agent asks the client to write
+    const secretFile = join(root, 'worker-secret.txt');
+    const writtenFile = join(root, 'written-by-the-client.txt');
+    await writeFile(secretFile, `worker secret ${SECRET}\n`);
+    const probe = createAcpAdapter({ dataDir: join(root, 'data'), sandboxes, agents: { probe: { command: process.execPath, args: [script], env: {}, mounts: [agents] } } });
+    const ctx = context({ agent: 'probe' });
+    const ref = await probe.open(ctx, null);
+    opened.push(ref);
+    const sink = new MemorySink();
+    const text = JSON.stringify({ read: secretFile, write: writtenFile, run: ['cat', secretFile] });
+    expect(await probe.runTurn(ctx, ref, { kind: 'message', turnId: 'turn_1', messageId: 'smsg_1', text }, sink)).toEqual({ status: 'end_turn' });
+    const said = sink.of('agent.message').map((e) => e.content[0]?.text ?? '').join('');
+    const answers = JSON.parse(/PROBE<(.*)>/.exec(said)?.[1] ?? 'null') as Record<string, { result?: unknown; error?: { code: number } }> | null;
+    expect(answers, said).not.toBeNull();
+    for (const method of ['fs/read_text_file', 'fs/write_text_file', 'terminal/create']) {
+      expect(answers![method], method).toMatchObject({ error: { code: -32601 } });
+      expect(answers![method]?.result, method).toBeUndefined();
+    }
+    // and the agent itself, in its sandbox, does not even find the worker's file
+    expect(answers!.direct).toMatchObject({ error: 'ENOENT' });
+    expect(said).not.toContain(SECRET);
+    expect(existsSync(writtenFile)).toBe(false);
+  });
 });
+
+/**
+ * A minimal ACP agent (newline-delimited JSON-RPC on stdio): on `session/prompt` (a JSON of paths) it asks the client
+ * for `fs/read_text_file`, `fs/write_text_file` and `terminal/create`, tries to read the file itself too, and answers
+ * with one message `PROBE<{…answers}>` before ending the turn.
+ */
+const CLIENT_PROBE_AGENT = `import { readFileSync } from 'node:fs';
+let buffer = '';
+let nextId = 1000;
+const waiting = new Map();
+const send = (m) => process.stdout.write(JSON.stringify({ jsonrpc: '2.0', ...m }) + '\\n');
+const ask = (method, params) => new Promise((resolve) => { const id = nextId++; waiting.set(id, resolve); send({ id, method, params }); });
+const keep = (r) => (r.error ? { error: { code: r.error.code, message: r.error.message } } : { result: r.result });
+async function handle(m) {
+  if (m.id !== undefined && !m.method) { waiting.get(m.id)?.(m); waiting.delete(m.id); return; }
+  if (m.method === 'initialize') return send({ id: m.id, result: { protocolVersion: 1, agentCapabilities: {} } });
+  if (m.method === 'session/new') return send({ id: m.id, result: { sessionId: 'probe' } });
+  if (m.method === 'session/prompt') {
+    const target = JSON.parse(m.params.prompt.map((p) => p.text ?? '').join(''));
+    const answers = {};
+    answers['fs/read_text_file'] = keep(await ask('fs/read_text_file', { sessionId: 'probe', path: target.read }));
+    answers['fs/write_text_file'] = keep(await ask('fs/write_text_file', { sessionId: 'probe', path: target.write, content: 'pwned' }));
+    answers['terminal/create'] = keep(await ask('terminal/create', { sessionId: 'probe', command: target.run[0], args: target.run.slice(1) }));
+    try { answers.direct = { result: readFileSync(target.read, 'utf8') }; } catch (err) { answers.direct = { error: String(err.code ?? err) }; }
+    send({ method: 'session/update', params: { sessionId: 'probe', update: { sessionUpdate: 'agent_message_chunk', content: { type: 'text', text: 'PROBE<' + JSON.stringify(answers) + '>' } } } });
+    return send({ id: m.id, result: { stopReason: 'end_turn' } });
+  }
+  if (m.id !== undefined) send({ id: m.id, error: { code: -32601, message: 'not here' } });
+}
+process.stdin.on('data', (chunk) => {
+  buffer += chunk;
+  let nl;
+  while ((nl = buffer.indexOf('\\n')) >= 0) {
+    const line = buffer.slice(0, nl).trim();
+    buffer = buffer.slice(nl + 1);
+    if (line) void handle(JSON.parse(line));
+  }
+});
+`;
 
 describe('ACP tool names and inputs', () => {
   it('maps the agent tool name when known, else the ACP kind, else other:', () => {

@@ -72,7 +72,8 @@ import type { AdapterLogger, PermissionDecision, RuntimeAdapter, RuntimeEvent, R
 import { createJsonClient, RuntimeApiError } from '../kit/http';
 import { describeRequestError } from '../kit/egress';
 import { SILENT_LOGGER } from '../kit/log';
-import { alive, signalGroup } from '../kit/process';
+import { stopRecordedServers, stopServer } from '../kit/servers';
+import { alive } from '../kit/process';
 import { redact } from '../kit/redact';
 import { fetchThrough, sandboxDispatcher, UNREACHABLE, type Dispatcher } from '../kit/sandbox/provider';
 import type { SessionSandbox, SessionSandboxes } from '../kit/session-sandbox';
@@ -485,24 +486,8 @@ export function createHermesAdapter(opts: HermesAdapterOptions): RuntimeAdapter 
  * not coming back): servers deliberately outlive a crashed worker, so nothing else stops them. `keep` names sessions
  * whose server must stay.
  */
-export async function stopHermesServers(dataDir: string, keep: (sessionId: string) => boolean = () => false): Promise<number> {
-  const root = join(dataDir, 'hermes');
-  const sessions = await readdir(root).catch(() => [] as string[]);
-  let stopped = 0;
-  for (const session of sessions.filter((id) => !keep(id))) {
-    const path = join(root, session, 'server.json');
-    try {
-      const file = JSON.parse(await readFile(path, 'utf8')) as ServerFile;
-      if (isOurProcess(file.pid, file.port)) {
-        await killGroup(file.pid, file.port);
-        stopped++;
-      }
-      await rm(path, { force: true });
-    } catch {
-      // no server recorded for that session
-    }
-  }
-  return stopped;
+export function stopHermesServers(dataDir: string, keep?: (sessionId: string) => boolean): Promise<number> {
+  return stopRecordedServers(join(dataDir, 'hermes'), isOurProcess, keep);
 }
 
 /** A recorded pid is only trusted while it still is a sandboxed `hermes gateway` serving the recorded port (pids get reused). */
@@ -517,12 +502,8 @@ function isOurProcess(pid: number, port: number): boolean {
   }
 }
 
-async function killGroup(pid: number, port: number): Promise<void> {
-  if (!isOurProcess(pid, port)) return;
-  signalGroup(pid, 'SIGTERM');
-  const deadline = Date.now() + 5_000;
-  while (Date.now() < deadline && alive(pid)) await delay(100);
-  if (alive(pid)) signalGroup(pid, 'SIGKILL');
+function killGroup(pid: number, port: number): Promise<void> {
+  return stopServer(pid, port, isOurProcess);
 }
 
 class Turn {

@@ -28,12 +28,13 @@
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { delimiter, dirname, join } from 'node:path';
 import { DEFAULT_NETWORKING } from '../../governance/networking';
 import type { ModelPrice } from '../../governance/pricing';
 import { SILENT_LOGGER } from '../kit/log';
-import { alive, signalGroup } from '../kit/process';
+import { stopRecordedServers, stopServer } from '../kit/servers';
+import { alive } from '../kit/process';
 import { redact } from '../kit/redact';
 import { fetchThrough, sandboxDispatcher, UNREACHABLE, type Dispatcher } from '../kit/sandbox/provider';
 import type { SessionSandbox, SessionSandboxes } from '../kit/session-sandbox';
@@ -333,29 +334,8 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
  * sessions are not coming back, `npm run dev` clearing what a crashed run left). Servers deliberately outlive a
  * crashed worker, so nothing else stops them. `keep` names sessions whose server must stay (it is reattached).
  */
-export async function stopOpenCodeServers(dataDir: string, keep: (sessionId: string) => boolean = () => false): Promise<number> {
-  const root = join(dataDir, 'opencode');
-  let sessions: string[];
-  try {
-    sessions = await readdir(root);
-  } catch {
-    return 0;
-  }
-  let stopped = 0;
-  for (const session of sessions.filter((id) => !keep(id))) {
-    const path = join(root, session, 'server.json');
-    try {
-      const file = JSON.parse(await readFile(path, 'utf8')) as ServerFile;
-      if (isOurProcess(file.pid, file.port)) {
-        await killGroup(file.pid, file.port);
-        stopped++;
-      }
-      await rm(path, { force: true });
-    } catch {
-      // no server recorded for that session
-    }
-  }
-  return stopped;
+export function stopOpenCodeServers(dataDir: string, keep?: (sessionId: string) => boolean): Promise<number> {
+  return stopRecordedServers(join(dataDir, 'opencode'), isOurProcess, keep);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1026,12 +1006,8 @@ function isOurProcess(pid: number, port: number): boolean {
   }
 }
 
-async function killGroup(pid: number, port: number): Promise<void> {
-  if (!isOurProcess(pid, port)) return;
-  signalGroup(pid, 'SIGTERM');
-  const deadline = Date.now() + 5_000;
-  while (Date.now() < deadline && alive(pid)) await sleep(100);
-  if (alive(pid)) signalGroup(pid, 'SIGKILL');
+function killGroup(pid: number, port: number): Promise<void> {
+  return stopServer(pid, port, isOurProcess);
 }
 
 function sleep(ms: number): Promise<void> {

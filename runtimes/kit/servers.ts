@@ -1,0 +1,43 @@
+/**
+ * Runtime servers that outlive their worker by design (persistent, in their session's sandbox: OpenCode, Hermes). Each
+ * is recorded in `<root>/<sessionId>/server.json` (`{ pid, port, … }`, mode 600), and the pid is trusted only while
+ * `isOurs(pid, port)` says it still is that server (pids get reused).
+ */
+import { readdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { alive, signalGroup } from './process';
+
+export type IsOurServer = (pid: number, port: number) => boolean;
+
+/** Ends the server's process group: SIGTERM, then SIGKILL after 5 s; nothing when the pid is no longer ours. */
+export async function stopServer(pid: number, port: number, isOurs: IsOurServer): Promise<void> {
+  if (!isOurs(pid, port)) return;
+  signalGroup(pid, 'SIGTERM');
+  const deadline = Date.now() + 5_000;
+  while (Date.now() < deadline && alive(pid)) await new Promise((resolve) => setTimeout(resolve, 100));
+  if (alive(pid)) signalGroup(pid, 'SIGKILL');
+}
+
+/**
+ * Stops every server recorded under `root` but those of `keep`'s sessions (tests' teardown, a worker's orderly
+ * shutdown when its sessions are not coming back, `npm run dev` clearing what a crashed run left), and removes their
+ * records; answers how many were running.
+ */
+export async function stopRecordedServers(root: string, isOurs: IsOurServer, keep: (sessionId: string) => boolean = () => false): Promise<number> {
+  const sessions = await readdir(root).catch(() => [] as string[]);
+  let stopped = 0;
+  for (const session of sessions.filter((id) => !keep(id))) {
+    const path = join(root, session, 'server.json');
+    try {
+      const file = JSON.parse(await readFile(path, 'utf8')) as { pid: number; port: number };
+      if (isOurs(file.pid, file.port)) {
+        await stopServer(file.pid, file.port, isOurs);
+        stopped++;
+      }
+      await rm(path, { force: true });
+    } catch {
+      // no server recorded for that session
+    }
+  }
+  return stopped;
+}
