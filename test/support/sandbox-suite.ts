@@ -51,6 +51,11 @@ async function agentWith(rt: SandboxedRuntime, stack: Stack, model: ScriptedMode
   return agent.body.id;
 }
 
+/** A session's events, short, for a failure message. */
+async function timeline(stack: Stack, sessionId: string): Promise<string> {
+  return JSON.stringify((await eventsOf(stack, sessionId)).map((e) => [e.type, e.error?.message ?? e.stop_reason?.type ?? e.name ?? ''])).slice(0, 3000);
+}
+
 async function runTurn(stack: Stack, agentId: string, prompt: string, extra: Record<string, unknown> = {}): Promise<string> {
   const session = await stack.call('POST', '/v1/sessions', { agent: agentId, ...extra, initial_events: [{ type: 'user.message', content: prompt }] });
   expect(session.status, JSON.stringify(session.body)).toBe(200);
@@ -119,7 +124,7 @@ describe(`a ${rt.kind} session attacking its sandbox, on a worker process`, () =
       { match: 'still there', steps: [{ text: 'still serving' }] },
     ]);
     const bomb = await runTurn(stack, attacker, 'fork bomb');
-    expect((await eventsOf(stack, bomb)).some((e) => e.type === 'agent.tool_use')).toBe(true);
+    expect((await eventsOf(stack, bomb)).some((e) => e.type === 'agent.tool_use'), await timeline(stack, bomb)).toBe(true);
     // it ran, inside a sandbox (FORK_BOMB refuses to run anywhere else), and the turn ended: with the tool's result, with
     // a session.error, or (a runtime whose own process shares the limit, as Claude Code's does, died and was started
     // again) with end_turn
@@ -128,8 +133,14 @@ describe(`a ${rt.kind} session attacking its sandbox, on a worker process`, () =
     const ended = bombEvents.filter((e) => e.type === 'session.status_idle').at(-1);
     expect(said.includes('ATTACK-RESULT<') || ended?.stop_reason?.type === 'end_turn' || bombEvents.some((e) => e.type === 'session.error'), JSON.stringify(ended)).toBe(true);
     expect(said).not.toContain('not in a sandbox');
+    // archiving the bomb's session ends its sandbox, and every process the bomb left in it
+    expect((await stack.call('POST', `/v1/sessions/${bomb}/archive`)).status).toBe(200);
+
+    // the hog's turn ends with the allocation's failure, or with a clear session.error
     const hog = await runTurn(stack, attacker, 'memory hog');
-    expect(await lastMessage(stack, hog)).toMatch(/MemoryError|Cannot allocate|memory-hog-returned/);
+    const hogEvents = await eventsOf(stack, hog);
+    expect(/MemoryError|Cannot allocate|memory-hog-returned/.test(await lastMessage(stack, hog)) || hogEvents.some((e) => e.type === 'session.error'), await timeline(stack, hog)).toBe(true);
+    expect(await lastMessage(stack, hog)).not.toContain('not in a sandbox');
     const fine = await runTurn(stack, other, 'still there');
     expect(await lastMessage(stack, fine)).toBe('still serving');
     expect(worker.child.exitCode).toBeNull();
