@@ -106,5 +106,7 @@ export function expectNothingFound(decoded: string, t: AttackTargets): void {
 const INSIDE_ONLY = '[ "$(id -u)" = 1000 ] && [ "${HOME#/state}" != "$HOME" ] || { echo "not in a sandbox: refused to run"; exit 0; }; ';
 
 /** Commands that must be bounded by the sandbox's limits and leave the worker serving other sessions. */
-export const FORK_BOMB = `${INSIDE_ONLY}bash -c 'f() { f | f & }; f'; sleep 3; echo fork-bomb-returned`;
+// (the bomb's processes do not hold the tool's output open: the call returns while they hit the limit, instead of when
+// the last of them gives up, which can outlast the runtime's own tool timeout)
+export const FORK_BOMB = `${INSIDE_ONLY}bash -c 'f() { f | f & }; f' </dev/null >/dev/null 2>&1; sleep 3; echo fork-bomb-returned`;
 export const MEMORY_HOG = `${INSIDE_ONLY}python3 -c "a = bytearray(64 * 1024 ** 3)" 2>&1 | tail -1; echo memory-hog-returned`;
