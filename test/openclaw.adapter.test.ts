@@ -5,7 +5,7 @@
  * tool the policy denies (never offered to the model), an interrupt, and a retried turn that reattaches through a new
  * adapter (a lost worker) without sending the prompt again. Then, through the whole stack: an `ask` policy is refused.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -37,13 +37,17 @@ describe('OpenClaw tool names and policy', () => {
     expect(deniedOpenClawTools({ rules: [{ tool: 'read', action: 'allow' }], default: 'deny' })).toContain('write');
   });
 
+  it('declares that its sessions run in their sandbox (sandbox: session), so the API does not mark them sandbox: none', () => {
+    expect(OPENCLAW_CAPABILITIES).toMatchObject({ approvals: false, reattach: true, cost: 'priced', denies: 'whole-tool', sandbox: 'session' });
+  });
+
   it("redacts a provider key (sk-…) from the turn's error even when it is not the session's key", { timeout: 60_000 }, async () => {
     const root = await mkdtemp(join(tmpdir(), 'agentplane-openclaw-redact-'));
     try {
       // an "openclaw" that dies at start, printing a key it found somewhere: its output ends up in the error
       const script = join(root, 'leaky-openclaw.mjs');
       await writeFile(script, "console.error('boom: upstream said sk-live-0123456789abcdefLEAK'); process.exit(1);\n");
-      const adapter = createOpenClawAdapter({ nodeBin: process.execPath, openclawBin: script, startTimeoutMs: 30_000 });
+      const adapter = createOpenClawAdapter({ nodeBin: process.execPath, openclawBin: script, dataDir: root, startTimeoutMs: 30_000 });
       const agent = testAgent({ runtime: { type: 'openclaw', config: {} }, model: 'scripted-model', modelProvider: { baseUrl: 'http://127.0.0.1:9/v1', credentialId: 'cred_1' } });
       const ctx: TurnContext = { sessionId: 'sesn_openclaw_redact', agent, workdir: join(root, 'work'), secrets: { modelApiKey: KEY } };
       const result = await adapter.runTurn(ctx, await adapter.open(ctx, null), { kind: 'message', turnId: 't1', messageId: 'm1', text: 'hi' }, new MemorySink());
@@ -66,6 +70,8 @@ const { binaries } = openClawBinaries();
 describe.skipIf(!binaries)('OpenClaw adapter (real gateway + scripted model)', () => {
   let model: ScriptedModel;
   let workdir: string;
+  /** the adapter's data dir: the session's OpenClaw state, outside its workspace */
+  let dataDir: string;
   let adapter: RuntimeAdapter;
   let ref: RuntimeSessionRef;
   const gates: Gate[] = [];
@@ -107,8 +113,9 @@ describe.skipIf(!binaries)('OpenClaw adapter (real gateway + scripted model)', (
   beforeAll(async () => {
     model = await startScriptedModel();
     workdir = await mkdtemp(join(tmpdir(), 'agentplane-openclaw-'));
+    dataDir = await mkdtemp(join(tmpdir(), 'agentplane-openclaw-data-'));
     // what OpenClaw computes its own cost with (agentplane charges from its tokens; the figure is a cross-check)
-    adapter = createOpenClawAdapter({ ...binaries!, prices: { 'scripted-model': { input: 3, output: 15 } } });
+    adapter = createOpenClawAdapter({ ...binaries!, dataDir, prices: { 'scripted-model': { input: 3, output: 15 } } });
     ref = await adapter.open(context(), null);
   });
   afterAll(async () => {
@@ -116,6 +123,7 @@ describe.skipIf(!binaries)('OpenClaw adapter (real gateway + scripted model)', (
     await adapter?.close(ref);
     await model?.close();
     if (workdir) await rm(workdir, { recursive: true, force: true });
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
   }, 60_000);
 
   it('runs a plain turn: agent.message, a span with the reported cost, end_turn; the key reaches the model and is kept out of everything else', { timeout: 600_000 }, async () => {
@@ -132,7 +140,9 @@ describe.skipIf(!binaries)('OpenClaw adapter (real gateway + scripted model)', (
 
     const request = requestsFor('openclaw hello')[0]!;
     expect(request.headers.authorization).toBe(`Bearer ${KEY}`);
-    const config = join(workdir, '.openclaw', 'openclaw.json');
+    // the config with the key is the runtime's, outside the workspace the agent works in
+    const config = join(dataDir, 'openclaw', 'sesn_openclaw_test', 'home', 'openclaw.json');
+    expect(readdirSync(workdir)).not.toContain('.openclaw');
     expect(statSync(config).mode & 0o777).toBe(0o600);
     expect(readFileSync(config, 'utf8')).toContain(KEY);
     expect(JSON.stringify(ref.state)).not.toContain(KEY);
@@ -196,7 +206,7 @@ describe.skipIf(!binaries)('OpenClaw adapter (real gateway + scripted model)', (
     expect(ref.state.turn).toMatchObject({ turnId: input.turnId, sent: true });
 
     const second = new MemorySink();
-    const next = createOpenClawAdapter(binaries!);
+    const next = createOpenClawAdapter({ ...binaries!, dataDir });
     expect(await run(second, input, next)).toEqual({ status: 'end_turn' });
     expect(timesSent('openclaw retry')).toBe(1);
     // the replay carries the same sourceIds as the first attempt, so the event log keeps one copy
@@ -214,7 +224,7 @@ describe.skipIf(!binaries)('OpenClaw adapter (real gateway + scripted model)', (
     expect(before).toEqual(expect.any(Number));
     policy = { rules: [{ tool: 'bash', action: 'deny', source: 'team' }, ...ownPolicy.rules], default: 'allow' };
     // a new worker: the gateway it finds was started by another, and is stopped by its recorded pid
-    const next = createOpenClawAdapter(binaries!);
+    const next = createOpenClawAdapter({ ...binaries!, dataDir });
     try {
       const sink = new MemorySink();
       expect(await run(sink, message('openclaw after the deny'), next)).toEqual({ status: 'end_turn' });
@@ -235,7 +245,7 @@ describe.skipIf(!binaries)('OpenClaw adapter (real gateway + scripted model)', (
   });
 
   it('keeps the key out of errors', { timeout: 60_000 }, async () => {
-    const broken = createOpenClawAdapter({ nodeBin: binaries!.nodeBin, openclawBin: join(workdir, 'missing.mjs'), startTimeoutMs: 30_000 });
+    const broken = createOpenClawAdapter({ nodeBin: binaries!.nodeBin, openclawBin: join(workdir, 'missing.mjs'), dataDir, startTimeoutMs: 30_000 });
     const other = await mkdtemp(join(tmpdir(), 'agentplane-openclaw-broken-'));
     const ctx = { ...context(), sessionId: 'sesn_openclaw_broken', workdir: other };
     const result = await broken.runTurn(ctx, await broken.open(ctx, null), message('openclaw broken'), new MemorySink());

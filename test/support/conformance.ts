@@ -22,7 +22,7 @@ import { createClaudeCodeAdapter } from '../../runtimes/claude-code/claude-code.
 import { createDeepAgentsAdapter } from '../../runtimes/deepagents/deepagents.adapter';
 import { createHermesAdapter } from '../../runtimes/hermes/hermes.adapter';
 import { createManagedAgentsAdapter } from '../../runtimes/managed-agents/managed-agents.adapter';
-import { createOpenClawAdapter } from '../../runtimes/openclaw/openclaw.adapter';
+import { createOpenClawAdapter, stopOpenClawGateways } from '../../runtimes/openclaw/openclaw.adapter';
 import { createOpenCodeAdapter } from '../../runtimes/opencode/opencode.adapter';
 import { RUNTIME_CAPABILITIES } from '../../runtimes/registry';
 import type { RuntimeKind, RuntimeRegistry } from '../../runtimes/runtime-adapter';
@@ -59,6 +59,8 @@ interface RuntimeCase {
   agent(env: Env): Promise<Record<string, unknown>>;
   /** the runtime runs in the session's sandbox, where the session's workspace is /workspace */
   sandboxed?: boolean;
+  /** stops what outlives a worker by design (a sandboxed runtime server), before the stack goes */
+  cleanup?(env: Env): Promise<void>;
   /** make `prompt` run `steps`; returns the text to send as the user message */
   script(env: Env, prompt: string, steps: Step[]): string;
   /** resolves once the held step of a script has been reached */
@@ -293,7 +295,9 @@ const RUNTIMES: RuntimeCase[] = [
   {
     kind: 'openclaw',
     ...modelBackend,
-    adapter: () => ({ openclaw: createOpenClawAdapter(openClawBinaries().binaries!) }),
+    adapter: (env) => ({ openclaw: createOpenClawAdapter({ ...openClawBinaries().binaries!, dataDir: env.stack.dataDir, sandboxes: env.stack.sandboxes }) }),
+    sandboxed: true,
+    cleanup: (env) => stopOpenClawGateways(env.stack.dataDir),
     // the first turn starts the gateway: about 20 s on an idle machine, a minute or more on a loaded one
     startMs: 180_000,
     agent: async (env) => ({ model: 'scripted-model', runtime: { type: 'openclaw', config: {} }, model_provider: { base_url: env.model!.openaiBaseUrl } }),
@@ -374,6 +378,7 @@ function describeRuntime(rt: RuntimeCase): void {
     afterAll(async () => {
       for (const gate of env.gates.values()) gate.release();
       await worker?.stop();
+      await rt.cleanup?.(env);
       await env.stack?.stop();
       await env.model?.close();
       await env.fake?.close();
