@@ -29,6 +29,10 @@ export interface SandboxedRuntime {
   shell?: { tool: string[]; input: (command: string) => Record<string, unknown> };
   /** its agents' `model_provider.base_url` on the scripted model (default: the OpenAI-compatible one) */
   modelUrl?: (model: ScriptedModel) => string;
+  /** how long one turn may take, the start of the session's runtime server included (default 120 s) */
+  turnMs?: number;
+  /** stops what outlives a worker by design (a persistent runtime server in a sandbox), before the stack goes */
+  cleanup?(stack: Stack): Promise<void>;
 }
 const OTHER_KEY = `sk-other-session-${Math.random().toString(36).slice(2)}`;
 const MARKER = `marker-of-another-session-${Math.random().toString(36).slice(2)}`;
@@ -56,15 +60,19 @@ async function timeline(stack: Stack, sessionId: string): Promise<string> {
   return JSON.stringify((await eventsOf(stack, sessionId)).map((e) => [e.type, e.error?.message ?? e.stop_reason?.type ?? e.name ?? ''])).slice(0, 3000);
 }
 
-async function runTurn(stack: Stack, agentId: string, prompt: string, extra: Record<string, unknown> = {}): Promise<string> {
+async function runTurn(stack: Stack, agentId: string, prompt: string, extra: Record<string, unknown> = {}, timeoutMs = 120_000): Promise<string> {
   const session = await stack.call('POST', '/v1/sessions', { agent: agentId, ...extra, initial_events: [{ type: 'user.message', content: prompt }] });
   expect(session.status, JSON.stringify(session.body)).toBe(200);
   // the turn's end: its session.status_idle (the session is idle before its first turn starts, too)
-  await eventually(async () => ((await eventsOf(stack, session.body.id)).some((e) => e.type === 'session.status_idle') ? true : undefined), { timeoutMs: 120_000, what: `the turn "${prompt}"` });
+  await eventually(async () => ((await eventsOf(stack, session.body.id)).some((e) => e.type === 'session.status_idle') ? true : undefined), { timeoutMs, what: `the turn "${prompt}"` });
   return session.body.id;
 }
 
 export function describeSandboxAttacks(rt: SandboxedRuntime): void {
+const turnMs = rt.turnMs ?? 120_000;
+// a test runs up to three turns, each in a new session
+const testMs = Math.max(300_000, 3 * turnMs);
+const run = (stack: Stack, agentId: string, prompt: string, extra: Record<string, unknown> = {}) => runTurn(stack, agentId, prompt, extra, turnMs);
 const shell = (command: string, description: string) => ({ tool: rt.shell?.tool ?? ['bash', 'Bash', 'execute', 'terminal'], input: rt.shell?.input(command) ?? { command, description } });
 
 describe(`a ${rt.kind} session attacking its sandbox, on a worker process`, () => {
@@ -85,13 +93,14 @@ describe(`a ${rt.kind} session attacking its sandbox, on a worker process`, () =
 
   afterAll(async () => {
     await worker?.stop();
+    if (stack) await rt.cleanup?.(stack);
     await stack?.stop();
     await model?.close();
   }, 60_000);
 
-  it('the attack list finds nothing: no environment, key, other workspace, checkout, platform port, write outside, or ptrace', { timeout: 300_000 }, async () => {
+  it('the attack list finds nothing: no environment, key, other workspace, checkout, platform port, write outside, or ptrace', { timeout: testMs }, async () => {
     model.setScript([{ match: 'leave a marker', steps: [shell(`echo ${MARKER} > /workspace/marker.txt`, 'marker'), { text: 'marked' }] }]);
-    const otherSession = await runTurn(stack, other, 'leave a marker');
+    const otherSession = await run(stack, other, 'leave a marker');
     expect(await lastMessage(stack, otherSession)).toBe('marked');
 
     const database = new URL(stack.databaseUrl);
@@ -110,20 +119,20 @@ describe(`a ${rt.kind} session attacking its sandbox, on a worker process`, () =
       workerPid: worker.child.pid!,
     };
     model.setScript([{ match: 'run the attack list', steps: [{ ...attackToolCall(targets), ...shell(attackToolCall(targets).input.command, 'attack list') }, echoToolResult] }]);
-    const session = await runTurn(stack, attacker, 'run the attack list');
+    const session = await run(stack, attacker, 'run the attack list');
     const decoded = decodeAttackOutput(await lastMessage(stack, session));
     expectNothingFound(decoded, targets);
     // the probe did run as the tool call, inside: the sandbox's user
     expect(decoded).toContain('USER=agent');
   });
 
-  it('a fork bomb and a memory hog each end at the sandbox\'s limits, and the worker still serves another session', { timeout: 300_000 }, async () => {
+  it('a fork bomb and a memory hog each end at the sandbox\'s limits, and the worker still serves another session', { timeout: testMs }, async () => {
     model.setScript([
       { match: 'fork bomb', steps: [shell(FORK_BOMB, 'fork bomb'), echoToolResult] },
       { match: 'memory hog', steps: [shell(MEMORY_HOG, 'memory hog'), echoToolResult] },
       { match: 'still there', steps: [{ text: 'still serving' }] },
     ]);
-    const bomb = await runTurn(stack, attacker, 'fork bomb');
+    const bomb = await run(stack, attacker, 'fork bomb');
     expect((await eventsOf(stack, bomb)).some((e) => e.type === 'agent.tool_use'), await timeline(stack, bomb)).toBe(true);
     // it ran, inside a sandbox (FORK_BOMB refuses to run anywhere else), and the turn ended: with the tool's result, with
     // a session.error, or (a runtime whose own process shares the limit, as Claude Code's does, died and was started
@@ -137,11 +146,11 @@ describe(`a ${rt.kind} session attacking its sandbox, on a worker process`, () =
     expect((await stack.call('POST', `/v1/sessions/${bomb}/archive`)).status).toBe(200);
 
     // the hog's turn ends with the allocation's failure, or with a clear session.error
-    const hog = await runTurn(stack, attacker, 'memory hog');
+    const hog = await run(stack, attacker, 'memory hog');
     const hogEvents = await eventsOf(stack, hog);
     expect(/MemoryError|Cannot allocate|memory-hog-returned/.test(await lastMessage(stack, hog)) || hogEvents.some((e) => e.type === 'session.error'), await timeline(stack, hog)).toBe(true);
     expect(await lastMessage(stack, hog)).not.toContain('not in a sandbox');
-    const fine = await runTurn(stack, other, 'still there');
+    const fine = await run(stack, other, 'still there');
     expect(await lastMessage(stack, fine)).toBe('still serving');
     expect(worker.child.exitCode).toBeNull();
   });
@@ -174,13 +183,13 @@ describe(`limited networking for a ${rt.kind} session`, () => {
     await new Promise((resolve) => site?.close(resolve));
   }, 60_000);
 
-  it('an allowed host is reached through the proxy, another is refused with a sandbox.egress_denied event naming it', { timeout: 300_000 }, async () => {
+  it('an allowed host is reached through the proxy, another is refused with a sandbox.egress_denied event naming it', { timeout: testMs }, async () => {
     const env = await stack.call('POST', '/v1/environments', { name: 'limited', config: { type: 'cloud', networking: { type: 'limited', allowed_hosts: ['allowed.test'] } } });
     expect(env.status, JSON.stringify(env.body)).toBe(200);
     const agent = await agentWith(rt, stack, model, 'limited', 'sk-limited');
     const command = `curl -s -m 10 http://allowed.test:${port}/; echo; curl -s -m 10 -o /dev/null -w 'refused:%{http_code}' http://refused.test:${port}/`;
     model.setScript([{ match: 'fetch two hosts', steps: [shell(command, 'curl'), echoToolResult] }]);
-    const session = await runTurn(stack, agent, 'fetch two hosts', { environment_id: env.body.id });
+    const session = await run(stack, agent, 'fetch two hosts', { environment_id: env.body.id });
     const said = await lastMessage(stack, session);
     expect(said).toContain('hello from the allowed host');
     expect(said).toContain('refused:403');
