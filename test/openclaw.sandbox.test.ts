@@ -21,8 +21,9 @@ describe.skipIf(!binaries)('OpenClaw in its sandbox', () => {
     kind: 'openclaw',
     model: 'scripted-model',
     adapter: (stack) => ({ openclaw: createOpenClawAdapter({ ...binaries!, dataDir: stack.dataDir, sandboxes: stack.sandboxes }) }),
-    // OpenClaw's shell tool
-    shell: { tool: ['exec'], input: (command) => ({ command }) },
+    // OpenClaw's shell tool; it moves a command still running after `yieldMs` (10 s by default) to the background and
+    // answers without its output, and the attack list takes longer than that on a loaded machine
+    shell: { tool: ['exec'], input: (command) => ({ command, yieldMs: 120_000 }) },
     // each session starts its own gateway: one to five minutes on a loaded machine
     turnMs: 600_000,
     // its gateways are persistent (a new worker reattaches to them), so a stopped worker process leaves them running
