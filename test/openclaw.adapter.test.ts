@@ -6,16 +6,18 @@
  * adapter (a lost worker) without sending the prompt again. Then, through the whole stack: an `ask` policy is refused.
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentSnapshot } from '../governance/types';
-import { createOpenClawAdapter, deniedOpenClawTools, openClawTool } from '../runtimes/openclaw/openclaw.adapter';
+import { stopModelBridges, type SessionSandboxes } from '../runtimes/kit/session-sandbox';
+import { createOpenClawAdapter, deniedOpenClawTools, openClawTool, stopOpenClawGateways } from '../runtimes/openclaw/openclaw.adapter';
 import { OPENCLAW_CAPABILITIES } from '../runtimes/openclaw/descriptor';
 import type { RuntimeAdapter, RuntimeSessionRef, TurnContext, TurnInput } from '../runtimes/runtime-adapter';
 import { MemorySink } from './support/memory-sink';
 import { openClawBinaries } from './support/openclaw';
+import { testSandboxes } from './support/sandboxes';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel } from './support/scripted-model';
 import { startStack, type Stack } from './support/stack';
 import { testAgent } from './support/test-agent';
@@ -43,19 +45,27 @@ describe('OpenClaw tool names and policy', () => {
 
   it("redacts a provider key (sk-…) from the turn's error even when it is not the session's key", { timeout: 60_000 }, async () => {
     const root = await mkdtemp(join(tmpdir(), 'agentplane-openclaw-redact-'));
+    const { sandboxes } = await testSandboxes(join(root, 'data'));
     try {
-      // an "openclaw" that dies at start, printing a key it found somewhere: its output ends up in the error
-      const script = join(root, 'leaky-openclaw.mjs');
-      await writeFile(script, "console.error('boom: upstream said sk-live-0123456789abcdefLEAK'); process.exit(1);\n");
-      const adapter = createOpenClawAdapter({ nodeBin: process.execPath, openclawBin: script, dataDir: root, startTimeoutMs: 30_000 });
+      // an "openclaw" that dies at start, printing a key it found somewhere: its output ends up in the error (it runs
+      // in the session's sandbox, which mounts its folder: readable by the sandbox's user)
+      const bin = join(root, 'bin');
+      await mkdir(bin, { mode: 0o755 });
+      const script = join(bin, 'leaky-openclaw.mjs');
+      await writeFile(script, "console.error('boom: upstream said sk-live-0123456789abcdefLEAK'); process.exit(1);\n", { mode: 0o644 });
+      const adapter = createOpenClawAdapter({ nodeBin: process.execPath, openclawBin: script, dataDir: join(root, 'data'), sandboxes, startTimeoutMs: 30_000 });
       const agent = testAgent({ runtime: { type: 'openclaw', config: {} }, model: 'scripted-model', modelProvider: { baseUrl: 'http://127.0.0.1:9/v1', credentialId: 'cred_1' } });
-      const ctx: TurnContext = { sessionId: 'sesn_openclaw_redact', agent, workdir: join(root, 'work'), secrets: { modelApiKey: KEY } };
+      const workdir = join(root, 'data', 'sessions', 'sesn_openclaw_redact');
+      await mkdir(workdir, { recursive: true });
+      const ctx: TurnContext = { sessionId: 'sesn_openclaw_redact', agent, workdir, secrets: { modelApiKey: KEY } };
       const result = await adapter.runTurn(ctx, await adapter.open(ctx, null), { kind: 'message', turnId: 't1', messageId: 'm1', text: 'hi' }, new MemorySink());
       expect(result).toMatchObject({ status: 'error' });
       const message = (result as { message: string }).message;
       expect(message).toContain('boom: upstream said [redacted]');
       expect(message).not.toContain('0123456789abcdefLEAK');
     } finally {
+      await sandboxes.closeAll();
+      await stopModelBridges(join(root, 'data', 'run'));
       await rm(root, { recursive: true, force: true });
     }
   });
@@ -69,9 +79,13 @@ const { binaries } = openClawBinaries();
 
 describe.skipIf(!binaries)('OpenClaw adapter (real gateway + scripted model)', () => {
   let model: ScriptedModel;
+  let root: string;
+  /** the session's workspace, below the data dir as a worker's are */
   let workdir: string;
   /** the adapter's data dir: the session's OpenClaw state, outside its workspace */
   let dataDir: string;
+  /** the sessions' sandboxes, as a worker makes them: every adapter of the file (a new one stands for a new worker) */
+  let sandboxes: SessionSandboxes;
   let adapter: RuntimeAdapter;
   let ref: RuntimeSessionRef;
   const gates: Gate[] = [];
@@ -112,18 +126,25 @@ describe.skipIf(!binaries)('OpenClaw adapter (real gateway + scripted model)', (
 
   beforeAll(async () => {
     model = await startScriptedModel();
-    workdir = await mkdtemp(join(tmpdir(), 'agentplane-openclaw-'));
-    dataDir = await mkdtemp(join(tmpdir(), 'agentplane-openclaw-data-'));
+    root = await mkdtemp(join(tmpdir(), 'agentplane-openclaw-'));
+    dataDir = join(root, 'data');
+    workdir = join(dataDir, 'sessions', 'sesn_openclaw_test');
+    await mkdir(workdir, { recursive: true });
+    ({ sandboxes } = await testSandboxes(dataDir));
     // what OpenClaw computes its own cost with (agentplane charges from its tokens; the figure is a cross-check)
-    adapter = createOpenClawAdapter({ ...binaries!, dataDir, prices: { 'scripted-model': { input: 3, output: 15 } } });
+    adapter = createOpenClawAdapter({ ...binaries!, dataDir, sandboxes, prices: { 'scripted-model': { input: 3, output: 15 } } });
     ref = await adapter.open(context(), null);
   });
   afterAll(async () => {
     for (const gate of gates) gate.release();
     await adapter?.close(ref);
     await model?.close();
-    if (workdir) await rm(workdir, { recursive: true, force: true });
-    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+    if (!root) return;
+    // gateways outlive their worker by design: stop whatever a failed test left behind before deleting its data
+    await stopOpenClawGateways(dataDir);
+    await sandboxes?.closeAll();
+    await stopModelBridges(join(dataDir, 'run'));
+    await rm(root, { recursive: true, force: true });
   }, 60_000);
 
   it('runs a plain turn: agent.message, a span with the reported cost, end_turn; the key reaches the model and is kept out of everything else', { timeout: 600_000 }, async () => {
@@ -206,7 +227,7 @@ describe.skipIf(!binaries)('OpenClaw adapter (real gateway + scripted model)', (
     expect(ref.state.turn).toMatchObject({ turnId: input.turnId, sent: true });
 
     const second = new MemorySink();
-    const next = createOpenClawAdapter({ ...binaries!, dataDir });
+    const next = createOpenClawAdapter({ ...binaries!, dataDir, sandboxes });
     expect(await run(second, input, next)).toEqual({ status: 'end_turn' });
     expect(timesSent('openclaw retry')).toBe(1);
     // the replay carries the same sourceIds as the first attempt, so the event log keeps one copy
@@ -224,7 +245,7 @@ describe.skipIf(!binaries)('OpenClaw adapter (real gateway + scripted model)', (
     expect(before).toEqual(expect.any(Number));
     policy = { rules: [{ tool: 'bash', action: 'deny', source: 'team' }, ...ownPolicy.rules], default: 'allow' };
     // a new worker: the gateway it finds was started by another, and is stopped by its recorded pid
-    const next = createOpenClawAdapter({ ...binaries!, dataDir });
+    const next = createOpenClawAdapter({ ...binaries!, dataDir, sandboxes });
     try {
       const sink = new MemorySink();
       expect(await run(sink, message('openclaw after the deny'), next)).toEqual({ status: 'end_turn' });
@@ -245,13 +266,15 @@ describe.skipIf(!binaries)('OpenClaw adapter (real gateway + scripted model)', (
   });
 
   it('keeps the key out of errors', { timeout: 60_000 }, async () => {
-    const broken = createOpenClawAdapter({ nodeBin: binaries!.nodeBin, openclawBin: join(workdir, 'missing.mjs'), dataDir, startTimeoutMs: 30_000 });
-    const other = await mkdtemp(join(tmpdir(), 'agentplane-openclaw-broken-'));
+    const broken = createOpenClawAdapter({ nodeBin: binaries!.nodeBin, openclawBin: join(root, 'missing.mjs'), dataDir, sandboxes, startTimeoutMs: 30_000 });
+    const other = join(dataDir, 'sessions', 'sesn_openclaw_broken');
+    await mkdir(other, { recursive: true });
     const ctx = { ...context(), sessionId: 'sesn_openclaw_broken', workdir: other };
     const result = await broken.runTurn(ctx, await broken.open(ctx, null), message('openclaw broken'), new MemorySink());
-    expect(result).toMatchObject({ status: 'error' });
+    expect(result).toMatchObject({ status: 'error', retryable: false });
+    expect((result as { message: string }).message).toContain('missing.mjs');
     expect(JSON.stringify(result)).not.toContain(KEY);
-    await rm(other, { recursive: true, force: true });
+    await broken.close(await broken.open(ctx, null));
   });
 });
 

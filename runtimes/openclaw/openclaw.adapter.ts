@@ -9,7 +9,7 @@
  * The gateway listens on loopback with token auth; we connect as a trusted local backend client
  * (`client.id: gateway-client`, `mode: backend`), which needs no device pairing.
  *
- * Sandbox (with `sandboxes`): the gateway runs in the session's sandbox (runtimes/kit/sandbox/), spawned persistent so
+ * Sandbox: the gateway runs in the session's sandbox (runtimes/kit/sandbox/), spawned persistent so
  * that it outlives a crashed worker; the workspace is `/workspace`, `home/` is `/state`, the Node 24 binary's folder
  * and OpenClaw's `node_modules` are mounted read-only (./install.ts: mirrored where a root worker's sandboxes cannot
  * reach them), the model is reached at the sandbox's model bridge, and everything else the gateway or its tools open
@@ -54,8 +54,7 @@ import { evaluatePolicy, globMatch } from '../../governance/policy';
 import { priceFor, type ModelPrice } from '../../governance/pricing';
 import { CANONICAL_TOOLS, type CanonicalTool, type ToolPolicy } from '../../governance/types';
 import { runtimeEnv } from '../kit/env';
-import { freePort } from '../kit/ports';
-import { alive, signalGroup, startProcess } from '../kit/process';
+import { alive, signalGroup } from '../kit/process';
 import { redact } from '../kit/redact';
 import type { SandboxProcess } from '../kit/sandbox/provider';
 import type { SessionSandbox, SessionSandboxes } from '../kit/session-sandbox';
@@ -70,11 +69,8 @@ export interface OpenClawAdapterOptions {
   openclawBin: string;
   /** each session's OpenClaw state (its config with the key, transcripts) goes in `<dataDir>/openclaw/<sessionId>` */
   dataDir: string;
-  /**
-   * each session's sandbox: the gateway (and every tool it runs) runs in it, persistent so that it outlives a crashed
-   * worker; absent, the gateway runs on the host (an adapter test of its own)
-   */
-  sandboxes?: SessionSandboxes;
+  /** each session's sandbox: the gateway (and every tool it runs) runs in it, persistent so that it outlives a crashed worker */
+  sandboxes: SessionSandboxes;
   /** where a root worker mirrors an install its sandboxes cannot reach (./install.ts; default /var/cache/agentplane) */
   installMirrorDir?: string;
   logger?: AdapterLogger;
@@ -261,9 +257,9 @@ interface LiveGateway {
 }
 
 /**
- * Where a session's OpenClaw files are. `host` is the worker's view; `inside` is what OpenClaw is told (the same paths
- * unsandboxed; `/state/…` and `/workspace` in a sandbox). `root` is the worker's (the log goes there); `home` is what
- * the sandbox mounts at /state, the runtime's own: the config with the key, OpenClaw's state (transcripts) and HOME.
+ * Where a session's OpenClaw files are. The fields are the worker's view; `inside` is what OpenClaw is told, in its
+ * sandbox (`/state/…` and `/workspace`). `root` is the worker's (the log goes there); `home` is what the sandbox mounts
+ * at /state, the runtime's own: the config with the key, OpenClaw's state (transcripts) and HOME.
  */
 interface Paths {
   root: string;
@@ -276,10 +272,10 @@ interface Paths {
   inside: { home: string; config: string; state: string; workspace: string };
 }
 
-function pathsOf(dataDir: string, ctx: Pick<TurnContext, 'sessionId' | 'workdir'>, sandboxed: boolean): Paths {
+function pathsOf(dataDir: string, ctx: Pick<TurnContext, 'sessionId'>): Paths {
   const root = join(dataDir, 'openclaw', ctx.sessionId);
   const home = join(root, 'home');
-  const inside = sandboxed ? { home: '/state', workspace: '/workspace' } : { home, workspace: ctx.workdir };
+  const inside = { home: '/state', workspace: '/workspace' };
   return {
     root,
     home,
@@ -354,22 +350,6 @@ async function restrict(path: string): Promise<void> {
   }
 }
 
-function hostProcess(child: ReturnType<typeof startProcess>): GatewayProcess {
-  const ended = new Promise<void>((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once('exit', () => resolve());
-    child.once('error', () => resolve());
-  });
-  return {
-    pid: child.pid,
-    ended,
-    get running() {
-      return child.exitCode === null && child.signalCode === null;
-    },
-    kill: () => child.kill('SIGKILL'),
-  };
-}
-
 function sandboxedProcess(proc: SandboxProcess): GatewayProcess {
   let running = true;
   const ended = proc.exited.then(() => {
@@ -391,14 +371,16 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
   /** the sessions' sandboxes this worker has opened */
   const sandboxes = new Map<string, SessionSandbox>();
   const startTimeoutMs = opts.startTimeoutMs ?? 240_000;
-  const sandboxed = opts.sandboxes !== undefined;
   let install: Promise<OpenClawInstall> | undefined;
 
-  const paths = (ctx: Pick<TurnContext, 'sessionId' | 'workdir'>) => pathsOf(opts.dataDir, ctx, sandboxed);
+  const paths = (ctx: Pick<TurnContext, 'sessionId' | 'workdir'>) => pathsOf(opts.dataDir, ctx);
 
   /** the install as the sandboxes mount it (mirrored once per worker when they cannot reach it: ./install.ts) */
   function installed(): Promise<OpenClawInstall> {
-    install ??= sandboxInstall(opts.nodeBin, opts.openclawBin, opts.installMirrorDir);
+    // a missing install is the worker's to fix: the turn fails at once, naming it
+    install ??= sandboxInstall(opts.nodeBin, opts.openclawBin, opts.installMirrorDir).catch((err: Error) => {
+      throw new OpenClawError(`the OpenClaw install cannot be mounted in the session's sandbox: ${err.message}`, false);
+    });
     install.catch(() => (install = undefined));
     return install;
   }
@@ -410,7 +392,7 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
   async function openSandbox(ctx: TurnContext, keep: boolean): Promise<SessionSandbox> {
     const p = paths(ctx);
     await mkdir(p.root, { recursive: true, mode: 0o711 });
-    const sandbox = await opts.sandboxes!.open({
+    const sandbox = await opts.sandboxes.open({
       sessionId: ctx.sessionId,
       workspace: ctx.workdir,
       state: p.home,
@@ -423,10 +405,17 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
     return sandbox;
   }
 
-  /** how the worker reaches the session's gateway: through its sandbox's bridge, or the host's loopback */
-  function via(sessionId: string, port: number): (() => Promise<Socket>) | undefined {
+  /** the session's sandbox, opened by this turn (gatewayForTurn) */
+  function sandboxOf(sessionId: string): SessionSandbox {
     const sandbox = sandboxes.get(sessionId);
-    return sandbox ? () => sandbox.sandbox.connect(port) : undefined;
+    if (!sandbox) throw new OpenClawError(`session ${sessionId} has no sandbox open on this worker`, true);
+    return sandbox;
+  }
+
+  /** how the worker reaches the session's gateway: through its sandbox's bridge, never a port of the host's */
+  function via(sessionId: string, port: number): () => Promise<Socket> {
+    const sandbox = sandboxOf(sessionId);
+    return () => sandbox.sandbox.connect(port);
   }
 
   async function readGatewayConfig(p: Paths): Promise<{ port: number; token: string } | null> {
@@ -478,24 +467,23 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
   }
 
   async function start(ctx: TurnContext, p: Paths, state: OpenClawState, save: (s: OpenClawState) => Promise<void>): Promise<LiveGateway> {
-    const sandbox = sandboxes.get(ctx.sessionId);
+    const sandbox = sandboxOf(ctx.sessionId);
     await mkdir(p.root, { recursive: true, mode: 0o711 });
     await mkdir(p.home, { recursive: true, mode: 0o700 });
-    // in a sandbox, the state folder belongs to the sandbox's user (it was handed over when the sandbox was made), and
-    // so must what the worker writes there for the gateway
+    // the state folder belongs to the sandbox's user (it was handed over when the sandbox was made), and so must what
+    // the worker writes there for the gateway
     const home = await stat(p.home);
-    const owner = sandbox && process.getuid?.() === 0 ? { uid: home.uid, gid: home.gid } : null;
+    const owner = process.getuid?.() === 0 ? { uid: home.uid, gid: home.gid } : null;
     for (const dir of [p.state]) {
       await mkdir(dir, { recursive: true, mode: 0o700 });
       if (owner) await lchown(dir, owner.uid, owner.gid);
     }
     // the port and token stay the same for the session: rewriting them would make a running gateway restart itself
     const previous = await readGatewayConfig(p);
-    const port = previous?.port ?? (sandbox ? await sandbox.sandbox.port() : await freePort());
+    const port = previous?.port ?? (await sandbox.sandbox.port());
     const token = previous?.token ?? randomBytes(24).toString('base64url');
-    // the model at the sandbox's bridge when there is one, never at the agent's own address
-    const modelBaseUrl = sandbox ? sandbox.modelBaseUrl : ctx.agent.modelProvider?.baseUrl;
-    await writeNoFollow(p.config, JSON.stringify(buildConfig(ctx, p, modelBaseUrl, port, token, opts.prices ?? {}), null, 2), owner);
+    // the model at the sandbox's bridge, never at the agent's own address
+    await writeNoFollow(p.config, JSON.stringify(buildConfig(ctx, p, sandbox.modelBaseUrl, port, token, opts.prices ?? {}), null, 2), owner);
     let current = state;
     if (current.port !== port) await save((current = { ...current, port }));
 
@@ -521,7 +509,7 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
   async function childEnv(ctx: TurnContext, p: Paths): Promise<Record<string, string>> {
     // a minimal environment: the worker's own variables (and secrets) are not passed on; the OPENCLAW_* switches are
     // the embedding preset (gateway/embedding.md) plus the background work a per-session gateway does not need
-    const sandbox = sandboxes.get(ctx.sessionId);
+    const sandbox = sandboxOf(ctx.sessionId);
     return runtimeEnv(
       {
         HOME: p.inside.home,
@@ -538,54 +526,35 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
         OPENCLAW_SKIP_BROWSER_CONTROL_SERVER: '1',
         OPENCLAW_SKIP_STARTUP_MODEL_PREWARM: '1',
         NO_COLOR: '1',
-        // in a sandbox: everything it opens itself goes through the session's egress proxy (Node 24 honours the
-        // proxy variables with NODE_USE_ENV_PROXY), and so does what its tools run
-        ...(sandbox ? { ...sandbox.env, NODE_USE_ENV_PROXY: '1' } : {}),
+        // everything it opens itself goes through the session's egress proxy (Node 24 honours the proxy variables
+        // with NODE_USE_ENV_PROXY), and so does what its tools run
+        ...sandbox.env,
+        NODE_USE_ENV_PROXY: '1',
       },
-      // in a sandbox, PATH is the sandbox's own
-      { inherit: sandbox ? [] : ['PATH'] },
+      // PATH is the sandbox's own
+      { inherit: [] },
     );
   }
 
   async function doctor(ctx: TurnContext, p: Paths): Promise<void> {
     const args = ['doctor', '--fix', '--yes', '--non-interactive'];
     const env = await childEnv(ctx, p);
-    const sandbox = sandboxes.get(ctx.sessionId);
-    if (sandbox) {
-      const bin = await installed();
-      await sandbox.sandbox.spawn(bin.nodeBin, [bin.openclawBin, ...args], { env, cwd: p.inside.workspace, logFile: p.log, timeoutMs: 120_000, limits: { memoryBytes: GATEWAY_DATA_BYTES } }).exited;
-      return;
-    }
-    await hostProcess(startProcess(opts.nodeBin, [opts.openclawBin, ...args], { cwd: ctx.workdir, env })).ended;
+    const bin = await installed();
+    await sandboxOf(ctx.sessionId).sandbox.spawn(bin.nodeBin, [bin.openclawBin, ...args], { env, cwd: p.inside.workspace, logFile: p.log, timeoutMs: 120_000, limits: { memoryBytes: GATEWAY_DATA_BYTES } }).exited;
   }
 
   /** the gateway process, and the last lines of its output (for an error saying why it did not start) */
   async function spawnGateway(ctx: TurnContext, p: Paths, port: number): Promise<{ child: GatewayProcess; tail: () => Promise<string>; exitCode: () => number | null }> {
     const args = ['gateway', 'run', '--allow-unconfigured'];
     const env = await childEnv(ctx, p);
-    const sandbox = sandboxes.get(ctx.sessionId);
-    if (sandbox) {
-      const bin = await installed();
-      // persistent: it outlives a crashed worker, as a gateway on the host does; its output goes to its log
-      const proc = sandbox.sandbox.spawn(bin.nodeBin, [bin.openclawBin, ...args], { env, cwd: p.inside.workspace, serve: [port], persistent: true, logFile: p.log, limits: { memoryBytes: GATEWAY_DATA_BYTES } });
-      await writeFile(p.pid, String(proc.pid ?? ''));
-      let code: number | null = null;
-      void proc.exited.then((exit) => (code = exit.exitCode ?? -1));
-      const tail = async () => (await readNoFollow(p.log).catch(() => '')).split('\n').filter(Boolean).slice(-5).join(' | ');
-      return { child: sandboxedProcess(proc), tail, exitCode: () => code };
-    }
-    const child = startProcess(opts.nodeBin, [opts.openclawBin, ...args], { cwd: ctx.workdir, env, stdout: 'pipe', stderr: 'pipe' });
-    const lines: string[] = [];
-    const keep = (chunk: Buffer) => {
-      lines.push(...String(chunk).split('\n').filter(Boolean));
-      lines.splice(0, Math.max(0, lines.length - 20));
-    };
-    child.stdout?.on('data', keep);
-    child.stderr?.on('data', keep);
+    const bin = await installed();
+    // persistent: it outlives a crashed worker, and the next worker reattaches to it; its output goes to its log
+    const proc = sandboxOf(ctx.sessionId).sandbox.spawn(bin.nodeBin, [bin.openclawBin, ...args], { env, cwd: p.inside.workspace, serve: [port], persistent: true, logFile: p.log, limits: { memoryBytes: GATEWAY_DATA_BYTES } });
+    await writeFile(p.pid, String(proc.pid ?? ''));
     let code: number | null = null;
-    child.once('error', () => (code = -1));
-    child.once('exit', (c) => (code = c ?? -1));
-    return { child: hostProcess(child), tail: async () => lines.slice(-5).join(' | '), exitCode: () => code };
+    void proc.exited.then((exit) => (code = exit.exitCode ?? -1));
+    const tail = async () => (await readNoFollow(p.log).catch(() => '')).split('\n').filter(Boolean).slice(-5).join(' | ');
+    return { child: sandboxedProcess(proc), tail, exitCode: () => code };
   }
 
   async function launch(ctx: TurnContext, p: Paths, port: number, token: string, started: number): Promise<LiveGateway> {
@@ -593,7 +562,7 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
     void child.ended.then(() => {
       if (live.get(ctx.sessionId)?.child === child) live.delete(ctx.sessionId);
     });
-    opts.logger?.info('openclaw gateway starting', { sessionId: ctx.sessionId, port, pid: child.pid, sandbox: sandboxes.get(ctx.sessionId)?.sandbox.kind ?? 'none' });
+    opts.logger?.info('openclaw gateway starting', { sessionId: ctx.sessionId, port, pid: child.pid, sandbox: sandboxOf(ctx.sessionId).sandbox.kind });
 
     for (;;) {
       const exited = exitCode();
@@ -627,11 +596,9 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
       current = next;
       await save(next);
     };
-    if (opts.sandboxes) {
-      // every turn: the environment's networking as it is now; the first on this worker makes the sandbox again around
-      // a gateway a previous worker left running
-      await openSandbox(ctx, !sandboxes.has(ctx.sessionId) && state.pid !== undefined && isSandboxedGatewayOf(state.pid, paths(ctx).log));
-    }
+    // every turn: the environment's networking as it is now; the first on this worker makes the sandbox again around
+    // a gateway a previous worker left running
+    await openSandbox(ctx, !sandboxes.has(ctx.sessionId) && state.pid !== undefined && isSandboxedGatewayOf(state.pid, paths(ctx).log));
     const gw = await gateway(ctx, current, track, signal);
     if (!newTurn) return gw;
     const wanted = deniedOpenClawTools(ctx.agent.toolPolicy).sort();
@@ -655,13 +622,12 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
     }
     const pid = state.pid;
     const p = paths(ctx);
-    const ours = pid !== undefined && (sandboxed ? isSandboxedGatewayOf(pid, p.log) : isGatewayOf(pid, p.inside.config));
+    const ours = pid !== undefined && isSandboxedGatewayOf(pid, p.log);
     if (!ours) {
       throw new OpenClawError('the tool policy changed, but the gateway a previous worker left running cannot be stopped to apply it (its process is not known)', false);
     }
-    // in a sandbox, the pid leads the sandbox's process group: the whole sandboxed gateway goes
-    if (sandboxed) signalGroup(pid, 'SIGKILL');
-    else process.kill(pid, 'SIGKILL');
+    // the pid leads the sandbox's process group: the whole sandboxed gateway goes
+    signalGroup(pid, 'SIGKILL');
     for (let waited = 0; alive(pid) && waited < 10_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
   }
 
@@ -696,11 +662,11 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
       // down would leave it running, so it is stopped by its recorded pid
       const root = join(opts.dataDir, 'openclaw', ref.sessionId);
       const pid = Number(await readFile(join(root, 'gateway.pid'), 'utf8').catch(() => '')) || (ref.state as OpenClawState).pid;
-      if (sandboxed && pid && isSandboxedGatewayOf(pid, join(root, 'gateway.log'))) {
+      if (pid && isSandboxedGatewayOf(pid, join(root, 'gateway.log'))) {
         signalGroup(pid, 'SIGKILL');
         for (let waited = 0; alive(pid) && waited < 10_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
       }
-      await opts.sandboxes?.close(ref.sessionId);
+      await opts.sandboxes.close(ref.sessionId);
     },
   };
 }
@@ -720,15 +686,6 @@ async function enforcedDenies(client: GatewayClient): Promise<string[] | null> {
   }
 }
 
-/** A recorded pid is only trusted while it is a gateway run with this session's config (pids get reused). */
-function isGatewayOf(pid: number, configPath: string): boolean {
-  try {
-    return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`OPENCLAW_CONFIG_PATH=${configPath}`);
-  } catch {
-    return false; // gone, not ours to read, or no /proc: nothing proves it is ours
-  }
-}
-
 /**
  * Stops every sandboxed gateway started with `dataDir` that is still running (a test's teardown; a gateway outlives the
  * worker that started it by design, so that a new worker reattaches to it).
@@ -742,9 +699,9 @@ export async function stopOpenClawGateways(dataDir: string): Promise<void> {
 }
 
 /**
- * The same for a gateway in a sandbox, whose environment is inside (bubblewrap reads it from a descriptor): the pid
- * leads the sandbox's process group, writes the session's gateway log (a host path no other session has) and runs
- * `gateway run`.
+ * A recorded pid is only trusted while it is this session's gateway (pids get reused): it leads the sandbox's process
+ * group, writes the session's gateway log (a host path no other session has) and runs `gateway run`. (Its environment
+ * cannot tell: it is inside, and bubblewrap reads it from a descriptor.)
  */
 function isSandboxedGatewayOf(pid: number, logPath: string): boolean {
   try {

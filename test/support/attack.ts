@@ -1,13 +1,14 @@
 /**
  * The attack list of the sandbox issue, as one bash script a session runs as a tool call. Its whole output is
- * base64-encoded inside the sandbox (`| base64 -w0`), so redaction anywhere on the way back cannot hide a leak: the test
- * decodes what came back and looks for every secret and every marker itself.
+ * compressed and base64-encoded inside the sandbox (`| gzip -9 | base64 -w0`), so redaction anywhere on the way back
+ * cannot hide a leak: the test decodes what came back and looks for every secret and every marker itself.
  *
  * How a runtime test uses it: the scripted model answers the prompt with a `bash` tool call running `attackScript`,
  * then with a message that repeats the tool result it saw (`echoToolResult`); the test decodes that message with
  * `decodeAttackOutput` and hands it to `expectNothingFound`. What the model saw is what an agent could exfiltrate.
  */
 import { existsSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import { expect } from 'vitest';
 
 export interface AttackTargets {
@@ -63,7 +64,9 @@ export function attackScript(t: AttackTargets): string {
     `python3 -c 'import ctypes,sys\nl=ctypes.CDLL(None,use_errno=True)\nfor p in sys.argv[1:]:\n  print("PTRACE-OK:"+p if l.ptrace(16,int(p),0,0)==0 else "ptrace-refused:"+p)' ${t.workerPid} 1`,
     'echo ATTACK-DONE',
   ];
-  return `( ${lines.join('\n')}\n) | base64 -w0`;
+  // compressed, so that it fits a runtime's cap on a tool result (OpenClaw's is 8,000 characters); a cut output does
+  // not decode, and one without ATTACK-DONE fails
+  return `( ${lines.join('\n')}\n) | gzip -9 | base64 -w0`;
 }
 
 /** The tool call the scripted model makes: the script, base64 output only. */
@@ -79,7 +82,7 @@ export function decodeAttackOutput(message: string): string {
   const inner = /ATTACK-RESULT<([\s\S]*)>/.exec(message)?.[1] ?? '';
   const b64 = /[A-Za-z0-9+/]{40,}={0,2}/.exec(inner)?.[0];
   if (!b64) throw new Error(`no base64 output in the tool result: ${inner.slice(0, 500)}`);
-  return Buffer.from(b64, 'base64').toString('utf8');
+  return gunzipSync(Buffer.from(b64, 'base64')).toString('utf8');
 }
 
 /** The script ran to its end, and found nothing. */
