@@ -57,8 +57,7 @@ import { refuseInterpolation } from '../kit/interpolation';
 import { SILENT_LOGGER } from '../kit/log';
 import { signalGroup } from '../kit/process';
 import type { SandboxProcess } from '../kit/sandbox/provider';
-import type { SessionSandboxes } from '../kit/session-sandbox';
-import { DEFAULT_NETWORKING } from '../../governance/networking';
+import { turnSandboxRequest, type SessionSandboxes } from '../kit/session-sandbox';
 import { redact } from '../kit/redact';
 import { buildOpenCodeConfig, canonicalTool as openCodeTool, defaultOpenCodeBinary, OPENCODE_KEY_ENV, OPENCODE_SWITCHES, openCodePrice } from '../opencode/config';
 import type {
@@ -232,14 +231,9 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
     if (previous?.pid && previous.command) killGroup(previous.pid, previous.command);
     // the command as the host knows it, to mount its directory; then the same launch with the sandbox's paths
     const named = launch(name, ctx, { home: dirs.home, workdir: ctx.workdir, sandboxed: false });
-    const session = await opts.sandboxes.open({
-      sessionId: ctx.sessionId,
-      workspace: ctx.workdir,
-      state: dirs.home,
-      networking: ctx.networking ?? DEFAULT_NETWORKING,
-      modelBaseUrl: ctx.agent.modelProvider?.baseUrl,
-      mounts: [...new Set([dirname(realpathSync(named.command)), ...(opts.agents?.[name]?.mounts ?? [])])],
-    });
+    const session = await opts.sandboxes.open(
+      turnSandboxRequest(ctx, { state: dirs.home, mounts: [...new Set([dirname(realpathSync(named.command)), ...(opts.agents?.[name]?.mounts ?? [])])] }),
+    );
     const where: Where = { home: session.sandbox.paths.state, workdir: session.sandbox.paths.workspace, modelBaseUrl: session.modelBaseUrl, sandboxed: true };
     const inside = launch(name, ctx, where);
     const command = realpathSync(inside.command);

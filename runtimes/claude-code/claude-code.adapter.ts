@@ -54,7 +54,7 @@
 import { runtimeEnv } from '../kit/env';
 import { SILENT_LOGGER } from '../kit/log';
 import { redact } from '../kit/redact';
-import type { SessionSandbox, SessionSandboxes } from '../kit/session-sandbox';
+import { turnSandboxRequest, type SessionSandbox, type SessionSandboxes } from '../kit/session-sandbox';
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { constants, existsSync, realpathSync } from 'node:fs';
@@ -62,7 +62,6 @@ import { mkdir, open as openFile, readdir, readlink, realpath, rm } from 'node:f
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { query, type HookCallback, type Query, type SDKMessage, type SDKUserMessage, type SpawnedProcess, type SpawnOptions } from '@anthropic-ai/claude-agent-sdk';
-import { DEFAULT_NETWORKING } from '../../governance/networking';
 import type { CanonicalTool } from '../../governance/types';
 import type {
   AdapterLogger,
@@ -242,15 +241,14 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
   async function sandboxFor(ctx: TurnContext): Promise<SessionSandbox> {
     const dirs = layout(ctx.sessionId);
     for (const dir of [dirs.home, dirs.config, ctx.workdir]) await mkdir(dir, { recursive: true });
-    return opts.sandboxes.open({
-      sessionId: ctx.sessionId,
-      workspace: ctx.workdir,
-      state: dirs.root,
-      networking: ctx.networking ?? DEFAULT_NETWORKING,
-      // Claude Code's default endpoint when the agent names none: its host is then let through whatever the networking
-      modelBaseUrl: ctx.agent.modelProvider?.baseUrl ?? ANTHROPIC_API,
-      mounts: [dirname(claudeBinary())],
-    });
+    return opts.sandboxes.open(
+      turnSandboxRequest(ctx, {
+        state: dirs.root,
+        // Claude Code's default endpoint when the agent names none: its host is then let through whatever the networking
+        modelBaseUrl: ctx.agent.modelProvider?.baseUrl ?? ANTHROPIC_API,
+        mounts: [dirname(claudeBinary())],
+      }),
+    );
   }
 
   /** The `claude` binary: the one given, or the one the SDK ships; its real path, which the sandbox mounts. */

@@ -54,8 +54,7 @@ import { ChatOpenAI, ChatOpenAICompletions } from '@langchain/openai';
 import { createEgressGuard, describeStatus, egressRefusal, errorToken, type EgressGuard } from '../kit/egress';
 import type { CanonicalTool } from '../../governance/types';
 import { redact } from '../kit/redact';
-import type { SessionSandboxes } from '../kit/session-sandbox';
-import { DEFAULT_NETWORKING } from '../../governance/networking';
+import { turnSandboxRequest, type SessionSandboxes } from '../kit/session-sandbox';
 import { createSandboxBackend, type BaseSandboxClass } from './sandbox-backend';
 import type {
   AdapterLogger,
@@ -244,12 +243,8 @@ async function buildAgent(opts: Options, ctx: TurnContext, sink: TurnSink): Prom
   const model = new ChatOpenAI({ ...fields, completions: new OfflineCompletions(fields) });
   const { createDeepAgent, BaseSandbox } = await loadDeepAgents();
   const timeout = opts.commandTimeoutSeconds ?? 120;
-  const session = await opts.sandboxes.open({
-    sessionId: ctx.sessionId,
-    workspace: ctx.workdir,
-    state: join(opts.dataDir, 'deepagents', ctx.sessionId, 'home'),
-    networking: ctx.networking ?? DEFAULT_NETWORKING,
-  });
+  // the model is called from the worker (DeepAgents runs in it): no model bridge in the sandbox
+  const session = await opts.sandboxes.open(turnSandboxRequest(ctx, { state: join(opts.dataDir, 'deepagents', ctx.sessionId, 'home'), modelBaseUrl: undefined }));
   const backend = createSandboxBackend(BaseSandbox, { sandbox: session.sandbox, env: { ...session.env, LANG: 'C.UTF-8' }, timeoutSeconds: timeout });
   const checkpointer = await FileCheckpointSaver.open(join(opts.dataDir, 'deepagents', ctx.sessionId, 'checkpoints.json'));
   const interruptOn = Object.fromEntries(Object.keys(DEEPAGENTS_TOOLS).map((name) => [name, { allowedDecisions: ['approve', 'reject'] }]));

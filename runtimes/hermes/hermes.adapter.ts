@@ -65,7 +65,6 @@ import { chown, copyFile, mkdir, readdir, readFile, rm, stat, writeFile } from '
 import { dirname, isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { denyRuleLabel, unenforceableDenies } from '../../governance/enforceability';
-import { DEFAULT_NETWORKING } from '../../governance/networking';
 import { evaluatePolicy } from '../../governance/policy';
 import { CANONICAL_TOOLS, type CanonicalTool } from '../../governance/types';
 import type { AdapterLogger, PermissionDecision, RuntimeAdapter, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from '../runtime-adapter';
@@ -76,7 +75,7 @@ import { stopRecordedServers, stopServer } from '../kit/servers';
 import { alive } from '../kit/process';
 import { redact } from '../kit/redact';
 import { fetchThrough, sandboxDispatcher, UNREACHABLE, type Dispatcher } from '../kit/sandbox/provider';
-import type { SessionSandbox, SessionSandboxes } from '../kit/session-sandbox';
+import { turnSandboxRequest, type SessionSandbox, type SessionSandboxes } from '../kit/session-sandbox';
 import { readSseFrames } from '../kit/sse';
 import { descriptor } from './descriptor';
 
@@ -317,15 +316,7 @@ export function createHermesAdapter(opts: HermesAdapterOptions): RuntimeAdapter 
 
   /** The session's sandbox, opened around a server that outlived its worker (`keep`) or fresh; the turn's networking. */
   function openSandbox(ctx: TurnContext, keep: boolean): Promise<SessionSandbox> {
-    return opts.sandboxes.open({
-      sessionId: ctx.sessionId,
-      workspace: ctx.workdir,
-      state: layout(ctx.sessionId).home,
-      networking: ctx.networking ?? DEFAULT_NETWORKING,
-      modelBaseUrl: ctx.agent.modelProvider?.baseUrl,
-      mounts: hermesMounts(opts.binaryPath),
-      keep,
-    });
+    return opts.sandboxes.open(turnSandboxRequest(ctx, { state: layout(ctx.sessionId).home, mounts: hermesMounts(opts.binaryPath), keep }));
   }
 
   function remember(sessionId: string, sandbox: SessionSandbox, port: number): void {

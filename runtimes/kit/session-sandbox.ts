@@ -17,7 +17,8 @@ import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { allowsHost, type Networking } from '../../governance/networking';
+import { allowsHost, DEFAULT_NETWORKING, type Networking } from '../../governance/networking';
+import type { TurnContext } from '../runtime-adapter';
 import type { EgressGuard } from './egress';
 import { runtimeEnv } from './env';
 import { alive, signalGroup, startProcess } from './process';
@@ -41,6 +42,18 @@ export interface SessionSandboxRequest {
    * again around it (SandboxSpec.keep), and a model bridge still running is kept, with whatever it is carrying
    */
   keep?: boolean;
+}
+
+/**
+ * The sandbox request for a turn: the session, its workspace, the networking its environment has now and its model
+ * endpoint, with what the runtime adds (its state directory, its install's mounts, `keep`; a runtime that reaches its
+ * model from the worker passes `modelBaseUrl: undefined`).
+ */
+export function turnSandboxRequest(
+  ctx: Pick<TurnContext, 'sessionId' | 'workdir' | 'networking' | 'agent'>,
+  runtime: Pick<SessionSandboxRequest, 'state' | 'mounts' | 'keep' | 'modelBaseUrl'>,
+): SessionSandboxRequest {
+  return { sessionId: ctx.sessionId, workspace: ctx.workdir, networking: ctx.networking ?? DEFAULT_NETWORKING, modelBaseUrl: ctx.agent.modelProvider?.baseUrl, ...runtime };
 }
 
 export interface SessionSandbox {

@@ -49,7 +49,6 @@ import { lchown, mkdir, open as openFile, readdir, readFile, rename, stat, write
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import WebSocket from 'ws';
-import { DEFAULT_NETWORKING } from '../../governance/networking';
 import { evaluatePolicy, globMatch } from '../../governance/policy';
 import { priceFor, type ModelPrice } from '../../governance/pricing';
 import { CANONICAL_TOOLS, type CanonicalTool, type ToolPolicy } from '../../governance/types';
@@ -57,7 +56,7 @@ import { runtimeEnv } from '../kit/env';
 import { alive, signalGroup } from '../kit/process';
 import { redact } from '../kit/redact';
 import type { SandboxProcess } from '../kit/sandbox/provider';
-import type { SessionSandbox, SessionSandboxes } from '../kit/session-sandbox';
+import { turnSandboxRequest, type SessionSandbox, type SessionSandboxes } from '../kit/session-sandbox';
 import type { AdapterLogger, RuntimeAdapter, RuntimeEvent, RuntimeSessionRef, TurnContext, TurnInput, TurnResult, TurnSink } from '../runtime-adapter';
 import { descriptor, OPENCLAW_TOOLS as TOOL_NAMES, type OpenClawConfig } from './descriptor';
 import { sandboxInstall, type OpenClawInstall } from './install';
@@ -392,15 +391,7 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
   async function openSandbox(ctx: TurnContext, keep: boolean): Promise<SessionSandbox> {
     const p = paths(ctx);
     await mkdir(p.root, { recursive: true, mode: 0o711 });
-    const sandbox = await opts.sandboxes.open({
-      sessionId: ctx.sessionId,
-      workspace: ctx.workdir,
-      state: p.home,
-      networking: ctx.networking ?? DEFAULT_NETWORKING,
-      modelBaseUrl: ctx.agent.modelProvider?.baseUrl,
-      mounts: (await installed()).mounts,
-      keep,
-    });
+    const sandbox = await opts.sandboxes.open(turnSandboxRequest(ctx, { state: p.home, mounts: (await installed()).mounts, keep }));
     sandboxes.set(ctx.sessionId, sandbox);
     return sandbox;
   }

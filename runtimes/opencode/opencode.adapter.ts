@@ -30,14 +30,13 @@ import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { delimiter, dirname, join } from 'node:path';
-import { DEFAULT_NETWORKING } from '../../governance/networking';
 import type { ModelPrice } from '../../governance/pricing';
 import { SILENT_LOGGER } from '../kit/log';
 import { stopRecordedServers, stopServer } from '../kit/servers';
 import { alive } from '../kit/process';
 import { redact } from '../kit/redact';
 import { fetchThrough, sandboxDispatcher, UNREACHABLE, type Dispatcher } from '../kit/sandbox/provider';
-import type { SessionSandbox, SessionSandboxes } from '../kit/session-sandbox';
+import { turnSandboxRequest, type SessionSandbox, type SessionSandboxes } from '../kit/session-sandbox';
 import { readSseFrames } from '../kit/sse';
 import type {
   AdapterLogger,
@@ -148,16 +147,7 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
 
   /** The session's sandbox, opened around a server that outlived its worker (`keep`) or fresh. */
   async function openSandbox(ctx: TurnContext, keep: boolean): Promise<SessionSandbox> {
-    const sandbox = await opts.sandboxes.open({
-      sessionId: ctx.sessionId,
-      workspace: ctx.workdir,
-      state: layout(ctx.sessionId).home,
-      networking: ctx.networking ?? DEFAULT_NETWORKING,
-      modelBaseUrl: ctx.agent.modelProvider?.baseUrl,
-      mounts: [dirname(realpathSync(binaryPath()))],
-      keep,
-    });
-    return sandbox;
+    return opts.sandboxes.open(turnSandboxRequest(ctx, { state: layout(ctx.sessionId).home, mounts: [dirname(realpathSync(binaryPath()))], keep }));
   }
 
   function remember(sessionId: string, sandbox: SessionSandbox, port: number): void {
