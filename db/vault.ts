@@ -5,7 +5,7 @@
  * keys come from AGENTPLANE_MASTER_KEY as `kid:base64[,kid:base64…]`; the first is current, the others can still
  * open what they sealed, so a master key rotates without downtime (re-wrap with `rewrap`).
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 
 export interface SealedSecret {
   masterKeyId: string;
@@ -33,6 +33,11 @@ export interface Vault {
   isCurrent(sealed: SealedSecret): boolean;
   /** the same secret sealed under the current master key and bound to `context` */
   reseal(sealed: SealedSecret, context: string): SealedSecret;
+  /**
+   * 32 bytes for one purpose (`agentplane:gateway-token:v1`), derived (HKDF-SHA256) from each master key, the current
+   * one first: a key for something that is not stored, so that rotation keeps what older keys made verifiable
+   */
+  deriveKeys(purpose: string): Buffer[];
 }
 
 export class VaultError extends Error {
@@ -76,6 +81,7 @@ export function createVault(masterKeySpec: string): Vault {
     isCurrent: (sealed) => sealed.masterKeyId === current && isBound(sealed.wrappedKey) && isBound(sealed.ciphertext),
     // a new data key too: the old one was wrapped without a context, so the record is sealed afresh
     reseal: (sealed, context) => seal(open(sealed, context), context),
+    deriveKeys: (purpose) => [...keys.values()].map((key) => Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), purpose, 32))),
   };
 }
 

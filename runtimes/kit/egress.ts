@@ -20,7 +20,7 @@
 import { promises as dns, type LookupAddress } from 'node:dns';
 import { STATUS_CODES } from 'node:http';
 import { BlockList, isIP, type LookupFunction } from 'node:net';
-import { Agent, buildConnector, fetch as undiciFetch } from 'undici';
+import { Agent, buildConnector, fetch as undiciFetch, type Dispatcher } from 'undici';
 
 /** Every address a name resolves to; IP literals never reach it. */
 export type Resolve = (hostname: string) => Promise<LookupAddress[]>;
@@ -37,6 +37,8 @@ export interface EgressGuard {
   checkUrl(url: string, field: string): Promise<void>;
   /** fetch whose every connection, redirects included, is checked against the same rule after resolution */
   fetch: typeof fetch;
+  /** the undici dispatcher under `fetch`, for a client that streams without fetch (the model gateway) */
+  dispatcher: Dispatcher;
   /**
    * Every address `host` (a name or an IP literal) resolves to, and why the rule refuses the host (null when every
    * address may be reached); rejects (ENOTFOUND) when a name does not resolve. For connections opened without fetch
@@ -216,6 +218,7 @@ export function createEgressGuard(opts: EgressOptions): EgressGuard {
       if (found.refused) throw new EgressRefusedError(field, `${found.refused}, which agentplane does not connect to unless the operator allows it (AGENTPLANE_EGRESS_ALLOW_PRIVATE)`);
     },
     resolve: addressesOf,
+    dispatcher: agent,
     // undici's own fetch, so the Agent and the fetch come from one version (Node's bundled fetch may differ)
     fetch: ((input: string | URL, init?: RequestInit) => undiciFetch(input, { ...(init as object), dispatcher: agent })) as typeof fetch,
   };

@@ -1,0 +1,328 @@
+/**
+ * The model gateway: what a session's runtime calls instead of its model provider. It holds a session token
+ * (./tokens.ts), never a key; the gateway checks the token, puts the real key on the upstream request, streams the
+ * answer back as it comes, and reads the provider's own usage from it (./usage.ts) for metering.
+ *
+ * One gateway per worker, one HTTP server per session (`serverFor`), which the worker exposes in that session's
+ * sandbox only (runtimes/kit/session-sandbox.ts): the server a request arrived on names the session, so a token is
+ * useless anywhere else, and another session's token is refused (401) on this one. A session is served while it is
+ * registered (`register`, at every turn, with its decrypted key held in memory only) and refused once `revoke`d (it
+ * ended).
+ *
+ * What passes, and how:
+ * - POST `<base>/chat/completions` (OpenAI chat), `<base>/responses` (OpenAI responses), `<base>/messages` and
+ *   `<base>/messages/count_tokens` (Anthropic), streaming or not, and GET `<base>/models[/…]`, where `<base>` is the
+ *   path of the session's `model_provider.base_url`: the request goes to the same path on the provider's origin.
+ *   Anything else is a 404 in the provider's error shape; nothing else of the provider's host is reachable.
+ * - The token arrives as `Authorization: Bearer` (OpenAI) or `x-api-key` (Anthropic); the key goes upstream in the
+ *   same header. `Accept-Encoding: identity` upstream, so the gateway can read the usage from the bytes it passes on.
+ * - The response's status, headers and body bytes go back as they arrive: no buffering, the first byte when the
+ *   provider sends it. One exception: a streamed chat completion that did not ask for usage
+ *   (`stream_options.include_usage`) is sent upstream with it, and the usage-only chunk is dropped from what the
+ *   runtime sees, event by event.
+ * - Upstream connections go through the platform's address rule (the egress guard's dispatcher).
+ * - Errors the gateway makes itself are in the provider's own shape (OpenAI's `{error: {message, type, code}}`,
+ *   Anthropic's `{type: "error", error: {type, message}}`), so a runtime reports them as its provider's.
+ *
+ * `onRequest` hears of every metered request when its response has ended (or failed): model, tokens, latency, time
+ * to first byte. The worker turns that into a ledger row and a `span.model_request_end` event.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { request as undiciRequest, type Dispatcher } from 'undici';
+import type { TokenUsage } from '../governance/pricing';
+import type { SessionTokens } from './tokens';
+import { createUsageMeter, protocolOf, type ModelProtocol } from './usage';
+
+export interface GatewaySession {
+  sessionId: string;
+  /** the credential whose key is injected: the token is bound to it */
+  credentialId: string;
+  /** the session's `model_provider.base_url` */
+  baseUrl: string;
+  /** the provider key, decrypted: kept in this process's memory only */
+  apiKey: string;
+}
+
+export interface ModelRequestRecord {
+  sessionId: string;
+  protocol: ModelProtocol;
+  /** the model the provider answered with, else the one asked for */
+  model: string | null;
+  streaming: boolean;
+  /** the provider's status; 0 when no answer came */
+  status: number;
+  /** what the provider reported; null when it reported nothing (an error, a cut stream) */
+  usage: TokenUsage | null;
+  startedAt: Date;
+  latencyMs: number;
+  /** until the first byte of the answer's body went to the runtime */
+  ttfbMs: number | null;
+  /** why the exchange did not end normally: `upstream: <code>`, `client closed` */
+  failure: string | null;
+}
+
+export interface ModelGatewayOptions {
+  tokens: SessionTokens;
+  /** how the gateway reaches providers: the egress guard's checked dispatcher */
+  dispatcher: Dispatcher;
+  onRequest?(record: ModelRequestRecord): void;
+  /** how long the provider may take to send its headers, and to send anything at all mid-body (default 10 min) */
+  timeoutMs?: number;
+}
+
+export interface ModelGateway {
+  /** serves the session (again): its provider, its credential and key; replaces what it had */
+  register(session: GatewaySession): void;
+  /** the session ended: its token is refused from now on */
+  revoke(sessionId: string): void;
+  /** a new server for the session's sandbox (listened on once, by `Sandbox.expose`) */
+  serverFor(sessionId: string): Server;
+  /** closes every session server */
+  close(): Promise<void>;
+}
+
+/** the hop-by-hop headers, and those the gateway sets itself */
+const DROP_REQUEST = new Set(['host', 'connection', 'keep-alive', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'content-length', 'authorization', 'x-api-key', 'accept-encoding']);
+const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'trailer', 'transfer-encoding', 'upgrade']);
+
+type Shape = 'openai' | 'anthropic';
+
+/** An error in the provider's own shape. */
+function sendError(res: ServerResponse, shape: Shape, status: number, type: string, message: string): void {
+  const body = shape === 'anthropic' ? { type: 'error', error: { type, message } } : { error: { message, type, code: type } };
+  const text = JSON.stringify(body);
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+async function readBody(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/**
+ * Drops the usage-only chunk (`choices: []` with `usage`) from a chat completion stream, event by event; every other
+ * event goes on as it came, as soon as it is whole.
+ */
+function createUsageStripper(): { push(chunk: Uint8Array): string; end(): string } {
+  const decoder = new TextDecoder();
+  let pending = '';
+  const keep = (event: string) => {
+    if (!event.includes('"usage"')) return true;
+    const data = event
+      .split(/\r?\n/)
+      .filter((l) => l.startsWith('data:'))
+      .map((l) => l.slice(5).trimStart())
+      .join('\n');
+    try {
+      const parsed = JSON.parse(data) as { choices?: unknown[]; usage?: unknown };
+      return !(Array.isArray(parsed.choices) && parsed.choices.length === 0 && parsed.usage);
+    } catch {
+      return true;
+    }
+  };
+  const drain = (final: boolean) => {
+    let out = '';
+    for (;;) {
+      const m = /\r?\n\r?\n/.exec(pending);
+      if (!m) break;
+      const event = pending.slice(0, m.index + m[0].length);
+      pending = pending.slice(m.index + m[0].length);
+      if (keep(event)) out += event;
+    }
+    if (final && pending) {
+      if (keep(pending)) out += pending;
+      pending = '';
+    }
+    return out;
+  };
+  return {
+    push(chunk) {
+      pending += decoder.decode(chunk, { stream: true });
+      return drain(false);
+    },
+    end() {
+      pending += decoder.decode();
+      return drain(true);
+    },
+  };
+}
+
+export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
+  const sessions = new Map<string, GatewaySession>();
+  const servers = new Map<string, Set<Server>>();
+  const timeoutMs = opts.timeoutMs ?? 600_000;
+
+  async function handle(sessionId: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    const startedAt = new Date();
+    const url = req.url ?? '/';
+    const path = url.replace(/\?.*$/, '');
+    const protocol = protocolOf(path);
+    const shape: Shape = protocol?.startsWith('anthropic') || req.headers['x-api-key'] !== undefined ? 'anthropic' : 'openai';
+
+    // the token: on this session's server, for this session's credential, while it is served
+    const bearer = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1]?.trim();
+    const headerKey = typeof req.headers['x-api-key'] === 'string' ? req.headers['x-api-key'].trim() : undefined;
+    const token = headerKey ?? bearer;
+    const session = sessions.get(sessionId);
+    if (!token || !session || !opts.tokens.verify(token, sessionId, session.credentialId)) {
+      req.resume();
+      return sendError(res, shape, 401, shape === 'anthropic' ? 'authentication_error' : 'invalid_api_key', 'agentplane gateway: this token is not valid for this session (it ended, or the token belongs to another session)');
+    }
+
+    const base = new URL(session.baseUrl);
+    const prefix = base.pathname.replace(/\/+$/, '');
+    const below = path === prefix || path.startsWith(`${prefix}/`);
+    const listing = req.method === 'GET' && below && /\/models(\/[^/]+)?$/.test(path);
+    if (!below || !((req.method === 'POST' && protocol) || listing)) {
+      req.resume();
+      return sendError(res, shape, 404, 'not_found_error', `agentplane gateway: ${req.method} ${path} is not a model endpoint of this session's provider`);
+    }
+
+    let body = req.method === 'POST' ? await readBody(req) : undefined;
+    let streaming = false;
+    let asked: string | null = null;
+    let strip = false;
+    if (body && protocol) {
+      let parsed: Record<string, unknown> | null = null;
+      try {
+        const value = JSON.parse(body.toString('utf8')) as unknown;
+        if (value && typeof value === 'object' && !Array.isArray(value)) parsed = value as Record<string, unknown>;
+      } catch {
+        // not JSON: the provider answers it as it would
+      }
+      if (parsed) {
+        streaming = parsed.stream === true;
+        asked = typeof parsed.model === 'string' ? parsed.model : null;
+        const options = parsed.stream_options as { include_usage?: unknown } | undefined;
+        if (protocol === 'openai-chat' && streaming && options?.include_usage !== true) {
+          strip = true;
+          body = Buffer.from(JSON.stringify({ ...parsed, stream_options: { ...(options ?? {}), include_usage: true } }));
+        }
+      }
+    }
+
+    const headers: Record<string, string | string[]> = {};
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (value !== undefined && !DROP_REQUEST.has(name)) headers[name] = value;
+    }
+    if (headerKey !== undefined) headers['x-api-key'] = session.apiKey;
+    else headers.authorization = `Bearer ${session.apiKey}`;
+    headers['accept-encoding'] = 'identity';
+
+    const record = (status: number, usage: TokenUsage | null, model: string | null, ttfb: number | null, failure: string | null) => {
+      if (!protocol || protocol === 'anthropic-count-tokens') return;
+      opts.onRequest?.({ sessionId, protocol, model: model ?? asked, streaming, status, usage, startedAt, latencyMs: performance.now() - started, ttfbMs: ttfb, failure });
+    };
+
+    const upstream = new AbortController();
+    let clientGone = false;
+    res.once('close', () => {
+      if (!res.writableFinished) {
+        clientGone = true;
+        upstream.abort();
+      }
+    });
+
+    let answer: Dispatcher.ResponseData;
+    try {
+      answer = await undiciRequest(`${base.origin}${url}`, {
+        method: req.method as Dispatcher.HttpMethod,
+        headers,
+        body,
+        dispatcher: opts.dispatcher,
+        signal: upstream.signal,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      });
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? (err as Error).name;
+      record(0, null, null, null, clientGone ? 'client closed' : `upstream: ${code}`);
+      if (!clientGone) sendError(res, shape, 502, 'api_error', `agentplane gateway: the model provider could not be reached (${code})`);
+      return;
+    }
+
+    const out: Record<string, string | string[]> = {};
+    for (const [name, value] of Object.entries(answer.headers)) {
+      if (value !== undefined && !DROP_RESPONSE.has(name) && !(strip && name === 'content-length')) out[name] = value;
+    }
+    res.writeHead(answer.statusCode, out);
+    const ok = answer.statusCode >= 200 && answer.statusCode < 300;
+    const meter = protocol && ok ? createUsageMeter(protocol, streaming) : null;
+    const stripper = strip && ok ? createUsageStripper() : null;
+    let ttfb: number | null = null;
+    const send = async (data: Uint8Array | string) => {
+      if (data.length === 0) return;
+      if (ttfb === null) ttfb = performance.now() - started;
+      if (!res.write(data)) await new Promise<void>((resolve) => res.once('drain', resolve).once('close', resolve));
+    };
+    try {
+      for await (const chunk of answer.body) {
+        meter?.write(chunk as Buffer);
+        await send(stripper ? stripper.push(chunk as Buffer) : (chunk as Buffer));
+        if (clientGone) break;
+      }
+      if (stripper) await send(stripper.end());
+    } catch (err) {
+      const found = meter?.end();
+      record(answer.statusCode, found?.usage ?? null, found?.model ?? null, ttfb, clientGone ? 'client closed' : `upstream: ${(err as { code?: string }).code ?? (err as Error).name}`);
+      res.destroy();
+      return;
+    }
+    const found = meter?.end();
+    if (clientGone) {
+      answer.body.destroy();
+      record(answer.statusCode, found?.usage ?? null, found?.model ?? null, ttfb, 'client closed');
+      return;
+    }
+    res.end();
+    record(answer.statusCode, found?.usage ?? null, found?.model ?? null, ttfb, null);
+  }
+
+  return {
+    register(session) {
+      sessions.set(session.sessionId, { ...session });
+    },
+    revoke(sessionId) {
+      sessions.delete(sessionId);
+      for (const server of servers.get(sessionId) ?? []) {
+        server.close();
+        server.closeAllConnections();
+      }
+      servers.delete(sessionId);
+    },
+    serverFor(sessionId) {
+      const server = createServer({ keepAlive: true }, (req, res) => {
+        handle(sessionId, req, res).catch(() => {
+          if (!res.headersSent) sendError(res, 'openai', 500, 'api_error', 'agentplane gateway: internal error');
+          else res.destroy();
+        });
+      });
+      server.once('close', () => servers.get(sessionId)?.delete(server));
+      let set = servers.get(sessionId);
+      if (!set) servers.set(sessionId, (set = new Set()));
+      set.add(server);
+      return server;
+    },
+    async close() {
+      const all = [...servers.values()].flatMap((s) => [...s]);
+      servers.clear();
+      await Promise.all(
+        all.map(
+          (server) =>
+            new Promise<void>((resolve) => {
+              server.close(() => resolve());
+              server.closeAllConnections();
+            }),
+        ),
+      );
+    },
+  };
+}
