@@ -72,8 +72,8 @@ export interface ModelGatewayOptions {
 }
 
 export interface ModelGateway {
-  /** serves the session (again): its provider, its credential and key; replaces what it had */
-  register(session: GatewaySession): void;
+  /** serves the session (again): its provider, its credential and key, replacing what it had; answers its token */
+  register(session: GatewaySession): string;
   /** the session ended: its token is refused from now on */
   revoke(sessionId: string): void;
   /** a new server for the session's sandbox (listened on once, by `Sandbox.expose`) */
@@ -213,8 +213,9 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
     for (const [name, value] of Object.entries(req.headers)) {
       if (value !== undefined && !DROP_REQUEST.has(name)) headers[name] = value;
     }
-    if (headerKey !== undefined) headers['x-api-key'] = session.apiKey;
-    else headers.authorization = `Bearer ${session.apiKey}`;
+    // (a provider without a key, a local model server, gets none)
+    if (session.apiKey && headerKey !== undefined) headers['x-api-key'] = session.apiKey;
+    else if (session.apiKey) headers.authorization = `Bearer ${session.apiKey}`;
     headers['accept-encoding'] = 'identity';
 
     const record = (status: number, usage: TokenUsage | null, model: string | null, ttfb: number | null, failure: string | null) => {
@@ -289,6 +290,7 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
   return {
     register(session) {
       sessions.set(session.sessionId, { ...session });
+      return opts.tokens.issue(session.sessionId, session.credentialId);
     },
     revoke(sessionId) {
       sessions.delete(sessionId);
