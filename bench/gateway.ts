@@ -34,6 +34,7 @@ printMachine(`model gateway: direct, agentplane's gateway and LiteLLM's proxy in
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const children: ChildProcess[] = [];
+let stopping = false;
 const work = mkdtempSync(join(tmpdir(), 'agentplane-bench-gateway-'));
 
 /** Starts a process and waits for its `READY …` line (or, with `health`, for that URL to answer). */
@@ -52,6 +53,9 @@ async function start(command: string, args: string[], health?: string, env: Node
       if (line && !health) resolve(line[1]!.split(' '));
     });
     child.once('exit', (code) => reject(new Error(`${command} exited with ${code}: ${log}`)));
+  });
+  child.once('exit', (code, signal) => {
+    if (!stopping) console.error(`${command} ${args.join(' ')} exited (${code ?? signal}) during the benchmark: ${log}`);
   });
   if (!health) return { child, words: await Promise.race([ready, failed]) };
   ready.catch(() => {});
@@ -228,6 +232,7 @@ printTable(
 );
 if (litellmWhy) console.log(`\nLiteLLM's proxy was not measured: ${litellmWhy}`);
 
+stopping = true;
 for (const child of children) child.kill('SIGTERM');
 rmSync(work, { recursive: true, force: true });
 process.exit(0);

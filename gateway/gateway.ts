@@ -27,6 +27,7 @@
  * `onRequest` hears of every metered request when its response has ended (or failed): model, tokens, latency, time
  * to first byte. The worker turns that into a ledger row and a `span.model_request_end` event.
  */
+import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { request as undiciRequest, type Dispatcher } from 'undici';
@@ -100,6 +101,12 @@ function sendError(res: ServerResponse, shape: Shape, status: number, type: stri
   res.end(text);
 }
 
+/** Drops an answer's body: its error (the abort) has no one left to hear it. */
+function drop(body: Dispatcher.ResponseData['body']): void {
+  body.on('error', () => {});
+  body.destroy();
+}
+
 async function readBody(req: IncomingMessage): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of req) chunks.push(chunk as Buffer);
@@ -155,7 +162,13 @@ function createUsageStripper(): { push(chunk: Uint8Array): string; end(): string
 }
 
 export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
-  const sessions = new Map<string, GatewaySession>();
+  /** the sessions served, each with its current token (checked first: an older master key's token is the exception) */
+  const sessions = new Map<string, GatewaySession & { token: Buffer }>();
+  const valid = (token: string, session: GatewaySession & { token: Buffer }) => {
+    const given = Buffer.from(token);
+    if (given.length === session.token.length && timingSafeEqual(given, session.token)) return true;
+    return opts.tokens.verify(token, session.sessionId, session.credentialId);
+  };
   const servers = new Map<string, Set<Server>>();
   const timeoutMs = opts.timeoutMs ?? 600_000;
 
@@ -172,7 +185,7 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
     const headerKey = typeof req.headers['x-api-key'] === 'string' ? req.headers['x-api-key'].trim() : undefined;
     const token = headerKey ?? bearer;
     const session = sessions.get(sessionId);
-    if (!token || !session || !opts.tokens.verify(token, sessionId, session.credentialId)) {
+    if (!token || !session || !valid(token, session)) {
       req.resume();
       return sendError(res, shape, 401, shape === 'anthropic' ? 'authentication_error' : 'invalid_api_key', 'agentplane gateway: this token is not valid for this session (it ended, or the token belongs to another session)');
     }
@@ -223,12 +236,13 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
       opts.onRequest?.({ sessionId, protocol, model: model ?? asked, streaming, status, usage, startedAt, latencyMs: performance.now() - started, ttfbMs: ttfb, failure });
     };
 
-    const upstream = new AbortController();
+    // the runtime hung up: the provider's answer is dropped (its body destroyed) wherever it has got to
     let clientGone = false;
+    let answerBody: Dispatcher.ResponseData['body'] | null = null;
     res.once('close', () => {
       if (!res.writableFinished) {
         clientGone = true;
-        upstream.abort();
+        if (answerBody) drop(answerBody);
       }
     });
 
@@ -239,7 +253,6 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
         headers,
         body,
         dispatcher: opts.dispatcher,
-        signal: upstream.signal,
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
       });
@@ -250,6 +263,12 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
       return;
     }
 
+    answerBody = answer.body;
+    if (clientGone) {
+      drop(answer.body);
+      record(answer.statusCode, null, null, null, 'client closed');
+      return;
+    }
     const out: Record<string, string | string[]> = {};
     for (const [name, value] of Object.entries(answer.headers)) {
       if (value !== undefined && !DROP_RESPONSE.has(name) && !(strip && name === 'content-length')) out[name] = value;
@@ -279,7 +298,7 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
     }
     const found = meter?.end();
     if (clientGone) {
-      answer.body.destroy();
+      drop(answer.body);
       record(answer.statusCode, found?.usage ?? null, found?.model ?? null, ttfb, 'client closed');
       return;
     }
@@ -289,8 +308,9 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
 
   return {
     register(session) {
-      sessions.set(session.sessionId, { ...session });
-      return opts.tokens.issue(session.sessionId, session.credentialId);
+      const token = opts.tokens.issue(session.sessionId, session.credentialId);
+      sessions.set(session.sessionId, { ...session, token: Buffer.from(token) });
+      return token;
     },
     revoke(sessionId) {
       sessions.delete(sessionId);

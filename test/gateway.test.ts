@@ -150,6 +150,24 @@ describe('the model gateway', () => {
     expect(upstream.requests[0]!.headers.authorization).toBeUndefined();
   });
 
+  it('survives a runtime that hangs up mid-stream: the provider\'s answer is dropped, the exchange recorded as cut, the next request served', async () => {
+    const release = upstream.hold();
+    const hangUp = new AbortController();
+    const res = await fetch(`${at.sesn_a}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tokenA()}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-test', stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+      signal: hangUp.signal,
+    });
+    await res.body!.getReader().read();
+    hangUp.abort();
+    await new Promise((r) => setTimeout(r, 100));
+    release();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(records).toEqual([expect.objectContaining({ streaming: true, usage: null, failure: 'client closed' })]);
+    await expect(openai().chat.completions.create({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }] })).resolves.toMatchObject({ object: 'chat.completion' });
+  });
+
   it('meters OpenAI responses, streaming and not', async () => {
     const client = openai();
     const whole = await client.responses.create({ model: 'gpt-test', input: 'hi' });
