@@ -6,7 +6,9 @@ import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rowsOf } from '../db/client';
 import { createCredential, openCredential } from '../db/queries/credentials';
+import { reserveBudget } from '../db/queries/budgets';
 import { createVault, generateMasterKeySpec } from '../db/vault';
+import { createHoldSweeper } from '../worker/hold-sweeper';
 import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { eventsOf, eventually, startStack, waitForStatus, type Stack } from './support/stack';
 
@@ -90,6 +92,41 @@ describe('team budgets', () => {
     });
     const events = (await stack.call('GET', `/v1/sessions/${s.body.id}/events?limit=100`, undefined, teamKey)).body.data;
     expect(events.filter((e: any) => e.type === 'budget.threshold').map((e: any) => e.percent)).toEqual([50, 80]);
+  }, 60_000);
+
+  it('releases a hold a killed turn left behind once its session is not running, with an audit row; a running session\'s hold stays', async () => {
+    const team = await stack.newTeam();
+    const teamKey = await team.key('admin');
+    const budget = await stack.call('POST', '/v1/budgets', { scope: 'team', period: 'month', limit_usd: 1 }, teamKey);
+    expect(budget.status).toBe(200);
+    const a = await stack.call('POST', '/v1/agents', { name: 'orphans', model: 'scripted', runtime: { type: 'scripted' }, tool_policy: { rules: [], default: 'allow' } }, teamKey);
+    const ended = await stack.call('POST', '/v1/sessions', { agent: a.body.id, initial_events: [{ type: 'user.message', content: 'say done' }] }, teamKey);
+    const busy = await stack.call('POST', '/v1/sessions', { agent: a.body.id, initial_events: [{ type: 'user.message', content: 'say done' }] }, teamKey);
+    for (const s of [ended, busy]) await eventually(async () => ((await stack.call('GET', `/v1/sessions/${s.body.id}`, undefined, teamKey)).body.stop_reason?.type === 'end_turn' ? true : undefined));
+    // what a turn killed with its worker leaves: a hold taken, never settled; the busy session stands for one whose
+    // turn is still being retried
+    const now = new Date();
+    for (const [s, id] of [[ended, 'orphan-of-ended'], [busy, 'hold-of-busy']] as const) {
+      const held = await reserveBudget(stack.db.db, { reservationId: id, teamId: team.teamId, agentId: a.body.id, sessionId: s.body.id, amountMicros: 300_000, now });
+      expect(held.ok).toBe(true);
+    }
+    await stack.db.db.execute(sql`update sessions set status = 'running' where id = ${busy.body.id}`);
+    expect((await stack.call('GET', '/v1/budgets', undefined, teamKey)).body.data[0].current).toMatchObject({ reserved_usd: 0.6, remaining_usd: 0.4 });
+
+    const sweeper = createHoldSweeper({ db: stack.db.db, maxAgeMs: 0 });
+    // a hold younger than the age is left alone
+    expect(await createHoldSweeper({ db: stack.db.db, maxAgeMs: 3_600_000 }).sweep()).toBe(0);
+    expect(await sweeper.sweep()).toBe(1);
+    expect((await stack.call('GET', '/v1/budgets', undefined, teamKey)).body.data[0].current).toMatchObject({ spent_usd: 0, reserved_usd: 0.3, remaining_usd: 0.7 });
+    expect(await sweeper.sweep()).toBe(0);
+    const [audit] = await query<{ actor_role: string; decision: string; reason: string }>(sql`select actor_role, decision, reason from audit_log where action = 'budget.release' and target = 'orphan-of-ended'`);
+    expect(audit).toMatchObject({ actor_role: 'system', decision: 'ok', reason: expect.stringContaining('orphaned hold of $0.3 released') });
+    const held = await query<{ id: string; status: string }>(sql`select id, status from reservations where id in ('orphan-of-ended', 'hold-of-busy') order by id`);
+    expect(held).toEqual([
+      { id: 'hold-of-busy', status: 'held' },
+      { id: 'orphan-of-ended', status: 'settled' },
+    ]);
+    await stack.db.db.execute(sql`update sessions set status = 'idle' where id = ${busy.body.id}`);
   }, 60_000);
 });
 

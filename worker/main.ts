@@ -15,6 +15,7 @@ import { createSandboxProvider } from '../runtimes/kit/sandbox';
 import { createWorkerSandboxes } from './sandboxes';
 import { buildRuntimes, RUNTIME_NAMES } from './runtimes';
 import { createSessionWorker, DEFAULT_CACHED_SESSIONS } from './create-worker';
+import { createHoldSweeper } from './hold-sweeper';
 import { createNotifier } from './notifier';
 
 // the platform's secrets (config/env.ts SECRET_VARIABLES) leave the environment here: what needs one gets it from `env`
@@ -89,14 +90,20 @@ const worker = await createSessionWorker({
 });
 // the webhook outbox is sent from every worker replica; claims keep them from sending one delivery twice at once
 const notifier = createNotifier({ db: database.db, vault, egress, log: writeLog });
+// budget holds a killed worker's turn never settled, on sessions that have since stopped (every worker sweeps; idempotent)
+const holdSweeper = createHoldSweeper({ db: database.db, log: (level, msg, fields) => writeLog({ level, msg, ...fields }) });
 const running = worker.run();
 notifier.start();
+holdSweeper.start();
 writeLog({ level: 'INFO', msg: 'worker started', taskQueue: env.AGENTPLANE_TASK_QUEUE, runtimes: env.AGENTPLANE_RUNTIMES, metrics: metricsServer?.url ?? null, tracing: tracing ? 'otlp' : 'off', sandbox: env.AGENTPLANE_SANDBOX });
 if (env.AGENTPLANE_SANDBOX === 'none') writeLog({ level: 'WARN', msg: 'AGENTPLANE_SANDBOX=none: sessions run as this worker, with its files and network; each session it runs is marked sandbox none' });
 // the worker stops on SIGINT/SIGTERM (the Temporal runtime's shutdown signals); the notifier finishes its poll
 // (sessions' sandboxes are left as they are: a persistent runtime server and its model bridge outlive this process,
 // as after a crash, and the next worker reattaches; the rest ends with it)
-await running.finally(() => notifier.stop());
+await running.finally(() => {
+  notifier.stop();
+  holdSweeper.stop();
+});
 // the spans of the last turns are still in the batch: send them before the process goes
 await tracing?.shutdown();
 await metricsServer?.close();

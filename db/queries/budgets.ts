@@ -4,11 +4,11 @@
  * together pass a limit because each hold is granted by one row update under the row's lock. Charges consume the
  * hold as usage arrives (`chargeReservation`), and `settleReservation` returns what is left.
  */
-import { and, eq, inArray, sql } from 'drizzle-orm';
+import { and, eq, inArray, isNull, lt, ne, or, sql } from 'drizzle-orm';
 import type { Db } from '../client';
 import { rowsOf } from '../client';
 import { newId } from '../ids';
-import { budgets, budgetWindows, reservations } from '../schema/index';
+import { budgets, budgetWindows, reservations, sessions } from '../schema/index';
 import { crossedThresholds, periodStart, type BudgetPeriod } from '../../governance/budget';
 
 export type BudgetRow = typeof budgets.$inferSelect;
@@ -150,14 +150,54 @@ export async function chargeReservation(db: Db, params: { reservationId: string;
   return applyToWindows(db, reservation.windows as WindowRef[], params.amountMicros, -covered);
 }
 
-/** Returns the unused hold to the windows. Idempotent. */
-export async function settleReservation(db: Db, params: { reservationId: string }): Promise<void> {
-  await db.transaction(async (tx) => {
+/** Returns the unused hold to the windows. Idempotent. Answers what it returned, or null when it was not held. */
+export async function settleReservation(db: Db, params: { reservationId: string }): Promise<{ releasedMicros: number; teamId: string; sessionId: string } | null> {
+  return db.transaction(async (tx) => {
     const [reservation] = await tx.select().from(reservations).where(eq(reservations.id, params.reservationId)).for('update');
-    if (!reservation || reservation.status !== 'held') return;
+    if (!reservation || reservation.status !== 'held') return null;
     await applyToWindows(tx, reservation.windows as WindowRef[], 0, -reservation.remainingMicros);
     await tx.update(reservations).set({ status: 'settled', remainingMicros: 0, settledAt: new Date() }).where(eq(reservations.id, reservation.id));
+    return { releasedMicros: reservation.remainingMicros, teamId: reservation.teamId, sessionId: reservation.sessionId };
   });
+}
+
+/**
+ * Releases the holds no turn will settle: still held, taken before `olderThan`, on a session that is not running. A
+ * turn settles its hold when it ends (`finally` in the activity), and a retried turn finds and settles the same one;
+ * a hold outlives its turn only when the turn's activity never ran to its end: the worker was killed and the session
+ * was then terminated, or the activity's retries ran out. A hold of a running session is its turn's, however old.
+ * Each release is idempotent and takes the reservation's row lock, so workers may sweep at once. Answers what it
+ * released.
+ */
+export interface ReleasedHold {
+  reservationId: string;
+  teamId: string;
+  sessionId: string;
+  releasedMicros: number;
+}
+
+export async function releaseOrphanedHolds(
+  db: Db,
+  params: { olderThan: Date; limit?: number; /** in the release's transaction (its audit row) */ record?(tx: Db, hold: ReleasedHold): Promise<void> },
+): Promise<ReleasedHold[]> {
+  const stale = await db
+    .select({ id: reservations.id })
+    .from(reservations)
+    .leftJoin(sessions, eq(sessions.id, reservations.sessionId))
+    .where(and(eq(reservations.status, 'held'), lt(reservations.createdAt, params.olderThan), or(isNull(sessions.status), ne(sessions.status, 'running'))))
+    .limit(params.limit ?? 500);
+  const released: ReleasedHold[] = [];
+  for (const { id } of stale) {
+    const hold = await db.transaction(async (tx) => {
+      const done = await settleReservation(tx, { reservationId: id });
+      if (!done) return null;
+      const found = { reservationId: id, ...done };
+      await params.record?.(tx, found);
+      return found;
+    });
+    if (hold) released.push(hold);
+  }
+  return released;
 }
 
 async function applyToWindows(db: Db, windows: WindowRef[], spentDelta: number, reservedDelta: number) {

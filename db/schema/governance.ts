@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm';
 import { bigint, index, integer, jsonb, pgTable, primaryKey, text, timestamp, uniqueIndex } from 'drizzle-orm/pg-core';
 import { teams } from './teams';
 
@@ -59,7 +60,8 @@ export const reservations = pgTable(
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
     settledAt: timestamp('settled_at', { withTimezone: true }),
   },
-  (t) => [index('reservations_session_idx').on(t.sessionId)],
+  // the sweeper's search (db/queries/budgets.ts releaseOrphanedHolds): the few holds still open, oldest first
+  (t) => [index('reservations_session_idx').on(t.sessionId), index('reservations_held_idx').on(t.createdAt).where(sql`${t.status} = 'held'`)],
 );
 
 /** Admin overrides of the pricing table, USD per million tokens. */

@@ -1,0 +1,1 @@
+CREATE INDEX "reservations_held_idx" ON "reservations" USING btree ("created_at") WHERE "reservations"."status" = 'held';
