@@ -63,8 +63,17 @@ export interface ModelRequestRecord {
   failure: string | null;
 }
 
+/** What `admit` answers: go ahead (and hear the exchange's record once it ends), or a refusal for the runtime. */
+export type Admission = { ok: true; settle?(record: ModelRequestRecord): void | Promise<void> } | { ok: false; status: 402 | 429; message: string };
+
 export interface ModelGatewayOptions {
   tokens: SessionTokens;
+  /**
+   * Asked before a metered request is forwarded (a budget hold, in the worker). A refusal goes to the runtime in its
+   * provider's shape, naming why, and nothing is sent; an admitted request's `settle` is called exactly once, with
+   * its record, however the exchange ended (usage null when none was seen).
+   */
+  admit?(request: { sessionId: string; protocol: ModelProtocol; model: string | null }): Promise<Admission>;
   /** how the gateway reaches providers: the egress guard's checked dispatcher */
   dispatcher: Dispatcher;
   onRequest?(record: ModelRequestRecord): void;
@@ -231,9 +240,22 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
     else if (session.apiKey) headers.authorization = `Bearer ${session.apiKey}`;
     headers['accept-encoding'] = 'identity';
 
+    // metered: the model requests (count_tokens and the model list are free)
+    const metered = protocol !== null && protocol !== 'anthropic-count-tokens' ? protocol : null;
+    let admitted: Extract<Admission, { ok: true }> | null = null;
+    if (metered && opts.admit) {
+      const admission = await opts.admit({ sessionId, protocol: metered, model: asked });
+      if (!admission.ok) {
+        const type = shape === 'anthropic' ? 'rate_limit_error' : 'insufficient_quota';
+        return sendError(res, shape, admission.status, type, `agentplane gateway: ${admission.message}`);
+      }
+      admitted = admission;
+    }
     const record = (status: number, usage: TokenUsage | null, model: string | null, ttfb: number | null, failure: string | null) => {
-      if (!protocol || protocol === 'anthropic-count-tokens') return;
-      opts.onRequest?.({ sessionId, protocol, model: model ?? asked, streaming, status, usage, startedAt, latencyMs: performance.now() - started, ttfbMs: ttfb, failure });
+      if (!metered) return;
+      const entry: ModelRequestRecord = { sessionId, protocol: metered, model: model ?? asked, streaming, status, usage, startedAt, latencyMs: performance.now() - started, ttfbMs: ttfb, failure };
+      if (admitted?.settle) Promise.resolve(admitted.settle(entry)).catch(() => {});
+      opts.onRequest?.(entry);
     };
 
     // the runtime hung up: the provider's answer is dropped (its body destroyed) wherever it has got to
