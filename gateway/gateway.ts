@@ -116,9 +116,18 @@ function drop(body: Dispatcher.ResponseData['body']): void {
   body.destroy();
 }
 
-async function readBody(req: IncomingMessage): Promise<Buffer> {
+/** The largest request body passed on (a model request with its whole conversation is a few MiB at most). */
+const MAX_REQUEST_BYTES = 32 * 1024 * 1024;
+
+/** The request's body, or null when it is larger than MAX_REQUEST_BYTES (the rest is not read). */
+async function readBody(req: IncomingMessage): Promise<Buffer | null> {
   const chunks: Buffer[] = [];
-  for await (const chunk of req) chunks.push(chunk as Buffer);
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_REQUEST_BYTES) return null;
+    chunks.push(chunk as Buffer);
+  }
   return Buffer.concat(chunks);
 }
 
@@ -201,7 +210,9 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
 
     const base = new URL(session.baseUrl);
     const prefix = base.pathname.replace(/\/+$/, '');
-    const below = path === prefix || path.startsWith(`${prefix}/`);
+    // a path that normalises to another (`..`, `.`, their %2e forms) could leave the base on the provider's side
+    const normal = new URL(path, 'http://gateway.invalid').pathname === path;
+    const below = normal && (path === prefix || path.startsWith(`${prefix}/`));
     const listing = req.method === 'GET' && below && /\/models(\/[^/]+)?$/.test(path);
     if (!below || !((req.method === 'POST' && protocol) || listing)) {
       req.resume();
@@ -209,6 +220,10 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
     }
 
     let body = req.method === 'POST' ? await readBody(req) : undefined;
+    if (body === null) {
+      res.setHeader('connection', 'close');
+      return sendError(res, shape, 413, 'request_too_large', `agentplane gateway: the request is larger than ${MAX_REQUEST_BYTES / 1024 / 1024} MiB`);
+    }
     let streaming = false;
     let asked: string | null = null;
     let strip = false;

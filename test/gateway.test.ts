@@ -5,7 +5,7 @@
  * protocol; tokens of other sessions, other credentials and ended sessions are refused in the provider's error shape.
  */
 import Anthropic from '@anthropic-ai/sdk';
-import type { Server } from 'node:http';
+import { request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -228,12 +228,21 @@ describe('the model gateway', () => {
   it('reaches only the provider\'s model endpoints below its base URL; the model list passes', async () => {
     const models = await openai().models.list();
     expect(models.data.map((m) => m.id)).toEqual(['upstream-model']);
-    for (const [method, path] of [['POST', '/v1/files'], ['GET', '/v1/chat/completions'], ['POST', '/v2/chat/completions'], ['GET', '/admin']]) {
-      const res = await fetch(`${at.sesn_a}${path}`, { method, headers: { authorization: `Bearer ${tokenA()}` }, body: method === 'POST' ? '{}' : undefined });
+    // sent as written (node:http does not normalise a path, as fetch would): `..` in any form stays refused
+    for (const [method, path] of [['POST', '/v1/files'], ['GET', '/v1/chat/completions'], ['POST', '/v2/chat/completions'], ['GET', '/admin'], ['POST', '/v1/../internal/chat/completions'], ['POST', '/v1/%2e%2e/internal/chat/completions'], ['POST', '/v1/./chat/completions']] as const) {
+      const res = await raw(at.sesn_a!, method, path, tokenA());
       expect(res.status, `${method} ${path}`).toBe(404);
-      expect(await res.json()).toMatchObject({ error: { type: 'not_found_error' } });
+      expect(JSON.parse(res.body)).toMatchObject({ error: { type: 'not_found_error' } });
     }
     expect(upstream.requests.map((r) => r.path)).toEqual(['/v1/models']);
+    expect(records).toEqual([]);
+  });
+
+  it('refuses a request body over 32 MiB with a 413 before it reaches the provider', async () => {
+    const res = await fetch(`${at.sesn_a}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${tokenA()}` }, body: Buffer.alloc(33 * 1024 * 1024, 0x20) }).catch((err: Error) => err);
+    // the gateway answers and closes: the client sees the 413, or the connection end while it was still sending
+    if (res instanceof Response) expect(res.status).toBe(413);
+    expect(upstream.requests).toEqual([]);
     expect(records).toEqual([]);
   });
 
@@ -318,6 +327,19 @@ describe('the model gateway asking before it forwards (budget holds)', () => {
     ]);
   });
 });
+
+/** A request with its path exactly as given. */
+function raw(base: string, method: string, path: string, token: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(`${base}${path}`, { method, path, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } }, (res) => {
+      let body = '';
+      res.on('data', (d) => (body += String(d)));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end(method === 'POST' ? '{}' : undefined);
+  });
+}
 
 async function eventuallyTrue(check: () => boolean): Promise<void> {
   for (let i = 0; i < 100 && !check(); i++) await new Promise((r) => setTimeout(r, 20));
