@@ -34,8 +34,18 @@ export async function createTestDatabase(): Promise<TestDatabase> {
     async drop() {
       if (dropped) return;
       dropped = true;
-      // WITH (FORCE) (Postgres 13+): a pool a test forgot to end must not make the drop fail.
-      await withAdminClient(baseUrl, (client) => client.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`));
+      // WITH (FORCE) (Postgres 13+): a pool a test forgot to end must not make the drop fail. It cannot end an
+      // autovacuum worker busy in the database (a superuser's process; 42501 for our role): that one ends by itself
+      // in moments, so the drop is tried again
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await withAdminClient(baseUrl, (client) => client.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`));
+          return;
+        } catch (err) {
+          if ((err as { code?: string }).code !== '42501' || attempt >= 40) throw err;
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      }
     },
   };
 }
