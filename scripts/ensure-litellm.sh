@@ -9,14 +9,18 @@
 # does not serve. The virtualenv is ${AGENTPLANE_TOOLS_DIR:-$HOME/.cache/agentplane}/litellm-venv, or ENSURE_VENV.
 #
 # The stamp alone is trusted only while the package still imports at the pinned version: a virtualenv that a hand-run
-# pip changed or broke is removed and built anew (pip alone would keep a broken install whose version matches). The check imports litellm with
-# LITELLM_LOCAL_MODEL_COST_MAP=True, without which the import fetches LiteLLM's model cost map from the internet.
+# pip changed or broke is removed and built anew (pip alone would keep a broken install whose version matches). The
+# check imports litellm with LITELLM_LOCAL_MODEL_COST_MAP=True, without which the import fetches LiteLLM's model cost
+# map from the internet.
 #
-# Starting the proxy quietly offline (as bench/gateway.ts does; 1.80.17 reads no LITELLM_TELEMETRY, and its
-# `--telemetry` flag sets a value nothing reads):
+# Starting the proxy quietly offline (up in about 4 s here; 1.80.17 reads no LITELLM_TELEMETRY, and its `--telemetry`
+# flag sets a value nothing reads; without --host it listens on 0.0.0.0):
 #
 #   LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR LITELLM_DONT_SHOW_FEEDBACK_BOX=true \
 #     "$LITELLM" --config config.yaml --host 127.0.0.1 --port 4000 --num_workers 1
+#
+# Uvicorn still logs a line per request; `--log_config FILE` (a logging dictConfig, JSON or YAML, with the `uvicorn`
+# and `uvicorn.access` loggers at WARNING) silences it.
 set -euo pipefail
 
 LITELLM_VERSION="1.80.17"
