@@ -25,6 +25,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
+import { freePort } from '../runtimes/kit/ports';
 import type { LoadOrder, LoadReport } from './processes/load-generator';
 import { flags, ms, printMachine, printTable, summarize } from './support';
 
@@ -82,16 +83,6 @@ function rssMiB(pid: number): number {
   return kb / 1024;
 }
 
-const free = async () => {
-  const { createServer } = await import('node:net');
-  return new Promise<number>((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-};
-
 interface Target {
   name: string;
   url: string;
@@ -127,7 +118,7 @@ try {
       '',
     ].join('\n'),
   );
-  const port = await free();
+  const port = await freePort();
   const env = { ...process.env, LITELLM_LOG: 'ERROR', LITELLM_LOCAL_MODEL_COST_MAP: 'True', LITELLM_TELEMETRY: 'False', NO_DOCS: 'True' };
   const litellm = await start(bin, ['--config', config, '--host', '127.0.0.1', '--port', String(port), '--num_workers', '1'], `http://127.0.0.1:${port}/health/liveliness`, env);
   targets.push({ name: "LiteLLM's proxy", url: `http://127.0.0.1:${port}`, auth: 'Bearer sk-litellm-bench-master', pid: litellm.child.pid! });

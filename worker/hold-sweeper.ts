@@ -51,17 +51,14 @@ export function createHoldSweeper(opts: HoldSweeperOptions): HoldSweeper {
     return released.length;
   }
 
+  /** one sweep at a time: a tick while one runs joins it */
+  const once = () => (running ??= sweep().finally(() => (running = null)));
+
   return {
-    sweep: () => (running ??= sweep().finally(() => (running = null))),
+    sweep: once,
     start() {
       timer ??= setInterval(() => {
-        if (running) return;
-        running = sweep()
-          .catch((err: Error) => {
-            opts.log?.('WARN', 'budget hold sweep failed', { error: err.message });
-            return 0;
-          })
-          .finally(() => (running = null));
+        once().catch((err: Error) => opts.log?.('WARN', 'budget hold sweep failed', { error: err.message }));
       }, opts.everyMs ?? 60_000);
       timer.unref();
     },

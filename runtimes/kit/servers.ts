@@ -9,13 +9,24 @@ import { alive, signalGroup } from './process';
 
 export type IsOurServer = (pid: number, port: number) => boolean;
 
+/**
+ * Ends the process group `pid` leads: SIGTERM, then SIGKILL after `graceMs` (0: SIGKILL at once, for a server that
+ * drains for minutes on SIGTERM); waits up to 10 s for the leader to be gone.
+ */
+export async function endProcessGroup(pid: number, graceMs: number): Promise<void> {
+  if (graceMs > 0) {
+    signalGroup(pid, 'SIGTERM');
+    const deadline = Date.now() + graceMs;
+    while (Date.now() < deadline && alive(pid)) await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  if (!alive(pid)) return;
+  signalGroup(pid, 'SIGKILL');
+  for (let waited = 0; alive(pid) && waited < 10_000; waited += 100) await new Promise((resolve) => setTimeout(resolve, 100));
+}
+
 /** Ends the server's process group: SIGTERM, then SIGKILL after 5 s; nothing when the pid is no longer ours. */
 export async function stopServer(pid: number, port: number, isOurs: IsOurServer): Promise<void> {
-  if (!isOurs(pid, port)) return;
-  signalGroup(pid, 'SIGTERM');
-  const deadline = Date.now() + 5_000;
-  while (Date.now() < deadline && alive(pid)) await new Promise((resolve) => setTimeout(resolve, 100));
-  if (alive(pid)) signalGroup(pid, 'SIGKILL');
+  if (isOurs(pid, port)) await endProcessGroup(pid, 5_000);
 }
 
 /**

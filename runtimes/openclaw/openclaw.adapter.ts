@@ -53,7 +53,8 @@ import { evaluatePolicy, globMatch } from '../../governance/policy';
 import { priceFor, type ModelPrice } from '../../governance/pricing';
 import { CANONICAL_TOOLS, type CanonicalTool, type ToolPolicy } from '../../governance/types';
 import { runtimeEnv } from '../kit/env';
-import { alive, signalGroup } from '../kit/process';
+import { signalGroup } from '../kit/process';
+import { endProcessGroup } from '../kit/servers';
 import { redact } from '../kit/redact';
 import type { SandboxProcess } from '../kit/sandbox/provider';
 import { turnSandboxRequest, type SessionSandbox, type SessionSandboxes } from '../kit/session-sandbox';
@@ -618,8 +619,7 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
       throw new OpenClawError('the tool policy changed, but the gateway a previous worker left running cannot be stopped to apply it (its process is not known)', false);
     }
     // the pid leads the sandbox's process group: the whole sandboxed gateway goes
-    signalGroup(pid, 'SIGKILL');
-    for (let waited = 0; alive(pid) && waited < 10_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
+    await endProcessGroup(pid, 0);
   }
 
   return {
@@ -653,10 +653,7 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
       // down would leave it running, so it is stopped by its recorded pid
       const root = join(opts.dataDir, 'openclaw', ref.sessionId);
       const pid = Number(await readFile(join(root, 'gateway.pid'), 'utf8').catch(() => '')) || (ref.state as OpenClawState).pid;
-      if (pid && isSandboxedGatewayOf(pid, join(root, 'gateway.log'))) {
-        signalGroup(pid, 'SIGKILL');
-        for (let waited = 0; alive(pid) && waited < 10_000; waited += 100) await new Promise((r) => setTimeout(r, 100));
-      }
+      if (pid && isSandboxedGatewayOf(pid, join(root, 'gateway.log'))) await endProcessGroup(pid, 0);
       await opts.sandboxes.close(ref.sessionId);
     },
   };
