@@ -20,6 +20,7 @@ import type { SandboxKind } from '../governance/types';
 import { livePolicyFor } from '../db/queries/policies';
 import { describeUnenforceable, unenforceableDenies } from '../governance/enforceability';
 import type { Vault } from '../db/vault';
+import type { GatewayClient } from '../gateway/client';
 import { createWorkerMetrics, type WorkerMetrics } from '../observability/metrics';
 import { inSpan } from '../observability/tracing';
 import { DEFAULT_TURN_RESERVE_USD, microsToUsd, usdToMicros } from '../governance/budget';
@@ -45,6 +46,11 @@ export interface ActivityDeps {
   egress?: EgressGuard;
   /** the sandbox this worker runs sessions in (AGENTPLANE_SANDBOX; default bubblewrap): `none` marks each session it runs */
   sandboxKind?: SandboxKind;
+  /**
+   * the model gateway (gateway/client.ts): a runtime with the `gateway` capability gets its session token in place of
+   * the provider key, which the gateway daemon alone holds
+   */
+  gateway?: Pick<GatewayClient, 'register' | 'revoke'>;
 }
 
 export const DEFAULT_SANDBOX: SandboxKind = 'bubblewrap';
@@ -98,6 +104,11 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
           data: { session_id: input.sessionId, turn: input.turnId, leg: input.leg },
         });
       }
+    }
+
+    // the runtime holds a session token; the key goes to the gateway daemon's memory only
+    if (deps.gateway && adapter.capabilities.gateway) {
+      ctx.secrets.modelApiKey = deps.gateway.register({ sessionId: input.sessionId, credentialId: credentialId ?? '', apiKey: ctx.secrets.modelApiKey ?? '' });
     }
 
     // team and agent budgets: hold an estimate before anything is sent; a turn that cannot be covered does not leave
@@ -230,6 +241,8 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
 
   async function closeRuntime(input: { sessionId: string; runtime: string }): Promise<void> {
     const adapter = deps.runtimes[input.runtime as keyof RuntimeRegistry];
+    // the session's token is refused from now on
+    if (adapter?.capabilities.gateway) await deps.gateway?.revoke(input.sessionId);
     const stored = await getRuntimeRef(db, input.sessionId);
     if (!adapter || !stored) return;
     await inSpan(`runtime.close ${adapter.kind}`, { 'agentplane.session_id': input.sessionId, 'agentplane.runtime': adapter.kind }, () => adapter.close({ sessionId: input.sessionId, runtimeSessionId: stored.runtimeSessionId, state: stored.state as Record<string, unknown> }));

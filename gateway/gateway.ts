@@ -3,10 +3,11 @@
  * (./tokens.ts), never a key; the gateway checks the token, puts the real key on the upstream request, streams the
  * answer back as it comes, and reads the provider's own usage from it (./usage.ts) for metering.
  *
- * One gateway per worker, one HTTP server per session (`serverFor`), which the worker exposes in that session's
- * sandbox only (runtimes/kit/session-sandbox.ts): the server a request arrived on names the session, so a token is
- * useless anywhere else, and another session's token is refused (401) on this one. A session is served while it is
- * registered (`register`, at every turn, with its decrypted key held in memory only) and refused once `revoke`d (it
+ It runs in the gateway daemon (./daemon.ts: one process per worker host and data dir, which outlives a crashed
+ * worker as the runtimes do), with one HTTP server per session (`serverFor`) listening where that session's sandbox
+ * alone reaches it: the server a request arrived on names the session, so a token is useless anywhere else, and
+ * another session's token is refused (401) on this one. A session is served while it is registered (`register`, with
+ * its decrypted key held in memory only, and the tokens its runtime may present) and refused once `revoke`d (it
  * ended).
  *
  * What passes, and how:
@@ -32,7 +33,6 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { performance } from 'node:perf_hooks';
 import { request as undiciRequest, type Dispatcher } from 'undici';
 import type { TokenUsage } from '../governance/pricing';
-import type { SessionTokens } from './tokens';
 import { createUsageMeter, protocolOf, type ModelProtocol } from './usage';
 
 export interface GatewaySession {
@@ -41,8 +41,10 @@ export interface GatewaySession {
   credentialId: string;
   /** the session's `model_provider.base_url` */
   baseUrl: string;
-  /** the provider key, decrypted: kept in this process's memory only */
+  /** the provider key, decrypted: kept in this process's memory only (empty: a provider without keys) */
   apiKey: string;
+  /** the tokens the session's runtime may present (./tokens.ts `all`: the current master key's first) */
+  tokens: readonly string[];
 }
 
 export interface ModelRequestRecord {
@@ -67,7 +69,6 @@ export interface ModelRequestRecord {
 export type Admission = { ok: true; settle?(record: ModelRequestRecord): void | Promise<void> } | { ok: false; status: 402 | 429; message: string };
 
 export interface ModelGatewayOptions {
-  tokens: SessionTokens;
   /**
    * Asked before a metered request is forwarded (a budget hold, in the worker). A refusal goes to the runtime in its
    * provider's shape, naming why, and nothing is sent; an admitted request's `settle` is called exactly once, with
@@ -82,12 +83,14 @@ export interface ModelGatewayOptions {
 }
 
 export interface ModelGateway {
-  /** serves the session (again): its provider, its credential and key, replacing what it had; answers its token */
-  register(session: GatewaySession): string;
+  /** serves the session (again): its provider, its credential, key and tokens, replacing what it had */
+  register(session: GatewaySession): void;
   /** the session ended: its token is refused from now on */
   revoke(sessionId: string): void;
-  /** a new server for the session's sandbox (listened on once, by `Sandbox.expose`) */
+  /** a new server for the session's sandbox (listened on once: ./daemon.ts, on the socket its sandbox reaches) */
   serverFor(sessionId: string): Server;
+  /** model requests being answered now */
+  active(): number;
   /** closes every session server */
   close(): Promise<void>;
 }
@@ -180,13 +183,16 @@ function createUsageStripper(): { push(chunk: Uint8Array): string; end(): string
 }
 
 export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
-  /** the sessions served, each with its current token (checked first: an older master key's token is the exception) */
-  const sessions = new Map<string, GatewaySession & { token: Buffer }>();
-  const valid = (token: string, session: GatewaySession & { token: Buffer }) => {
+  /** the sessions served, each with its tokens as bytes */
+  const sessions = new Map<string, GatewaySession & { accepted: Buffer[] }>();
+  const valid = (token: string, session: { accepted: Buffer[] }) => {
     const given = Buffer.from(token);
-    if (given.length === session.token.length && timingSafeEqual(given, session.token)) return true;
-    return opts.tokens.verify(token, session.sessionId, session.credentialId);
+    let ok = false;
+    // every token compared, in constant time each
+    for (const accepted of session.accepted) ok = (given.length === accepted.length && timingSafeEqual(given, accepted)) || ok;
+    return ok;
   };
+  let active = 0;
   const servers = new Map<string, Set<Server>>();
   const timeoutMs = opts.timeoutMs ?? 600_000;
 
@@ -345,9 +351,7 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
 
   return {
     register(session) {
-      const token = opts.tokens.issue(session.sessionId, session.credentialId);
-      sessions.set(session.sessionId, { ...session, token: Buffer.from(token) });
-      return token;
+      sessions.set(session.sessionId, { ...session, accepted: session.tokens.map((t) => Buffer.from(t)) });
     },
     revoke(sessionId) {
       sessions.delete(sessionId);
@@ -359,10 +363,13 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
     },
     serverFor(sessionId) {
       const server = createServer({ keepAlive: true }, (req, res) => {
-        handle(sessionId, req, res).catch(() => {
-          if (!res.headersSent) sendError(res, 'openai', 500, 'api_error', 'agentplane gateway: internal error');
-          else res.destroy();
-        });
+        active++;
+        handle(sessionId, req, res)
+          .catch(() => {
+            if (!res.headersSent) sendError(res, 'openai', 500, 'api_error', 'agentplane gateway: internal error');
+            else res.destroy();
+          })
+          .finally(() => active--);
       });
       server.once('close', () => servers.get(sessionId)?.delete(server));
       let set = servers.get(sessionId);
@@ -370,6 +377,7 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
       set.add(server);
       return server;
     },
+    active: () => active,
     async close() {
       const all = [...servers.values()].flatMap((s) => [...s]);
       servers.clear();

@@ -4,13 +4,14 @@
  * `apgw_` + base64url(HMAC-SHA256(key, session id, credential id)), with a key derived from the master key
  * (`Vault.deriveKeys`): indistinguishable from random to anyone without the master key, bound to the session and to
  * the credential whose key the gateway injects, and nothing to store. A runtime server that outlives its worker keeps
- * its token, and the next worker (or another one, once sessions move) verifies it without a lookup. Verification
- * accepts tokens made with an older master key still configured, so a rotation does not cut running sessions off.
+ * its token, and the next worker (or another one, once sessions move) makes the same one without a lookup. A session's
+ * tokens under every master key still configured are accepted (`all`), so a rotation does not cut running sessions
+ * off.
  *
  * A token alone opens nothing: the gateway takes it only on the session's own socket (./gateway.ts), only while the
  * session is registered there (it is revoked when the session ends), and never for another session's credential.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 
 export const TOKEN_PURPOSE = 'agentplane:gateway-token:v1';
 const PREFIX = 'apgw_';
@@ -18,23 +19,16 @@ const PREFIX = 'apgw_';
 export interface SessionTokens {
   /** the session's token for its credential */
   issue(sessionId: string, credentialId: string): string;
-  /** whether `token` is the session's token for that credential (constant time) */
-  verify(token: string, sessionId: string, credentialId: string): boolean;
+  /** the tokens the session may present for that credential: its token under each configured key, the current first */
+  all(sessionId: string, credentialId: string): string[];
 }
 
 /** `keys`: the current key first (Vault.deriveKeys(TOKEN_PURPOSE)). */
 export function createSessionTokens(keys: readonly Buffer[]): SessionTokens {
   if (keys.length === 0) throw new Error('the gateway needs at least one token key');
-  const mac = (key: Buffer, sessionId: string, credentialId: string) => createHmac('sha256', key).update(`${sessionId}\0${credentialId}`).digest();
+  const token = (key: Buffer, sessionId: string, credentialId: string) => `${PREFIX}${createHmac('sha256', key).update(`${sessionId}\0${credentialId}`).digest('base64url')}`;
   return {
-    issue: (sessionId, credentialId) => `${PREFIX}${mac(keys[0]!, sessionId, credentialId).toString('base64url')}`,
-    verify(token, sessionId, credentialId) {
-      if (!token.startsWith(PREFIX)) return false;
-      const given = Buffer.from(token.slice(PREFIX.length), 'base64url');
-      if (given.length !== 32) return false;
-      let ok = false;
-      for (const key of keys) ok = timingSafeEqual(given, mac(key, sessionId, credentialId)) || ok;
-      return ok;
-    },
+    issue: (sessionId, credentialId) => token(keys[0]!, sessionId, credentialId),
+    all: (sessionId, credentialId) => keys.map((key) => token(key, sessionId, credentialId)),
   };
 }

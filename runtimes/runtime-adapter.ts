@@ -50,6 +50,11 @@ export interface RuntimeCapabilities {
    * without a sandbox (its sessions are marked `sandbox: none`)
    */
   sandbox: 'session' | 'remote' | 'no-process' | 'none';
+  /**
+   * its model requests go through the worker's model gateway (gateway/): the runtime is given the gateway's address in
+   * its sandbox and a session token, never the provider's key
+   */
+  gateway: boolean;
 }
 
 export interface TurnContext {

@@ -22,6 +22,8 @@ import { createApiMetrics, createWorkerMetrics, serveMetrics } from '../observab
 import { clientInterceptors, startTracing } from '../observability/tracing';
 import { RUNTIME_CAPABILITIES } from '../runtimes/registry';
 import { createEgressGuard } from '../runtimes/kit/egress';
+import { createGatewayClient, spawnGatewayDaemon, stopGatewayDaemons } from '../gateway/client';
+import { createSessionTokens, TOKEN_PURPOSE } from '../gateway/tokens';
 import { stopOpenCodeServers } from '../runtimes/opencode/opencode.adapter';
 import { createSandboxProvider } from '../runtimes/kit/sandbox';
 import { createSessionWorker } from '../worker/create-worker';
@@ -105,7 +107,13 @@ const metricsServer =
 const publicUrl = env.AGENTPLANE_PUBLIC_URL ?? `http://${env.HOST}:${env.PORT}`;
 const egress = createEgressGuard({ allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE });
 // every session's processes in its own sandbox (AGENTPLANE_SANDBOX, bubblewrap by default), as in production
-const sandboxes = createWorkerSandboxes({ db: database.db, provider: createSandboxProvider(env, { info() {}, warn: (msg) => console.warn(msg) }), egress, dataDir, metrics: workerMetrics });
+// runtimes hold a session token, the gateway daemon (a process of its own, which outlives this one) the key
+const gateway = createGatewayClient({
+  runDir: join(dataDir, 'run'),
+  tokens: createSessionTokens(vault.deriveKeys(TOKEN_PURPOSE)),
+  start: (controlPath) => spawnGatewayDaemon(controlPath, env.AGENTPLANE_EGRESS_ALLOW_PRIVATE),
+});
+const sandboxes = createWorkerSandboxes({ db: database.db, provider: createSandboxProvider(env, { info() {}, warn: (msg) => console.warn(msg) }), egress, dataDir, gateway, metrics: workerMetrics });
 const workerConnection = await NativeConnection.connect({ address: temporalAddress });
 const worker = await createSessionWorker({
   connection: workerConnection,
@@ -120,6 +128,7 @@ const worker = await createSessionWorker({
     metrics: workerMetrics,
     egress,
     sandboxKind: env.AGENTPLANE_SANDBOX,
+    gateway,
   },
   tracing,
 });
@@ -171,6 +180,9 @@ async function shutdown() {
   await workerRun.catch(() => undefined);
   await notifier.stop();
   await sandboxes.closeAll();
+  // the whole platform stops: the sessions' runtimes did just now, and the gateway daemon goes with them
+  gateway.close();
+  await stopGatewayDaemons(join(dataDir, 'run'));
   await tracing?.shutdown();
   await metricsServer?.close();
   await workerConnection.close();

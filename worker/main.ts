@@ -10,6 +10,8 @@ import { createVault } from '../db/vault';
 import { createAdapterLog, createJsonLog, fromTemporalEntry } from '../observability/logger';
 import { createWorkerMetrics, serveMetrics } from '../observability/metrics';
 import { startTracing } from '../observability/tracing';
+import { createGatewayClient, spawnGatewayDaemon } from '../gateway/client';
+import { createSessionTokens, TOKEN_PURPOSE } from '../gateway/tokens';
 import { createEgressGuard } from '../runtimes/kit/egress';
 import { createSandboxProvider } from '../runtimes/kit/sandbox';
 import { createWorkerSandboxes } from './sandboxes';
@@ -58,7 +60,14 @@ const vault = createVault(env.AGENTPLANE_MASTER_KEY);
 const egress = createEgressGuard({ allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE });
 const adapterLog = createAdapterLog(writeLog, env.AGENTPLANE_LOG_LEVEL);
 // every process a session runs goes in its own sandbox (AGENTPLANE_SANDBOX, bubblewrap by default)
-const sandboxes = createWorkerSandboxes({ db: database.db, provider: createSandboxProvider(env, adapterLog), egress, dataDir, metrics, logger: adapterLog });
+// the sessions' model endpoint: runtimes hold a session token, the gateway daemon the key (gateway/); the daemon is
+// started on first use and outlives this process, as the runtime servers do
+const gateway = createGatewayClient({
+  runDir: resolve(dataDir, 'run'),
+  tokens: createSessionTokens(vault.deriveKeys(TOKEN_PURPOSE)),
+  start: (controlPath) => spawnGatewayDaemon(controlPath, env.AGENTPLANE_EGRESS_ALLOW_PRIVATE),
+});
+const sandboxes = createWorkerSandboxes({ db: database.db, provider: createSandboxProvider(env, adapterLog), egress, dataDir, gateway, metrics, logger: adapterLog });
 const connection = await NativeConnection.connect({ address: env.TEMPORAL_ADDRESS });
 const worker = await createSessionWorker({
   connection,
@@ -85,6 +94,7 @@ const worker = await createSessionWorker({
     metrics,
     egress,
     sandboxKind: env.AGENTPLANE_SANDBOX,
+    gateway,
   },
   tracing,
 });
@@ -106,6 +116,7 @@ await running.finally(() => {
 });
 // the spans of the last turns are still in the batch: send them before the process goes
 await tracing?.shutdown();
+gateway.close();
 await metricsServer?.close();
 await connection.close();
 await database.close();

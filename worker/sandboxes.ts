@@ -9,12 +9,22 @@ import { join } from 'node:path';
 import type { Db } from '../db/client';
 import { appendEvents } from '../db/queries/events';
 import type { WorkerMetrics } from '../observability/metrics';
+import type { GatewayClient } from '../gateway/client';
 import type { EgressGuard } from '../runtimes/kit/egress';
 import type { AdapterLogger } from '../runtimes/runtime-adapter';
 import type { SandboxProvider } from '../runtimes/kit/sandbox/provider';
 import { createSessionSandboxes, type SessionSandboxes } from '../runtimes/kit/session-sandbox';
 
-export function createWorkerSandboxes(deps: { db: Db; provider: SandboxProvider; egress: Pick<EgressGuard, 'resolve'>; dataDir: string; metrics?: WorkerMetrics; logger?: AdapterLogger }): SessionSandboxes {
+export function createWorkerSandboxes(deps: {
+  db: Db;
+  provider: SandboxProvider;
+  egress: Pick<EgressGuard, 'resolve'>;
+  dataDir: string;
+  /** the model gateway: each session's model endpoint (gateway/) */
+  gateway?: Pick<GatewayClient, 'listen' | 'unlisten'>;
+  metrics?: WorkerMetrics;
+  logger?: AdapterLogger;
+}): SessionSandboxes {
   // a sandbox's user mounts its session's directories under the data dir, so it must be able to pass through it
   // (search, never list: others' `x` bit, not `r`); a data dir made private (mkdtemp, umask 077) is opened that far
   if (deps.provider.kind === 'bubblewrap' && process.getuid?.() === 0) {
@@ -29,6 +39,7 @@ export function createWorkerSandboxes(deps: { db: Db; provider: SandboxProvider;
     provider: deps.provider,
     egress: deps.egress,
     runDir: join(deps.dataDir, 'run'),
+    gateway: deps.gateway,
     onDenied(sessionId, denial) {
       deps.metrics?.egressDenied.inc();
       const event = { sourceId: `egress:${randomUUID()}`, type: 'sandbox.egress_denied', payload: { host: denial.host, port: denial.port, reason: denial.reason } };

@@ -6,10 +6,13 @@
  *   proxy variables of `env`, which every spawn must be given. Its policy is the session's environment's
  *   `config.networking`, replaced at every `open` (the worker reads it at every turn). Each refusal reaches
  *   `onDenied` (→ a `sandbox.egress_denied` event and a metric).
- * - The model bridge, when the session's model endpoint is plain http (a local model, later the gateway): processes
- *   inside are given `modelBaseUrl` (`http://127.0.0.1:<port>/…`), so model traffic never depends on proxy variables.
- *   An https endpoint keeps its URL and goes through the egress proxy (CONNECT: end-to-end TLS), with its host
- *   allowed whatever `config.networking` says: a session can always reach its own model.
+ * - The model endpoint. With the worker's model gateway (gateway/, `gateway`), it is the gateway's server for this
+ *   session, exposed in this sandbox only: processes inside are given `modelBaseUrl` (`http://127.0.0.1:<port>/…`, the
+ *   path of the provider's base URL) and a session token for a key (the activity swaps them); the provider's host is
+ *   not reachable through the proxy at all. Without a gateway (adapter tests): a plain-http endpoint gets a model
+ *   bridge at the same kind of address, so model traffic never depends on proxy variables, and an https endpoint keeps
+ *   its URL and goes through the egress proxy (CONNECT: end-to-end TLS), with its host allowed whatever
+ *   `config.networking` says: a session can always reach its own model.
  *
  * One per session and worker, kept until `close` (the session's runtime is closed, or the worker stops).
  */
@@ -24,6 +27,7 @@ import { runtimeEnv } from './env';
 import { alive, signalGroup, startProcess } from './process';
 import { createEgressProxy, createModelBridge, proxyEnv, type EgressDenial, type EgressProxy, type ModelBridge } from './sandbox/egress-proxy';
 import type { Sandbox, SandboxKind, SandboxProvider } from './sandbox/provider';
+import type { GatewayClient } from '../../gateway/client';
 
 export interface SessionSandboxRequest {
   sessionId: string;
@@ -81,6 +85,11 @@ export interface SessionSandboxesOptions {
   /** bridge sockets go in `<runDir>/<sessionId>` (the worker's, never mounted writable into a sandbox) */
   runDir: string;
   onDenied(sessionId: string, denial: EgressDenial): void;
+  /**
+   * the model gateway (gateway/client.ts): each session's model endpoint is the gateway daemon's server for it,
+   * listening on the socket of the sandbox's `model` bridge (the session must be registered with it first)
+   */
+  gateway?: Pick<GatewayClient, 'listen' | 'unlisten'>;
 }
 
 interface Entry {
@@ -105,17 +114,19 @@ export function createSessionSandboxes(opts: SessionSandboxesOptions): SessionSa
     if (!req.keep) await stopModelBridge(join(opts.runDir, req.sessionId));
     const sandbox = await opts.provider.prepare({ sessionId: req.sessionId, workspace: req.workspace, state: req.state, run: join(opts.runDir, req.sessionId), mounts: req.mounts, keep: req.keep });
     const model = req.modelBaseUrl ? new URL(req.modelBaseUrl) : null;
-    const modelHost = model?.protocol === 'https:' ? model.hostname : null;
+    // through the gateway, the provider's host is the gateway's to reach, never the sandbox's
+    const modelHost = model?.protocol === 'https:' && !opts.gateway ? model.hostname : null;
     const proxy = createEgressProxy({ policy: withModelHost(req.networking, modelHost), egress: opts.egress, onDenied: (d) => opts.onDenied(req.sessionId, d) });
     try {
       const env = proxyEnv(await sandbox.expose('egress', proxy.server));
       let bridge: ModelBridge | null = null;
       let modelBaseUrl = req.modelBaseUrl;
-      if (model && model.protocol === 'http:' && sandbox.kind !== 'none') {
-        const port = await modelBridge(sandbox, req, model, (b) => (bridge = b));
-        // the path as given (a trailing slash or none: runtimes join paths onto it themselves)
-        const path = model.pathname === '/' && !req.modelBaseUrl!.endsWith('/') ? '' : model.pathname;
-        modelBaseUrl = `http://127.0.0.1:${port}${path}${model.search}`;
+      // the path as given (a trailing slash or none: runtimes join paths onto it themselves)
+      const inside = (port: number, url: URL) => `http://127.0.0.1:${port}${url.pathname === '/' && !req.modelBaseUrl!.endsWith('/') ? '' : url.pathname}${url.search}`;
+      if (model && opts.gateway) {
+        modelBaseUrl = inside(await gatewayEndpoint(opts.gateway, sandbox, req.sessionId, req.modelBaseUrl!), model);
+      } else if (model && model.protocol === 'http:' && sandbox.kind !== 'none') {
+        modelBaseUrl = inside(await modelBridge(sandbox, req, model, (b) => (bridge = b)), model);
       }
       return { value: { sandbox, env, modelBaseUrl }, proxy, bridge, modelHost };
     } catch (err) {
@@ -126,7 +137,19 @@ export function createSessionSandboxes(opts: SessionSandboxesOptions): SessionSa
   }
 
   /**
-   * The model endpoint inside the sandbox. Where the provider has host sockets, the bridge is a `socat` process of its
+   * The gateway's endpoint inside the sandbox: the daemon listens on the `model` bridge's socket, owned by the sandbox's
+   * user, and so outlives this worker with the runtime it serves. A provider without host sockets gets a loopback
+   * port of the daemon's.
+   */
+  async function gatewayEndpoint(gateway: Pick<GatewayClient, 'listen'>, sandbox: Sandbox, sessionId: string, baseUrl: string): Promise<number> {
+    const reserved = await sandbox.bridge('model');
+    if (!reserved) return (await gateway.listen(sessionId, baseUrl, { port: 0 }))!;
+    await gateway.listen(sessionId, baseUrl, { path: reserved.socketPath, uid: reserved.uid, gid: reserved.gid });
+    return reserved.port;
+  }
+
+  /**
+   * The model endpoint inside the sandbox, without a gateway (adapter tests). Where the provider has host sockets, the bridge is a `socat` process of its
    * own on the host, not a server of the worker: a runtime server outlives a crashed worker, and so must the model
    * stream it is reading (a new worker finds the bridge running and keeps it). The address it connects to is checked
    * by the platform's address rule when the bridge starts, and pinned: a later DNS answer cannot move it. Elsewhere
@@ -166,6 +189,7 @@ export function createSessionSandboxes(opts: SessionSandboxesOptions): SessionSa
     if (!found) return;
     await stopModelBridge(join(opts.runDir, sessionId));
     await found.value.sandbox.teardown();
+    await opts.gateway?.unlisten(sessionId).catch(() => {});
     await Promise.all([found.proxy.close(), found.bridge?.close()]);
   }
 

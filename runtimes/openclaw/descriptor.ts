@@ -37,6 +37,7 @@ export const OPENCLAW_CAPABILITIES = {
   streaming: true,
   denies: 'whole-tool',
   sandbox: 'session',
+  gateway: true,
   denyTools: [...new Set(Object.values(OPENCLAW_TOOLS))],
 } as const satisfies RuntimeCapabilities;
 

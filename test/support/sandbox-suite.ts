@@ -35,6 +35,8 @@ export interface SandboxedRuntime {
   cleanup?(stack: Stack): Promise<void>;
 }
 const OTHER_KEY = `sk-other-session-${Math.random().toString(36).slice(2)}`;
+/** the attacking session's own provider key: the gateway puts it on the model's requests, and nothing inside holds it */
+const ATTACKER_KEY = `sk-attacker-${Math.random().toString(36).slice(2)}`;
 const MARKER = `marker-of-another-session-${Math.random().toString(36).slice(2)}`;
 
 async function lastMessage(stack: Stack, sessionId: string): Promise<string> {
@@ -87,7 +89,7 @@ describe(`a ${rt.kind} session attacking its sandbox, on a worker process`, () =
     model = await startScriptedModel();
     await stack.price(rt.model, { input: 3, output: 15 });
     worker = await spawnWorker(stack, { AGENTPLANE_RUNTIMES: rt.kind });
-    attacker = await agentWith(rt, stack, model, 'attacker', `sk-attacker-${Math.random().toString(36).slice(2)}`);
+    attacker = await agentWith(rt, stack, model, 'attacker', ATTACKER_KEY);
     other = await agentWith(rt, stack, model, 'other', OTHER_KEY);
   }, 180_000);
 
@@ -106,7 +108,7 @@ describe(`a ${rt.kind} session attacking its sandbox, on a worker process`, () =
     const database = new URL(stack.databaseUrl);
     const [temporalHost, temporalPort] = stack.temporalAddress.split(':');
     const targets: AttackTargets = {
-      secrets: [stack.masterKey, stack.masterKey.slice(stack.masterKey.indexOf(':') + 1), stack.adminKey, stack.databaseUrl, OTHER_KEY],
+      secrets: [stack.masterKey, stack.masterKey.slice(stack.masterKey.indexOf(':') + 1), stack.adminKey, stack.databaseUrl, OTHER_KEY, ATTACKER_KEY],
       otherSessionMarker: MARKER,
       otherSessionWorkspace: `${stack.dataDir}/sessions/${otherSession}`,
       checkout: REPO.replace(/\/$/, ''),
@@ -124,6 +126,9 @@ describe(`a ${rt.kind} session attacking its sandbox, on a worker process`, () =
     expectNothingFound(decoded, targets);
     // the probe did run as the tool call, inside: the sandbox's user
     expect(decoded).toContain('USER=agent');
+    // and the session's own key, which nothing inside holds, did reach the model with its requests
+    const keys = model.requests.map((r) => [r.headers.authorization, r.headers['x-api-key']].join(' '));
+    expect(keys.some((k) => k.includes(ATTACKER_KEY))).toBe(true);
   });
 
   it('a fork bomb and a memory hog each end at the sandbox\'s limits, and the worker still serves another session', { timeout: testMs }, async () => {

@@ -27,6 +27,9 @@ import { stopHermesServers } from '../../runtimes/hermes/hermes.adapter';
 import { stopOpenCodeServers } from '../../runtimes/opencode/opencode.adapter';
 import type { RuntimeRegistry } from '../../runtimes/runtime-adapter';
 import { createSessionWorker } from '../../worker/create-worker';
+import { createGatewayClient, stopGatewayDaemons } from '../../gateway/client';
+import { startGatewayDaemon, type GatewayDaemon } from '../../gateway/daemon';
+import { createSessionTokens, TOKEN_PURPOSE } from '../../gateway/tokens';
 import { createWorkerSandboxes } from '../../worker/sandboxes';
 import { createTestDatabase, type TestDatabase } from './postgres';
 
@@ -112,7 +115,15 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   await chmod(dataDir, 0o711);
   const egress = createEgressGuard({ allowPrivate: opts.allowPrivateEgress ?? [], lookup: opts.egressLookup });
   const sandboxKind = opts.sandboxKind ?? 'bubblewrap';
-  const sandboxes = createWorkerSandboxes({ db: db.db, provider: createSandboxProvider({ ...parseEnv(sandboxEnv, {}), AGENTPLANE_SANDBOX: sandboxKind }, SILENT_LOGGER), egress, dataDir });
+  // the model gateway as worker/main.ts has it, its daemon started in this process (a worker process of this stack's
+  // data dir finds it there, as it would find one it had started itself)
+  let daemon: GatewayDaemon | null = null;
+  const gateway = createGatewayClient({
+    runDir: join(dataDir, 'run'),
+    tokens: createSessionTokens(vault.deriveKeys(TOKEN_PURPOSE)),
+    start: async (controlPath) => void (daemon ??= await startGatewayDaemon({ controlPath, dispatcher: egress.dispatcher })),
+  });
+  const sandboxes = createWorkerSandboxes({ db: db.db, provider: createSandboxProvider({ ...parseEnv(sandboxEnv, {}), AGENTPLANE_SANDBOX: sandboxKind }, SILENT_LOGGER), egress, dataDir, gateway });
   const app = createApp({ db: db.db, vault, temporal, taskQueue, capabilities: RUNTIME_CAPABILITIES, egress, sandboxKind, streamPollMs: 50, log: opts.apiLog, tracer: opts.tracing?.tracer, metrics: opts.apiMetrics });
   const server: ServerType = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
@@ -174,7 +185,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     },
     async startWorker(runtimes) {
       workerConnection = await NativeConnection.connect({ address: temporalAddress });
-      worker = await createSessionWorker({ connection: workerConnection, namespace: 'default', taskQueue, deps: { db: db.db, vault, runtimes, dataDir, publicUrl: url, egress, sandboxKind }, tracing: opts.tracing });
+      worker = await createSessionWorker({ connection: workerConnection, namespace: 'default', taskQueue, deps: { db: db.db, vault, runtimes, dataDir, publicUrl: url, egress, sandboxKind, gateway }, tracing: opts.tracing });
       workerRun = worker.run();
     },
     async stopWorker() {
@@ -188,6 +199,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     async stop() {
       await stack.stopWorker();
       await sandboxes.closeAll();
+      gateway.close();
+      await daemon?.close();
       await new Promise((resolve) => server.close(resolve));
       await connection.close();
       await db.close();
@@ -196,6 +209,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       await stopOpenCodeServers(dataDir);
       await stopHermesServers(dataDir);
       await stopModelBridges(join(dataDir, 'run'));
+      await stopGatewayDaemons(join(dataDir, 'run'));
       await rm(dataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
     },
   };

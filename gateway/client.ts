@@ -1,0 +1,241 @@
+/**
+ * A worker's side of the gateway daemon (./daemon.ts): what the activities and the session sandboxes call.
+ *
+ * - `register` (the activity, before each turn): the session's credential and decrypted key, kept here until the
+ *   session's sandbox asks for its model endpoint; answers the token the runtime is given in place of the key.
+ * - `listen` (runtimes/kit/session-sandbox.ts, when it opens the session's sandbox): serves the session there, on the
+ *   socket the sandbox's model bridge reaches; `unlisten` when the sandbox closes; `revoke` when the session ends.
+ *
+ * The daemon is found at `<runDir>/gateway-<version>.sock`, where the version is a hash of the gateway's code: a
+ * redeployed worker with a changed gateway starts a daemon of its own, and the old one serves the streams it has
+ * until it goes idle. When none answers, `start` is called (spawnGatewayDaemon: a detached process; tests start one in
+ * process) and the connection is retried. When the daemon goes (killed, idle), every session this worker serves is
+ * served again on the next call, so the daemon holds what the workers hold.
+ *
+ * Each record of a metered request arrives at `onRecord`; it is acknowledged once that settles, and sent again to the
+ * next worker that serves the session when it does not.
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { mkdir, open, readdir, readFile } from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ModelRequestRecord } from './gateway';
+import type { ControlRequest, FromDaemon, ListenAt, ToDaemon } from './daemon';
+import type { SessionTokens } from './tokens';
+import { alive, signalGroup } from '../runtimes/kit/process';
+
+export interface GatewayClientOptions {
+  /** the worker's run dir (`<data dir>/run`): the control socket is there */
+  runDir: string;
+  tokens: SessionTokens;
+  /** starts a daemon at `controlPath` when none answers */
+  start(controlPath: string): Promise<void>;
+  /** a metered request's record; acknowledged to the daemon once this settles without throwing */
+  onRecord?(record: ModelRequestRecord): Promise<void>;
+}
+
+export interface GatewayRegistration {
+  sessionId: string;
+  /** the credential whose key is injected ('' when the agent has none) */
+  credentialId: string;
+  /** decrypted ('' when the agent's provider takes no key) */
+  apiKey: string;
+}
+
+export interface GatewayClient {
+  /** the session's credential and key, for its next `listen`; answers the token its runtime is given instead */
+  register(session: GatewayRegistration): string;
+  /**
+   * Serves the registered session for `baseUrl` (its provider's base URL) at `at`; answers the loopback port when
+   * `at` asks for one, else null.
+   */
+  listen(sessionId: string, baseUrl: string, at: ListenAt): Promise<number | null>;
+  unlisten(sessionId: string): Promise<void>;
+  /** the session ended: its tokens are refused from now on */
+  revoke(sessionId: string): Promise<void>;
+  close(): void;
+}
+
+const HERE = fileURLToPath(new URL('.', import.meta.url));
+const REPO = fileURLToPath(new URL('..', import.meta.url));
+
+/** A hash of the code the daemon runs: a daemon of other code is another daemon. */
+export const GATEWAY_VERSION = createHash('sha256')
+  .update(['daemon.ts', 'gateway.ts', 'usage.ts', 'main.ts'].map((f) => readFileSync(join(HERE, f), 'utf8')).join('\0'))
+  .digest('hex')
+  .slice(0, 12);
+
+export function controlPathIn(runDir: string): string {
+  return join(runDir, `gateway-${GATEWAY_VERSION}.sock`);
+}
+
+interface Served {
+  registration: GatewayRegistration & { tokens: string[] };
+  listen?: { baseUrl: string; at: ListenAt };
+}
+
+export function createGatewayClient(opts: GatewayClientOptions): GatewayClient {
+  const controlPath = controlPathIn(opts.runDir);
+  const served = new Map<string, Served>();
+  const waiting = new Map<number, { resolve(m: Extract<FromDaemon, { type: 'done' }>): void; reject(e: Error): void }>();
+  let nextId = 0;
+  let connection: Promise<Socket> | null = null;
+  let closed = false;
+
+  function attach(socket: Socket): void {
+    createInterface({ input: socket, crlfDelay: Infinity }).on('line', (line) => {
+      const message = JSON.parse(line) as FromDaemon;
+      if (message.type === 'done') {
+        waiting.get(message.id)?.resolve(message);
+        waiting.delete(message.id);
+        return;
+      }
+      const record: ModelRequestRecord = { ...message.record, startedAt: new Date(message.record.startedAt) };
+      Promise.resolve(opts.onRecord?.(record)).then(
+        () => write(socket, { type: 'ack', seq: message.seq }),
+        () => {
+          // not acknowledged: the daemon sends it again to the next worker serving the session
+        },
+      );
+    });
+    socket.on('error', () => socket.destroy());
+    socket.once('close', () => {
+      if (connection) connection = null;
+      for (const [id, w] of waiting) {
+        w.reject(new Error('the gateway daemon closed the connection'));
+        waiting.delete(id);
+      }
+    });
+  }
+
+  function write(socket: Socket, message: ToDaemon): void {
+    if (!socket.destroyed) socket.write(`${JSON.stringify(message)}\n`);
+  }
+
+  function request(socket: Socket, message: ControlRequest): Promise<Extract<FromDaemon, { type: 'done' }>> {
+    const id = ++nextId;
+    return new Promise((resolve, reject) => {
+      waiting.set(id, {
+        resolve: (m) => (m.error ? reject(new Error(`gateway daemon: ${m.error}`)) : resolve(m)),
+        reject,
+      });
+      write(socket, { ...message, id } as ToDaemon);
+    });
+  }
+
+  /** `start`: start a daemon when none answers (a revoke never does: nothing serves the session then) */
+  async function dial(start: boolean): Promise<Socket | null> {
+    const tryConnect = () =>
+      new Promise<Socket | null>((resolve) => {
+        const socket = connect(controlPath);
+        socket.once('connect', () => resolve(socket));
+        socket.once('error', () => resolve(null));
+      });
+    let socket = await tryConnect();
+    if (!socket && !start) return null;
+    if (!socket) {
+      await opts.start(controlPath);
+      for (let i = 0; i < 300 && !socket; i++) {
+        socket = await tryConnect();
+        if (!socket) await sleep(50);
+      }
+    }
+    if (!socket) throw new Error(`the gateway daemon did not answer on ${controlPath} (its log: ${controlPath}.log)`);
+    attach(socket);
+    // a new daemon (or the same, after a lost connection) gets every session this worker serves
+    for (const entry of served.values()) {
+      if (entry.listen) await request(socket, serveMessage(entry));
+    }
+    return socket;
+  }
+
+  async function socket(start = true): Promise<Socket | null> {
+    if (closed) throw new Error('the gateway client is closed');
+    if (connection) return connection;
+    const dialled = dial(start);
+    connection = dialled.then((s) => s ?? Promise.reject(new Error('no gateway daemon')));
+    connection.catch(() => (connection = null));
+    return dialled;
+  }
+  const daemon = async () => (await socket())!;
+
+  const serveMessage = (entry: Served) => ({ type: 'serve' as const, session: { ...entry.registration, baseUrl: entry.listen!.baseUrl }, at: entry.listen!.at });
+
+  return {
+    register(session) {
+      const tokens = opts.tokens.all(session.sessionId, session.credentialId);
+      const previous = served.get(session.sessionId);
+      served.set(session.sessionId, { registration: { ...session, tokens }, listen: previous?.listen });
+      // a key rotated since the sandbox was opened: the daemon gets the new one before the runtime's next request
+      if (previous?.listen && (previous.registration.apiKey !== session.apiKey || previous.registration.credentialId !== session.credentialId)) {
+        void daemon().then((s) => request(s, serveMessage(served.get(session.sessionId)!))).catch(() => {});
+      }
+      return tokens[0]!;
+    },
+    async listen(sessionId, baseUrl, at) {
+      const entry = served.get(sessionId);
+      if (!entry) throw new Error(`session ${sessionId} is not registered with the model gateway`);
+      entry.listen = { baseUrl, at };
+      const answer = await request(await daemon(), serveMessage(entry));
+      return answer.port ?? null;
+    },
+    async unlisten(sessionId) {
+      const entry = served.get(sessionId);
+      if (!entry?.listen) return;
+      entry.listen = undefined;
+      await request(await daemon(), { type: 'unlisten', sessionId });
+    },
+    async revoke(sessionId) {
+      served.delete(sessionId);
+      const s = await socket(false);
+      if (s) await request(s, { type: 'revoke', sessionId });
+    },
+    close() {
+      closed = true;
+      void connection?.then((s) => s.destroy()).catch(() => {});
+      connection = null;
+    },
+  };
+}
+
+/**
+ * Starts the daemon as a detached process (it outlives this worker), logging to `<controlPath>.log`, with no secret
+ * in its environment: the address rule (`allowPrivate`) is all it is told.
+ */
+export async function spawnGatewayDaemon(controlPath: string, allowPrivate: readonly string[]): Promise<void> {
+  await mkdir(join(controlPath, '..'), { recursive: true, mode: 0o700 });
+  const log = await open(`${controlPath}.log`, 'a', 0o600);
+  try {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(HERE, 'main.ts'), controlPath], {
+      cwd: REPO,
+      detached: true,
+      stdio: ['ignore', log.fd, log.fd],
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', AGENTPLANE_EGRESS_ALLOW_PRIVATE: allowPrivate.join(',') },
+    });
+    child.unref();
+  } finally {
+    await log.close();
+  }
+}
+
+/**
+ * Stops the gateway daemons of a data dir's run dir (a test's teardown, `npm run dev` clearing what a crashed run
+ * left): they outlive workers by design.
+ */
+export async function stopGatewayDaemons(runDir: string): Promise<void> {
+  const files = (await readdir(runDir).catch(() => [] as string[])).filter((f) => /^gateway-[0-9a-f]+\.sock\.pid$/.test(f));
+  await Promise.all(
+    files.map(async (file) => {
+      const pid = Number(await readFile(join(runDir, file), 'utf8').catch(() => ''));
+      if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return;
+      // only a daemon of this run dir is ours (pids get reused)
+      const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+      if (cmdline.includes(join(runDir, file.replace(/\.pid$/, '')))) signalGroup(pid, 'SIGTERM');
+    }),
+  );
+}
