@@ -8,10 +8,8 @@ import type { Db } from '../db/client';
 import { openCredential } from '../db/queries/credentials';
 import { appendAudit, canonicalJson } from '../db/queries/audit';
 import { appendEvents, type NewCharge, type NewEvent } from '../db/queries/events';
-import { chargeReservation, reserveBudget, settleReservation, type ThresholdCrossing } from '../db/queries/budgets';
+import { reserveBudget, settleReservation } from '../db/queries/budgets';
 import { loadPriceOverrides } from '../db/queries/pricing';
-import { enqueueNotification } from '../db/queries/webhooks';
-import { budgetThreshold } from '../governance/notifications';
 import { decideApproval, getRuntimeRef, getSession, markSessionUnsandboxed, putRuntimeRef } from '../db/queries/sessions';
 import { sessionEnvironmentConfig } from '../db/queries/environments';
 import { readNetworking } from '../api/schemas/environment.schema';
@@ -29,6 +27,8 @@ import { createEgressGuard, egressRefusal, EgressRefusedError, type EgressGuard 
 import { RuntimeRefusedError, type RuntimeEvent, type RuntimeRegistry, type RuntimeSessionRef, type TurnContext, type TurnSink } from '../runtimes/runtime-adapter';
 import type { RecordDecisionInput, RecordEventsInput, RunTurnInput, SessionActivities, TurnOutcome } from './types';
 import { decideToolCall, sessionActor, toolUseEventId } from './tool-decision';
+import { commitCharges, ledgerCharge } from './charges';
+import type { ModelMeter } from './model-meter';
 
 export interface ActivityDeps {
   db: Db;
@@ -51,6 +51,8 @@ export interface ActivityDeps {
    * the provider key, which the gateway daemon alone holds
    */
   gateway?: Pick<GatewayClient, 'register' | 'revoke'>;
+  /** charges and holds each model request that goes through the gateway (./model-meter.ts) */
+  meter?: ModelMeter;
 }
 
 export const DEFAULT_SANDBOX: SandboxKind = 'bubblewrap';
@@ -106,16 +108,16 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
       }
     }
 
-    // the runtime holds a session token; the key goes to the gateway daemon's memory only
-    if (deps.gateway && adapter.capabilities.gateway) {
-      ctx.secrets.modelApiKey = deps.gateway.register({ sessionId: input.sessionId, credentialId: credentialId ?? '', apiKey: ctx.secrets.modelApiKey ?? '' });
-    }
+    // through the gateway, each model request is held and charged by itself (./model-meter.ts): the turn's own hold is
+    // then only the admission check (nothing held), and the runtime's own figures are a cross-check
+    const metered = deps.gateway && deps.meter && adapter.capabilities.gateway ? { gateway: deps.gateway, meter: deps.meter } : null;
 
     // team and agent budgets: hold an estimate before anything is sent; a turn that cannot be covered does not leave
     const reservationId = `${input.sessionId}:${input.turnId}:${input.leg}`;
     // the rest of an admitted turn (after an approval) is not refused: the runtime is waiting mid-turn
     const resuming = input.input.kind === 'resume';
-    const reserve = resuming ? 0 : usdToMicros(input.agent.budget.turn_reserve_usd ?? DEFAULT_TURN_RESERVE_USD);
+    const turnReserve = usdToMicros(input.agent.budget.turn_reserve_usd ?? DEFAULT_TURN_RESERVE_USD);
+    const reserve = resuming || metered ? 0 : turnReserve;
     // the reads the turn needs go out together with the reservation (each on its own pooled connection)
     const [held, overrides, stored] = await Promise.all([
       reserveBudget(db, { reservationId, teamId: input.agent.teamId, agentId: input.agent.agentId, sessionId: input.sessionId, amountMicros: reserve, now: new Date(), force: resuming }),
@@ -135,6 +137,22 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     if (held.fresh) {
       await appendAudit(db, { ...sessionActor(input), action: 'budget.reserve', target: held.budgetIds.join(','), decision: 'allow', reason: `held $${microsToUsd(held.amountMicros)} for the turn`, data: { session_id: input.sessionId, reservation: reservationId } });
     }
+
+    if (metered) {
+      metered.meter.open(input.sessionId, {
+        teamId: input.agent.teamId,
+        agentId: input.agent.agentId,
+        agentModel: input.agent.model,
+        actor: sessionActor(input),
+        capMicros: input.budget.max_cost_usd === undefined ? null : usdToMicros(input.budget.max_cost_usd),
+        holdCapMicros: turnReserve,
+        overrides,
+      });
+      // the runtime holds a session token; the key goes to the gateway daemon's memory only
+      ctx.secrets.modelApiKey = metered.gateway.register({ sessionId: input.sessionId, credentialId: credentialId ?? '', apiKey: ctx.secrets.modelApiKey ?? '' });
+    }
+    /** what the runtime itself reported of its model requests (through the gateway: the cross-check) */
+    const reported = { requests: 0, input: 0, output: 0 };
 
     const previous: RuntimeSessionRef | null = stored ? { sessionId: input.sessionId, runtimeSessionId: stored.runtimeSessionId, state: stored.state as Record<string, unknown> } : null;
     const runtime = adapter.kind;
@@ -156,16 +174,20 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
       signal: abort.signal,
       async emit(events) {
         // events, their ledger charges and the budget windows they draw on commit together
+        if (metered) {
+          // the gateway's records are the charges; the runtime's own are counted for the cross-check only
+          for (const e of events) {
+            if (e.type !== 'span.model_request_end') continue;
+            reported.requests++;
+            reported.input += e.model_usage.input_tokens + e.model_usage.cache_read_input_tokens + e.model_usage.cache_creation_input_tokens;
+            reported.output += e.model_usage.output_tokens;
+          }
+          events = events.filter((e) => e.type !== 'span.model_request_end');
+        }
         const { result, charged } = await db.transaction(async (tx) => {
           const priced = events.map((e) => toCharge(e, pricing));
           const logged = events.flatMap((e, i) => toLogEvents(input.sessionId, e, priced[i] ?? null));
-          const result = await appendEvents(tx, { sessionId: input.sessionId, events: logged, charges: priced.flatMap((c) => (c ? [c.charge] : [])) });
-          const charged = held.reservationId ? await chargeReservation(tx, { reservationId: held.reservationId, amountMicros: result.chargedMicros }) : { withinLimits: true, crossings: [] };
-          if (charged.crossings.length > 0) {
-            await appendEvents(tx, { sessionId: input.sessionId, events: charged.crossings.map(thresholdEvent) });
-            for (const crossing of charged.crossings) await enqueueNotification(tx, { teamId: input.agent.teamId, type: 'budget.threshold', payload: thresholdNotification(crossing) });
-          }
-          return { result, charged };
+          return commitCharges(tx, { sessionId: input.sessionId, teamId: input.agent.teamId, events: logged, charges: priced.flatMap((c) => (c ? [c.charge] : [])), reservationId: held.reservationId });
         });
         if (result.chargedMicros > 0) metrics.spend.inc({ runtime }, microsToUsd(result.chargedMicros));
         const overSession = capMicros !== null && result.costMicros >= capMicros;
@@ -182,12 +204,35 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
       decide: (request) => decideToolCall({ db, publicUrl: deps.publicUrl, metrics }, input, request),
     };
 
+    /**
+     * Through the gateway: waits for the leg's requests to be charged, cross-checks the runtime's own figures, and
+     * answers the turn's end when the gateway refused a request for budget (the runtime then stopped, or failed).
+     */
+    const meteredEnd = async (): Promise<TurnOutcome | null> => {
+      if (!metered) return null;
+      const leg = await metered.meter.finish(input.sessionId);
+      const inputTokens = leg.usage.input_tokens + leg.usage.cache_read_input_tokens + leg.usage.cache_creation_input_tokens;
+      const off = (a: number, b: number) => Math.abs(a - b) > Math.max(1, Math.max(a, b) / 100);
+      if (reported.requests > 0 && (reported.requests !== leg.requests || off(reported.input, inputTokens) || off(reported.output, leg.usage.output_tokens))) {
+        log.warn('the runtime\'s own figures differ from the gateway\'s', { runtime, reported, metered: { requests: leg.requests, input: inputTokens, output: leg.usage.output_tokens } });
+      }
+      if (!leg.refused) return null;
+      const session = await getSession(db, { teamId: input.agent.teamId, sessionId: input.sessionId });
+      return { result: { status: 'interrupted' }, spentMicros: session?.costMicros ?? 0, budgetReached: true };
+    };
+
     if (input.input.kind === 'message' && activity.info.attempt === 1) metrics.turns.inc({ runtime });
     try {
-      const result = await inSpan(`runtime.turn ${runtime}`, { ...spanAttributes, 'agentplane.input': input.input.kind }, () => adapter.runTurn(ctx, ref, input.input, sink)).catch((err: unknown) => {
+      const result = await inSpan(`runtime.turn ${runtime}`, { ...spanAttributes, 'agentplane.input': input.input.kind }, () => adapter.runTurn(ctx, ref, input.input, sink)).catch(async (err: unknown) => {
         metrics.runtimeErrors.inc({ runtime });
+        // a runtime that failed on the gateway's budget refusal stopped for the budget
+        const stopped = await meteredEnd();
+        if (stopped) return stopped;
         return failIfFinal(err);
       });
+      if ('budgetReached' in result) return result;
+      const stopped = await meteredEnd();
+      if (stopped) return stopped;
       metrics.turnLegs.inc({ runtime, status: result.status });
       if (result.status === 'error') metrics.runtimeErrors.inc({ runtime });
       if (result.status === 'error' && result.retryable) {
@@ -243,6 +288,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     const adapter = deps.runtimes[input.runtime as keyof RuntimeRegistry];
     // the session's token is refused from now on
     if (adapter?.capabilities.gateway) await deps.gateway?.revoke(input.sessionId);
+    deps.meter?.close(input.sessionId);
     const stored = await getRuntimeRef(db, input.sessionId);
     if (!adapter || !stored) return;
     await inSpan(`runtime.close ${adapter.kind}`, { 'agentplane.session_id': input.sessionId, 'agentplane.runtime': adapter.kind }, () => adapter.close({ sessionId: input.sessionId, runtimeSessionId: stored.runtimeSessionId, state: stored.state as Record<string, unknown> }));
@@ -306,30 +352,6 @@ function toLogEvents(sessionId: string, event: RuntimeEvent, priced: PricedReque
   return [{ sourceId, type, payload: body }];
 }
 
-/** Governance decisions inside a session act for the identity that started it. */
-function thresholdNotification(crossing: ThresholdCrossing) {
-  const { budget } = crossing;
-  return budgetThreshold({
-    teamId: budget.teamId,
-    budgetId: budget.id,
-    scope: budget.scope,
-    agentId: budget.agentId || null,
-    percent: crossing.percent,
-    spentUsd: microsToUsd(crossing.spentMicros),
-    limitUsd: microsToUsd(budget.limitMicros),
-    periodStart: crossing.periodStart,
-  });
-}
-
-function thresholdEvent(crossing: ThresholdCrossing): NewEvent {
-  const { budget } = crossing;
-  return {
-    sourceId: `threshold:${budget.id}:${crossing.periodStart.toISOString()}:${crossing.percent}`,
-    type: 'budget.threshold',
-    payload: { budget_id: budget.id, scope: budget.scope, period: budget.period, percent: crossing.percent, spent_usd: microsToUsd(crossing.spentMicros), limit_usd: microsToUsd(budget.limitMicros) },
-  };
-}
-
 interface Pricing {
   costSource: CostSource;
   agentModel: string;
@@ -359,25 +381,12 @@ function toCharge(event: RuntimeEvent, pricing: Pricing): PricedRequest | null {
       }
     : null;
   return {
-    charge: {
-      sourceId: event.sourceId,
-      model: event.model,
-      // the ledger's token columns are sums: a count a hostile server made negative must not lower them
-      inputTokens: tokenCount(usage.input_tokens),
-      outputTokens: tokenCount(usage.output_tokens),
-      cacheReadTokens: tokenCount(usage.cache_read_input_tokens),
-      cacheCreationTokens: tokenCount(usage.cache_creation_input_tokens),
-      amountMicros: decision.amountMicros,
-      costSource: decision.costSource,
-    },
+    charge: ledgerCharge(event.sourceId, event.model, usage, decision),
     decision,
     refused,
   };
 }
 
-function tokenCount(n: number): number {
-  return Number.isFinite(n) && n > 0 ? Math.min(Math.floor(n), Number.MAX_SAFE_INTEGER) : 0;
-}
 
 /**
  * What the session's sandbox may reach this turn: its environment's `config.networking` as it is now, so a change to

@@ -24,7 +24,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ModelRequestRecord } from './gateway';
+import type { Admission, ModelRequestAsked, ModelRequestRecord } from './gateway';
 import type { ControlRequest, FromDaemon, ListenAt, ToDaemon } from './daemon';
 import type { SessionTokens } from './tokens';
 import { alive, signalGroup } from '../runtimes/kit/process';
@@ -35,6 +35,8 @@ export interface GatewayClientOptions {
   tokens: SessionTokens;
   /** starts a daemon at `controlPath` when none answers */
   start(controlPath: string): Promise<void>;
+  /** may this metered request go (a budget hold); without it every request may */
+  onAdmit?(request: ModelRequestAsked): Promise<Admission>;
   /** a metered request's record; acknowledged to the daemon once this settles without throwing */
   onRecord?(record: ModelRequestRecord): Promise<void>;
 }
@@ -85,6 +87,7 @@ export function createGatewayClient(opts: GatewayClientOptions): GatewayClient {
   const waiting = new Map<number, { resolve(m: Extract<FromDaemon, { type: 'done' }>): void; reject(e: Error): void }>();
   let nextId = 0;
   let connection: Promise<Socket> | null = null;
+  let live: Socket | null = null;
   let closed = false;
 
   function attach(socket: Socket): void {
@@ -93,6 +96,13 @@ export function createGatewayClient(opts: GatewayClientOptions): GatewayClient {
       if (message.type === 'done') {
         waiting.get(message.id)?.resolve(message);
         waiting.delete(message.id);
+        return;
+      }
+      if (message.type === 'admit') {
+        // a failure to decide is a refusal the runtime may retry: nothing goes out unheld
+        Promise.resolve(opts.onAdmit?.(message.request) ?? { ok: true as const })
+          .catch((err: Error): Admission => ({ ok: false, status: 429, message: `the budget could not be checked (${err.message}); try again shortly` }))
+          .then((admission) => write(socket, { type: 'admission', ask: message.ask, admission }));
         return;
       }
       const record: ModelRequestRecord = { ...message.record, startedAt: new Date(message.record.startedAt) };
@@ -105,9 +115,12 @@ export function createGatewayClient(opts: GatewayClientOptions): GatewayClient {
     });
     socket.on('error', () => socket.destroy());
     socket.once('close', () => {
-      if (connection) connection = null;
+      if (live === socket) {
+        live = null;
+        connection = null;
+      }
       for (const [id, w] of waiting) {
-        w.reject(new Error('the gateway daemon closed the connection'));
+        w.reject(new ConnectionLost('the gateway daemon closed the connection'));
         waiting.delete(id);
       }
     });
@@ -146,6 +159,7 @@ export function createGatewayClient(opts: GatewayClientOptions): GatewayClient {
       }
     }
     if (!socket) throw new Error(`the gateway daemon did not answer on ${controlPath} (its log: ${controlPath}.log)`);
+    live = socket;
     attach(socket);
     // a new daemon (or the same, after a lost connection) gets every session this worker serves
     for (const entry of served.values()) {
@@ -162,7 +176,22 @@ export function createGatewayClient(opts: GatewayClientOptions): GatewayClient {
     connection.catch(() => (connection = null));
     return dialled;
   }
-  const daemon = async () => (await socket())!;
+  class ConnectionLost extends Error {}
+  /**
+   * A request to the daemon, sent again once on a new connection when the one it went on was lost (the daemon was
+   * stopped or replaced between two calls; requests are idempotent)
+   */
+  async function call(message: ControlRequest, start = true): Promise<Extract<FromDaemon, { type: 'done' }> | null> {
+    for (let attempt = 0; ; attempt++) {
+      const s = await socket(start);
+      if (!s) return null;
+      try {
+        return await request(s, message);
+      } catch (err) {
+        if (!(err instanceof ConnectionLost) || attempt > 0) throw err;
+      }
+    }
+  }
 
   const serveMessage = (entry: Served) => ({ type: 'serve' as const, session: { ...entry.registration, baseUrl: entry.listen!.baseUrl }, at: entry.listen!.at });
 
@@ -173,7 +202,7 @@ export function createGatewayClient(opts: GatewayClientOptions): GatewayClient {
       served.set(session.sessionId, { registration: { ...session, tokens }, listen: previous?.listen });
       // a key rotated since the sandbox was opened: the daemon gets the new one before the runtime's next request
       if (previous?.listen && (previous.registration.apiKey !== session.apiKey || previous.registration.credentialId !== session.credentialId)) {
-        void daemon().then((s) => request(s, serveMessage(served.get(session.sessionId)!))).catch(() => {});
+        void call(serveMessage(served.get(session.sessionId)!)).catch(() => {});
       }
       return tokens[0]!;
     },
@@ -181,19 +210,17 @@ export function createGatewayClient(opts: GatewayClientOptions): GatewayClient {
       const entry = served.get(sessionId);
       if (!entry) throw new Error(`session ${sessionId} is not registered with the model gateway`);
       entry.listen = { baseUrl, at };
-      const answer = await request(await daemon(), serveMessage(entry));
-      return answer.port ?? null;
+      return (await call(serveMessage(entry)))?.port ?? null;
     },
     async unlisten(sessionId) {
       const entry = served.get(sessionId);
       if (!entry?.listen) return;
       entry.listen = undefined;
-      await request(await daemon(), { type: 'unlisten', sessionId });
+      await call({ type: 'unlisten', sessionId });
     },
     async revoke(sessionId) {
       served.delete(sessionId);
-      const s = await socket(false);
-      if (s) await request(s, { type: 'revoke', sessionId });
+      await call({ type: 'revoke', sessionId }, false);
     },
     close() {
       closed = true;

@@ -15,15 +15,18 @@
  *   sandbox's model bridge reaches, given to the sandbox's user, or a loopback port for a provider without host
  *   sockets; idempotent), `unlisten` {id, sessionId}, `revoke` {id, sessionId} (its tokens are refused from now on),
  *   `ack` {seq}.
- * - daemon → worker: `done` {id, port?, error?}; `record` {seq, record}: a metered request's record, sent to the
- *   connection that last served its session, again to the next one until a worker acknowledges it.
+ * - daemon → worker: `done` {id, port?, error?}; `admit` {ask, request}: may this request go (the worker holds its
+ *   estimate on the budgets), answered by `admission` {ask, admission}; `record` {seq, record}: a metered request's
+ *   record, sent to the connection that last served its session, again to the next one until a worker acknowledges
+ *   it. A request whose session no connected worker serves (its worker was killed, the next one has not reattached
+ *   yet) waits for one, up to `admitWaitMs`, then is refused with a 429 the runtime may retry.
  */
 import { chmod, chown, rm } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { connect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import type { Dispatcher } from 'undici';
-import { createModelGateway, type GatewaySession, type ModelGateway, type ModelRequestRecord } from './gateway';
+import { createModelGateway, type Admission, type GatewaySession, type ModelGateway, type ModelRequestAsked, type ModelRequestRecord } from './gateway';
 
 /** Where a session's server listens: the sandbox's bridge socket (owned by the sandbox's user), or a loopback port. */
 export type ListenAt = { path: string; uid: number; gid: number } | { port: 0 };
@@ -35,12 +38,16 @@ export type ToDaemon =
   | { type: 'serve'; id: number; session: GatewaySession; at: ListenAt }
   | { type: 'unlisten'; id: number; sessionId: string }
   | { type: 'revoke'; id: number; sessionId: string }
-  | { type: 'ack'; seq: number };
+  | { type: 'ack'; seq: number }
+  | { type: 'admission'; ask: number; admission: Admission };
 
 /** A request that is answered (`done`), without the id the client gives it. */
 export type ControlRequest<T = Extract<ToDaemon, { id: number }>> = T extends unknown ? Omit<T, 'id'> : never;
 
-export type FromDaemon = { type: 'done'; id: number; port?: number; error?: string } | { type: 'record'; seq: number; record: WireRecord };
+export type FromDaemon =
+  | { type: 'done'; id: number; port?: number; error?: string }
+  | { type: 'record'; seq: number; record: WireRecord }
+  | { type: 'admit'; ask: number; request: ModelRequestAsked };
 
 export interface GatewayDaemonOptions {
   /** the control socket's path */
@@ -48,6 +55,8 @@ export interface GatewayDaemonOptions {
   /** how the gateway reaches providers: the egress guard's checked dispatcher */
   dispatcher: Dispatcher;
   log?(level: 'info' | 'warn', msg: string, fields?: Record<string, unknown>): void;
+  /** how long a request waits for a worker to serve its session (default 60 s) */
+  admitWaitMs?: number;
 }
 
 export interface GatewayDaemon {
@@ -74,6 +83,47 @@ export async function startGatewayDaemon(opts: GatewayDaemonOptions): Promise<Ga
   const pending = new Map<number, WireRecord>();
   let seq = 0;
   const connections = new Set<Socket>();
+  /** admissions asked of a worker, by ask number: answered, or null when that worker's connection went */
+  const asks = new Map<number, { socket: Socket; answer(a: Admission | null): void }>();
+  let askSeq = 0;
+  /** requests waiting for a worker to serve their session */
+  const awaitingOwner = new Map<string, Set<() => void>>();
+  const admitWaitMs = opts.admitWaitMs ?? 60_000;
+
+  function ownerServed(sessionId: string): void {
+    for (const wake of awaitingOwner.get(sessionId) ?? []) wake();
+    awaitingOwner.delete(sessionId);
+  }
+
+  async function admit(request: ModelRequestAsked): Promise<Admission> {
+    const deadline = Date.now() + admitWaitMs;
+    for (;;) {
+      const owner = owners.get(request.sessionId);
+      if (owner) {
+        const n = ++askSeq;
+        const answer = await new Promise<Admission | null>((resolve) => {
+          asks.set(n, { socket: owner, answer: resolve });
+          send(owner, { type: 'admit', ask: n, request });
+        });
+        asks.delete(n);
+        if (answer) return answer;
+        continue;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) return { ok: false, status: 429, message: 'no worker serves this session right now (it is being moved); try again shortly' };
+      await new Promise<void>((resolve) => {
+        let set = awaitingOwner.get(request.sessionId);
+        if (!set) awaitingOwner.set(request.sessionId, (set = new Set()));
+        const wake = () => {
+          clearTimeout(timer);
+          set!.delete(wake);
+          resolve();
+        };
+        const timer = setTimeout(wake, left);
+        set.add(wake);
+      });
+    }
+  }
 
   const send = (socket: Socket, message: FromDaemon) => {
     if (!socket.destroyed) socket.write(`${JSON.stringify(message)}\n`);
@@ -81,6 +131,7 @@ export async function startGatewayDaemon(opts: GatewayDaemonOptions): Promise<Ga
 
   const gateway = createModelGateway({
     dispatcher: opts.dispatcher,
+    admit,
     onRequest(record) {
       const wire: WireRecord = { ...record, startedAt: record.startedAt.toISOString() };
       const n = ++seq;
@@ -121,11 +172,15 @@ export async function startGatewayDaemon(opts: GatewayDaemonOptions): Promise<Ga
       case 'ack':
         pending.delete(message.seq);
         return;
+      case 'admission':
+        asks.get(message.ask)?.answer(message.admission);
+        return;
       case 'serve': {
         gateway.register(message.session);
         const port = await listen(message.session.sessionId, message.at);
         owners.set(message.session.sessionId, socket);
         send(socket, { type: 'done', id: message.id, ...(port === null ? {} : { port }) });
+        ownerServed(message.session.sessionId);
         // what the previous worker did not acknowledge goes to this one
         for (const [n, record] of pending) if (record.sessionId === message.session.sessionId) send(socket, { type: 'record', seq: n, record });
         return;
@@ -148,6 +203,8 @@ export async function startGatewayDaemon(opts: GatewayDaemonOptions): Promise<Ga
     socket.once('close', () => {
       connections.delete(socket);
       for (const [sessionId, owner] of owners) if (owner === socket) owners.delete(sessionId);
+      // what it was asked and did not answer waits for the session's next worker
+      for (const ask of asks.values()) if (ask.socket === socket) ask.answer(null);
     });
     createInterface({ input: socket, crlfDelay: Infinity }).on('line', (line) => {
       let message: ToDaemon;

@@ -28,7 +28,7 @@
  * `onRequest` hears of every metered request when its response has ended (or failed): model, tokens, latency, time
  * to first byte. The worker turns that into a ledger row and a `span.model_request_end` event.
  */
-import { timingSafeEqual } from 'node:crypto';
+import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { request as undiciRequest, type Dispatcher } from 'undici';
@@ -48,6 +48,8 @@ export interface GatewaySession {
 }
 
 export interface ModelRequestRecord {
+  /** the request's id, the one `admit` was asked with (a record is one ledger row: charged once by this id) */
+  id: string;
   sessionId: string;
   protocol: ModelProtocol;
   /** the model the provider answered with, else the one asked for */
@@ -65,16 +67,30 @@ export interface ModelRequestRecord {
   failure: string | null;
 }
 
-/** What `admit` answers: go ahead (and hear the exchange's record once it ends), or a refusal for the runtime. */
-export type Admission = { ok: true; settle?(record: ModelRequestRecord): void | Promise<void> } | { ok: false; status: 402 | 429; message: string };
+/** A metered request about to be forwarded, as `admit` is asked about it. */
+export interface ModelRequestAsked {
+  id: string;
+  sessionId: string;
+  protocol: ModelProtocol;
+  /** the model asked for */
+  model: string | null;
+  /** the request body's size: about four bytes a token of input */
+  bytes: number;
+  /** the most output it asked for (max_tokens, max_completion_tokens, max_output_tokens), when it said */
+  maxOutputTokens: number | null;
+}
+
+/** What `admit` answers: go ahead, or a refusal for the runtime. */
+export type Admission = { ok: true } | { ok: false; status: 402 | 429; message: string };
 
 export interface ModelGatewayOptions {
   /**
    * Asked before a metered request is forwarded (a budget hold, in the worker). A refusal goes to the runtime in its
-   * provider's shape, naming why, and nothing is sent; an admitted request's `settle` is called exactly once, with
-   * its record, however the exchange ended (usage null when none was seen).
+   * provider's shape, naming why (with `x-should-retry: false`, which the vendors' SDKs obey), and nothing is sent;
+   * an admitted request's record reaches `onRequest` exactly once, however the exchange ended (usage null when none
+   * was seen).
    */
-  admit?(request: { sessionId: string; protocol: ModelProtocol; model: string | null }): Promise<Admission>;
+  admit?(request: ModelRequestAsked): Promise<Admission>;
   /** how the gateway reaches providers: the egress guard's checked dispatcher */
   dispatcher: Dispatcher;
   onRequest?(record: ModelRequestRecord): void;
@@ -102,14 +118,14 @@ const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-authenticate',
 type Shape = 'openai' | 'anthropic';
 
 /** An error in the provider's own shape. */
-function sendError(res: ServerResponse, shape: Shape, status: number, type: string, message: string): void {
+function sendError(res: ServerResponse, shape: Shape, status: number, type: string, message: string, extra: Record<string, string> = {}): void {
   const body = shape === 'anthropic' ? { type: 'error', error: { type, message } } : { error: { message, type, code: type } };
   const text = JSON.stringify(body);
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...extra });
   res.end(text);
 }
 
@@ -232,6 +248,7 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
     }
     let streaming = false;
     let asked: string | null = null;
+    let maxOutputTokens: number | null = null;
     let strip = false;
     if (body && protocol) {
       let parsed: Record<string, unknown> | null = null;
@@ -244,6 +261,8 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
       if (parsed) {
         streaming = parsed.stream === true;
         asked = typeof parsed.model === 'string' ? parsed.model : null;
+        const max = parsed.max_tokens ?? parsed.max_completion_tokens ?? parsed.max_output_tokens;
+        maxOutputTokens = typeof max === 'number' && Number.isFinite(max) && max > 0 ? max : null;
         const options = parsed.stream_options as { include_usage?: unknown } | undefined;
         if (protocol === 'openai-chat' && streaming && options?.include_usage !== true) {
           strip = true;
@@ -263,20 +282,17 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
 
     // metered: the model requests (count_tokens and the model list are free)
     const metered = protocol !== null && protocol !== 'anthropic-count-tokens' ? protocol : null;
-    let admitted: Extract<Admission, { ok: true }> | null = null;
+    const id = randomUUID();
     if (metered && opts.admit) {
-      const admission = await opts.admit({ sessionId, protocol: metered, model: asked });
+      const admission = await opts.admit({ id, sessionId, protocol: metered, model: asked, bytes: body?.length ?? 0, maxOutputTokens });
       if (!admission.ok) {
-        const type = shape === 'anthropic' ? 'rate_limit_error' : 'insufficient_quota';
-        return sendError(res, shape, admission.status, type, `agentplane gateway: ${admission.message}`);
+        const type = admission.status === 429 ? (shape === 'anthropic' ? 'rate_limit_error' : 'rate_limit_exceeded') : shape === 'anthropic' ? 'billing_error' : 'insufficient_quota';
+        return sendError(res, shape, admission.status, type, `agentplane gateway: ${admission.message}`, { 'x-should-retry': 'false' });
       }
-      admitted = admission;
     }
     const record = (status: number, usage: TokenUsage | null, model: string | null, ttfb: number | null, failure: string | null) => {
       if (!metered) return;
-      const entry: ModelRequestRecord = { sessionId, protocol: metered, model: model ?? asked, streaming, status, usage, startedAt, latencyMs: performance.now() - started, ttfbMs: ttfb, failure };
-      if (admitted?.settle) Promise.resolve(admitted.settle(entry)).catch(() => {});
-      opts.onRequest?.(entry);
+      opts.onRequest?.({ id, sessionId, protocol: metered, model: model ?? asked, streaming, status, usage, startedAt, latencyMs: performance.now() - started, ttfbMs: ttfb, failure });
     };
 
     // the runtime hung up: the provider's answer is dropped (its body destroyed) wherever it has got to

@@ -22,6 +22,7 @@ import { createApiMetrics, createWorkerMetrics, serveMetrics } from '../observab
 import { clientInterceptors, startTracing } from '../observability/tracing';
 import { RUNTIME_CAPABILITIES } from '../runtimes/registry';
 import { createEgressGuard } from '../runtimes/kit/egress';
+import { createModelMeter } from '../activities/model-meter';
 import { createGatewayClient, spawnGatewayDaemon, stopGatewayDaemons } from '../gateway/client';
 import { createSessionTokens, TOKEN_PURPOSE } from '../gateway/tokens';
 import { stopOpenCodeServers } from '../runtimes/opencode/opencode.adapter';
@@ -108,9 +109,13 @@ const publicUrl = env.AGENTPLANE_PUBLIC_URL ?? `http://${env.HOST}:${env.PORT}`;
 const egress = createEgressGuard({ allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE });
 // every session's processes in its own sandbox (AGENTPLANE_SANDBOX, bubblewrap by default), as in production
 // runtimes hold a session token, the gateway daemon (a process of its own, which outlives this one) the key
+// each model request through the gateway is held on the budgets before it leaves and charged when it ends
+const meter = createModelMeter({ db: database.db, warn: (msg, fields) => console.warn(msg, fields) });
 const gateway = createGatewayClient({
   runDir: join(dataDir, 'run'),
   tokens: createSessionTokens(vault.deriveKeys(TOKEN_PURPOSE)),
+  onAdmit: meter.admit,
+  onRecord: meter.record,
   start: (controlPath) => spawnGatewayDaemon(controlPath, env.AGENTPLANE_EGRESS_ALLOW_PRIVATE),
 });
 const sandboxes = createWorkerSandboxes({ db: database.db, provider: createSandboxProvider(env, { info() {}, warn: (msg) => console.warn(msg) }), egress, dataDir, gateway, metrics: workerMetrics });
@@ -129,6 +134,7 @@ const worker = await createSessionWorker({
     egress,
     sandboxKind: env.AGENTPLANE_SANDBOX,
     gateway,
+    meter,
   },
   tracing,
 });

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createVault, generateMasterKeySpec } from '../db/vault';
-import { createModelGateway, type ModelGateway, type ModelRequestRecord } from '../gateway/gateway';
+import { createModelGateway, type ModelGateway, type ModelRequestAsked, type ModelRequestRecord } from '../gateway/gateway';
 import { createSessionTokens, TOKEN_PURPOSE } from '../gateway/tokens';
 import { createUsageMeter } from '../gateway/usage';
 import { createEgressGuard } from '../runtimes/kit/egress';
@@ -271,7 +271,7 @@ describe('the model gateway asking before it forwards (budget holds)', () => {
   let upstream: ModelUpstream;
   let gateway: ModelGateway;
   let base: string;
-  const asked: Array<{ protocol: string; model: string | null }> = [];
+  const asked: ModelRequestAsked[] = [];
   const settled: ModelRequestRecord[] = [];
   const token = tokens.issue('sesn_budget', 'cred_1');
 
@@ -280,10 +280,12 @@ describe('the model gateway asking before it forwards (budget holds)', () => {
     gateway = createModelGateway({
       dispatcher: createEgressGuard({ allowPrivate: ['127.0.0.1/32'] }).dispatcher,
       async admit(request) {
-        asked.push({ protocol: request.protocol, model: request.model });
-        if (request.model === 'over-budget') return { ok: false, status: 429, message: 'the team budget bud_1 (month, $10.00) cannot cover this request' };
-        return { ok: true, settle: (record) => void settled.push(record) };
+        asked.push(request);
+        if (request.model === 'over-budget') return { ok: false, status: 402, message: 'the team budget bud_1 (month, $10.00) cannot cover this request' };
+        if (request.model === 'slow-down') return { ok: false, status: 429, message: 'no worker holds this session now' };
+        return { ok: true };
       },
+      onRequest: (record) => void settled.push(record),
     });
     gateway.register({ sessionId: 'sesn_budget', credentialId: 'cred_1', baseUrl: `${upstream.url}/v1`, apiKey: KEY, tokens: tokens.all('sesn_budget', 'cred_1') });
     const server = gateway.serverFor('sesn_budget');
@@ -296,14 +298,18 @@ describe('the model gateway asking before it forwards (budget holds)', () => {
   });
 
   it('refuses a request the budget cannot cover in the provider\'s shape, naming the budget, and sends nothing', async () => {
-    const openai = new OpenAI({ baseURL: `${base}/v1`, apiKey: token, maxRetries: 0 });
-    await expect(openai.chat.completions.create({ model: 'over-budget', messages: [{ role: 'user', content: 'hi' }] })).rejects.toMatchObject({
-      status: 429,
+    // refusals say not to retry, and the SDKs obey: one request each, even with retries on
+    const openai = new OpenAI({ baseURL: `${base}/v1`, apiKey: token, maxRetries: 3 });
+    await expect(openai.chat.completions.create({ model: 'over-budget', max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] })).rejects.toMatchObject({
+      status: 402,
       code: 'insufficient_quota',
       message: expect.stringContaining('team budget bud_1'),
     });
-    const anthropic = new Anthropic({ baseURL: base, apiKey: token, maxRetries: 0 });
-    await expect(anthropic.messages.create({ model: 'over-budget', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] })).rejects.toMatchObject({ status: 429, error: { error: { type: 'rate_limit_error' } } });
+    const anthropic = new Anthropic({ baseURL: base, apiKey: token, maxRetries: 3 });
+    await expect(anthropic.messages.create({ model: 'over-budget', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] })).rejects.toMatchObject({ status: 402, error: { error: { type: 'billing_error' } } });
+    await expect(anthropic.messages.create({ model: 'slow-down', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] })).rejects.toMatchObject({ status: 429, error: { error: { type: 'rate_limit_error' } } });
+    expect(asked.map((a) => [a.model, a.maxOutputTokens])).toEqual([['over-budget', 64], ['over-budget', 5], ['slow-down', 5]]);
+    expect(asked[0]!.bytes).toBeGreaterThan(20);
     expect(upstream.requests).toEqual([]);
     expect(settled).toEqual([]);
   });
@@ -320,10 +326,12 @@ describe('the model gateway asking before it forwards (budget holds)', () => {
     // the gateway drops the provider's answer when the runtime hangs up: its record comes without the rest
     await eventuallyTrue(() => settled.length === 2);
     release();
-    expect(asked.slice(-2)).toEqual([
-      { protocol: 'anthropic-messages', model: 'claude-test' },
-      { protocol: 'openai-chat', model: 'gpt-test' },
+    expect(asked.slice(-2).map((a) => [a.protocol, a.model])).toEqual([
+      ['anthropic-messages', 'claude-test'],
+      ['openai-chat', 'gpt-test'],
     ]);
+    // each record is the admitted request's, by its id
+    expect(settled.map((r) => r.id)).toEqual(asked.slice(-2).map((a) => a.id));
     expect(settled.map((r) => [r.protocol, r.usage?.output_tokens ?? null, r.failure])).toEqual([
       ['anthropic-messages', 30, null],
       ['openai-chat', null, 'client closed'],

@@ -10,6 +10,7 @@ import { createVault } from '../db/vault';
 import { createAdapterLog, createJsonLog, fromTemporalEntry } from '../observability/logger';
 import { createWorkerMetrics, serveMetrics } from '../observability/metrics';
 import { startTracing } from '../observability/tracing';
+import { createModelMeter } from '../activities/model-meter';
 import { createGatewayClient, spawnGatewayDaemon } from '../gateway/client';
 import { createSessionTokens, TOKEN_PURPOSE } from '../gateway/tokens';
 import { createEgressGuard } from '../runtimes/kit/egress';
@@ -62,9 +63,13 @@ const adapterLog = createAdapterLog(writeLog, env.AGENTPLANE_LOG_LEVEL);
 // every process a session runs goes in its own sandbox (AGENTPLANE_SANDBOX, bubblewrap by default)
 // the sessions' model endpoint: runtimes hold a session token, the gateway daemon the key (gateway/); the daemon is
 // started on first use and outlives this process, as the runtime servers do
+// each model request through the gateway is held on the budgets before it leaves and charged when it ends
+const meter = createModelMeter({ db: database.db, warn: (msg, fields) => adapterLog.warn(msg, fields) });
 const gateway = createGatewayClient({
   runDir: resolve(dataDir, 'run'),
   tokens: createSessionTokens(vault.deriveKeys(TOKEN_PURPOSE)),
+  onAdmit: meter.admit,
+  onRecord: meter.record,
   start: (controlPath) => spawnGatewayDaemon(controlPath, env.AGENTPLANE_EGRESS_ALLOW_PRIVATE),
 });
 const sandboxes = createWorkerSandboxes({ db: database.db, provider: createSandboxProvider(env, adapterLog), egress, dataDir, gateway, metrics, logger: adapterLog });
@@ -95,6 +100,7 @@ const worker = await createSessionWorker({
     egress,
     sandboxKind: env.AGENTPLANE_SANDBOX,
     gateway,
+    meter,
   },
   tracing,
 });

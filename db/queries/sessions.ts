@@ -22,6 +22,12 @@ export async function getSession(db: Db, params: { teamId: string; sessionId: st
   return row ?? null;
 }
 
+/** What the session has spent so far, in micro-dollars (0 when it does not exist). */
+export async function getSessionCost(db: Db, sessionId: string): Promise<number> {
+  const [row] = await db.select({ cost: sessions.costMicros }).from(sessions).where(eq(sessions.id, sessionId));
+  return row?.cost ?? 0;
+}
+
 /** A session one of whose turns ran without a sandbox says so from then on (it is never set back). */
 export async function markSessionUnsandboxed(db: Db, sessionId: string): Promise<void> {
   await db.update(sessions).set({ sandbox: 'none' }).where(and(eq(sessions.id, sessionId), ne(sessions.sandbox, 'none')));

@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RuntimeKind, RuntimeRegistry } from '../../runtimes/runtime-adapter';
 import { attackToolCall, decodeAttackOutput, echoToolResult, expectNothingFound, FORK_BOMB, MEMORY_HOG, type AttackTargets } from './attack';
-import { startScriptedModel, type ScriptedModel } from './scripted-model';
+import { startScriptedModel, type RecordedRequest, type ScriptedModel } from './scripted-model';
+import { RUNTIME_CAPABILITIES } from '../../runtimes/registry';
 import { eventsOf, eventually, LOCAL_RECEIVERS, startStack, type Stack } from './stack';
 import { spawnWorker, type WorkerProcess } from './worker-process';
 
@@ -127,8 +128,23 @@ describe(`a ${rt.kind} session attacking its sandbox, on a worker process`, () =
     // the probe did run as the tool call, inside: the sandbox's user
     expect(decoded).toContain('USER=agent');
     // and the session's own key, which nothing inside holds, did reach the model with its requests
-    const keys = model.requests.map((r) => [r.headers.authorization, r.headers['x-api-key']].join(' '));
-    expect(keys.some((k) => k.includes(ATTACKER_KEY))).toBe(true);
+    const keyOf = (r: RecordedRequest) => [r.headers.authorization, r.headers['x-api-key']].join(' ');
+    const own = model.requests.filter((r) => keyOf(r).includes(ATTACKER_KEY) && r.protocol !== null);
+    expect(own.length).toBeGreaterThan(0);
+
+    // the session's cost is the sum of its model requests at the table's price ($3 / $15 per million tokens), each
+    // metered from the provider's answer by the gateway, one event for each request the model received
+    const spans = (await eventsOf(stack, session)).filter((e) => e.type === 'span.model_request_end');
+    const gateway = RUNTIME_CAPABILITIES[rt.kind].gateway;
+    if (gateway) {
+      expect(spans.map((e) => e.metered_by)).toEqual(own.map(() => 'gateway'));
+    }
+    expect(spans.length).toBeGreaterThan(0);
+    const u = (e: Record<string, any>) => e.model_usage as { input_tokens: number; output_tokens: number; cache_read_input_tokens: number; cache_creation_input_tokens: number };
+    const priced = spans.reduce((sum, e) => sum + (u(e).input_tokens + u(e).cache_read_input_tokens + u(e).cache_creation_input_tokens) * 3 + u(e).output_tokens * 15, 0);
+    const usage = (await stack.call('GET', `/v1/sessions/${session}`)).body.usage;
+    expect(Math.round(usage.cost_usd * 1e6)).toBe(priced);
+    expect(priced).toBeGreaterThan(0);
   });
 
   it('a fork bomb and a memory hog each end at the sandbox\'s limits, and the worker still serves another session', { timeout: testMs }, async () => {

@@ -29,6 +29,7 @@ import type { RuntimeRegistry } from '../../runtimes/runtime-adapter';
 import { createSessionWorker } from '../../worker/create-worker';
 import { createGatewayClient, stopGatewayDaemons } from '../../gateway/client';
 import { startGatewayDaemon, type GatewayDaemon } from '../../gateway/daemon';
+import { createModelMeter } from '../../activities/model-meter';
 import { createSessionTokens, TOKEN_PURPOSE } from '../../gateway/tokens';
 import { createWorkerSandboxes } from '../../worker/sandboxes';
 import { createTestDatabase, type TestDatabase } from './postgres';
@@ -118,9 +119,12 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   // the model gateway as worker/main.ts has it, its daemon started in this process (a worker process of this stack's
   // data dir finds it there, as it would find one it had started itself)
   let daemon: GatewayDaemon | null = null;
+  const meter = createModelMeter({ db: db.db });
   const gateway = createGatewayClient({
     runDir: join(dataDir, 'run'),
     tokens: createSessionTokens(vault.deriveKeys(TOKEN_PURPOSE)),
+    onAdmit: meter.admit,
+    onRecord: meter.record,
     start: async (controlPath) => void (daemon ??= await startGatewayDaemon({ controlPath, dispatcher: egress.dispatcher })),
   });
   const sandboxes = createWorkerSandboxes({ db: db.db, provider: createSandboxProvider({ ...parseEnv(sandboxEnv, {}), AGENTPLANE_SANDBOX: sandboxKind }, SILENT_LOGGER), egress, dataDir, gateway });
@@ -185,7 +189,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     },
     async startWorker(runtimes) {
       workerConnection = await NativeConnection.connect({ address: temporalAddress });
-      worker = await createSessionWorker({ connection: workerConnection, namespace: 'default', taskQueue, deps: { db: db.db, vault, runtimes, dataDir, publicUrl: url, egress, sandboxKind, gateway }, tracing: opts.tracing });
+      worker = await createSessionWorker({ connection: workerConnection, namespace: 'default', taskQueue, deps: { db: db.db, vault, runtimes, dataDir, publicUrl: url, egress, sandboxKind, gateway, meter }, tracing: opts.tracing });
       workerRun = worker.run();
     },
     async stopWorker() {
