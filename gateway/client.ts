@@ -91,7 +91,8 @@ export function createGatewayClient(opts: GatewayClientOptions): GatewayClient {
   let closed = false;
 
   function attach(socket: Socket): void {
-    createInterface({ input: socket, crlfDelay: Infinity }).on('line', (line) => {
+    // (the socket's errors are re-emitted on the reader: the socket's own handler deals with them)
+    createInterface({ input: socket, crlfDelay: Infinity }).on('error', () => {}).on('line', (line) => {
       const message = JSON.parse(line) as FromDaemon;
       if (message.type === 'done') {
         waiting.get(message.id)?.resolve(message);

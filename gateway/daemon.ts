@@ -206,7 +206,8 @@ export async function startGatewayDaemon(opts: GatewayDaemonOptions): Promise<Ga
       // what it was asked and did not answer waits for the session's next worker
       for (const ask of asks.values()) if (ask.socket === socket) ask.answer(null);
     });
-    createInterface({ input: socket, crlfDelay: Infinity }).on('line', (line) => {
+    // (the socket's errors are re-emitted on the reader: the socket's own handler deals with them)
+    createInterface({ input: socket, crlfDelay: Infinity }).on('error', () => {}).on('line', (line) => {
       let message: ToDaemon;
       try {
         message = JSON.parse(line) as ToDaemon;

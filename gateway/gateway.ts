@@ -101,7 +101,7 @@ export interface ModelGatewayOptions {
 export interface ModelGateway {
   /** serves the session (again): its provider, its credential, key and tokens, replacing what it had */
   register(session: GatewaySession): void;
-  /** the session ended: its token is refused from now on */
+  /** the session ended: its tokens are refused from now on (401), also on a connection its runtime still holds */
   revoke(sessionId: string): void;
   /** a new server for the session's sandbox (listened on once: ./daemon.ts, on the socket its sandbox reaches) */
   serverFor(sessionId: string): Server;
@@ -134,6 +134,9 @@ function drop(body: Dispatcher.ResponseData['body']): void {
   body.on('error', () => {});
   body.destroy();
 }
+
+/** How long a revoked session's servers keep answering (401) before they close. */
+const REVOKED_SERVER_GRACE_MS = 60_000;
 
 /** The largest request body passed on (a model request with its whole conversation is a few MiB at most). */
 const MAX_REQUEST_BYTES = 32 * 1024 * 1024;
@@ -371,11 +374,16 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
     },
     revoke(sessionId) {
       sessions.delete(sessionId);
-      for (const server of servers.get(sessionId) ?? []) {
-        server.close();
-        server.closeAllConnections();
-      }
+      // every request from now on gets a 401, on a connection the runtime still holds too; the session's servers close
+      // a while later (a runtime being stopped is told why its requests fail, rather than finding nothing there)
+      const ended = servers.get(sessionId) ?? new Set();
       servers.delete(sessionId);
+      setTimeout(() => {
+        for (const server of ended) {
+          server.close();
+          server.closeAllConnections();
+        }
+      }, REVOKED_SERVER_GRACE_MS).unref();
     },
     serverFor(sessionId) {
       const server = createServer({ keepAlive: true }, (req, res) => {
@@ -387,6 +395,8 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
           })
           .finally(() => active--);
       });
+      // runtimes keep their connection to the model between requests, minutes apart in a long tool call
+      server.keepAliveTimeout = 65_000;
       server.once('close', () => servers.get(sessionId)?.delete(server));
       let set = servers.get(sessionId);
       if (!set) servers.set(sessionId, (set = new Set()));

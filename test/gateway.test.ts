@@ -215,12 +215,21 @@ describe('the model gateway', () => {
     expect(upstream.requests[0]!.headers.authorization).toBe(`Bearer ${KEY}-sesn_b`);
   });
 
-  it('refuses the token of a session that ended', async () => {
+  it('refuses the token of a session that ended, also on a connection its runtime still holds', async () => {
     gateway.register({ sessionId: 'sesn_c', credentialId: 'cred_3', baseUrl: `${upstream.url}/v1`, apiKey: KEY, tokens: tokens.all('sesn_c', 'cred_3') });
     const base = await serve('sesn_c');
     const token = tokens.issue('sesn_c', 'cred_3');
     await expect(openai(base, token).chat.completions.create({ model: 'm', messages: [] })).resolves.toMatchObject({ object: 'chat.completion' });
+    // a connection the runtime holds across the end: its next request is refused
+    const held = new UndiciAgent({ connections: 1 });
+    const before = await undiciFetch(`${base}/v1/models`, { headers: { authorization: `Bearer ${token}` }, dispatcher: held });
+    expect(before.status).toBe(200);
+    await before.text();
     gateway.revoke('sesn_c');
+    const after = await undiciFetch(`${base}/v1/models`, { headers: { authorization: `Bearer ${token}` }, dispatcher: held });
+    expect(after.status).toBe(401);
+    await after.text();
+    await held.close();
     const again = gateway.serverFor('sesn_c');
     servers.push(again);
     await new Promise<void>((resolve) => again.listen(0, '127.0.0.1', resolve));
@@ -434,7 +443,9 @@ describe('the gateway daemon, a process of its own that outlives the worker driv
     expect(thirdRecords).toEqual([]);
 
     await third.revoke('sesn_d1');
-    await expect(chat(socketPath, token)).rejects.toThrow();
+    const refused = await chat(socketPath, token);
+    expect(refused.status).toBe(401);
+    await refused.text();
     next.close();
     third.close();
   });
