@@ -21,6 +21,7 @@
  *   it. A request whose session no connected worker serves (its worker was killed, the next one has not reattached
  *   yet) waits for one, up to `admitWaitMs`, then is refused with a 429 the runtime may retry.
  */
+import { existsSync } from 'node:fs';
 import { chmod, chown, rm } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { connect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
@@ -144,7 +145,8 @@ export async function startGatewayDaemon(opts: GatewayDaemonOptions): Promise<Ga
   async function listen(sessionId: string, at: ListenAt): Promise<number | null> {
     const where = 'path' in at ? at.path : 'loopback';
     const current = listening.get(sessionId);
-    if (current?.where === where && current.server.listening) return current.port;
+    // the same place, still there (a sandbox made afresh empties its run dir, and the socket with it)
+    if (current?.where === where && current.server.listening && ('port' in at || existsSync(at.path))) return current.port;
     // another place (a sandbox made again elsewhere): the old listener takes no new connections; its streams go on
     current?.server.close();
     const server = gateway.serverFor(sessionId);

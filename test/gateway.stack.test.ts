@@ -4,16 +4,22 @@
  * the next request and ends the turn `budget_reached` with the ledger at the limit; a session's token works on its
  * own socket only, and not once the session has ended.
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import OpenAI from 'openai';
 import { sql } from 'drizzle-orm';
 import { Agent as UndiciAgent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rowsOf } from '../db/client';
 import { createVault } from '../db/vault';
 import { createSessionTokens, TOKEN_PURPOSE } from '../gateway/tokens';
+import { createGatewayClient } from '../gateway/client';
+import { startGatewayDaemon, type GatewayDaemon } from '../gateway/daemon';
+import { createModelMeter } from '../activities/model-meter';
 import { createOpenCodeAdapter } from '../runtimes/opencode/opencode.adapter';
 import { startScriptedModel, type RecordedRequest, type ScriptedModel } from './support/scripted-model';
-import { eventually, LOCAL_RECEIVERS, startStack, type Stack } from './support/stack';
+import { eventually, LOCAL_RECEIVERS, localEgress, startStack, type Stack } from './support/stack';
 
 const MODEL = 'scripted-model';
 /** each request: 100 input and 20 output tokens at $300 / $1500 per million = $0.06 */
@@ -47,7 +53,7 @@ async function teamWithAgent(budget: Record<string, unknown>) {
     key,
   );
   expect(agent.status, JSON.stringify(agent.body)).toBe(200);
-  return { key, secret, agentId: agent.body.id as string, credentialId: credential.body.id as string };
+  return { teamId: team.teamId, key, secret, agentId: agent.body.id as string, credentialId: credential.body.id as string };
 }
 
 /** the session's state once it is `status` (and its stop reason `stopReason`), read with a key of its team */
@@ -138,5 +144,61 @@ describe('model requests through the gateway (OpenCode, sandboxed)', () => {
     expect(bOwn.status).not.toBe(401);
     await bOwn.text();
     await Promise.all([held.close(), onB.close()]);
+  });
+
+  it('holds 20 concurrent sessions\' requests on one team budget: exactly what it covers is sent, the rest refused before leaving', { timeout: 120_000 }, async () => {
+    // the gateway daemon and the worker's meter as a worker has them, on this stack's database; the sessions' runtimes
+    // are the OpenAI SDK, 20 of them at once, three requests each, against a budget that covers 25 requests
+    const { teamId, key, agentId, credentialId } = await teamWithAgent({});
+    const budget = await stack.call('POST', '/v1/budgets', { scope: 'team', period: 'month', limit_usd: (25 * REQUEST_MICROS) / 1e6 }, key);
+    expect(budget.status).toBe(200);
+    const scripted = await stack.call('POST', '/v1/agents', { name: 'holder', model: 'scripted', runtime: { type: 'scripted' }, tool_policy: { rules: [], default: 'allow' } }, key);
+    const sessions = await Promise.all(Array.from({ length: 20 }, async () => (await stack.call('POST', '/v1/sessions', { agent: scripted.body.id }, key)).body.id as string));
+
+    const runDir = await mkdtemp(join(tmpdir(), 'agentplane-budget-'));
+    const meter = createModelMeter({ db: stack.db.db });
+    const tokens = createSessionTokens(createVault(stack.masterKey).deriveKeys(TOKEN_PURPOSE));
+    let daemon: GatewayDaemon | null = null;
+    const client = createGatewayClient({ runDir, tokens, onAdmit: meter.admit, onRecord: meter.record, start: async (controlPath) => void (daemon = await startGatewayDaemon({ controlPath, dispatcher: localEgress().dispatcher })) });
+    const before = model.requests.length;
+    try {
+      const outcomes = await Promise.all(
+        sessions.map(async (sessionId) => {
+          meter.open(sessionId, { teamId, agentId, agentModel: MODEL, actor: { teamId, actorKeyId: 'test', actorRole: 'admin' }, capMicros: null, holdCapMicros: REQUEST_MICROS, overrides: { [MODEL]: { input: 300, output: 1500 } } });
+          const token = client.register({ sessionId, credentialId, apiKey: 'sk-concurrent' });
+          const socketPath = join(runDir, `${sessionId}.sock`);
+          await client.listen(sessionId, model.openaiBaseUrl, { path: socketPath, uid: process.getuid!(), gid: process.getgid!() });
+          const dispatcher = new UndiciAgent({ connect: { socketPath } });
+          const viaSocket = ((url: string, init: object) => undiciFetch(url, { ...init, dispatcher })) as unknown as typeof fetch;
+          const openai = new OpenAI({ baseURL: 'http://model/v1', apiKey: token, maxRetries: 2, fetch: viaSocket });
+          const results: Array<'sent' | 402> = [];
+          for (let i = 0; i < 3; i++) {
+            try {
+              // ~300 tokens of input by the gateway's estimate, more than the 100 the model reports: each request holds
+              // the agent's cap, $0.06, exactly what it costs
+              await openai.chat.completions.create({ model: MODEL, max_tokens: 20, messages: [{ role: 'user', content: 'hello '.repeat(200) }] });
+              results.push('sent');
+            } catch (err) {
+              results.push((err as { status: number }).status as 402);
+            }
+          }
+          await meter.finish(sessionId);
+          return results;
+        }),
+      );
+      const flat = outcomes.flat();
+      expect(flat.filter((r) => r === 'sent')).toHaveLength(25);
+      expect(flat.filter((r) => r === 402)).toHaveLength(35);
+      // refused requests never left, and none was retried
+      expect(model.requests.length - before).toBe(25);
+      const [ledger] = rowsOf<{ n: number; total: string }>(await stack.db.db.execute(sql`select count(*)::int as n, coalesce(sum(amount_micros), 0)::bigint as total from ledger where team_id = ${teamId}`));
+      expect({ n: ledger!.n, total: Number(ledger!.total) }).toEqual({ n: 25, total: 25 * REQUEST_MICROS });
+      const window = (await stack.call('GET', '/v1/budgets', undefined, key)).body.data[0].current;
+      expect(window).toMatchObject({ spent_usd: (25 * REQUEST_MICROS) / 1e6, reserved_usd: 0, remaining_usd: 0 });
+    } finally {
+      client.close();
+      await (daemon as GatewayDaemon | null)?.close();
+      await rm(runDir, { recursive: true, force: true });
+    }
   });
 });

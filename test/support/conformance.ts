@@ -16,6 +16,8 @@
  * mid-turn, and a second process must finish the turn without the runtime receiving the prompt twice.
  */
 import { join } from 'node:path';
+import { sql } from 'drizzle-orm';
+import { rowsOf } from '../../db/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAcpAdapter } from '../../runtimes/acp/acp.adapter';
 import { createClaudeCodeAdapter } from '../../runtimes/claude-code/claude-code.adapter';
@@ -444,6 +446,8 @@ function describeRuntime(rt: RuntimeCase): void {
       await env.stack.stopWorker();
       worker = await spawnWorker(env.stack, { AGENTPLANE_RUNTIMES: rt.kind });
       const prompt = 'conformance reattach';
+      // a team budget, so that each model request through the gateway takes a hold the crash could leave behind
+      if (caps.gateway) expect((await env.stack.call('POST', '/v1/budgets', { scope: 'team', period: 'month', limit_usd: 1000 })).status).toBe(200);
       const before = (await eventsOf(env.stack, sessionId)).length;
       const sent = await env.stack.call('POST', `/v1/sessions/${sessionId}/events`, { events: [{ type: 'user.message', content: script(prompt, [{ hold: true, say: 'finished after the crash' }]) }] });
       expect(sent.status).toBeLessThan(300);
@@ -454,6 +458,7 @@ function describeRuntime(rt: RuntimeCase): void {
       await waitForStatus(env.stack, sessionId, 'idle', 'end_turn', 180_000);
 
       const received = rt.promptsReceived(env, prompt);
+      if (received !== 1 && env.model) console.log('DEBUG-REQ', JSON.stringify(env.model.requests.filter((r) => JSON.stringify(r.body).includes(prompt)).map((r) => ({ seq: r.seq, step: r.stepIndex, key: r.headers['x-api-key'] ?? r.headers.authorization, msgs: JSON.stringify(r.body).slice(-1500) }))));
       if (received !== null) expect(received).toBe(1);
       const events = await eventsOf(env.stack, sessionId);
       expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
@@ -461,6 +466,15 @@ function describeRuntime(rt: RuntimeCase): void {
       expect(messages.at(-1)).toBe('finished after the crash');
       // every message of the turn once: nothing replayed into the log twice
       expect(new Set(messages).size).toBe(messages.length);
+      if (caps.gateway) {
+        // the request the crash cut across was charged once, by the next worker, and no hold stayed behind
+        const spans = events.filter((e) => e.type === 'span.model_request_end');
+        expect(spans.every((e) => e.metered_by === 'gateway')).toBe(true);
+        const ledger = rowsOf<{ n: number; distinct_sources: number }>(await env.stack.db.db.execute(sql`select count(*)::int as n, count(distinct source_id)::int as distinct_sources from ledger where session_id = ${sessionId}`))[0]!;
+        expect(ledger).toEqual({ n: spans.length, distinct_sources: spans.length });
+        const held = rowsOf<{ n: number }>(await env.stack.db.db.execute(sql`select count(*)::int as n from reservations where session_id = ${sessionId} and status = 'held'`))[0]!;
+        expect(held.n).toBe(0);
+      }
     });
   });
 }
