@@ -24,9 +24,10 @@
 import { existsSync } from 'node:fs';
 import { chmod, chown, rm } from 'node:fs/promises';
 import type { Server } from 'node:http';
-import { connect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import type { Dispatcher } from 'undici';
+import { socketAnswers } from '../runtimes/kit/servers';
 import { createModelGateway, type Admission, type GatewaySession, type ModelGateway, type ModelRequestAsked, type ModelRequestRecord } from './gateway';
 
 /** Where a session's server listens: the sandbox's bridge socket (owned by the sandbox's user), or a loopback port. */
@@ -249,7 +250,7 @@ async function listenControl(server: NetServer, path: string): Promise<void> {
     await attempt();
   } catch (err) {
     if ((err as { code?: string }).code !== 'EADDRINUSE') throw err;
-    if (await answers(path)) throw new GatewayDaemonRunning(path);
+    if (await socketAnswers(path)) throw new GatewayDaemonRunning(path);
     await rm(path, { force: true });
     await attempt();
   }
@@ -260,16 +261,4 @@ export class GatewayDaemonRunning extends Error {
   constructor(path: string) {
     super(`a gateway daemon already listens on ${path}`);
   }
-}
-
-/** Whether something answers on the Unix socket at `path`. */
-export function answers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(path);
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
 }

@@ -336,6 +336,9 @@ export function createModelGateway(opts: ModelGatewayOptions): ModelGateway {
       if (value !== undefined && !DROP_RESPONSE.has(name) && !(strip && name === 'content-length')) out[name] = value;
     }
     res.writeHead(answer.statusCode, out);
+    // the provider's headers go on when they come, before any body: a runtime may act on them (Claude Code records
+    // its prompt once its model answers) while the provider takes its time over the first token
+    res.flushHeaders();
     const ok = answer.statusCode >= 200 && answer.statusCode < 300;
     const meter = protocol && ok ? createUsageMeter(protocol, streaming) : null;
     const stripper = strip && ok ? createUsageStripper() : null;

@@ -22,13 +22,12 @@ import { createApiMetrics, createWorkerMetrics, serveMetrics } from '../observab
 import { clientInterceptors, startTracing } from '../observability/tracing';
 import { RUNTIME_CAPABILITIES } from '../runtimes/registry';
 import { createEgressGuard } from '../runtimes/kit/egress';
-import { createModelMeter } from '../activities/model-meter';
-import { createGatewayClient, spawnGatewayDaemon, stopGatewayDaemons } from '../gateway/client';
-import { createSessionTokens, TOKEN_PURPOSE } from '../gateway/tokens';
+import { stopGatewayDaemons } from '../gateway/client';
 import { stopOpenCodeServers } from '../runtimes/opencode/opencode.adapter';
 import { createSandboxProvider } from '../runtimes/kit/sandbox';
 import { createSessionWorker } from '../worker/create-worker';
 import { createWorkerSandboxes } from '../worker/sandboxes';
+import { createWorkerGateway } from '../worker/gateway';
 import { createNotifier } from '../worker/notifier';
 import { buildRuntimes, RUNTIME_NAMES } from '../worker/runtimes';
 import { startOrAdoptTemporalDevServer } from './temporal-dev-server';
@@ -108,16 +107,9 @@ const metricsServer =
 const publicUrl = env.AGENTPLANE_PUBLIC_URL ?? `http://${env.HOST}:${env.PORT}`;
 const egress = createEgressGuard({ allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE });
 // every session's processes in its own sandbox (AGENTPLANE_SANDBOX, bubblewrap by default), as in production
-// runtimes hold a session token, the gateway daemon (a process of its own, which outlives this one) the key
-// each model request through the gateway is held on the budgets before it leaves and charged when it ends
-const meter = createModelMeter({ db: database.db, warn: (msg, fields) => console.warn(msg, fields) });
-const gateway = createGatewayClient({
-  runDir: join(dataDir, 'run'),
-  tokens: createSessionTokens(vault.deriveKeys(TOKEN_PURPOSE)),
-  onAdmit: meter.admit,
-  onRecord: meter.record,
-  start: (controlPath) => spawnGatewayDaemon(controlPath, env.AGENTPLANE_EGRESS_ALLOW_PRIVATE),
-});
+// runtimes hold a session token, the gateway daemon (a process of its own, which outlives this one) the key; each model
+// request through it is held on the budgets before it leaves and charged when it ends
+const { gateway, meter } = createWorkerGateway({ db: database.db, vault, dataDir, allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE, warn: (msg, fields) => console.warn(msg, fields) });
 const sandboxes = createWorkerSandboxes({ db: database.db, provider: createSandboxProvider(env, { info() {}, warn: (msg) => console.warn(msg) }), egress, dataDir, gateway, metrics: workerMetrics });
 const workerConnection = await NativeConnection.connect({ address: temporalAddress });
 const worker = await createSessionWorker({

@@ -154,6 +154,20 @@ describe('the model gateway', () => {
     expect(upstream.requests[0]!.headers.authorization).toBeUndefined();
   });
 
+  it('passes the provider\'s headers on when they come, before its first token', async () => {
+    const release = upstream.hold('headers');
+    const res = await fetch(`${at.sesn_a}/v1/messages`, {
+      method: 'POST',
+      headers: { 'x-api-key': tokenA(), 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+      body: JSON.stringify({ model: 'claude-test', max_tokens: 10, stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    // fetch resolves on the headers: the provider has sent nothing else yet
+    expect(res.status).toBe(200);
+    expect(res.headers.get('x-upstream')).toBe('yes');
+    release();
+    expect(await res.text()).toContain('message_stop');
+  });
+
   it('survives a runtime that hangs up mid-stream: the provider\'s answer is dropped, the exchange recorded as cut, the next request served', async () => {
     const release = upstream.hold();
     const hangUp = new AbortController();

@@ -14,6 +14,8 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { openDatabase, rowsOf, type Database } from '../db/client';
 import { generateMasterKeySpec } from '../db/vault';
 import { stopOpenCodeServers } from '../runtimes/opencode/opencode.adapter';
+import { stopGatewayDaemons } from '../gateway/client';
+import { Agent as UndiciAgent, fetch as undiciFetch } from 'undici';
 import { verifySignature } from '../worker/notifier';
 import { createServer, type Server } from 'node:http';
 import { createTestDatabase, type TestDatabase } from './support/postgres';
@@ -104,6 +106,7 @@ afterAll(async () => {
   await model?.close();
   await new Promise((r) => receiver?.close(r));
   await stopOpenCodeServers(dataDir);
+  await stopGatewayDaemons(join(dataDir, 'run'));
   await rm(dataDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
 }, 60_000);
 
@@ -143,6 +146,15 @@ describe('secrets', () => {
       current = (await call('GET', `/v1/sessions/${id}`)).body;
     }
     expect(current.stop_reason?.type).toBe('end_turn');
+    // the model gateway's own way out: its errors (a token on another session's socket, a path that is not a model
+    // endpoint) and its log, which the files below include
+    const socketOf = (sessionId: string) => join(dataDir, 'run', sessionId, 'model.sock');
+    for (const [path, auth] of [['/v1/chat/completions', 'Bearer apgw_not-this-sessions-token'], ['/v1/files', `Bearer ${SECRET}`]] as const) {
+      const res = await undiciFetch(`http://model${path}`, { method: 'POST', headers: { authorization: auth }, body: '{}', dispatcher: new UndiciAgent({ connect: { socketPath: socketOf(id) } }) });
+      const text = await res.text();
+      expect(res.status).toBeGreaterThanOrEqual(400);
+      for (const secret of SECRETS) expect(text, path).not.toContain(secret);
+    }
     await call('GET', `/v1/sessions/${id}/events?limit=1000`);
     await call('GET', '/v1/credentials');
     await call('GET', `/v1/credentials/${credential.body.id}`);
@@ -182,6 +194,7 @@ describe('secrets', () => {
     }
     const files = await readFilesUnder(dataDir);
     expect(files.length).toBeGreaterThan(0);
+    expect(files.filter((f) => /\/run\/gateway-[0-9a-f]+\.sock\.log$/.test(f.path)).map((f) => f.content)).toEqual([expect.stringContaining('gateway daemon listening')]);
     for (const file of files) for (const secret of SECRETS) expect(file.content.includes(secret), file.path).toBe(false);
   }, 180_000);
 });

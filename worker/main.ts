@@ -10,12 +10,10 @@ import { createVault } from '../db/vault';
 import { createAdapterLog, createJsonLog, fromTemporalEntry } from '../observability/logger';
 import { createWorkerMetrics, serveMetrics } from '../observability/metrics';
 import { startTracing } from '../observability/tracing';
-import { createModelMeter } from '../activities/model-meter';
-import { createGatewayClient, spawnGatewayDaemon } from '../gateway/client';
-import { createSessionTokens, TOKEN_PURPOSE } from '../gateway/tokens';
 import { createEgressGuard } from '../runtimes/kit/egress';
 import { createSandboxProvider } from '../runtimes/kit/sandbox';
 import { createWorkerSandboxes } from './sandboxes';
+import { createWorkerGateway } from './gateway';
 import { buildRuntimes, RUNTIME_NAMES } from './runtimes';
 import { createSessionWorker, DEFAULT_CACHED_SESSIONS } from './create-worker';
 import { createHoldSweeper } from './hold-sweeper';
@@ -62,16 +60,9 @@ const egress = createEgressGuard({ allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRI
 const adapterLog = createAdapterLog(writeLog, env.AGENTPLANE_LOG_LEVEL);
 // every process a session runs goes in its own sandbox (AGENTPLANE_SANDBOX, bubblewrap by default)
 // the sessions' model endpoint: runtimes hold a session token, the gateway daemon the key (gateway/); the daemon is
-// started on first use and outlives this process, as the runtime servers do
-// each model request through the gateway is held on the budgets before it leaves and charged when it ends
-const meter = createModelMeter({ db: database.db, warn: (msg, fields) => adapterLog.warn(msg, fields) });
-const gateway = createGatewayClient({
-  runDir: resolve(dataDir, 'run'),
-  tokens: createSessionTokens(vault.deriveKeys(TOKEN_PURPOSE)),
-  onAdmit: meter.admit,
-  onRecord: meter.record,
-  start: (controlPath) => spawnGatewayDaemon(controlPath, env.AGENTPLANE_EGRESS_ALLOW_PRIVATE),
-});
+// started on first use and outlives this process, as the runtime servers do. Each model request through it is held on
+// the budgets before it leaves and charged when it ends.
+const { gateway, meter } = createWorkerGateway({ db: database.db, vault, dataDir, allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE, warn: (msg, fields) => adapterLog.warn(msg, fields) });
 const sandboxes = createWorkerSandboxes({ db: database.db, provider: createSandboxProvider(env, adapterLog), egress, dataDir, gateway, metrics, logger: adapterLog });
 const connection = await NativeConnection.connect({ address: env.TEMPORAL_ADDRESS });
 const worker = await createSessionWorker({

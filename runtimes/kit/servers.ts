@@ -4,6 +4,7 @@
  * `isOurs(pid, port)` says it still is that server (pids get reused).
  */
 import { readdir, readFile, rm } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { alive, signalGroup } from './process';
 
@@ -51,4 +52,16 @@ export async function stopRecordedServers(root: string, isOurs: IsOurServer, kee
     }
   }
   return stopped;
+}
+
+/** Whether a server answers on the Unix socket at `path` (a bridge, a daemon's control socket). */
+export function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(path);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
 }

@@ -17,7 +17,6 @@
  * One per session and worker, kept until `close` (the session's runtime is closed, or the worker stops).
  */
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { allowsHost, DEFAULT_NETWORKING, type Networking } from '../../governance/networking';
@@ -25,6 +24,7 @@ import type { TurnContext } from '../runtime-adapter';
 import type { EgressGuard } from './egress';
 import { runtimeEnv } from './env';
 import { alive, signalGroup, startProcess } from './process';
+import { socketAnswers } from './servers';
 import { createEgressProxy, createModelBridge, proxyEnv, type EgressDenial, type EgressProxy, type ModelBridge } from './sandbox/egress-proxy';
 import type { Sandbox, SandboxKind, SandboxProvider } from './sandbox/provider';
 import type { GatewayClient } from '../../gateway/client';
@@ -163,7 +163,7 @@ export function createSessionSandboxes(opts: SessionSandboxesOptions): SessionSa
       keepServer(bridge);
       return sandbox.expose('model', bridge.server);
     }
-    if (req.keep && (await answers(reserved.socketPath))) return reserved.port;
+    if (req.keep && (await socketAnswers(reserved.socketPath))) return reserved.port;
     const { addresses, refused } = await opts.egress.resolve(model.hostname);
     if (refused || addresses.length === 0) {
       opts.onDenied(req.sessionId, { host: model.hostname, port, reason: refused ?? 'the name does not resolve' });
@@ -177,7 +177,7 @@ export function createSessionSandboxes(opts: SessionSandboxesOptions): SessionSa
     child.unref();
     child.catch(() => undefined);
     await writeFile(join(opts.runDir, req.sessionId, 'model.pid'), String(child.pid ?? ''));
-    for (let i = 0; i < 200 && !(await answers(reserved.socketPath)); i++) await sleep(10);
+    for (let i = 0; i < 200 && !(await socketAnswers(reserved.socketPath)); i++) await sleep(10);
     return reserved.port;
   }
 
@@ -211,18 +211,6 @@ export function createSessionSandboxes(opts: SessionSandboxesOptions): SessionSa
       await Promise.all([...open.keys()].map(close));
     },
   };
-}
-
-/** Whether a server answers on the Unix socket at `path`. */
-function answers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(path);
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
 }
 
 /** Stops the session's host-side model bridge, if one is recorded in its run dir and still running. */

@@ -458,7 +458,7 @@ function describeRuntime(rt: RuntimeCase): void {
       await waitForStatus(env.stack, sessionId, 'idle', 'end_turn', 180_000);
 
       const received = rt.promptsReceived(env, prompt);
-      if (received !== 1 && env.model) console.log('DEBUG-REQ', JSON.stringify(env.model.requests.filter((r) => JSON.stringify(r.body).includes(prompt)).map((r) => ({ seq: r.seq, step: r.stepIndex, key: r.headers['x-api-key'] ?? r.headers.authorization, msgs: JSON.stringify(r.body).slice(-1500) }))));
+      if (received !== 1 && env.model) console.log('DEBUG-REQ', JSON.stringify(env.model.requests.filter((r) => JSON.stringify(r.body).includes(prompt)).map((r) => ({ seq: r.seq, step: r.stepIndex, key: r.headers['x-api-key'] ?? r.headers.authorization, at: r.at, users: userMessages(r.body).map((t) => t.slice(0, 120)) }))));
       if (received !== null) expect(received).toBe(1);
       const events = await eventsOf(env.stack, sessionId);
       expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));

@@ -3,8 +3,8 @@
  * count_tokens, streaming and not, answered byte for byte the same every time (fixed ids and timestamps), so that a
  * test can compare what came through the gateway with what came directly. Like OpenAI, it sends a streamed chat
  * completion's usage chunk only when `stream_options.include_usage` asks for it. It records every request (headers
- * and body) and can hold a stream after its first event until released (`hold`), to show that nothing waits for the
- * whole answer.
+ * and body) and can hold a stream after its first event, or after its headers, until released (`hold`), to show that
+ * nothing waits for the whole answer.
  *
  * Usage: 120 prompt tokens of which 20 cached, 30 completion tokens (Anthropic: 100 input, 20 cache reads, 5 cache
  * writes, 30 output).
@@ -23,7 +23,7 @@ export interface ModelUpstream {
   url: string;
   requests: UpstreamRequest[];
   /** the next stream sends its first event, then waits for the returned release */
-  hold(): () => void;
+  hold(at?: 'first-event' | 'headers'): () => void;
   /** the next request is answered with this status and an error body */
   failNext(status: number): void;
   close(): Promise<void>;
@@ -101,7 +101,7 @@ function messagesStream(model: string): string[] {
 
 export async function startModelUpstream(): Promise<ModelUpstream> {
   const requests: UpstreamRequest[] = [];
-  let held: Promise<void> | null = null;
+  let held: { until: Promise<void>; at: 'first-event' | 'headers' } | null = null;
   let failing: number | null = null;
 
   const server: Server = createServer(async (req, res) => {
@@ -130,9 +130,13 @@ export async function startModelUpstream(): Promise<ModelUpstream> {
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-upstream': 'yes' });
       const wait = held;
       held = null;
+      if (wait?.at === 'headers') {
+        res.flushHeaders();
+        await wait.until;
+      }
       for (const [i, event] of events.entries()) {
         res.write(event);
-        if (i === 0 && wait) await wait;
+        if (i === 0 && wait?.at === 'first-event') await wait.until;
       }
       res.end();
     };
@@ -157,9 +161,9 @@ export async function startModelUpstream(): Promise<ModelUpstream> {
   return {
     url: `http://127.0.0.1:${port}`,
     requests,
-    hold() {
+    hold(at = 'first-event') {
       let release!: () => void;
-      held = new Promise<void>((resolve) => (release = resolve));
+      held = { until: new Promise<void>((resolve) => (release = resolve)), at };
       return release;
     },
     failNext(status) {

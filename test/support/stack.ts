@@ -27,10 +27,9 @@ import { stopHermesServers } from '../../runtimes/hermes/hermes.adapter';
 import { stopOpenCodeServers } from '../../runtimes/opencode/opencode.adapter';
 import type { RuntimeRegistry } from '../../runtimes/runtime-adapter';
 import { createSessionWorker } from '../../worker/create-worker';
-import { createGatewayClient, stopGatewayDaemons } from '../../gateway/client';
+import { stopGatewayDaemons } from '../../gateway/client';
+import { createWorkerGateway } from '../../worker/gateway';
 import { startGatewayDaemon, type GatewayDaemon } from '../../gateway/daemon';
-import { createModelMeter } from '../../activities/model-meter';
-import { createSessionTokens, TOKEN_PURPOSE } from '../../gateway/tokens';
 import { createWorkerSandboxes } from '../../worker/sandboxes';
 import { createTestDatabase, type TestDatabase } from './postgres';
 
@@ -119,12 +118,11 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   // the model gateway as worker/main.ts has it, its daemon started in this process (a worker process of this stack's
   // data dir finds it there, as it would find one it had started itself)
   let daemon: GatewayDaemon | null = null;
-  const meter = createModelMeter({ db: db.db });
-  const gateway = createGatewayClient({
-    runDir: join(dataDir, 'run'),
-    tokens: createSessionTokens(vault.deriveKeys(TOKEN_PURPOSE)),
-    onAdmit: meter.admit,
-    onRecord: meter.record,
+  const { gateway, meter } = createWorkerGateway({
+    db: db.db,
+    vault,
+    dataDir,
+    allowPrivate: opts.allowPrivateEgress ?? [],
     start: async (controlPath) => void (daemon ??= await startGatewayDaemon({ controlPath, dispatcher: egress.dispatcher })),
   });
   const sandboxes = createWorkerSandboxes({ db: db.db, provider: createSandboxProvider({ ...parseEnv(sandboxEnv, {}), AGENTPLANE_SANDBOX: sandboxKind }, SILENT_LOGGER), egress, dataDir, gateway });
