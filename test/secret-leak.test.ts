@@ -194,7 +194,7 @@ describe('secrets', () => {
     }
     const files = await readFilesUnder(dataDir);
     expect(files.length).toBeGreaterThan(0);
-    expect(files.filter((f) => /\/run\/gateway-[0-9a-f]+\.sock\.log$/.test(f.path)).map((f) => f.content)).toEqual([expect.stringContaining('gateway daemon listening')]);
+    expect(files.filter((f) => /\/run\/gateway-[0-9a-f]+\.sock\.log$/.test(f.path)).map((f) => f.content.toString('utf8'))).toEqual([expect.stringContaining('gateway daemon listening')]);
     for (const file of files) for (const secret of SECRETS) expect(file.content.includes(secret), file.path).toBe(false);
   }, 180_000);
 });

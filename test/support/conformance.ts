@@ -36,6 +36,7 @@ import { openClawBinaries } from './openclaw';
 import { startManagedAgentsFake, type FakeStep, type ManagedAgentsFake } from './managed-agents-fake';
 import { createGate, startScriptedModel, type Gate, type ScriptedModel, type ScriptStep } from './scripted-model';
 import { eventsOf, eventually, LOCAL_RECEIVERS, startStack, waitForStatus, type Stack } from './stack';
+import { readFilesUnder } from './files';
 import { spawnWorker, type WorkerProcess } from './worker-process';
 
 /** `hold` parks the turn until the test releases it (never, for the interrupt case), then says `say` */
@@ -205,6 +206,17 @@ const RUNTIMES: RuntimeCase[] = [
       const held = steps.find((s): s is { hold: true; say: string } => 'hold' in s && s.say !== undefined);
       env.model!.setScript([{ match: prompt, steps: modelSteps(env, prompt, steps, 'file_path') }, ...(held ? [{ match: 'cut off by a restart', steps: [{ text: held.say }] }] : [])]);
       return prompt;
+    },
+    // Claude Code records a prompt in its transcript once its model has answered the request (its headers), not when
+    // it sends it: a worker killed in between leaves a transcript without the prompt, and the retry sends it again.
+    // The adapter's guarantee begins at the record, so the crash comes after it.
+    async held(env, prompt) {
+      await env.model!.waitForRequest((r) => r.prompt?.includes(prompt) === true, 60_000);
+      const recorded = async () => {
+        const files = await readFilesUnder(join(env.stack.dataDir, 'claude-code', env.sessionId));
+        return files.some((f) => f.path.endsWith('.jsonl') && f.content.includes(prompt)) ? true : undefined;
+      };
+      await eventually(recorded, { timeoutMs: 30_000, what: `claude-code: "${prompt}" in the transcript` });
     },
   },
   {
@@ -458,7 +470,6 @@ function describeRuntime(rt: RuntimeCase): void {
       await waitForStatus(env.stack, sessionId, 'idle', 'end_turn', 180_000);
 
       const received = rt.promptsReceived(env, prompt);
-      if (received !== 1 && env.model) console.log('DEBUG-REQ', JSON.stringify(env.model.requests.filter((r) => JSON.stringify(r.body).includes(prompt)).map((r) => ({ seq: r.seq, step: r.stepIndex, key: r.headers['x-api-key'] ?? r.headers.authorization, at: r.at, users: userMessages(r.body).map((t) => t.slice(0, 120)) }))));
       if (received !== null) expect(received).toBe(1);
       const events = await eventsOf(env.stack, sessionId);
       expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
