@@ -27,9 +27,12 @@ import { getSessionCost } from '../db/queries/sessions';
 import type { Admission, ModelRequestAsked, ModelRequestRecord } from '../gateway/gateway';
 import { microsToUsd } from '../governance/budget';
 import { decideCharge, resolvePrice, type PriceTable, type TokenUsage } from '../governance/pricing';
+import type { WorkerMetrics } from '../observability/metrics';
 import { commitCharges, ledgerCharge } from './charges';
 
 export interface MeteredSession {
+  /** the session's runtime (the spend metric's label) */
+  runtime: string;
   teamId: string;
   agentId: string;
   /** the agent's model: the price of a request whose model has none */
@@ -76,7 +79,7 @@ interface Leg extends LegUsage {
   wake: Set<() => void>;
 }
 
-export function createModelMeter(deps: { db: Db; warn?(msg: string, fields: Record<string, unknown>): void }): ModelMeter {
+export function createModelMeter(deps: { db: Db; metrics?: Pick<WorkerMetrics, 'spend'>; warn?(msg: string, fields: Record<string, unknown>): void }): ModelMeter {
   const { db } = deps;
   const legs = new Map<string, Leg>();
 
@@ -162,8 +165,9 @@ export function createModelMeter(deps: { db: Db; warn?(msg: string, fields: Reco
         },
       ];
       if (decision.refusal) events.push({ sourceId: `charge_refused:${sourceId}`, type: 'budget.charge_refused', payload: { reason: decision.refusal, model, charged_usd: 0, model_usage: usage } });
-      await db.transaction((tx) => commitCharges(tx, { sessionId: record.sessionId, teamId: session.teamId, events, charges: [ledgerCharge(sourceId, model, usage, decision)], reservationId: sourceId }));
+      const { result } = await db.transaction((tx) => commitCharges(tx, { sessionId: record.sessionId, teamId: session.teamId, events, charges: [ledgerCharge(sourceId, model, usage, decision)], reservationId: sourceId }));
       await settleReservation(db, { reservationId: sourceId });
+      if (result.chargedMicros > 0) deps.metrics?.spend.inc({ runtime: session.runtime }, microsToUsd(result.chargedMicros));
       leg.open.delete(record.id);
       leg.requests++;
       for (const key of Object.keys(ZERO) as Array<keyof TokenUsage>) leg.usage[key] += usage[key] > 0 ? usage[key] : 0;

@@ -140,6 +140,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
 
     if (metered) {
       metered.meter.open(input.sessionId, {
+        runtime: adapter.kind,
         teamId: input.agent.teamId,
         agentId: input.agent.agentId,
         agentModel: input.agent.model,

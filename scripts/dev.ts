@@ -109,7 +109,7 @@ const egress = createEgressGuard({ allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRI
 // every session's processes in its own sandbox (AGENTPLANE_SANDBOX, bubblewrap by default), as in production
 // runtimes hold a session token, the gateway daemon (a process of its own, which outlives this one) the key; each model
 // request through it is held on the budgets before it leaves and charged when it ends
-const { gateway, meter } = createWorkerGateway({ db: database.db, vault, dataDir, allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE, warn: (msg, fields) => console.warn(msg, fields) });
+const { gateway, meter } = createWorkerGateway({ db: database.db, vault, dataDir, allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE, metrics: workerMetrics, warn: (msg, fields) => console.warn(msg, fields) });
 const sandboxes = createWorkerSandboxes({ db: database.db, provider: createSandboxProvider(env, { info() {}, warn: (msg) => console.warn(msg) }), egress, dataDir, gateway, metrics: workerMetrics });
 const workerConnection = await NativeConnection.connect({ address: temporalAddress });
 const worker = await createSessionWorker({

@@ -164,7 +164,7 @@ describe('model requests through the gateway (OpenCode, sandboxed)', () => {
     try {
       const outcomes = await Promise.all(
         sessions.map(async (sessionId) => {
-          meter.open(sessionId, { teamId, agentId, agentModel: MODEL, actor: { teamId, actorKeyId: 'test', actorRole: 'admin' }, capMicros: null, holdCapMicros: REQUEST_MICROS, overrides: { [MODEL]: { input: 300, output: 1500 } } });
+          meter.open(sessionId, { runtime: 'opencode', teamId, agentId, agentModel: MODEL, actor: { teamId, actorKeyId: 'test', actorRole: 'admin' }, capMicros: null, holdCapMicros: REQUEST_MICROS, overrides: { [MODEL]: { input: 300, output: 1500 } } });
           const token = client.register({ sessionId, credentialId, apiKey: 'sk-concurrent' });
           const socketPath = join(runDir, `${sessionId}.sock`);
           await client.listen(sessionId, model.openaiBaseUrl, { path: socketPath, uid: process.getuid!(), gid: process.getgid!() });

@@ -7,6 +7,7 @@
 import { join } from 'node:path';
 import type { Db } from '../db/client';
 import type { Vault } from '../db/vault';
+import type { WorkerMetrics } from '../observability/metrics';
 import { createModelMeter, type ModelMeter } from '../activities/model-meter';
 import { createGatewayClient, spawnGatewayDaemon, type GatewayClient } from '../gateway/client';
 import { createSessionTokens, TOKEN_PURPOSE } from '../gateway/tokens';
@@ -18,9 +19,10 @@ export function createWorkerGateway(deps: {
   /** the workers' address rule (AGENTPLANE_EGRESS_ALLOW_PRIVATE), which a spawned daemon applies to providers */
   allowPrivate: readonly string[];
   start?(controlPath: string): Promise<void>;
+  metrics?: Pick<WorkerMetrics, 'spend'>;
   warn?(msg: string, fields: Record<string, unknown>): void;
 }): { gateway: GatewayClient; meter: ModelMeter } {
-  const meter = createModelMeter({ db: deps.db, warn: deps.warn });
+  const meter = createModelMeter({ db: deps.db, metrics: deps.metrics, warn: deps.warn });
   const gateway = createGatewayClient({
     runDir: join(deps.dataDir, 'run'),
     tokens: createSessionTokens(deps.vault.deriveKeys(TOKEN_PURPOSE)),

@@ -62,7 +62,7 @@ const adapterLog = createAdapterLog(writeLog, env.AGENTPLANE_LOG_LEVEL);
 // the sessions' model endpoint: runtimes hold a session token, the gateway daemon the key (gateway/); the daemon is
 // started on first use and outlives this process, as the runtime servers do. Each model request through it is held on
 // the budgets before it leaves and charged when it ends.
-const { gateway, meter } = createWorkerGateway({ db: database.db, vault, dataDir, allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE, warn: (msg, fields) => adapterLog.warn(msg, fields) });
+const { gateway, meter } = createWorkerGateway({ db: database.db, vault, dataDir, allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE, metrics, warn: (msg, fields) => adapterLog.warn(msg, fields) });
 const sandboxes = createWorkerSandboxes({ db: database.db, provider: createSandboxProvider(env, adapterLog), egress, dataDir, gateway, metrics, logger: adapterLog });
 const connection = await NativeConnection.connect({ address: env.TEMPORAL_ADDRESS });
 const worker = await createSessionWorker({

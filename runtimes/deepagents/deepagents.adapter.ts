@@ -1,8 +1,9 @@
 /**
  * DeepAgents JS (`deepagents` on LangGraph) behind the RuntimeAdapter contract, in the worker process.
  *
- * Model: `ChatOpenAI` pointed at the agent's `modelProvider.baseUrl` (any OpenAI-compatible endpoint) with the
- * decrypted key, streaming with usage. Tools: DeepAgents' built-in file tools and `execute` on a sandboxed backend
+ * Model: `ChatOpenAI` pointed at the agent's `modelProvider.baseUrl` (any OpenAI-compatible endpoint), streaming
+ * with usage: through the model gateway when the worker has one (the session's token, on a socket the gateway serves
+ * to this worker alone; every request held and charged by the gateway), else with the decrypted key. Tools: DeepAgents' built-in file tools and `execute` on a sandboxed backend
  * (sandbox-backend.ts): every command and every file operation runs inside the session's sandbox, never in the worker,
  * with the workspace at /workspace and a minimal environment (never the worker's). Paths are the sandbox's: like
  * Claude Code and OpenCode, an absolute path means what it says there, and the tool policy decides what may be touched.
@@ -51,6 +52,7 @@ import type { RunnableConfig } from '@langchain/core/runnables';
 import { Command, type StateSnapshot } from '@langchain/langgraph';
 import { MemorySaver, type Checkpoint, type CheckpointMetadata, type PendingWrite } from '@langchain/langgraph-checkpoint';
 import { ChatOpenAI, ChatOpenAICompletions } from '@langchain/openai';
+import { Agent as UndiciAgent, fetch as undiciFetch } from 'undici';
 import { createEgressGuard, describeStatus, egressRefusal, errorToken, type EgressGuard } from '../kit/egress';
 import type { CanonicalTool } from '../../governance/types';
 import { redact } from '../kit/redact';
@@ -227,14 +229,29 @@ class SubagentUsage extends BaseCallbackHandler {
   }
 }
 
+/** A fetch over the Unix socket at `path` (one connection pool per socket, kept for the worker's life). */
+const socketPools = new Map<string, UndiciAgent>();
+function socketFetch(path: string): typeof fetch {
+  let pool = socketPools.get(path);
+  if (!pool) socketPools.set(path, (pool = new UndiciAgent({ connect: { socketPath: path } })));
+  const dispatcher = pool;
+  return ((url: string, init?: object) => undiciFetch(url, { ...init, dispatcher })) as unknown as typeof fetch;
+}
+
 async function buildAgent(opts: Options, ctx: TurnContext, sink: TurnSink): Promise<Agent> {
   await mkdir(ctx.workdir, { recursive: true });
+  // the model is called from the worker (DeepAgents runs in it): through the model gateway when the worker has one,
+  // on a socket of the worker's own (the sandbox gets no model endpoint)
+  const baseUrl = ctx.agent.modelProvider?.baseUrl;
+  const session = await opts.sandboxes.open(turnSandboxRequest(ctx, { state: join(opts.dataDir, 'deepagents', ctx.sessionId, 'home'), modelBaseUrl: undefined, workerModel: baseUrl }));
+  const via = session.workerModel;
   const fields = {
     model: ctx.agent.model,
     // a placeholder keeps the client from reading OPENAI_API_KEY from the worker's environment
     apiKey: ctx.secrets.modelApiKey ?? 'no-key',
-    // every request (and redirect) of the model client is checked where it connects, not only where it was saved
-    configuration: { ...(ctx.agent.modelProvider?.baseUrl ? { baseURL: ctx.agent.modelProvider.baseUrl } : {}), fetch: opts.egress.fetch },
+    // through the gateway: the session's token, on the session's socket; else every request (and redirect) of the
+    // model client is checked where it connects, not only where it was saved
+    configuration: via ? { baseURL: via.baseUrl, fetch: socketFetch(via.socketPath) } : { ...(baseUrl ? { baseURL: baseUrl } : {}), fetch: opts.egress.fetch },
     streaming: true,
     streamUsage: true,
     maxRetries: 2,
@@ -243,8 +260,6 @@ async function buildAgent(opts: Options, ctx: TurnContext, sink: TurnSink): Prom
   const model = new ChatOpenAI({ ...fields, completions: new OfflineCompletions(fields) });
   const { createDeepAgent, BaseSandbox } = await loadDeepAgents();
   const timeout = opts.commandTimeoutSeconds ?? 120;
-  // the model is called from the worker (DeepAgents runs in it): no model bridge in the sandbox
-  const session = await opts.sandboxes.open(turnSandboxRequest(ctx, { state: join(opts.dataDir, 'deepagents', ctx.sessionId, 'home'), modelBaseUrl: undefined }));
   const backend = createSandboxBackend(BaseSandbox, { sandbox: session.sandbox, env: { ...session.env, LANG: 'C.UTF-8' }, timeoutSeconds: timeout });
   const checkpointer = await FileCheckpointSaver.open(join(opts.dataDir, 'deepagents', ctx.sessionId, 'checkpoints.json'));
   const interruptOn = Object.fromEntries(Object.keys(DEEPAGENTS_TOOLS).map((name) => [name, { allowedDecisions: ['approve', 'reject'] }]));

@@ -42,6 +42,12 @@ export interface SessionSandboxRequest {
   /** read-only host paths the runtime needs inside (its install), at the same paths */
   mounts?: readonly string[];
   /**
+   * the model endpoint (the provider's base URL) of a runtime that calls its model from the worker itself (DeepAgents):
+   * with the gateway, the session is served to the worker alone, on a socket outside the sandbox (`workerModel` in the
+   * answer); without one, nothing is done with it
+   */
+  workerModel?: string;
+  /**
    * a runtime server of this session outlived the worker that started it and is being reattached: the sandbox is made
    * again around it (SandboxSpec.keep), and a model bridge still running is kept, with whatever it is carrying
    */
@@ -55,7 +61,7 @@ export interface SessionSandboxRequest {
  */
 export function turnSandboxRequest(
   ctx: Pick<TurnContext, 'sessionId' | 'workdir' | 'networking' | 'agent'>,
-  runtime: Pick<SessionSandboxRequest, 'state' | 'mounts' | 'keep' | 'modelBaseUrl'>,
+  runtime: Pick<SessionSandboxRequest, 'state' | 'mounts' | 'keep' | 'modelBaseUrl' | 'workerModel'>,
 ): SessionSandboxRequest {
   return { sessionId: ctx.sessionId, workspace: ctx.workdir, networking: ctx.networking ?? DEFAULT_NETWORKING, modelBaseUrl: ctx.agent.modelProvider?.baseUrl, ...runtime };
 }
@@ -66,6 +72,8 @@ export interface SessionSandbox {
   readonly env: Readonly<Record<string, string>>;
   /** the model endpoint as a process inside reaches it (the bridge for http, the URL itself for https) */
   readonly modelBaseUrl: string | undefined;
+  /** the gateway as the worker itself reaches it for this session (`workerModel` asked, with a gateway) */
+  readonly workerModel?: { baseUrl: string; socketPath: string };
 }
 
 export interface SessionSandboxes {
@@ -128,7 +136,14 @@ export function createSessionSandboxes(opts: SessionSandboxesOptions): SessionSa
       } else if (model && model.protocol === 'http:' && sandbox.kind !== 'none') {
         modelBaseUrl = inside(await modelBridge(sandbox, req, model, (b) => (bridge = b)), model);
       }
-      return { value: { sandbox, env, modelBaseUrl }, proxy, bridge, modelHost };
+      let workerModel: SessionSandbox['workerModel'];
+      if (req.workerModel && opts.gateway) {
+        const socketPath = join(opts.runDir, `${req.sessionId}.model.sock`);
+        await opts.gateway.listen(req.sessionId, req.workerModel, { path: socketPath, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 });
+        const url = new URL(req.workerModel);
+        workerModel = { baseUrl: `http://gateway${url.pathname === '/' && !req.workerModel.endsWith('/') ? '' : url.pathname}${url.search}`, socketPath };
+      }
+      return { value: { sandbox, env, modelBaseUrl, workerModel }, proxy, bridge, modelHost };
     } catch (err) {
       await proxy.close();
       await sandbox.teardown();
