@@ -165,8 +165,12 @@ export function createModelMeter(deps: { db: Db; metrics?: Pick<WorkerMetrics, '
         },
       ];
       if (decision.refusal) events.push({ sourceId: `charge_refused:${sourceId}`, type: 'budget.charge_refused', payload: { reason: decision.refusal, model, charged_usd: 0, model_usage: usage } });
-      const { result } = await db.transaction((tx) => commitCharges(tx, { sessionId: record.sessionId, teamId: session.teamId, events, charges: [ledgerCharge(sourceId, model, usage, decision)], reservationId: sourceId }));
-      await settleReservation(db, { reservationId: sourceId });
+      // the charge and the hold's release in one transaction: the budget window's row is every request's
+      const { result } = await db.transaction(async (tx) => {
+        const committed = await commitCharges(tx, { sessionId: record.sessionId, teamId: session.teamId, events, charges: [ledgerCharge(sourceId, model, usage, decision)], reservationId: sourceId });
+        await settleReservation(tx, { reservationId: sourceId });
+        return committed;
+      });
       if (result.chargedMicros > 0) deps.metrics?.spend.inc({ runtime: session.runtime }, microsToUsd(result.chargedMicros));
       leg.open.delete(record.id);
       leg.requests++;

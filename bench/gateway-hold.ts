@@ -118,7 +118,8 @@ for (const concurrency of LEVELS) {
   const base = results.get('direct')!;
   for (const [name] of targets) {
     const r = results.get(name)!;
-    rows.push([concurrency, name, ms(r.p50), ms(r.p99), name === 'direct' ? '' : `+${ms(r.p50 - base.p50)}`, name === 'direct' ? '' : `+${ms(r.p99 - base.p99)}`]);
+    const added = (x: number) => (name === 'direct' ? '' : `${x < 0 ? '−' : '+'}${ms(Math.abs(x))}`);
+    rows.push([concurrency, name, ms(r.p50), ms(r.p99), added(r.p50 - base.p50), added(r.p99 - base.p99)]);
   }
 }
 await meter.finish(heldSession, 30_000);

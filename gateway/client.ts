@@ -12,8 +12,9 @@
  * process) and the connection is retried. When the daemon goes (killed, idle), every session this worker serves is
  * served again on the next call, so the daemon holds what the workers hold.
  *
- * Each record of a metered request arrives at `onRecord`; it is acknowledged once that settles, and sent again to the
- * next worker that serves the session when it does not.
+ * Before each metered request the daemon asks `onAdmit` (the budget hold); each record of one arrives at `onRecord`,
+ * and is acknowledged once that settles. When it throws, or this worker goes first, the daemon sends the record again
+ * when the session is next served, here or on another worker.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -109,9 +110,8 @@ export function createGatewayClient(opts: GatewayClientOptions): GatewayClient {
       const record: ModelRequestRecord = { ...message.record, startedAt: new Date(message.record.startedAt) };
       Promise.resolve(opts.onRecord?.(record)).then(
         () => write(socket, { type: 'ack', seq: message.seq }),
-        () => {
-          // not acknowledged: the daemon sends it again to the next worker serving the session
-        },
+        // not taken: the daemon sends it again when the session is next served
+        () => write(socket, { type: 'nack', seq: message.seq }),
       );
     });
     socket.on('error', () => socket.destroy());
@@ -210,6 +210,8 @@ export function createGatewayClient(opts: GatewayClientOptions): GatewayClient {
     async listen(sessionId, baseUrl, at) {
       const entry = served.get(sessionId);
       if (!entry) throw new Error(`session ${sessionId} is not registered with the model gateway`);
+      // connected first: a new connection serves again what was served before, not this session twice
+      await socket();
       entry.listen = { baseUrl, at };
       return (await call(serveMessage(entry)))?.port ?? null;
     },

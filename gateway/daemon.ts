@@ -14,7 +14,7 @@
  * - worker → daemon: `serve` {id, session, at} (register the session and listen for it at `at`: the Unix socket its
  *   sandbox's model bridge reaches, given to the sandbox's user, or a loopback port for a provider without host
  *   sockets; idempotent), `unlisten` {id, sessionId}, `revoke` {id, sessionId} (its tokens are refused from now on),
- *   `ack` {seq}.
+ *   `ack` {seq} (charged) or `nack` {seq} (not now: sent again at the session's next `serve`).
  * - daemon → worker: `done` {id, port?, error?}; `admit` {ask, request}: may this request go (the worker holds its
  *   estimate on the budgets), answered by `admission` {ask, admission}; `record` {seq, record}: a metered request's
  *   record, sent to the connection that last served its session, again to the next one until a worker acknowledges
@@ -22,7 +22,8 @@
  *   yet) waits for one, up to `admitWaitMs`, then is refused with a 429 the runtime may retry.
  */
 import { existsSync } from 'node:fs';
-import { chmod, chown, rm } from 'node:fs/promises';
+import { chmod, chown, mkdir, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import type { Server } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
@@ -41,6 +42,7 @@ export type ToDaemon =
   | { type: 'unlisten'; id: number; sessionId: string }
   | { type: 'revoke'; id: number; sessionId: string }
   | { type: 'ack'; seq: number }
+  | { type: 'nack'; seq: number }
   | { type: 'admission'; ask: number; admission: Admission };
 
 /** A request that is answered (`done`), without the id the client gives it. */
@@ -82,7 +84,8 @@ export async function startGatewayDaemon(opts: GatewayDaemonOptions): Promise<Ga
   const listening = new Map<string, Listening>();
   /** the connection that last served each session: its records go there */
   const owners = new Map<string, Socket>();
-  const pending = new Map<number, WireRecord>();
+  /** records no worker has acknowledged, with the connection each was last sent to */
+  const pending = new Map<number, { record: WireRecord; sentTo: Socket | null }>();
   let seq = 0;
   const connections = new Set<Socket>();
   /** admissions asked of a worker, by ask number: answered, or null when that worker's connection went */
@@ -137,8 +140,8 @@ export async function startGatewayDaemon(opts: GatewayDaemonOptions): Promise<Ga
     onRequest(record) {
       const wire: WireRecord = { ...record, startedAt: record.startedAt.toISOString() };
       const n = ++seq;
-      pending.set(n, wire);
-      const owner = owners.get(record.sessionId);
+      const owner = owners.get(record.sessionId) ?? null;
+      pending.set(n, { record: wire, sentTo: owner });
       if (owner) send(owner, { type: 'record', seq: n, record: wire });
     },
   });
@@ -175,6 +178,12 @@ export async function startGatewayDaemon(opts: GatewayDaemonOptions): Promise<Ga
       case 'ack':
         pending.delete(message.seq);
         return;
+      case 'nack': {
+        // the worker could not take it now: sent again when a worker next serves the session, this one included
+        const entry = pending.get(message.seq);
+        if (entry) entry.sentTo = null;
+        return;
+      }
       case 'admission':
         asks.get(message.ask)?.answer(message.admission);
         return;
@@ -185,7 +194,11 @@ export async function startGatewayDaemon(opts: GatewayDaemonOptions): Promise<Ga
         send(socket, { type: 'done', id: message.id, ...(port === null ? {} : { port }) });
         ownerServed(message.session.sessionId);
         // what the previous worker did not acknowledge goes to this one
-        for (const [n, record] of pending) if (record.sessionId === message.session.sessionId) send(socket, { type: 'record', seq: n, record });
+        for (const [n, entry] of pending) {
+          if (entry.record.sessionId !== message.session.sessionId || entry.sentTo === socket) continue;
+          entry.sentTo = socket;
+          send(socket, { type: 'record', seq: n, record: entry.record });
+        }
         return;
       }
       case 'unlisten':
@@ -245,6 +258,7 @@ export async function startGatewayDaemon(opts: GatewayDaemonOptions): Promise<Ga
  * belongs to a daemon that is running (another worker started it first): `GatewayDaemonRunning`.
  */
 async function listenControl(server: NetServer, path: string): Promise<void> {
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   const attempt = () => new Promise<void>((resolve, reject) => server.once('error', reject).listen(path, () => resolve()));
   try {
     await attempt();
