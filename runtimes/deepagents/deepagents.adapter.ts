@@ -52,11 +52,11 @@ import type { RunnableConfig } from '@langchain/core/runnables';
 import { Command, type StateSnapshot } from '@langchain/langgraph';
 import { MemorySaver, type Checkpoint, type CheckpointMetadata, type PendingWrite } from '@langchain/langgraph-checkpoint';
 import { ChatOpenAI, ChatOpenAICompletions } from '@langchain/openai';
-import { Agent as UndiciAgent, fetch as undiciFetch } from 'undici';
 import { createEgressGuard, describeStatus, egressRefusal, errorToken, type EgressGuard } from '../kit/egress';
 import type { CanonicalTool } from '../../governance/types';
 import { redact } from '../kit/redact';
 import { turnSandboxRequest, type SessionSandboxes } from '../kit/session-sandbox';
+import { socketFetch } from '../kit/sandbox/provider';
 import { createSandboxBackend, type BaseSandboxClass } from './sandbox-backend';
 import type {
   AdapterLogger,
@@ -227,15 +227,6 @@ class SubagentUsage extends BaseCallbackHandler {
     const span = message?.usage_metadata ? usageSpan(this.ctx, `deepagents:subagent:${runId}:usage`, message.usage_metadata) : null;
     if (span) await this.sink.emit([span]);
   }
-}
-
-/** A fetch over the Unix socket at `path` (one connection pool per socket, kept for the worker's life). */
-const socketPools = new Map<string, UndiciAgent>();
-function socketFetch(path: string): typeof fetch {
-  let pool = socketPools.get(path);
-  if (!pool) socketPools.set(path, (pool = new UndiciAgent({ connect: { socketPath: path } })));
-  const dispatcher = pool;
-  return ((url: string, init?: object) => undiciFetch(url, { ...init, dispatcher })) as unknown as typeof fetch;
 }
 
 async function buildAgent(opts: Options, ctx: TurnContext, sink: TurnSink): Promise<Agent> {

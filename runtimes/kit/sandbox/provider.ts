@@ -213,3 +213,12 @@ export function sandboxDispatcher(sandbox: Pick<Sandbox, 'connect'>, port: numbe
     },
   });
 }
+
+/** A fetch whose every connection goes to the Unix socket at `path` (one pool per socket, kept for the process's life). */
+const socketPools = new Map<string, Agent>();
+export function socketFetch(path: string): typeof fetch {
+  let pool = socketPools.get(path);
+  if (!pool) socketPools.set(path, (pool = new Agent({ connect: { socketPath: path } })));
+  const dispatcher = pool;
+  return ((url: string | URL, init?: RequestInit) => fetchThrough(dispatcher, String(url), init ?? {})) as typeof fetch;
+}
