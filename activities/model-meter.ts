@@ -26,7 +26,7 @@ import { appendEvents, type NewEvent } from '../db/queries/events';
 import { getSessionCost } from '../db/queries/sessions';
 import type { Admission, ModelRequestAsked, ModelRequestRecord } from '../gateway/gateway';
 import { microsToUsd } from '../governance/budget';
-import { decideCharge, resolvePrice, type PriceTable, type TokenUsage } from '../governance/pricing';
+import { decideCharge, resolvePrice, type ModelPrice, type PriceTable, type TokenUsage } from '../governance/pricing';
 import type { WorkerMetrics } from '../observability/metrics';
 import { commitCharges, ledgerCharge } from './charges';
 
@@ -75,6 +75,8 @@ interface Leg extends LegUsage {
   session: MeteredSession;
   /** admitted here, not charged yet */
   open: Set<string>;
+  /** the price of each model asked for in this leg (a catalogue lookup once, not per request) */
+  prices: Map<string, ModelPrice | null>;
   closed: boolean;
   wake: Set<() => void>;
 }
@@ -102,7 +104,7 @@ export function createModelMeter(deps: { db: Db; metrics?: Pick<WorkerMetrics, '
   return {
     open(sessionId, session) {
       const previous = legs.get(sessionId);
-      legs.set(sessionId, { session, requests: 0, usage: { ...ZERO }, refused: null, open: previous?.open ?? new Set(), closed: false, wake: previous?.wake ?? new Set() });
+      legs.set(sessionId, { session, requests: 0, usage: { ...ZERO }, refused: null, open: previous?.open ?? new Set(), prices: new Map(), closed: false, wake: previous?.wake ?? new Set() });
     },
 
     close(sessionId) {
@@ -117,7 +119,9 @@ export function createModelMeter(deps: { db: Db; metrics?: Pick<WorkerMetrics, '
       // a request of a session no turn of this worker is running: not held, not sent (the runtime may retry)
       if (!leg || leg.closed) return { ok: false, status: 429, message: 'no turn of this session is running on this worker' };
       const { session } = leg;
-      const price = resolvePrice([request.model, session.agentModel].filter((m): m is string => !!m), session.overrides)?.price;
+      const asked = request.model ?? '';
+      let price = leg.prices.get(asked);
+      if (price === undefined) leg.prices.set(asked, (price = resolvePrice([asked, session.agentModel].filter((m) => m !== ''), session.overrides)?.price ?? null));
       const estimate = price ? Math.ceil(Math.ceil(request.bytes / 4) * price.input + Math.min(request.maxOutputTokens ?? OUTPUT_CEILING, OUTPUT_CEILING) * price.output) : session.holdCapMicros;
       const hold = Math.min(estimate, session.holdCapMicros);
 

@@ -16,10 +16,9 @@
  * and is acknowledged once that settles. When it throws, or this worker goes first, the daemon sends the record again
  * when the session is next served, here or on another worker.
  */
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, open, readdir, readFile } from 'node:fs/promises';
+import { mkdir, open, readdir } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -28,7 +27,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Admission, ModelRequestAsked, ModelRequestRecord } from './gateway';
 import type { ControlRequest, FromDaemon, ListenAt, ToDaemon } from './daemon';
 import type { SessionTokens } from './tokens';
-import { alive, signalGroup } from '../runtimes/kit/process';
+import { startProcess } from '../runtimes/kit/process';
+import { stopRecordedProcess } from '../runtimes/kit/servers';
 
 export interface GatewayClientOptions {
   /** the worker's run dir (`<data dir>/run`): the control socket is there */
@@ -241,13 +241,15 @@ export async function spawnGatewayDaemon(controlPath: string, allowPrivate: read
   await mkdir(join(controlPath, '..'), { recursive: true, mode: 0o700 });
   const log = await open(`${controlPath}.log`, 'a', 0o600);
   try {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(HERE, 'main.ts'), controlPath], {
+    const child = startProcess(process.execPath, ['--import', 'tsx', join(HERE, 'main.ts'), controlPath], {
       cwd: REPO,
       detached: true,
-      stdio: ['ignore', log.fd, log.fd],
+      stdout: log.fd,
+      stderr: log.fd,
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', AGENTPLANE_EGRESS_ALLOW_PRIVATE: allowPrivate.join(',') },
     });
     child.unref();
+    child.catch(() => undefined);
   } finally {
     await log.close();
   }
@@ -260,12 +262,7 @@ export async function spawnGatewayDaemon(controlPath: string, allowPrivate: read
 export async function stopGatewayDaemons(runDir: string): Promise<void> {
   const files = (await readdir(runDir).catch(() => [] as string[])).filter((f) => /^gateway-[0-9a-f]+\.sock\.pid$/.test(f));
   await Promise.all(
-    files.map(async (file) => {
-      const pid = Number(await readFile(join(runDir, file), 'utf8').catch(() => ''));
-      if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return;
-      // only a daemon of this run dir is ours (pids get reused)
-      const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-      if (cmdline.includes(join(runDir, file.replace(/\.pid$/, '')))) signalGroup(pid, 'SIGTERM');
-    }),
+    // only a daemon of this run dir is ours (pids get reused)
+    files.map((file) => stopRecordedProcess(join(runDir, file), (cmdline) => cmdline.includes(join(runDir, file.replace(/\.pid$/, ''))))),
   );
 }

@@ -65,3 +65,14 @@ export function socketAnswers(path: string): Promise<boolean> {
     socket.once('error', () => resolve(false));
   });
 }
+
+/**
+ * SIGTERMs the process group of the pid recorded in `pidFile`, when it is still alive and its command line says it is
+ * ours (`isOurs`: pids get reused). For helpers that outlive their worker by design: a model bridge, the gateway daemon.
+ */
+export async function stopRecordedProcess(pidFile: string, isOurs: (cmdline: string) => boolean): Promise<void> {
+  const pid = Number(await readFile(pidFile, 'utf8').catch(() => ''));
+  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return;
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  if (isOurs(cmdline)) signalGroup(pid, 'SIGTERM');
+}

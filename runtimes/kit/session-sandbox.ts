@@ -16,15 +16,15 @@
  *
  * One per session and worker, kept until `close` (the session's runtime is closed, or the worker stops).
  */
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { allowsHost, DEFAULT_NETWORKING, type Networking } from '../../governance/networking';
 import type { TurnContext } from '../runtime-adapter';
 import type { EgressGuard } from './egress';
 import { runtimeEnv } from './env';
-import { alive, signalGroup, startProcess } from './process';
-import { socketAnswers } from './servers';
+import { startProcess } from './process';
+import { socketAnswers, stopRecordedProcess } from './servers';
 import { createEgressProxy, createModelBridge, proxyEnv, type EgressDenial, type EgressProxy, type ModelBridge } from './sandbox/egress-proxy';
 import type { Sandbox, SandboxKind, SandboxProvider } from './sandbox/provider';
 import type { GatewayClient } from '../../gateway/client';
@@ -108,6 +108,15 @@ interface Entry {
   modelHost: string | null;
 }
 
+/**
+ * `baseUrl`'s path and query at `origin` (where the gateway or a bridge serves it), the path as given: a trailing slash
+ * or none, since runtimes join paths onto it themselves.
+ */
+function atOrigin(origin: string, baseUrl: string): string {
+  const url = new URL(baseUrl);
+  return `${origin}${url.pathname === '/' && !baseUrl.endsWith('/') ? '' : url.pathname}${url.search}`;
+}
+
 /** `networking`, with the session's own model host let through. */
 function withModelHost(networking: Networking, modelHost: string | null): Networking {
   if (!modelHost || networking.type === 'unrestricted' || allowsHost(networking, modelHost)) return networking;
@@ -130,18 +139,16 @@ export function createSessionSandboxes(opts: SessionSandboxesOptions): SessionSa
       let bridge: ModelBridge | null = null;
       let modelBaseUrl = req.modelBaseUrl;
       // the path as given (a trailing slash or none: runtimes join paths onto it themselves)
-      const inside = (port: number, url: URL) => `http://127.0.0.1:${port}${url.pathname === '/' && !req.modelBaseUrl!.endsWith('/') ? '' : url.pathname}${url.search}`;
       if (model && opts.gateway) {
-        modelBaseUrl = inside(await gatewayEndpoint(opts.gateway, sandbox, req.sessionId, req.modelBaseUrl!), model);
+        modelBaseUrl = atOrigin(`http://127.0.0.1:${await gatewayEndpoint(opts.gateway, sandbox, req.sessionId, req.modelBaseUrl!)}`, req.modelBaseUrl!);
       } else if (model && model.protocol === 'http:' && sandbox.kind !== 'none') {
-        modelBaseUrl = inside(await modelBridge(sandbox, req, model, (b) => (bridge = b)), model);
+        modelBaseUrl = atOrigin(`http://127.0.0.1:${await modelBridge(sandbox, req, model, (b) => (bridge = b))}`, req.modelBaseUrl!);
       }
       let workerModel: SessionSandbox['workerModel'];
       if (req.workerModel && opts.gateway) {
         const socketPath = join(opts.runDir, `${req.sessionId}.model.sock`);
         await opts.gateway.listen(req.sessionId, req.workerModel, { path: socketPath, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 });
-        const url = new URL(req.workerModel);
-        workerModel = { baseUrl: `http://gateway${url.pathname === '/' && !req.workerModel.endsWith('/') ? '' : url.pathname}${url.search}`, socketPath };
+        workerModel = { baseUrl: atOrigin('http://gateway', req.workerModel), socketPath };
       }
       return { value: { sandbox, env, modelBaseUrl, workerModel }, proxy, bridge, modelHost };
     } catch (err) {
@@ -230,11 +237,8 @@ export function createSessionSandboxes(opts: SessionSandboxesOptions): SessionSa
 
 /** Stops the session's host-side model bridge, if one is recorded in its run dir and still running. */
 async function stopModelBridge(run: string): Promise<void> {
-  const pid = Number(await readFile(join(run, 'model.pid'), 'utf8').catch(() => ''));
-  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return;
   // only a socat listening in this run dir is ours (pids get reused)
-  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-  if (cmdline.startsWith('/usr/bin/socat') && cmdline.includes(run)) signalGroup(pid, 'SIGTERM');
+  await stopRecordedProcess(join(run, 'model.pid'), (cmdline) => cmdline.startsWith('/usr/bin/socat') && cmdline.includes(run));
 }
 
 /**
