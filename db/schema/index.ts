@@ -6,3 +6,4 @@ export * from './ledger';
 export * from './audit';
 export * from './governance';
 export * from './schedules';
+export * from './snapshots';

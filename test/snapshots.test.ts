@@ -1,0 +1,200 @@
+/**
+ * Snapshots (snapshots/): a session's files written to a store at a turn's stop and restored by another worker,
+ * against real Postgres. Two workers are two data dirs; the session's trees are real directories.
+ */
+import { randomBytes } from 'node:crypto';
+import { lstat, mkdir, mkdtemp, readFile, readlink, readdir, rm, symlink, writeFile, chmod } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDatabase, rowsOf, type Database } from '../db/client';
+import { newId } from '../db/ids';
+import { sessions, teams } from '../db/schema/index';
+import { createPostgresSnapshotStore } from '../snapshots/postgres-store';
+import { createSnapshotter, SnapshotTooLargeError, type SnapshotRoot } from '../snapshots/snapshotter';
+import { SnapshotConflictError, type SnapshotStore } from '../snapshots/store';
+import { createTestDatabase, type TestDatabase } from './support/postgres';
+
+let testDb: TestDatabase;
+let database: Database;
+let store: SnapshotStore;
+let dir: string;
+let teamId: string;
+
+beforeAll(async () => {
+  testDb = await createTestDatabase();
+  database = await openDatabase({ url: testDb.url });
+  store = createPostgresSnapshotStore(database.db);
+  dir = await mkdtemp(join(tmpdir(), 'agentplane-snapshots-'));
+  teamId = newId('team');
+  await database.db.insert(teams).values({ id: teamId, name: `snapshots ${teamId}` });
+}, 60_000);
+
+afterAll(async () => {
+  await database?.close();
+  await testDb?.drop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function newSession(): Promise<string> {
+  const id = newId('sesn');
+  await database.db.insert(sessions).values({ id, teamId, agentId: 'agent_x', agentVersion: 1, runtime: 'opencode', metadata: {}, status: 'idle', initiatorKeyId: 'key_x', trigger: 'api', budget: {} });
+  return id;
+}
+
+/** One worker's view of a session: its data dir and the session's two trees under it. */
+function host(name: string, sessionId: string, maxBytes = 1 << 30) {
+  const dataDir = join(dir, name);
+  const roots: SnapshotRoot[] = [
+    { name: 'workspace', path: join(dataDir, 'sessions', sessionId), ignore: ['node_modules/**'] },
+    { name: 'runtime', path: join(dataDir, 'runtime', sessionId, 'home'), ignore: ['.cache/**', '**/*-shm'] },
+  ];
+  return { dataDir, roots, ws: roots[0]!.path, rt: roots[1]!.path, snapshots: createSnapshotter({ store, dataDir, maxBytes }) };
+}
+
+/** Every entry below `root`: path → file content (base64), link target or `dir`, with its mode. */
+async function tree(root: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  async function visit(rel: string) {
+    for (const name of (await readdir(join(root, rel))).sort()) {
+      const path = rel ? `${rel}/${name}` : name;
+      const st = await lstat(join(root, path));
+      const mode = (st.mode & 0o777).toString(8);
+      if (st.isDirectory()) {
+        out[path] = `dir ${mode}`;
+        await visit(path);
+      } else if (st.isSymbolicLink()) out[path] = `link ${await readlink(join(root, path))}`;
+      else out[path] = `file ${mode} ${(await readFile(join(root, path))).toString('base64')}`;
+    }
+  }
+  await visit('');
+  return out;
+}
+
+describe('snapshots', () => {
+  it('restores a session on another worker exactly: files, empty files, large files, modes, links, directories', async () => {
+    const id = await newSession();
+    const a = host('a1', id);
+    await mkdir(join(a.ws, 'src/deep/er'), { recursive: true });
+    await writeFile(join(a.ws, 'src/deep/er/notes.md'), 'turn one wrote this\n');
+    await writeFile(join(a.ws, 'empty'), '');
+    await writeFile(join(a.ws, 'big.bin'), randomBytes(9 * 1024 * 1024 + 17)); // three chunks
+    await writeFile(join(a.ws, 'run.sh'), '#!/bin/sh\necho hi\n');
+    await chmod(join(a.ws, 'run.sh'), 0o750);
+    await symlink('src/deep/er/notes.md', join(a.ws, 'notes'));
+    await mkdir(join(a.ws, 'node_modules/pkg'), { recursive: true });
+    await writeFile(join(a.ws, 'node_modules/pkg/index.js'), 'ignored');
+    await mkdir(join(a.rt, '.local/share'), { recursive: true });
+    await writeFile(join(a.rt, '.local/share/runtime.db'), 'conversation');
+    await writeFile(join(a.rt, '.local/share/runtime.db-shm'), 'rebuilt on open');
+
+    const saved = await a.snapshots.save(id, 'opencode', a.roots);
+    expect(saved.manifest.seq).toBe(1);
+    expect(saved.chunksStored).toBeGreaterThanOrEqual(6);
+
+    const b = host('b1', id);
+    let stopped = 0;
+    const restored = await b.snapshots.ensureCurrent(id, b.roots, async () => void stopped++);
+    expect(restored?.seq).toBe(1);
+    expect(stopped).toBe(1);
+    const want = await tree(a.ws);
+    delete want['node_modules/pkg'];
+    delete want['node_modules/pkg/index.js'];
+    delete want['node_modules'];
+    expect(await tree(b.ws)).toEqual(want);
+    expect(await tree(b.rt)).toEqual({ '.local': 'dir 755', '.local/share': 'dir 755', '.local/share/runtime.db': `file 644 ${Buffer.from('conversation').toString('base64')}` });
+    // current now: nothing more to do, and the runtime is left alone
+    expect(await b.snapshots.ensureCurrent(id, b.roots, async () => void stopped++)).toBeNull();
+    expect(stopped).toBe(1);
+  }, 60_000);
+
+  it('stores only what changed: a one-file change reads one file and stores one chunk', async () => {
+    const id = await newSession();
+    const a = host('a2', id);
+    await mkdir(a.ws, { recursive: true });
+    for (let i = 0; i < 50; i++) await writeFile(join(a.ws, `file${i}.txt`), `content ${i}\n`.repeat(100));
+    await a.snapshots.save(id, 'opencode', a.roots);
+    await writeFile(join(a.ws, 'file7.txt'), 'changed\n');
+    const second = await a.snapshots.save(id, 'opencode', a.roots);
+    expect(second.manifest.seq).toBe(2);
+    expect({ read: second.filesRead, stored: second.chunksStored }).toEqual({ read: 1, stored: 1 });
+    // a restored copy snapshots incrementally too: nothing is read again
+    const b = host('b2', id);
+    await b.snapshots.ensureCurrent(id, b.roots, async () => undefined);
+    await writeFile(join(b.ws, 'new.txt'), 'from b');
+    const third = await b.snapshots.save(id, 'opencode', b.roots);
+    expect({ seq: third.manifest.seq, read: third.filesRead, stored: third.chunksStored }).toEqual({ seq: 3, read: 1, stored: 1 });
+    // two snapshots are kept, and only the chunks they name
+    const [kept] = rowsOf<{ n: number }>(await database.db.execute(sql`select count(*)::int as n from session_snapshots where session_id = ${id}`));
+    expect(kept!.n).toBe(2);
+    const [chunks] = rowsOf<{ n: number }>(await database.db.execute(sql`select count(*)::int as n from snapshot_chunks where session_id = ${id}`));
+    expect(chunks!.n).toBe(51); // 50 files (file7 as changed) and new.txt: file7's first version went with snapshot 1
+  }, 60_000);
+
+  it('brings a stale worker up to date, stopping its runtime first; a stale writer cannot overwrite', async () => {
+    const id = await newSession();
+    const a = host('a3', id);
+    const b = host('b3', id);
+    await mkdir(a.ws, { recursive: true });
+    await writeFile(join(a.ws, 'turn.txt'), 'turn 1');
+    await a.snapshots.save(id, 'opencode', a.roots);
+    await b.snapshots.ensureCurrent(id, b.roots, async () => undefined);
+    await writeFile(join(b.ws, 'turn.txt'), 'turn 2');
+    await b.snapshots.save(id, 'opencode', b.roots);
+    // A still holds turn 1: its next leg stops its runtime and takes B's files
+    let stopped = false;
+    expect((await a.snapshots.ensureCurrent(id, a.roots, async () => void (stopped = true)))?.seq).toBe(2);
+    expect(stopped).toBe(true);
+    expect(await readFile(join(a.ws, 'turn.txt'), 'utf8')).toBe('turn 2');
+    // A writes snapshot 3; B, which still holds snapshot 2, cannot write over it
+    await writeFile(join(a.ws, 'turn.txt'), 'turn 3');
+    await a.snapshots.save(id, 'opencode', a.roots);
+    await writeFile(join(b.ws, 'turn.txt'), 'stale turn');
+    await expect(b.snapshots.save(id, 'opencode', b.roots)).rejects.toBeInstanceOf(SnapshotConflictError);
+    expect((await store.latest(id))?.writer).toContain(a.dataDir);
+  }, 60_000);
+
+  it('refuses a snapshot past the size limit, and writes nothing', async () => {
+    const id = await newSession();
+    const a = host('a4', id, 1024);
+    await mkdir(a.ws, { recursive: true });
+    await writeFile(join(a.ws, 'big'), Buffer.alloc(4096, 1));
+    await expect(a.snapshots.save(id, 'opencode', a.roots)).rejects.toBeInstanceOf(SnapshotTooLargeError);
+    expect(await store.latest(id)).toBeNull();
+  });
+
+  it('never follows a link out of the session: a file or directory swapped for a link to the worker\'s secrets is not read', async () => {
+    const id = await newSession();
+    const a = host('a5', id);
+    const secret = join(dir, 'worker-secret.key');
+    await writeFile(secret, 'MASTER-KEY-NEVER-IN-A-SNAPSHOT');
+    await mkdir(join(a.ws, 'sub'), { recursive: true });
+    await symlink(secret, join(a.ws, 'key-link'));
+    await symlink(dir, join(a.ws, 'dir-link'));
+    const saved = await a.snapshots.save(id, 'opencode', a.roots);
+    const entries = saved.manifest.roots.workspace!;
+    expect(entries.find((e) => e.path === 'key-link')).toEqual({ path: 'key-link', type: 'symlink', target: secret });
+    expect(entries.some((e) => e.path.startsWith('dir-link/'))).toBe(false);
+    // no chunk holds the secret's content
+    const rows = rowsOf<{ data: Buffer }>(await database.db.execute(sql`select data from snapshot_chunks where session_id = ${id}`));
+    const { decodeChunk } = await import('../snapshots/snapshotter');
+    for (const row of rows) expect((await decodeChunk(row.data)).toString()).not.toContain('MASTER-KEY');
+    // restored, the link is a link again (the sandbox cannot follow it out: its mount namespace has no such path)
+    const b = host('b5', id);
+    await b.snapshots.ensureCurrent(id, b.roots, async () => undefined);
+    expect(await readlink(join(b.ws, 'key-link'))).toBe(secret);
+  });
+
+  it('drops every snapshot and chunk of an ended session', async () => {
+    const id = await newSession();
+    const a = host('a6', id);
+    await mkdir(a.ws, { recursive: true });
+    await writeFile(join(a.ws, 'x'), 'x');
+    await a.snapshots.save(id, 'opencode', a.roots);
+    await a.snapshots.drop(id);
+    expect(await store.latest(id)).toBeNull();
+    const [chunks] = rowsOf<{ n: number }>(await database.db.execute(sql`select count(*)::int as n from snapshot_chunks where session_id = ${id}`));
+    expect(chunks!.n).toBe(0);
+  });
+});
