@@ -24,11 +24,13 @@ import { inSpan } from '../observability/tracing';
 import { DEFAULT_TURN_RESERVE_USD, microsToUsd, usdToMicros } from '../governance/budget';
 import { decideCharge, type ChargeDecision, type CostSource, type PriceTable } from '../governance/pricing';
 import { createEgressGuard, egressRefusal, EgressRefusedError, type EgressGuard } from '../runtimes/kit/egress';
-import { RuntimeRefusedError, type RuntimeEvent, type RuntimeRegistry, type RuntimeSessionRef, type TurnContext, type TurnSink } from '../runtimes/runtime-adapter';
+import { RuntimeRefusedError, type RuntimeEvent, type RuntimeKind, type RuntimeRegistry, type RuntimeSessionRef, type TurnContext, type TurnSink } from '../runtimes/runtime-adapter';
 import type { RecordDecisionInput, RecordEventsInput, RunTurnInput, SessionActivities, TurnOutcome } from './types';
 import { decideToolCall, sessionActor, toolUseEventId } from './tool-decision';
 import { commitCharges, ledgerCharge } from './charges';
 import type { ModelMeter } from './model-meter';
+import { SnapshotTooLargeError, type SnapshotRoot, type Snapshotter } from '../snapshots/snapshotter';
+import { SnapshotConflictError } from '../snapshots/store';
 
 export interface ActivityDeps {
   db: Db;
@@ -53,6 +55,11 @@ export interface ActivityDeps {
   gateway?: Pick<GatewayClient, 'register' | 'revoke'>;
   /** charges and holds each model request that goes through the gateway (./model-meter.ts) */
   meter?: ModelMeter;
+  /**
+   * a session's state as data (snapshots/): for a runtime with `portable: 'snapshot'`, written at every point a turn
+   * stops and restored before a leg this worker's copy is not current for (another worker ran the last one)
+   */
+  snapshots?: Snapshotter;
 }
 
 export const DEFAULT_SANDBOX: SandboxKind = 'bubblewrap';
@@ -157,6 +164,11 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
 
     const previous: RuntimeSessionRef | null = stored ? { sessionId: input.sessionId, runtimeSessionId: stored.runtimeSessionId, state: stored.state as Record<string, unknown> } : null;
     const runtime = adapter.kind;
+    const snapshot: SessionSnapshot | null =
+      deps.snapshots && adapter.capabilities.portable === 'snapshot' && adapter.sessionState
+        ? { sessionId: input.sessionId, snapshots: deps.snapshots, roots: { runtime, list: snapshotRoots(ctx, adapter.sessionState(ctx.sessionId)) } }
+        : null;
+    if (snapshot) await restoreIfBehind(snapshot, previous);
     // every charge of the turn is decided by the runtime's declared cost source and the team's prices as the turn began
     const pricing: Pricing = { costSource: adapter.capabilities.cost, agentModel: input.agent.model, overrides };
     const spanAttributes = { 'agentplane.session_id': input.sessionId, 'agentplane.runtime': runtime, 'agentplane.turn': input.turnId, 'agentplane.leg': input.leg };
@@ -223,7 +235,8 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     };
 
     if (input.input.kind === 'message' && activity.info.attempt === 1) metrics.turns.inc({ runtime });
-    try {
+    /** the leg, from the runtime's turn to what the workflow is told; a retryable failure throws */
+    const runLeg = async (): Promise<TurnOutcome> => {
       const result = await inSpan(`runtime.turn ${runtime}`, { ...spanAttributes, 'agentplane.input': input.input.kind }, () => adapter.runTurn(ctx, ref, input.input, sink)).catch(async (err: unknown) => {
         metrics.runtimeErrors.inc({ runtime });
         // a runtime that failed on the gateway's budget refusal stopped for the budget
@@ -242,9 +255,53 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
       const session = await getSession(db, { teamId: input.agent.teamId, sessionId: input.sessionId });
       // a turn that finished as its spend reached a limit ended normally; the next turn is refused before it leaves
       return { result, spentMicros: session?.costMicros ?? 0, budgetReached: budgetReached && result.status !== 'end_turn' };
+    };
+    try {
+      const outcome = await runLeg();
+      // the turn stopped (ended, parked for a person, interrupted, failed): what the session needs to continue is written
+      // before the workflow hears of it, so any worker can take the next leg
+      if (snapshot) await saveSnapshot(snapshot, input, runtime, reservationId);
+      return outcome;
     } finally {
       clearInterval(beat);
       if (held.reservationId) await settleReservation(db, { reservationId: held.reservationId });
+    }
+  }
+
+  /**
+   * Before a leg: when another worker wrote the session's newest snapshot (this worker never ran it, or ran it before
+   * that worker did), this worker's runtime for the session is stopped and the snapshot restored in place of its files.
+   */
+  async function restoreIfBehind(snapshot: SessionSnapshot, previous: RuntimeSessionRef | null): Promise<void> {
+    const adapter = deps.runtimes[snapshot.roots.runtime] as RuntimeRegistry[keyof RuntimeRegistry];
+    const started = performance.now();
+    const restored = await snapshot.snapshots.ensureCurrent(snapshot.sessionId, snapshot.roots.list, async () => {
+      if (previous && adapter) await adapter.close(previous);
+    });
+    if (!restored) return;
+    const ms = Math.round(performance.now() - started);
+    log.info('session restored from its snapshot', { sessionId: snapshot.sessionId, seq: restored.seq, writer: restored.writer, bytes: restored.bytes, ms });
+    metrics.snapshotRestores.inc({ runtime: snapshot.roots.runtime });
+    await appendEvents(db, { sessionId: snapshot.sessionId, events: [{ sourceId: `restore:${restored.seq}:${deps.dataDir}`, type: 'session.restored', payload: { snapshot: restored.seq, bytes: restored.bytes, restore_ms: ms } }] });
+  }
+
+  /**
+   * After a leg that stopped: the session's snapshot. One past the size limit, or one another worker got in before
+   * (it restored the session while this worker still ran it), is not written: the session goes on, and a
+   * `session.snapshot_failed` event says why it cannot move. A store that cannot be reached fails the leg, which is
+   * retried: the runtime reattaches to the stopped turn and the snapshot is tried again.
+   */
+  async function saveSnapshot(snapshot: SessionSnapshot, input: RunTurnInput, runtime: string, legId: string): Promise<void> {
+    const started = performance.now();
+    try {
+      const saved = await snapshot.snapshots.save(snapshot.sessionId, runtime, snapshot.roots.list);
+      metrics.snapshotSeconds.observe({ runtime }, (performance.now() - started) / 1000);
+      log.info('session snapshot written', { sessionId: snapshot.sessionId, seq: saved.manifest.seq, bytes: saved.manifest.bytes, filesRead: saved.filesRead, chunksStored: saved.chunksStored, bytesStored: saved.bytesStored });
+    } catch (err) {
+      if (!(err instanceof SnapshotTooLargeError || err instanceof SnapshotConflictError)) throw err;
+      const reason = err instanceof SnapshotTooLargeError ? 'too_large' : 'conflict';
+      log.warn('session snapshot not written', { sessionId: snapshot.sessionId, reason, error: err.message });
+      await appendEvents(db, { sessionId: input.sessionId, events: [{ sourceId: `snapshot:${legId}`, type: 'session.snapshot_failed', payload: { reason, message: err.message } }] });
     }
   }
 
@@ -291,8 +348,11 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     if (adapter?.capabilities.gateway) await deps.gateway?.revoke(input.sessionId);
     deps.meter?.close(input.sessionId);
     const stored = await getRuntimeRef(db, input.sessionId);
-    if (!adapter || !stored) return;
-    await inSpan(`runtime.close ${adapter.kind}`, { 'agentplane.session_id': input.sessionId, 'agentplane.runtime': adapter.kind }, () => adapter.close({ sessionId: input.sessionId, runtimeSessionId: stored.runtimeSessionId, state: stored.state as Record<string, unknown> }));
+    if (adapter && stored) {
+      await inSpan(`runtime.close ${adapter.kind}`, { 'agentplane.session_id': input.sessionId, 'agentplane.runtime': adapter.kind }, () => adapter.close({ sessionId: input.sessionId, runtimeSessionId: stored.runtimeSessionId, state: stored.state as Record<string, unknown> }));
+    }
+    // the session has ended: nothing will restore it
+    if (adapter?.capabilities.portable === 'snapshot') await deps.snapshots?.drop(input.sessionId);
   }
 
   return { recordEvents, runTurn, recordDecision, closeRuntime };
@@ -401,4 +461,18 @@ async function sessionNetworking(db: Db, input: RunTurnInput): Promise<Networkin
   if (networking) return networking;
   log.warn('the session\'s environment has no readable networking policy: the turn runs without network', { sessionId: input.sessionId, environmentId: found.environmentId });
   return NO_NETWORK;
+}
+
+/** A session whose state is snapshotted: the snapshotter, and the session's trees (its workspace, its runtime's state). */
+interface SessionSnapshot {
+  sessionId: string;
+  snapshots: Snapshotter;
+  roots: { runtime: RuntimeKind; list: SnapshotRoot[] };
+}
+
+function snapshotRoots(ctx: TurnContext, runtime: { path: string; ignore: readonly string[] }): SnapshotRoot[] {
+  return [
+    { name: 'workspace', path: ctx.workdir },
+    { name: 'runtime', path: runtime.path, ignore: runtime.ignore },
+  ];
 }

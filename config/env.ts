@@ -229,3 +229,13 @@ export const sandboxEnv = {
   AGENTPLANE_SANDBOX_UID_BASE: z.coerce.number().int().min(65536).max(0x7fffffff).default(0x70000000),
   AGENTPLANE_SANDBOX_UID_COUNT: z.coerce.number().int().min(1).max(0x10000000).default(0x04000000),
 };
+
+/**
+ * Session snapshots (snapshots/): where they go and how large one may be. `postgres` (the default) needs no new
+ * server; `s3` takes any S3-compatible endpoint (AGENTPLANE_SNAPSHOT_S3_*). A snapshot past the limit is not written:
+ * the session goes on on its worker, not portable, with a `session.snapshot_failed` event saying so.
+ */
+export const snapshotEnv = {
+  AGENTPLANE_SNAPSHOT_STORE: z.enum(['postgres', 's3'], { error: 'must be postgres (the default) or s3' }).default('postgres'),
+  AGENTPLANE_SNAPSHOT_MAX_MB: z.coerce.number().int().min(1).default(2048),
+};

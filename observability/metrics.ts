@@ -40,6 +40,14 @@ export function createWorkerMetrics() {
     }),
     egressDenied: new Counter({ name: 'agentplane_sandbox_egress_denied_total', help: 'Connections out of a session sandbox that its egress proxy refused (each is a sandbox.egress_denied event)', registers }),
     spend: new Counter({ name: 'agentplane_spend_usd_total', help: 'Model spend charged to sessions, in USD', labelNames: ['runtime'] as const, registers }),
+    snapshotSeconds: new Histogram({
+      name: 'agentplane_snapshot_seconds',
+      help: "Writing a session's snapshot at a turn's stop",
+      labelNames: ['runtime'] as const,
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    }),
+    snapshotRestores: new Counter({ name: 'agentplane_snapshot_restores_total', help: "Sessions restored from their snapshot on a worker that was not current (each is a session.restored event)", labelNames: ['runtime'] as const, registers }),
   };
 }
 

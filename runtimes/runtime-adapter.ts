@@ -55,6 +55,12 @@ export interface RuntimeCapabilities {
    * its sandbox and a session token, never the provider's key
    */
   gateway: boolean;
+  /**
+   * how a session moves to another worker (its own died, or was drained): `snapshot` its runtime's state and workspace
+   * are snapshotted at every turn stop (snapshots/) and restored by the next worker; `remote` the vendor keeps the
+   * session; `stateless` nothing of it is on the worker; `no` it continues only on the worker that holds its files
+   */
+  portable: 'snapshot' | 'remote' | 'stateless' | 'no';
 }
 
 export interface TurnContext {
@@ -148,6 +154,12 @@ export interface RuntimeAdapter {
   open(ctx: TurnContext, previous: RuntimeSessionRef | null): Promise<RuntimeSessionRef>;
   runTurn(ctx: TurnContext, ref: RuntimeSessionRef, input: TurnInput, sink: TurnSink): Promise<TurnResult>;
   close(ref: RuntimeSessionRef): Promise<void>;
+  /**
+   * With `portable: 'snapshot'`: the host directory of what the session's runtime needs to continue (its state, besides
+   * the workspace) and what in it is not state (picomatch patterns relative to it: caches, logs, files it rebuilds).
+   * The runtime is idle whenever it is read (a turn stopped) or written (before `open`).
+   */
+  sessionState?(sessionId: string): { path: string; ignore: readonly string[] };
 }
 
 /**

@@ -13,7 +13,7 @@ import { NativeConnection } from '@temporalio/worker';
 import { z } from 'zod';
 import { createApp } from '../api/create-app';
 import { Registry } from 'prom-client';
-import { adminKeyEnv, databaseEnv, egressEnv, openclawEnv, parseEnv, sandboxEnv, telemetryEnv } from '../config/env';
+import { adminKeyEnv, databaseEnv, egressEnv, openclawEnv, parseEnv, sandboxEnv, snapshotEnv, telemetryEnv } from '../config/env';
 import { openDatabase } from '../db/client';
 import { countSessionsByState, unterminatedSessionIds } from '../db/queries/sessions';
 import { bootstrapAdmin } from '../db/queries/teams';
@@ -27,6 +27,7 @@ import { stopOpenCodeServers } from '../runtimes/opencode/opencode.adapter';
 import { createSandboxProvider } from '../runtimes/kit/sandbox';
 import { createSessionWorker } from '../worker/create-worker';
 import { createWorkerSandboxes } from '../worker/sandboxes';
+import { createWorkerSnapshots } from '../worker/snapshots';
 import { createWorkerGateway } from '../worker/gateway';
 import { createNotifier } from '../worker/notifier';
 import { buildRuntimes, RUNTIME_NAMES } from '../worker/runtimes';
@@ -63,6 +64,7 @@ const env = parseEnv({
   // not set by dev mode: a local model server or webhook receiver is allowed only when the developer lists it
   ...egressEnv,
   ...sandboxEnv,
+  ...snapshotEnv,
   /** the base of the action links in webhook notifications; this server's own URL when absent */
   AGENTPLANE_PUBLIC_URL: z.url({ protocol: /^https?$/, error: 'must be the http(s) URL the API is reached at' }).optional(),
 });
@@ -127,6 +129,7 @@ const worker = await createSessionWorker({
     sandboxKind: env.AGENTPLANE_SANDBOX,
     gateway,
     meter,
+    snapshots: createWorkerSnapshots({ db: database.db, dataDir, maxMb: env.AGENTPLANE_SNAPSHOT_MAX_MB }),
   },
   tracing,
 });

@@ -16,9 +16,9 @@ export function capabilitiesTable(): string {
   const yes = (v: boolean) => (v ? 'yes' : 'no');
   const denies = (c: RuntimeCapabilities) => (c.denies === 'whole-tool' ? `whole tools: ${(c.denyTools ?? []).join(', ')}` : c.denies);
   const rows = Object.entries(RUNTIME_CAPABILITIES).map(
-    ([runtime, c]) => `| ${runtime} | ${yes(c.approvals)} | ${yes(c.interrupt)} | ${yes(c.reattach)} | ${c.cost} | ${yes(c.streaming)} | ${denies(c)} | ${c.sandbox} | ${yes(c.gateway)} |`,
+    ([runtime, c]) => `| ${runtime} | ${yes(c.approvals)} | ${yes(c.interrupt)} | ${yes(c.reattach)} | ${c.cost} | ${yes(c.streaming)} | ${denies(c)} | ${c.sandbox} | ${yes(c.gateway)} | ${c.portable} |`,
   );
-  return ['| runtime | approvals | interrupt | reattach | cost source | streaming | deny rules enforced | sandbox | model gateway |', '|---|---|---|---|---|---|---|---|---|', ...rows].join('\n');
+  return ['| runtime | approvals | interrupt | reattach | cost source | streaming | deny rules enforced | sandbox | model gateway | portable |', '|---|---|---|---|---|---|---|---|---|---|', ...rows].join('\n');
 }
 
 export function permissionTable(): string {

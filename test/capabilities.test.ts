@@ -40,7 +40,7 @@ describe('capabilities', () => {
 
   it('declares every runtime kind', () => {
     for (const caps of Object.values(RUNTIME_CAPABILITIES)) {
-      expect(Object.keys(caps).filter((k) => k !== 'denyTools').sort()).toEqual(['approvals', 'cost', 'denies', 'gateway', 'interrupt', 'reattach', 'sandbox', 'streaming']);
+      expect(Object.keys(caps).filter((k) => k !== 'denyTools').sort()).toEqual(['approvals', 'cost', 'denies', 'gateway', 'interrupt', 'portable', 'reattach', 'sandbox', 'streaming']);
       // a runtime that denies whole tools says which
       expect(caps.denies === 'whole-tool').toBe(Array.isArray(caps.denyTools) && caps.denyTools.length > 0);
     }

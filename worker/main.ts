@@ -4,7 +4,7 @@
 import { resolve } from 'node:path';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { z } from 'zod';
-import { acpAgentsEnv, databaseEnv, egressEnv, hermesEnv, masterKeyEnv, openclawEnv, parseEnv, publicUrlEnv, sandboxEnv, telemetryEnv, temporalEnv } from '../config/env';
+import { acpAgentsEnv, databaseEnv, egressEnv, hermesEnv, masterKeyEnv, openclawEnv, parseEnv, publicUrlEnv, sandboxEnv, snapshotEnv, telemetryEnv, temporalEnv } from '../config/env';
 import { openDatabase } from '../db/client';
 import { createVault } from '../db/vault';
 import { createAdapterLog, createJsonLog, fromTemporalEntry } from '../observability/logger';
@@ -14,6 +14,7 @@ import { createEgressGuard } from '../runtimes/kit/egress';
 import { createSandboxProvider } from '../runtimes/kit/sandbox';
 import { createWorkerSandboxes } from './sandboxes';
 import { createWorkerGateway } from './gateway';
+import { createWorkerSnapshots } from './snapshots';
 import { buildRuntimes, RUNTIME_NAMES } from './runtimes';
 import { createSessionWorker, DEFAULT_CACHED_SESSIONS } from './create-worker';
 import { createHoldSweeper } from './hold-sweeper';
@@ -31,6 +32,7 @@ const env = parseEnv({
   ...hermesEnv,
   ...egressEnv,
   ...sandboxEnv,
+  ...snapshotEnv,
   AGENTPLANE_RUNTIMES: z
     .string()
     .default('opencode')
@@ -92,6 +94,8 @@ const worker = await createSessionWorker({
     sandboxKind: env.AGENTPLANE_SANDBOX,
     gateway,
     meter,
+    // each session's files, at every turn's stop: another worker continues it when this one is gone
+    snapshots: createWorkerSnapshots({ db: database.db, dataDir, maxMb: env.AGENTPLANE_SNAPSHOT_MAX_MB }),
   },
   tracing,
 });

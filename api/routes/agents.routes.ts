@@ -165,6 +165,7 @@ export function registerAgentRoutes(app: App, deps: AppDeps): void {
                 denies: z.enum(['any', 'whole-tool', 'none']).openapi({ description: 'which deny rules the runtime enforces: any, whole tools only (deny_tools), or none' }),
                 sandbox: z.enum(['session', 'remote', 'no-process', 'none']).openapi({ description: "where a session's processes run: in the session's own sandbox, remotely at the vendor, nowhere (the runtime starts none), or on the worker without a sandbox (sessions marked sandbox none)" }),
                 gateway: z.boolean().openapi({ description: "its model requests go through agentplane's model gateway: the runtime holds a session token, never the provider key, and every request is held on the budgets and charged from the provider's usage" }),
+                portable: z.enum(['snapshot', 'remote', 'stateless', 'no']).openapi({ description: "how a session moves to another worker: snapshot (its runtime's state and workspace are snapshotted at every turn stop and restored there), remote (the vendor keeps it), stateless (nothing of it is on a worker), no (it continues only where its files are)" }),
                 deny_tools: z.array(z.string()).optional().openapi({ description: 'for whole-tool: the canonical tools it can deny; its other tools cannot be denied' }),
               }),
             ),

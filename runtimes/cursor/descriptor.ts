@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { runtimeConfig } from '../kit/config';
 import type { RuntimeCapabilities, RuntimeDescriptor } from '../runtime-adapter';
 
-export const CURSOR_CAPABILITIES = { approvals: false, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'none', sandbox: 'remote', gateway: false } as const satisfies RuntimeCapabilities;
+export const CURSOR_CAPABILITIES = { approvals: false, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'none', sandbox: 'remote', gateway: false, portable: 'remote' } as const satisfies RuntimeCapabilities;
 
 const configSchema = runtimeConfig(
   'cursor',

@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { runtimeConfig } from '../kit/config';
 import type { RuntimeCapabilities, RuntimeDescriptor } from '../runtime-adapter';
 
-export const MANAGED_AGENTS_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true, denies: 'any', sandbox: 'remote', gateway: false } as const satisfies RuntimeCapabilities;
+export const MANAGED_AGENTS_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true, denies: 'any', sandbox: 'remote', gateway: false, portable: 'remote' } as const satisfies RuntimeCapabilities;
 
 const RemoteId = z.string().min(1).max(256);
 const configSchema = runtimeConfig(

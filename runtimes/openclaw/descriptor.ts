@@ -38,6 +38,7 @@ export const OPENCLAW_CAPABILITIES = {
   denies: 'whole-tool',
   sandbox: 'session',
   gateway: true,
+  portable: 'no',
   denyTools: [...new Set(Object.values(OPENCLAW_TOOLS))],
 } as const satisfies RuntimeCapabilities;
 

@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { runtimeConfig } from '../kit/config';
 import type { RuntimeCapabilities, RuntimeDescriptor } from '../runtime-adapter';
 
-export const OPENCODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any', sandbox: 'session', gateway: true } as const satisfies RuntimeCapabilities;
+export const OPENCODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any', sandbox: 'session', gateway: true, portable: 'snapshot' } as const satisfies RuntimeCapabilities;
 
 const Tokens = z.number().int().positive();
 

@@ -316,7 +316,16 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     log.info('opencode server stopped', { sessionId: ref.sessionId, pid: target?.pid });
   }
 
-  return { kind: descriptor.kind, capabilities: descriptor.capabilities, open, runTurn, close };
+  /**
+   * OpenCode keeps a session in its SQLite database (`.local/share/opencode/opencode.db`, with its write-ahead log) under
+   * the server's home: that is what another worker needs. Its caches, logs and the shared-memory index it rebuilds on
+   * open are not, nor the config written afresh at every start (`server.json`, with the server's password, is outside).
+   */
+  function sessionState(sessionId: string) {
+    return { path: layout(sessionId).home, ignore: ['.cache/**', '.local/share/opencode/log/**', '.local/share/opencode/bin/**', '**/*-shm', 'opencode.json'] };
+  }
+
+  return { kind: descriptor.kind, capabilities: descriptor.capabilities, open, runTurn, close, sessionState };
 }
 
 /**

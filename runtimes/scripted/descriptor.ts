@@ -8,7 +8,7 @@
 import { runtimeConfig } from '../kit/config';
 import type { RuntimeCapabilities, RuntimeDescriptor } from '../runtime-adapter';
 
-export const SCRIPTED_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true, denies: 'any', sandbox: 'no-process', gateway: false } as const satisfies RuntimeCapabilities;
+export const SCRIPTED_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'reported', streaming: true, denies: 'any', sandbox: 'no-process', gateway: false, portable: 'stateless' } as const satisfies RuntimeCapabilities;
 
 export const descriptor: RuntimeDescriptor<'scripted'> = {
   kind: 'scripted',

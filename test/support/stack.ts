@@ -28,6 +28,7 @@ import { stopOpenCodeServers } from '../../runtimes/opencode/opencode.adapter';
 import type { RuntimeRegistry } from '../../runtimes/runtime-adapter';
 import { createSessionWorker } from '../../worker/create-worker';
 import { stopGatewayDaemons } from '../../gateway/client';
+import { createWorkerSnapshots } from '../../worker/snapshots';
 import { createWorkerGateway } from '../../worker/gateway';
 import { startGatewayDaemon, type GatewayDaemon } from '../../gateway/daemon';
 import { createWorkerSandboxes } from '../../worker/sandboxes';
@@ -187,7 +188,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     },
     async startWorker(runtimes) {
       workerConnection = await NativeConnection.connect({ address: temporalAddress });
-      worker = await createSessionWorker({ connection: workerConnection, namespace: 'default', taskQueue, deps: { db: db.db, vault, runtimes, dataDir, publicUrl: url, egress, sandboxKind, gateway, meter }, tracing: opts.tracing });
+      worker = await createSessionWorker({ connection: workerConnection, namespace: 'default', taskQueue, deps: { db: db.db, vault, runtimes, dataDir, publicUrl: url, egress, sandboxKind, gateway, meter, snapshots: createWorkerSnapshots({ db: db.db, dataDir }) }, tracing: opts.tracing });
       workerRun = worker.run();
     },
     async stopWorker() {

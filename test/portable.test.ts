@@ -1,0 +1,131 @@
+/**
+ * Portable sessions: a session survives losing its host. Two workers, each its own OS process with its own data dir
+ * (two hosts on one machine); worker A and every process it started get SIGKILL and its data dir is deleted, and
+ * worker B continues the session from its snapshot: the model sees the whole conversation, the workspace has turn 1's
+ * file, and nothing was sent twice. Real OpenCode, real Temporal, real Postgres.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm, chmod } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rowsOf } from '../db/client';
+import { startScriptedModel, type ScriptedModel } from './support/scripted-model';
+import { eventsOf, eventually, LOCAL_RECEIVERS, startStack, waitForStatus, type Stack } from './support/stack';
+import { spawnWorker, type WorkerProcess } from './support/worker-process';
+
+let stack: Stack;
+let model: ScriptedModel;
+let agentId: string;
+let hostsDir: string;
+const workers: WorkerProcess[] = [];
+
+beforeAll(async () => {
+  stack = await startStack({ worker: false, allowPrivateEgress: LOCAL_RECEIVERS });
+  model = await startScriptedModel();
+  hostsDir = await mkdtemp(join(tmpdir(), 'agentplane-hosts-'));
+  await chmod(hostsDir, 0o711);
+  const credential = await stack.call('POST', '/v1/credentials', { name: 'model key', secret: 'sk-portable-secret-000' });
+  await stack.price('scripted-model', { input: 3, output: 15 });
+  const agent = await stack.call('POST', '/v1/agents', {
+    name: 'portable opencode',
+    model: 'scripted-model',
+    runtime: { type: 'opencode', config: {} },
+    model_provider: { base_url: model.openaiBaseUrl, credential_id: credential.body.id },
+    tool_policy: { rules: [], default: 'allow' },
+  });
+  expect(agent.status).toBe(200);
+  agentId = agent.body.id;
+}, 180_000);
+
+afterAll(async () => {
+  const ids = rowsOf<{ id: string }>(await stack.db.db.execute(sql`select id from sessions`)).map((r) => r.id);
+  for (const id of ids) await stack.call('POST', `/v1/sessions/${id}/archive`).catch(() => undefined);
+  await Promise.all(ids.map((id) => stack.temporal.workflow.getHandle(id).result().catch(() => undefined)));
+  for (const w of workers) await w.stop();
+  for (const w of workers) killHost(w.dataDir);
+  await stack?.stop();
+  await model?.close();
+  await rm(hostsDir, { recursive: true, force: true });
+}, 120_000);
+
+/** A worker on a host of its own: its own data dir, nothing shared with the others but Postgres and Temporal. */
+async function host(name: string): Promise<WorkerProcess & { dataDir: string }> {
+  const dataDir = join(hostsDir, name);
+  const w = Object.assign(await spawnWorker({ ...stack, dataDir }), { dataDir });
+  workers.push(w);
+  return w;
+}
+
+/**
+ * The host is lost: SIGKILL to the worker and to every process it started (each runtime server's sandbox, its model
+ * bridges, its gateway daemon: all name the host's data dir on their command line; a sandbox's processes die with
+ * it), then its disk goes.
+ */
+async function loseHost(w: WorkerProcess & { dataDir: string }): Promise<void> {
+  await w.kill();
+  killHost(w.dataDir);
+  await rm(w.dataDir, { recursive: true, force: true });
+}
+
+function killHost(dataDir: string): void {
+  try {
+    execFileSync('pkill', ['-KILL', '-f', dataDir]);
+  } catch {
+    // none left
+  }
+}
+
+async function start(prompt: string) {
+  const res = await stack.call('POST', '/v1/sessions', { agent: agentId, initial_events: [{ type: 'user.message', content: prompt }] });
+  expect(res.status).toBe(200);
+  return res.body.id as string;
+}
+
+/** The text of every message the model was sent in one request (OpenAI chat shape), in order. */
+function conversation(body: unknown): string {
+  const messages = (body as { messages?: Array<{ role: string; content: unknown }> }).messages ?? [];
+  return messages.map((m) => `${m.role}: ${typeof m.content === 'string' ? m.content : JSON.stringify(m.content)}`).join('\n');
+}
+
+describe('portable sessions', () => {
+  it('continues on another host after its host is lost between turns: history, workspace, and no prompt sent twice', async () => {
+    model.setScript([
+      { match: 'portable turn one', steps: [{ tool: 'bash', input: { command: 'printf portable-file-content-42 > notes.txt', description: 'write a note' } }, { text: 'wrote the note' }] },
+      { match: 'portable turn two', steps: [{ tool: 'bash', input: { command: 'cat notes.txt', description: 'read the note' } }, { text: (c) => `the note says ${c.lastToolResult}` }] },
+    ]);
+    const a = await host('a');
+    const id = await start('portable turn one');
+    await waitForStatus(stack, id, 'idle', 'end_turn', 120_000);
+    await loseHost(a);
+
+    await host('b');
+    const res = await stack.call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.message', content: 'portable turn two' }] });
+    expect(res.status).toBe(200);
+    // turn 2 has ended when its status event is in the log (the session was idle before it too)
+    await eventually(async () => ((await eventsOf(stack, id)).filter((e) => e.type === 'session.status_idle').length === 2 ? true : undefined), { timeoutMs: 120_000, what: 'turn 2 to end' }).catch(async (err) => {
+      throw new Error(`${(err as Error).message}\n${JSON.stringify(await eventsOf(stack, id), null, 1).slice(0, 4000)}\n${workers[1]?.output().slice(-4000)}`);
+    });
+    expect((await stack.call('GET', `/v1/sessions/${id}`)).body.stop_reason).toEqual({ type: 'end_turn' });
+
+    // the model's first request of turn 2 carries turn 1: its prompt, its tool call and its answer
+    const firstOfTurnTwo = model.requestsFor('portable turn two')[0];
+    const sent = conversation(firstOfTurnTwo?.body);
+    expect(sent).toContain('portable turn one');
+    expect(sent).toContain('wrote the note');
+    expect(sent).toContain('portable turn two');
+    // turn 1's prompt went to the model once
+    expect(model.countPrompts('portable turn one')).toBe(1);
+    expect(model.countPrompts('portable turn two')).toBe(1);
+
+    const events = await eventsOf(stack, id);
+    // the tool of turn 2 read the file turn 1 wrote, on the other host
+    const results = events.filter((e) => e.type === 'agent.tool_result').map((e) => JSON.stringify(e.content));
+    expect(results.at(-1)).toContain('portable-file-content-42');
+    expect(events.filter((e) => e.type === 'agent.message').at(-1).content[0].text).toContain('portable-file-content-42');
+    // the move is on the record, and nothing failed
+    expect(events.filter((e) => e.type === 'session.restored')).toHaveLength(1);
+    expect(events.filter((e) => e.type === 'session.error' || e.type === 'session.snapshot_failed')).toEqual([]);
+  }, 300_000);
+});
