@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rowsOf } from '../db/client';
-import { startScriptedModel, type ScriptedModel } from './support/scripted-model';
+import { createGate, startScriptedModel, type ScriptedModel } from './support/scripted-model';
 import { eventsOf, eventually, LOCAL_RECEIVERS, startStack, waitForStatus, type Stack } from './support/stack';
 import { spawnWorker, type WorkerProcess } from './support/worker-process';
 
@@ -19,7 +19,8 @@ let stack: Stack;
 let model: ScriptedModel;
 let agentId: string;
 let hostsDir: string;
-const workers: WorkerProcess[] = [];
+const workers: Host[] = [];
+type Host = WorkerProcess & { dataDir: string };
 
 beforeAll(async () => {
   stack = await startStack({ worker: false, allowPrivateEgress: LOCAL_RECEIVERS });
@@ -51,7 +52,7 @@ afterAll(async () => {
 }, 120_000);
 
 /** A worker on a host of its own: its own data dir, nothing shared with the others but Postgres and Temporal. */
-async function host(name: string): Promise<WorkerProcess & { dataDir: string }> {
+async function host(name: string): Promise<Host> {
   const dataDir = join(hostsDir, name);
   const w = Object.assign(await spawnWorker({ ...stack, dataDir }), { dataDir });
   workers.push(w);
@@ -63,7 +64,7 @@ async function host(name: string): Promise<WorkerProcess & { dataDir: string }> 
  * bridges, its gateway daemon: all name the host's data dir on their command line; a sandbox's processes die with
  * it), then its disk goes.
  */
-async function loseHost(w: WorkerProcess & { dataDir: string }): Promise<void> {
+async function loseHost(w: Host): Promise<void> {
   await w.kill();
   killHost(w.dataDir);
   await rm(w.dataDir, { recursive: true, force: true });
@@ -127,5 +128,36 @@ describe('portable sessions', () => {
     // the move is on the record, and nothing failed
     expect(events.filter((e) => e.type === 'session.restored')).toHaveLength(1);
     expect(events.filter((e) => e.type === 'session.error' || e.type === 'session.snapshot_failed')).toEqual([]);
+  }, 300_000);
+
+  it('drains on SIGTERM: the turn in flight ends on the stopping worker, and another host continues the session', async () => {
+    const gate = createGate();
+    model.setScript([
+      { match: 'drain turn one', steps: [{ tool: 'bash', input: { command: 'printf drained-note-43 > drained.txt', description: 'write a note' } }, { text: 'finished while draining', waitFor: gate.promise }] },
+      { match: 'drain turn two', steps: [{ tool: 'bash', input: { command: 'cat drained.txt', description: 'read the note' } }, { text: (c) => `still there: ${c.lastToolResult}` }] },
+    ]);
+    const a = await host('drain-a');
+    const id = await start('drain turn one');
+    // the turn is in flight: its tool ran, and the model's answer is held
+    await model.waitForRequest((r) => r.prompt === 'drain turn one' && r.stepIndex === 1, 120_000);
+    const stopping = a.stop();
+    await new Promise((r) => setTimeout(r, 1_000));
+    gate.release();
+    await stopping;
+    // it stopped by itself, once its turn was over (stop() would have used SIGKILL after 15 s)
+    expect(a.child.signalCode).toBeNull();
+    await loseHost(a);
+
+    await host('drain-b');
+    await waitForStatus(stack, id, 'idle', 'end_turn', 120_000);
+    const res = await stack.call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.message', content: 'drain turn two' }] });
+    expect(res.status).toBe(200);
+    await eventually(async () => ((await eventsOf(stack, id)).filter((e) => e.type === 'session.status_idle').length === 2 ? true : undefined), { timeoutMs: 120_000, what: 'turn 2 to end' });
+    const events = await eventsOf(stack, id);
+    expect(events.filter((e) => e.type === 'agent.message').map((e) => e.content[0].text)).toEqual(['finished while draining', 'still there: drained-note-43']);
+    expect(events.filter((e) => e.type === 'session.status_idle').map((e) => e.stop_reason.type)).toEqual(['end_turn', 'end_turn']);
+    expect(events.filter((e) => e.type === 'session.error' || e.type === 'session.snapshot_failed')).toEqual([]);
+    expect(model.countPrompts('drain turn one')).toBe(1);
+    expect(conversation(model.requestsFor('drain turn two')[0]?.body)).toContain('finished while draining');
   }, 300_000);
 });

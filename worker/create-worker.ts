@@ -35,6 +35,12 @@ export interface SessionWorkerOptions {
   maxCachedWorkflows?: number;
   /** spans for activities and the workflow sandbox's exporter; null or absent: tracing off */
   tracing?: Tracing | null;
+  /**
+   * how long a stopping worker (SIGTERM: a deploy, a drained node) lets its running turns go on before cancelling them
+   * (default 10 s; worker/main.ts: AGENTPLANE_WORKER_DRAIN_SECONDS). It polls for nothing new meanwhile; a turn that
+   * ends or parks for a person in time writes its snapshot, and another worker continues the session.
+   */
+  drainSeconds?: number;
 }
 
 export async function createSessionWorker(opts: SessionWorkerOptions): Promise<Worker> {
@@ -46,12 +52,12 @@ export async function createSessionWorker(opts: SessionWorkerOptions): Promise<W
     activities: createActivities(opts.deps),
     // a given bundle was built by bundleWorkflows(), which includes the workflow interceptors
     ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
-    interceptors: { activity: process.env.NOI ? [] : tracing.activityInterceptors, ...(opts.workflowBundle || process.env.NOI ? {} : { workflowModules: [WORKFLOW_INTERCEPTORS_PATH] }) },
+    interceptors: { activity: tracing.activityInterceptors, ...(opts.workflowBundle ? {} : { workflowModules: [WORKFLOW_INTERCEPTORS_PATH] }) },
     sinks: tracing.sinks,
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivityTaskExecutions ?? 200,
     maxCachedWorkflows: opts.maxCachedWorkflows ?? DEFAULT_CACHED_SESSIONS,
-    // a killed worker's turns move to another worker after the heartbeat timeout; give cancellations time to land
-    shutdownGraceTime: '10 seconds',
+    // a killed worker's turns move to another worker after the heartbeat timeout; a stopping one finishes its own
+    shutdownGraceTime: `${opts.drainSeconds ?? 10} seconds`,
     // an interrupt reaches a running turn with the next heartbeat the server sees: send them at most 1 s apart
     // (the default throttle is 0.8 × the 10 s heartbeat timeout, which made interrupts take ~8 s)
     maxHeartbeatThrottleInterval: '1 second',

@@ -46,6 +46,8 @@ const env = parseEnv({
   AGENTPLANE_LOG_LEVEL: z.enum(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR']).default('INFO'),
   /** sessions kept in memory between turns (~1.5–2 MiB each); the others replay from history on their next message */
   AGENTPLANE_WORKER_CACHED_SESSIONS: z.coerce.number().int().min(0).default(DEFAULT_CACHED_SESSIONS),
+  /** on SIGTERM, how long running turns may go on (to their end, or to a call parked for a person) before they are cut */
+  AGENTPLANE_WORKER_DRAIN_SECONDS: z.coerce.number().int().min(0).default(120),
 });
 
 const tracing = env.OTEL_EXPORTER_OTLP_ENDPOINT ? startTracing({ endpoint: env.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: env.OTEL_SERVICE_NAME ?? 'agentplane-worker', headers: { ...env.OTEL_EXPORTER_OTLP_HEADERS, ...env.OTEL_EXPORTER_OTLP_TRACES_HEADERS } }) : null;
@@ -72,6 +74,7 @@ const worker = await createSessionWorker({
   namespace: env.TEMPORAL_NAMESPACE,
   taskQueue: env.AGENTPLANE_TASK_QUEUE,
   maxCachedWorkflows: env.AGENTPLANE_WORKER_CACHED_SESSIONS,
+  drainSeconds: env.AGENTPLANE_WORKER_DRAIN_SECONDS,
   ...(env.AGENTPLANE_WORKFLOW_BUNDLE ? { workflowBundle: { codePath: resolve(env.AGENTPLANE_WORKFLOW_BUNDLE) } } : {}),
   deps: {
     db: database.db,
