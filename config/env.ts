@@ -22,7 +22,7 @@ export class ConfigError extends Error {
  * Every variable that holds one of the platform's secrets. A new one goes here: parseEnv removes them all, so a secret
  * a process is given but does not use (the admin key on a worker) is gone too. Read each in one parseEnv call.
  */
-export const SECRET_VARIABLES = ['AGENTPLANE_MASTER_KEY', 'DATABASE_URL', 'AGENTPLANE_ADMIN_KEY', 'OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS'] as const;
+export const SECRET_VARIABLES = ['AGENTPLANE_MASTER_KEY', 'DATABASE_URL', 'AGENTPLANE_ADMIN_KEY', 'OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS', 'AGENTPLANE_SNAPSHOT_S3_SECRET_ACCESS_KEY'] as const;
 
 /**
  * Parses `env` against the shape; then removes every secret variable from `env`, valid or not, and when `env` is this
@@ -238,4 +238,12 @@ export const sandboxEnv = {
 export const snapshotEnv = {
   AGENTPLANE_SNAPSHOT_STORE: z.enum(['postgres', 's3'], { error: 'must be postgres (the default) or s3' }).default('postgres'),
   AGENTPLANE_SNAPSHOT_MAX_MB: z.coerce.number().int().min(1).default(2048),
+  AGENTPLANE_SNAPSHOT_S3_BUCKET: z.string().min(1).optional(),
+  /** empty: AWS itself; else any S3-compatible endpoint (MinIO, Ceph RGW, R2), addressed by path */
+  AGENTPLANE_SNAPSHOT_S3_ENDPOINT: z.url({ error: 'must be a URL' }).optional(),
+  AGENTPLANE_SNAPSHOT_S3_REGION: z.string().min(1).default('us-east-1'),
+  AGENTPLANE_SNAPSHOT_S3_PREFIX: z.string().default('agentplane/'),
+  /** both, or neither (the SDK's own chain then: a pod's web identity, an instance role) */
+  AGENTPLANE_SNAPSHOT_S3_ACCESS_KEY_ID: z.string().min(1).optional(),
+  AGENTPLANE_SNAPSHOT_S3_SECRET_ACCESS_KEY: z.string().min(1).optional(),
 };

@@ -129,7 +129,7 @@ const worker = await createSessionWorker({
     sandboxKind: env.AGENTPLANE_SANDBOX,
     gateway,
     meter,
-    snapshots: createWorkerSnapshots({ db: database.db, dataDir, maxMb: env.AGENTPLANE_SNAPSHOT_MAX_MB }),
+    snapshots: await createWorkerSnapshots({ db: database.db, dataDir, settings: env }),
   },
   tracing,
 });

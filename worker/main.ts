@@ -98,7 +98,7 @@ const worker = await createSessionWorker({
     gateway,
     meter,
     // each session's files, at every turn's stop: another worker continues it when this one is gone
-    snapshots: createWorkerSnapshots({ db: database.db, dataDir, maxMb: env.AGENTPLANE_SNAPSHOT_MAX_MB }),
+    snapshots: await createWorkerSnapshots({ db: database.db, dataDir, settings: env }),
   },
   tracing,
 });
