@@ -22,7 +22,7 @@ export interface BenchPlatform {
 }
 
 /** Postgres from DATABASE_URL, else the local Debian cluster (scripts/ensure-postgres.sh), as the tests do. */
-function ensureDatabaseUrl(): void {
+export function ensureDatabaseUrl(): void {
   if (process.env.DATABASE_URL) return;
   const out = execFileSync('bash', ['scripts/ensure-postgres.sh'], { stdio: ['ignore', 'pipe', 'inherit'] }).toString().trim();
   process.env.DATABASE_URL = out.split('\n').at(-1);

@@ -13,7 +13,7 @@ const PUT_BATCH_BYTES = 16 * 1024 * 1024;
 const GET_BATCH = 64;
 
 export function createPostgresSnapshotStore(db: Db): SnapshotStore {
-  const store: SnapshotStore = {
+  return {
     kind: 'postgres',
 
     async putChunks(sessionId, chunks) {
@@ -41,13 +41,14 @@ export function createPostgresSnapshotStore(db: Db): SnapshotStore {
       return found;
     },
 
-    async putManifest(manifest) {
-      const [row] = await db
-        .insert(sessionSnapshots)
-        .values({ sessionId: manifest.sessionId, seq: manifest.seq, manifest, bytes: manifest.bytes })
-        .onConflictDoNothing()
-        .returning({ seq: sessionSnapshots.seq });
-      if (!row) throw new SnapshotConflictError(manifest.sessionId, manifest.seq);
+    async commit({ manifest, chunks, keep }) {
+      const { sessionId } = manifest;
+      await db.transaction(async (tx) => {
+        if (chunks.length > 0) await tx.insert(snapshotChunks).values(chunks.map((c) => ({ sessionId, hash: c.hash, data: c.data }))).onConflictDoNothing();
+        const [row] = await tx.insert(sessionSnapshots).values({ sessionId, seq: manifest.seq, manifest, bytes: manifest.bytes }).onConflictDoNothing().returning({ seq: sessionSnapshots.seq });
+        if (!row) throw new SnapshotConflictError(sessionId, manifest.seq);
+        await prune(tx, sessionId, [...keep, manifest]);
+      });
     },
 
     async latest(sessionId) {
@@ -55,21 +56,19 @@ export function createPostgresSnapshotStore(db: Db): SnapshotStore {
       return (row?.manifest as SnapshotManifest | undefined) ?? null;
     },
 
-    async prune(sessionId, keep) {
-      const seqs = keep.map((m) => m.seq);
-      const hashes = [...new Set(keep.flatMap((m) => [...chunksOf(m)]))];
-      await db.transaction(async (tx) => {
-        await tx.delete(sessionSnapshots).where(and(eq(sessionSnapshots.sessionId, sessionId), seqs.length ? notInArray(sessionSnapshots.seq, seqs) : sql`true`));
-        // one parameter however many chunks are kept (hashes are hex: no separator in them)
-        await tx.delete(snapshotChunks).where(and(eq(snapshotChunks.sessionId, sessionId), sql`${snapshotChunks.hash} <> all(string_to_array(${hashes.join(',')}, ','))`));
-      });
-    },
-
     async drop(sessionId) {
-      await store.prune(sessionId, []);
+      await db.transaction((tx) => prune(tx, sessionId, []));
     },
   };
-  return store;
+}
+
+/** Removes the session's manifests but `keep`, and every chunk none of `keep` names. */
+async function prune(tx: Db, sessionId: string, keep: SnapshotManifest[]): Promise<void> {
+  const seqs = keep.map((m) => m.seq);
+  const hashes = [...new Set(keep.flatMap((m) => [...chunksOf(m)]))];
+  await tx.delete(sessionSnapshots).where(and(eq(sessionSnapshots.sessionId, sessionId), seqs.length ? notInArray(sessionSnapshots.seq, seqs) : sql`true`));
+  // one parameter however many chunks are kept (hashes are hex: no separator in them)
+  await tx.delete(snapshotChunks).where(and(eq(snapshotChunks.sessionId, sessionId), sql`${snapshotChunks.hash} <> all(string_to_array(${hashes.join(',')}, ','))`));
 }
 
 function* batches(chunks: StoredChunk[]): Generator<StoredChunk[]> {

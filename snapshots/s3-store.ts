@@ -67,6 +67,22 @@ export function createS3SnapshotStore(opts: S3SnapshotStoreOptions): SnapshotSto
     }
   }
 
+  /** removes the session's manifests but `keep`, and the chunks only they named */
+  async function prune(sessionId: string, keep: SnapshotManifest[]): Promise<void> {
+    const kept = new Set(keep.map((m) => manifestKey(sessionId, m.seq)));
+    const dropped = (await manifestsOf(sessionId)).filter((k) => !kept.has(k));
+    if (dropped.length === 0) return;
+    const needed = new Set(keep.flatMap((m) => [...chunksOf(m)]));
+    const unneeded = new Set<string>();
+    for (const key of dropped) {
+      const old = JSON.parse(Buffer.from(await get(key)).toString('utf8')) as SnapshotManifest;
+      for (const hash of chunksOf(old)) if (!needed.has(hash)) unneeded.add(chunkKey(sessionId, hash));
+    }
+    // the manifests first: a chunk is never gone while a manifest that names it is there
+    await remove(dropped);
+    await remove([...unneeded]);
+  }
+
   async function manifestsOf(sessionId: string): Promise<string[]> {
     return (await list(`${base(sessionId)}manifests/`)).sort();
   }
@@ -99,7 +115,8 @@ export function createS3SnapshotStore(opts: S3SnapshotStoreOptions): SnapshotSto
       return found;
     },
 
-    async putManifest(manifest: SnapshotManifest) {
+    async commit({ manifest, chunks, keep }: { manifest: SnapshotManifest; chunks: Array<{ hash: string; data: Uint8Array }>; keep: SnapshotManifest[] }) {
+      await store.putChunks(manifest.sessionId, chunks);
       try {
         await s3.send(new PutObjectCommand({ Bucket, Key: manifestKey(manifest.sessionId, manifest.seq), Body: JSON.stringify(manifest), ContentType: 'application/json', IfNoneMatch: '*' }));
       } catch (err) {
@@ -107,27 +124,13 @@ export function createS3SnapshotStore(opts: S3SnapshotStoreOptions): SnapshotSto
         if (status === 412 || status === 409) throw new SnapshotConflictError(manifest.sessionId, manifest.seq);
         throw err;
       }
+      await prune(manifest.sessionId, [...keep, manifest]);
     },
 
     async latest(sessionId: string) {
       const newest = (await manifestsOf(sessionId)).at(-1);
       if (!newest) return null;
       return JSON.parse(Buffer.from(await get(newest)).toString('utf8')) as SnapshotManifest;
-    },
-
-    async prune(sessionId: string, keep: SnapshotManifest[]) {
-      const kept = new Set(keep.map((m) => manifestKey(sessionId, m.seq)));
-      const dropped = (await manifestsOf(sessionId)).filter((k) => !kept.has(k));
-      if (dropped.length === 0) return;
-      const needed = new Set(keep.flatMap((m) => [...chunksOf(m)]));
-      const unneeded = new Set<string>();
-      for (const key of dropped) {
-        const old = JSON.parse(Buffer.from(await get(key)).toString('utf8')) as SnapshotManifest;
-        for (const hash of chunksOf(old)) if (!needed.has(hash)) unneeded.add(chunkKey(sessionId, hash));
-      }
-      // the manifests first: a chunk is never gone while a manifest that names it is there
-      await remove(dropped);
-      await remove([...unneeded]);
     },
 
     async drop(sessionId: string) {

@@ -5,9 +5,9 @@
  *
  * What every store must keep true:
  * - A chunk is put before any manifest that names it, and is immutable: putting a hash twice changes nothing.
- * - `putManifest` refuses a `seq` the session already has (`SnapshotConflictError`): two workers that both think they
+ * - `commit` refuses a `seq` the session already has (`SnapshotConflictError`): two workers that both think they
  *   hold the session cannot both advance it; the loser learns it lost.
- * - `prune` keeps the manifests it is given and every chunk they name, and removes the rest of the session's.
+ * - `commit` then keeps the manifests it is told to and every chunk they name, and removes the rest of the session's.
  */
 
 /** One entry of a snapshot's tree, by its path relative to the root (POSIX separators). */
@@ -44,11 +44,13 @@ export interface SnapshotStore {
   putChunks(sessionId: string, chunks: StoredChunk[]): Promise<void>;
   /** the chunks asked for; a missing one throws (a manifest names only chunks put before it) */
   getChunks(sessionId: string, hashes: string[]): Promise<Map<string, Uint8Array>>;
-  putManifest(manifest: SnapshotManifest): Promise<void>;
+  /**
+   * Ends a snapshot: its last chunks, its manifest, and the pruning of what it makes unneeded, at once where the store
+   * can (one Postgres transaction). `keep`: the manifests kept besides it (with it, they name every chunk kept).
+   */
+  commit(snapshot: { manifest: SnapshotManifest; chunks: StoredChunk[]; keep: SnapshotManifest[] }): Promise<void>;
   /** the session's newest manifest, or null when it has none */
   latest(sessionId: string): Promise<SnapshotManifest | null>;
-  /** keeps these manifests (by seq) and the chunks they name; removes the session's other manifests and chunks */
-  prune(sessionId: string, keep: SnapshotManifest[]): Promise<void>;
   /** removes everything of the session (it ended) */
   drop(sessionId: string): Promise<void>;
 }
