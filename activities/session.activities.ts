@@ -24,7 +24,7 @@ import { inSpan } from '../observability/tracing';
 import { DEFAULT_TURN_RESERVE_USD, microsToUsd, usdToMicros } from '../governance/budget';
 import { decideCharge, type ChargeDecision, type CostSource, type PriceTable } from '../governance/pricing';
 import { createEgressGuard, egressRefusal, EgressRefusedError, type EgressGuard } from '../runtimes/kit/egress';
-import { RuntimeRefusedError, type RuntimeEvent, type RuntimeKind, type RuntimeRegistry, type RuntimeSessionRef, type TurnContext, type TurnSink } from '../runtimes/runtime-adapter';
+import { RuntimeRefusedError, type AdapterLogger, type RuntimeAdapter, type RuntimeEvent, type RuntimeKind, type RuntimeRegistry, type RuntimeSessionRef, type TurnContext, type TurnSink } from '../runtimes/runtime-adapter';
 import type { RecordDecisionInput, RecordEventsInput, RunTurnInput, SessionActivities, TurnOutcome } from './types';
 import { decideToolCall, sessionActor, toolUseEventId } from './tool-decision';
 import { commitCharges, ledgerCharge } from './charges';
@@ -60,6 +60,14 @@ export interface ActivityDeps {
    * stops and restored before a leg this worker's copy is not current for (another worker ran the last one)
    */
   snapshots?: Snapshotter;
+  /**
+   * hibernation: a session of a `portable: 'snapshot'` runtime whose turn ended holds no process once it has been idle
+   * this long on this worker (its runtime is stopped; its files stay, and the next leg starts it again on them);
+   * 0 or absent: runtimes stay up until the session ends
+   */
+  hibernateAfterMs?: number;
+  /** what the worker logs outside any activity (hibernation's timers); silent when absent */
+  logger?: AdapterLogger;
 }
 
 export const DEFAULT_SANDBOX: SandboxKind = 'bubblewrap';
@@ -68,6 +76,44 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
   const { db } = deps;
   const metrics = deps.metrics ?? createWorkerMetrics();
   const egress = deps.egress ?? createEgressGuard({ allowPrivate: [] });
+
+  /**
+   * The idle sessions this worker will stop the runtime of (hibernation), by session id: the timer, and once it has
+   * fired, the stopping, which a leg starting meanwhile waits for before it opens the runtime again.
+   */
+  const hibernation = new Map<string, { timer: NodeJS.Timeout; stopping: Promise<void> | null }>();
+
+  function hibernateLater(sessionId: string, adapter: RuntimeAdapter): void {
+    const after = deps.hibernateAfterMs ?? 0;
+    if (after <= 0) return;
+    clearTimeout(hibernation.get(sessionId)?.timer);
+    const entry: { timer: NodeJS.Timeout; stopping: Promise<void> | null } = {
+      stopping: null,
+      timer: setTimeout(() => {
+        entry.stopping = (async () => {
+          const stored = await getRuntimeRef(db, sessionId);
+          if (!stored) return;
+          await adapter.close({ sessionId, runtimeSessionId: stored.runtimeSessionId, state: stored.state as Record<string, unknown> });
+          deps.logger?.info('session hibernated: its runtime is stopped until its next message', { sessionId, runtime: adapter.kind, idleMs: after });
+        })()
+          .catch((err: unknown) => deps.logger?.warn('hibernating a session failed', { sessionId, error: (err as Error).message }))
+          .finally(() => {
+            if (hibernation.get(sessionId) === entry) hibernation.delete(sessionId);
+          });
+      }, after),
+    };
+    entry.timer.unref();
+    hibernation.set(sessionId, entry);
+  }
+
+  /** The session is busy again: its hibernation is called off, or waited for when its runtime is being stopped. */
+  async function wake(sessionId: string): Promise<void> {
+    const entry = hibernation.get(sessionId);
+    if (!entry) return;
+    clearTimeout(entry.timer);
+    hibernation.delete(sessionId);
+    await entry.stopping;
+  }
 
   async function recordEvents(input: RecordEventsInput): Promise<void> {
     await appendEvents(db, { sessionId: input.sessionId, events: input.events, status: input.status });
@@ -79,6 +125,8 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     if (!adapter) {
       throw ApplicationFailure.create({ type: 'runtime.unavailable', message: `no ${input.agent.runtime.type} runtime on this worker`, nonRetryable: true });
     }
+    // a session with a leg running is not idle
+    await wake(input.sessionId);
     await checkModelProvider(egress, input);
     // a turn without a sandbox leaves the session marked for good, whatever the API that started it was set to
     // so does a runtime whose processes this worker runs outside any sandbox
@@ -261,6 +309,8 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
       // the turn stopped (ended, parked for a person, interrupted, failed): what the session needs to continue is written
       // before the workflow hears of it, so any worker can take the next leg
       if (snapshot) await saveSnapshot(snapshot, input, runtime, reservationId);
+      // a runtime parked on a call for a person holds that call: only a session whose turn is over hibernates
+      if (snapshot && outcome.result.status !== 'requires_action') hibernateLater(input.sessionId, adapter);
       return outcome;
     } finally {
       clearInterval(beat);
@@ -343,6 +393,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
   }
 
   async function closeRuntime(input: { sessionId: string; runtime: string }): Promise<void> {
+    await wake(input.sessionId);
     const adapter = deps.runtimes[input.runtime as keyof RuntimeRegistry];
     // the session's token is refused from now on
     if (adapter?.capabilities.gateway) await deps.gateway?.revoke(input.sessionId);

@@ -238,6 +238,8 @@ export const sandboxEnv = {
 export const snapshotEnv = {
   AGENTPLANE_SNAPSHOT_STORE: z.enum(['postgres', 's3'], { error: 'must be postgres (the default) or s3' }).default('postgres'),
   AGENTPLANE_SNAPSHOT_MAX_MB: z.coerce.number().int().min(1).default(2048),
+  /** hibernation: an idle session's runtime is stopped after this long (its files stay; the next message starts it again); 0: never */
+  AGENTPLANE_HIBERNATE_SECONDS: z.coerce.number().int().min(0).default(300),
   AGENTPLANE_SNAPSHOT_S3_BUCKET: z.string().min(1).optional(),
   /** empty: AWS itself; else any S3-compatible endpoint (MinIO, Ceph RGW, R2), addressed by path */
   AGENTPLANE_SNAPSHOT_S3_ENDPOINT: z.url({ error: 'must be a URL' }).optional(),

@@ -130,6 +130,7 @@ const worker = await createSessionWorker({
     gateway,
     meter,
     snapshots: await createWorkerSnapshots({ db: database.db, dataDir, settings: env }),
+    hibernateAfterMs: env.AGENTPLANE_HIBERNATE_SECONDS * 1000,
   },
   tracing,
 });

@@ -5,7 +5,8 @@
  * file, and nothing was sent twice. Real OpenCode, real Temporal, real Postgres.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm, chmod } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sql } from 'drizzle-orm';
@@ -52,9 +53,9 @@ afterAll(async () => {
 }, 120_000);
 
 /** A worker on a host of its own: its own data dir, nothing shared with the others but Postgres and Temporal. */
-async function host(name: string): Promise<Host> {
+async function host(name: string, env: Record<string, string> = {}): Promise<Host> {
   const dataDir = join(hostsDir, name);
-  const w = Object.assign(await spawnWorker({ ...stack, dataDir }), { dataDir });
+  const w = Object.assign(await spawnWorker({ ...stack, dataDir }, env), { dataDir });
   workers.push(w);
   return w;
 }
@@ -160,4 +161,40 @@ describe('portable sessions', () => {
     expect(model.countPrompts('drain turn one')).toBe(1);
     expect(conversation(model.requestsFor('drain turn two')[0]?.body)).toContain('finished while draining');
   }, 300_000);
+
+  it('hibernates an idle session: its runtime is stopped, and the next message starts it again with its history', async () => {
+    model.setScript([
+      { match: 'sleepy turn one', steps: [{ tool: 'bash', input: { command: 'printf kept-while-asleep > sleepy.txt', description: 'write' } }, { text: 'going idle' }] },
+      { match: 'sleepy turn two', steps: [{ tool: 'bash', input: { command: 'cat sleepy.txt', description: 'read' } }, { text: (c) => `woke with ${c.lastToolResult}` }] },
+    ]);
+    const w = await host('sleepy', { AGENTPLANE_HIBERNATE_SECONDS: '2' });
+    const id = await start('sleepy turn one');
+    await waitForStatus(stack, id, 'idle', 'end_turn', 120_000);
+    const serverFile = join(w.dataDir, 'opencode', id, 'server.json');
+    const { pid } = JSON.parse(await readFile(serverFile, 'utf8')) as { pid: number };
+    // idle past the grace period: the server is stopped, nothing of the session runs
+    await eventually(async () => (w.output().includes('session hibernated') ? true : undefined), { timeoutMs: 30_000, what: 'the idle runtime to stop' });
+    expect(alive(pid)).toBe(false);
+    expect(existsSync(serverFile)).toBe(false);
+
+    const res = await stack.call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.message', content: 'sleepy turn two' }] });
+    expect(res.status).toBe(200);
+    await eventually(async () => ((await eventsOf(stack, id)).filter((e) => e.type === 'session.status_idle').length === 2 ? true : undefined), { timeoutMs: 120_000, what: 'turn 2 to end' });
+    const events = await eventsOf(stack, id);
+    expect(events.filter((e) => e.type === 'agent.message').map((e) => e.content[0].text)).toEqual(['going idle', 'woke with kept-while-asleep']);
+    expect(conversation(model.requestsFor('sleepy turn two')[0]?.body)).toContain('going idle');
+    // the same host: its files were current, nothing was restored
+    expect(events.filter((e) => e.type === 'session.restored' || e.type === 'session.error')).toEqual([]);
+    const next = JSON.parse(await readFile(serverFile, 'utf8')) as { pid: number };
+    expect(next.pid).not.toBe(pid);
+  }, 300_000);
 });
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

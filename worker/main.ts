@@ -99,6 +99,8 @@ const worker = await createSessionWorker({
     meter,
     // each session's files, at every turn's stop: another worker continues it when this one is gone
     snapshots: await createWorkerSnapshots({ db: database.db, dataDir, settings: env }),
+    hibernateAfterMs: env.AGENTPLANE_HIBERNATE_SECONDS * 1000,
+    logger: adapterLog,
   },
   tracing,
 });
