@@ -12,7 +12,7 @@ import { reserveBudget, settleReservation } from '../db/queries/budgets';
 import { loadPriceOverrides } from '../db/queries/pricing';
 import { decideApproval, getRuntimeRef, getSession, markSessionUnsandboxed, putRuntimeRef } from '../db/queries/sessions';
 import { sessionEnvironmentConfig } from '../db/queries/environments';
-import { readNetworking } from '../api/schemas/environment.schema';
+import { readNetworking, readSnapshotIgnore } from '../api/schemas/environment.schema';
 import { DEFAULT_NETWORKING, NO_NETWORK, type Networking } from '../governance/networking';
 import type { SandboxKind } from '../governance/types';
 import { livePolicyFor } from '../db/queries/policies';
@@ -134,7 +134,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     // the session's current policy: a change the workflow has not heard of yet wins (the newest revision, as for each
     // tool decision). A team deny added since the session started that this runtime would ignore stops the turn before
     // it leaves; the adapter gets the current policy for what it compiles into the runtime (OpenClaw's tools.deny).
-    const [live, networking] = await Promise.all([livePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId }), sessionNetworking(db, input)]);
+    const [live, { networking, snapshotIgnore }] = await Promise.all([livePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId }), sessionEnvironment(db, input)]);
     const policy = live.revision > input.policyVersion ? live.policy : input.policy;
     if (input.input.kind === 'message') {
       const unenforceable = unenforceableDenies(adapter.capabilities, policy.rules.filter((r) => r.source === 'team'));
@@ -214,7 +214,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     const runtime = adapter.kind;
     const snapshot: SessionSnapshot | null =
       deps.snapshots && adapter.capabilities.portable === 'snapshot' && adapter.sessionState
-        ? { sessionId: input.sessionId, snapshots: deps.snapshots, roots: { runtime, list: snapshotRoots(ctx, adapter.sessionState(ctx.sessionId)) } }
+        ? { sessionId: input.sessionId, snapshots: deps.snapshots, roots: { runtime, list: snapshotRoots(ctx, snapshotIgnore, adapter.sessionState(ctx.sessionId)) } }
         : null;
     if (snapshot) await restoreIfBehind(snapshot, previous);
     // every charge of the turn is decided by the runtime's declared cost source and the team's prices as the turn began
@@ -501,17 +501,19 @@ function toCharge(event: RuntimeEvent, pricing: Pricing): PricedRequest | null {
 
 
 /**
- * What the session's sandbox may reach this turn: its environment's `config.networking` as it is now, so a change to
- * the environment applies from the session's next turn (or leg), like a policy change. No environment: the default
- * one's. An environment that cannot be found, or whose stored policy does not read, gets no network (fails closed).
+ * The session's environment as it is this turn: what its sandbox may reach (`config.networking`), so a change to the
+ * environment applies from the session's next turn (or leg), like a policy change, and what its snapshots leave out of
+ * the workspace (`config.workspace.snapshot_ignore`). No environment: the default one's. An environment that cannot be
+ * found, or whose stored policy does not read, gets no network (fails closed).
  */
-async function sessionNetworking(db: Db, input: RunTurnInput): Promise<Networking> {
+async function sessionEnvironment(db: Db, input: RunTurnInput): Promise<{ networking: Networking; snapshotIgnore: string[] }> {
   const found = await sessionEnvironmentConfig(db, { teamId: input.agent.teamId, sessionId: input.sessionId });
-  if (found.kind === 'none') return DEFAULT_NETWORKING;
+  if (found.kind === 'none') return { networking: DEFAULT_NETWORKING, snapshotIgnore: [] };
   const networking = found.kind === 'found' ? readNetworking(found.config) : null;
-  if (networking) return networking;
+  const snapshotIgnore = found.kind === 'found' ? readSnapshotIgnore(found.config) : [];
+  if (networking) return { networking, snapshotIgnore };
   log.warn('the session\'s environment has no readable networking policy: the turn runs without network', { sessionId: input.sessionId, environmentId: found.environmentId });
-  return NO_NETWORK;
+  return { networking: NO_NETWORK, snapshotIgnore };
 }
 
 /** A session whose state is snapshotted: the snapshotter, and the session's trees (its workspace, its runtime's state). */
@@ -521,9 +523,9 @@ interface SessionSnapshot {
   roots: { runtime: RuntimeKind; list: SnapshotRoot[] };
 }
 
-function snapshotRoots(ctx: TurnContext, runtime: { path: string; ignore: readonly string[] }): SnapshotRoot[] {
+function snapshotRoots(ctx: TurnContext, workspaceIgnore: readonly string[], runtime: { path: string; ignore: readonly string[] }): SnapshotRoot[] {
   return [
-    { name: 'workspace', path: ctx.workdir },
+    { name: 'workspace', path: ctx.workdir, ignore: workspaceIgnore },
     { name: 'runtime', path: runtime.path, ignore: runtime.ignore },
   ];
 }

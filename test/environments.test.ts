@@ -82,19 +82,25 @@ describe('environments', () => {
     expect(opened.body.metadata).not.toHaveProperty('owner');
     expect(Date.parse(opened.body.updated_at)).toBeGreaterThan(Date.parse(env.updated_at));
 
+    // what snapshots leave out of the workspace (none by default); an update that names no networking keeps it
+    expect(env.config.workspace).toEqual({ snapshot_ignore: [] });
+    const ignoring = await stack.call('POST', `/v1/environments/${env.id}`, { config: { type: 'cloud', workspace: { snapshot_ignore: ['node_modules/**', '**/*.log', 'node_modules/**'] } } });
+    expect(ignoring.status, JSON.stringify(ignoring.body)).toBe(200);
+    expect(ignoring.body.config).toMatchObject({ networking: { type: 'limited', allow_package_managers: true }, workspace: { snapshot_ignore: ['node_modules/**', '**/*.log'] } });
+
     const renamed = await stack.call('POST', `/v1/environments/${env.id}`, { name: 'ci 2', description: null, config: { type: 'cloud', networking: { type: 'unrestricted' } } });
-    expect(renamed.body).toMatchObject({ name: 'ci 2', description: null, config: { networking: { type: 'unrestricted' } } });
+    expect(renamed.body).toMatchObject({ name: 'ci 2', description: null, config: { networking: { type: 'unrestricted' }, workspace: { snapshot_ignore: ['node_modules/**', '**/*.log'] } } });
 
     // each change has its audit row, with the policy it replaced
     const audit = await auditRows(env.id);
-    expect(audit.map((r) => r.action)).toEqual(['environment.create', 'environment.update', 'environment.update']);
-    expect(audit[2]!.data).toMatchObject({ fields: ['name', 'description', 'config'], networking: { before: { type: 'limited', allow_package_managers: true }, after: { type: 'unrestricted' } } });
+    expect(audit.map((r) => r.action)).toEqual(['environment.create', 'environment.update', 'environment.update', 'environment.update']);
+    expect(audit[3]!.data).toMatchObject({ fields: ['name', 'description', 'config'], networking: { before: { type: 'limited', allow_package_managers: true }, after: { type: 'unrestricted' } } });
 
     // an update that changes nothing writes nothing
     const before = await environmentRow(env.id);
     expect((await stack.call('POST', `/v1/environments/${env.id}`, { name: 'ci 2' })).status).toBe(200);
     expect(await environmentRow(env.id)).toEqual(before);
-    expect(await auditRows(env.id)).toHaveLength(3);
+    expect(await auditRows(env.id)).toHaveLength(4);
 
     // the default environment: no config is unrestricted; the list pages by cursor
     const plain = await createEnvironment({ name: 'plain' });
@@ -129,6 +135,8 @@ describe('environments', () => {
       [{ type: 'cloud', netwerking: { type: 'limited' } }, 'body.config'],
       [{ type: 'cloud', packages: { pip: ['requests'] } }, 'body.config.packages.pip'],
       [{ type: 'self_hosted' }, 'body.config.type'],
+      [{ type: 'cloud', workspace: { snapshot_ignore: ['../outside/**'] } }, 'body.config.workspace.snapshot_ignore.0'],
+      [{ type: 'cloud', workspace: { snapshot_ignore: ['ok/**', '/etc/**'] } }, 'body.config.workspace.snapshot_ignore.1'],
     ];
     for (const [config, field] of refusals) {
       const res = await stack.call('POST', `/v1/environments/${env.id}`, { config });

@@ -58,6 +58,11 @@ const localBookkeeping = proxyLocalActivities<SessionActivities>(BOOKKEEPING);
 /** A turn's start (its user message and the status it leads to) is one write, not two. Older histories wrote two. */
 const ONE_WRITE_TURN_START_PATCH = 'one-write-turn-start';
 const bookkeeping = (): SessionActivities => (patched(LOCAL_BOOKKEEPING_PATCH) ? localBookkeeping : remoteBookkeeping);
+/**
+ * An ending session's runtime is closed (its gateway token revoked, its snapshots dropped) before it shows as
+ * terminated, so that nobody sees it ended while its token still works. Older histories closed it after.
+ */
+const CLOSE_BEFORE_TERMINATED_PATCH = 'close-before-terminated';
 
 const turns = proxyActivities<SessionActivities>({
   startToCloseTimeout: '2 hours',
@@ -263,8 +268,13 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
   }
 
   const reason: StopReason = archived ? { type: 'archived' } : { type: 'idle_timeout' };
-  await setStatus('terminated', reason, 'terminated');
-  await remoteBookkeeping.closeRuntime({ sessionId, runtime: agent.runtime.type });
+  if (patched(CLOSE_BEFORE_TERMINATED_PATCH)) {
+    await remoteBookkeeping.closeRuntime({ sessionId, runtime: agent.runtime.type });
+    await setStatus('terminated', reason, 'terminated');
+  } else {
+    await setStatus('terminated', reason, 'terminated');
+    await remoteBookkeeping.closeRuntime({ sessionId, runtime: agent.runtime.type });
+  }
   await condition(allHandlersFinished);
   return { stopReason: reason };
 }

@@ -106,8 +106,22 @@ const PackagesParams = z
   .object({ type: z.literal('packages').optional(), apt: NoPackages, cargo: NoPackages, gem: NoPackages, go: NoPackages, npm: NoPackages, pip: NoPackages })
   .strict();
 
+/** A pattern of files left out of the session's snapshots: relative to the workspace, never out of it. */
+const IgnorePattern = z
+  .string()
+  .min(1)
+  .max(256)
+  .refine((p) => !p.startsWith('/') && !p.split('/').includes('..'), 'a pattern is relative to the workspace: no leading "/", no ".."');
+
+/**
+ * agentplane's own: what of the workspace a session's snapshots leave out (snapshots/), picomatch patterns relative to
+ * it (`node_modules/**`, `**\/*.log`): what can be made again, that another worker need not be given.
+ */
+const Workspace = z.object({ snapshot_ignore: z.array(IgnorePattern).max(100) });
+const WorkspaceParams = z.object({ snapshot_ignore: z.array(IgnorePattern).max(100).nullish() }).strict();
+
 export const EnvironmentConfigSchema = z
-  .object({ type: z.literal('cloud'), networking: NetworkingSchema, packages: Packages })
+  .object({ type: z.literal('cloud'), networking: NetworkingSchema, packages: Packages, workspace: Workspace })
   .openapi('EnvironmentConfig');
 export type EnvironmentConfig = z.infer<typeof EnvironmentConfigSchema>;
 
@@ -116,6 +130,7 @@ export const EnvironmentConfigParams = z
     type: z.literal('cloud', { error: 'the one type is "cloud": every session runs in a sandbox on agentplane\'s workers (self_hosted is not supported)' }),
     networking: NetworkingParams.nullish(),
     packages: PackagesParams.nullish(),
+    workspace: WorkspaceParams.nullish(),
   })
   .strict()
   .openapi('EnvironmentConfigParams');
@@ -124,7 +139,7 @@ export type EnvironmentConfigParams = z.infer<typeof EnvironmentConfigParams>;
 const EMPTY_PACKAGES = { type: 'packages' as const, apt: [], cargo: [], gem: [], go: [], npm: [], pip: [] };
 
 /** The default environment: a session without one runs as if in this, and a new environment without a config gets it. */
-export const DEFAULT_ENVIRONMENT_CONFIG: EnvironmentConfig = { type: 'cloud', networking: DEFAULT_NETWORKING, packages: EMPTY_PACKAGES };
+export const DEFAULT_ENVIRONMENT_CONFIG: EnvironmentConfig = { type: 'cloud', networking: DEFAULT_NETWORKING, packages: EMPTY_PACKAGES, workspace: { snapshot_ignore: [] } };
 
 /** The name `allowed_hosts` entries are reported under, by index, for the checks the route makes after parsing. */
 export const allowedHostField = (index: number) => `body.config.networking.allowed_hosts.${index}`;
@@ -134,17 +149,28 @@ export const allowedHostField = (index: number) => `body.config.networking.allow
  * and a `limited` policy keeps the current one's hosts and flags unless it names them. Hosts are listed once each.
  */
 export function applyConfigParams(current: EnvironmentConfig, params: EnvironmentConfigParams | null | undefined): EnvironmentConfig {
-  const asked = params?.networking;
+  const ignore = params?.workspace?.snapshot_ignore;
+  const config = ignore ? { ...current, workspace: { snapshot_ignore: [...new Set(ignore)] } } : current;
+  return { ...config, networking: applyNetworking(config.networking, params?.networking) };
+}
+
+function applyNetworking(current: Networking, asked: EnvironmentConfigParams['networking']): Networking {
   if (!asked) return current;
-  if (asked.type === 'unrestricted') return { ...current, networking: { type: 'unrestricted' } };
-  const was = current.networking.type === 'limited' ? current.networking : { allowed_hosts: [], allow_package_managers: false, allow_mcp_servers: false };
-  const networking: Networking = {
+  if (asked.type === 'unrestricted') return { type: 'unrestricted' };
+  const was = current.type === 'limited' ? current : { allowed_hosts: [], allow_package_managers: false, allow_mcp_servers: false };
+  return {
     type: 'limited',
     allowed_hosts: [...new Set(asked.allowed_hosts ?? was.allowed_hosts)],
     allow_package_managers: asked.allow_package_managers ?? was.allow_package_managers,
     allow_mcp_servers: asked.allow_mcp_servers ?? was.allow_mcp_servers,
   };
-  return { ...current, networking };
+}
+
+/** What a stored config leaves out of snapshots (none when it says nothing, or nothing readable). */
+export function readSnapshotIgnore(stored: unknown): string[] {
+  const workspace = stored && typeof stored === 'object' ? (stored as { workspace?: unknown }).workspace : undefined;
+  const parsed = Workspace.safeParse(workspace);
+  return parsed.success ? parsed.data.snapshot_ignore : [];
 }
 
 /**
@@ -160,7 +186,7 @@ export function readNetworking(stored: unknown): Networking | null {
 
 /** A stored config as the API shows it and the worker enforces it: an unreadable policy is shown as what it enforces. */
 export function readEnvironmentConfig(stored: unknown): EnvironmentConfig {
-  return { type: 'cloud', networking: readNetworking(stored) ?? NO_NETWORK, packages: EMPTY_PACKAGES };
+  return { type: 'cloud', networking: readNetworking(stored) ?? NO_NETWORK, packages: EMPTY_PACKAGES, workspace: { snapshot_ignore: readSnapshotIgnore(stored) } };
 }
 
 export const EnvironmentSchema = z
