@@ -68,6 +68,11 @@ export interface ActivityDeps {
   hibernateAfterMs?: number;
   /** what the worker logs outside any activity (hibernation's timers); silent when absent */
   logger?: AdapterLogger;
+  /**
+   * this worker's own task queue (worker/create-worker.ts `hostQueueFor`): a leg that leaves a runtime running here
+   * says so in its outcome, and the workflow sends the session's next legs there (affinity)
+   */
+  hostQueue?: string;
 }
 
 export const DEFAULT_SANDBOX: SandboxKind = 'bubblewrap';
@@ -305,7 +310,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
       return { result, spentMicros: session?.costMicros ?? 0, budgetReached: budgetReached && result.status !== 'end_turn' };
     };
     try {
-      const outcome = await runLeg();
+      const outcome: TurnOutcome = { ...(await runLeg()), ...(deps.hostQueue && holdsProcesses(adapter) ? { heldBy: deps.hostQueue } : {}) };
       // the turn stopped (ended, parked for a person, interrupted, failed): what the session needs to continue is written
       // before the workflow hears of it, so any worker can take the next leg
       if (snapshot) await saveSnapshot(snapshot, input, runtime, reservationId);
@@ -528,4 +533,9 @@ function snapshotRoots(ctx: TurnContext, workspaceIgnore: readonly string[], run
     { name: 'workspace', path: ctx.workdir, ignore: workspaceIgnore },
     { name: 'runtime', path: runtime.path, ignore: runtime.ignore },
   ];
+}
+
+/** A runtime whose session keeps processes on the worker that ran it (a sandbox, or none): its legs have affinity. */
+function holdsProcesses(adapter: RuntimeAdapter): boolean {
+  return adapter.capabilities.sandbox === 'session' || adapter.capabilities.sandbox === 'none';
 }

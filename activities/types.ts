@@ -40,6 +40,11 @@ export interface TurnOutcome {
   /** the turn was stopped because the session's cap was crossed */
   budgetReached: boolean;
   retriesExhausted?: boolean;
+  /**
+   * the task queue of the worker that ran the leg and now holds the session's live runtime (its processes run there):
+   * the session's next legs go to it. Absent for a runtime that runs nothing on the worker (remote, in-process).
+   */
+  heldBy?: string;
 }
 
 export interface RecordDecisionInput {

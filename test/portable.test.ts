@@ -10,7 +10,7 @@ import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sql } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { rowsOf } from '../db/client';
 import { createGate, startScriptedModel, type ScriptedModel } from './support/scripted-model';
 import { eventsOf, eventually, LOCAL_RECEIVERS, startStack, waitForStatus, type Stack } from './support/stack';
@@ -41,16 +41,23 @@ beforeAll(async () => {
   agentId = agent.body.id;
 }, 180_000);
 
+// each test starts the workers it needs: none of an earlier test's takes its sessions
+afterEach(async () => {
+  for (const w of workers) if (w.child.exitCode === null && w.child.signalCode === null) await w.stop();
+}, 60_000);
+
 afterAll(async () => {
+  // one worker to end the sessions: each one's runtime is closed where it ran, or here once that host is found gone
+  const cleanup = await host('cleanup').catch(() => null);
   const ids = rowsOf<{ id: string }>(await stack.db.db.execute(sql`select id from sessions`)).map((r) => r.id);
   for (const id of ids) await stack.call('POST', `/v1/sessions/${id}/archive`).catch(() => undefined);
-  await Promise.all(ids.map((id) => stack.temporal.workflow.getHandle(id).result().catch(() => undefined)));
-  for (const w of workers) await w.stop();
+  await Promise.race([Promise.all(ids.map((id) => stack.temporal.workflow.getHandle(id).result().catch(() => undefined))), new Promise((r) => setTimeout(r, 90_000))]);
+  await cleanup?.stop();
   for (const w of workers) killHost(w.dataDir);
   await stack?.stop();
   await model?.close();
   await rm(hostsDir, { recursive: true, force: true });
-}, 120_000);
+}, 180_000);
 
 /** A worker on a host of its own: its own data dir, nothing shared with the others but Postgres and Temporal. */
 async function host(name: string, env: Record<string, string> = {}): Promise<Host> {
@@ -129,6 +136,27 @@ describe('portable sessions', () => {
     // the move is on the record, and nothing failed
     expect(events.filter((e) => e.type === 'session.restored')).toHaveLength(1);
     expect(events.filter((e) => e.type === 'session.error' || e.type === 'session.snapshot_failed')).toEqual([]);
+  }, 300_000);
+
+  it('sends a session\'s turns to the worker holding its runtime while two workers run: no restore, one server', async () => {
+    model.setScript([{ match: /^affine turn/, steps: [{ text: (c) => `answered ${c.prompt}` }] }]);
+    const [one, two] = [await host('affine-1'), await host('affine-2')];
+    const id = await start('affine turn 1');
+    await waitForStatus(stack, id, 'idle', 'end_turn', 120_000);
+    const holder = [one, two].find((w) => existsSync(join(w.dataDir, 'opencode', id, 'server.json')));
+    expect(holder).toBeDefined();
+    const { pid } = JSON.parse(await readFile(join(holder!.dataDir, 'opencode', id, 'server.json'), 'utf8')) as { pid: number };
+    for (let turn = 2; turn <= 4; turn++) {
+      expect((await stack.call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.message', content: `affine turn ${turn}` }] })).status).toBe(200);
+      await eventually(async () => ((await eventsOf(stack, id)).filter((e) => e.type === 'session.status_idle').length === turn ? true : undefined), { timeoutMs: 120_000, what: `turn ${turn} to end` });
+    }
+    const events = await eventsOf(stack, id);
+    expect(events.filter((e) => e.type === 'agent.message').map((e) => e.content[0].text)).toEqual([1, 2, 3, 4].map((n) => `answered affine turn ${n}`));
+    // every leg ran where the runtime was: the same server all along, nothing restored, the other worker never had it
+    expect(events.filter((e) => e.type === 'session.restored')).toEqual([]);
+    expect((JSON.parse(await readFile(join(holder!.dataDir, 'opencode', id, 'server.json'), 'utf8')) as { pid: number }).pid).toBe(pid);
+    const other = holder === one ? two : one;
+    expect(existsSync(join(other.dataDir, 'opencode', id))).toBe(false);
   }, 300_000);
 
   it('drains on SIGTERM: the turn in flight ends on the stopping worker, and another host continues the session', async () => {

@@ -5,14 +5,14 @@
  */
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
-import { NativeConnection, type Worker } from '@temporalio/worker';
+import { NativeConnection } from '@temporalio/worker';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../activities/index';
 import { createApp } from '../api/create-app';
 import { RUNTIME_CAPABILITIES } from '../runtimes/registry';
 import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
-import { bundleWorkflows, createSessionWorker } from '../worker/create-worker';
+import { bundleWorkflows, createSessionWorker, type SessionWorker } from '../worker/create-worker';
 import { eventually, startStack, type Stack } from './support/stack';
 
 let stack: Stack;
@@ -20,7 +20,7 @@ let agentId: string;
 /** a second API and a second worker on the same database and task queue, as a second replica of each */
 let replicaUrl: string;
 let replicaServer: ServerType;
-let replicaWorker: Worker;
+let replicaWorker: SessionWorker;
 let replicaRun: Promise<void>;
 let replicaConnection: NativeConnection;
 

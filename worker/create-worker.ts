@@ -1,6 +1,8 @@
 /**
  * Builds a session worker from its dependencies. Used by worker/main.ts, the dev command and the tests.
  */
+import { createHash } from 'node:crypto';
+import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundleOption, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../activities/index';
@@ -43,26 +45,74 @@ export interface SessionWorkerOptions {
   drainSeconds?: number;
 }
 
-export async function createSessionWorker(opts: SessionWorkerOptions): Promise<Worker> {
+/**
+ * The task queue of this worker's host: the session queue's name, then a hash of the host's name and the data dir.
+ * Stable across restarts of a worker on the same host and disk, which find their sessions' runtimes (and files) again;
+ * two workers on one host and data dir share it, as they share those.
+ */
+export function hostQueueFor(taskQueue: string, dataDir: string): string {
+  return `${taskQueue}@${createHash('sha256').update(`${hostname()}\0${dataDir}`).digest('hex').slice(0, 16)}`;
+}
+
+/** The session worker: the shared task queue (workflows and activities), and its host's own queue (a session's legs). */
+export interface SessionWorker {
+  readonly hostQueue: string;
+  /** the shared queue's worker (its status and options, for the benchmarks) */
+  readonly shared: Worker;
+  run(): Promise<void>;
+  shutdown(): void;
+}
+
+/**
+ * Two Temporal workers in one process. The shared queue's runs every session's workflow and any leg of a session no
+ * worker holds; the host queue's runs only `runTurn` and `closeRuntime`, for the sessions whose runtime lives here (affinity, as in
+ * Temporal's worker-specific task queues sample): the workflow sends a session's legs to the queue its last leg named,
+ * and back to the shared one when nobody takes them there in time (this host is gone).
+ */
+export async function createSessionWorker(opts: SessionWorkerOptions): Promise<SessionWorker> {
   const tracing = workerTracing(opts.tracing ?? null);
-  return Worker.create({
+  const hostQueue = hostQueueFor(opts.taskQueue, opts.deps.dataDir);
+  const activities = createActivities({ ...opts.deps, hostQueue });
+  const common = {
     connection: opts.connection,
     namespace: opts.namespace,
-    taskQueue: opts.taskQueue,
-    activities: createActivities(opts.deps),
-    // a given bundle was built by bundleWorkflows(), which includes the workflow interceptors
-    ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
-    interceptors: { activity: tracing.activityInterceptors, ...(opts.workflowBundle ? {} : { workflowModules: [WORKFLOW_INTERCEPTORS_PATH] }) },
-    sinks: tracing.sinks,
     maxConcurrentActivityTaskExecutions: opts.maxConcurrentActivityTaskExecutions ?? 200,
-    maxCachedWorkflows: opts.maxCachedWorkflows ?? DEFAULT_CACHED_SESSIONS,
     // a killed worker's turns move to another worker after the heartbeat timeout; a stopping one finishes its own
     shutdownGraceTime: `${opts.drainSeconds ?? 10} seconds`,
     // an interrupt reaches a running turn with the next heartbeat the server sees: send them at most 1 s apart
     // (the default throttle is 0.8 × the 10 s heartbeat timeout, which made interrupts take ~8 s)
     maxHeartbeatThrottleInterval: '1 second',
     defaultHeartbeatThrottleInterval: '1 second',
+  } as const;
+  const host = await Worker.create({ ...common, taskQueue: hostQueue, activities: { runTurn: activities.runTurn, closeRuntime: activities.closeRuntime }, interceptors: { activity: tracing.activityInterceptors } });
+  const shared = await Worker.create({
+    ...common,
+    taskQueue: opts.taskQueue,
+    activities,
+    // a given bundle was built by bundleWorkflows(), which includes the workflow interceptors
+    ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: WORKFLOWS_PATH }),
+    interceptors: { activity: tracing.activityInterceptors, ...(opts.workflowBundle ? {} : { workflowModules: [WORKFLOW_INTERCEPTORS_PATH] }) },
+    sinks: tracing.sinks,
+    maxCachedWorkflows: opts.maxCachedWorkflows ?? DEFAULT_CACHED_SESSIONS,
   });
+  return {
+    hostQueue,
+    shared,
+    async run() {
+      // one stopping stops both: a process that no longer runs workflows does not keep taking legs
+      const [a, b] = await Promise.allSettled([shared.run().finally(() => stop(host)), host.run().finally(() => stop(shared))]);
+      if (a.status === 'rejected') throw a.reason;
+      if (b.status === 'rejected') throw b.reason;
+    },
+    shutdown() {
+      stop(shared);
+      stop(host);
+    },
+  };
+}
+
+function stop(worker: Worker): void {
+  if (worker.getState() === 'RUNNING') worker.shutdown();
 }
 
 const quietBundlerLogger = {

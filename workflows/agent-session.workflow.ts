@@ -20,6 +20,7 @@ import {
   proxyActivities,
   proxyLocalActivities,
   setHandler,
+  TimeoutFailure,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { SessionActivities, TurnOutcome } from '../activities/types';
@@ -64,13 +65,30 @@ const bookkeeping = (): SessionActivities => (patched(LOCAL_BOOKKEEPING_PATCH) ?
  */
 const CLOSE_BEFORE_TERMINATED_PATCH = 'close-before-terminated';
 
-const turns = proxyActivities<SessionActivities>({
+const TURN_OPTIONS = {
   startToCloseTimeout: '2 hours',
   // a worker that dies mid-turn is noticed within this and the turn retried (and reattached) elsewhere
   heartbeatTimeout: '10 seconds',
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: { initialInterval: '1 second', maximumInterval: '10 seconds', maximumAttempts: 10 },
-});
+} as const;
+const turns = proxyActivities<SessionActivities>(TURN_OPTIONS);
+
+/**
+ * Affinity: a session's legs go to the task queue of the worker that holds its live runtime (the outcome of its last
+ * leg names it), so the common path pays no restore; when nobody takes a leg there within HOLDER_PICKUP (that worker is
+ * gone, or swamped), it goes to the shared queue, where any worker restores the session's last snapshot and continues.
+ * Histories recorded before this ran every leg on the shared queue, and still do.
+ */
+const AFFINITY_PATCH = 'affinity';
+const HOLDER_PICKUP = '15 seconds';
+const onHolder = (queue: string) => proxyActivities<SessionActivities>({ ...TURN_OPTIONS, taskQueue: queue, scheduleToStartTimeout: HOLDER_PICKUP });
+const closeOnHolder = (queue: string) => proxyActivities<SessionActivities>({ ...BOOKKEEPING, taskQueue: queue, scheduleToStartTimeout: HOLDER_PICKUP });
+
+/** No worker took the activity from the holder's queue in time: it is not there to take it. */
+function holderGone(err: unknown): boolean {
+  return err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && err.cause.timeoutType === 'SCHEDULE_TO_START';
+}
 
 export async function agentSession(input: SessionWorkflowInput): Promise<{ stopReason: StopReason | null }> {
   const { sessionId, agent } = input;
@@ -81,6 +99,9 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
   let spentMicros = carried?.spentMicros ?? 0;
   let policy: ToolPolicy = carried?.policy ?? agent.toolPolicy;
   let policyVersion = carried?.policyVersion ?? input.policyVersion ?? 0;
+  const affinity = patched(AFFINITY_PATCH);
+  /** the task queue of the worker holding the session's live runtime (affinity) */
+  let holder: string | null = carried?.holder ?? null;
   const queue: QueuedMessage[] = [...input.initialMessages];
   const pending = new Map<string, PendingApproval>();
   let archived = false;
@@ -198,8 +219,19 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
 
   /** One activity call of a turn; a turn has several when it stops for approvals. */
   async function runLeg(turnId: string, leg: number, turnInput: TurnInput, uncancellable = false): Promise<TurnOutcome | 'cancelled'> {
-    const call = () =>
-      turns.runTurn({ sessionId, turnId, leg, agent, initiator: input.initiator, input: turnInput, policy, policyVersion, budget: input.budget });
+    const args = { sessionId, turnId, leg, agent, initiator: input.initiator, input: turnInput, policy, policyVersion, budget: input.budget };
+    const call = async (): Promise<TurnOutcome> => {
+      if (affinity && holder) {
+        try {
+          return noteHolder(await onHolder(holder).runTurn(args));
+        } catch (err) {
+          if (!holderGone(err)) throw err;
+          log.info('the worker holding the session did not take its leg: any worker continues it', { sessionId, holder });
+          holder = null;
+        }
+      }
+      return noteHolder(await turns.runTurn(args));
+    };
     if (uncancellable) return CancellationScope.nonCancellable(call);
     turnScope = new CancellationScope();
     try {
@@ -214,6 +246,11 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
     } finally {
       turnScope = null;
     }
+  }
+
+  function noteHolder(outcome: TurnOutcome): TurnOutcome {
+    if (affinity && outcome.heldBy) holder = outcome.heldBy;
+    return outcome;
   }
 
   /** Waits, durably, for a person to decide each pending tool call; what is still undecided at the deadline is denied. */
@@ -262,14 +299,14 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
         ...input,
         // a message that arrived while handlers finished is carried, not dropped
         initialMessages: [...queue],
-        carried: { turn, spentMicros, policy, policyVersion, stopReason },
+        carried: { turn, spentMicros, policy, policyVersion, stopReason, ...(affinity ? { holder } : {}) },
       });
     }
   }
 
   const reason: StopReason = archived ? { type: 'archived' } : { type: 'idle_timeout' };
   if (patched(CLOSE_BEFORE_TERMINATED_PATCH)) {
-    await remoteBookkeeping.closeRuntime({ sessionId, runtime: agent.runtime.type });
+    await closeRuntime();
     await setStatus('terminated', reason, 'terminated');
   } else {
     await setStatus('terminated', reason, 'terminated');
@@ -277,4 +314,17 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
   }
   await condition(allHandlersFinished);
   return { stopReason: reason };
+
+  /** The session's runtime is stopped where it runs: on the worker holding it, else (gone) on any. */
+  async function closeRuntime(): Promise<void> {
+    const close = { sessionId, runtime: agent.runtime.type };
+    if (affinity && holder) {
+      try {
+        return await closeOnHolder(holder).closeRuntime(close);
+      } catch (err) {
+        if (!holderGone(err)) throw err;
+      }
+    }
+    await remoteBookkeeping.closeRuntime(close);
+  }
 }

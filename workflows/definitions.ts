@@ -50,6 +50,8 @@ export interface CarriedState {
   policy: ToolPolicy;
   policyVersion: number;
   stopReason: StopReason | null;
+  /** the task queue of the worker that holds the session's live runtime (affinity); absent: none known */
+  holder?: string | null;
 }
 
 export interface PendingApproval {

@@ -63,13 +63,13 @@ process.once('message', async (message: { start: ScaleWorkerConfig }) => {
   });
   const running = worker.run();
   const status = (): ScaleWorkerStatus => {
-    const s = worker.getStatus();
+    const s = worker.shared.getStatus();
     return { cachedWorkflows: s.numCachedWorkflows, activitiesInFlight: s.numInFlightActivities, workflowActivationsInFlight: s.numInFlightWorkflowActivations };
   };
   // the compiled options hold the slot limits in the tuner (fixed-size slot suppliers unless configured otherwise)
-  const tuner = (worker.options as unknown as { tuner?: { workflowTaskSlotSupplier?: { numSlots?: number }; activityTaskSlotSupplier?: { numSlots?: number } } }).tuner;
+  const tuner = (worker.shared.options as unknown as { tuner?: { workflowTaskSlotSupplier?: { numSlots?: number }; activityTaskSlotSupplier?: { numSlots?: number } } }).tuner;
   const limits: ScaleWorkerLimits = {
-    maxCachedWorkflows: worker.options.maxCachedWorkflows,
+    maxCachedWorkflows: worker.shared.options.maxCachedWorkflows,
     maxConcurrentWorkflowTaskExecutions: tuner?.workflowTaskSlotSupplier?.numSlots ?? null,
     maxConcurrentActivityTaskExecutions: tuner?.activityTaskSlotSupplier?.numSlots ?? null,
     heapLimitMiB: Math.round(getHeapStatistics().heap_size_limit / 2 ** 20),

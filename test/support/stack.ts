@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
 import { Client, Connection } from '@temporalio/client';
-import { NativeConnection, type Worker } from '@temporalio/worker';
+import { NativeConnection } from '@temporalio/worker';
 import { inject } from 'vitest';
 import { createApp, type App } from '../../api/create-app';
 import { openDatabase, type Database } from '../../db/client';
@@ -26,7 +26,7 @@ import { stopModelBridges, type SessionSandboxes } from '../../runtimes/kit/sess
 import { stopHermesServers } from '../../runtimes/hermes/hermes.adapter';
 import { stopOpenCodeServers } from '../../runtimes/opencode/opencode.adapter';
 import type { RuntimeRegistry } from '../../runtimes/runtime-adapter';
-import { createSessionWorker } from '../../worker/create-worker';
+import { createSessionWorker, type SessionWorker } from '../../worker/create-worker';
 import { stopGatewayDaemons } from '../../gateway/client';
 import { createWorkerSnapshots } from '../../worker/snapshots';
 import { createWorkerGateway } from '../../worker/gateway';
@@ -133,7 +133,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   });
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
-  let worker: Worker | null = null;
+  let worker: SessionWorker | null = null;
   let workerRun: Promise<void> | null = null;
   let workerConnection: NativeConnection | null = null;
   const otherTeams = new Map<string, string>();
