@@ -32,29 +32,8 @@ fi
 target="$TOOLS_DIR/minio"
 if [ -x "$target" ]; then found "$target"; fi
 
-GO="$(command -v go 2>/dev/null || true)"
-if [ -z "$GO" ] && [ -x /usr/local/go/bin/go ]; then GO=/usr/local/go/bin/go; fi
-if [ -z "$GO" ]; then
-  log "error: no MinIO at $target and no Go toolchain to build one (install Go, or set AGENTPLANE_MINIO_BIN)"
-  exit 1
-fi
-
-mkdir -p "$TOOLS_DIR"
-exec 9>"$TOOLS_DIR/.minio-build.lock"
-if command -v flock >/dev/null 2>&1 && ! flock -n 9; then
-  log "another build of MinIO is running; waiting for it"
-  flock 9
-fi
-if [ -x "$target" ]; then found "$target"; fi
-
-staging="$(mktemp -d "$TOOLS_DIR/.build.XXXXXX")"
-trap 'rm -rf "$staging"' EXIT
-log "building MinIO with $("$GO" version): CGO_ENABLED=0 go install $MINIO_MODULE (about 3 minutes)"
-started=$(date +%s)
-if ! CGO_ENABLED=0 GOBIN="$staging" "$GO" install "$MINIO_MODULE" >&2 9>&-; then
-  log "error: go install $MINIO_MODULE failed after $(($(date +%s) - started))s (output above)"
-  exit 1
-fi
-mv -f "$staging/minio" "$target"
-log "built $target in $(($(date +%s) - started))s"
+# shellcheck source=scripts/go-install-tool.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-install-tool.sh"
+log "building MinIO (about 3 minutes on 2 cores)"
+go_install_tool "$MINIO_MODULE" minio "$TOOLS_DIR" || exit 1
 found "$target"

@@ -41,51 +41,9 @@ if [ -x "$target" ]; then
   found "$(abs_path "$target")"
 fi
 
-# Go is often installed under /usr/local/go without being on a non-login shell's PATH.
-GO="$(command -v go 2>/dev/null || true)"
-if [ -z "$GO" ] && [ -x /usr/local/go/bin/go ]; then GO=/usr/local/go/bin/go; fi
-if [ -z "$GO" ]; then
-  cat >&2 <<EOF
-ensure-temporal: error: no Temporal CLI found and no Go toolchain to build one.
-  Looked at: \$TEMPORAL_CLI_PATH (${TEMPORAL_CLI_PATH:-unset}), \`temporal\` on PATH, $target
-  Fix it one of these ways:
-    - install Go (1.21 or newer; the CLI needs Go 1.25, which Go 1.21+ fetches itself through the module proxy)
-      from https://go.dev/dl/ and rerun this script, or build it yourself:
-        CGO_ENABLED=0 GOBIN="$TOOLS_DIR" go install $TEMPORAL_CLI_MODULE
-    - or install the Temporal CLI (https://docs.temporal.io/cli#install) and put \`temporal\` on PATH,
-    - or point TEMPORAL_CLI_PATH at an existing binary.
-EOF
-  exit 1
-fi
-
-mkdir -p "$TOOLS_DIR"
-
-# Two processes (say, CI and a test run) must not build at the same time: take a lock, then look again.
-exec 9>"$TOOLS_DIR/.temporal-build.lock"
-if command -v flock >/dev/null 2>&1; then
-  if ! flock -n 9; then
-    log "another build of the Temporal CLI is running; waiting for it"
-    flock 9
-  fi
-fi
-if [ -x "$target" ]; then
-  found "$(abs_path "$target")"
-fi
-
-# Build into a staging folder next to the target and rename, so nobody ever sees a half-written binary.
-staging="$(mktemp -d "$TOOLS_DIR/.build.XXXXXX")"
-trap 'rm -rf "$staging"' EXIT
-
-log "building the Temporal CLI with $("$GO" version)"
-log "  CGO_ENABLED=0 GOBIN=$TOOLS_DIR go install $TEMPORAL_CLI_MODULE"
-log "  this takes several minutes on a cold cache (about 5 min on 2 cores, mostly compiling the server)"
-started=$(date +%s)
-if ! CGO_ENABLED=0 GOBIN="$staging" "$GO" install "$TEMPORAL_CLI_MODULE" >&2 9>&-; then
-  log "error: go install $TEMPORAL_CLI_MODULE failed after $(($(date +%s) - started))s (output above)"
-  exit 1
-fi
-mv -f "$staging/temporal" "$target"
-log "built $target in $(($(date +%s) - started))s"
+# shellcheck source=scripts/go-install-tool.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-install-tool.sh"
+log "this takes several minutes on a cold cache (about 5 min on 2 cores, mostly compiling the server)"
+go_install_tool "$TEMPORAL_CLI_MODULE" temporal "$TOOLS_DIR" || exit 1
 "$target" --version >&2 || true
-
 found "$(abs_path "$target")"

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { generateMasterKeySpec } from '../db/vault';
+import { alive } from '../runtimes/kit/process';
 
 const children: ChildProcess[] = [];
 const dataDirs: string[] = [];
@@ -19,15 +20,6 @@ afterAll(async () => {
   for (const pid of groups) if (alive(pid)) process.kill(-pid, 'SIGKILL');
   for (const dir of dataDirs) await rm(dir, { recursive: true, force: true });
 });
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function until(check: () => boolean, what: string, timeoutMs = 15_000) {
   const deadline = Date.now() + timeoutMs;

@@ -12,6 +12,7 @@ import { rowsOf } from '../db/client';
 import { startTemporalDevServer, type TemporalDevServer } from '../scripts/temporal-dev-server';
 import { createGate, startScriptedModel, type ScriptedModel } from './support/scripted-model';
 import { eventsOf, eventually, LOCAL_RECEIVERS, startStack, waitForStatus, type Stack } from './support/stack';
+import { scriptedOpenCodeAgent } from './support/opencode-agent';
 import { spawnWorker, type WorkerProcess } from './support/worker-process';
 
 let temporal: TemporalDevServer;
@@ -27,18 +28,7 @@ beforeAll(async () => {
   // the scripted model listens on 127.0.0.1 (the worker processes get the same allowance)
   stack = await startStack({ temporalAddress: temporal.address, worker: false, allowPrivateEgress: LOCAL_RECEIVERS });
   model = await startScriptedModel();
-  const credential = await stack.call('POST', '/v1/credentials', { name: 'model key', secret: 'sk-durability-secret-000' });
-  // the scripted model is in no catalogue: the team prices it (OpenCode's sessions are priced from their tokens)
-  await stack.price('scripted-model', { input: 3, output: 15 });
-  const agent = await stack.call('POST', '/v1/agents', {
-    name: 'durable opencode',
-    model: 'scripted-model',
-    runtime: { type: 'opencode', config: {} },
-    model_provider: { base_url: model.openaiBaseUrl, credential_id: credential.body.id },
-    tool_policy: { rules: [{ tool: 'bash', action: 'ask' }], default: 'allow' },
-  });
-  expect(agent.status).toBe(200);
-  agentId = agent.body.id;
+  agentId = await scriptedOpenCodeAgent(stack, model, { name: 'durable opencode', secret: 'sk-durability-secret-000', toolPolicy: { rules: [{ tool: 'bash', action: 'ask' }], default: 'allow' } });
 }, 180_000);
 
 afterAll(async () => {

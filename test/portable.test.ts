@@ -14,7 +14,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { rowsOf } from '../db/client';
 import { createGate, startScriptedModel, type ScriptedModel } from './support/scripted-model';
 import { eventsOf, eventually, LOCAL_RECEIVERS, startStack, waitForStatus, type Stack } from './support/stack';
+import { scriptedOpenCodeAgent } from './support/opencode-agent';
 import { spawnWorker, type WorkerProcess } from './support/worker-process';
+import { alive } from '../runtimes/kit/process';
 
 let stack: Stack;
 let model: ScriptedModel;
@@ -28,17 +30,7 @@ beforeAll(async () => {
   model = await startScriptedModel();
   hostsDir = await mkdtemp(join(tmpdir(), 'agentplane-hosts-'));
   await chmod(hostsDir, 0o711);
-  const credential = await stack.call('POST', '/v1/credentials', { name: 'model key', secret: 'sk-portable-secret-000' });
-  await stack.price('scripted-model', { input: 3, output: 15 });
-  const agent = await stack.call('POST', '/v1/agents', {
-    name: 'portable opencode',
-    model: 'scripted-model',
-    runtime: { type: 'opencode', config: {} },
-    model_provider: { base_url: model.openaiBaseUrl, credential_id: credential.body.id },
-    tool_policy: { rules: [], default: 'allow' },
-  });
-  expect(agent.status).toBe(200);
-  agentId = agent.body.id;
+  agentId = await scriptedOpenCodeAgent(stack, model, { name: 'portable opencode', secret: 'sk-portable-secret-000', toolPolicy: { rules: [], default: 'allow' } });
 }, 180_000);
 
 // each test starts the workers it needs: none of an earlier test's takes its sessions
@@ -217,12 +209,3 @@ describe('portable sessions', () => {
     expect(next.pid).not.toBe(pid);
   }, 300_000);
 });
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
