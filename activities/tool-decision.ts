@@ -9,10 +9,11 @@ import { stableId } from '../db/ids';
 import { appendAudit } from '../db/queries/audit';
 import { appendEvents, findEvent } from '../db/queries/events';
 import { livePolicyFor } from '../db/queries/policies';
-import { insertApproval } from '../db/queries/sessions';
+import { canonicalJson } from '../db/queries/audit';
+import { getApproval, insertApproval, type ApprovalRow } from '../db/queries/sessions';
 import { enqueueNotification } from '../db/queries/webhooks';
 import { approvalRequested } from '../governance/notifications';
-import { evaluatePolicy } from '../governance/policy';
+import { evaluatePolicy, type PolicyDecision } from '../governance/policy';
 import type { Decision, PermissionRequest } from '../runtimes/runtime-adapter';
 import type { ActivityDeps } from './session.activities';
 import type { RunTurnInput } from './types';
@@ -28,10 +29,13 @@ export async function decideToolCall(deps: Pick<ActivityDeps, 'db' | 'publicUrl'
   const toolUseId = toolUseEventId(input.sessionId, request.callId);
   // a policy changed after this leg started still governs its next call: the newest revision wins. Read before the
   // transaction, not beside it: a transaction waiting on another pooled connection can starve the pool.
-  const live = await livePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId });
+  const [live, approval] = await Promise.all([
+    livePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId }),
+    request.approvedAs ? getApproval(db, { teamId: input.agent.teamId, sessionId: input.sessionId, toolUseId: request.approvedAs }) : null,
+  ]);
   const { verdict, recorded } = await db.transaction(async (tx) => {
     const current = live.revision > input.policyVersion ? { policy: live.policy, version: live.revision } : { policy: input.policy, version: input.policyVersion };
-    const verdict = evaluatePolicy(current.policy, request.tool, request.input);
+    const verdict = carriedApproval(evaluatePolicy(current.policy, request.tool, request.input), request, approval);
     const written = await appendEvents(tx, {
       sessionId: input.sessionId,
       events: [
@@ -85,6 +89,17 @@ export async function decideToolCall(deps: Pick<ActivityDeps, 'db' | 'publicUrl'
   }
   if (action === 'ask') return { action, toolUseId };
   return { action, message: action === 'deny' ? `denied by agentplane policy (${verdict.reason})` : undefined };
+}
+
+/**
+ * A call made again after its runtime was lost while it waited for a person (`approvedAs`): what the policy would ask
+ * is allowed on that person's approval, if it was the same call (tool and input) and was approved. A deny stands.
+ */
+function carriedApproval(verdict: PolicyDecision, request: PermissionRequest, approval: ApprovalRow | null): PolicyDecision {
+  if (!request.approvedAs || verdict.action !== 'ask') return verdict;
+  const same = approval?.status === 'allowed' && approval.tool === request.tool && canonicalJson(approval.input) === canonicalJson(request.input);
+  if (!same) return verdict;
+  return { ...verdict, action: 'allow', reason: `approved as ${request.approvedAs} by ${approval.decidedByKeyId ?? 'a person'}; its runtime was lost before it ran` };
 }
 
 /** The public id of a tool call's `agent.tool_use` event: the same for every replay of the runtime's call. */

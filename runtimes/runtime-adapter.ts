@@ -118,6 +118,12 @@ export interface PermissionRequest {
   callId: string;
   tool: CanonicalTool;
   input: Record<string, unknown>;
+  /**
+   * the `agent.tool_use` id of a call a person approved that never ran: its runtime was lost while the call waited, and
+   * the agent, told so, made the same call again. The sink allows this one call on that approval (once; the same tool
+   * and input; a deny rule still wins) instead of asking again.
+   */
+  approvedAs?: string;
 }
 
 export interface PermissionDecision {

@@ -4,7 +4,6 @@
  * worker B continues the session from its snapshot: the model sees the whole conversation, the workspace has turn 1's
  * file, and nothing was sent twice. Real OpenCode, real Temporal, real Postgres.
  */
-import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -14,6 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { rowsOf } from '../db/client';
 import { createGate, startScriptedModel, type ScriptedModel } from './support/scripted-model';
 import { eventsOf, eventually, LOCAL_RECEIVERS, startStack, waitForStatus, type Stack } from './support/stack';
+import { killHostProcesses } from './support/host-kill';
 import { scriptedOpenCodeAgent } from './support/opencode-agent';
 import { spawnWorker, type WorkerProcess } from './support/worker-process';
 import { alive } from '../runtimes/kit/process';
@@ -60,9 +60,8 @@ async function host(name: string, env: Record<string, string> = {}): Promise<Hos
 }
 
 /**
- * The host is lost: SIGKILL to the worker and to every process it started (each runtime server's sandbox, its model
- * bridges, its gateway daemon: all name the host's data dir on their command line; a sandbox's processes die with
- * it), then its disk goes.
+ * The host is lost: SIGKILL to the worker and to every process it started (each runtime server in its sandbox, its
+ * model bridges, its gateway daemon: test/support/host-kill.ts), then its disk goes.
  */
 async function loseHost(w: Host): Promise<void> {
   await w.kill();
@@ -71,11 +70,7 @@ async function loseHost(w: Host): Promise<void> {
 }
 
 function killHost(dataDir: string): void {
-  try {
-    execFileSync('pkill', ['-KILL', '-f', dataDir]);
-  } catch {
-    // none left
-  }
+  killHostProcesses(dataDir);
 }
 
 async function start(prompt: string) {
@@ -149,6 +144,36 @@ describe('portable sessions', () => {
     expect((JSON.parse(await readFile(join(holder!.dataDir, 'opencode', id, 'server.json'), 'utf8')) as { pid: number }).pid).toBe(pid);
     const other = holder === one ? two : one;
     expect(existsSync(join(other.dataDir, 'opencode', id))).toBe(false);
+  }, 300_000);
+
+  it('carries out a call approved after the host where it waited was lost: the tool runs once, the turn ends end_turn', async () => {
+    const append = { command: 'echo approved-run >> runs.txt; cat runs.txt', description: 'append a line' };
+    model.setScript([
+      { match: 'parked turn', steps: [{ tool: 'bash', input: append }, { text: 'not reached: the host is lost first' }] },
+      // told what became of its call, the model makes it again, as a real one would
+      { match: (p) => p.includes('moved to another machine'), steps: [{ tool: 'bash', input: append }, { text: (c) => `ran after the move: ${c.lastToolResult}` }] },
+    ]);
+    const asking = await scriptedOpenCodeAgent(stack, model, { name: 'portable, asks', secret: 'sk-portable-secret-001', toolPolicy: { rules: [{ tool: 'bash', action: 'ask' }], default: 'allow' } });
+    const a = await host('park-a');
+    const res = await stack.call('POST', '/v1/sessions', { agent: asking, initial_events: [{ type: 'user.message', content: 'parked turn' }] });
+    const id = res.body.id as string;
+    const waiting = await waitForStatus(stack, id, 'requires_action', undefined, 120_000);
+    await loseHost(a);
+
+    await host('park-c');
+    const approved = await stack.call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.tool_confirmation', tool_use_id: waiting.pending_approvals[0].tool_use_id, result: 'allow' }] });
+    expect(approved.status).toBe(200);
+    await waitForStatus(stack, id, 'idle', 'end_turn', 180_000);
+
+    const events = await eventsOf(stack, id);
+    // the tool ran once: the file it appends to has one line
+    expect(events.filter((e) => e.type === 'agent.message').at(-1).content[0].text).toBe('ran after the move: approved-run\n');
+    const uses = events.filter((e) => e.type === 'agent.tool_use');
+    expect(uses.map((e) => e.evaluated_permission)).toEqual(['ask', 'allow']);
+    expect(uses[1].evaluation.rule).toContain(`approved as ${waiting.pending_approvals[0].tool_use_id}`);
+    expect(events.filter((e) => e.type === 'session.restored')).toHaveLength(1);
+    expect(events.filter((e) => e.type === 'session.error' || e.type === 'session.snapshot_failed')).toEqual([]);
+    expect(model.countPrompts('parked turn')).toBe(1);
   }, 300_000);
 
   it('drains on SIGTERM: the turn in flight ends on the stopping worker, and another host continues the session', async () => {

@@ -41,6 +41,7 @@ import { readSseFrames } from '../kit/sse';
 import type {
   AdapterLogger,
   Decision,
+  PermissionDecision,
   PermissionRequest,
   RuntimeAdapter,
   RuntimeEvent,
@@ -52,6 +53,8 @@ import type {
 } from '../runtime-adapter';
 import { buildOpenCodeConfig, canonicalTool, defaultOpenCodeBinary, OPENCODE_KEY_ENV, OPENCODE_SWITCHES, openCodePrice, PROVIDER_ID } from './config';
 import { descriptor } from './descriptor';
+import { canonicalJson } from '../../db/queries/audit';
+import type { CanonicalTool } from '../../governance/types';
 
 export interface OpenCodeAdapterOptions {
   /** the `opencode` binary; default: the one shipped by the `opencode-ai` package, else `opencode` on PATH */
@@ -85,8 +88,26 @@ interface TurnRecord {
   turnId: string;
   /** agentplane's message id for the turn */
   messageId: string;
-  /** the OpenCode id the prompt is (or will be) sent under */
+  /**
+   * the OpenCode id the prompt is (or will be) sent under; after a lost runtime, the message that told the agent what
+   * became of its calls (`resumedAfterLoss`): the turn's answer is the one to it
+   */
   openCodeMessageId: string;
+  /** the calls this turn parked for a person, by OpenCode's request id: what a lost runtime's calls were */
+  asked?: AskedCall[];
+  /** approved calls the agent was told to make again after its runtime was lost: each is allowed once on its approval */
+  carried?: Array<AskedCall & { used?: boolean }>;
+  /** set once the agent has been told (the message's OpenCode id): a retry does not tell it twice */
+  resumedAfterLoss?: string;
+  /** what it was told */
+  lossNotice?: string;
+}
+
+interface AskedCall {
+  requestId: string;
+  toolUseId: string;
+  tool: CanonicalTool;
+  input: Record<string, unknown>;
 }
 
 interface OpenCodeState extends Record<string, unknown> {
@@ -288,10 +309,26 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     } else if (!turn || turn.turnId !== input.turnId) {
       return { status: 'error', message: `no turn ${input.turnId} to resume on this opencode session`, retryable: false };
     }
+    if (input.kind === 'resume') {
+      try {
+        const resumed = await resumeAfterLoss(ctx, client, ref, turn, input, sink);
+        if (resumed) [turn, input] = [resumed, { kind: 'resume', turnId: input.turnId, decisions: [] }];
+      } catch (err) {
+        if (!(err instanceof OpenCodeError)) throw err;
+        return { status: 'error', message: `opencode: ${redact(err.message, [ctx.secrets.modelApiKey])}`, retryable: err.retryable };
+      }
+    }
 
-    const run = new TurnRun({ ctx, client, sessionId: ref.runtimeSessionId, turn, input, sink, log, idleGraceMs, priced: openCodePrice(ctx, opts.prices) !== undefined });
+    const saveTurn = async (next: TurnRecord) => {
+      ref.state = { ...(ref.state as OpenCodeState), turn: next };
+      await sink.checkpoint(ref.state);
+    };
+    const run = new TurnRun({ ctx, client, sessionId: ref.runtimeSessionId, turn, input, sink, log, idleGraceMs, priced: openCodePrice(ctx, opts.prices) !== undefined, saveTurn });
     try {
-      return await run.execute();
+      const result = await run.execute();
+      // what a lost runtime's calls were, should this one be lost while they wait for a person
+      if (result.status === 'requires_action') await saveTurn({ ...run.turn, asked: run.askedCalls() });
+      return result;
     } catch (err) {
       // failures of the sink (event log, checkpoint, decisions) are the activity's to retry: they propagate
       if (!(err instanceof OpenCodeError)) throw err;
@@ -301,6 +338,48 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
       // from history, never re-sent
       return { status: 'error', message: `opencode: ${message}`, retryable: err.retryable };
     }
+  }
+
+  /**
+   * The resume of a turn whose runtime was lost while its calls waited for a person (its host died; the session was
+   * restored elsewhere from the snapshot taken when the turn parked). OpenCode keeps the conversation on disk but not the
+   * pending requests: restarted, its session is idle, the turn's last message unfinished, and a person's answer has
+   * nothing to reply to. So the agent is told, in one message, what became of each call: an approved one did not run
+   * and is to be made again (it is then allowed once on that approval), a denied one is not to be made. Answers the turn
+   * as it continues (its answer is the one to that message), or null when nothing was lost (the usual resume).
+   */
+  async function resumeAfterLoss(ctx: TurnContext, client: OpenCodeClient, ref: RuntimeSessionRef, turn: TurnRecord, input: Extract<TurnInput, { kind: 'resume' }>, sink: TurnSink): Promise<TurnRecord | null> {
+    const sessionId = ref.runtimeSessionId;
+    if (!turn.resumedAfterLoss) {
+      const asked = turn.asked ?? [];
+      if (asked.length === 0 || input.decisions.length === 0) return null;
+      const pending = new Set((await client.pendingPermissions()).map((p) => p.id));
+      if (input.decisions.some((d) => pending.has(d.requestId)) || (await client.sessionBusy(sessionId))) return null;
+      const history = await client.messages(sessionId);
+      const last = history.filter((m) => m.info.role === 'assistant' && m.info.parentID === turn.openCodeMessageId).at(-1)?.info;
+      if (!last || last.time?.completed !== undefined) return null;
+      const decided = input.decisions.flatMap((d) => {
+        const call = asked.find((a) => a.requestId === d.requestId);
+        return call ? [{ call, decision: d }] : [];
+      });
+      if (decided.length === 0) return null;
+      const told = openCodeMessageId(`${turn.messageId}:resumed:${input.decisions.map((d) => d.requestId).join(',')}`);
+      const carried = decided.filter((d) => d.decision.behavior === 'allow').map((d) => d.call);
+      turn = { ...turn, openCodeMessageId: told, resumedAfterLoss: told, lossNotice: lossNotice(decided), carried, asked: [] };
+      ref.state = { ...(ref.state as OpenCodeState), turn };
+      await sink.checkpoint(ref.state);
+      log.warn('the runtime was lost while calls waited for a person: telling the agent what became of them', { sessionId: ctx.sessionId, approved: carried.length, denied: decided.length - carried.length });
+    }
+    const history = await client.messages(sessionId);
+    if (!history.some((m) => m.info.id === turn.resumedAfterLoss)) {
+      await client.promptAsync(sessionId, {
+        messageID: turn.resumedAfterLoss,
+        parts: [{ type: 'text', text: turn.lossNotice ?? '' }],
+        model: { providerID: PROVIDER_ID, modelID: ctx.agent.model },
+        ...(ctx.agent.system ? { system: ctx.agent.system } : {}),
+      });
+    }
+    return turn;
   }
 
   async function close(ref: RuntimeSessionRef): Promise<void> {
@@ -351,6 +430,8 @@ interface TurnRunDeps {
   idleGraceMs: number;
   /** a price was configured, so OpenCode's `cost` is a real figure to cross-check the ledger with (otherwise it is 0) */
   priced: boolean;
+  /** records the turn (a carried approval used) so that a retry sees it */
+  saveTurn(next: TurnRecord): Promise<void>;
 }
 
 class TurnRun {
@@ -359,6 +440,9 @@ class TurnRun {
   private readonly decided = new Set<string>();
   private readonly handledPermissions = new Set<string>();
   private readonly asks: Array<{ requestId: string; toolUseId: string }> = [];
+  /** what each call parked for a person was: kept with the turn, in case the runtime is lost while they wait */
+  private readonly asked: AskedCall[] = [];
+  private current: TurnRecord;
   private readonly messages = new Map<string, MessageInfo>();
   private readonly toolParts = new Map<string, ToolPart>();
   /** our session and its sub-agent sessions: their permission requests are ours to answer */
@@ -370,10 +454,20 @@ class TurnRun {
 
   constructor(private readonly d: TurnRunDeps) {
     this.family = new Set([d.sessionId]);
+    this.current = d.turn;
+  }
+
+  get turn(): TurnRecord {
+    return this.current;
+  }
+
+  askedCalls(): AskedCall[] {
+    return [...this.asked];
   }
 
   async execute(): Promise<TurnResult> {
-    const { client, sink, input, turn, sessionId } = this.d;
+    const { client, sink, input, sessionId } = this.d;
+    const turn = this.current;
     // subscribe before reading history, so nothing falls between the snapshot and the stream
     const pump = new EventPump(client);
     try {
@@ -465,7 +559,8 @@ class TurnRun {
 
   /** Re-derive the turn from OpenCode's history and pending permissions; decide whether it is over. */
   private async reconcile(): Promise<void> {
-    const { client, sessionId, turn } = this.d;
+    const { client, sessionId } = this.d;
+    const turn = this.current;
     this.lastReconcile = Date.now();
     const history = await client.messages(sessionId);
     const events: RuntimeEvent[] = [];
@@ -528,7 +623,7 @@ class TurnRun {
   /** OpenCode keeps requests of aborted turns listed; only calls made by this turn's assistant messages count */
   private belongsToTurn(request: PermissionAsked): boolean {
     const owner = request.tool ? this.messages.get(request.tool.messageID) : undefined;
-    return owner === undefined || owner.parentID === this.d.turn.openCodeMessageId;
+    return owner === undefined || owner.parentID === this.current.openCodeMessageId;
   }
 
   private async onPermission(request: PermissionAsked, sweepAfterAsk: boolean): Promise<void> {
@@ -545,10 +640,18 @@ class TurnRun {
       tool: canonicalTool(nativeName, this.d.ctx),
       input: normaliseInput(nativeName, hasKeys(part?.state?.input) ? part.state.input : (request.metadata ?? {})),
     };
+    // the same call as one a person approved before the runtime was lost: allowed once on that approval
+    const carried = this.current.carried?.find((c) => !c.used && c.tool === permissionRequest.tool && canonicalJson(c.input) === canonicalJson(permissionRequest.input));
+    if (carried) {
+      permissionRequest.approvedAs = carried.toolUseId;
+      this.current = { ...this.current, carried: this.current.carried?.map((c) => (c === carried ? { ...c, used: true } : c)) };
+      await this.d.saveTurn(this.current);
+    }
     const decision: Decision = await this.d.sink.decide(permissionRequest);
     this.decided.add(callId);
     if (decision.action === 'ask') {
       this.asks.push({ requestId: request.id, toolUseId: decision.toolUseId });
+      this.asked.push({ requestId: request.id, toolUseId: decision.toolUseId, tool: permissionRequest.tool, input: permissionRequest.input });
       // collect every other call waiting at this moment (parallel tool calls), then hand the turn back
       if (sweepAfterAsk) await this.sweepPermissions();
       this.outcome = { status: 'requires_action', pending: [...this.asks] };
@@ -580,7 +683,7 @@ class TurnRun {
 
   private translatePart(part: Part, owner: MessageInfo): RuntimeEvent[] {
     if (part.type === 'tool' && part.callID) this.toolParts.set(part.callID, part as ToolPart);
-    if (owner.role !== 'assistant' || owner.parentID !== this.d.turn.openCodeMessageId) return [];
+    if (owner.role !== 'assistant' || owner.parentID !== this.current.openCodeMessageId) return [];
     switch (part.type) {
       case 'text':
         if (part.synthetic || part.ignored || part.time?.end === undefined || !part.text) return [];
@@ -967,6 +1070,20 @@ export function normaliseInput(name: string, input: Record<string, unknown>): Re
  * OpenCode sorts by them. Ours keeps that shape with the time of the first attempt (recorded in the checkpoint
  * before sending, so a retry reuses it) and a suffix derived from agentplane's message id.
  */
+/** What the agent is told when its runtime was lost while its calls waited for a person, and what a person decided. */
+function lossNotice(decided: Array<{ call: AskedCall; decision: PermissionDecision }>): string {
+  const lines = decided.map(({ call, decision }) =>
+    decision.behavior === 'allow'
+      ? `- ${call.tool} ${JSON.stringify(call.input)}: approved. Make this call again now, exactly as before.`
+      : `- ${call.tool} ${JSON.stringify(call.input)}: denied${decision.message ? ` (${decision.message})` : ''}. Do not make it; go on without it.`,
+  );
+  return [
+    'Your session moved to another machine while these tool calls waited for approval, so they did not run ("Tool execution was interrupted"). A person has decided:',
+    ...lines,
+    'Then finish the task you were given.',
+  ].join('\n');
+}
+
 export function openCodeMessageId(messageId: string, now = Date.now()): string {
   const time = ((BigInt(now) * 0x1000n + 1n) & 0xffffffffffffn).toString(16).padStart(12, '0');
   const alphabet = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
