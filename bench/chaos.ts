@@ -3,7 +3,8 @@
  * killed and restarted and Postgres restarted. Prints what it checked and the recovery times; exits 1 when an
  * invariant is broken (nothing lost, nothing doubled), never because of a timing.
  *
- *   npx tsx bench/chaos.ts                      # 200 sessions, 20 worker kills, 1 API restart, 1 Postgres restart
+ *   npx tsx bench/chaos.ts                      # 200 sessions, 20 worker kills (5 of them host losses), 1 API
+ *                                               # restart, 1 Postgres restart; 5 OpenCode sessions of two turns
  *   npx tsx bench/chaos.ts --sessions 50 --kills 5 --kill-every-ms 2000
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -14,7 +15,7 @@ import { bundleWorkflows } from '../worker/create-worker';
 import { runChaos } from './chaos/run-chaos';
 import { flags, printMachine, printTable } from './support';
 
-const opts = flags({ sessions: 200, kills: 20, 'kill-every-ms': 3000, 'api-restarts': 1, 'pg-restarts': 1, 'settle-timeout-ms': 300_000 });
+const opts = flags({ sessions: 200, kills: 20, 'kill-every-ms': 3000, 'api-restarts': 1, 'pg-restarts': 1, 'host-losses': 5, 'portable-sessions': 5, 'settle-timeout-ms': 300_000 });
 
 printMachine('chaos run');
 // worker processes start from one prebuilt bundle: a restart takes a second or two, not a bundling
@@ -33,10 +34,12 @@ try {
     killEveryMs: opts['kill-every-ms'],
     apiRestarts: opts['api-restarts'],
     pgRestarts: opts['pg-restarts'],
+    hostLosses: opts['host-losses'],
+    portableSessions: opts['portable-sessions'],
     settleTimeoutMs: opts['settle-timeout-ms'],
     log: (line) => console.error(`[chaos] ${line}`),
   });
-  console.log(`\nrun: ${(report.durationMs / 1000).toFixed(1)} s; faults: ${report.faults.workerKills} worker SIGKILLs, ${report.faults.apiRestarts} API SIGKILL+restart, ${report.faults.pgRestarts} Postgres restart (${report.options.pgRestartMode})`);
+  console.log(`\nrun: ${(report.durationMs / 1000).toFixed(1)} s; faults: ${report.faults.workerKills} worker SIGKILLs (${report.faults.hostLosses} of them host losses), ${report.faults.apiRestarts} API SIGKILL+restart, ${report.faults.pgRestarts} Postgres restart (${report.options.pgRestartMode})`);
   printTable(
     ['sessions requested', 'created', 'completed (end_turn)', 'events', 'ledger rows', 'retried requests', 'confirmations found decided on retry'],
     [[report.sessions.requested, report.sessions.created, report.sessions.completed, report.events, report.ledgerRows, report.retriedRequests, report.confirmationsAlreadyDecided]],
@@ -53,7 +56,7 @@ try {
   );
   console.log(`in-flight sessions whose next event came before the following kill: ${r.inFlightBeforeNextKill.recovered} of ${r.inFlightBeforeNextKill.of}`);
   if (report.violations.length === 0) {
-    console.log('\ninvariants: all held (every session completed; event logs gapless, no duplicates, expected order; ledger = model calls; cost = ledger; each prompt sent once)');
+    console.log('\ninvariants: all held (every session completed; event logs gapless, no duplicates, expected order; ledger = model calls; cost = ledger; each prompt sent once; no OpenCode session lost its history through host losses)');
     failed = false;
   } else {
     console.log(`\ninvariants: ${report.violations.length} BROKEN`);

@@ -8,7 +8,10 @@
  *   expected sequence of event types (so no event is missing and none is repeated);
  * - each session has one ledger row per model call that reported usage, and its cost is the sum of its ledger rows;
  * - the runtime sent each session's prompt exactly once (the scripted runtime logs every prompt it sends to a file
- *   that outlives the worker processes: AGENTPLANE_SCRIPTED_PROMPT_LOG).
+ *   that outlives the worker processes: AGENTPLANE_SCRIPTED_PROMPT_LOG);
+ * - no session lost its history: some kills are host losses (the worker and every process it started get SIGKILL, its
+ *   data dir is deleted, and its replacement runs on a new one), and OpenCode sessions with two turns each run through
+ *   them; the scripted model's first request of each one's second turn must carry its first turn.
  *
  * It also measures recovery after each worker kill (definitions in `RecoveryReport`). Timings are reported, never
  * asserted: the invariants are the result.
@@ -16,7 +19,7 @@
  * The driver talks to the API over HTTP only (plus read-only SQL at the end for the ledger and source ids), and
  * retries every request that fails while the API or Postgres is down.
  */
-import { readFile, rm, writeFile, mkdtemp } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sql } from 'drizzle-orm';
@@ -24,7 +27,9 @@ import { openDatabase, rowsOf, type Database } from '../../db/client';
 import { createApiKey, createTeam } from '../../db/queries/teams';
 import { generateMasterKeySpec } from '../../db/vault';
 import { findFreePort } from '../../scripts/temporal-dev-server';
+import { killHostProcesses } from '../../test/support/host-kill';
 import { startPrivatePostgres, type PrivatePostgres } from '../../test/support/private-postgres';
+import { startScriptedModel, type ScriptedModel } from '../../test/support/scripted-model';
 import { spawnApi, spawnWorker, type PlatformTarget, type ServiceProcess } from '../../test/support/worker-process';
 import { summarize, type Summary } from '../support';
 
@@ -36,6 +41,10 @@ export interface ChaosOptions {
   killEveryMs: number;
   apiRestarts: number;
   pgRestarts: number;
+  /** of the kills, how many are host losses (every process of the worker's host killed, its data dir deleted) */
+  hostLosses?: number;
+  /** OpenCode sessions (two turns each, on the scripted model) that run through the faults: their history is checked */
+  portableSessions?: number;
   /** how long the sessions may take to finish after the last fault */
   settleTimeoutMs?: number;
   /** `immediate` is a crash (no checkpoint); `fast` a clean shutdown that cuts every connection */
@@ -64,7 +73,9 @@ export interface RecoveryReport {
 export interface ChaosReport {
   options: Omit<ChaosOptions, 'log'>;
   durationMs: number;
-  faults: { workerKills: number; apiRestarts: number; pgRestarts: number };
+  faults: { workerKills: number; hostLosses: number; apiRestarts: number; pgRestarts: number };
+  /** the OpenCode sessions: how many finished both turns with their first turn in the second's model request */
+  portable: { requested: number; completed: number };
   sessions: { requested: number; created: number; completed: number };
   /** requests the driver had to retry (API or Postgres down) */
   retriedRequests: number;
@@ -165,9 +176,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const promptLog = join(workDir, 'prompts.jsonl');
   await writeFile(promptLog, '');
   let pg: PrivatePostgres | undefined;
+  let model: ScriptedModel | undefined;
   let database: Database | undefined;
   let api: ServiceProcess | undefined;
   let worker: ServiceProcess | undefined;
+  /** hosts the run has made (each a data dir under workDir/hosts) */
+  let hosts = 0;
   /** set when a process died without the run killing it: the run stops waiting and reports */
   let crashed: string | null = null;
   /** processes the run killed or stopped itself */
@@ -184,8 +198,19 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       databaseUrl: pg.url,
       masterKey: generateMasterKeySpec(),
       dataDir: workDir,
+      // the scripted model of the OpenCode sessions listens on loopback
+      allowPrivateEgress: ['127.0.0.1/32'],
     };
-    const workerEnv = { AGENTPLANE_RUNTIMES: 'scripted', AGENTPLANE_SCRIPTED_PROMPT_LOG: promptLog, AGENTPLANE_LOG_LEVEL: 'WARN' };
+    const workerEnv = { AGENTPLANE_RUNTIMES: 'scripted,opencode', AGENTPLANE_SCRIPTED_PROMPT_LOG: promptLog, AGENTPLANE_LOG_LEVEL: 'WARN' };
+    // each worker runs on a host of its own: a data dir nothing else uses, which a host loss deletes
+    const newHost = async () => {
+      const dir = join(workDir, 'hosts', String(hosts++));
+      await mkdir(dir, { recursive: true });
+      await chmod(join(workDir, 'hosts'), 0o711);
+      await chmod(dir, 0o711);
+      return dir;
+    };
+    let hostDir = await newHost();
     const port = await findFreePort();
     // a process that exits when the run did not kill it is a finding: say so, with what it printed last
     const watch = (name: string, proc: ServiceProcess) => {
@@ -198,7 +223,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       return proc;
     };
     const startApi = async () => watch('api', await spawnApi(target, port));
-    const startWorker = async () => watch('worker', await spawnWorker(target, workerEnv));
+    const startWorker = async () => watch('worker', await spawnWorker({ ...target, dataDir: hostDir }, workerEnv));
     const kill = async (proc: ServiceProcess) => {
       deliberate.add(proc);
       await proc.kill();
@@ -209,6 +234,80 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
 
     const agent = await call('POST', '/v1/agents', { name: `chaos ${runId}`, model: 'scripted', runtime: { type: 'scripted', config: {} }, tool_policy: POLICY });
     if (agent.status !== 200) throw new Error(`agent not created: ${agent.status} ${JSON.stringify(agent.body)}`);
+    const portable = await startPortableSessions(options.portableSessions ?? 0);
+
+    /**
+     * OpenCode sessions on the scripted model, started before the first fault: each sends its second message once its
+     * first turn has ended, whatever worker (or host) runs it. `check` reads the model's request log: the first request
+     * of each second turn must carry the first turn's prompt and answer.
+     */
+    async function startPortableSessions(count: number) {
+      const none = { settled: () => true, driver: Promise.resolve(), check: async () => 0 };
+      if (count === 0) return none;
+      model = await startScriptedModel();
+      const scripted = model;
+      scripted.setScript([{ match: /^chaos portable/, steps: [{ text: (c) => `noted: ${c.prompt}` }] }]);
+      const credential = await call('POST', '/v1/credentials', { name: 'chaos model', secret: `sk-chaos-${runId}` });
+      await call('PUT', '/v1/pricing/scripted-model', { input: 3, output: 15 });
+      const oc = await call('POST', '/v1/agents', { name: `chaos portable ${runId}`, model: 'scripted-model', runtime: { type: 'opencode', config: {} }, model_provider: { base_url: scripted.openaiBaseUrl, credential_id: credential.body.id }, tool_policy: { rules: [], default: 'allow' } });
+      if (oc.status !== 200) throw new Error(`opencode agent not created: ${oc.status} ${JSON.stringify(oc.body)}`);
+      const turn = (i: number, n: 'one' | 'two') => `chaos portable ${runId} ${i} turn ${n}`;
+      const ids = new Map<number, string>();
+      for (let i = 0; i < count; i++) {
+        const res = await call('POST', '/v1/sessions', { agent: oc.body.id, initial_events: [{ type: 'user.message', content: turn(i, 'one') }] }, { 'idempotency-key': `chaos-portable-${runId}-${i}` }, 300_000);
+        if (res.status === 200) ids.set(i, res.body.id);
+        else violations.push(`portable session ${i}: create answered ${res.status} ${JSON.stringify(res.body)}`);
+      }
+      const messages = async (id: string) => {
+        const res = await call('GET', `/v1/sessions/${id}/events?limit=1000`).catch(() => null);
+        return res?.status === 200 ? (res.body.data as Array<{ type: string; content?: Array<{ text: string }>; stop_reason?: { type: string } }>) : null;
+      };
+      const sent = new Set<number>();
+      const finished = new Set<number>();
+      const driver = (async () => {
+        while (!stopDriving) {
+          for (const [i, id] of ids) {
+            if (finished.has(i)) continue;
+            const log = await messages(id);
+            if (!log) continue;
+            const idles = log.filter((e) => e.type === 'session.status_idle').length;
+            const users = log.filter((e) => e.type === 'user.message').length;
+            // the second message goes once the first turn has ended, and once only (checked in the log before a retry)
+            if (idles >= 1 && users === 1 && !sent.has(i)) {
+              const res = await call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.message', content: turn(i, 'two') }] }, {}, 1_000).catch(() => null);
+              if (res?.status === 200) sent.add(i);
+            }
+            if (users >= 2 && idles >= 2) finished.add(i);
+          }
+          await sleep(500);
+        }
+      })();
+      return {
+        settled: () => finished.size === ids.size,
+        driver,
+        async check(out: string[]): Promise<number> {
+          let ok = 0;
+          for (const [i, id] of ids) {
+            const log = (await messages(id)) ?? [];
+            const answers = log.filter((e) => e.type === 'agent.message').map((e) => e.content?.[0]?.text);
+            const wanted = [`noted: ${turn(i, 'one')}`, `noted: ${turn(i, 'two')}`];
+            if (answers.join('|') !== wanted.join('|')) {
+              out.push(`portable session ${i}: answers ${JSON.stringify(answers)} (expected ${JSON.stringify(wanted)})`);
+              continue;
+            }
+            if (log.some((e) => e.type === 'session.error')) out.push(`portable session ${i}: a session.error event`);
+            const first = scripted.requestsFor(turn(i, 'two'))[0];
+            const body = JSON.stringify(first?.body ?? {});
+            if (!body.includes(turn(i, 'one')) || !body.includes(`noted: ${turn(i, 'one')}`)) {
+              out.push(`portable session ${i}: lost its history (the first request of its second turn does not carry its first)`);
+              continue;
+            }
+            ok++;
+          }
+          return ok;
+        },
+      };
+    }
 
     // ---- the load: sessions started at a steady pace over the fault window, approvals answered as they appear
     const prompts = new Map<number, string>();
@@ -276,6 +375,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const kills: Array<{ at: number; up: number }> = [];
     // API restarts in the first half of the kills, Postgres restarts in the second
     const apiSlots = slots(options.apiRestarts, options.kills, 0, 0.5);
+    const hostSlots = slots(options.hostLosses ?? 0, options.kills, 0, 1);
+    let hostLosses = 0;
     const pgSlots = slots(options.pgRestarts, options.kills, 0.5, 1);
     let apiRestarts = 0;
     let pgRestarts = 0;
@@ -283,6 +384,14 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       await sleep(options.killEveryMs);
       const at = Date.now();
       await kill(worker);
+      if (hostSlots.has(k) && hostLosses < (options.hostLosses ?? 0)) {
+        // the host is gone: every process it ran, and its disk; the replacement is a new host
+        killHostProcesses(hostDir);
+        await rm(hostDir, { recursive: true, force: true });
+        hostDir = await newHost();
+        hostLosses++;
+        log(`kill ${k}: a host loss (its runtimes killed, its data dir deleted)`);
+      }
       worker = await startWorker();
       kills.push({ at, up: Date.now() });
       killsDone = k;
@@ -314,16 +423,17 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     // ---- settle: every session created and finished
     await creator;
     const settleDeadline = Date.now() + (options.settleTimeoutMs ?? 180_000);
-    while ([...sessionIds.values()].some((id) => !done.has(id)) && Date.now() < settleDeadline && !crashed) await sleep(500);
+    while (([...sessionIds.values()].some((id) => !done.has(id)) || !portable.settled()) && Date.now() < settleDeadline && !crashed) await sleep(500);
     stopDriving = true;
-    await Promise.all([approver, watcher]);
+    await Promise.all([approver, watcher, portable.driver]);
     log(`settled: ${done.size}/${sessionIds.size} finished`);
     if (crashed) throw new Error(`chaos run stopped: ${violations.join('; ')}`);
 
     // ---- the invariants
     const db = database.db;
-    const created = rowsOf<{ count: number }>(await db.execute(sql`select count(*)::int as count from sessions where team_id = ${team.id}`))[0]?.count ?? 0;
+    const created = rowsOf<{ count: number }>(await db.execute(sql`select count(*)::int as count from sessions where team_id = ${team.id} and runtime = 'scripted'`))[0]?.count ?? 0;
     if (created !== options.sessions) violations.push(`${created} sessions in the database for ${options.sessions} creates`);
+    const portableCompleted = await portable.check(violations);
     const promptLines = (await readFile(promptLog, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as { messageId: string; text: string });
     const ledgerRows = rowsOf<{ session_id: string; rows: number; micros: number }>(
       await db.execute(sql`select session_id, count(*)::int as rows, sum(amount_micros)::bigint as micros from ledger group by session_id`),
@@ -374,7 +484,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     return {
       options: { temporalAddress: options.temporalAddress, sessions: options.sessions, kills: options.kills, killEveryMs: options.killEveryMs, apiRestarts: options.apiRestarts, pgRestarts: options.pgRestarts, settleTimeoutMs: options.settleTimeoutMs, pgRestartMode: options.pgRestartMode ?? 'immediate' },
       durationMs: Date.now() - started,
-      faults: { workerKills: kills.length, apiRestarts, pgRestarts },
+      faults: { workerKills: kills.length, hostLosses, apiRestarts, pgRestarts },
+      portable: { requested: options.portableSessions ?? 0, completed: portableCompleted },
       sessions: { requested: options.sessions, created, completed: [...sessionIds.values()].filter((id) => done.get(id)?.stopReason === 'end_turn').length },
       retriedRequests: counters.retried,
       confirmationsAlreadyDecided: alreadyDecided,
@@ -387,6 +498,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     for (const proc of [worker, api]) if (proc) deliberate.add(proc);
     await worker?.stop();
     await api?.stop();
+    for (let h = 0; h < hosts; h++) killHostProcesses(join(workDir, 'hosts', String(h)));
+    await model?.close();
     await database?.close().catch(() => undefined);
     await pg?.stop();
     await rm(workDir, { recursive: true, force: true });

@@ -242,7 +242,7 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     const file = await readServerFile(layout(ctx.sessionId).serverFile);
     if (!file) {
       // without its password file a recorded server cannot be used; it must not keep writing to the same data
-      if (recorded) await killGroup(recorded.pid, recorded.port);
+      if (recorded && holdsHome(recorded.pid, layout(ctx.sessionId).home)) await killGroup(recorded.pid, recorded.port);
       return null;
     }
     if (recorded && (recorded.pid !== file.pid || recorded.port !== file.port)) {
@@ -386,7 +386,8 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     const dirs = layout(ref.sessionId);
     const file = await readServerFile(dirs.serverFile);
     const recorded = (ref.state as OpenCodeState).server;
-    const target = file ?? recorded;
+    // the recorded server only if it is this session's on this host: a ref restored from another host names a pid there
+    const target = file ?? (recorded && holdsHome(recorded.pid, dirs.home) ? recorded : undefined);
     if (target) await killGroup(target.pid, target.port);
     await rm(dirs.serverFile, { force: true });
     void sandboxed.get(ref.sessionId)?.dispatcher.close();
@@ -1120,6 +1121,22 @@ function isOurProcess(pid: number, port: number): boolean {
   } catch {
     return true; // no /proc (macOS): the health check with our password is the proof
   }
+}
+
+/**
+ * Whether process `pid` on this host runs on the session's home: mounted into its sandbox (its mount table shows the
+ * path) or given as its HOME (no sandbox). A pid recorded on another host, or reused here by an unrelated process,
+ * does not.
+ */
+function holdsHome(pid: number, home: string): boolean {
+  const read = (path: string) => {
+    try {
+      return readFileSync(path).toString();
+    } catch {
+      return '';
+    }
+  };
+  return read(`/proc/${pid}/mountinfo`).includes(` ${home} `) || read(`/proc/${pid}/environ`).split('\0').includes(`HOME=${home}`);
 }
 
 function killGroup(pid: number, port: number): Promise<void> {
