@@ -206,8 +206,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const newHost = async () => {
       const dir = join(workDir, 'hosts', String(hosts++));
       await mkdir(dir, { recursive: true });
-      await chmod(join(workDir, 'hosts'), 0o711);
-      await chmod(dir, 0o711);
+      // searchable (not listable) by others, as a worker's data dir is: a session's sandbox user must reach its dirs
+      for (const d of [workDir, join(workDir, 'hosts'), dir]) await chmod(d, 0o711);
       return dir;
     };
     let hostDir = await newHost();
@@ -234,7 +234,6 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
 
     const agent = await call('POST', '/v1/agents', { name: `chaos ${runId}`, model: 'scripted', runtime: { type: 'scripted', config: {} }, tool_policy: POLICY });
     if (agent.status !== 200) throw new Error(`agent not created: ${agent.status} ${JSON.stringify(agent.body)}`);
-    const portable = await startPortableSessions(options.portableSessions ?? 0);
 
     /**
      * OpenCode sessions on the scripted model, started before the first fault: each sends its second message once its
@@ -272,8 +271,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
             if (!log) continue;
             const idles = log.filter((e) => e.type === 'session.status_idle').length;
             const users = log.filter((e) => e.type === 'user.message').length;
-            // the second message goes once the first turn has ended, and once only (checked in the log before a retry)
-            if (idles >= 1 && users === 1 && !sent.has(i)) {
+            // the second message goes once the first turn has ended and a host was lost since (so the second turn runs
+            // elsewhere than the first), and once only (checked in the log before a retry)
+            const moved = hostLosses > 0 || (options.hostLosses ?? 0) === 0;
+            if (idles >= 1 && users === 1 && moved && !sent.has(i)) {
               const res = await call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.message', content: turn(i, 'two') }] }, {}, 1_000).catch(() => null);
               if (res?.status === 200) sent.add(i);
             }
@@ -292,7 +293,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
             const answers = log.filter((e) => e.type === 'agent.message').map((e) => e.content?.[0]?.text);
             const wanted = [`noted: ${turn(i, 'one')}`, `noted: ${turn(i, 'two')}`];
             if (answers.join('|') !== wanted.join('|')) {
-              out.push(`portable session ${i}: answers ${JSON.stringify(answers)} (expected ${JSON.stringify(wanted)})`);
+              const stops = log.filter((e) => e.type === 'session.status_idle' || e.type === 'session.error').map((e) => JSON.stringify(e.stop_reason ?? e));
+              out.push(`portable session ${i}: answers ${JSON.stringify(answers)} (expected ${JSON.stringify(wanted)}); stops: ${stops.join(', ')}`);
               continue;
             }
             if (log.some((e) => e.type === 'session.error')) out.push(`portable session ${i}: a session.error event`);
@@ -314,6 +316,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const sessionIds = new Map<number, string>();
     const done = new Map<string, { stopReason: string }>();
     let stopDriving = false;
+    let hostLosses = 0;
+    const portable = await startPortableSessions(options.portableSessions ?? 0);
     // sessions start throughout the faults: session i waits for kill number ⌊i·kills/sessions⌋
     let killsDone = 0;
     const startEveryMs = options.killEveryMs / Math.max(1, options.sessions / Math.max(1, options.kills));
@@ -376,7 +380,6 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     // API restarts in the first half of the kills, Postgres restarts in the second
     const apiSlots = slots(options.apiRestarts, options.kills, 0, 0.5);
     const hostSlots = slots(options.hostLosses ?? 0, options.kills, 0, 1);
-    let hostLosses = 0;
     const pgSlots = slots(options.pgRestarts, options.kills, 0.5, 1);
     let apiRestarts = 0;
     let pgRestarts = 0;
@@ -426,7 +429,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     while (([...sessionIds.values()].some((id) => !done.has(id)) || !portable.settled()) && Date.now() < settleDeadline && !crashed) await sleep(500);
     stopDriving = true;
     await Promise.all([approver, watcher, portable.driver]);
-    log(`settled: ${done.size}/${sessionIds.size} finished`);
+    const scriptedIds = new Set(sessionIds.values());
+    log(`settled: ${[...scriptedIds].filter((id) => done.has(id)).length}/${sessionIds.size} finished`);
     if (crashed) throw new Error(`chaos run stopped: ${violations.join('; ')}`);
 
     // ---- the invariants
@@ -490,7 +494,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       retriedRequests: counters.retried,
       confirmationsAlreadyDecided: alreadyDecided,
       events,
-      ledgerRows: ledgerRows.reduce((n, r) => n + r.rows, 0),
+      // the scripted sessions' (the OpenCode sessions' charges are checked by their own tests)
+      ledgerRows: ledgerRows.filter((r) => scriptedIds.has(r.session_id)).reduce((n, r) => n + r.rows, 0),
       recovery: recoveryTimes(kills, eventTimes),
       violations,
     };
