@@ -91,7 +91,7 @@ async function opened(name: string, key?: string) {
 
 describe('the cursor adapter against the contract fake', () => {
   it('declares no approvals', () => {
-    expect(CURSOR_CAPABILITIES).toEqual({ approvals: false, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'none', sandbox: 'remote', gateway: false });
+    expect(CURSOR_CAPABILITIES).toEqual({ approvals: false, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'none', sandbox: 'remote', gateway: false, portable: 'remote' });
   });
 
   it('runs a first turn by creating the agent, then a follow-up as a new run on it', async () => {
