@@ -24,7 +24,7 @@ import { inSpan } from '../observability/tracing';
 import { DEFAULT_TURN_RESERVE_USD, microsToUsd, usdToMicros } from '../governance/budget';
 import { decideCharge, type ChargeDecision, type CostSource, type PriceTable } from '../governance/pricing';
 import { createEgressGuard, egressRefusal, EgressRefusedError, type EgressGuard } from '../runtimes/kit/egress';
-import { RuntimeRefusedError, type AdapterLogger, type RuntimeAdapter, type RuntimeEvent, type RuntimeKind, type RuntimeRegistry, type RuntimeSessionRef, type TurnContext, type TurnSink } from '../runtimes/runtime-adapter';
+import { RuntimeRefusedError, type AdapterLogger, type RuntimeAdapter, type RuntimeEvent, type RuntimeRegistry, type RuntimeSessionRef, type TurnContext, type TurnSink } from '../runtimes/runtime-adapter';
 import type { RecordDecisionInput, RecordEventsInput, RunTurnInput, SessionActivities, TurnOutcome } from './types';
 import { decideToolCall, sessionActor, toolUseEventId } from './tool-decision';
 import { commitCharges, ledgerCharge } from './charges';
@@ -219,9 +219,9 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     const runtime = adapter.kind;
     const snapshot: SessionSnapshot | null =
       deps.snapshots && adapter.capabilities.portable === 'snapshot' && adapter.sessionState
-        ? { sessionId: input.sessionId, snapshots: deps.snapshots, roots: { runtime, list: snapshotRoots(ctx, snapshotIgnore, adapter.sessionState(ctx.sessionId)) } }
+        ? { sessionId: input.sessionId, snapshots: deps.snapshots, roots: snapshotRoots(ctx, snapshotIgnore, adapter.sessionState(ctx.sessionId)) }
         : null;
-    if (snapshot) await restoreIfBehind(snapshot, previous);
+    if (snapshot) await restoreIfBehind(snapshot, adapter, previous);
     // every charge of the turn is decided by the runtime's declared cost source and the team's prices as the turn began
     const pricing: Pricing = { costSource: adapter.capabilities.cost, agentModel: input.agent.model, overrides };
     const spanAttributes = { 'agentplane.session_id': input.sessionId, 'agentplane.runtime': runtime, 'agentplane.turn': input.turnId, 'agentplane.leg': input.leg };
@@ -313,7 +313,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
       const outcome: TurnOutcome = { ...(await runLeg()), ...(deps.hostQueue && holdsProcesses(adapter) ? { heldBy: deps.hostQueue } : {}) };
       // the turn stopped (ended, parked for a person, interrupted, failed): what the session needs to continue is written
       // before the workflow hears of it, so any worker can take the next leg
-      if (snapshot) await saveSnapshot(snapshot, input, runtime, reservationId);
+      if (snapshot) await saveSnapshot(snapshot, runtime, reservationId);
       // a runtime parked on a call for a person holds that call: only a session whose turn is over hibernates
       if (snapshot && outcome.result.status !== 'requires_action') hibernateLater(input.sessionId, adapter);
       return outcome;
@@ -327,16 +327,15 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
    * Before a leg: when another worker wrote the session's newest snapshot (this worker never ran it, or ran it before
    * that worker did), this worker's runtime for the session is stopped and the snapshot restored in place of its files.
    */
-  async function restoreIfBehind(snapshot: SessionSnapshot, previous: RuntimeSessionRef | null): Promise<void> {
-    const adapter = deps.runtimes[snapshot.roots.runtime] as RuntimeRegistry[keyof RuntimeRegistry];
+  async function restoreIfBehind(snapshot: SessionSnapshot, adapter: RuntimeAdapter, previous: RuntimeSessionRef | null): Promise<void> {
     const started = performance.now();
-    const restored = await snapshot.snapshots.ensureCurrent(snapshot.sessionId, snapshot.roots.list, async () => {
-      if (previous && adapter) await adapter.close(previous);
+    const restored = await snapshot.snapshots.ensureCurrent(snapshot.sessionId, snapshot.roots, async () => {
+      if (previous) await adapter.close(previous);
     });
     if (!restored) return;
     const ms = Math.round(performance.now() - started);
     log.info('session restored from its snapshot', { sessionId: snapshot.sessionId, seq: restored.seq, writer: restored.writer, bytes: restored.bytes, ms });
-    metrics.snapshotRestores.inc({ runtime: snapshot.roots.runtime });
+    metrics.snapshotRestores.inc({ runtime: adapter.kind });
     await appendEvents(db, { sessionId: snapshot.sessionId, events: [{ sourceId: `restore:${restored.seq}:${deps.dataDir}`, type: 'session.restored', payload: { snapshot: restored.seq, bytes: restored.bytes, restore_ms: ms } }] });
   }
 
@@ -346,17 +345,17 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
    * `session.snapshot_failed` event says why it cannot move. A store that cannot be reached fails the leg, which is
    * retried: the runtime reattaches to the stopped turn and the snapshot is tried again.
    */
-  async function saveSnapshot(snapshot: SessionSnapshot, input: RunTurnInput, runtime: string, legId: string): Promise<void> {
+  async function saveSnapshot(snapshot: SessionSnapshot, runtime: string, legId: string): Promise<void> {
     const started = performance.now();
     try {
-      const saved = await snapshot.snapshots.save(snapshot.sessionId, runtime, snapshot.roots.list);
+      const saved = await snapshot.snapshots.save(snapshot.sessionId, runtime, snapshot.roots);
       metrics.snapshotSeconds.observe({ runtime }, (performance.now() - started) / 1000);
       log.info('session snapshot written', { sessionId: snapshot.sessionId, seq: saved.manifest.seq, bytes: saved.manifest.bytes, filesRead: saved.filesRead, chunksStored: saved.chunksStored, bytesStored: saved.bytesStored });
     } catch (err) {
       if (!(err instanceof SnapshotTooLargeError || err instanceof SnapshotConflictError)) throw err;
       const reason = err instanceof SnapshotTooLargeError ? 'too_large' : 'conflict';
       log.warn('session snapshot not written', { sessionId: snapshot.sessionId, reason, error: err.message });
-      await appendEvents(db, { sessionId: input.sessionId, events: [{ sourceId: `snapshot:${legId}`, type: 'session.snapshot_failed', payload: { reason, message: err.message } }] });
+      await appendEvents(db, { sessionId: snapshot.sessionId, events: [{ sourceId: `snapshot:${legId}`, type: 'session.snapshot_failed', payload: { reason, message: err.message } }] });
     }
   }
 
@@ -525,7 +524,7 @@ async function sessionEnvironment(db: Db, input: RunTurnInput): Promise<{ networ
 interface SessionSnapshot {
   sessionId: string;
   snapshots: Snapshotter;
-  roots: { runtime: RuntimeKind; list: SnapshotRoot[] };
+  roots: SnapshotRoot[];
 }
 
 function snapshotRoots(ctx: TurnContext, workspaceIgnore: readonly string[], runtime: { path: string; ignore: readonly string[] }): SnapshotRoot[] {

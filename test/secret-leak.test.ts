@@ -20,6 +20,7 @@ import { verifySignature } from '../worker/notifier';
 import { createServer, type Server } from 'node:http';
 import { createTestDatabase, type TestDatabase } from './support/postgres';
 import { readFilesUnder } from './support/files';
+import { decodeChunk } from '../snapshots/snapshotter';
 import { startScriptedModel, type ScriptedModel } from './support/scripted-model';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
@@ -160,6 +161,15 @@ describe('secrets', () => {
     await call('GET', `/v1/credentials/${credential.body.id}`);
     await call('GET', `/v1/agents/${agent.body.id}`);
     await call('GET', '/v1/sessions');
+    // the session's snapshots (its runtime's state and its workspace, written when the turn parked and when it ended):
+    // every chunk decoded (they are deflated, so the dump below could not see into them), and the manifests
+    const chunks = rowsOf<{ data: Uint8Array }>(await db.db.execute(sql`select data from snapshot_chunks where session_id = ${id}`));
+    expect(chunks.length).toBeGreaterThan(0);
+    const manifests = JSON.stringify(rowsOf(await db.db.execute(sql`select manifest from session_snapshots where session_id = ${id}`)));
+    for (const secret of SECRETS) {
+      expect(manifests).not.toContain(secret);
+      for (const chunk of chunks) expect((await decodeChunk(chunk.data)).includes(secret), 'a snapshot chunk').toBe(false);
+    }
     await call('POST', `/v1/sessions/${id}/archive`);
 
     // the secret really was used: the model server saw it as the bearer token
@@ -175,7 +185,7 @@ describe('secrets', () => {
     expect(history.length).toBeGreaterThan(1000);
     for (const secret of SECRETS) expect(history).not.toContain(secret);
 
-    const tables = ['sessions', 'session_events', 'audit_log', 'runtime_sessions', 'agent_versions', 'approvals', 'ledger', 'credentials', 'environments', 'api_keys', 'webhooks', 'webhook_deliveries', 'budgets', 'reservations'];
+    const tables = ['sessions', 'session_events', 'audit_log', 'runtime_sessions', 'agent_versions', 'approvals', 'ledger', 'credentials', 'environments', 'api_keys', 'webhooks', 'webhook_deliveries', 'budgets', 'reservations', 'session_snapshots', 'snapshot_chunks'];
     for (const table of tables) {
       const dump = JSON.stringify(rowsOf(await db.db.execute(sql.raw(`select * from ${table}`))));
       for (const secret of SECRETS) expect(dump, `table ${table}`).not.toContain(secret);

@@ -220,18 +220,7 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
   /** One activity call of a turn; a turn has several when it stops for approvals. */
   async function runLeg(turnId: string, leg: number, turnInput: TurnInput, uncancellable = false): Promise<TurnOutcome | 'cancelled'> {
     const args = { sessionId, turnId, leg, agent, initiator: input.initiator, input: turnInput, policy, policyVersion, budget: input.budget };
-    const call = async (): Promise<TurnOutcome> => {
-      if (affinity && holder) {
-        try {
-          return noteHolder(await onHolder(holder).runTurn(args));
-        } catch (err) {
-          if (!holderGone(err)) throw err;
-          log.info('the worker holding the session did not take its leg: any worker continues it', { sessionId, holder });
-          holder = null;
-        }
-      }
-      return noteHolder(await turns.runTurn(args));
-    };
+    const call = async (): Promise<TurnOutcome> => noteHolder(await atHolder(onHolder, turns, (on) => on.runTurn(args)));
     if (uncancellable) return CancellationScope.nonCancellable(call);
     turnScope = new CancellationScope();
     try {
@@ -246,6 +235,23 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
     } finally {
       turnScope = null;
     }
+  }
+
+  /**
+   * `call` on the queue of the worker holding the session (affinity), or on the shared queue when there is none or it
+   * did not take the call in time (it is gone: any worker continues the session).
+   */
+  async function atHolder<T>(holderActivities: (queue: string) => SessionActivities, shared: SessionActivities, call: (on: SessionActivities) => Promise<T>): Promise<T> {
+    if (affinity && holder) {
+      try {
+        return await call(holderActivities(holder));
+      } catch (err) {
+        if (!holderGone(err)) throw err;
+        log.info('the worker holding the session did not take its call: any worker takes it', { sessionId, holder });
+        holder = null;
+      }
+    }
+    return call(shared);
   }
 
   function noteHolder(outcome: TurnOutcome): TurnOutcome {
@@ -317,14 +323,6 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
 
   /** The session's runtime is stopped where it runs: on the worker holding it, else (gone) on any. */
   async function closeRuntime(): Promise<void> {
-    const close = { sessionId, runtime: agent.runtime.type };
-    if (affinity && holder) {
-      try {
-        return await closeOnHolder(holder).closeRuntime(close);
-      } catch (err) {
-        if (!holderGone(err)) throw err;
-      }
-    }
-    await remoteBookkeeping.closeRuntime(close);
+    await atHolder(closeOnHolder, remoteBookkeeping, (on) => on.closeRuntime({ sessionId, runtime: agent.runtime.type }));
   }
 }

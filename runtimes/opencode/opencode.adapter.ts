@@ -309,20 +309,19 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     } else if (!turn || turn.turnId !== input.turnId) {
       return { status: 'error', message: `no turn ${input.turnId} to resume on this opencode session`, retryable: false };
     }
+    const saveTurn = async (next: TurnRecord) => {
+      ref.state = { ...(ref.state as OpenCodeState), turn: next };
+      await sink.checkpoint(ref.state);
+    };
     if (input.kind === 'resume') {
       try {
-        const resumed = await resumeAfterLoss(ctx, client, ref, turn, input, sink);
+        const resumed = await resumeAfterLoss(ctx, client, ref.runtimeSessionId, turn, input, saveTurn);
         if (resumed) [turn, input] = [resumed, { kind: 'resume', turnId: input.turnId, decisions: [] }];
       } catch (err) {
         if (!(err instanceof OpenCodeError)) throw err;
         return { status: 'error', message: `opencode: ${redact(err.message, [ctx.secrets.modelApiKey])}`, retryable: err.retryable };
       }
     }
-
-    const saveTurn = async (next: TurnRecord) => {
-      ref.state = { ...(ref.state as OpenCodeState), turn: next };
-      await sink.checkpoint(ref.state);
-    };
     const run = new TurnRun({ ctx, client, sessionId: ref.runtimeSessionId, turn, input, sink, log, idleGraceMs, priced: openCodePrice(ctx, opts.prices) !== undefined, saveTurn });
     try {
       const result = await run.execute();
@@ -348,38 +347,39 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
    * and is to be made again (it is then allowed once on that approval), a denied one is not to be made. Answers the turn
    * as it continues (its answer is the one to that message), or null when nothing was lost (the usual resume).
    */
-  async function resumeAfterLoss(ctx: TurnContext, client: OpenCodeClient, ref: RuntimeSessionRef, turn: TurnRecord, input: Extract<TurnInput, { kind: 'resume' }>, sink: TurnSink): Promise<TurnRecord | null> {
-    const sessionId = ref.runtimeSessionId;
-    if (!turn.resumedAfterLoss) {
-      const asked = turn.asked ?? [];
-      if (asked.length === 0 || input.decisions.length === 0) return null;
-      const pending = new Set((await client.pendingPermissions()).map((p) => p.id));
-      if (input.decisions.some((d) => pending.has(d.requestId)) || (await client.sessionBusy(sessionId))) return null;
-      const history = await client.messages(sessionId);
-      const last = history.filter((m) => m.info.role === 'assistant' && m.info.parentID === turn.openCodeMessageId).at(-1)?.info;
-      if (!last || last.time?.completed !== undefined) return null;
-      const decided = input.decisions.flatMap((d) => {
-        const call = asked.find((a) => a.requestId === d.requestId);
-        return call ? [{ call, decision: d }] : [];
-      });
-      if (decided.length === 0) return null;
-      const told = openCodeMessageId(`${turn.messageId}:resumed:${input.decisions.map((d) => d.requestId).join(',')}`);
-      const carried = decided.filter((d) => d.decision.behavior === 'allow').map((d) => d.call);
-      turn = { ...turn, openCodeMessageId: told, resumedAfterLoss: told, lossNotice: lossNotice(decided), carried, asked: [] };
-      ref.state = { ...(ref.state as OpenCodeState), turn };
-      await sink.checkpoint(ref.state);
-      log.warn('the runtime was lost while calls waited for a person: telling the agent what became of them', { sessionId: ctx.sessionId, approved: carried.length, denied: decided.length - carried.length });
-    }
-    const history = await client.messages(sessionId);
-    if (!history.some((m) => m.info.id === turn.resumedAfterLoss)) {
-      await client.promptAsync(sessionId, {
-        messageID: turn.resumedAfterLoss,
-        parts: [{ type: 'text', text: turn.lossNotice ?? '' }],
+  async function resumeAfterLoss(ctx: TurnContext, client: OpenCodeClient, sessionId: string, turn: TurnRecord, input: Extract<TurnInput, { kind: 'resume' }>, saveTurn: (next: TurnRecord) => Promise<void>): Promise<TurnRecord | null> {
+    const tell = (told: TurnRecord) =>
+      client.promptAsync(sessionId, {
+        messageID: told.resumedAfterLoss,
+        parts: [{ type: 'text', text: told.lossNotice ?? '' }],
         model: { providerID: PROVIDER_ID, modelID: ctx.agent.model },
         ...(ctx.agent.system ? { system: ctx.agent.system } : {}),
       });
+    if (turn.resumedAfterLoss) {
+      // a retry: the agent was told unless the message is not in its history yet
+      if (!(await client.messages(sessionId)).some((m) => m.info.id === turn.resumedAfterLoss)) await tell(turn);
+      return turn;
     }
-    return turn;
+    const asked = turn.asked ?? [];
+    if (asked.length === 0 || input.decisions.length === 0) return null;
+    const pending = new Set((await client.pendingPermissions()).map((p) => p.id));
+    if (input.decisions.some((d) => pending.has(d.requestId)) || (await client.sessionBusy(sessionId))) return null;
+    const history = await client.messages(sessionId);
+    const last = history.filter((m) => m.info.role === 'assistant' && m.info.parentID === turn.openCodeMessageId).at(-1)?.info;
+    if (!last || last.time?.completed !== undefined) return null;
+    const decided = input.decisions.flatMap((d) => {
+      const call = asked.find((a) => a.requestId === d.requestId);
+      return call ? [{ call, decision: d }] : [];
+    });
+    if (decided.length === 0) return null;
+    const told = openCodeMessageId(`${turn.messageId}:resumed:${input.decisions.map((d) => d.requestId).join(',')}`);
+    const carried = decided.filter((d) => d.decision.behavior === 'allow').map((d) => d.call);
+    const next: TurnRecord = { ...turn, openCodeMessageId: told, resumedAfterLoss: told, lossNotice: lossNotice(decided), carried, asked: [] };
+    // recorded before it is sent: a retry finds it and never tells the agent twice
+    await saveTurn(next);
+    log.warn('the runtime was lost while calls waited for a person: telling the agent what became of them', { sessionId: ctx.sessionId, approved: carried.length, denied: decided.length - carried.length });
+    await tell(next);
+    return next;
   }
 
   async function close(ref: RuntimeSessionRef): Promise<void> {
@@ -1066,11 +1066,6 @@ export function normaliseInput(name: string, input: Record<string, unknown>): Re
   return out;
 }
 
-/**
- * OpenCode message ids are `msg_` + 12 hex digits of (ms × 4096 + counter) + 14 random base62 characters, and
- * OpenCode sorts by them. Ours keeps that shape with the time of the first attempt (recorded in the checkpoint
- * before sending, so a retry reuses it) and a suffix derived from agentplane's message id.
- */
 /** What the agent is told when its runtime was lost while its calls waited for a person, and what a person decided. */
 function lossNotice(decided: Array<{ call: AskedCall; decision: PermissionDecision }>): string {
   const lines = decided.map(({ call, decision }) =>
@@ -1085,6 +1080,11 @@ function lossNotice(decided: Array<{ call: AskedCall; decision: PermissionDecisi
   ].join('\n');
 }
 
+/**
+ * OpenCode message ids are `msg_` + 12 hex digits of (ms × 4096 + counter) + 14 random base62 characters, and
+ * OpenCode sorts by them. Ours keeps that shape with the time of the first attempt (recorded in the checkpoint
+ * before sending, so a retry reuses it) and a suffix derived from agentplane's message id.
+ */
 export function openCodeMessageId(messageId: string, now = Date.now()): string {
   const time = ((BigInt(now) * 0x1000n + 1n) & 0xffffffffffffn).toString(16).padStart(12, '0');
   const alphabet = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
