@@ -2,7 +2,9 @@
  * Portable sessions: a session survives losing its host. Two workers, each its own OS process with its own data dir
  * (two hosts on one machine); worker A and every process it started get SIGKILL and its data dir is deleted, and
  * worker B continues the session from its snapshot: the model sees the whole conversation, the workspace has turn 1's
- * file, and nothing was sent twice. Real OpenCode, real Temporal, real Postgres.
+ * file, and nothing was sent twice. Every runtime that snapshots its sessions (`portable: 'snapshot'`) runs the same
+ * three cases: a host lost between turns, a host lost while a call waited for a person, a worker drained by SIGTERM.
+ * Real runtimes (OpenCode, Claude Code, DeepAgents), real Temporal, real Postgres, the scripted model.
  */
 import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -15,6 +17,8 @@ import { createGate, startScriptedModel, type ScriptedModel } from './support/sc
 import { eventsOf, eventually, LOCAL_RECEIVERS, startStack, waitForStatus, type Stack } from './support/stack';
 import { killHostProcesses } from './support/host-kill';
 import { scriptedOpenCodeAgent } from './support/opencode-agent';
+import { RUNTIME_CAPABILITIES } from '../runtimes/registry';
+import type { RuntimeKind } from '../runtimes/runtime-adapter';
 import { spawnWorker, type WorkerProcess } from './support/worker-process';
 import { alive } from '../runtimes/kit/process';
 
@@ -24,13 +28,48 @@ let agentId: string;
 let hostsDir: string;
 const workers: Host[] = [];
 type Host = WorkerProcess & { dataDir: string };
+/** every worker can run each runtime under test */
+const RUNTIMES = 'opencode,claude-code,deepagents';
+
+/** How a portable runtime's agent is made, and how its model requests read. */
+interface PortableRuntime {
+  kind: RuntimeKind;
+  /** creates an agent on the scripted model with this policy; answers its id */
+  agent(opts: { name: string; secret: string; toolPolicy: Record<string, unknown> }): Promise<string>;
+  /**
+   * how a call that waited for a person is carried out after its host was lost: the runtime is told the decision and
+   * makes the call again (`notice`: its process held the call), or the restored state holds the pending call itself
+   * (`state`: DeepAgents' graph checkpoint)
+   */
+  inFlight: 'notice' | 'state';
+}
+
+const BASH = ['bash', 'Bash', 'execute'];
+
+async function credentialFor(secret: string): Promise<string> {
+  const credential = await stack.call('POST', '/v1/credentials', { name: 'model key', secret });
+  expect(credential.status).toBeLessThan(300);
+  return credential.body.id as string;
+}
+
+async function agentOn(runtime: RuntimeKind, model: string, baseUrl: string, opts: { name: string; secret: string; toolPolicy: Record<string, unknown> }): Promise<string> {
+  const agent = await stack.call('POST', '/v1/agents', { name: opts.name, model, runtime: { type: runtime, config: {} }, model_provider: { base_url: baseUrl, credential_id: await credentialFor(opts.secret) }, tool_policy: opts.toolPolicy });
+  expect(agent.status).toBe(200);
+  return agent.body.id as string;
+}
+
+const PORTABLE: PortableRuntime[] = [
+  { kind: 'opencode', agent: (opts) => scriptedOpenCodeAgent(stack, model, opts), inFlight: 'notice' },
+  { kind: 'claude-code', agent: (opts) => agentOn('claude-code', 'claude-sonnet-4-5', model.url, opts), inFlight: 'notice' },
+  // a model in the default pricing table: DeepAgents reports tokens, the ledger prices them
+  { kind: 'deepagents', agent: (opts) => agentOn('deepagents', 'gpt-4.1', model.openaiBaseUrl, opts), inFlight: 'state' },
+];
 
 beforeAll(async () => {
   stack = await startStack({ worker: false, allowPrivateEgress: LOCAL_RECEIVERS });
   model = await startScriptedModel();
   hostsDir = await mkdtemp(join(tmpdir(), 'agentplane-hosts-'));
   await chmod(hostsDir, 0o711);
-  agentId = await scriptedOpenCodeAgent(stack, model, { name: 'portable opencode', secret: 'sk-portable-secret-000', toolPolicy: { rules: [], default: 'allow' } });
 }, 180_000);
 
 // each test starts the workers it needs: none of an earlier test's takes its sessions
@@ -54,7 +93,7 @@ afterAll(async () => {
 /** A worker on a host of its own: its own data dir, nothing shared with the others but Postgres and Temporal. */
 async function host(name: string, env: Record<string, string> = {}): Promise<Host> {
   const dataDir = join(hostsDir, name);
-  const w = Object.assign(await spawnWorker({ ...stack, dataDir }, env), { dataDir });
+  const w = Object.assign(await spawnWorker({ ...stack, dataDir }, { AGENTPLANE_RUNTIMES: RUNTIMES, ...env }), { dataDir });
   workers.push(w);
   return w;
 }
@@ -73,57 +112,163 @@ function killHost(dataDir: string): void {
   killHostProcesses(dataDir);
 }
 
-async function start(prompt: string) {
-  const res = await stack.call('POST', '/v1/sessions', { agent: agentId, initial_events: [{ type: 'user.message', content: prompt }] });
+async function start(prompt: string, agent = agentId) {
+  const res = await stack.call('POST', '/v1/sessions', { agent, initial_events: [{ type: 'user.message', content: prompt }] });
   expect(res.status).toBe(200);
   return res.body.id as string;
 }
 
-/** The text of every message the model was sent in one request (OpenAI chat shape), in order. */
+/** The text of every message the model was sent in one request (OpenAI chat or Anthropic Messages shape), in order. */
 function conversation(body: unknown): string {
   const messages = (body as { messages?: Array<{ role: string; content: unknown }> }).messages ?? [];
   return messages.map((m) => `${m.role}: ${typeof m.content === 'string' ? m.content : JSON.stringify(m.content)}`).join('\n');
 }
 
-describe('portable sessions', () => {
+/** The model's first request of the exchange a prompt starts (Claude Code puts system reminders before a prompt). */
+function firstRequestOf(prompt: string) {
+  return model.requests.find((r) => r.stepIndex === 0 && r.prompt?.endsWith(prompt) === true);
+}
+
+/** How often a prompt started an exchange with the model: more than once means it was sent twice. */
+function timesSent(prompt: string): number {
+  return model.requests.filter((r) => r.stepIndex === 0 && r.prompt?.endsWith(prompt) === true).length;
+}
+
+/** Waits for the session's `n`th `session.status_idle` (a turn after the first starts from idle). */
+async function turnsEnded(id: string, n: number, host?: Host): Promise<void> {
+  await eventually(async () => ((await eventsOf(stack, id)).filter((e) => e.type === 'session.status_idle').length === n ? true : undefined), { timeoutMs: 180_000, what: `turn ${n} to end` }).catch(async (err) => {
+    throw new Error(`${(err as Error).message}\n${JSON.stringify(await eventsOf(stack, id), null, 1).slice(0, 4000)}\n${host?.output().slice(-4000) ?? ''}`);
+  });
+}
+
+const messagesOf = (events: any[]) => events.filter((e) => e.type === 'agent.message').map((e) => e.content[0].text as string);
+const failures = (events: any[]) => events.filter((e) => e.type === 'session.error' || e.type === 'session.snapshot_failed');
+
+describe.each(PORTABLE)('portable sessions: $kind', (rt) => {
+  const allowAll = { rules: [], default: 'allow' };
+  it('is declared portable by snapshot', () => {
+    expect(RUNTIME_CAPABILITIES[rt.kind].portable).toBe('snapshot');
+  });
+
   it('continues on another host after its host is lost between turns: history, workspace, and no prompt sent twice', async () => {
+    const [one, two] = [`${rt.kind} portable turn one`, `${rt.kind} portable turn two`];
     model.setScript([
-      { match: 'portable turn one', steps: [{ tool: 'bash', input: { command: 'printf portable-file-content-42 > notes.txt', description: 'write a note' } }, { text: 'wrote the note' }] },
-      { match: 'portable turn two', steps: [{ tool: 'bash', input: { command: 'cat notes.txt', description: 'read the note' } }, { text: (c) => `the note says ${c.lastToolResult}` }] },
+      { match: one, steps: [{ tool: BASH, input: { command: 'printf portable-file-content-42 > notes.txt', description: 'write a note' } }, { text: 'wrote the note' }] },
+      { match: two, steps: [{ tool: BASH, input: { command: 'cat notes.txt', description: 'read the note' } }, { text: (c) => `the note says ${c.lastToolResult}` }] },
     ]);
-    const a = await host('a');
-    const id = await start('portable turn one');
-    await waitForStatus(stack, id, 'idle', 'end_turn', 120_000);
+    const agent = await rt.agent({ name: `portable ${rt.kind}`, secret: `sk-portable-${rt.kind}-000`, toolPolicy: allowAll });
+    const a = await host(`${rt.kind}-a`);
+    const id = await start(one, agent);
+    await waitForStatus(stack, id, 'idle', 'end_turn', 180_000);
     await loseHost(a);
 
-    await host('b');
-    const res = await stack.call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.message', content: 'portable turn two' }] });
+    const b = await host(`${rt.kind}-b`);
+    const res = await stack.call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.message', content: two }] });
     expect(res.status).toBe(200);
-    // turn 2 has ended when its status event is in the log (the session was idle before it too)
-    await eventually(async () => ((await eventsOf(stack, id)).filter((e) => e.type === 'session.status_idle').length === 2 ? true : undefined), { timeoutMs: 120_000, what: 'turn 2 to end' }).catch(async (err) => {
-      throw new Error(`${(err as Error).message}\n${JSON.stringify(await eventsOf(stack, id), null, 1).slice(0, 4000)}\n${workers[1]?.output().slice(-4000)}`);
-    });
+    await turnsEnded(id, 2, b);
     expect((await stack.call('GET', `/v1/sessions/${id}`)).body.stop_reason).toEqual({ type: 'end_turn' });
 
     // the model's first request of turn 2 carries turn 1: its prompt, its tool call and its answer
-    const firstOfTurnTwo = model.requestsFor('portable turn two')[0];
-    const sent = conversation(firstOfTurnTwo?.body);
-    expect(sent).toContain('portable turn one');
+    const sent = conversation(firstRequestOf(two)?.body);
+    expect(sent).toContain(one);
     expect(sent).toContain('wrote the note');
-    expect(sent).toContain('portable turn two');
-    // turn 1's prompt went to the model once
-    expect(model.countPrompts('portable turn one')).toBe(1);
-    expect(model.countPrompts('portable turn two')).toBe(1);
+    expect(sent).toContain(two);
+    // each prompt went to the model once
+    expect([timesSent(one), timesSent(two)]).toEqual([1, 1]);
 
     const events = await eventsOf(stack, id);
     // the tool of turn 2 read the file turn 1 wrote, on the other host
     const results = events.filter((e) => e.type === 'agent.tool_result').map((e) => JSON.stringify(e.content));
     expect(results.at(-1)).toContain('portable-file-content-42');
-    expect(events.filter((e) => e.type === 'agent.message').at(-1).content[0].text).toContain('portable-file-content-42');
+    expect(messagesOf(events).at(-1)).toContain('portable-file-content-42');
     // the move is on the record, and nothing failed
     expect(events.filter((e) => e.type === 'session.restored')).toHaveLength(1);
-    expect(events.filter((e) => e.type === 'session.error' || e.type === 'session.snapshot_failed')).toEqual([]);
-  }, 300_000);
+    expect(failures(events)).toEqual([]);
+  }, 420_000);
+
+  it('carries out a call approved after the host where it waited was lost: the tool runs once, the turn ends end_turn', async () => {
+    const prompt = `${rt.kind} parked turn`;
+    const append = { command: 'echo approved-run >> runs.txt; cat runs.txt', description: 'append a line' };
+    const ran = { text: (c: { lastToolResult?: string }) => `ran after the move: ${c.lastToolResult}` };
+    model.setScript([
+      // a runtime that holds the pending call in its restored state runs it and carries on from here
+      { match: prompt, steps: [{ tool: BASH, input: append }, ran] },
+      // one whose process held the call is told what became of it and makes it again, as a real model would
+      { match: (p) => p.includes('moved to another machine'), steps: [{ tool: BASH, input: append }, ran] },
+    ]);
+    const asking = await rt.agent({ name: `portable ${rt.kind}, asks`, secret: `sk-portable-${rt.kind}-001`, toolPolicy: { rules: [{ tool: 'bash', action: 'ask' }], default: 'allow' } });
+    const a = await host(`${rt.kind}-park-a`);
+    const id = await start(prompt, asking);
+    const waiting = await waitForStatus(stack, id, 'requires_action', undefined, 180_000);
+    await loseHost(a);
+
+    const c = await host(`${rt.kind}-park-c`);
+    const asked = waiting.pending_approvals[0].tool_use_id as string;
+    const approved = await stack.call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.tool_confirmation', tool_use_id: asked, result: 'allow' }] });
+    expect(approved.status).toBe(200);
+    await waitForStatus(stack, id, 'idle', 'end_turn', 240_000).catch((err) => {
+      throw new Error(`${(err as Error).message}\n${c.output().slice(-4000)}`);
+    });
+
+    const events = await eventsOf(stack, id);
+    // the tool ran once: the file it appends to has one line
+    const answer = messagesOf(events).at(-1) ?? '';
+    expect(answer).toMatch(/^ran after the move: /);
+    expect(answer.match(/approved-run/g)).toHaveLength(1);
+    const uses = events.filter((e) => e.type === 'agent.tool_use');
+    if (rt.inFlight === 'notice') {
+      // the call made again was allowed on the person's approval, and says so
+      expect(uses.map((e) => e.evaluated_permission)).toEqual(['ask', 'allow']);
+      expect(uses[1].evaluation.rule).toContain(`approved as ${asked}`);
+    } else {
+      expect(uses.map((e) => e.evaluated_permission)).toEqual(['ask']);
+    }
+    expect(events.filter((e) => e.type === 'session.restored')).toHaveLength(1);
+    expect(failures(events)).toEqual([]);
+    expect(timesSent(prompt)).toBe(1);
+  }, 420_000);
+
+  it('drains on SIGTERM: the turn in flight ends on the stopping worker, and another host continues the session', async () => {
+    const gate = createGate();
+    const [one, two] = [`${rt.kind} drain turn one`, `${rt.kind} drain turn two`];
+    model.setScript([
+      { match: one, steps: [{ tool: BASH, input: { command: 'printf drained-note-43 > drained.txt', description: 'write a note' } }, { text: 'finished while draining', waitFor: gate.promise }] },
+      { match: two, steps: [{ tool: BASH, input: { command: 'cat drained.txt', description: 'read the note' } }, { text: (c) => `still there: ${c.lastToolResult}` }] },
+    ]);
+    const agent = await rt.agent({ name: `draining ${rt.kind}`, secret: `sk-portable-${rt.kind}-002`, toolPolicy: allowAll });
+    const a = await host(`${rt.kind}-drain-a`);
+    const id = await start(one, agent);
+    // the turn is in flight: its tool ran, and the model's answer is held
+    await model.waitForRequest((r) => r.prompt?.endsWith(one) === true && r.stepIndex === 1, 180_000);
+    const stopping = a.stop();
+    await new Promise((r) => setTimeout(r, 1_000));
+    gate.release();
+    await stopping;
+    // it stopped by itself, once its turn was over (stop() would have used SIGKILL after 15 s)
+    expect(a.child.signalCode).toBeNull();
+    await loseHost(a);
+
+    const b = await host(`${rt.kind}-drain-b`);
+    await waitForStatus(stack, id, 'idle', 'end_turn', 180_000);
+    const res = await stack.call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.message', content: two }] });
+    expect(res.status).toBe(200);
+    await turnsEnded(id, 2, b);
+    const events = await eventsOf(stack, id);
+    const [first, second] = messagesOf(events);
+    expect(first).toBe('finished while draining');
+    expect(second).toContain('still there: ');
+    expect(second).toContain('drained-note-43');
+    expect(events.filter((e) => e.type === 'session.status_idle').map((e) => e.stop_reason.type)).toEqual(['end_turn', 'end_turn']);
+    expect(failures(events)).toEqual([]);
+    expect(timesSent(one)).toBe(1);
+    expect(conversation(firstRequestOf(two)?.body)).toContain('finished while draining');
+  }, 420_000);
+});
+
+describe('portable sessions: OpenCode on one host', () => {
+  beforeAll(async () => {
+    agentId = await scriptedOpenCodeAgent(stack, model, { name: 'portable opencode', secret: 'sk-portable-secret-000', toolPolicy: { rules: [], default: 'allow' } });
+  });
 
   it('sends a session\'s turns to the worker holding its runtime while two workers run: no restore, one server', async () => {
     model.setScript([{ match: /^affine turn/, steps: [{ text: (c) => `answered ${c.prompt}` }] }]);
@@ -144,67 +289,6 @@ describe('portable sessions', () => {
     expect((JSON.parse(await readFile(join(holder!.dataDir, 'opencode', id, 'server.json'), 'utf8')) as { pid: number }).pid).toBe(pid);
     const other = holder === one ? two : one;
     expect(existsSync(join(other.dataDir, 'opencode', id))).toBe(false);
-  }, 300_000);
-
-  it('carries out a call approved after the host where it waited was lost: the tool runs once, the turn ends end_turn', async () => {
-    const append = { command: 'echo approved-run >> runs.txt; cat runs.txt', description: 'append a line' };
-    model.setScript([
-      { match: 'parked turn', steps: [{ tool: 'bash', input: append }, { text: 'not reached: the host is lost first' }] },
-      // told what became of its call, the model makes it again, as a real one would
-      { match: (p) => p.includes('moved to another machine'), steps: [{ tool: 'bash', input: append }, { text: (c) => `ran after the move: ${c.lastToolResult}` }] },
-    ]);
-    const asking = await scriptedOpenCodeAgent(stack, model, { name: 'portable, asks', secret: 'sk-portable-secret-001', toolPolicy: { rules: [{ tool: 'bash', action: 'ask' }], default: 'allow' } });
-    const a = await host('park-a');
-    const res = await stack.call('POST', '/v1/sessions', { agent: asking, initial_events: [{ type: 'user.message', content: 'parked turn' }] });
-    const id = res.body.id as string;
-    const waiting = await waitForStatus(stack, id, 'requires_action', undefined, 120_000);
-    await loseHost(a);
-
-    await host('park-c');
-    const approved = await stack.call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.tool_confirmation', tool_use_id: waiting.pending_approvals[0].tool_use_id, result: 'allow' }] });
-    expect(approved.status).toBe(200);
-    await waitForStatus(stack, id, 'idle', 'end_turn', 180_000);
-
-    const events = await eventsOf(stack, id);
-    // the tool ran once: the file it appends to has one line
-    expect(events.filter((e) => e.type === 'agent.message').at(-1).content[0].text).toBe('ran after the move: approved-run\n');
-    const uses = events.filter((e) => e.type === 'agent.tool_use');
-    expect(uses.map((e) => e.evaluated_permission)).toEqual(['ask', 'allow']);
-    expect(uses[1].evaluation.rule).toContain(`approved as ${waiting.pending_approvals[0].tool_use_id}`);
-    expect(events.filter((e) => e.type === 'session.restored')).toHaveLength(1);
-    expect(events.filter((e) => e.type === 'session.error' || e.type === 'session.snapshot_failed')).toEqual([]);
-    expect(model.countPrompts('parked turn')).toBe(1);
-  }, 300_000);
-
-  it('drains on SIGTERM: the turn in flight ends on the stopping worker, and another host continues the session', async () => {
-    const gate = createGate();
-    model.setScript([
-      { match: 'drain turn one', steps: [{ tool: 'bash', input: { command: 'printf drained-note-43 > drained.txt', description: 'write a note' } }, { text: 'finished while draining', waitFor: gate.promise }] },
-      { match: 'drain turn two', steps: [{ tool: 'bash', input: { command: 'cat drained.txt', description: 'read the note' } }, { text: (c) => `still there: ${c.lastToolResult}` }] },
-    ]);
-    const a = await host('drain-a');
-    const id = await start('drain turn one');
-    // the turn is in flight: its tool ran, and the model's answer is held
-    await model.waitForRequest((r) => r.prompt === 'drain turn one' && r.stepIndex === 1, 120_000);
-    const stopping = a.stop();
-    await new Promise((r) => setTimeout(r, 1_000));
-    gate.release();
-    await stopping;
-    // it stopped by itself, once its turn was over (stop() would have used SIGKILL after 15 s)
-    expect(a.child.signalCode).toBeNull();
-    await loseHost(a);
-
-    await host('drain-b');
-    await waitForStatus(stack, id, 'idle', 'end_turn', 120_000);
-    const res = await stack.call('POST', `/v1/sessions/${id}/events`, { events: [{ type: 'user.message', content: 'drain turn two' }] });
-    expect(res.status).toBe(200);
-    await eventually(async () => ((await eventsOf(stack, id)).filter((e) => e.type === 'session.status_idle').length === 2 ? true : undefined), { timeoutMs: 120_000, what: 'turn 2 to end' });
-    const events = await eventsOf(stack, id);
-    expect(events.filter((e) => e.type === 'agent.message').map((e) => e.content[0].text)).toEqual(['finished while draining', 'still there: drained-note-43']);
-    expect(events.filter((e) => e.type === 'session.status_idle').map((e) => e.stop_reason.type)).toEqual(['end_turn', 'end_turn']);
-    expect(events.filter((e) => e.type === 'session.error' || e.type === 'session.snapshot_failed')).toEqual([]);
-    expect(model.countPrompts('drain turn one')).toBe(1);
-    expect(conversation(model.requestsFor('drain turn two')[0]?.body)).toContain('finished while draining');
   }, 300_000);
 
   it('hibernates an idle session: its runtime is stopped, and the next message starts it again with its history', async () => {

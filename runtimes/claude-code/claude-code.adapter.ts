@@ -53,6 +53,8 @@
  */
 import { runtimeEnv } from '../kit/env';
 import { SILENT_LOGGER } from '../kit/log';
+import { decidedCalls, lossNotice, type AskedCall } from '../kit/lost-calls';
+import { canonicalJson } from '../../db/queries/audit';
 import { redact } from '../kit/redact';
 import { turnSandboxRequest, type SessionSandbox, type SessionSandboxes } from '../kit/session-sandbox';
 import { createHash } from 'node:crypto';
@@ -95,6 +97,8 @@ interface TurnRecord {
   messageId: string;
   /** user prompts in the transcript before this turn's prompt was sent: more than that means it was sent */
   promptsBefore: number;
+  /** the calls this turn parked for a person: what a lost process's calls were */
+  asked?: AskedCall[];
 }
 
 interface ClaudeState extends Record<string, unknown> {
@@ -123,8 +127,11 @@ interface LiveSession {
   nextMessage: Promise<IteratorResult<SDKMessage>> | null;
   /** call ids decided through the hook (they already have their `agent.tool_use`) */
   decided: Set<string>;
-  /** recorded decisions to apply to a re-issued call after a lost process: canonical tool + input → decision */
-  preDecided: Array<{ tool: CanonicalTool; input: string; decision: PermissionDecision }>;
+  /**
+   * what a person decided for the calls a lost process held, for the agent's calls after it was told: an approved one
+   * is allowed once on its approval (`approvedAs`), a denied one is refused without asking again
+   */
+  carried: Array<{ call: AskedCall; decision: PermissionDecision }>;
   sentMessageIds: Set<string>;
   /** per-request usage not yet reported, kept across the legs of a turn */
   usage: UsageStore;
@@ -318,7 +325,7 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
       pending: new Map(),
       nextMessage: null,
       decided: new Set(),
-      preDecided: [],
+      carried: [],
       sentMessageIds: new Set(),
       usage: newUsageStore(),
       closed: false,
@@ -334,14 +341,14 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
     const tool = canonicalClaudeTool(nativeName);
     const input = normaliseClaudeInput(nativeName, rawInput);
     session.decided.add(callId);
-    const key = JSON.stringify(input);
-    const pre = session.preDecided.findIndex((p) => p.tool === tool && p.input === key);
-    if (pre >= 0) {
-      const { decision } = session.preDecided.splice(pre, 1)[0] as { decision: PermissionDecision };
-      await driver.emit([{ type: 'agent.tool_use', tool_use_id: callId, name: tool, input, evaluated_permission: decision.behavior, sourceId: `tool:${callId}` }]);
-      return { behavior: decision.behavior, message: decision.message ?? (decision.behavior === 'deny' ? 'denied by a person' : undefined) };
+    const at = session.carried.findIndex(({ call }) => call.tool === tool && canonicalJson(call.input) === canonicalJson(input));
+    const carried = at >= 0 ? session.carried.splice(at, 1)[0] : undefined;
+    if (carried?.decision.behavior === 'deny') {
+      const message = carried.decision.message ?? 'denied by a person';
+      await driver.emit([{ type: 'agent.tool_use', tool_use_id: callId, name: tool, input, evaluated_permission: 'deny', sourceId: `tool:${callId}` }]);
+      return { behavior: 'deny', message };
     }
-    const decision = await driver.sink.decide({ requestId: callId, callId, tool, input });
+    const decision = await driver.sink.decide({ requestId: callId, callId, tool, input, ...(carried ? { approvedAs: carried.call.toolUseId } : {}) });
     log.debug?.('tool call decided', { callId, tool, action: decision.action });
     if (decision.action !== 'ask') return decision.action === 'allow' ? { behavior: 'allow' } : { behavior: 'deny', message: decision.message ?? 'denied by agentplane policy' };
     const toolUseId = decision.toolUseId;
@@ -374,13 +381,24 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
     }
     const driver = new TurnDriver(sink, ctx, log);
     const box = await sandboxFor(ctx);
+    /** drives the turn; a turn that parks records the calls it waits on, for a host that may have to carry them out */
+    const run = async (live: LiveSession): Promise<TurnResult> => {
+      const result = await drive(live, driver);
+      const turn = (ref.state as Partial<ClaudeState>).turn;
+      if (result.status !== 'requires_action' || !turn) return result;
+      const asked = [...live.pending.values()].map(({ requestId, toolUseId, tool, input }) => ({ requestId, toolUseId, tool, input }));
+      const next = { ...(ref.state as ClaudeState), turn: { ...turn, asked } };
+      ref.state = next;
+      await sink.checkpoint(next);
+      return result;
+    };
 
     if (input.kind === 'message') {
       let turn = state.turn;
       const same = turn?.turnId === input.turnId && turn.messageId === input.messageId;
       if (session && same && session.sentMessageIds.has(input.messageId)) {
         // a retry in this worker: the prompt is in the live process; keep driving it
-        return drive(session, driver);
+        return run(session);
       }
       const entries = await transcript(ctx.sessionId, state.claudeSessionId);
       if (!turn || !same) {
@@ -398,13 +416,13 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
         if (turnEnded(entries.slice(at + 1))) return { status: 'end_turn' };
         session ??= start(ctx, state, true, box);
         session.push(userMessage('[agentplane] The previous attempt of this turn was cut off by a restart. Continue the task from where you left off.'));
-        return drive(session, driver);
+        return run(session);
       }
       session ??= start(ctx, state, entries.length > 0, box);
       session.sentMessageIds.add(input.messageId);
       session.push(userMessage(input.text));
       log.info('prompt sent', { sessionId: ctx.sessionId, turnId: turn.turnId });
-      return drive(session, driver);
+      return run(session);
     }
 
     // resume after a person decided
@@ -416,28 +434,18 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
         session.pending.delete(decision.requestId);
         pending.resolve({ behavior: decision.behavior, message: decision.behavior === 'deny' ? (decision.message ?? 'denied by a person') : undefined });
       }
-      return drive(session, driver);
+      return run(session);
     }
-    // the process that held the call is gone: resume from the transcript and re-issue the decision
-    const entries = await transcript(ctx.sessionId, state.claudeSessionId);
-    const calls = new Map<string, { name: string; input: Record<string, unknown> }>();
-    for (const e of entries) for (const b of contentBlocks(e)) if (b.type === 'tool_use' && typeof b.id === 'string') calls.set(b.id, { name: String(b.name), input: (b.input ?? {}) as Record<string, unknown> });
+    // the process that held the calls is gone (a restart, or another host restored the session): resumed from the
+    // transcript, the agent is told what the person decided and makes an approved call again
+    const decided = decidedCalls(state.turn.asked ?? [], input.decisions);
+    if (decided.length === 0) return { status: 'error', message: 'the claude code process that held the pending calls is gone, and the turn recorded none of them', retryable: false };
     if (session) session.end();
     session = start(ctx, state, true, box);
-    const lines: string[] = [];
-    for (const decision of input.decisions) {
-      const call = calls.get(decision.requestId);
-      if (!call) continue;
-      const tool = canonicalClaudeTool(call.name);
-      session.preDecided.push({ tool, input: JSON.stringify(normaliseClaudeInput(call.name, call.input)), decision });
-      lines.push(
-        decision.behavior === 'allow'
-          ? `The ${call.name} call ${JSON.stringify(call.input)} was approved; make that call again now.`
-          : `The ${call.name} call ${JSON.stringify(call.input)} was denied: ${decision.message ?? 'denied by a person'}. Do not retry it.`,
-      );
-    }
-    session.push(userMessage(`[agentplane] Your pending tool call was interrupted by a restart while it waited for a person. ${lines.join(' ')}`));
-    return drive(session, driver);
+    session.carried.push(...decided);
+    log.warn('the runtime was lost while calls waited for a person: telling the agent what became of them', { sessionId: ctx.sessionId, decided: decided.length });
+    session.push(userMessage(lossNotice(decided)));
+    return run(session);
   }
 
   async function drive(session: LiveSession, driver: TurnDriver): Promise<TurnResult> {
@@ -512,7 +520,15 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
     await opts.sandboxes.close(ref.sessionId);
   }
 
-  return { kind: descriptor.kind, capabilities: descriptor.capabilities, open, runTurn, close };
+  /**
+   * What another host needs to continue the session: Claude Code's CLAUDE_CONFIG_DIR (the transcripts, its settings
+   * file, todos) and HOME, less what it rebuilds (caches, shell snapshots, feature-flag caches, debug logs).
+   */
+  function sessionState(sessionId: string) {
+    return { path: layout(sessionId).root, ignore: ['**/.cache/**', 'home/.npm/**', 'config/statsig/**', 'config/shell-snapshots/**', 'config/debug/**', 'config/*.backup*'] };
+  }
+
+  return { kind: descriptor.kind, capabilities: descriptor.capabilities, open, runTurn, close, sessionState };
 }
 
 /** Removes a session's Claude Code data (transcripts, home). */
@@ -787,11 +803,6 @@ export async function readTranscript(path: string, root: string): Promise<string
 
 function userMessage(text: string): SDKUserMessage {
   return { type: 'user', message: { role: 'user', content: text }, parent_tool_use_id: null };
-}
-
-function contentBlocks(entry: Record<string, unknown>): ContentBlock[] {
-  const content = (entry.message as { content?: unknown } | undefined)?.content;
-  return Array.isArray(content) ? (content as ContentBlock[]) : [];
 }
 
 /** Indexes of the transcript's user prompts (user entries that are not tool results, meta or sidechain). */

@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { runtimeConfig } from '../kit/config';
 import type { RuntimeCapabilities, RuntimeDescriptor } from '../runtime-adapter';
 
-export const CLAUDE_CODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any', sandbox: 'session', gateway: true, portable: 'no' } as const satisfies RuntimeCapabilities;
+export const CLAUDE_CODE_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any', sandbox: 'session', gateway: true, portable: 'snapshot' } as const satisfies RuntimeCapabilities;
 
 const configSchema = runtimeConfig('claude-code', { maxTurns: z.number().int().positive().optional() }, { unknownKeys: 'refuse' });
 export type ClaudeCodeConfig = z.infer<typeof configSchema>;

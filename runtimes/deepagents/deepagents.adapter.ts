@@ -21,8 +21,10 @@
  * checkpoint and pending write. Why files and not a table in our database: adapters are built by
  * `buildRuntimes` with a data directory and no database handle, the session's other runtime state (Claude Code's
  * transcript, OpenCode's store) already lives in the worker's data directory with the same durability, and a table
- * would mean a migration in a schema several branches are changing at once. The price: like those runtimes, a session
- * resumes on a worker that sees the same data directory. The file holds the conversation, never the key; only the
+ * would mean a migration in a schema several branches are changing at once. The directory is the session's state
+ * (`sessionState`): the worker snapshots it with the workspace whenever a turn stops, and any other worker restores it
+ * (snapshots/), so a session moves between hosts with its graph, a pending interrupt included: a call approved after
+ * its host was lost runs once, from the restored interrupt. The file holds the conversation, never the key; only the
  * newest few checkpoints per namespace are kept (each holds the whole state), so it grows with the conversation, not
  * with the number of steps. It is rewritten whole on every change, which is fine for sessions of ordinary length; a
  * database saver can replace `FileCheckpointSaver` without touching the rest of this file.
@@ -175,6 +177,8 @@ export function createDeepAgentsAdapter(options: DeepAgentsAdapterOptions): Runt
       // nothing else lives between turns: the graph is rebuilt from the checkpoint file each turn
       await opts.sandboxes.close(ref.sessionId);
     },
+    // the checkpoint file; a temporary one is never left between turns but by a crash, and is not state
+    sessionState: (sessionId) => ({ path: join(opts.dataDir, 'deepagents', sessionId), ignore: ['*.tmp'] }),
   };
 }
 

@@ -8,7 +8,7 @@
 import { runtimeConfig } from '../kit/config';
 import type { RuntimeCapabilities, RuntimeDescriptor } from '../runtime-adapter';
 
-export const DEEPAGENTS_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any', sandbox: 'session', gateway: true, portable: 'no' } as const satisfies RuntimeCapabilities;
+export const DEEPAGENTS_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any', sandbox: 'session', gateway: true, portable: 'snapshot' } as const satisfies RuntimeCapabilities;
 
 export const descriptor: RuntimeDescriptor<'deepagents'> = {
   kind: 'deepagents',

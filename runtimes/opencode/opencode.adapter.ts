@@ -34,6 +34,7 @@ import type { ModelPrice } from '../../governance/pricing';
 import { SILENT_LOGGER } from '../kit/log';
 import { stopRecordedServers, stopServer } from '../kit/servers';
 import { alive } from '../kit/process';
+import { decidedCalls, lossNotice, type AskedCall } from '../kit/lost-calls';
 import { redact } from '../kit/redact';
 import { fetchThrough, sandboxDispatcher, UNREACHABLE, type Dispatcher } from '../kit/sandbox/provider';
 import { turnSandboxRequest, type SessionSandbox, type SessionSandboxes } from '../kit/session-sandbox';
@@ -41,7 +42,6 @@ import { readSseFrames } from '../kit/sse';
 import type {
   AdapterLogger,
   Decision,
-  PermissionDecision,
   PermissionRequest,
   RuntimeAdapter,
   RuntimeEvent,
@@ -54,7 +54,6 @@ import type {
 import { buildOpenCodeConfig, canonicalTool, defaultOpenCodeBinary, OPENCODE_KEY_ENV, OPENCODE_SWITCHES, openCodePrice, PROVIDER_ID } from './config';
 import { descriptor } from './descriptor';
 import { canonicalJson } from '../../db/queries/audit';
-import type { CanonicalTool } from '../../governance/types';
 
 export interface OpenCodeAdapterOptions {
   /** the `opencode` binary; default: the one shipped by the `opencode-ai` package, else `opencode` on PATH */
@@ -101,13 +100,6 @@ interface TurnRecord {
   resumedAfterLoss?: string;
   /** what it was told */
   lossNotice?: string;
-}
-
-interface AskedCall {
-  requestId: string;
-  toolUseId: string;
-  tool: CanonicalTool;
-  input: Record<string, unknown>;
 }
 
 interface OpenCodeState extends Record<string, unknown> {
@@ -367,14 +359,11 @@ export function createOpenCodeAdapter(opts: OpenCodeAdapterOptions): RuntimeAdap
     const history = await client.messages(sessionId);
     const last = history.filter((m) => m.info.role === 'assistant' && m.info.parentID === turn.openCodeMessageId).at(-1)?.info;
     if (!last || last.time?.completed !== undefined) return null;
-    const decided = input.decisions.flatMap((d) => {
-      const call = asked.find((a) => a.requestId === d.requestId);
-      return call ? [{ call, decision: d }] : [];
-    });
+    const decided = decidedCalls(asked, input.decisions);
     if (decided.length === 0) return null;
     const told = openCodeMessageId(`${turn.messageId}:resumed:${input.decisions.map((d) => d.requestId).join(',')}`);
     const carried = decided.filter((d) => d.decision.behavior === 'allow').map((d) => d.call);
-    const next: TurnRecord = { ...turn, openCodeMessageId: told, resumedAfterLoss: told, lossNotice: lossNotice(decided), carried, asked: [] };
+    const next: TurnRecord = { ...turn, openCodeMessageId: told, resumedAfterLoss: told, lossNotice: lossNotice(decided, 'Tool execution was interrupted'), carried, asked: [] };
     // recorded before it is sent: a retry finds it and never tells the agent twice
     await saveTurn(next);
     log.warn('the runtime was lost while calls waited for a person: telling the agent what became of them', { sessionId: ctx.sessionId, approved: carried.length, denied: decided.length - carried.length });
@@ -1064,20 +1053,6 @@ export function normaliseInput(name: string, input: Record<string, unknown>): Re
   if (name === 'bash' && out.command === undefined && typeof input.cmd === 'string') out.command = input.cmd;
   if ((name === 'webfetch' || name === 'websearch') && out.url === undefined && typeof input.uri === 'string') out.url = input.uri;
   return out;
-}
-
-/** What the agent is told when its runtime was lost while its calls waited for a person, and what a person decided. */
-function lossNotice(decided: Array<{ call: AskedCall; decision: PermissionDecision }>): string {
-  const lines = decided.map(({ call, decision }) =>
-    decision.behavior === 'allow'
-      ? `- ${call.tool} ${JSON.stringify(call.input)}: approved. Make this call again now, exactly as before.`
-      : `- ${call.tool} ${JSON.stringify(call.input)}: denied${decision.message ? ` (${decision.message})` : ''}. Do not make it; go on without it.`,
-  );
-  return [
-    'Your session moved to another machine while these tool calls waited for approval, so they did not run ("Tool execution was interrupted"). A person has decided:',
-    ...lines,
-    'Then finish the task you were given.',
-  ].join('\n');
 }
 
 /**
