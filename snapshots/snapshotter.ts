@@ -327,7 +327,9 @@ async function restoreRoot(store: SnapshotStore, sessionId: string, path: string
   const fresh = `${path}.restoring`;
   await rm(fresh, { recursive: true, force: true });
   await mkdir(dirname(path), { recursive: true, mode: 0o711 });
-  await mkdir(fresh, { mode: 0o700 });
+  // searchable, not listable, like the parents a sandbox creates: a runtime may mount a directory below the root
+  // (DeepAgents' sandbox home), and what is inside keeps its own modes
+  await mkdir(fresh, { mode: 0o711 });
   const target = (rel: string) => {
     const normal = posix.normalize(rel);
     if (normal.startsWith('../') || normal === '..' || posix.isAbsolute(normal) || normal !== rel) throw new Error(`snapshot of ${sessionId} names a path outside its root: ${rel}`);
