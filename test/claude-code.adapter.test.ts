@@ -211,9 +211,9 @@ describe('Claude Code adapter (real Agent SDK + claude binary + scripted model)'
         match: prompt,
         steps: [{ tool: 'Bash', input: { command: 'echo approved-after-crash > marker.txt', description: 'marker' } }, { text: (c) => `after the crash: ${c.lastToolResult ?? 'nothing'}` }],
       },
-      // the continuation message after the lost process: the model makes the approved call again
+      // told what became of its call after the lost process, the model makes the approved call again
       {
-        match: 'interrupted by a restart',
+        match: 'moved to another machine',
         steps: [{ tool: 'Bash', input: { command: 'echo approved-after-crash > marker.txt', description: 'marker' } }, { text: 'made the marker' }],
       },
     ]);
@@ -259,8 +259,8 @@ console.log('RESULT ' + JSON.stringify({ ref, result }));
     const resumed = await adapter.runTurn(ctx, ref, { kind: 'resume', turnId: 'turn_1', decisions: [{ requestId, behavior: 'allow' }] }, sink);
     expect(resumed).toEqual({ status: 'end_turn' });
     expect(existsSync(join(ctx.workdir, 'marker.txt'))).toBe(true);
-    // the re-issued call was answered with the recorded decision, not decided again
-    expect(sink.requests).toHaveLength(0);
+    // the call made again is decided on the person's approval: it names the asked call's tool use
+    expect(sink.requests.map((r) => [r.tool, r.approvedAs])).toEqual([['bash', `tu_${requestId}`]]);
     expect(sink.of('agent.tool_use').map((e) => [e.name, e.evaluated_permission])).toEqual([['bash', 'allow']]);
     expect(sent(prompt)).toBe(1);
   });

@@ -36,7 +36,7 @@ describe('Hermes tool names', () => {
   });
 
   it('declares approvals, interrupt, reattach, priced cost, and a session sandbox', () => {
-    expect(HERMES_CAPABILITIES).toEqual({ approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any', sandbox: 'session', gateway: true, portable: 'no' });
+    expect(HERMES_CAPABILITIES).toEqual({ approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any', sandbox: 'session', gateway: true, portable: 'snapshot' });
   });
 });
 

@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { sql } from 'drizzle-orm';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { rowsOf } from '../db/client';
-import { createGate, startScriptedModel, type ScriptedModel } from './support/scripted-model';
+import { createGate, startScriptedModel, type ScriptedModel, type ScriptStep } from './support/scripted-model';
+import { ensureHermes } from './support/hermes';
 import { eventsOf, eventually, LOCAL_RECEIVERS, startStack, waitForStatus, type Stack } from './support/stack';
 import { killHostProcesses } from './support/host-kill';
 import { scriptedOpenCodeAgent } from './support/opencode-agent';
@@ -29,7 +30,7 @@ let hostsDir: string;
 const workers: Host[] = [];
 type Host = WorkerProcess & { dataDir: string };
 /** every worker can run each runtime under test */
-const RUNTIMES = 'opencode,claude-code,deepagents';
+const RUNTIMES = 'opencode,claude-code,deepagents,hermes';
 
 /** How a portable runtime's agent is made, and how its model requests read. */
 interface PortableRuntime {
@@ -42,9 +43,12 @@ interface PortableRuntime {
    * (`state`: DeepAgents' graph checkpoint)
    */
   inFlight: 'notice' | 'state';
+  /** the model's step that runs a shell command with this runtime's tool */
+  bash?(command: string): ScriptStep;
 }
 
-const BASH = ['bash', 'Bash', 'execute'];
+/** OpenCode's bash, Claude Code's Bash, DeepAgents' execute: the model calls the one the runtime offers */
+const bashStep = (rt: PortableRuntime, command: string): ScriptStep => rt.bash?.(command) ?? { tool: ['bash', 'Bash', 'execute'], input: { command, description: 'a shell command' } };
 
 async function credentialFor(secret: string): Promise<string> {
   const credential = await stack.call('POST', '/v1/credentials', { name: 'model key', secret });
@@ -63,6 +67,16 @@ const PORTABLE: PortableRuntime[] = [
   { kind: 'claude-code', agent: (opts) => agentOn('claude-code', 'claude-sonnet-4-5', model.url, opts), inFlight: 'notice' },
   // a model in the default pricing table: DeepAgents reports tokens, the ledger prices them
   { kind: 'deepagents', agent: (opts) => agentOn('deepagents', 'gpt-4.1', model.openaiBaseUrl, opts), inFlight: 'state' },
+  // Hermes keeps a run in its server's process only: a run that waited for a person is lost with its host
+  {
+    kind: 'hermes',
+    agent: (opts) => {
+      ensureHermes();
+      return agentOn('hermes', 'claude-sonnet-4-5', model.openaiBaseUrl, opts);
+    },
+    inFlight: 'notice',
+    bash: (command) => ({ tool: 'terminal', input: { command } }),
+  },
 ];
 
 beforeAll(async () => {
@@ -153,8 +167,8 @@ describe.each(PORTABLE)('portable sessions: $kind', (rt) => {
   it('continues on another host after its host is lost between turns: history, workspace, and no prompt sent twice', async () => {
     const [one, two] = [`${rt.kind} portable turn one`, `${rt.kind} portable turn two`];
     model.setScript([
-      { match: one, steps: [{ tool: BASH, input: { command: 'printf portable-file-content-42 > notes.txt', description: 'write a note' } }, { text: 'wrote the note' }] },
-      { match: two, steps: [{ tool: BASH, input: { command: 'cat notes.txt', description: 'read the note' } }, { text: (c) => `the note says ${c.lastToolResult}` }] },
+      { match: one, steps: [bashStep(rt, 'printf portable-file-content-42 > notes.txt'), { text: 'wrote the note' }] },
+      { match: two, steps: [bashStep(rt, 'cat notes.txt'), { text: (c) => `the note says ${c.lastToolResult}` }] },
     ]);
     const agent = await rt.agent({ name: `portable ${rt.kind}`, secret: `sk-portable-${rt.kind}-000`, toolPolicy: allowAll });
     const a = await host(`${rt.kind}-a`);
@@ -188,13 +202,13 @@ describe.each(PORTABLE)('portable sessions: $kind', (rt) => {
 
   it('carries out a call approved after the host where it waited was lost: the tool runs once, the turn ends end_turn', async () => {
     const prompt = `${rt.kind} parked turn`;
-    const append = { command: 'echo approved-run >> runs.txt; cat runs.txt', description: 'append a line' };
+    const append = bashStep(rt, 'echo approved-run >> runs.txt; cat runs.txt');
     const ran = { text: (c: { lastToolResult?: string }) => `ran after the move: ${c.lastToolResult}` };
     model.setScript([
       // a runtime that holds the pending call in its restored state runs it and carries on from here
-      { match: prompt, steps: [{ tool: BASH, input: append }, ran] },
+      { match: prompt, steps: [append, ran] },
       // one whose process held the call is told what became of it and makes it again, as a real model would
-      { match: (p) => p.includes('moved to another machine'), steps: [{ tool: BASH, input: append }, ran] },
+      { match: (p) => p.includes('moved to another machine'), steps: [append, ran] },
     ]);
     const asking = await rt.agent({ name: `portable ${rt.kind}, asks`, secret: `sk-portable-${rt.kind}-001`, toolPolicy: { rules: [{ tool: 'bash', action: 'ask' }], default: 'allow' } });
     const a = await host(`${rt.kind}-park-a`);
@@ -232,8 +246,8 @@ describe.each(PORTABLE)('portable sessions: $kind', (rt) => {
     const gate = createGate();
     const [one, two] = [`${rt.kind} drain turn one`, `${rt.kind} drain turn two`];
     model.setScript([
-      { match: one, steps: [{ tool: BASH, input: { command: 'printf drained-note-43 > drained.txt', description: 'write a note' } }, { text: 'finished while draining', waitFor: gate.promise }] },
-      { match: two, steps: [{ tool: BASH, input: { command: 'cat drained.txt', description: 'read the note' } }, { text: (c) => `still there: ${c.lastToolResult}` }] },
+      { match: one, steps: [bashStep(rt, 'printf drained-note-43 > drained.txt'), { text: 'finished while draining', waitFor: gate.promise }] },
+      { match: two, steps: [bashStep(rt, 'cat drained.txt'), { text: (c) => `still there: ${c.lastToolResult}` }] },
     ]);
     const agent = await rt.agent({ name: `draining ${rt.kind}`, secret: `sk-portable-${rt.kind}-002`, toolPolicy: allowAll });
     const a = await host(`${rt.kind}-drain-a`);

@@ -38,11 +38,16 @@
  * process with `resume: <claudeSessionId>`. If the prompt is already in the transcript, the turn's finished events are
  * replayed from the transcript (the sink drops duplicates by `sourceId`); a turn that had ended is reported as ended,
  * and an unfinished one is continued with a short, explicit continuation message (never the original prompt). A
- * pending ask whose process is gone is resumed the same way: the continuation message tells the model the person's
- * decision and asks it to retry the call when approved; the re-issued call is answered with the recorded decision
- * when its tool and input match (recorded as an `agent.tool_use` under the new call id with that decision, without a
- * second policy evaluation), and goes through `sink.decide` like any other call otherwise. The model may of course
- * choose not to repeat the call; that is the honest limit of resuming without the process that held it.
+ * pending ask whose process is gone is resumed the same way. A turn that parks records the calls it waits on
+ * (`turn.asked`: request id, `agent.tool_use` id, tool, input) in its checkpoint; the resumed process is told what the
+ * person decided (runtimes/kit/lost-calls.ts). The call made again is decided by `sink.decide` with `approvedAs`, so it
+ * is allowed once on that approval and audited as such (a deny rule still wins); a denied call made again is refused
+ * without asking. The model may of course choose not to repeat the call; that is the honest limit of resuming
+ * without the process that held it.
+ *
+ * Portable (`sessionState`): the session's whole state directory, transcripts and all, is what another host needs. The
+ * worker snapshots it with the workspace whenever a turn stops and restores it elsewhere (snapshots/); the transcript's
+ * project directory is named after the cwd, `/workspace` in every sandbox, so `resume` finds it on any host.
  *
  * While the worker lives, each session keeps its `claude` process (and its memory) until `close`.
  *

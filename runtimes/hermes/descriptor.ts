@@ -8,7 +8,7 @@ import { runtimeConfig } from '../kit/config';
 import type { RuntimeCapabilities, RuntimeDescriptor } from '../runtime-adapter';
 
 /** `any` with the gate plugin loaded; without it a turn under a deny rule is refused (hermes.adapter.ts, `denialsWithoutGate`). */
-export const HERMES_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any', sandbox: 'session', gateway: true, portable: 'no' } as const satisfies RuntimeCapabilities;
+export const HERMES_CAPABILITIES = { approvals: true, interrupt: true, reattach: true, cost: 'priced', streaming: true, denies: 'any', sandbox: 'session', gateway: true, portable: 'snapshot' } as const satisfies RuntimeCapabilities;
 
 export const descriptor: RuntimeDescriptor<'hermes'> = {
   kind: 'hermes',

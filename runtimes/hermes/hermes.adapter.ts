@@ -73,6 +73,8 @@ import { describeRequestError } from '../kit/egress';
 import { SILENT_LOGGER } from '../kit/log';
 import { stopRecordedServers, stopServer } from '../kit/servers';
 import { alive } from '../kit/process';
+import { decidedCalls, lossNotice, type AskedCall } from '../kit/lost-calls';
+import { canonicalJson } from '../../db/queries/audit';
 import { redact } from '../kit/redact';
 import { fetchThrough, sandboxDispatcher, UNREACHABLE, type Dispatcher } from '../kit/sandbox/provider';
 import { turnSandboxRequest, type SessionSandbox, type SessionSandboxes } from '../kit/session-sandbox';
@@ -147,8 +149,10 @@ interface TurnRecord {
   runId: string | null;
   lastEventId: string | null;
   calls: CallRecord[];
-  /** calls waiting for a person (requires_action) */
-  pending: Array<{ requestId: string; callId: string; toolUseId: string }>;
+  /** calls waiting for a person (requires_action): what a lost server's calls were */
+  pending: Array<AskedCall & { callId: string }>;
+  /** approved calls the agent was told to make again after its server was lost: each is allowed once on its approval */
+  carried?: Array<AskedCall & { used?: boolean }>;
   /** text segments emitted so far (a segment ends at a tool call) */
   segments: number;
 }
@@ -469,6 +473,12 @@ export function createHermesAdapter(opts: HermesAdapterOptions): RuntimeAdapter 
       await opts.sandboxes.close(ref.sessionId);
       log.info('hermes server stopped', { sessionId: ref.sessionId, pid: file?.pid });
     },
+    /**
+     * HERMES_HOME: the session store (SQLite and its write-ahead log) with the conversation, memories, skills. Not what
+     * every start makes again (`config.yaml`, with the model credential, `plugins/`; `.env` and `hooks/` are removed),
+     * nor logs, caches, or the shared-memory index SQLite rebuilds. The server's key file is outside it.
+     */
+    sessionState: (sessionId) => ({ path: layout(sessionId).home, ignore: ['config.yaml', '.env', 'plugins/**', 'hooks/**', 'logs/**', '**/*-shm', '**/.cache/**', '*_cache/**'] }),
   };
 }
 
@@ -525,6 +535,8 @@ class Turn {
     if (input.kind === 'resume') {
       if (!current?.runId) return { status: 'error', message: 'no Hermes run is waiting for a decision', retryable: false };
       this.turn = current;
+      // the server that held the run is gone (its host was lost; this one runs on the restored state)
+      if (!this.parked.has(current.runId) && !(await this.status())) return this.resumeAfterLoss(input.decisions);
       await this.answer(input.decisions);
       return this.follow();
     }
@@ -538,12 +550,7 @@ class Turn {
     }
     await this.save();
     const history = await this.history();
-    const created = await this.api.request<{ run_id: string }>(
-      'POST',
-      '/v1/runs',
-      { input: input.text, session_id: this.ctx.sessionId, ...(history.length > 0 ? { conversation_history: history } : {}), ...(this.ctx.agent.model ? { model: this.ctx.agent.model } : {}), ...(this.ctx.agent.system ? { instructions: this.ctx.agent.system } : {}) },
-      { 'idempotency-key': this.turn.messageId },
-    );
+    const created = await this.api.request<{ run_id: string }>('POST', '/v1/runs', this.runBody(input.text, history), { 'idempotency-key': this.turn.messageId });
     this.turn = { ...this.turn, runId: created.run_id };
     await this.save();
     return this.follow();
@@ -592,6 +599,29 @@ class Turn {
     return (listed.data ?? []).flatMap((m) => ((m.role === 'user' || m.role === 'assistant') && typeof m.content === 'string' && m.content ? [{ role: m.role, content: m.content }] : []));
   }
 
+  /**
+   * The run that waited for a person died with its server: Hermes keeps a run in its process only. A new run on the
+   * restored conversation tells the agent what the person decided (runtimes/kit/lost-calls.ts); the approved call made
+   * again is allowed once on its approval. Idempotent by the lost run's id: a retry on this server gets the same run.
+   */
+  private async resumeAfterLoss(decisions: PermissionDecision[]): Promise<TurnResult> {
+    const decided = decidedCalls(this.turn.pending, decisions);
+    if (decided.length === 0) return { status: 'error', message: `Hermes run ${this.runId} is gone, and the turn recorded none of the calls it waited on`, retryable: false };
+    const lost = this.runId;
+    this.log.warn('the runtime was lost while calls waited for a person: telling the agent what became of them', { sessionId: this.ctx.sessionId, runId: lost, decided: decided.length });
+    const created = await this.api.request<{ run_id: string }>('POST', '/v1/runs', this.runBody(lossNotice(decided), await this.history()), { 'idempotency-key': `${this.turn.messageId}:after:${lost}` });
+    for (const { call, decision } of decided) await this.record(call.callId, decision.behavior, decision.message, lost);
+    const carried = decided.filter((d) => d.decision.behavior === 'allow').map((d) => d.call);
+    this.turn = { ...this.turn, runId: created.run_id, lastEventId: null, pending: [], carried };
+    await this.save();
+    return this.follow();
+  }
+
+  private runBody(text: string, history: Array<{ role: string; content: string }>): Record<string, unknown> {
+    const { agent } = this.ctx;
+    return { input: text, session_id: this.ctx.sessionId, ...(history.length > 0 ? { conversation_history: history } : {}), ...(agent.model ? { model: agent.model } : {}), ...(agent.system ? { instructions: agent.system } : {}) };
+  }
+
   private get runId(): string {
     return this.turn.runId!;
   }
@@ -614,10 +644,15 @@ class Turn {
       // 409: nothing pending any more (answered before a crash, or the run moved on); the record below still holds
       if (!(err instanceof HermesApiError && err.status === 409)) throw err;
     }
+    await this.record(callId, behavior, message, this.runId);
+  }
+
+  /** the answer a call of run `runId` got, on the turn's record (and, for a denied one, its result) */
+  private async record(callId: string, behavior: 'allow' | 'deny', message: string | undefined, runId: string): Promise<void> {
     this.setCall(callId, { status: behavior === 'allow' ? 'allowed' : 'denied' });
     if (behavior === 'deny') {
       // a blocked call produces no tool event in Hermes: its result is the refusal
-      await this.sink.emit([{ sourceId: `hermes:${this.runId}:${callId}:result`, type: 'agent.tool_result', tool_use_id: callId, content: [{ type: 'text', text: message ?? 'denied by policy' }], is_error: true }]);
+      await this.sink.emit([{ sourceId: `hermes:${runId}:${callId}:result`, type: 'agent.tool_result', tool_use_id: callId, content: [{ type: 'text', text: message ?? 'denied by policy' }], is_error: true }]);
     }
     await this.save();
   }
@@ -851,9 +886,16 @@ class Turn {
     const known = this.turn.calls.find((c) => c.callId === call.callId);
     if (known?.status === 'allowed' || known?.status === 'denied') return null; // answered before a reattach
     this.setCall(call.callId, { status: 'asked' }, call.tool);
-    const decision = await this.sink.decide({ requestId: call.callId, callId: call.callId, tool: hermesTool(call.tool), input: toolInput(call.tool, call.args) });
+    const request = { requestId: call.callId, callId: call.callId, tool: hermesTool(call.tool), input: toolInput(call.tool, call.args) };
+    // the same call as one a person approved before the server was lost: allowed once on that approval
+    const carried = this.turn.carried?.find((c) => !c.used && c.tool === request.tool && canonicalJson(c.input) === canonicalJson(request.input));
+    if (carried) {
+      this.turn = { ...this.turn, carried: this.turn.carried?.map((c) => (c === carried ? { ...c, used: true } : c)) };
+      await this.save();
+    }
+    const decision = await this.sink.decide({ ...request, ...(carried ? { approvedAs: carried.toolUseId } : {}) });
     if (decision.action === 'ask') {
-      this.turn = { ...this.turn, pending: [...this.turn.pending.filter((p) => p.callId !== call.callId), { requestId: call.callId, callId: call.callId, toolUseId: decision.toolUseId }] };
+      this.turn = { ...this.turn, pending: [...this.turn.pending.filter((p) => p.callId !== call.callId), { ...request, toolUseId: decision.toolUseId }] };
       await this.save();
       return this.waiting();
     }

@@ -17,7 +17,7 @@ export interface AskedCall {
 }
 
 /** The asked calls a person decided, with each decision. */
-export function decidedCalls(asked: readonly AskedCall[], decisions: readonly PermissionDecision[]): Array<{ call: AskedCall; decision: PermissionDecision }> {
+export function decidedCalls<T extends AskedCall>(asked: readonly T[], decisions: readonly PermissionDecision[]): Array<{ call: T; decision: PermissionDecision }> {
   return decisions.flatMap((decision) => {
     const call = asked.find((a) => a.requestId === decision.requestId);
     return call ? [{ call, decision }] : [];
