@@ -22,6 +22,7 @@ import { RUNTIME_CAPABILITIES } from '../runtimes/registry';
 import type { RuntimeKind } from '../runtimes/runtime-adapter';
 import { spawnWorker, type WorkerProcess } from './support/worker-process';
 import { alive } from '../runtimes/kit/process';
+import { decodeChunk } from '../snapshots/snapshotter';
 
 let stack: Stack;
 let model: ScriptedModel;
@@ -45,6 +46,8 @@ interface PortableRuntime {
   inFlight: 'notice' | 'state';
   /** the model's step that runs a shell command with this runtime's tool */
   bash?(command: string): ScriptStep;
+  /** the runtime's events carry no tool output (Hermes 0.19's `tool.completed`): the agent's answer shows it */
+  resultsWithoutContent?: true;
 }
 
 /** OpenCode's bash, Claude Code's Bash, DeepAgents' execute: the model calls the one the runtime offers */
@@ -76,6 +79,7 @@ const PORTABLE: PortableRuntime[] = [
     },
     inFlight: 'notice',
     bash: (command) => ({ tool: 'terminal', input: { command } }),
+    resultsWithoutContent: true,
   },
 ];
 
@@ -193,11 +197,16 @@ describe.each(PORTABLE)('portable sessions: $kind', (rt) => {
     const events = await eventsOf(stack, id);
     // the tool of turn 2 read the file turn 1 wrote, on the other host
     const results = events.filter((e) => e.type === 'agent.tool_result').map((e) => JSON.stringify(e.content));
-    expect(results.at(-1)).toContain('portable-file-content-42');
+    if (!rt.resultsWithoutContent) expect(results.at(-1)).toContain('portable-file-content-42');
     expect(messagesOf(events).at(-1)).toContain('portable-file-content-42');
     // the move is on the record, and nothing failed
     expect(events.filter((e) => e.type === 'session.restored')).toHaveLength(1);
     expect(failures(events)).toEqual([]);
+    // what moved holds no copy of the model key: every chunk decoded, and the manifests
+    const chunks = rowsOf<{ data: Uint8Array }>(await stack.db.db.execute(sql`select data from snapshot_chunks where session_id = ${id}`));
+    expect(chunks.length).toBeGreaterThan(0);
+    for (const chunk of chunks) expect((await decodeChunk(chunk.data)).includes(`sk-portable-${rt.kind}-000`), 'a snapshot chunk').toBe(false);
+    expect(JSON.stringify(rowsOf(await stack.db.db.execute(sql`select manifest from session_snapshots where session_id = ${id}`)))).not.toContain(`sk-portable-${rt.kind}-000`);
   }, 420_000);
 
   it('carries out a call approved after the host where it waited was lost: the tool runs once, the turn ends end_turn', async () => {
