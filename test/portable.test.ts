@@ -243,6 +243,9 @@ describe.each(PORTABLE)('portable sessions: $kind', (rt) => {
       // the call made again was allowed on the person's approval, and says so
       expect(uses.map((e) => e.evaluated_permission)).toEqual(['ask', 'allow']);
       expect(uses[1].evaluation.rule).toContain(`approved as ${asked}`);
+      // the agent told of the decision still has its task: the turn's prompt is in the conversation it is sent
+      const told = model.requests.find((r) => r.stepIndex === 0 && r.prompt?.includes('moved to another machine') === true);
+      expect(conversation(told?.body)).toContain(prompt);
     } else {
       expect(uses.map((e) => e.evaluated_permission)).toEqual(['ask']);
     }
