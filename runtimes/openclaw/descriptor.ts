@@ -38,7 +38,7 @@ export const OPENCLAW_CAPABILITIES = {
   denies: 'whole-tool',
   sandbox: 'session',
   gateway: true,
-  portable: 'no',
+  portable: 'snapshot',
   denyTools: [...new Set(Object.values(OPENCLAW_TOOLS))],
 } as const satisfies RuntimeCapabilities;
 

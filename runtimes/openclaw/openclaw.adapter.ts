@@ -656,6 +656,12 @@ export function createOpenClawAdapter(opts: OpenClawAdapterOptions): RuntimeAdap
       if (pid && isSandboxedGatewayOf(pid, join(root, 'gateway.log'))) await endProcessGroup(pid, 0);
       await opts.sandboxes.close(ref.sessionId);
     },
+    /**
+     * The gateway's home: OPENCLAW_STATE_DIR with the session's transcripts. Not `openclaw.json` (the model key, the
+     * gateway's token and port: written afresh at every start) nor its backups, logs and caches. The pid file and the
+     * gateway's log are outside it.
+     */
+    sessionState: (sessionId) => ({ path: pathsOf(opts.dataDir, { sessionId }).home, ignore: ['openclaw.json', 'openclaw.json.*', '**/logs/**', '**/*.log', '**/.cache/**', '**/*.tmp'] }),
   };
 }
 
