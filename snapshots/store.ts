@@ -10,14 +10,21 @@
  * - `commit` then keeps the manifests it is told to and every chunk they name, and removes the rest of the session's.
  */
 
-/** One entry of a snapshot's tree, by its path relative to the root (POSIX separators). */
+/**
+ * One entry of a snapshot's tree, by its path relative to the root (POSIX separators). A file is its chunks' content
+ * in order; a `packed` file (a small one, ./snapshotter.ts) is instead `size` bytes at `offset` of its one chunk, a
+ * pack of small files, and `hash` is the sha-256 of its own content.
+ */
 export type SnapshotEntry =
   | { path: string; type: 'dir'; mode: number }
-  | { path: string; type: 'file'; mode: number; size: number; mtimeMs: number; chunks: string[] }
+  | { path: string; type: 'file'; mode: number; size: number; mtimeMs: number; chunks: string[]; packed?: { offset: number; hash: string } }
   | { path: string; type: 'symlink'; target: string };
 
+/** the manifest versions this code reads: 2 added packed files */
+export const MANIFEST_VERSIONS: ReadonlySet<number> = new Set([1, 2]);
+
 export interface SnapshotManifest {
-  version: 1;
+  version: 1 | 2;
   sessionId: string;
   /** 1, 2, …: the session's snapshots in order; the newest is its state */
   seq: number;
