@@ -10,7 +10,7 @@ import { appendAudit, canonicalJson } from '../db/queries/audit';
 import { appendEvents, type NewCharge, type NewEvent } from '../db/queries/events';
 import { reserveBudget, settleReservation } from '../db/queries/budgets';
 import { loadPriceOverrides } from '../db/queries/pricing';
-import { decideApproval, getRuntimeRef, getSession, markSessionUnsandboxed, putRuntimeRef } from '../db/queries/sessions';
+import { decideApproval, getRuntimeRef, getSession, getSessionById, markSessionUnsandboxed, putRuntimeRef } from '../db/queries/sessions';
 import { sessionEnvironmentConfig } from '../db/queries/environments';
 import { readNetworking, readSnapshotIgnore } from '../api/schemas/environment.schema';
 import { DEFAULT_NETWORKING, NO_NETWORK, type Networking } from '../governance/networking';
@@ -109,6 +109,20 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     };
     entry.timer.unref();
     hibernation.set(sessionId, entry);
+  }
+
+  /**
+   * A worker restarted on this disk: the idle sessions whose runtime the one before left running here (a runtime server
+   * outlives its worker) hibernate after the grace period from now. A parked session keeps its runtime: it holds a call.
+   */
+  async function hibernateHeld(snapshots: Snapshotter): Promise<void> {
+    for (const { sessionId, runtime } of await snapshots.held()) {
+      const adapter = deps.runtimes[runtime as keyof RuntimeRegistry];
+      if (adapter && (await getSessionById(db, sessionId))?.status === 'idle') hibernateLater(sessionId, adapter);
+    }
+  }
+  if (deps.snapshots && (deps.hibernateAfterMs ?? 0) > 0) {
+    void hibernateHeld(deps.snapshots).catch((err: unknown) => deps.logger?.warn('arming hibernation for the sessions held here failed', { error: (err as Error).message }));
   }
 
   /** The session is busy again: its hibernation is called off, or waited for when its runtime is being stopped. */

@@ -26,7 +26,7 @@
  */
 import { createHash } from 'node:crypto';
 import { constants, lstatSync, readdirSync, readlinkSync } from 'node:fs';
-import { chmod, mkdir, open, readFile, readlink, realpath, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, readFile, readlink, realpath, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join, posix } from 'node:path';
 import { promisify } from 'node:util';
@@ -98,6 +98,8 @@ export interface Snapshotter {
   save(sessionId: string, runtime: string, roots: readonly SnapshotRoot[]): Promise<SavedSnapshot>;
   /** the session ended: its snapshots and this worker's record of them go */
   drop(sessionId: string): Promise<void>;
+  /** the sessions this worker's disk holds a copy of (its records), with each one's runtime */
+  held(): Promise<Array<{ sessionId: string; runtime: string }>>;
 }
 
 export function createSnapshotter(opts: SnapshotterOptions): Snapshotter {
@@ -257,7 +259,17 @@ export function createSnapshotter(opts: SnapshotterOptions): Snapshotter {
     await rm(recordPath(sessionId), { force: true });
   }
 
-  return { ensureCurrent, save, drop };
+  async function held(): Promise<Array<{ sessionId: string; runtime: string }>> {
+    const names = await readdir(join(opts.dataDir, 'snapshots')).catch(() => [] as string[]);
+    const out: Array<{ sessionId: string; runtime: string }> = [];
+    for (const name of names.filter((n) => n.endsWith('.json'))) {
+      const record = await readRecord(name.slice(0, -'.json'.length));
+      if (record) out.push({ sessionId: record.manifest.sessionId, runtime: record.manifest.runtime });
+    }
+    return out;
+  }
+
+  return { ensureCurrent, save, drop, held };
 }
 
 /**

@@ -68,4 +68,21 @@ describe('portable sessions: OpenCode on one host', () => {
     const next = JSON.parse(await readFile(serverFile, 'utf8')) as { pid: number };
     expect(next.pid).not.toBe(pid);
   }, 300_000);
+
+  it('a worker restarted on the same disk puts to sleep the idle runtimes the one before left running', async () => {
+    model.setScript([{ match: 'left running', steps: [{ text: 'idle now' }] }]);
+    const before = await host('restarted', { AGENTPLANE_HIBERNATE_SECONDS: '600' });
+    const id = await start('left running');
+    await waitForStatus(stack, id, 'idle', 'end_turn', 120_000);
+    const serverFile = join(before.dataDir, 'opencode', id, 'server.json');
+    const { pid } = JSON.parse(await readFile(serverFile, 'utf8')) as { pid: number };
+    // the worker dies; its OpenCode server outlives it, as it does by design (a restart reattaches)
+    await before.kill();
+    expect(alive(pid)).toBe(true);
+
+    const after = await host('restarted', { AGENTPLANE_HIBERNATE_SECONDS: '2' });
+    await eventually(async () => (after.output().includes('session hibernated') ? true : undefined), { timeoutMs: 30_000, what: 'the runtime left running to stop' });
+    expect(alive(pid)).toBe(false);
+    expect(existsSync(serverFile)).toBe(false);
+  }, 300_000);
 });
