@@ -22,7 +22,13 @@
  *
  * Reattach is not claimed: a prompt in flight lives in a process that dies with the worker, and ACP has no way to
  * re-join a running prompt. The turn is checkpointed as sent before `session/prompt` goes out, so a retried activity
- * that finds no live prompt never sends it again; it reports the lost turn as an error instead.
+ * that finds no live prompt never sends it again; it reports the lost turn as an error instead. A turn parked on calls
+ * for a person is the exception: it records the calls it waits on, and when their process is gone a new one loads the
+ * session and is told what the person decided (the approved call made again is allowed once on that approval).
+ *
+ * Portable (`sessionState`): the agent's HOME, where the built-in OpenCode agent keeps its sessions, moves with the
+ * session's snapshot; another host's agent picks the conversation up with `session/load`. An agent that cannot load
+ * sessions starts the conversation over, there as after any restart.
  *
  * Usage: ACP's `usage_update` carries the session's cumulative cost (and context size, not tokens); OpenCode's
  * `session/prompt` answer adds the tokens it counts for the turn. One `span.model_request_end` per turn carries those
@@ -55,10 +61,12 @@ import type { CanonicalTool } from '../../governance/types';
 import { runtimeEnv } from '../kit/env';
 import { refuseInterpolation } from '../kit/interpolation';
 import { SILENT_LOGGER } from '../kit/log';
-import { signalGroup } from '../kit/process';
 import type { SandboxProcess } from '../kit/sandbox/provider';
 import { turnSandboxRequest, type SessionSandboxes } from '../kit/session-sandbox';
+import { decidedCalls, lossNotice, type AskedCall } from '../kit/lost-calls';
+import { holdsHome, signalGroup } from '../kit/process';
 import { redact } from '../kit/redact';
+import { canonicalJson } from '../../db/queries/audit';
 import { buildOpenCodeConfig, canonicalTool as openCodeTool, defaultOpenCodeBinary, OPENCODE_KEY_ENV, OPENCODE_SWITCHES, openCodePrice } from '../opencode/config';
 import type {
   AdapterLogger,
@@ -98,6 +106,10 @@ interface TurnRecord {
   messageId: string;
   /** recorded before `session/prompt` is sent: a retry that finds no live prompt must not send it again */
   sent: boolean;
+  /** the calls this turn parked for a person: what a lost agent process's calls were */
+  asked?: AskedCall[];
+  /** approved calls the agent was told to make again after its process was lost: each is allowed once on its approval */
+  carried?: Array<AskedCall & { used?: boolean }>;
 }
 
 interface AcpState extends Record<string, unknown> {
@@ -125,6 +137,8 @@ interface PendingPermission {
   rpcId: JsonRpcId;
   callId: string;
   toolUseId: string;
+  tool: CanonicalTool;
+  input: Record<string, unknown>;
   options: RequestPermissionRequest['options'];
   answer: (response: RequestPermissionResponse) => void;
 }
@@ -384,7 +398,7 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
   }
 
   async function runTurn(ctx: TurnContext, ref: RuntimeSessionRef, input: TurnInput, sink: TurnSink): Promise<TurnResult> {
-    const driver = new TurnDriver(ctx, sink, log);
+    const driver = new TurnDriver(ctx, sink, log, ref);
     try {
       const state = ref.state as AcpState;
       if (state.unavailable) {
@@ -395,7 +409,11 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
       const inFlight = running?.exited === null && running.acpSessionId === state.acpSessionId ? running.prompt : null;
 
       if (input.kind === 'resume') {
-        if (!running || !inFlight || inFlight.turnId !== input.turnId) return await lost(driver, state, input, `turn ${input.turnId} is not waiting on a live agent process (was the worker restarted?)`);
+        if (!running || !inFlight || inFlight.turnId !== input.turnId) {
+          const decided = state.turn?.turnId === input.turnId ? decidedCalls(state.turn.asked ?? [], input.decisions) : [];
+          if (decided.length === 0) return await lost(driver, state, input, `turn ${input.turnId} is not waiting on a live agent process (was the worker restarted?)`);
+          return await resumeAfterLoss(ctx, ref, driver, input.turnId, decided);
+        }
         for (const decision of input.decisions) {
           for (const p of running.pending.filter((x) => x.callId === decision.requestId)) {
             p.answer(choose(p.options, decision.behavior));
@@ -411,16 +429,8 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
 
       const agent = await ensureAgent(ctx, ref);
       if (agent.prompt) await cancelPrompt(agent, driver, 'a new message replaced the turn');
-      const turn: TurnRecord = { turnId: input.turnId, messageId: input.messageId, sent: true };
-      const next: AcpState = { ...(ref.state as AcpState), turn };
-      ref.state = next;
-      await driver.checkpoint(next);
-      const prompt: PromptInFlight = { turnId: input.turnId, messageId: input.messageId, settled: null, costAtStart: agent.costUsd, segments: 0 };
-      agent.prompt = prompt;
-      agent.conn.agent.request('session/prompt', { sessionId: agent.acpSessionId, prompt: [{ type: 'text', text: input.text }] }).then(
-        (response) => settle(agent, prompt, { response }),
-        (error: unknown) => settle(agent, prompt, { error: error instanceof Error ? error : new Error(errorText(error)) }),
-      );
+      await driver.saveTurn({ turnId: input.turnId, messageId: input.messageId, sent: true });
+      send(agent, input.turnId, input.messageId, input.text);
       log.info('prompt sent', { sessionId: ctx.sessionId, turnId: input.turnId });
       return await drive(agent, driver);
     } catch (err) {
@@ -429,6 +439,32 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
       log.warn('acp turn failed', { sessionId: ctx.sessionId, error: message });
       return { status: 'error', message: `acp: ${message}`, retryable: err instanceof AcpError ? err.retryable : true };
     }
+  }
+
+  /** `session/prompt`, whose answer settles the prompt in flight */
+  function send(agent: LiveAgent, turnId: string, messageId: string, text: string): void {
+    const prompt: PromptInFlight = { turnId, messageId, settled: null, costAtStart: agent.costUsd, segments: 0 };
+    agent.prompt = prompt;
+    agent.conn.agent.request('session/prompt', { sessionId: agent.acpSessionId, prompt: [{ type: 'text', text }] }).then(
+      (response) => settle(agent, prompt, { response }),
+      (error: unknown) => settle(agent, prompt, { error: error instanceof Error ? error : new Error(errorText(error)) }),
+    );
+  }
+
+  /**
+   * The agent process that held the turn's calls is gone (the worker restarted, or its host was lost and the session
+   * restored here): a new one loads the session (`session/load`), and is told what the person decided
+   * (runtimes/kit/lost-calls.ts). The approved call made again is allowed once on its approval. Recorded before it is
+   * sent, so a retry never tells it twice (the record then holds no asked calls: the turn is lost).
+   */
+  async function resumeAfterLoss(ctx: TurnContext, ref: RuntimeSessionRef, driver: TurnDriver, turnId: string, decided: ReturnType<typeof decidedCalls<AskedCall>>): Promise<TurnResult> {
+    const { turn, acpSessionId } = ref.state as AcpState & { turn: TurnRecord };
+    const agent = await ensureAgent(ctx, ref);
+    if (!acpSessionId || agent.acpSessionId !== acpSessionId) return lost(driver, ref.state as AcpState, { kind: 'resume', turnId, decisions: [] }, 'the agent could not load the session its calls were made in');
+    await driver.saveTurn({ ...turn, asked: [], carried: decided.filter((d) => d.decision.behavior === 'allow').map((d) => d.call) });
+    log.warn('the runtime was lost while calls waited for a person: telling the agent what became of them', { sessionId: ctx.sessionId, decided: decided.length });
+    send(agent, turnId, `${turn.messageId}:after-loss`, lossNotice(decided));
+    return drive(agent, driver);
   }
 
   function settle(agent: LiveAgent, prompt: PromptInFlight, outcome: NonNullable<PromptInFlight['settled']>): void {
@@ -479,6 +515,9 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
       }
       if (agent.pending.length > 0) {
         await driver.flushText();
+        // the calls it waits on, for a process that may have to carry them out if this one is lost
+        const turn = driver.turn;
+        if (turn) await driver.saveTurn({ ...turn, asked: agent.pending.map((p) => ({ requestId: p.callId, toolUseId: p.toolUseId, tool: p.tool, input: p.input })) });
         return { status: 'requires_action', pending: agent.pending.map((p) => ({ requestId: p.callId, toolUseId: p.toolUseId })) };
       }
       await new Promise<void>((resolve) => {
@@ -502,9 +541,13 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
     const tool = toolName(call, driver.ctx);
     const input = toolInput(call, params.toolCall.rawInput);
     agent.used.add(callId);
-    const decision = await driver.decide({ requestId: callId, callId, tool, input });
+    // the same call as one a person approved before the agent's process was lost: allowed once on that approval
+    const turn = driver.turn;
+    const carried = turn?.carried?.find((c) => !c.used && c.tool === tool && canonicalJson(c.input) === canonicalJson(input));
+    if (carried && turn) await driver.saveTurn({ ...turn, carried: turn.carried?.map((c) => (c === carried ? { ...c, used: true } : c)) });
+    const decision = await driver.decide({ requestId: callId, callId, tool, input, ...(carried ? { approvedAs: carried.toolUseId } : {}) });
     if (decision.action === 'ask') {
-      agent.pending.push({ rpcId: item.rpcId, callId, toolUseId: decision.toolUseId, options: params.options, answer: item.answer });
+      agent.pending.push({ rpcId: item.rpcId, callId, toolUseId: decision.toolUseId, tool, input, options: params.options, answer: item.answer });
       return;
     }
     item.answer(choose(params.options, decision.action));
@@ -565,13 +608,22 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
     } else {
       // an agent started by a worker that is gone would have died with its stdio, but make sure
       const state = ref.state as Partial<AcpState>;
-      if (state.pid && state.command) killGroup(state.pid, state.command);
+      // (this host's only: a pid recorded on another host names some other process here)
+      if (state.pid && state.command && holdsHome(state.pid, layout(ref.sessionId).home)) killGroup(state.pid, state.command);
     }
     // the sandbox, its egress proxy and its model bridge end with the session
     await opts.sandboxes.close(ref.sessionId);
   }
 
-  return { kind: descriptor.kind, capabilities: descriptor.capabilities, open, runTurn, close };
+  /**
+   * The agent's HOME: for the built-in OpenCode agent, its SQLite session store, which `session/load` reads on any host.
+   * Not its caches, logs, nor the shared-memory index SQLite rebuilds (its config comes in its environment).
+   */
+  function sessionState(sessionId: string) {
+    return { path: layout(sessionId).home, ignore: ['.cache/**', '**/log/**', '.local/share/opencode/bin/**', '**/*-shm'] };
+  }
+
+  return { kind: descriptor.kind, capabilities: descriptor.capabilities, open, runTurn, close, sessionState };
 }
 
 /** The ACP agent an agent definition names (`runtime.config.agent`). */
@@ -609,7 +661,19 @@ class TurnDriver {
     readonly ctx: TurnContext,
     readonly sink: TurnSink,
     private readonly log: AdapterLogger,
+    private readonly ref: RuntimeSessionRef,
   ) {}
+
+  /** the turn's record, as checkpointed */
+  get turn(): TurnRecord | undefined {
+    return (this.ref.state as AcpState).turn;
+  }
+
+  async saveTurn(turn: TurnRecord): Promise<void> {
+    const next: AcpState = { ...(this.ref.state as AcpState), turn };
+    this.ref.state = next;
+    await this.checkpoint(next);
+  }
 
   async emit(events: RuntimeEvent[]): Promise<void> {
     if (events.length === 0) return;

@@ -11,7 +11,7 @@ import { runtimeConfig } from '../kit/config';
 import { openCodeSettings } from '../opencode/descriptor';
 import type { RuntimeCapabilities, RuntimeDescriptor } from '../runtime-adapter';
 
-export const ACP_CAPABILITIES = { approvals: true, interrupt: true, reattach: false, cost: 'priced', streaming: true, denies: 'any', sandbox: 'session', gateway: true, portable: 'no' } as const satisfies RuntimeCapabilities;
+export const ACP_CAPABILITIES = { approvals: true, interrupt: true, reattach: false, cost: 'priced', streaming: true, denies: 'any', sandbox: 'session', gateway: true, portable: 'snapshot' } as const satisfies RuntimeCapabilities;
 
 /** An ACP agent the worker allows, as `AGENTPLANE_ACP_AGENTS` describes it (config/env.ts validates it). */
 export interface AcpAgentSpec {

@@ -13,6 +13,7 @@
  *   recorded pid. `alive` is the check every such lookup needs; what proves a pid is still *ours* (its command line,
  *   its environment) is each runtime's own.
  */
+import { readFileSync } from 'node:fs';
 import { execa } from 'execa';
 
 /** `'pipe'`, `'ignore'`, or an open file descriptor (a log file: the process writes to it directly, not through us) */
@@ -77,4 +78,20 @@ export function signalGroup(pid: number, signal: NodeJS.Signals): void {
       // already gone
     }
   }
+}
+
+/**
+ * Whether process `pid` on this host runs on the session's home: mounted into its sandbox (its mount table shows the
+ * path) or given as its HOME (no sandbox). A pid recorded on another host, or reused here by an unrelated process,
+ * does not.
+ */
+export function holdsHome(pid: number, home: string): boolean {
+  const read = (path: string) => {
+    try {
+      return readFileSync(path).toString();
+    } catch {
+      return '';
+    }
+  };
+  return read(`/proc/${pid}/mountinfo`).includes(` ${home} `) || read(`/proc/${pid}/environ`).split('\0').includes(`HOME=${home}`);
 }

@@ -33,7 +33,7 @@ import { delimiter, dirname, join } from 'node:path';
 import type { ModelPrice } from '../../governance/pricing';
 import { SILENT_LOGGER } from '../kit/log';
 import { stopRecordedServers, stopServer } from '../kit/servers';
-import { alive } from '../kit/process';
+import { alive, holdsHome } from '../kit/process';
 import { decidedCalls, lossNotice, type AskedCall } from '../kit/lost-calls';
 import { redact } from '../kit/redact';
 import { fetchThrough, sandboxDispatcher, UNREACHABLE, type Dispatcher } from '../kit/sandbox/provider';
@@ -1096,22 +1096,6 @@ function isOurProcess(pid: number, port: number): boolean {
   } catch {
     return true; // no /proc (macOS): the health check with our password is the proof
   }
-}
-
-/**
- * Whether process `pid` on this host runs on the session's home: mounted into its sandbox (its mount table shows the
- * path) or given as its HOME (no sandbox). A pid recorded on another host, or reused here by an unrelated process,
- * does not.
- */
-function holdsHome(pid: number, home: string): boolean {
-  const read = (path: string) => {
-    try {
-      return readFileSync(path).toString();
-    } catch {
-      return '';
-    }
-  };
-  return read(`/proc/${pid}/mountinfo`).includes(` ${home} `) || read(`/proc/${pid}/environ`).split('\0').includes(`HOME=${home}`);
 }
 
 function killGroup(pid: number, port: number): Promise<void> {

@@ -28,7 +28,7 @@ let hostsDir: string;
 const workers: Host[] = [];
 export type Host = WorkerProcess & { dataDir: string };
 /** every worker can run each runtime under test */
-const RUNTIMES = 'opencode,claude-code,deepagents,hermes,openclaw';
+const RUNTIMES = 'opencode,claude-code,deepagents,hermes,openclaw,acp';
 
 /** How a portable runtime's agent is made, and how its model requests read. */
 interface PortableRuntime {
@@ -56,8 +56,8 @@ async function credentialFor(secret: string): Promise<string> {
   return credential.body.id as string;
 }
 
-async function agentOn(runtime: RuntimeKind, model: string, baseUrl: string, opts: { name: string; secret: string; toolPolicy: Record<string, unknown> }): Promise<string> {
-  const agent = await stack.call('POST', '/v1/agents', { name: opts.name, model, runtime: { type: runtime, config: {} }, model_provider: { base_url: baseUrl, credential_id: await credentialFor(opts.secret) }, tool_policy: opts.toolPolicy });
+async function agentOn(runtime: RuntimeKind, model: string, baseUrl: string, opts: { name: string; secret: string; toolPolicy: Record<string, unknown> }, config: Record<string, unknown> = {}): Promise<string> {
+  const agent = await stack.call('POST', '/v1/agents', { name: opts.name, model, runtime: { type: runtime, config }, model_provider: { base_url: baseUrl, credential_id: await credentialFor(opts.secret) }, tool_policy: opts.toolPolicy });
   expect(agent.status).toBe(200);
   return agent.body.id as string;
 }
@@ -77,6 +77,15 @@ const PORTABLE: PortableRuntime[] = [
     inFlight: 'notice',
     bash: (command) => ({ tool: 'terminal', input: { command } }),
     resultsWithoutContent: true,
+  },
+  // the built-in OpenCode agent over ACP: `session/load` on the other host; a parked call's process is lost with it
+  {
+    kind: 'acp',
+    agent: async (opts) => {
+      await stack.price('scripted-model', { input: 3, output: 15 });
+      return agentOn('acp', 'scripted-model', model.openaiBaseUrl, opts, { agent: 'opencode' });
+    },
+    inFlight: 'notice',
   },
   // no approvals (its gateway cannot hold a call for a person): no call can wait when its host is lost
   {

@@ -1,0 +1,3 @@
+import { describePortable } from '../support/portable';
+
+describePortable('acp');
