@@ -166,9 +166,13 @@ export function firstRequestOf(prompt: string) {
   return model.requests.find((r) => r.stepIndex === 0 && r.prompt?.includes(prompt) === true);
 }
 
-/** How often a prompt started an exchange with the model: more than once means it was sent twice. */
+/**
+ * How often a prompt started an exchange with the model: more than once means it was sent twice. OpenCode behind ACP
+ * also asks the model for a title for a new session, with the first prompt in it: that request is not the prompt's.
+ */
 export function timesSent(prompt: string): number {
-  return model.requests.filter((r) => r.stepIndex === 0 && r.prompt?.includes(prompt) === true).length;
+  const titling = (body: unknown) => JSON.stringify((body as { messages?: unknown[] }).messages?.[0] ?? '').includes('You are a title generator');
+  return model.requests.filter((r) => r.stepIndex === 0 && r.prompt?.includes(prompt) === true && !titling(r.body)).length;
 }
 
 /** Waits for the session's `n`th `session.status_idle` (a turn after the first starts from idle). */
