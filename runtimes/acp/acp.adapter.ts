@@ -63,10 +63,9 @@ import { refuseInterpolation } from '../kit/interpolation';
 import { SILENT_LOGGER } from '../kit/log';
 import type { SandboxProcess } from '../kit/sandbox/provider';
 import { turnSandboxRequest, type SessionSandboxes } from '../kit/session-sandbox';
-import { decidedCalls, lossNotice, type AskedCall } from '../kit/lost-calls';
+import { decidedCalls, lossNotice, takeCarried, type AskedCall, type CarriedCall } from '../kit/lost-calls';
 import { holdsHome, signalGroup } from '../kit/process';
 import { redact } from '../kit/redact';
-import { canonicalJson } from '../../db/queries/audit';
 import { buildOpenCodeConfig, canonicalTool as openCodeTool, defaultOpenCodeBinary, OPENCODE_KEY_ENV, OPENCODE_SWITCHES, openCodePrice } from '../opencode/config';
 import type {
   AdapterLogger,
@@ -109,7 +108,7 @@ interface TurnRecord {
   /** the calls this turn parked for a person: what a lost agent process's calls were */
   asked?: AskedCall[];
   /** approved calls the agent was told to make again after its process was lost: each is allowed once on its approval */
-  carried?: Array<AskedCall & { used?: boolean }>;
+  carried?: CarriedCall[];
 }
 
 interface AcpState extends Record<string, unknown> {
@@ -543,9 +542,9 @@ export function createAcpAdapter(opts: AcpAdapterOptions): RuntimeAdapter {
     agent.used.add(callId);
     // the same call as one a person approved before the agent's process was lost: allowed once on that approval
     const turn = driver.turn;
-    const carried = turn?.carried?.find((c) => !c.used && c.tool === tool && canonicalJson(c.input) === canonicalJson(input));
-    if (carried && turn) await driver.saveTurn({ ...turn, carried: turn.carried?.map((c) => (c === carried ? { ...c, used: true } : c)) });
-    const decision = await driver.decide({ requestId: callId, callId, tool, input, ...(carried ? { approvedAs: carried.toolUseId } : {}) });
+    const carried = takeCarried(turn?.carried, tool, input);
+    if (carried && turn) await driver.saveTurn({ ...turn, carried: carried.carried });
+    const decision = await driver.decide({ requestId: callId, callId, tool, input, ...(carried ? { approvedAs: carried.approvedAs } : {}) });
     if (decision.action === 'ask') {
       agent.pending.push({ rpcId: item.rpcId, callId, toolUseId: decision.toolUseId, tool, input, options: params.options, answer: item.answer });
       return;

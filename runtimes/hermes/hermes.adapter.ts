@@ -73,8 +73,7 @@ import { describeRequestError } from '../kit/egress';
 import { SILENT_LOGGER } from '../kit/log';
 import { stopRecordedServers, stopServer } from '../kit/servers';
 import { alive } from '../kit/process';
-import { decidedCalls, lossNotice, type AskedCall } from '../kit/lost-calls';
-import { canonicalJson } from '../../db/queries/audit';
+import { decidedCalls, lossNotice, takeCarried, type AskedCall, type CarriedCall } from '../kit/lost-calls';
 import { redact } from '../kit/redact';
 import { fetchThrough, sandboxDispatcher, UNREACHABLE, type Dispatcher } from '../kit/sandbox/provider';
 import { turnSandboxRequest, type SessionSandbox, type SessionSandboxes } from '../kit/session-sandbox';
@@ -152,7 +151,7 @@ interface TurnRecord {
   /** calls waiting for a person (requires_action): what a lost server's calls were */
   pending: Array<AskedCall & { callId: string }>;
   /** approved calls the agent was told to make again after its server was lost: each is allowed once on its approval */
-  carried?: Array<AskedCall & { used?: boolean }>;
+  carried?: CarriedCall[];
   /** text segments emitted so far (a segment ends at a tool call) */
   segments: number;
 }
@@ -888,12 +887,12 @@ class Turn {
     this.setCall(call.callId, { status: 'asked' }, call.tool);
     const request = { requestId: call.callId, callId: call.callId, tool: hermesTool(call.tool), input: toolInput(call.tool, call.args) };
     // the same call as one a person approved before the server was lost: allowed once on that approval
-    const carried = this.turn.carried?.find((c) => !c.used && c.tool === request.tool && canonicalJson(c.input) === canonicalJson(request.input));
+    const carried = takeCarried(this.turn.carried, request.tool, request.input);
     if (carried) {
-      this.turn = { ...this.turn, carried: this.turn.carried?.map((c) => (c === carried ? { ...c, used: true } : c)) };
+      this.turn = { ...this.turn, carried: carried.carried };
       await this.save();
     }
-    const decision = await this.sink.decide({ ...request, ...(carried ? { approvedAs: carried.toolUseId } : {}) });
+    const decision = await this.sink.decide({ ...request, ...(carried ? { approvedAs: carried.approvedAs } : {}) });
     if (decision.action === 'ask') {
       this.turn = { ...this.turn, pending: [...this.turn.pending.filter((p) => p.callId !== call.callId), { ...request, toolUseId: decision.toolUseId }] };
       await this.save();

@@ -3,6 +3,7 @@
  * with it). A runtime that cannot re-enter a pending call is restored from its session's snapshot, told what the person
  * decided, and makes an approved call again; the sink allows that call once on the approval (`approvedAs`).
  */
+import { canonicalJson } from '../../db/queries/audit';
 import type { CanonicalTool } from '../../governance/types';
 import type { PermissionDecision } from '../runtime-adapter';
 
@@ -36,4 +37,18 @@ export function lossNotice(decided: Array<{ call: AskedCall; decision: Permissio
     ...lines,
     'Then finish the task you were given.',
   ].join('\n');
+}
+
+/** An approved call the agent was told to make again, and whether it has been. */
+export type CarriedCall = AskedCall & { used?: boolean };
+
+/**
+ * The approved call a call made after the loss is (the same tool and input, not made again yet): its `agent.tool_use`
+ * id, for the sink's `approvedAs`, and the carried calls with it used, to checkpoint before asking the sink. Null when
+ * it is none of them.
+ */
+export function takeCarried(carried: readonly CarriedCall[] | undefined, tool: CanonicalTool, input: Record<string, unknown>): { approvedAs: string; carried: CarriedCall[] } | null {
+  const found = carried?.find((c) => !c.used && c.tool === tool && canonicalJson(c.input) === canonicalJson(input));
+  if (!found || !carried) return null;
+  return { approvedAs: found.toolUseId, carried: carried.map((c) => (c === found ? { ...c, used: true } : c)) };
 }

@@ -34,7 +34,7 @@ import type { ModelPrice } from '../../governance/pricing';
 import { SILENT_LOGGER } from '../kit/log';
 import { stopRecordedServers, stopServer } from '../kit/servers';
 import { alive, holdsHome } from '../kit/process';
-import { decidedCalls, lossNotice, type AskedCall } from '../kit/lost-calls';
+import { decidedCalls, lossNotice, takeCarried, type AskedCall, type CarriedCall } from '../kit/lost-calls';
 import { redact } from '../kit/redact';
 import { fetchThrough, sandboxDispatcher, UNREACHABLE, type Dispatcher } from '../kit/sandbox/provider';
 import { turnSandboxRequest, type SessionSandbox, type SessionSandboxes } from '../kit/session-sandbox';
@@ -53,7 +53,6 @@ import type {
 } from '../runtime-adapter';
 import { buildOpenCodeConfig, canonicalTool, defaultOpenCodeBinary, OPENCODE_KEY_ENV, OPENCODE_SWITCHES, openCodePrice, PROVIDER_ID } from './config';
 import { descriptor } from './descriptor';
-import { canonicalJson } from '../../db/queries/audit';
 
 export interface OpenCodeAdapterOptions {
   /** the `opencode` binary; default: the one shipped by the `opencode-ai` package, else `opencode` on PATH */
@@ -95,7 +94,7 @@ interface TurnRecord {
   /** the calls this turn parked for a person, by OpenCode's request id: what a lost runtime's calls were */
   asked?: AskedCall[];
   /** approved calls the agent was told to make again after its runtime was lost: each is allowed once on its approval */
-  carried?: Array<AskedCall & { used?: boolean }>;
+  carried?: CarriedCall[];
   /** set once the agent has been told (the message's OpenCode id): a retry does not tell it twice */
   resumedAfterLoss?: string;
   /** what it was told */
@@ -631,10 +630,10 @@ class TurnRun {
       input: normaliseInput(nativeName, hasKeys(part?.state?.input) ? part.state.input : (request.metadata ?? {})),
     };
     // the same call as one a person approved before the runtime was lost: allowed once on that approval
-    const carried = this.current.carried?.find((c) => !c.used && c.tool === permissionRequest.tool && canonicalJson(c.input) === canonicalJson(permissionRequest.input));
+    const carried = takeCarried(this.current.carried, permissionRequest.tool, permissionRequest.input);
     if (carried) {
-      permissionRequest.approvedAs = carried.toolUseId;
-      this.current = { ...this.current, carried: this.current.carried?.map((c) => (c === carried ? { ...c, used: true } : c)) };
+      permissionRequest.approvedAs = carried.approvedAs;
+      this.current = { ...this.current, carried: carried.carried };
       await this.d.saveTurn(this.current);
     }
     const decision: Decision = await this.d.sink.decide(permissionRequest);
