@@ -167,13 +167,18 @@ export function firstRequestOf(prompt: string) {
 }
 
 /**
- * How often a prompt started an exchange with the model: more than once means it was sent twice. OpenCode behind ACP
- * also asks the model for a title for a new session, with the first prompt in it: that request is not the prompt's.
+ * How often a prompt started an exchange with the model: more than once means it was sent twice. Only the agent's own
+ * requests count, the ones that offer it tools: a runtime's side requests (OpenCode behind ACP and Hermes ask the model
+ * for a session title, with the first prompt in it) do not. Nor does the exchange the loss notice starts: Hermes joins
+ * it to the turn's prompt, the last user message of the conversation it restored, into one message.
  */
 export function timesSent(prompt: string): number {
-  const titling = (body: unknown) => JSON.stringify((body as { messages?: unknown[] }).messages?.[0] ?? '').includes('You are a title generator');
-  return model.requests.filter((r) => r.stepIndex === 0 && r.prompt?.includes(prompt) === true && !titling(r.body)).length;
+  const offersTools = (body: unknown) => ((body as { tools?: unknown[] }).tools?.length ?? 0) > 0;
+  return model.requests.filter((r) => r.stepIndex === 0 && r.prompt?.includes(prompt) === true && !r.prompt.includes(LOSS_NOTICE) && offersTools(r.body)).length;
 }
+
+/** what every runtime's loss notice says (runtimes/kit/lost-calls.ts) */
+const LOSS_NOTICE = 'moved to another machine';
 
 /** Waits for the session's `n`th `session.status_idle` (a turn after the first starts from idle). */
 export async function turnsEnded(id: string, n: number, host?: Host): Promise<void> {
@@ -245,7 +250,7 @@ export function describePortable(kind: RuntimeKind): void {
         // a runtime that holds the pending call in its restored state runs it and carries on from here
         { match: prompt, steps: [append, ran] },
         // one whose process held the call is told what became of it and makes it again, as a real model would
-        { match: (p) => p.includes('moved to another machine'), steps: [append, ran] },
+        { match: (p) => p.includes(LOSS_NOTICE), steps: [append, ran] },
       ]);
       const asking = await rt.agent({ name: `portable ${rt.kind}, asks`, secret: `sk-portable-${rt.kind}-001`, toolPolicy: { rules: [{ tool: 'bash', action: 'ask' }], default: 'allow' } });
       const a = await host(`${rt.kind}-park-a`);
@@ -272,7 +277,7 @@ export function describePortable(kind: RuntimeKind): void {
         expect(uses.map((e) => e.evaluated_permission)).toEqual(['ask', 'allow']);
         expect(uses[1].evaluation.rule).toContain(`approved as ${asked}`);
         // the agent told of the decision still has its task: the turn's prompt is in the conversation it is sent
-        const told = model.requests.find((r) => r.stepIndex === 0 && r.prompt?.includes('moved to another machine') === true);
+        const told = model.requests.find((r) => r.stepIndex === 0 && r.prompt?.includes(LOSS_NOTICE) === true);
         expect(conversation(told?.body)).toContain(prompt);
       } else {
         expect(uses.map((e) => e.evaluated_permission)).toEqual(['ask']);
