@@ -28,11 +28,14 @@ export function ensureDatabaseUrl(): void {
   process.env.DATABASE_URL = out.split('\n').at(-1);
 }
 
-/** `worker: false`: no in-process worker (the API alone, or a benchmark that runs its worker as its own process). */
-export async function startPlatform(runtimes: RuntimeRegistry, opts: { worker?: boolean } = {}): Promise<BenchPlatform> {
+/**
+ * `worker: false`: no in-process worker (the API alone, or a benchmark that runs its worker as its own process).
+ * `allowPrivateEgress`: what the stack lets agents reach on private addresses (the scripted model on 127.0.0.1).
+ */
+export async function startPlatform(runtimes: RuntimeRegistry, opts: { worker?: boolean; allowPrivateEgress?: readonly string[] } = {}): Promise<BenchPlatform> {
   ensureDatabaseUrl();
   const temporal = await startTemporalDevServer();
-  const stack = await startStack({ temporalAddress: temporal.address, runtimes, worker: opts.worker });
+  const stack = await startStack({ temporalAddress: temporal.address, runtimes, worker: opts.worker, allowPrivateEgress: opts.allowPrivateEgress });
   return {
     temporal,
     stack,

@@ -5,14 +5,18 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 
+/** The processes of a worker's host (besides the worker itself): the ones that name its data dir or mount it. */
+export function hostProcesses(dataDir: string): number[] {
+  return readdirSync('/proc')
+    .map(Number)
+    .filter((pid) => Number.isInteger(pid) && pid !== process.pid && (mentions(`/proc/${pid}/cmdline`, dataDir) || mentions(`/proc/${pid}/mountinfo`, dataDir)));
+}
+
 export function killHostProcesses(dataDir: string): number {
   let killed = 0;
   for (let round = 0; round < 3; round++) {
     let found = 0;
-    for (const entry of readdirSync('/proc')) {
-      const pid = Number(entry);
-      if (!Number.isInteger(pid) || pid === process.pid) continue;
-      if (!mentions(`/proc/${pid}/cmdline`, dataDir) && !mentions(`/proc/${pid}/mountinfo`, dataDir)) continue;
+    for (const pid of hostProcesses(dataDir)) {
       try {
         process.kill(pid, 'SIGKILL');
         found++;
