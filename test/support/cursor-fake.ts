@@ -5,7 +5,8 @@
  * `POST …/cancel`. Auth: `Authorization: Bearer <key>` or Basic with the key as user name.
  *
  * Runs are scripted from the prompt by `script(prompt)`; a gate (`hold()` / `release()`) parks new runs after their
- * first event. `Idempotency-Key` on a create returns the run it already created. Every request is recorded.
+ * first event. `Idempotency-Key` on a create returns the run it already created. Every request is recorded. An
+ * agent's repository is a map of files: an `edit_file` or `read_file` step without a `result` writes or reads it.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -39,7 +40,7 @@ export interface CursorFake {
   requests: Array<{ method: string; path: string; body: any; headers: Record<string, string | string[] | undefined> }>;
   /** every prompt text received by a create or follow-up that started a run */
   prompts: string[];
-  agents: Map<string, { id: string; body: any; runs: string[] }>;
+  agents: Map<string, { id: string; body: any; runs: string[]; files: Map<string, string> }>;
   runs: Map<string, Run>;
   script: (prompt: string) => CursorStep[];
   /** served by `GET /v1/models` (the SDK checks the model there) */
@@ -122,8 +123,9 @@ export async function startCursorFake(opts: { apiKey?: string; stepMs?: number }
       } else if ('thinking' in step) push(run, 'thinking', { text: step.thinking });
       else if ('tool' in step) {
         const callId = nextId('call');
+        const ran = step.result === undefined && !step.error ? repository(run, step.tool, step.args ?? {}) : { result: step.result ?? '', error: step.error === true };
         push(run, 'tool_call', { callId, name: step.tool, status: 'running', args: step.args ?? {} });
-        push(run, 'tool_call', { callId, name: step.tool, status: step.error ? 'error' : 'completed', args: step.args ?? {}, result: step.result ?? '' });
+        push(run, 'tool_call', { callId, name: step.tool, status: ran.error ? 'error' : 'completed', args: step.args ?? {}, result: ran.result });
       } else if ('usage' in step) {
         push(run, 'interaction_update', { type: 'turn-ended', usage: { ...step.usage, cacheReadTokens: 0, cacheWriteTokens: 0 } });
       } else if ('fail' in step) {
@@ -139,6 +141,18 @@ export async function startCursorFake(opts: { apiKey?: string; stepMs?: number }
     run.status = 'FINISHED';
     push(run, 'result', { status: 'FINISHED', text: texts.join('\n'), durationMs: 10, git: { branches: [] } });
     push(run, 'done', {});
+  }
+
+  /** a tool step without a scripted result, on the agent's files: `edit_file` stores, `read_file` answers what it stored */
+  function repository(run: Run, tool: string, args: Record<string, unknown>): { result: string; error: boolean } {
+    const files = fake.agents.get(run.agentId)!.files;
+    const path = String(args.path ?? '');
+    if (tool === 'edit_file') {
+      files.set(path, String(args.content ?? ''));
+      return { result: `edited ${path}`, error: false };
+    }
+    if (tool === 'read_file' && files.has(path)) return { result: files.get(path)!, error: false };
+    return { result: '', error: false };
   }
 
   function startRun(agentId: string, prompt: string): Run {
@@ -231,7 +245,7 @@ export async function startCursorFake(opts: { apiKey?: string; stepMs?: number }
     if (req.method === 'POST' && !agentId) {
       if (typeof body?.prompt?.text !== 'string') return send(res, 400, { error: { code: 'bad_request', message: 'prompt.text is required' } });
       if (idem) return send(res, 200, { agent: agentJson(fake.agents.get(idem.agentId)!), run: runJson(fake.runs.get(idem.runId)!) });
-      const agent = { id: body.agentId ?? nextId('bc'), body, runs: [] as string[] };
+      const agent = { id: body.agentId ?? nextId('bc'), body, runs: [] as string[], files: new Map<string, string>() };
       fake.agents.set(agent.id, agent);
       const run = startRun(agent.id, body.prompt.text);
       if (typeof idemKey === 'string') idempotent.set(idemKey, { agentId: agent.id, runId: run.id });

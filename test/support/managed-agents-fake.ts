@@ -8,7 +8,8 @@
  * Its "agent loop" is scripted: each prompt runs the steps of the first script whose `match` it contains. A tool
  * step's `evaluated_permission` follows the agent's toolset permission policy; `always_ask` idles the session
  * with `requires_action` until a `user.tool_confirmation` arrives. Every request is recorded (prompts can be
- * counted) and a step can wait on a gate, so a test can stop a worker mid-turn.
+ * counted) and a step can wait on a gate, so a test can stop a worker mid-turn. A session's container is a map of
+ * files: a `write` or `read` step given without a `result` writes or reads it, as the vendor's own tools would.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -53,6 +54,8 @@ interface FakeSession {
   wake: (() => void) | null;
   interrupted: boolean;
   confirmations: Map<string, { result: 'allow' | 'deny'; deny_message?: string }>;
+  /** the session's container: what its `write` steps wrote, by `file_path` */
+  files: Map<string, string>;
 }
 
 export interface ManagedAgentsFake {
@@ -169,11 +172,26 @@ export async function startManagedAgentsFake(opts: { apiKey?: string; heartbeatM
           publish(s, { type: 'session.status_running' });
         }
         const allowed = verdict.result === 'allow';
-        publish(s, { type: 'agent.tool_result', tool_use_id: use.id, content: [{ type: 'text', text: allowed ? (step.result ?? 'ok') : (verdict.deny_message ?? 'denied') }], is_error: !allowed });
+        const ran = allowed ? (step.result ?? container(s, step.tool, step.input)) : { text: verdict.deny_message ?? 'denied', error: true };
+        publish(s, { type: 'agent.tool_result', tool_use_id: use.id, content: [{ type: 'text', text: typeof ran === 'string' ? ran : ran.text }], is_error: typeof ran !== 'string' && ran.error });
       }
     }
     s.status = 'idle';
     publish(s, { type: 'session.status_idle', stop_reason: stop });
+  }
+
+  /** a tool step without a scripted result, run on the session's files: `write` stores, `read` answers what it stored */
+  function container(s: FakeSession, tool: string, input: Record<string, unknown>): { text: string; error: boolean } {
+    const path = String(input.file_path ?? '');
+    if (tool === 'write') {
+      s.files.set(path, String(input.content ?? ''));
+      return { text: `wrote ${path}`, error: false };
+    }
+    if (tool === 'read') {
+      const content = s.files.get(path);
+      return content === undefined ? { text: `${path}: no such file`, error: true } : { text: content, error: false };
+    }
+    return { text: 'ok', error: false };
   }
 
   /** polls a condition; the loop is tiny and in process */
@@ -309,6 +327,7 @@ export async function startManagedAgentsFake(opts: { apiKey?: string; heartbeatM
           wake: null,
           interrupted: false,
           confirmations: new Map(),
+          files: new Map(),
         };
         sessions.set(s.id, s);
         void loop(s);

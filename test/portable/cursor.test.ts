@@ -1,0 +1,3 @@
+import { describeRemoteHostLoss } from '../support/portable-remote';
+
+describeRemoteHostLoss('cursor');
