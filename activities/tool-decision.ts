@@ -6,7 +6,10 @@
  */
 import { log } from '@temporalio/activity';
 import { stableId } from '../db/ids';
-import { appendAudit } from '../db/queries/audit';
+import type { Db } from '../db/client';
+import { GroupCommit } from '../db/group-commit';
+import { activeTraceId } from '../observability/tracing';
+import { appendAuditRows, type AuditEntry } from '../db/queries/audit';
 import { appendEvents, findEvent } from '../db/queries/events';
 import { livePolicyFor } from '../db/queries/policies';
 import { canonicalJson } from '../db/queries/audit';
@@ -22,73 +25,118 @@ import type { RunTurnInput } from './types';
  * The fast path of a tool decision. `allow` and `deny` are answered here from the session's current policy;
  * `ask` is recorded as pending and goes back to the workflow, which waits for a person. A replayed request
  * (after a reattach) gets the decision recorded the first time.
+ *
+ * Decisions are group-committed: every decision waiting while a commit is in flight goes into the next transaction
+ * together (`db/group-commit.ts`), with one audit-chain lock and one WAL flush for all of them. Each one's event,
+ * approval and audit row still commit together, and none is answered before that commit.
  */
 export async function decideToolCall(deps: Pick<ActivityDeps, 'db' | 'publicUrl' | 'metrics'>, input: RunTurnInput, request: PermissionRequest): Promise<Decision> {
   const { db } = deps;
-  const sourceId = `tool:${request.callId}`;
-  const toolUseId = toolUseEventId(input.sessionId, request.callId);
   // a policy changed after this leg started still governs its next call: the newest revision wins. Read before the
   // transaction, not beside it: a transaction waiting on another pooled connection can starve the pool.
   const [live, approval] = await Promise.all([
     livePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId }),
     request.approvedAs ? getApproval(db, { teamId: input.agent.teamId, sessionId: input.sessionId, toolUseId: request.approvedAs }) : null,
   ]);
-  const { verdict, recorded } = await db.transaction(async (tx) => {
-    const current = live.revision > input.policyVersion ? { policy: live.policy, version: live.revision } : { policy: input.policy, version: input.policyVersion };
-    const verdict = carriedApproval(evaluatePolicy(current.policy, request.tool, request.input), request, approval);
-    const written = await appendEvents(tx, {
-      sessionId: input.sessionId,
-      events: [
-        {
-          id: toolUseId,
-          sourceId,
-          type: 'agent.tool_use',
-          payload: { name: request.tool, input: request.input, evaluated_permission: verdict.action, evaluation: { rule: verdict.reason, policy_version: current.version } },
-        },
-      ],
-    });
-    // a replayed request (after a reattach) was decided the first time: that decision stands, and nothing is written again
-    if (written.appended === 0) {
-      const first = await findEvent(tx, input.sessionId, toolUseId);
-      return { verdict, recorded: (first?.payload as { evaluated_permission?: 'allow' | 'ask' | 'deny' } | undefined)?.evaluated_permission ?? verdict.action };
-    }
-    if (verdict.action === 'ask') {
-      const expiresAt = new Date(Date.now() + input.agent.approvalTimeoutSeconds * 1000);
-      await insertApproval(tx, { sessionId: input.sessionId, toolUseId, teamId: input.agent.teamId, tool: request.tool, input: request.input, status: 'pending', expiresAt });
-      // the approvers hear of it iff the pending approval committed
-      await enqueueNotification(tx, {
-        teamId: input.agent.teamId,
-        type: 'approval.requested',
-        payload: approvalRequested({
-          publicUrl: deps.publicUrl ?? 'http://127.0.0.1:8080',
-          teamId: input.agent.teamId,
-          sessionId: input.sessionId,
-          toolUseId,
-          tool: request.tool,
-          input: request.input,
-          agent: { id: input.agent.agentId, name: input.agent.name },
-          expiresAt,
-        }),
-      });
-    }
-    // last in the transaction: the audit chain's lock is held until the commit
-    await appendAudit(tx, {
-      ...sessionActor(input),
-      action: 'tool.evaluate',
-      target: `${input.sessionId}/${toolUseId}`,
-      decision: verdict.action,
-      reason: verdict.reason,
-      data: { tool: request.tool, policy_version: current.version, session_id: input.sessionId },
-    });
-    return { verdict, recorded: null };
-  });
+  const current = live.revision > input.policyVersion ? { policy: live.policy, version: live.revision } : { policy: input.policy, version: input.policyVersion };
+  const verdict = carriedApproval(evaluatePolicy(current.policy, request.tool, request.input), request, approval);
+  let committer = committers.get(db);
+  if (!committer) committers.set(db, (committer = new GroupCommit((decisions) => commitDecisions(db, decisions))));
+  // the trace is this call's: the commit that carries it may run in another call's context
+  const recorded = await committer.submit({ input, request, verdict, policyVersion: current.version, publicUrl: deps.publicUrl, traceId: activeTraceId() });
   const action = recorded ?? verdict.action;
   if (!recorded) {
     deps.metrics?.toolDecisions.inc({ runtime: input.agent.runtime.type, source: 'policy', outcome: action });
     log.info('tool decision', { sessionId: input.sessionId, tool: request.tool, action, rule: verdict.reason });
   }
+  const toolUseId = toolUseEventId(input.sessionId, request.callId);
   if (action === 'ask') return { action, toolUseId };
   return { action, message: action === 'deny' ? `denied by agentplane policy (${verdict.reason})` : undefined };
+}
+
+/** A decision made, waiting for its commit. */
+interface DecisionToWrite {
+  input: RunTurnInput;
+  request: PermissionRequest;
+  verdict: PolicyDecision;
+  policyVersion: number;
+  publicUrl?: string;
+  traceId: string | null;
+}
+
+/** one group commit per database */
+const committers = new WeakMap<Db, GroupCommit<DecisionToWrite, Recorded>>();
+
+/** what was recorded for a replayed request the first time, or null when this decision is the first */
+type Recorded = 'allow' | 'ask' | 'deny' | null;
+
+/** Writes decisions in one transaction: each one's event (and pending approval), then every audit row, in order. */
+function commitDecisions(db: Db, decisions: DecisionToWrite[]): Promise<Recorded[]> {
+  return db.transaction(async (tx) => {
+    const recorded: Recorded[] = [];
+    const audits: AuditEntry[] = [];
+    for (const decision of decisions) {
+      const first = await writeDecision(tx, decision);
+      recorded.push(first);
+      if (first === null) audits.push(auditOf(decision));
+    }
+    // last in the transaction: the audit chain's lock is held until the commit
+    await appendAuditRows(tx, audits);
+    return recorded;
+  });
+}
+
+async function writeDecision(tx: Db, { input, request, verdict, policyVersion, publicUrl, traceId }: DecisionToWrite): Promise<Recorded> {
+  const toolUseId = toolUseEventId(input.sessionId, request.callId);
+  const written = await appendEvents(tx, {
+    sessionId: input.sessionId,
+    traceId,
+    events: [
+      {
+        id: toolUseId,
+        sourceId: `tool:${request.callId}`,
+        type: 'agent.tool_use',
+        payload: { name: request.tool, input: request.input, evaluated_permission: verdict.action, evaluation: { rule: verdict.reason, policy_version: policyVersion } },
+      },
+    ],
+  });
+  // a replayed request (after a reattach) was decided the first time: that decision stands, and nothing is written again
+  if (written.appended === 0) {
+    const first = await findEvent(tx, input.sessionId, toolUseId);
+    return (first?.payload as { evaluated_permission?: 'allow' | 'ask' | 'deny' } | undefined)?.evaluated_permission ?? verdict.action;
+  }
+  if (verdict.action === 'ask') {
+    const expiresAt = new Date(Date.now() + input.agent.approvalTimeoutSeconds * 1000);
+    await insertApproval(tx, { sessionId: input.sessionId, toolUseId, teamId: input.agent.teamId, tool: request.tool, input: request.input, status: 'pending', expiresAt });
+    // the approvers hear of it iff the pending approval committed
+    await enqueueNotification(tx, {
+      teamId: input.agent.teamId,
+      type: 'approval.requested',
+      payload: approvalRequested({
+        publicUrl: publicUrl ?? 'http://127.0.0.1:8080',
+        teamId: input.agent.teamId,
+        sessionId: input.sessionId,
+        toolUseId,
+        tool: request.tool,
+        input: request.input,
+        agent: { id: input.agent.agentId, name: input.agent.name },
+        expiresAt,
+      }),
+    });
+  }
+  return null;
+}
+
+function auditOf({ input, request, verdict, policyVersion, traceId }: DecisionToWrite): AuditEntry {
+  return {
+    ...sessionActor(input),
+    traceId,
+    action: 'tool.evaluate',
+    target: `${input.sessionId}/${toolUseEventId(input.sessionId, request.callId)}`,
+    decision: verdict.action,
+    reason: verdict.reason,
+    data: { tool: request.tool, policy_version: policyVersion, session_id: input.sessionId },
+  };
 }
 
 /**

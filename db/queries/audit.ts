@@ -32,7 +32,8 @@ type AuditRow = typeof auditLog.$inferSelect;
  * the chain lock is held from here to that transaction's commit.
  */
 export async function appendAudit(db: Db, entry: AuditEntry): Promise<AuditRow> {
-  return isTransaction(db) ? appendInTransaction(db, entry) : db.transaction((tx) => appendInTransaction(tx, entry));
+  const [row] = isTransaction(db) ? await appendAuditRows(db, [entry]) : await db.transaction((tx) => appendAuditRows(tx, [entry]));
+  return row!;
 }
 
 /**
@@ -41,47 +42,61 @@ export async function appendAudit(db: Db, entry: AuditEntry): Promise<AuditRow> 
  */
 let knownTip: string | null = null;
 
-async function appendInTransaction(tx: Db, entry: AuditEntry): Promise<AuditRow> {
+/**
+ * Appends rows in order as one segment of the chain, inside the caller's transaction: one lock and one statement for
+ * all of them (a group commit of tool decisions writes its whole batch's rows here). As late in the transaction as
+ * possible: the lock is held until its commit.
+ */
+export async function appendAuditRows(tx: Db, entries: AuditEntry[]): Promise<AuditRow[]> {
+  if (entries.length === 0) return [];
   await tx.execute(sql`select pg_advisory_xact_lock(${AUDIT_CHAIN_LOCK})`);
   // statements after the lock see every row committed before it: the tip read here is the chain's tip
-  const rowAfter = (prevHash: string) => {
-    const row = {
-      id: newId('aud'),
-      teamId: entry.teamId,
-      actorKeyId: entry.actorKeyId,
-      actorRole: entry.actorRole,
-      action: entry.action,
-      target: entry.target,
-      decision: entry.decision,
-      reason: entry.reason,
-      requestId: entry.requestId ?? null,
-      // like events: the trace of the request or activity that writes the row, unless the caller names one
-      traceId: entry.traceId !== undefined ? entry.traceId : activeTraceId(),
-      data: entry.data ?? {},
-      createdAt: new Date(),
-      prevHash,
-    };
-    return { ...row, hash: hashRow(row) };
+  const createdAt = new Date();
+  const chainFrom = (tip: string) => {
+    let prevHash = tip;
+    return entries.map((entry) => {
+      const row = {
+        id: newId('aud'),
+        teamId: entry.teamId,
+        actorKeyId: entry.actorKeyId,
+        actorRole: entry.actorRole,
+        action: entry.action,
+        target: entry.target,
+        decision: entry.decision,
+        reason: entry.reason,
+        requestId: entry.requestId ?? null,
+        // like events: the trace of the request or activity that writes the row, unless the caller names one
+        traceId: entry.traceId !== undefined ? entry.traceId : activeTraceId(),
+        data: entry.data ?? {},
+        createdAt,
+        prevHash,
+      };
+      prevHash = hashRow(row);
+      return { ...row, hash: prevHash };
+    });
   };
-  if (knownTip) {
-    const row = rowAfter(knownTip);
-    const [written] = rowsOf<{ seq: number }>(
+  const insert = async (rows: Array<Omit<AuditRow, 'seq'>>, checkTip: boolean) => {
+    const values = rows.map((r, ord) => ({ ord, id: r.id, team_id: r.teamId, actor_key_id: r.actorKeyId, actor_role: r.actorRole, action: r.action, target: r.target, decision: r.decision, reason: r.reason, request_id: r.requestId, trace_id: r.traceId, data: r.data, prev_hash: r.prevHash, hash: r.hash }));
+    // the rows go in in chain order (`order by ord`), so their seqs follow the chain
+    const written = rowsOf<{ id: string; seq: number }>(
       await tx.execute(sql`
         insert into audit_log (id, team_id, actor_key_id, actor_role, action, target, decision, reason, request_id, trace_id, data, created_at, prev_hash, hash)
-        select ${row.id}, ${row.teamId}, ${row.actorKeyId}, ${row.actorRole}, ${row.action}, ${row.target}, ${row.decision}, ${row.reason}, ${row.requestId}, ${row.traceId},
-          ${JSON.stringify(row.data)}::jsonb, ${row.createdAt.toISOString()}::timestamptz, ${row.prevHash}, ${row.hash}
-        where (select hash from audit_log order by seq desc limit 1) = ${row.prevHash}
-        returning seq`),
+        select v.id, v.team_id, v.actor_key_id, v.actor_role, v.action, v.target, v.decision, v.reason, v.request_id, v.trace_id, v.data, ${createdAt.toISOString()}::timestamptz, v.prev_hash, v.hash
+        from jsonb_to_recordset(${JSON.stringify(values)}::jsonb)
+          as v(ord int, id text, team_id text, actor_key_id text, actor_role text, action text, target text, decision text, reason text, request_id text, trace_id text, data jsonb, prev_hash text, hash text)
+        where not ${checkTip} or (select hash from audit_log order by seq desc limit 1) is not distinct from ${rows[0]!.prevHash}
+        order by v.ord
+        returning id, seq`),
     );
-    if (written) {
-      knownTip = row.hash;
-      return { ...row, seq: Number(written.seq) };
-    }
-  }
+    if (written.length === 0) return null;
+    const seqs = new Map(written.map((w) => [w.id, Number(w.seq)]));
+    knownTip = rows.at(-1)!.hash;
+    return rows.map((r) => ({ ...r, seq: seqs.get(r.id)! }));
+  };
+  const guessed = knownTip ? await insert(chainFrom(knownTip), true) : null;
+  if (guessed) return guessed;
   const [last] = await tx.select({ hash: auditLog.hash }).from(auditLog).orderBy(desc(auditLog.seq)).limit(1);
-  const [inserted] = await tx.insert(auditLog).values(rowAfter(last?.hash ?? GENESIS_HASH)).returning();
-  knownTip = inserted!.hash;
-  return inserted as AuditRow;
+  return (await insert(chainFrom(last?.hash ?? GENESIS_HASH), false))!;
 }
 
 export function hashRow(row: Omit<AuditRow, 'seq' | 'hash'>): string {
