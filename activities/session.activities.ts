@@ -16,6 +16,7 @@ import { readNetworking, readSnapshotIgnore } from '../api/schemas/environment.s
 import { DEFAULT_NETWORKING, NO_NETWORK, type Networking } from '../governance/networking';
 import type { SandboxKind } from '../governance/types';
 import { livePolicyFor } from '../db/queries/policies';
+import type { Notifications } from '../db/notifications';
 import { describeUnenforceable, unenforceableDenies } from '../governance/enforceability';
 import type { Vault } from '../db/vault';
 import type { GatewayClient } from '../gateway/client';
@@ -68,6 +69,11 @@ export interface ActivityDeps {
   hibernateAfterMs?: number;
   /** what the worker logs outside any activity (hibernation's timers); silent when absent */
   logger?: AdapterLogger;
+  /**
+   * this process's LISTEN connection (db/notifications.ts): with it, each team's live policy is read once per policy
+   * change instead of once per tool decision
+   */
+  policyChanges?: Notifications;
   /**
    * this worker's own task queue (worker/create-worker.ts `hostQueueFor`): a leg that leaves a runtime running here
    * says so in its outcome, and the workflow sends the session's next legs there (affinity)
@@ -153,7 +159,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
     // the session's current policy: a change the workflow has not heard of yet wins (the newest revision, as for each
     // tool decision). A team deny added since the session started that this runtime would ignore stops the turn before
     // it leaves; the adapter gets the current policy for what it compiles into the runtime (OpenClaw's tools.deny).
-    const [live, { networking, snapshotIgnore }] = await Promise.all([livePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId }), sessionEnvironment(db, input)]);
+    const [live, { networking, snapshotIgnore }] = await Promise.all([livePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId }, deps.policyChanges), sessionEnvironment(db, input)]);
     const policy = live.revision > input.policyVersion ? live.policy : input.policy;
     if (input.input.kind === 'message') {
       const unenforceable = unenforceableDenies(adapter.capabilities, policy.rules.filter((r) => r.source === 'team'));
@@ -281,7 +287,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
         await saveRef();
         activity.heartbeat();
       },
-      decide: (request) => decideToolCall({ db, publicUrl: deps.publicUrl, metrics }, input, request),
+      decide: (request) => decideToolCall({ db, publicUrl: deps.publicUrl, metrics, policyChanges: deps.policyChanges }, input, request),
     };
 
     /**

@@ -30,12 +30,12 @@ import type { RunTurnInput } from './types';
  * together (`db/group-commit.ts`), with one audit-chain lock and one WAL flush for all of them. Each one's event,
  * approval and audit row still commit together, and none is answered before that commit.
  */
-export async function decideToolCall(deps: Pick<ActivityDeps, 'db' | 'publicUrl' | 'metrics'>, input: RunTurnInput, request: PermissionRequest): Promise<Decision> {
+export async function decideToolCall(deps: Pick<ActivityDeps, 'db' | 'publicUrl' | 'metrics' | 'policyChanges'>, input: RunTurnInput, request: PermissionRequest): Promise<Decision> {
   const { db } = deps;
   // a policy changed after this leg started still governs its next call: the newest revision wins. Read before the
   // transaction, not beside it: a transaction waiting on another pooled connection can starve the pool.
   const [live, approval] = await Promise.all([
-    livePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId }),
+    livePolicyFor(db, { teamId: input.agent.teamId, agentId: input.agent.agentId }, deps.policyChanges),
     request.approvedAs ? getApproval(db, { teamId: input.agent.teamId, sessionId: input.sessionId, toolUseId: request.approvedAs }) : null,
   ]);
   const current = live.revision > input.policyVersion ? { policy: live.policy, version: live.revision } : { policy: input.policy, version: input.policyVersion };

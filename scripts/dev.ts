@@ -26,6 +26,7 @@ import { stopGatewayDaemons } from '../gateway/client';
 import { stopOpenCodeServers } from '../runtimes/opencode/opencode.adapter';
 import { createSandboxProvider } from '../runtimes/kit/sandbox';
 import { createSessionWorker } from '../worker/create-worker';
+import { listenForNotifications } from '../db/notifications';
 import { createWorkerSandboxes } from '../worker/sandboxes';
 import { createWorkerSnapshots } from '../worker/snapshots';
 import { createWorkerGateway } from '../worker/gateway';
@@ -114,6 +115,8 @@ const egress = createEgressGuard({ allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRI
 const { gateway, meter } = createWorkerGateway({ db: database.db, vault, dataDir, allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE, metrics: workerMetrics, warn: (msg, fields) => console.warn(msg, fields) });
 const sandboxes = createWorkerSandboxes({ db: database.db, provider: createSandboxProvider(env, { info() {}, warn: (msg) => console.warn(msg) }), egress, dataDir, gateway, metrics: workerMetrics });
 const workerConnection = await NativeConnection.connect({ address: temporalAddress });
+// policy changes reach the live policy the worker keeps in memory (PGlite: its own listen; Postgres: one connection)
+const notifications = listenForNotifications(database, { url: env.DATABASE_URL });
 const worker = await createSessionWorker({
   connection: workerConnection,
   namespace: 'default',
@@ -131,6 +134,7 @@ const worker = await createSessionWorker({
     meter,
     snapshots: await createWorkerSnapshots({ db: database.db, dataDir, settings: env }),
     hibernateAfterMs: env.AGENTPLANE_HIBERNATE_SECONDS * 1000,
+    policyChanges: notifications,
   },
   tracing,
 });
@@ -189,6 +193,7 @@ async function shutdown() {
   await metricsServer?.close();
   await workerConnection.close();
   await connection.close();
+  await notifications.close();
   await database.close();
   await temporalServer?.stop();
   process.exit(0);

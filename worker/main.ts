@@ -6,6 +6,7 @@ import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { z } from 'zod';
 import { acpAgentsEnv, databaseEnv, egressEnv, hermesEnv, masterKeyEnv, openclawEnv, parseEnv, publicUrlEnv, sandboxEnv, snapshotEnv, telemetryEnv, temporalEnv } from '../config/env';
 import { openDatabase } from '../db/client';
+import { listenForNotifications } from '../db/notifications';
 import { createVault } from '../db/vault';
 import { createAdapterLog, createJsonLog, fromTemporalEntry } from '../observability/logger';
 import { createWorkerMetrics, serveMetrics } from '../observability/metrics';
@@ -59,6 +60,8 @@ const metricsServer = env.AGENTPLANE_METRICS_PORT === undefined ? null : await s
 const dataDir = resolve(env.AGENTPLANE_DATA_DIR);
 const database = await openDatabase({ url: env.DATABASE_URL, pgliteDir: resolve(dataDir, 'pglite') });
 const vault = createVault(env.AGENTPLANE_MASTER_KEY);
+// one LISTEN connection: policy changes reach the live policy this worker keeps in memory
+const notifications = listenForNotifications(database, { url: env.DATABASE_URL });
 // one guard for every connection the worker opens to a tenant's URL: webhook receivers, remote runtimes, model providers
 const egress = createEgressGuard({ allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE });
 const adapterLog = createAdapterLog(writeLog, env.AGENTPLANE_LOG_LEVEL);
@@ -101,6 +104,7 @@ const worker = await createSessionWorker({
     snapshots: await createWorkerSnapshots({ db: database.db, dataDir, settings: env }),
     hibernateAfterMs: env.AGENTPLANE_HIBERNATE_SECONDS * 1000,
     logger: adapterLog,
+    policyChanges: notifications,
   },
   tracing,
 });
@@ -125,4 +129,5 @@ await tracing?.shutdown();
 gateway.close();
 await metricsServer?.close();
 await connection.close();
+await notifications.close();
 await database.close();

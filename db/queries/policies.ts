@@ -6,6 +6,7 @@ import { and, eq, ne, sql } from 'drizzle-orm';
 import { composePolicy, policyFromDefinition } from '../../governance/policy';
 import type { ToolPolicy } from '../../governance/types';
 import type { Db } from '../client';
+import { CHANNELS, type Notifications } from '../notifications';
 import { agents, agentVersions, sessions, teamPolicies, teams } from '../schema/index';
 
 export type TeamDeny = { tool: string; pattern?: string };
@@ -16,13 +17,17 @@ export async function getTeamPolicy(db: Db, teamId: string): Promise<{ rules: Te
   return { rules: (policy?.rules as TeamDeny[] | undefined) ?? [], revision: team?.revision ?? 0 };
 }
 
-/** Bumps and returns the team's policy revision; call it in the transaction that changes a policy. */
+/**
+ * Bumps and returns the team's policy revision; call it in the transaction that changes a policy. Every process that
+ * holds the team's live policy in memory hears of it when that transaction commits (`CHANNELS.policy`).
+ */
 export async function bumpPolicyRevision(db: Db, teamId: string): Promise<number> {
   const [row] = await db
     .update(teams)
     .set({ policyRevision: sql`${teams.policyRevision} + 1` })
     .where(eq(teams.id, teamId))
     .returning({ revision: teams.policyRevision });
+  await db.execute(sql`select pg_notify(${CHANNELS.policy}, ${teamId})`);
   return row!.revision;
 }
 
@@ -47,25 +52,69 @@ export async function effectivePolicyFor(db: Db, params: { teamId: string; agent
 }
 
 /**
- * `effectivePolicyFor` on the hot path of every tool decision: one indexed read of the team's revision and the agent's
- * current version, and the composed policy from memory when both are unchanged. That is safe because neither can
- * change without moving: team rules are only written with a revision bump, and an agent version is never edited.
+ * `effectivePolicyFor` on the hot path of every tool decision: the team's revision and the agent's current version (the
+ * head), and the composed policy from memory when both are unchanged. That is safe because neither can change without
+ * moving: team rules are only written with a revision bump, and an agent version is never edited.
+ *
+ * With `changes` (this process's LISTEN connection, db/notifications.ts) the head itself is kept in memory too, until
+ * the team's next policy notification: no read at all per call. It is trusted only while notifications are heard, and
+ * only in the connection's epoch it was read in, since a notification sent while the connection was down is lost.
+ * Without it, or while not listening, the head is one indexed read per call.
  */
 const composedPolicies = new Map<string, { policy: ToolPolicy; revision: number }>();
 const COMPOSED_POLICIES_MAX = 10_000;
 
-export async function livePolicyFor(db: Db, params: { teamId: string; agentId: string }): Promise<{ policy: ToolPolicy; revision: number }> {
+type Head = { revision: number; version: number };
+/** heads by team, then agent, with the epoch each was read in */
+const heads = new Map<string, Map<string, Head & { epoch: number }>>();
+/** per team, how many policy notifications this process has heard: a read that raced one is not kept */
+const heard = new Map<string, number>();
+const watched = new WeakSet<Notifications>();
+
+function watch(changes: Notifications): void {
+  if (watched.has(changes)) return;
+  watched.add(changes);
+  changes.on(CHANNELS.policy, (teamId) => {
+    heard.set(teamId, (heard.get(teamId) ?? 0) + 1);
+    heads.delete(teamId);
+  });
+}
+
+async function readHead(db: Db, params: { teamId: string; agentId: string }): Promise<Head> {
   const [head] = await db
     .select({ revision: teams.policyRevision, version: agents.currentVersion })
     .from(teams)
     .leftJoin(agents, and(eq(agents.id, params.agentId), eq(agents.teamId, teams.id)))
     .where(eq(teams.id, params.teamId));
-  const key = `${params.teamId}/${params.agentId}@${head?.revision ?? 0}/${head?.version ?? 0}`;
+  return { revision: head?.revision ?? 0, version: head?.version ?? 0 };
+}
+
+async function headOf(db: Db, params: { teamId: string; agentId: string }, changes?: Notifications): Promise<Head> {
+  if (!changes) return readHead(db, params);
+  watch(changes);
+  const epoch = changes.epoch;
+  const known = heads.get(params.teamId)?.get(params.agentId);
+  if (changes.listening && known?.epoch === epoch) return known;
+  const before = heard.get(params.teamId) ?? 0;
+  const head = await readHead(db, params);
+  // kept only if no notification for the team arrived while it was read, and the connection stayed up throughout
+  if (changes.listening && changes.epoch === epoch && (heard.get(params.teamId) ?? 0) === before) {
+    let team = heads.get(params.teamId);
+    if (!team) heads.set(params.teamId, (team = new Map()));
+    if (team.size >= COMPOSED_POLICIES_MAX) team.clear();
+    team.set(params.agentId, { ...head, epoch });
+  }
+  return head;
+}
+
+export async function livePolicyFor(db: Db, params: { teamId: string; agentId: string }, changes?: Notifications): Promise<{ policy: ToolPolicy; revision: number }> {
+  const head = await headOf(db, params, changes);
+  const key = `${params.teamId}/${params.agentId}@${head.revision}/${head.version}`;
   const cached = composedPolicies.get(key);
   if (cached) return cached;
   const live = await effectivePolicyFor(db, params);
   // a newer read can only repeat this one, so a racing read of another revision is not cached under this key
-  if (live.revision === (head?.revision ?? 0)) {
+  if (live.revision === head.revision) {
     if (composedPolicies.size >= COMPOSED_POLICIES_MAX) composedPolicies.clear();
     composedPolicies.set(key, live);
   }

@@ -11,6 +11,7 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import { inject } from 'vitest';
 import { createApp, type App } from '../../api/create-app';
+import { listenForNotifications, type Notifications } from '../../db/notifications';
 import { openDatabase, type Database } from '../../db/client';
 import { createApiKey, createTeam } from '../../db/queries/teams';
 import { createVault, generateMasterKeySpec, type Vault } from '../../db/vault';
@@ -135,6 +136,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
 
   let worker: SessionWorker | null = null;
   let workerRun: Promise<void> | null = null;
+  let policyChanges: Notifications | undefined;
   let workerConnection: NativeConnection | null = null;
   const otherTeams = new Map<string, string>();
 
@@ -188,7 +190,9 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     },
     async startWorker(runtimes) {
       workerConnection = await NativeConnection.connect({ address: temporalAddress });
-      worker = await createSessionWorker({ connection: workerConnection, namespace: 'default', taskQueue, deps: { db: db.db, vault, runtimes, dataDir, publicUrl: url, egress, sandboxKind, gateway, meter, snapshots: await createWorkerSnapshots({ db: db.db, dataDir }) }, tracing: opts.tracing });
+      // as worker/main.ts: policy changes heard by LISTEN, so the tests run the live policy the way a worker holds it
+      policyChanges ??= listenForNotifications(db, { url: testDb.url });
+      worker = await createSessionWorker({ connection: workerConnection, namespace: 'default', taskQueue, deps: { db: db.db, vault, runtimes, dataDir, publicUrl: url, egress, sandboxKind, gateway, meter, snapshots: await createWorkerSnapshots({ db: db.db, dataDir }), policyChanges }, tracing: opts.tracing });
       workerRun = worker.run();
     },
     async stopWorker() {
@@ -206,6 +210,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       await daemon?.close();
       await new Promise((resolve) => server.close(resolve));
       await connection.close();
+      await policyChanges?.close();
       await db.close();
       await testDb.drop();
       // runtimes outlive workers by design (a new worker reattaches); a test run must not leave them behind
