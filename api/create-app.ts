@@ -12,6 +12,7 @@ import { matchedRoutes } from 'hono/route';
 import type { Db } from '../db/client';
 import { newId } from '../db/ids';
 import { findActiveKey } from '../db/queries/teams';
+import type { Notifications } from '../db/notifications';
 import type { Vault } from '../db/vault';
 import { can, type Permission } from '../governance/permissions';
 import type { Role, SandboxKind } from '../governance/types';
@@ -63,6 +64,11 @@ export interface AppDeps {
   tracer?: Tracer | null;
   /** request latency by route template; a private registry when absent */
   metrics?: ApiMetrics;
+  /**
+   * this process's LISTEN connection (db/notifications.ts): with it, a verified key is kept in memory until it is
+   * revoked anywhere, instead of read on every request
+   */
+  notifications?: Notifications;
 }
 
 export type App = OpenAPIHono<AppEnv>;
@@ -150,7 +156,7 @@ export function createApp(deps: AppDeps): App {
     const header = c.req.header('authorization');
     const plain = header?.toLowerCase().startsWith('bearer ') ? header.slice(7).trim() : c.req.header('x-api-key')?.trim();
     if (!plain) throw new ApiError(401, 'auth.missing_key', 'send the key as "Authorization: Bearer <key>" or "x-api-key: <key>"');
-    const key = await findActiveKey(deps.db, plain);
+    const key = await findActiveKey(deps.db, plain, deps.notifications);
     if (!key) throw new ApiError(401, 'auth.invalid_key', 'the API key is unknown or revoked');
     c.set('actor', { keyId: key.id, role: key.role as Role, teamId: key.teamId });
     await next();

@@ -26,6 +26,8 @@ export interface Notifications {
 export const CHANNELS = {
   /** a team's policy revision moved (team rules or an agent's policy changed); payload: the team id */
   policy: 'agentplane_policy',
+  /** an API key was revoked or its role changed; payload: the key id */
+  keys: 'agentplane_keys',
 } as const;
 
 export function listenForNotifications(database: Database, opts: { url?: string; retryMs?: { min: number; max: number } } = {}): Notifications {

@@ -144,6 +144,7 @@ notifier.start();
 
 const connection = await Connection.connect({ address: temporalAddress });
 const app = createApp({
+  notifications,
   db: database.db,
   vault,
   temporal: new Client({ connection, interceptors: clientInterceptors(tracing) }),

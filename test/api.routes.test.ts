@@ -1229,7 +1229,9 @@ describe('authentication', () => {
   it('refuses a revoked key with 401 auth.invalid_key', async () => {
     const key = await stack.key('admin');
     expect((await send('GET', '/v1/agents', { key })).status).toBe(200);
+    // revoked with psql, behind the API's back: the API holds verified keys in memory, and hears of it within a second
     await stack.db.db.execute(sql`update api_keys set revoked_at = now() where hash = ${hashKey(key)}`);
+    await eventually(async () => ((await send('GET', '/v1/agents', { key })).status === 401 ? true : undefined), { timeoutMs: 1_000, intervalMs: 20, what: 'the revoked key to be refused' });
     expectProblem(await send('GET', '/v1/agents', { key }), 401, 'auth.invalid_key');
   });
 });

@@ -4,7 +4,7 @@
  */
 import { createRoute, z } from '@hono/zod-openapi';
 import { appendAudit } from '../../db/queries/audit';
-import { createApiKey, getApiKey, listApiKeys, revokeApiKey, type ApiKeyMetadata } from '../../db/queries/teams';
+import { createApiKey, forgetVerifiedKey, getApiKey, listApiKeys, revokeApiKey, type ApiKeyMetadata } from '../../db/queries/teams';
 import { can, ROLE_PERMISSIONS } from '../../governance/permissions';
 import { ROLES } from '../../governance/types';
 import { requires, type App, type AppDeps } from '../create-app';
@@ -106,7 +106,12 @@ export function registerKeyRoutes(app: App, deps: AppDeps): void {
         if (row) await appendAudit(tx, { ...auditActor(actor, c.get('requestId')), action: 'key.revoke', target: keyId, decision: 'ok', reason: 'keys:admin', data: { name: row.name, role: row.role } });
         return row;
       });
-      if (revoked) return c.json(toKeyResponse(revoked), 200);
+      if (revoked) {
+        // this process forgets it at once (a request right after this answer is refused here); the others when they
+        // hear the notification the commit sent
+        forgetVerifiedKey(revoked.id);
+        return c.json(toKeyResponse(revoked), 200);
+      }
       const existing = await getApiKey(db, { teamId: actor.teamId, keyId });
       if (!existing) throw notFound('key');
       throw new ApiError(409, 'resource.conflict', `key ${keyId} was already revoked at ${existing.revokedAt?.toISOString()}`);

@@ -19,7 +19,8 @@ export async function getTeamPolicy(db: Db, teamId: string): Promise<{ rules: Te
 
 /**
  * Bumps and returns the team's policy revision; call it in the transaction that changes a policy. Every process that
- * holds the team's live policy in memory hears of it when that transaction commits (`CHANNELS.policy`).
+ * holds the team's live policy in memory hears of it when that transaction commits (`CHANNELS.policy`, sent by a
+ * trigger on the revision, db/migrations/0011).
  */
 export async function bumpPolicyRevision(db: Db, teamId: string): Promise<number> {
   const [row] = await db
@@ -27,7 +28,6 @@ export async function bumpPolicyRevision(db: Db, teamId: string): Promise<number
     .set({ policyRevision: sql`${teams.policyRevision} + 1` })
     .where(eq(teams.id, teamId))
     .returning({ revision: teams.policyRevision });
-  await db.execute(sql`select pg_notify(${CHANNELS.policy}, ${teamId})`);
   return row!.revision;
 }
 

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { and, asc, desc, eq, isNull, lt } from 'drizzle-orm';
 import type { Role } from '../../governance/types';
 import type { Db } from '../client';
+import { CHANNELS, type Notifications } from '../notifications';
 import { newId } from '../ids';
 import { appendAudit } from './audit';
 import { apiKeys, teams } from '../schema/index';
@@ -73,7 +74,11 @@ export async function getApiKey(db: Db, params: { teamId: string; keyId: string 
   return row ?? null;
 }
 
-/** Revokes an active key of the team; null when there is none (unknown, another team's, or already revoked). */
+/**
+ * Revokes an active key of the team; null when there is none (unknown, another team's, or already revoked). Every API
+ * process that holds the key as verified hears of it when the caller's transaction commits (`CHANNELS.keys`, sent by
+ * a trigger on api_keys, so a revocation made with psql is heard too).
+ */
 export async function revokeApiKey(db: Db, params: { teamId: string; keyId: string }): Promise<ApiKeyMetadata | null> {
   const [row] = await db
     .update(apiKeys)
@@ -83,11 +88,44 @@ export async function revokeApiKey(db: Db, params: { teamId: string; keyId: stri
   return row ?? null;
 }
 
-export async function findActiveKey(db: Db, plain: string) {
+type ApiKeyRow = typeof apiKeys.$inferSelect;
+
+/**
+ * Keys verified by this process, by hash: with `changes` (its LISTEN connection) a key is read once, not on every
+ * request, and forgotten when its row changes (revoked, its role raised: a trigger notifies, db/migrations/0011).
+ * Trusted only while notifications are heard and
+ * in the epoch it was read in (db/notifications.ts); unknown and revoked keys are never kept.
+ */
+const verifiedKeys = new Map<string, { key: ApiKeyRow; epoch: number }>();
+const VERIFIED_KEYS_MAX = 10_000;
+/** key notifications heard by this process: a read that raced one is not kept */
+let keyChangesHeard = 0;
+const watchedForKeys = new WeakSet<Notifications>();
+
+/** Forgets a verified key (it was revoked or changed): the next request with it is checked in the database. */
+export function forgetVerifiedKey(keyId: string): void {
+  keyChangesHeard++;
+  for (const [hash, entry] of verifiedKeys) if (entry.key.id === keyId) verifiedKeys.delete(hash);
+}
+
+export async function findActiveKey(db: Db, plain: string, changes?: Notifications): Promise<ApiKeyRow | null> {
+  const hash = hashKey(plain);
+  if (changes && !watchedForKeys.has(changes)) {
+    watchedForKeys.add(changes);
+    changes.on(CHANNELS.keys, forgetVerifiedKey);
+  }
+  const epoch = changes?.epoch;
+  const known = verifiedKeys.get(hash);
+  if (changes?.listening && known && known.epoch === epoch) return known.key;
+  const heard = keyChangesHeard;
   const [row] = await db
     .select()
     .from(apiKeys)
-    .where(and(eq(apiKeys.hash, hashKey(plain)), isNull(apiKeys.revokedAt)));
+    .where(and(eq(apiKeys.hash, hash), isNull(apiKeys.revokedAt)));
+  if (row && changes?.listening && changes.epoch === epoch && keyChangesHeard === heard) {
+    if (verifiedKeys.size >= VERIFIED_KEYS_MAX) verifiedKeys.clear();
+    verifiedKeys.set(hash, { key: row, epoch: epoch! });
+  }
   return row ?? null;
 }
 

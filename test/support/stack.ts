@@ -11,7 +11,7 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import { inject } from 'vitest';
 import { createApp, type App } from '../../api/create-app';
-import { listenForNotifications, type Notifications } from '../../db/notifications';
+import { listenForNotifications } from '../../db/notifications';
 import { openDatabase, type Database } from '../../db/client';
 import { createApiKey, createTeam } from '../../db/queries/teams';
 import { createVault, generateMasterKeySpec, type Vault } from '../../db/vault';
@@ -104,6 +104,8 @@ export function localEgress(): EgressGuard {
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const testDb: TestDatabase = await createTestDatabase();
   const db = await openDatabase({ url: testDb.url });
+  // as api/main.ts and worker/main.ts: one LISTEN connection (verified keys, live policy held in memory)
+  const notifications = listenForNotifications(db, { url: testDb.url });
   const masterKey = generateMasterKeySpec();
   const vault = createVault(masterKey);
   const team = await createTeam(db.db, { name: 'acme' });
@@ -128,7 +130,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     start: async (controlPath) => void (daemon ??= await startGatewayDaemon({ controlPath, dispatcher: egress.dispatcher })),
   });
   const sandboxes = createWorkerSandboxes({ db: db.db, provider: createSandboxProvider({ ...parseEnv(sandboxEnv, {}), AGENTPLANE_SANDBOX: sandboxKind }, SILENT_LOGGER), egress, dataDir, gateway });
-  const app = createApp({ db: db.db, vault, temporal, taskQueue, capabilities: RUNTIME_CAPABILITIES, egress, sandboxKind, streamPollMs: 50, log: opts.apiLog, tracer: opts.tracing?.tracer, metrics: opts.apiMetrics });
+  const app = createApp({ db: db.db, vault, temporal, taskQueue, capabilities: RUNTIME_CAPABILITIES, egress, sandboxKind, streamPollMs: 50, log: opts.apiLog, tracer: opts.tracing?.tracer, metrics: opts.apiMetrics, notifications });
   const server: ServerType = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
   });
@@ -136,7 +138,6 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
 
   let worker: SessionWorker | null = null;
   let workerRun: Promise<void> | null = null;
-  let policyChanges: Notifications | undefined;
   let workerConnection: NativeConnection | null = null;
   const otherTeams = new Map<string, string>();
 
@@ -190,9 +191,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     },
     async startWorker(runtimes) {
       workerConnection = await NativeConnection.connect({ address: temporalAddress });
-      // as worker/main.ts: policy changes heard by LISTEN, so the tests run the live policy the way a worker holds it
-      policyChanges ??= listenForNotifications(db, { url: testDb.url });
-      worker = await createSessionWorker({ connection: workerConnection, namespace: 'default', taskQueue, deps: { db: db.db, vault, runtimes, dataDir, publicUrl: url, egress, sandboxKind, gateway, meter, snapshots: await createWorkerSnapshots({ db: db.db, dataDir }), policyChanges }, tracing: opts.tracing });
+      worker = await createSessionWorker({ connection: workerConnection, namespace: 'default', taskQueue, deps: { db: db.db, vault, runtimes, dataDir, publicUrl: url, egress, sandboxKind, gateway, meter, snapshots: await createWorkerSnapshots({ db: db.db, dataDir }), policyChanges: notifications }, tracing: opts.tracing });
       workerRun = worker.run();
     },
     async stopWorker() {
@@ -210,7 +209,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       await daemon?.close();
       await new Promise((resolve) => server.close(resolve));
       await connection.close();
-      await policyChanges?.close();
+      await notifications.close();
       await db.close();
       await testDb.drop();
       // runtimes outlive workers by design (a new worker reattaches); a test run must not leave them behind
