@@ -9,6 +9,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decideToolCall } from '../activities/tool-decision';
 import type { RunTurnInput } from '../activities/types';
+import type { Decision } from '../runtimes/runtime-adapter';
 import { toSnapshot } from '../api/schemas/agent.schema';
 import { rowsOf } from '../db/client';
 import { GroupCommit } from '../db/group-commit';
@@ -56,7 +57,7 @@ async function teamWithSessions(sessions: number): Promise<{ teamId: string; inp
   return { teamId: team.teamId, inputs };
 }
 
-const decide = (input: RunTurnInput, callId: string, tool: 'bash' | 'write' | 'read', subject: string) =>
+const decide = (input: RunTurnInput, callId: string, tool: 'bash' | 'write' | 'read', subject: string): Promise<Decision> =>
   activity.run(decideToolCall, { db: stack.db.db }, input, { requestId: callId, callId, tool, input: tool === 'bash' ? { command: subject } : { file_path: subject } });
 
 describe('group commit of tool decisions', () => {
