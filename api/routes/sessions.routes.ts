@@ -13,11 +13,13 @@ import { isKeyActive } from '../../db/queries/teams';
 import {
   getApproval,
   getSession,
+  getSessionWithApprovals,
   listPendingApprovals,
   listSessions,
   markSessionArchived,
   setSessionStatus,
   type ApprovalRow,
+  type PendingApproval,
   type SessionRow,
 } from '../../db/queries/sessions';
 import { newId, stableId } from '../../db/ids';
@@ -117,7 +119,7 @@ function toApproval(a: ApprovalRow) {
   return { session_id: a.sessionId, tool_use_id: a.toolUseId, tool: a.tool, input: a.input, status: a.status, requested_at: a.requestedAt.toISOString(), expires_at: a.expiresAt.toISOString() };
 }
 
-export function toSessionResponse(row: SessionRow, pending: ApprovalRow[]): z.infer<typeof SessionSchema> {
+export function toSessionResponse(row: SessionRow, pending: PendingApproval[]): z.infer<typeof SessionSchema> {
   const cost = microsToUsd(row.costMicros);
   return {
     id: row.id,
@@ -331,7 +333,10 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
     createRoute({ middleware: requires('sessions:read'), method: 'get', path: '/v1/sessions/{session_id}', tags, request: { params: SessionId }, responses: { 200: json(SessionSchema, 'The session'), ...problemResponses } }),
     async (c) => {
       const actor = c.get('actor');
-      return c.json(await sessionResponse(await loadSession(actor, c.req.valid('param').session_id)), 200);
+      // the hot read: the session and its pending approvals in one query
+      const found = await getSessionWithApprovals(db, { teamId: actor.teamId, sessionId: c.req.valid('param').session_id, limit: 100 });
+      if (!found) throw notFound('session');
+      return c.json(toSessionResponse(found.session, found.pending), 200);
     },
   );
 

@@ -22,6 +22,31 @@ export async function getSession(db: Db, params: { teamId: string; sessionId: st
   return row ?? null;
 }
 
+/** What a session's response shows of each call waiting for a person. */
+export type PendingApproval = Pick<typeof approvals.$inferSelect, 'toolUseId' | 'tool' | 'input' | 'requestedAt' | 'expiresAt'>;
+
+/**
+ * A session of the team with its pending approvals (newest first, at most `limit`), in one query and one round trip:
+ * what `GET /v1/sessions/{id}` answers.
+ */
+export async function getSessionWithApprovals(db: Db, params: { teamId: string; sessionId: string; limit: number }): Promise<{ session: SessionRow; pending: PendingApproval[] } | null> {
+  const [row] = await db
+    .select({
+      session: sessions,
+      pending: sql<Array<{ tool_use_id: string; tool: string; input: unknown; requested_at: string; expires_at: string }>>`coalesce((
+        select json_agg(p) from (
+          select a.tool_use_id, a.tool, a.input, a.requested_at, a.expires_at from approvals a
+          where a.session_id = ${sessions.id} and a.team_id = ${sessions.teamId} and a.status = 'pending'
+          order by a.requested_at desc limit ${params.limit}
+        ) p), '[]'::json)`,
+    })
+    .from(sessions)
+    .where(and(eq(sessions.id, params.sessionId), eq(sessions.teamId, params.teamId)));
+  if (!row) return null;
+  const pending = row.pending.map((a) => ({ toolUseId: a.tool_use_id, tool: a.tool, input: a.input, requestedAt: new Date(a.requested_at), expiresAt: new Date(a.expires_at) }));
+  return { session: row.session, pending: pending as PendingApproval[] };
+}
+
 /** What the session has spent so far, in micro-dollars (0 when it does not exist). */
 export async function getSessionCost(db: Db, sessionId: string): Promise<number> {
   const [row] = await db.select({ cost: sessions.costMicros }).from(sessions).where(eq(sessions.id, sessionId));
