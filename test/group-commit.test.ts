@@ -60,16 +60,22 @@ async function teamWithSessions(sessions: number): Promise<{ teamId: string; inp
 const decide = (input: RunTurnInput, callId: string, tool: 'bash' | 'write' | 'read', subject: string): Promise<Decision> =>
   activity.run(decideToolCall, { db: stack.db.db }, input, { requestId: callId, callId, tool, input: tool === 'bash' ? { command: subject } : { file_path: subject } });
 
+/** A group commit whose first commit waits until `release`: what is submitted meanwhile queues for the next one. */
+function heldAtFirstCommit(commit: (items: number[]) => number[]) {
+  const batches: number[][] = [];
+  let release!: () => void;
+  const first = new Promise<void>((r) => (release = r));
+  const group = new GroupCommit<number, number>(async (items) => {
+    batches.push(items);
+    if (batches.length === 1) await first;
+    return commit(items);
+  });
+  return { group, batches, release };
+}
+
 describe('group commit of tool decisions', () => {
   it('commits many at once in one transaction, and settles each caller after it (GroupCommit)', async () => {
-    const batches: number[][] = [];
-    let release!: () => void;
-    const first = new Promise<void>((r) => (release = r));
-    const group = new GroupCommit<number, number>(async (items) => {
-      batches.push(items);
-      if (batches.length === 1) await first;
-      return items.map((n) => n * 2);
-    });
+    const { group, batches, release } = heldAtFirstCommit((items) => items.map((n) => n * 2));
     const results = [group.submit(1), group.submit(2), group.submit(3), group.submit(4)];
     // the first commit is in flight with item 1 alone; the rest wait for the next one, which carries all three
     release();
@@ -78,12 +84,7 @@ describe('group commit of tool decisions', () => {
   });
 
   it('fails a bad item alone: the batch is committed again one item at a time', async () => {
-    const commits: number[][] = [];
-    let release!: () => void;
-    const first = new Promise<void>((r) => (release = r));
-    const group = new GroupCommit<number, number>(async (items) => {
-      commits.push(items);
-      if (commits.length === 1) await first;
+    const { group, batches: commits, release } = heldAtFirstCommit((items) => {
       if (items.includes(13)) throw new Error('13 cannot be written');
       return items;
     });

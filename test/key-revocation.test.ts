@@ -3,22 +3,13 @@
  * must reach every replica: two API processes of one platform, a key verified on both, revoked through one, refused
  * by the other within a second. Real processes (api/main.ts), real Postgres.
  */
-import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../runtimes/kit/ports';
 import { eventually, startStack, type Stack } from './support/stack';
 import { spawnApi, type ServiceProcess } from './support/worker-process';
 
 let stack: Stack;
 const apis: ServiceProcess[] = [];
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 beforeAll(async () => {
   stack = await startStack({ worker: false });
