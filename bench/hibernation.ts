@@ -1,7 +1,8 @@
 /**
  * Hibernation (AGENTPLANE_HIBERNATE_SECONDS): what an idle session costs a worker host, and what its next message pays.
  *
- *   npx tsx bench/hibernation.ts [--turns 5] [--sessions 40] [--live 8] [--concurrency 4]
+ *   npx tsx bench/hibernation.ts [--turns 5] [--sessions 40] [--live 8] [--concurrency 4] [--cache 300] [--every 100]
+ *   npx tsx bench/hibernation.ts --turns 0 --sessions 1000 --live 0     # 1,000 idle sessions, measured (~40 min)
  *
  * Real worker processes (worker/main.ts), each on a data dir of its own, real OpenCode servers in their sandboxes, the
  * scripted model, a Temporal dev server started here and Postgres from DATABASE_URL.
@@ -14,22 +15,25 @@
  *    worker (fewer: each keeps an OpenCode server of several hundred MiB, and the machine has 24 GiB). What is counted: the worker process and every process of its host (test/support/host-kill.ts: the ones
  *    that name its data dir or mount it: OpenCode servers, sandboxes, bridges, the gateway daemon). RSS double-counts
  *    pages processes share; PSS (/proc/PID/smaps_rollup) splits them. Per session: the growth over the worker alone
- *    (measured before the first session) divided by the sessions. The figure for 1,000 is that slope times 1,000 plus
- *    the worker alone: a projection, not a run of 1,000.
+ *    (measured before the first session) divided by the sessions. The figure for 1,000 is measured when `--sessions`
+ *    is 1,000 or more, and otherwise projected: the worker alone plus that slope times the sessions the worker's
+ *    workflow cache keeps (`--cache`, AGENTPLANE_WORKER_CACHED_SESSIONS; a session beyond it is evicted and replayed on
+ *    its next message). `--turns 0` or `--live 0` skips that part.
  */
 import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { stopOpenCodeServers } from '../runtimes/opencode/opencode.adapter';
+import { DEFAULT_CACHED_SESSIONS } from '../worker/create-worker';
 import { hostProcesses, killHostProcesses } from '../test/support/host-kill';
 import { scriptedOpenCodeAgent } from '../test/support/opencode-agent';
 import { startScriptedModel } from '../test/support/scripted-model';
-import { eventsOf, eventually, LOCAL_RECEIVERS, waitForStatus } from '../test/support/stack';
+import { eventsOf, eventually, LOCAL_RECEIVERS } from '../test/support/stack';
 import { spawnWorker, type WorkerProcess } from '../test/support/worker-process';
 import { flags, printMachine, printTable, startPlatform } from './support';
 
-const opts = flags({ turns: 5, sessions: 40, live: 8, concurrency: 4 });
+const opts = flags({ turns: 5, sessions: 40, live: 8, concurrency: 4, cache: DEFAULT_CACHED_SESSIONS, every: 100 });
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 
@@ -46,7 +50,7 @@ const started: Array<{ worker: WorkerProcess; dataDir: string }> = [];
 
 async function worker(name: string, hibernateSeconds: number) {
   const dataDir = join(hosts, name);
-  const w = await spawnWorker({ ...stack, dataDir }, { AGENTPLANE_RUNTIMES: 'opencode', AGENTPLANE_HIBERNATE_SECONDS: String(hibernateSeconds) });
+  const w = await spawnWorker({ ...stack, dataDir }, { AGENTPLANE_RUNTIMES: 'opencode', AGENTPLANE_HIBERNATE_SECONDS: String(hibernateSeconds), AGENTPLANE_WORKER_CACHED_SESSIONS: String(opts.cache) });
   started.push({ worker: w, dataDir });
   return { w, dataDir };
 }
@@ -63,10 +67,22 @@ async function turn(id: string, text: string): Promise<number> {
   return performance.now() - t0;
 }
 
+/** turns that ended in an error on the way (a loaded machine can fail one); such a session is idle all the same */
+const failedTurns: string[] = [];
+
 async function startSession(text: string): Promise<string> {
   const res = await stack.call('POST', '/v1/sessions', { agent, initial_events: [{ type: 'user.message', content: text }] });
   if (res.status !== 200) throw new Error(`session refused: ${res.status}`);
-  await waitForStatus(stack, res.body.id, 'idle', 'end_turn', 180_000);
+  // generous: a thousand first turns on two cores queue behind each other
+  // idle with a stop reason: its first turn ended (a new session is idle, with none, until the turn starts)
+  const idle = await eventually(
+    async () => {
+      const session = await stack.call('GET', `/v1/sessions/${res.body.id}`);
+      return session.body.status === 'idle' && session.body.stop_reason ? session.body : undefined;
+    },
+    { timeoutMs: 600_000, intervalMs: 200, what: `the first turn of ${res.body.id}` },
+  );
+  if (idle.stop_reason?.type !== 'end_turn') failedTurns.push(`${res.body.id}: ${JSON.stringify(idle.stop_reason)}`);
   return res.body.id as string;
 }
 
@@ -87,25 +103,27 @@ async function memoryOf(w: WorkerProcess, dataDir: string): Promise<{ rss: numbe
 
 try {
   // 1. latency
-  const { w } = await worker('latency', 2);
-  const id = await startSession('bench first');
-  const warm: number[] = [];
-  const woken: number[] = [];
-  for (let i = 0; i < opts.turns; i++) {
-    warm.push(await turn(id, `bench warm ${i}`));
-    const slept = hibernations(w);
-    await eventually(async () => (hibernations(w) > slept ? true : undefined), { timeoutMs: 30_000, what: 'the session to hibernate' });
-    woken.push(await turn(id, `bench woken ${i}`));
+  if (opts.turns > 0) {
+    const { w } = await worker('latency', 2);
+    const id = await startSession('bench first');
+    const warm: number[] = [];
+    const woken: number[] = [];
+    for (let i = 0; i < opts.turns; i++) {
+      warm.push(await turn(id, `bench warm ${i}`));
+      const slept = hibernations(w);
+      await eventually(async () => (hibernations(w) > slept ? true : undefined), { timeoutMs: 30_000, what: 'the session to hibernate' });
+      woken.push(await turn(id, `bench woken ${i}`));
+    }
+    console.log(`\nturn latency, one OpenCode session, median of ${opts.turns}:`);
+    printTable(
+      ['runtime', 'p50', 'added by hibernation', 'ratio'],
+      [
+        ['live (warm)', `${median(warm).toFixed(0)} ms`, '', '1.00×'],
+        ['hibernated, started again', `${median(woken).toFixed(0)} ms`, `+${(median(woken) - median(warm)).toFixed(0)} ms`, `${(median(woken) / median(warm)).toFixed(2)}×`],
+      ],
+    );
+    await w.stop();
   }
-  console.log(`\nturn latency, one OpenCode session, median of ${opts.turns}:`);
-  printTable(
-    ['runtime', 'p50', 'added by hibernation', 'ratio'],
-    [
-      ['live (warm)', `${median(warm).toFixed(0)} ms`, '', '1.00×'],
-      ['hibernated, started again', `${median(woken).toFixed(0)} ms`, `+${(median(woken) - median(warm)).toFixed(0)} ms`, `${(median(woken) / median(warm)).toFixed(2)}×`],
-    ],
-  );
-  await w.stop();
 
   // 2. memory, with hibernation on and off
   const rows: Array<Array<string | number>> = [];
@@ -113,25 +131,36 @@ try {
     ['on (2 s)', 2, opts.sessions],
     ['off', 0, opts.live],
   ] as const) {
+    if (count === 0) continue;
     const host = await worker(`memory-${seconds}`, seconds);
     await new Promise((r) => setTimeout(r, 3_000));
     const alone = await memoryOf(host.w, host.dataDir);
     const ids: string[] = [];
+    const t0 = performance.now();
     for (let i = 0; i < count; i += opts.concurrency) {
       const batch = Array.from({ length: Math.min(opts.concurrency, count - i) }, (_, k) => startSession(`bench idle ${seconds} ${i + k}`));
       ids.push(...(await Promise.all(batch)));
+      // on the way: every `--every` sessions, once they have hibernated, what the host holds (a run cut short still tells)
+      if (seconds > 0 && ids.length % opts.every < opts.concurrency) {
+        await eventually(async () => (hibernations(host.w) >= ids.length - failedTurns.length ? true : undefined), { timeoutMs: 120_000, what: 'the sessions so far to hibernate' }).catch(() => undefined);
+        const now = await memoryOf(host.w, host.dataDir);
+        console.log(`  ${ids.length} sessions (${((performance.now() - t0) / 1000).toFixed(0)} s): ${now.processes} processes, RSS ${mib(now.rss)}, PSS ${mib(now.pss)}`);
+      }
     }
-    if (seconds > 0) await eventually(async () => (hibernations(host.w) >= ids.length ? true : undefined), { timeoutMs: 120_000, what: 'every session to hibernate' });
+    if (seconds > 0) await eventually(async () => (hibernations(host.w) >= ids.length - failedTurns.length ? true : undefined), { timeoutMs: 120_000, what: 'every session to hibernate' });
     await new Promise((r) => setTimeout(r, 3_000));
     const idle = await memoryOf(host.w, host.dataDir);
     const perSession = { rss: (idle.rss - alone.rss) / ids.length, pss: (idle.pss - alone.pss) / ids.length };
-    rows.push([name, ids.length, idle.processes, mib(alone.rss), mib(idle.rss), mib(idle.pss), mib(perSession.rss), mib(perSession.pss), mib(alone.pss + perSession.pss * 1000)]);
+    // 1,000 sessions: measured when that many ran, else the worker alone plus the slope times the sessions it caches
+    const thousand = ids.length >= 1000 ? { rss: idle.rss, pss: idle.pss, how: 'measured' } : { rss: alone.rss + perSession.rss * Math.min(1000, opts.cache), pss: alone.pss + perSession.pss * Math.min(1000, opts.cache), how: 'projected' };
+    rows.push([name, ids.length, idle.processes, mib(alone.rss), mib(idle.rss), mib(idle.pss), mib(perSession.rss), mib(perSession.pss), `${mib(thousand.rss)} / ${mib(thousand.pss)} (${thousand.how})`]);
     await host.w.stop();
     await stopOpenCodeServers(host.dataDir);
     killHostProcesses(host.dataDir);
   }
-  console.log(`\nmemory of idle OpenCode sessions on one worker host (worker + every process of its host):`);
-  printTable(['hibernation', 'sessions', 'processes', 'worker alone (RSS)', 'idle (RSS)', 'idle (PSS)', 'per session (RSS)', 'per session (PSS)', '1,000 sessions, projected (PSS)'], rows);
+  console.log(`\nmemory of idle OpenCode sessions on one worker host (worker + every process of its host; workflow cache ${opts.cache}):`);
+  if (failedTurns.length > 0) console.log(`${failedTurns.length} first turns failed (their sessions are idle and counted):\n  ${failedTurns.slice(0, 10).join('\n  ')}`);
+  printTable(['hibernation', 'sessions', 'processes', 'worker alone (RSS)', 'idle (RSS)', 'idle (PSS)', 'per session (RSS)', 'per session (PSS)', '1,000 sessions (RSS / PSS)'], rows);
 } catch (err) {
   for (const { worker: w } of started) console.error(w.output().slice(-3000));
   throw err;

@@ -52,7 +52,7 @@ export function flags<T extends Record<string, number>>(defaults: T): T {
   const out = { ...defaults };
   for (const [k, v] of Object.entries(values)) {
     const n = Number(v);
-    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${k} must be a positive number, got ${String(v)}`);
+    if (!Number.isFinite(n) || n < 0) throw new Error(`--${k} must be a number ≥ 0 (0 skips what it counts, where a benchmark says so), got ${String(v)}`);
     (out as Record<string, number>)[k] = n;
   }
   return out;

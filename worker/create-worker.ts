@@ -23,7 +23,7 @@ export function bundleWorkflows(): Promise<WorkflowBundleWithSourceMap> {
  * down as the cache grew past a few hundred (docs/performance.md, "Scale"). A session outside the cache is not lost:
  * its next turn replays it from history first.
  */
-export const DEFAULT_CACHED_SESSIONS = 500;
+export const DEFAULT_CACHED_SESSIONS = 300;
 
 export interface SessionWorkerOptions {
   connection: NativeConnection;
