@@ -10,7 +10,7 @@ import { appendAudit, canonicalJson } from '../db/queries/audit';
 import { appendEvents, type NewCharge, type NewEvent } from '../db/queries/events';
 import { reserveBudget, settleReservation } from '../db/queries/budgets';
 import { loadPriceOverrides } from '../db/queries/pricing';
-import { decideApproval, getRuntimeRef, getSession, markSessionUnsandboxed, putRuntimeRef, sessionStatuses } from '../db/queries/sessions';
+import { decideApproval, getRuntimeRef, getSession, getSessionById, markSessionUnsandboxed, putRuntimeRef } from '../db/queries/sessions';
 import { sessionEnvironmentConfig } from '../db/queries/environments';
 import { readNetworking, readSnapshotIgnore } from '../api/schemas/environment.schema';
 import { DEFAULT_NETWORKING, NO_NETWORK, type Networking } from '../governance/networking';
@@ -122,11 +122,9 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
    * outlives its worker) hibernate after the grace period from now. A parked session keeps its runtime: it holds a call.
    */
   async function hibernateHeld(snapshots: Snapshotter): Promise<void> {
-    const held = await snapshots.held();
-    const statuses = await sessionStatuses(db, held.map((h) => h.sessionId));
-    for (const { sessionId, runtime } of held) {
+    for (const { sessionId, runtime } of await snapshots.held()) {
       const adapter = deps.runtimes[runtime as keyof RuntimeRegistry];
-      if (adapter && statuses.get(sessionId) === 'idle') hibernateLater(sessionId, adapter);
+      if (adapter && (await getSessionById(db, sessionId))?.status === 'idle') hibernateLater(sessionId, adapter);
     }
   }
   if (deps.snapshots && (deps.hibernateAfterMs ?? 0) > 0) {

@@ -64,13 +64,6 @@ export async function getSessionById(db: Db, sessionId: string): Promise<Session
   return row ?? null;
 }
 
-/** The status of each of these sessions that exists, in one read (a worker's start-up asks it of every session it holds). */
-export async function sessionStatuses(db: Db, sessionIds: string[]): Promise<Map<string, string>> {
-  if (sessionIds.length === 0) return new Map();
-  const rows = await db.select({ id: sessions.id, status: sessions.status }).from(sessions).where(inArray(sessions.id, sessionIds));
-  return new Map(rows.map((r) => [r.id, r.status]));
-}
-
 export interface SessionFilter {
   teamId: string;
   agentId?: string;

@@ -58,7 +58,8 @@
  */
 import { runtimeEnv } from '../kit/env';
 import { SILENT_LOGGER } from '../kit/log';
-import { decidedCalls, lossNotice, takeCarried, type AskedCall, type CarriedCall } from '../kit/lost-calls';
+import { decidedCalls, lossNotice, type AskedCall } from '../kit/lost-calls';
+import { canonicalJson } from '../../db/queries/audit';
 import { redact } from '../kit/redact';
 import { turnSandboxRequest, type SessionSandbox, type SessionSandboxes } from '../kit/session-sandbox';
 import { createHash } from 'node:crypto';
@@ -71,6 +72,7 @@ import { query, type HookCallback, type Query, type SDKMessage, type SDKUserMess
 import type { CanonicalTool } from '../../governance/types';
 import type {
   AdapterLogger,
+  PermissionDecision,
   RuntimeAdapter,
   RuntimeEvent,
   RuntimeSessionRef,
@@ -131,12 +133,10 @@ interface LiveSession {
   /** call ids decided through the hook (they already have their `agent.tool_use`) */
   decided: Set<string>;
   /**
-   * the calls a lost process held that a person approved: when the agent, told of it, makes one again, it is allowed
-   * once on that approval (`approvedAs`)
+   * what a person decided for the calls a lost process held, for the agent's calls after it was told: an approved one
+   * is allowed once on its approval (`approvedAs`), a denied one is refused without asking again
    */
-  carried: CarriedCall[];
-  /** the ones a person denied: made again, each is refused once without asking, with the person's message */
-  refused: Array<CarriedCall & { message: string }>;
+  carried: Array<{ call: AskedCall; decision: PermissionDecision }>;
   sentMessageIds: Set<string>;
   /** per-request usage not yet reported, kept across the legs of a turn */
   usage: UsageStore;
@@ -331,7 +331,6 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
       nextMessage: null,
       decided: new Set(),
       carried: [],
-      refused: [],
       sentMessageIds: new Set(),
       usage: newUsageStore(),
       closed: false,
@@ -347,15 +346,14 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
     const tool = canonicalClaudeTool(nativeName);
     const input = normaliseClaudeInput(nativeName, rawInput);
     session.decided.add(callId);
-    const refused = takeCarried(session.refused, tool, input);
-    if (refused) {
-      session.refused = refused.carried;
+    const at = session.carried.findIndex(({ call }) => call.tool === tool && canonicalJson(call.input) === canonicalJson(input));
+    const carried = at >= 0 ? session.carried.splice(at, 1)[0] : undefined;
+    if (carried?.decision.behavior === 'deny') {
+      const message = carried.decision.message ?? 'denied by a person';
       await driver.emit([{ type: 'agent.tool_use', tool_use_id: callId, name: tool, input, evaluated_permission: 'deny', sourceId: `tool:${callId}` }]);
-      return { behavior: 'deny', message: refused.found.message };
+      return { behavior: 'deny', message };
     }
-    const carried = takeCarried(session.carried, tool, input);
-    if (carried) session.carried = carried.carried;
-    const decision = await driver.sink.decide({ requestId: callId, callId, tool, input, ...(carried ? { approvedAs: carried.approvedAs } : {}) });
+    const decision = await driver.sink.decide({ requestId: callId, callId, tool, input, ...(carried ? { approvedAs: carried.call.toolUseId } : {}) });
     log.debug?.('tool call decided', { callId, tool, action: decision.action });
     if (decision.action !== 'ask') return decision.action === 'allow' ? { behavior: 'allow' } : { behavior: 'deny', message: decision.message ?? 'denied by agentplane policy' };
     const toolUseId = decision.toolUseId;
@@ -449,10 +447,7 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
     if (decided.length === 0) return { status: 'error', message: 'the claude code process that held the pending calls is gone, and the turn recorded none of them', retryable: false };
     if (session) session.end();
     session = start(ctx, state, true, box);
-    for (const { call, decision } of decided) {
-      if (decision.behavior === 'allow') session.carried.push(call);
-      else session.refused.push({ ...call, message: decision.message ?? 'denied by a person' });
-    }
+    session.carried.push(...decided);
     log.warn('the runtime was lost while calls waited for a person: telling the agent what became of them', { sessionId: ctx.sessionId, decided: decided.length });
     session.push(userMessage(lossNotice(decided)));
     return run(session);

@@ -47,8 +47,8 @@ export type CarriedCall = AskedCall & { used?: boolean };
  * id, for the sink's `approvedAs`, and the carried calls with it used, to checkpoint before asking the sink. Null when
  * it is none of them.
  */
-export function takeCarried<T extends CarriedCall>(carried: readonly T[] | undefined, tool: CanonicalTool, input: Record<string, unknown>): { approvedAs: string; found: T; carried: T[] } | null {
+export function takeCarried(carried: readonly CarriedCall[] | undefined, tool: CanonicalTool, input: Record<string, unknown>): { approvedAs: string; carried: CarriedCall[] } | null {
   const found = carried?.find((c) => !c.used && c.tool === tool && canonicalJson(c.input) === canonicalJson(input));
   if (!found || !carried) return null;
-  return { approvedAs: found.toolUseId, found, carried: carried.map((c) => (c === found ? { ...c, used: true } : c)) };
+  return { approvedAs: found.toolUseId, carried: carried.map((c) => (c === found ? { ...c, used: true } : c)) };
 }
