@@ -23,7 +23,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { stopOpenCodeServers } from '../runtimes/opencode/opencode.adapter';
 import { hostProcesses, killHostProcesses } from '../test/support/host-kill';
-import { scriptedOpenCodeAgent } from '../test/support/opencode-agent';
+import { scriptedAgent } from '../test/support/scripted-agent';
 import { startScriptedModel } from '../test/support/scripted-model';
 import { eventsOf, eventually, LOCAL_RECEIVERS, waitForStatus } from '../test/support/stack';
 import { spawnWorker, type WorkerProcess } from '../test/support/worker-process';
@@ -38,7 +38,7 @@ const platform = await startPlatform({}, { worker: false, allowPrivateEgress: LO
 const { stack } = platform;
 const model = await startScriptedModel();
 model.setScript([{ match: /^bench /, steps: [{ text: 'ok' }] }]);
-const agent = await scriptedOpenCodeAgent(stack, model, { name: 'hibernation bench', secret: 'sk-bench-hibernation', toolPolicy: { rules: [], default: 'allow' } });
+const agent = await scriptedAgent(stack, model, { runtime: 'opencode', name: 'hibernation bench', secret: 'sk-bench-hibernation', toolPolicy: { rules: [], default: 'allow' } });
 const hosts = await mkdtemp(join(tmpdir(), 'agentplane-bench-hibernation-'));
 // searchable by the sandboxes' users, as a data dir's parent must be
 await chmod(hosts, 0o711);
