@@ -10,7 +10,7 @@ import { appendAudit, canonicalJson } from '../db/queries/audit';
 import { appendEvents, type NewCharge, type NewEvent } from '../db/queries/events';
 import { reserveBudget, settleReservation } from '../db/queries/budgets';
 import { loadPriceOverrides } from '../db/queries/pricing';
-import { decideApproval, getRuntimeRef, getSession, getSessionById, markSessionUnsandboxed, putRuntimeRef } from '../db/queries/sessions';
+import { decideApproval, getRuntimeRef, getSession, markSessionUnsandboxed, putRuntimeRef } from '../db/queries/sessions';
 import { sessionEnvironmentConfig } from '../db/queries/environments';
 import { readNetworking, readSnapshotIgnore } from '../api/schemas/environment.schema';
 import { DEFAULT_NETWORKING, NO_NETWORK, type Networking } from '../governance/networking';
@@ -30,6 +30,7 @@ import type { RecordDecisionInput, RecordEventsInput, RunTurnInput, SessionActiv
 import { decideToolCall, sessionActor, toolUseEventId } from './tool-decision';
 import { commitCharges, ledgerCharge } from './charges';
 import type { ModelMeter } from './model-meter';
+import { createHibernation, type Hibernation } from './hibernation';
 import { SnapshotTooLargeError, type SnapshotRoot, type Snapshotter } from '../snapshots/snapshotter';
 import { SnapshotConflictError } from '../snapshots/store';
 
@@ -67,6 +68,8 @@ export interface ActivityDeps {
    * 0 or absent: runtimes stay up until the session ends
    */
   hibernateAfterMs?: number;
+  /** the hibernation timers (./hibernation.ts), shared with the worker's start-up work; made from `hibernateAfterMs` when absent */
+  hibernation?: Hibernation;
   /** what the worker logs outside any activity (hibernation's timers); silent when absent */
   logger?: AdapterLogger;
   /**
@@ -87,58 +90,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
   const { db } = deps;
   const metrics = deps.metrics ?? createWorkerMetrics();
   const egress = deps.egress ?? createEgressGuard({ allowPrivate: [] });
-
-  /**
-   * The idle sessions this worker will stop the runtime of (hibernation), by session id: the timer, and once it has
-   * fired, the stopping, which a leg starting meanwhile waits for before it opens the runtime again.
-   */
-  const hibernation = new Map<string, { timer: NodeJS.Timeout; stopping: Promise<void> | null }>();
-
-  function hibernateLater(sessionId: string, adapter: RuntimeAdapter): void {
-    const after = deps.hibernateAfterMs ?? 0;
-    if (after <= 0) return;
-    clearTimeout(hibernation.get(sessionId)?.timer);
-    const entry: { timer: NodeJS.Timeout; stopping: Promise<void> | null } = {
-      stopping: null,
-      timer: setTimeout(() => {
-        entry.stopping = (async () => {
-          const stored = await getRuntimeRef(db, sessionId);
-          if (!stored) return;
-          await adapter.close({ sessionId, runtimeSessionId: stored.runtimeSessionId, state: stored.state as Record<string, unknown> });
-          deps.logger?.info('session hibernated: its runtime is stopped until its next message', { sessionId, runtime: adapter.kind, idleMs: after });
-        })()
-          .catch((err: unknown) => deps.logger?.warn('hibernating a session failed', { sessionId, error: (err as Error).message }))
-          .finally(() => {
-            if (hibernation.get(sessionId) === entry) hibernation.delete(sessionId);
-          });
-      }, after),
-    };
-    entry.timer.unref();
-    hibernation.set(sessionId, entry);
-  }
-
-  /**
-   * A worker restarted on this disk: the idle sessions whose runtime the one before left running here (a runtime server
-   * outlives its worker) hibernate after the grace period from now. A parked session keeps its runtime: it holds a call.
-   */
-  async function hibernateHeld(snapshots: Snapshotter): Promise<void> {
-    for (const { sessionId, runtime } of await snapshots.held()) {
-      const adapter = deps.runtimes[runtime as keyof RuntimeRegistry];
-      if (adapter && (await getSessionById(db, sessionId))?.status === 'idle') hibernateLater(sessionId, adapter);
-    }
-  }
-  if (deps.snapshots && (deps.hibernateAfterMs ?? 0) > 0) {
-    void hibernateHeld(deps.snapshots).catch((err: unknown) => deps.logger?.warn('arming hibernation for the sessions held here failed', { error: (err as Error).message }));
-  }
-
-  /** The session is busy again: its hibernation is called off, or waited for when its runtime is being stopped. */
-  async function wake(sessionId: string): Promise<void> {
-    const entry = hibernation.get(sessionId);
-    if (!entry) return;
-    clearTimeout(entry.timer);
-    hibernation.delete(sessionId);
-    await entry.stopping;
-  }
+  const hibernation = deps.hibernation ?? createHibernation(deps);
 
   async function recordEvents(input: RecordEventsInput): Promise<void> {
     await appendEvents(db, { sessionId: input.sessionId, events: input.events, status: input.status });
@@ -151,7 +103,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
       throw ApplicationFailure.create({ type: 'runtime.unavailable', message: `no ${input.agent.runtime.type} runtime on this worker`, nonRetryable: true });
     }
     // a session with a leg running is not idle
-    await wake(input.sessionId);
+    await hibernation.wake(input.sessionId);
     await checkModelProvider(egress, input);
     // a turn without a sandbox leaves the session marked for good, whatever the API that started it was set to
     // so does a runtime whose processes this worker runs outside any sandbox
@@ -335,7 +287,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
       // before the workflow hears of it, so any worker can take the next leg
       if (snapshot) await saveSnapshot(snapshot, runtime, reservationId);
       // a runtime parked on a call for a person holds that call: only a session whose turn is over hibernates
-      if (snapshot && outcome.result.status !== 'requires_action') hibernateLater(input.sessionId, adapter);
+      if (snapshot && outcome.result.status !== 'requires_action') hibernation.later(input.sessionId, adapter);
       return outcome;
     } finally {
       clearInterval(beat);
@@ -417,7 +369,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
   }
 
   async function closeRuntime(input: { sessionId: string; runtime: string }): Promise<void> {
-    await wake(input.sessionId);
+    await hibernation.wake(input.sessionId);
     const adapter = deps.runtimes[input.runtime as keyof RuntimeRegistry];
     // the session's token is refused from now on
     if (adapter?.capabilities.gateway) await deps.gateway?.revoke(input.sessionId);

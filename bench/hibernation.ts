@@ -27,7 +27,7 @@ import { performance } from 'node:perf_hooks';
 import { stopOpenCodeServers } from '../runtimes/opencode/opencode.adapter';
 import { DEFAULT_CACHED_SESSIONS } from '../worker/create-worker';
 import { hostProcesses, killHostProcesses } from '../test/support/host-kill';
-import { scriptedOpenCodeAgent } from '../test/support/opencode-agent';
+import { scriptedAgent } from '../test/support/scripted-agent';
 import { startScriptedModel } from '../test/support/scripted-model';
 import { eventsOf, eventually, LOCAL_RECEIVERS } from '../test/support/stack';
 import { spawnWorker, type WorkerProcess } from '../test/support/worker-process';
@@ -42,7 +42,7 @@ const platform = await startPlatform({}, { worker: false, allowPrivateEgress: LO
 const { stack } = platform;
 const model = await startScriptedModel();
 model.setScript([{ match: /^bench /, steps: [{ text: 'ok' }] }]);
-const agent = await scriptedOpenCodeAgent(stack, model, { name: 'hibernation bench', secret: 'sk-bench-hibernation', toolPolicy: { rules: [], default: 'allow' } });
+const agent = await scriptedAgent(stack, model, { runtime: 'opencode', name: 'hibernation bench', secret: 'sk-bench-hibernation', toolPolicy: { rules: [], default: 'allow' } });
 const hosts = await mkdtemp(join(tmpdir(), 'agentplane-bench-hibernation-'));
 // searchable by the sandboxes' users, as a data dir's parent must be
 await chmod(hosts, 0o711);

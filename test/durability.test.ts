@@ -12,7 +12,7 @@ import { rowsOf } from '../db/client';
 import { startTemporalDevServer, type TemporalDevServer } from '../scripts/temporal-dev-server';
 import { createGate, startScriptedModel, type ScriptedModel } from './support/scripted-model';
 import { eventsOf, eventually, LOCAL_RECEIVERS, startStack, waitForStatus, type Stack } from './support/stack';
-import { scriptedOpenCodeAgent } from './support/opencode-agent';
+import { scriptedAgent } from './support/scripted-agent';
 import { spawnWorker, type WorkerProcess } from './support/worker-process';
 
 let temporal: TemporalDevServer;
@@ -28,7 +28,7 @@ beforeAll(async () => {
   // the scripted model listens on 127.0.0.1 (the worker processes get the same allowance)
   stack = await startStack({ temporalAddress: temporal.address, worker: false, allowPrivateEgress: LOCAL_RECEIVERS });
   model = await startScriptedModel();
-  agentId = await scriptedOpenCodeAgent(stack, model, { name: 'durable opencode', secret: 'sk-durability-secret-000', toolPolicy: { rules: [{ tool: 'bash', action: 'ask' }], default: 'allow' } });
+  agentId = await scriptedAgent(stack, model, { runtime: 'opencode', name: 'durable opencode', secret: 'sk-durability-secret-000', toolPolicy: { rules: [{ tool: 'bash', action: 'ask' }], default: 'allow' } });
 }, 180_000);
 
 afterAll(async () => {

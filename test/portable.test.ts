@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { alive } from '../runtimes/kit/process';
-import { scriptedOpenCodeAgent } from './support/opencode-agent';
+import { scriptedAgent } from './support/scripted-agent';
 import { conversation, host, model, stack, start as startOn, usePortableHosts } from './support/portable';
 import { eventsOf, eventually, waitForStatus } from './support/stack';
 
@@ -18,7 +18,7 @@ const start = (prompt: string) => startOn(prompt, agentId);
 
 describe('portable sessions: OpenCode on one host', () => {
   beforeAll(async () => {
-    agentId = await scriptedOpenCodeAgent(stack, model, { name: 'portable opencode', secret: 'sk-portable-secret-000', toolPolicy: { rules: [], default: 'allow' } });
+    agentId = await scriptedAgent(stack, model, { runtime: 'opencode', name: 'portable opencode', secret: 'sk-portable-secret-000', toolPolicy: { rules: [], default: 'allow' } });
   });
 
   it('sends a session\'s turns to the worker holding its runtime while two workers run: no restore, one server', async () => {

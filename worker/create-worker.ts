@@ -6,6 +6,10 @@ import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundleOption, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../activities/index';
+import { createHibernation, type Hibernation } from '../activities/hibernation';
+import { idleSessionIds } from '../db/queries/sessions';
+import type { RuntimeRegistry } from '../runtimes/runtime-adapter';
+import type { Snapshotter } from '../snapshots/snapshotter';
 import { workerTracing, type Tracing } from '../observability/tracing';
 
 export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
@@ -72,7 +76,8 @@ export interface SessionWorker {
 export async function createSessionWorker(opts: SessionWorkerOptions): Promise<SessionWorker> {
   const tracing = workerTracing(opts.tracing ?? null);
   const hostQueue = hostQueueFor(opts.taskQueue, opts.deps.dataDir);
-  const activities = createActivities({ ...opts.deps, hostQueue });
+  const hibernation = createHibernation(opts.deps);
+  const activities = createActivities({ ...opts.deps, hostQueue, hibernation });
   const common = {
     connection: opts.connection,
     namespace: opts.namespace,
@@ -95,6 +100,9 @@ export async function createSessionWorker(opts: SessionWorkerOptions): Promise<S
     sinks: tracing.sinks,
     maxCachedWorkflows: opts.maxCachedWorkflows ?? DEFAULT_CACHED_SESSIONS,
   });
+  if (opts.deps.snapshots && (opts.deps.hibernateAfterMs ?? 0) > 0) {
+    void hibernateHeld(opts.deps.snapshots, opts.deps, hibernation).catch((err: unknown) => opts.deps.logger?.warn('arming hibernation for the sessions held here failed', { error: (err as Error).message }));
+  }
   return {
     hostQueue,
     shared,
@@ -109,6 +117,19 @@ export async function createSessionWorker(opts: SessionWorkerOptions): Promise<S
       stop(host);
     },
   };
+}
+
+/**
+ * A worker restarted on this disk: the idle sessions whose runtime the one before left running here (a runtime server
+ * outlives its worker) hibernate after the grace period from now. A parked session keeps its runtime: it holds a call.
+ */
+async function hibernateHeld(snapshots: Snapshotter, deps: ActivityDeps, hibernation: Hibernation): Promise<void> {
+  const held = await snapshots.held();
+  const idle = await idleSessionIds(deps.db, held.map((h) => h.sessionId));
+  for (const { sessionId, runtime } of held) {
+    const adapter = deps.runtimes[runtime as keyof RuntimeRegistry];
+    if (adapter && idle.has(sessionId)) hibernation.later(sessionId, adapter);
+  }
 }
 
 function stop(worker: Worker): void {

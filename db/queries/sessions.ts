@@ -173,6 +173,13 @@ export async function unterminatedSessionIds(db: Db, sessionIds: string[]): Prom
   return new Set(rows.map((r) => r.id));
 }
 
+/** Which of these sessions are idle (a turn over, none running or parked), whatever their team: for a worker restarted on the disk that holds them. */
+export async function idleSessionIds(db: Db, sessionIds: string[]): Promise<Set<string>> {
+  if (sessionIds.length === 0) return new Set();
+  const rows = await db.select({ id: sessions.id }).from(sessions).where(and(inArray(sessions.id, sessionIds), eq(sessions.status, 'idle')));
+  return new Set(rows.map((r) => r.id));
+}
+
 // ---- fleet gauges -------------------------------------------------------------------------------------------
 
 /**

@@ -58,8 +58,7 @@
  */
 import { runtimeEnv } from '../kit/env';
 import { SILENT_LOGGER } from '../kit/log';
-import { decidedCalls, lossNotice, type AskedCall } from '../kit/lost-calls';
-import { canonicalJson } from '../../db/queries/audit';
+import { decidedCalls, lossNotice, sameCall, takeCarried, type AskedCall, type CarriedCall } from '../kit/lost-calls';
 import { redact } from '../kit/redact';
 import { turnSandboxRequest, type SessionSandbox, type SessionSandboxes } from '../kit/session-sandbox';
 import { createHash } from 'node:crypto';
@@ -72,7 +71,6 @@ import { query, type HookCallback, type Query, type SDKMessage, type SDKUserMess
 import type { CanonicalTool } from '../../governance/types';
 import type {
   AdapterLogger,
-  PermissionDecision,
   RuntimeAdapter,
   RuntimeEvent,
   RuntimeSessionRef,
@@ -132,11 +130,10 @@ interface LiveSession {
   nextMessage: Promise<IteratorResult<SDKMessage>> | null;
   /** call ids decided through the hook (they already have their `agent.tool_use`) */
   decided: Set<string>;
-  /**
-   * what a person decided for the calls a lost process held, for the agent's calls after it was told: an approved one
-   * is allowed once on its approval (`approvedAs`), a denied one is refused without asking again
-   */
-  carried: Array<{ call: AskedCall; decision: PermissionDecision }>;
+  /** the calls a lost process held that a person approved: the agent's next call like one is allowed once on its approval (`approvedAs`) */
+  carried: CarriedCall[];
+  /** the calls a lost process held that a person denied: the agent's next call like one is refused without asking, with the person's message */
+  refused: Array<{ call: AskedCall; message: string }>;
   sentMessageIds: Set<string>;
   /** per-request usage not yet reported, kept across the legs of a turn */
   usage: UsageStore;
@@ -331,6 +328,7 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
       nextMessage: null,
       decided: new Set(),
       carried: [],
+      refused: [],
       sentMessageIds: new Set(),
       usage: newUsageStore(),
       closed: false,
@@ -346,14 +344,15 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
     const tool = canonicalClaudeTool(nativeName);
     const input = normaliseClaudeInput(nativeName, rawInput);
     session.decided.add(callId);
-    const at = session.carried.findIndex(({ call }) => call.tool === tool && canonicalJson(call.input) === canonicalJson(input));
-    const carried = at >= 0 ? session.carried.splice(at, 1)[0] : undefined;
-    if (carried?.decision.behavior === 'deny') {
-      const message = carried.decision.message ?? 'denied by a person';
+    const refused = session.refused.find(({ call }) => sameCall(call, tool, input));
+    if (refused) {
+      session.refused = session.refused.filter((r) => r !== refused);
       await driver.emit([{ type: 'agent.tool_use', tool_use_id: callId, name: tool, input, evaluated_permission: 'deny', sourceId: `tool:${callId}` }]);
-      return { behavior: 'deny', message };
+      return { behavior: 'deny', message: refused.message };
     }
-    const decision = await driver.sink.decide({ requestId: callId, callId, tool, input, ...(carried ? { approvedAs: carried.call.toolUseId } : {}) });
+    const carried = takeCarried(session.carried, tool, input);
+    if (carried) session.carried = carried.carried;
+    const decision = await driver.sink.decide({ requestId: callId, callId, tool, input, ...(carried ? { approvedAs: carried.approvedAs } : {}) });
     log.debug?.('tool call decided', { callId, tool, action: decision.action });
     if (decision.action !== 'ask') return decision.action === 'allow' ? { behavior: 'allow' } : { behavior: 'deny', message: decision.message ?? 'denied by agentplane policy' };
     const toolUseId = decision.toolUseId;
@@ -447,7 +446,8 @@ export function createClaudeCodeAdapter(opts: ClaudeCodeAdapterOptions): Runtime
     if (decided.length === 0) return { status: 'error', message: 'the claude code process that held the pending calls is gone, and the turn recorded none of them', retryable: false };
     if (session) session.end();
     session = start(ctx, state, true, box);
-    session.carried.push(...decided);
+    session.carried = decided.filter(({ decision }) => decision.behavior === 'allow').map(({ call }) => call);
+    session.refused = decided.flatMap(({ call, decision }) => (decision.behavior === 'deny' ? [{ call, message: decision.message ?? 'denied by a person' }] : []));
     log.warn('the runtime was lost while calls waited for a person: telling the agent what became of them', { sessionId: ctx.sessionId, decided: decided.length });
     session.push(userMessage(lossNotice(decided)));
     return run(session);

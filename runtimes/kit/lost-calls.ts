@@ -39,6 +39,11 @@ export function lossNotice(decided: Array<{ call: AskedCall; decision: Permissio
   ].join('\n');
 }
 
+/** Whether a call made after the loss is this asked call made again: the same tool and the same input. */
+export function sameCall(call: AskedCall, tool: CanonicalTool, input: Record<string, unknown>): boolean {
+  return call.tool === tool && canonicalJson(call.input) === canonicalJson(input);
+}
+
 /** An approved call the agent was told to make again, and whether it has been. */
 export type CarriedCall = AskedCall & { used?: boolean };
 
@@ -48,7 +53,7 @@ export type CarriedCall = AskedCall & { used?: boolean };
  * it is none of them.
  */
 export function takeCarried(carried: readonly CarriedCall[] | undefined, tool: CanonicalTool, input: Record<string, unknown>): { approvedAs: string; carried: CarriedCall[] } | null {
-  const found = carried?.find((c) => !c.used && c.tool === tool && canonicalJson(c.input) === canonicalJson(input));
+  const found = carried?.find((c) => !c.used && sameCall(c, tool, input));
   if (!found || !carried) return null;
   return { approvedAs: found.toolUseId, carried: carried.map((c) => (c === found ? { ...c, used: true } : c)) };
 }

@@ -16,7 +16,7 @@ import { createGate, startScriptedModel, type ScriptedModel, type ScriptStep } f
 import { ensureHermes } from './hermes';
 import { eventsOf, eventually, LOCAL_RECEIVERS, startStack, waitForStatus, type Stack } from './stack';
 import { killHostProcesses } from './host-kill';
-import { scriptedOpenCodeAgent } from './opencode-agent';
+import { scriptedAgent } from './scripted-agent';
 import { RUNTIME_CAPABILITIES } from '../../runtimes/registry';
 import type { RuntimeKind } from '../../runtimes/runtime-adapter';
 import { spawnWorker, type WorkerProcess } from './worker-process';
@@ -50,29 +50,18 @@ interface PortableRuntime {
 /** OpenCode's bash, Claude Code's Bash, DeepAgents' execute: the model calls the one the runtime offers */
 const bashStep = (rt: PortableRuntime, command: string): ScriptStep => rt.bash?.(command) ?? { tool: ['bash', 'Bash', 'execute'], input: { command, description: 'a shell command' } };
 
-async function credentialFor(secret: string): Promise<string> {
-  const credential = await stack.call('POST', '/v1/credentials', { name: 'model key', secret });
-  expect(credential.status).toBeLessThan(300);
-  return credential.body.id as string;
-}
-
-async function agentOn(runtime: RuntimeKind, model: string, baseUrl: string, opts: { name: string; secret: string; toolPolicy: Record<string, unknown> }, config: Record<string, unknown> = {}): Promise<string> {
-  const agent = await stack.call('POST', '/v1/agents', { name: opts.name, model, runtime: { type: runtime, config }, model_provider: { base_url: baseUrl, credential_id: await credentialFor(opts.secret) }, tool_policy: opts.toolPolicy });
-  expect(agent.status).toBe(200);
-  return agent.body.id as string;
-}
-
 const PORTABLE: PortableRuntime[] = [
-  { kind: 'opencode', agent: (opts) => scriptedOpenCodeAgent(stack, model, opts), inFlight: 'notice' },
-  { kind: 'claude-code', agent: (opts) => agentOn('claude-code', 'claude-sonnet-4-5', model.url, opts), inFlight: 'notice' },
+  { kind: 'opencode', agent: (opts) => scriptedAgent(stack, model, { ...opts, runtime: 'opencode' }), inFlight: 'notice' },
+  // Claude Code speaks the Anthropic Messages API: the scripted model's root URL
+  { kind: 'claude-code', agent: (opts) => scriptedAgent(stack, model, { ...opts, runtime: 'claude-code', model: 'claude-sonnet-4-5', baseUrl: model.url }), inFlight: 'notice' },
   // a model in the default pricing table: DeepAgents reports tokens, the ledger prices them
-  { kind: 'deepagents', agent: (opts) => agentOn('deepagents', 'gpt-4.1', model.openaiBaseUrl, opts), inFlight: 'state' },
+  { kind: 'deepagents', agent: (opts) => scriptedAgent(stack, model, { ...opts, runtime: 'deepagents', model: 'gpt-4.1' }), inFlight: 'state' },
   // Hermes keeps a run in its server's process only: a run that waited for a person is lost with its host
   {
     kind: 'hermes',
     agent: (opts) => {
       ensureHermes();
-      return agentOn('hermes', 'claude-sonnet-4-5', model.openaiBaseUrl, opts);
+      return scriptedAgent(stack, model, { ...opts, runtime: 'hermes', model: 'claude-sonnet-4-5' });
     },
     inFlight: 'notice',
     bash: (command) => ({ tool: 'terminal', input: { command } }),
@@ -81,19 +70,13 @@ const PORTABLE: PortableRuntime[] = [
   // the built-in OpenCode agent over ACP: `session/load` on the other host; a parked call's process is lost with it
   {
     kind: 'acp',
-    agent: async (opts) => {
-      await stack.price('scripted-model', { input: 3, output: 15 });
-      return agentOn('acp', 'scripted-model', model.openaiBaseUrl, opts, { agent: 'opencode' });
-    },
+    agent: (opts) => scriptedAgent(stack, model, { ...opts, runtime: 'acp', config: { agent: 'opencode' } }),
     inFlight: 'notice',
   },
   // no approvals (its gateway cannot hold a call for a person): no call can wait when its host is lost
   {
     kind: 'openclaw',
-    agent: async (opts) => {
-      await stack.price('scripted-model', { input: 3, output: 15 });
-      return agentOn('openclaw', 'scripted-model', model.openaiBaseUrl, opts);
-    },
+    agent: (opts) => scriptedAgent(stack, model, { ...opts, runtime: 'openclaw' }),
     inFlight: 'notice',
     bash: (command) => ({ tool: 'exec', input: { command } }),
   },
