@@ -55,6 +55,8 @@ export interface RecordDecisionInput {
   actor: Actor | null;
   reason: string;
   denyMessage: string | null;
+  /** the id the API gave the decision: its `user.tool_confirmation` event gets it (absent: derived, as for a deadline) */
+  eventId?: string;
 }
 
 export interface SessionActivities {
