@@ -14,6 +14,7 @@ import {
   allHandlersFinished,
   condition,
   continueAsNew,
+  getExternalWorkflowHandle,
   isCancellation,
   log,
   patched,
@@ -32,13 +33,16 @@ import {
   archiveSignal,
   interruptSignal,
   policyUpdateSignal,
+  sessionSettledSignal,
   sessionStateQuery,
+  sessionWatchSignal,
   toolConfirmationSignal,
   toolConfirmationUpdate,
   userMessageSignal,
   type PendingApproval,
   type QueuedMessage,
   type RecordedDecision,
+  type SessionSettled,
   type SessionStatus,
   type SessionWorkflowInput,
   type StopReason,
@@ -89,6 +93,12 @@ const HOLDER_PICKUP = '15 seconds';
 const onHolder = (queue: string) => proxyActivities<SessionActivities>({ ...TURN_OPTIONS, taskQueue: queue, scheduleToStartTimeout: HOLDER_PICKUP });
 const closeOnHolder = (queue: string) => proxyActivities<SessionActivities>({ ...BOOKKEEPING, taskQueue: queue, scheduleToStartTimeout: HOLDER_PICKUP });
 
+/**
+ * A session tells a scheduled run that watches it when its first turn has settled. A worker older than that kept a
+ * watch signal unanswered (buffered, with no handler); replayed here, it must stay unanswered, and does.
+ */
+const SESSION_WATCH_PATCH = 'session-watch';
+
 /** No worker took the activity from the holder's queue in time: it is not there to take it. */
 function holderGone(err: unknown): boolean {
   return err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && err.cause.timeoutType === 'SCHEDULE_TO_START';
@@ -123,6 +133,11 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
   const decided = new Map<string, DecidedCall>();
   /** the decisions a confirmation update is writing: the turn resumes the runtime only once they are written */
   const recording = new Map<string, Promise<void>>();
+  /**
+   * The session once its first turn has settled (idle after it, or terminated), for the scheduled run that watches it.
+   * A continued session is past its first turn.
+   */
+  let settled: SessionSettled | null = carried ? { status: 'idle', stopReason } : null;
 
   setHandler(userMessageSignal, (message) => {
     if (!queue.some((queued) => queued.eventId === message.eventId)) queue.push(message);
@@ -191,6 +206,16 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
     },
     { validator: ({ confirmations }) => refuseAny(confirmations, true) },
   );
+  setHandler(sessionWatchSignal, async (watcher) => {
+    if (!patched(SESSION_WATCH_PATCH)) return;
+    await condition(() => settled !== null);
+    try {
+      await getExternalWorkflowHandle(watcher.workflowId, watcher.runId).signal(sessionSettledSignal, settled as SessionSettled);
+    } catch (err) {
+      // the run stopped watching (cancelled, or timed out): the session goes on without it
+      log.info('the workflow watching the session is gone', { sessionId, watcher: watcher.workflowId, error: String(err) });
+    }
+  });
   setHandler(interruptSignal, () => {
     interruptRequested = true;
     queue.length = 0;
@@ -398,6 +423,7 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
     interruptRequested = false;
     const message = queue.shift() as QueuedMessage;
     await runOneTurn(message);
+    settled ??= { status, stopReason };
     if (archived) break;
     if (workflowInfo().continueAsNewSuggested || turn % (input.turnsPerRun ?? DEFAULT_TURNS_PER_RUN) === 0) {
       await condition(allHandlersFinished);
@@ -418,6 +444,8 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
     await setStatus('terminated', reason, 'terminated');
     await remoteBookkeeping.closeRuntime({ sessionId, runtime: agent.runtime.type });
   }
+  // a session that ends before its first turn settled (archived first) settles here
+  settled ??= { status, stopReason };
   await condition(allHandlersFinished);
   return { stopReason: reason };
 

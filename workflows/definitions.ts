@@ -117,6 +117,23 @@ export const archiveSignal = defineSignal<[{ actor: Actor }]>('session.archive')
 export const policyUpdateSignal = defineSignal<[{ policy: ToolPolicy; version: number }]>('policy.update');
 export const sessionStateQuery = defineQuery<SessionState>('session.state');
 
+/** Where a session sends `sessionSettledSignal`: a scheduled run's workflow (this run of it, not a later one). */
+export interface SessionWatcher {
+  workflowId: string;
+  runId: string;
+}
+
+/** A session's state once its first turn has settled: idle after the turn, or terminated. */
+export interface SessionSettled {
+  status: SessionStatus;
+  stopReason: StopReason | null;
+}
+
+/** Sent to a session: signal `watcher` once the first turn has settled (at once if it already has). */
+export const sessionWatchSignal = defineSignal<[SessionWatcher]>('session.watch');
+/** Sent by a session to the workflow that watches it. */
+export const sessionSettledSignal = defineSignal<[SessionSettled]>('session.settled');
+
 // ---- scheduled runs ---------------------------------------------------------------------------------------
 
 export const SCHEDULED_RUN_WORKFLOW = 'scheduledRun';
