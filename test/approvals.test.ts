@@ -188,6 +188,14 @@ describe('tool decisions', () => {
     await waitForStatus(stack, sessionId, 'idle', 'end_turn');
   });
 
+  it('answers a decision for a session whose workflow ended behind the API with 409', async () => {
+    const { sessionId, toolUseId } = await waitingSession();
+    await stack.temporal.workflow.getHandle(sessionId).terminate('test: ended outside the API');
+    const res = await stack.call('POST', `/v1/sessions/${sessionId}/events`, confirm(toolUseId, 'allow'), approvers[0]!.key);
+    expect(res.status, JSON.stringify(res.body)).toBe(409);
+    expect(res.body.code).toBe('session.not_accepting');
+  });
+
   it('still takes a decision sent as a signal, as an API from before updates sent it', async () => {
     const { sessionId, toolUseId } = await waitingSession();
     await stack.temporal.workflow.getHandle(sessionId).signal(toolConfirmationSignal, {

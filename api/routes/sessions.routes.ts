@@ -456,14 +456,15 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
       const confirmations = events.flatMap((event, i) =>
         event.type === 'user.tool_confirmation' ? [{ toolUseId: event.tool_use_id, result: event.result, denyMessage: event.deny_message, actor, eventId: ids[i]! }] : [],
       );
-      if (confirmations.length > 0) await decide(session.id, confirmations, fieldOf);
+      const decided = confirmations.length > 0 ? await decide(session.id, confirmations, fieldOf) : [];
       const accepted = [];
       for (const [i, event] of events.entries()) {
         const eventId = ids[i]!;
         if (event.type === 'user.tool_confirmation') {
           // the decision as recorded: its event, with who decided and when
           const recorded = await findEvent(db, session.id, eventId);
-          accepted.push(recorded ? toPublicEvent(recorded) : { id: eventId, ...event, processed_at: null });
+          const decision = decided.find((d) => d.eventId === eventId);
+          accepted.push(recorded ? toPublicEvent(recorded) : { id: eventId, ...event, decided_by: decision?.decidedBy ?? actor.keyId, processed_at: null });
           continue;
         }
         if (event.type === 'user.message') {
