@@ -9,7 +9,7 @@ import { getSessionById } from '../db/queries/sessions';
 import { getApiKey } from '../db/queries/teams';
 import { can } from '../governance/permissions';
 import type { Actor, Role } from '../governance/types';
-import type { SessionStatus, StopReason } from '../workflows/definitions';
+import type { SessionSettled, SessionStatus, StopReason } from '../workflows/definitions';
 import { DEFAULT_SANDBOX, type ActivityDeps } from './session.activities';
 import type { CreateScheduledSessionInput, ScheduleActivities, ScheduledSession } from './types';
 
@@ -66,7 +66,7 @@ export function createScheduleActivities(deps: Pick<ActivityDeps, 'db' | 'runtim
     return { sessionId, input: sessionWorkflowInput(record, [{ eventId: stableId('sevt', sessionId, 'initial', '0'), text: schedule.prompt }]) };
   }
 
-  async function awaitSessionSettled(input: { sessionId: string }): Promise<{ status: SessionStatus; stopReason: StopReason | null }> {
+  async function awaitSessionSettled(input: { sessionId: string }): Promise<SessionSettled> {
     const activity = Context.current();
     for (;;) {
       const row = await getSessionById(db, input.sessionId);
@@ -80,5 +80,11 @@ export function createScheduleActivities(deps: Pick<ActivityDeps, 'db' | 'runtim
     }
   }
 
-  return { createScheduledSession, awaitSessionSettled };
+  async function sessionOutcome(input: { sessionId: string }): Promise<SessionSettled> {
+    const row = await getSessionById(db, input.sessionId);
+    if (!row) throw ApplicationFailure.create({ type: 'session.not_found', message: `session ${input.sessionId} is gone`, nonRetryable: true });
+    return { status: row.status as SessionStatus, stopReason: row.stopReason as StopReason | null };
+  }
+
+  return { createScheduledSession, awaitSessionSettled, sessionOutcome };
 }

@@ -342,6 +342,7 @@ export function createSessionActivities(deps: ActivityDeps): SessionActivities {
         events: [
           {
             sourceId: `confirm:${input.toolUseId}`,
+            ...(input.eventId ? { id: input.eventId } : {}),
             type: 'user.tool_confirmation',
             payload: { tool_use_id: input.toolUseId, result: input.result, deny_message: input.denyMessage, decided_by: input.actor?.keyId ?? null, reason: input.reason },
           },

@@ -3,7 +3,7 @@
  */
 import type { Actor, AgentSnapshot, SessionBudget, ToolPolicy } from '../governance/types';
 import type { TurnInput, TurnResult } from '../runtimes/runtime-adapter';
-import type { SessionStatus, SessionWorkflowInput, StopReason } from '../workflows/definitions';
+import type { SessionSettled, SessionStatus, SessionWorkflowInput, StopReason } from '../workflows/definitions';
 
 export interface WorkflowEvent {
   /** dedupe key: the same sourceId is written once per session, however often the activity retries */
@@ -55,6 +55,8 @@ export interface RecordDecisionInput {
   actor: Actor | null;
   reason: string;
   denyMessage: string | null;
+  /** the id the API gave the decision: its `user.tool_confirmation` event gets it (absent: derived, as for a deadline) */
+  eventId?: string;
 }
 
 export interface SessionActivities {
@@ -80,6 +82,11 @@ export interface ScheduledSession {
 
 export interface ScheduleActivities {
   createScheduledSession(input: CreateScheduledSessionInput): Promise<ScheduledSession>;
-  /** resolves once the session is idle after a turn, or terminated; heartbeats meanwhile */
-  awaitSessionSettled(input: { sessionId: string }): Promise<{ status: SessionStatus; stopReason: StopReason | null }>;
+  /**
+   * resolves once the session is idle after a turn, or terminated, polling its row; heartbeats meanwhile. Only runs
+   * started before the session told its run itself (`sessionWatchSignal`) still call it.
+   */
+  awaitSessionSettled(input: { sessionId: string }): Promise<SessionSettled>;
+  /** the session's status and stop reason as its row has them now: one read */
+  sessionOutcome(input: { sessionId: string }): Promise<SessionSettled>;
 }

@@ -2,7 +2,8 @@
  * Observability, end to end: the API runs in this process with tracing on, the worker runs as its own process
  * (`worker/main.ts`) exporting to the same OTLP/HTTP receiver, which this test serves. One session with a tool call
  * that waits for a person must leave one trace from the API request through the workflow and its activities to
- * the runtime calls; its events and audit rows carry that trace's id; both processes' /metrics move with it; and
+ * the runtime calls; its events and audit rows carry that trace's id (but for the decision, which carries the trace of
+ * the request that made it); both processes' /metrics move with it; and
  * the JSON logs carry request, session and trace ids but never a secret.
  */
 import { createServer, type Server } from 'node:http';
@@ -219,13 +220,18 @@ describe('observability', () => {
     // ---- the trace id on every event and on the session's audit rows
     const events = await eventsOf(stack, id);
     expect(events.length).toBeGreaterThan(5);
-    expect(events.filter((event) => event.trace_id !== traceId).map((event) => event.type)).toEqual([]);
+    // a decision is a request of its own (an update the workflow records before it answers): its event and audit row
+    // carry that request's trace, which goes on into the workflow's update handler and the activity that writes them
+    const approveSpan = receiver.spans.find((span) => span.name === 'POST /v1/sessions/:session_id/events');
+    expect(approveSpan?.traceId).toBeDefined();
+    expect(approveSpan!.traceId).not.toBe(traceId);
+    expect(events.filter((event) => event.trace_id !== traceId).map((event) => [event.type, event.trace_id])).toEqual([['user.tool_confirmation', approveSpan!.traceId]]);
     const audit = await stack.call('GET', '/v1/audit?limit=500');
     expect(audit.status).toBe(200);
     const sessionRows = (audit.body.data as any[]).filter((row) => row.target.startsWith(id) || row.data?.session_id === id);
     expect(sessionRows.map((row) => row.action)).toEqual(expect.arrayContaining(['session.create', 'credential.use', 'tool.evaluate', 'tool.approval', 'session.archive']));
     const archiveRow = sessionRows.find((row) => row.action === 'session.archive');
-    expect(sessionRows.filter((row) => row !== archiveRow && row.trace_id !== traceId).map((row) => row.action)).toEqual([]);
+    expect(sessionRows.filter((row) => row !== archiveRow && row.trace_id !== traceId).map((row) => [row.action, row.trace_id])).toEqual([['tool.approval', approveSpan!.traceId]]);
     // archiving is a request of its own: its row carries that request's trace
     const archiveSpan = receiver.spans.find((span) => span.name === 'POST /v1/sessions/:session_id/archive');
     expect(archiveRow.trace_id).toBe(archiveSpan?.traceId);

@@ -256,6 +256,42 @@ describe('schedules', () => {
     await stack.call('POST', `/v1/sessions/${only.session_id}/events`, { events: [{ type: 'user.interrupt' }] });
   });
 
+  it('hears from the session that its first turn settled, without polling; the same fire run again finds its session, running or ended', async () => {
+    const schedule = await createSchedule({ spec: { cron: ['* * * * *'] }, paused: true, policies: { overlap: 'allow_all' } });
+    const handle = stack.temporal.schedule.getHandle(schedule.id);
+    // one fire, backfilled: each backfill of it starts the fire's run again (same workflow id, a new run)
+    const backfill = { start: '2026-03-01T00:00:00Z', end: '2026-03-01T00:00:59Z' };
+    const seen = new Set<string>();
+    async function fire() {
+      expect((await stack.call('POST', `/v1/schedules/${schedule.id}/backfill`, backfill)).status).toBe(200);
+      const action = await eventually(async () => (await handle.describe()).info.recentActions.find((a) => !seen.has(a.action.workflow.firstExecutionRunId)), { what: 'the fire' });
+      seen.add(action.action.workflow.firstExecutionRunId);
+      const run = stack.temporal.workflow.getHandle(action.action.workflow.workflowId, action.action.workflow.firstExecutionRunId);
+      return { result: (await run.result()) as { sessionId: string; status: string; stopReason: unknown }, history: await run.fetchHistory() };
+    }
+
+    const first = await fire();
+    expect(first.result).toMatchObject({ status: 'idle', stopReason: { type: 'end_turn' } });
+    // the run read the schedule once and was told the rest: no activity watched the session's row
+    const activities = (h: typeof first.history) => (h.events ?? []).flatMap((e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? []);
+    const signals = (h: typeof first.history) => (h.events ?? []).flatMap((e) => e.workflowExecutionSignaledEventAttributes?.signalName ?? []);
+    expect(activities(first.history)).toEqual(['createScheduledSession']);
+    expect(signals(first.history)).toEqual(['session.settled']);
+
+    // again while its session still runs (idle, taking follow-ups): the session answers at once with its first turn
+    const again = await fire();
+    expect(again.result).toEqual(first.result);
+    expect(activities(again.history)).toEqual(['createScheduledSession']);
+
+    // again once its session has ended: it cannot be signalled, and its row says how it ended
+    expect((await stack.call('POST', `/v1/sessions/${first.result.sessionId}/archive`)).status).toBe(200);
+    await stack.temporal.workflow.getHandle(first.result.sessionId).result();
+    const ended = await fire();
+    expect(ended.result).toMatchObject({ sessionId: first.result.sessionId, status: 'terminated', stopReason: { type: 'archived' } });
+    expect(activities(ended.history)).toEqual(['createScheduledSession', 'sessionOutcome']);
+    expect(await runsOf(schedule.id)).toHaveLength(1);
+  });
+
   it('audits create, update, pause, unpause, trigger and delete, and a deleted schedule is gone', async () => {
     const schedule = await createSchedule({ paused: true });
     await stack.call('PATCH', `/v1/schedules/${schedule.id}`, { prompt: 'say other' });

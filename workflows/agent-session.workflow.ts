@@ -14,6 +14,7 @@ import {
   allHandlersFinished,
   condition,
   continueAsNew,
+  getExternalWorkflowHandle,
   isCancellation,
   log,
   patched,
@@ -24,6 +25,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { SessionActivities, TurnOutcome } from '../activities/types';
+import { alreadyDecided, type DecidedCall } from '../governance/approvals';
 import { checkSessionBudget } from '../governance/budget';
 import type { ToolPolicy } from '../governance/types';
 import type { PermissionDecision, TurnInput } from '../runtimes/runtime-adapter';
@@ -31,15 +33,21 @@ import {
   archiveSignal,
   interruptSignal,
   policyUpdateSignal,
+  sessionSettledSignal,
   sessionStateQuery,
+  sessionWatchSignal,
   toolConfirmationSignal,
+  toolConfirmationUpdate,
   userMessageSignal,
   type PendingApproval,
   type QueuedMessage,
+  type RecordedDecision,
+  type SessionSettled,
   type SessionStatus,
   type SessionWorkflowInput,
   type StopReason,
   type ToolConfirmation,
+  type ToolConfirmationRefusal,
 } from './definitions';
 
 /** Continue-as-new after this many turns even if the server has not suggested it: keeps replay cheap. */
@@ -85,6 +93,12 @@ const HOLDER_PICKUP = '15 seconds';
 const onHolder = (queue: string) => proxyActivities<SessionActivities>({ ...TURN_OPTIONS, taskQueue: queue, scheduleToStartTimeout: HOLDER_PICKUP });
 const closeOnHolder = (queue: string) => proxyActivities<SessionActivities>({ ...BOOKKEEPING, taskQueue: queue, scheduleToStartTimeout: HOLDER_PICKUP });
 
+/**
+ * A session tells a scheduled run that watches it when its first turn has settled. A worker older than that kept a
+ * watch signal unanswered (buffered, with no handler); replayed here, it must stay unanswered, and does.
+ */
+const SESSION_WATCH_PATCH = 'session-watch';
+
 /** No worker took the activity from the holder's queue in time: it is not there to take it. */
 function holderGone(err: unknown): boolean {
   return err instanceof ActivityFailure && err.cause instanceof TimeoutFailure && err.cause.timeoutType === 'SCHEDULE_TO_START';
@@ -107,12 +121,31 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
   let archived = false;
   let interruptRequested = false;
   let turnScope: CancellationScope | null = null;
+  /**
+   * Set while a leg of a turn runs. A call the leg stops on is pending in the database (and in the approvals inbox)
+   * before the leg returns it to this workflow: a confirmation for a call unknown here is only possible meanwhile.
+   */
+  let legInFlight = false;
+  /**
+   * Every call of this run that is no longer waiting, and how it was decided (by a person, the deadline or an
+   * interrupt): a later confirmation for it is refused, naming that decision. A continued run starts with none pending.
+   */
+  const decided = new Map<string, DecidedCall>();
+  /** the decisions a confirmation update is writing: the turn resumes the runtime only once they are written */
+  const recording = new Map<string, Promise<void>>();
+  /**
+   * The session once its first turn has settled (idle after it, or terminated), for the scheduled run that watches it.
+   * A continued session is past its first turn.
+   */
+  let settled: SessionSettled | null = carried ? { status: 'idle', stopReason } : null;
 
   setHandler(userMessageSignal, (message) => {
     if (!queue.some((queued) => queued.eventId === message.eventId)) queue.push(message);
   });
   // A person can answer as soon as the `agent.tool_use` event is in the log, which is before the turn's activity
   // returns the call to this workflow: such early answers wait here until the call is registered as pending.
+  // The API sends decisions as toolConfirmationUpdate (below); this signal handler stays for workflows that still get
+  // one (sent before that change, or by an older API during a deploy).
   const early = new Map<string, ToolConfirmation>();
   setHandler(toolConfirmationSignal, (confirmation) => {
     // separation of duties, held here too and not only by the API: the initiator's own decision does not count.
@@ -125,7 +158,63 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
     }
     // a second answer for a call already decided (or a replayed signal) changes nothing
     if (approval.decision) return;
-    approval.decision = { result: confirmation.result, message: confirmation.denyMessage, actor: confirmation.actor };
+    approval.decision = { result: confirmation.result, message: confirmation.denyMessage, actor: confirmation.actor, eventId: confirmation.eventId };
+  });
+  /** Why `confirmation` cannot be taken now, or null. `waiting`: a call unknown here may still come from the leg in flight. */
+  function refusal(confirmation: ToolConfirmation, waiting: boolean): ApplicationFailure | null {
+    const id = confirmation.toolUseId;
+    const refuse = (type: ToolConfirmationRefusal, message: string) => ApplicationFailure.create({ type, message, details: [{ toolUseId: id }], nonRetryable: true });
+    // separation of duties, held here too and not only by the API (the workflow has the value the session started with)
+    if (agent.separationOfDuties && confirmation.actor.keyId === input.initiator.keyId) {
+      return refuse('approval.self_approval', `key ${confirmation.actor.keyId} started session ${sessionId}: another key must decide its tool calls`);
+    }
+    const answered = pending.get(id)?.decision ?? early.get(id);
+    const first = decided.get(id) ?? (answered ? { result: answered.result, decidedBy: answered.actor.keyId } : null);
+    if (first) return refuse('approval.not_pending', alreadyDecided(id, first));
+    if (!pending.has(id) && !(waiting && legInFlight)) return refuse('approval.unknown_call', `no tool call ${id} is waiting for a decision in session ${sessionId}`);
+    return null;
+  }
+
+  function refuseAny(confirmations: ToolConfirmation[], waiting: boolean): void {
+    for (const [i, confirmation] of confirmations.entries()) {
+      if (confirmations.findIndex((c) => c.toolUseId === confirmation.toolUseId) !== i) {
+        throw ApplicationFailure.create({ type: 'approval.not_pending', message: `tool call ${confirmation.toolUseId} is decided twice in one request`, details: [{ toolUseId: confirmation.toolUseId }], nonRetryable: true });
+      }
+      const refused = refusal(confirmation, waiting);
+      if (refused) throw refused;
+    }
+  }
+
+  // The validator refuses what cannot be taken before anything is written to history; the handler checks again after
+  // waiting for the leg in flight (another confirmation may have come first), then decides every call of the request
+  // at once and answers when their decisions are written. Histories without the update run none of this.
+  setHandler(
+    toolConfirmationUpdate,
+    async ({ confirmations }) => {
+      if (confirmations.some((c) => !pending.has(c.toolUseId))) await condition(() => !legInFlight);
+      refuseAny(confirmations, false);
+      for (const c of confirmations) {
+        (pending.get(c.toolUseId) as PendingApproval).decision = { result: c.result, message: c.denyMessage, actor: c.actor, eventId: c.eventId };
+      }
+      // one write after the other, in the request's order; the turn waits for each before it resumes the runtime
+      const written = (async () => {
+        for (const c of confirmations) await writeDecision(c.toolUseId, (pending.get(c.toolUseId) as PendingApproval).decision);
+      })();
+      for (const c of confirmations) recording.set(c.toolUseId, written);
+      await written;
+      return { decisions: confirmations.map((c): RecordedDecision => ({ toolUseId: c.toolUseId, result: c.result, decidedBy: c.actor.keyId, eventId: c.eventId })) };
+    },
+    { validator: ({ confirmations }) => refuseAny(confirmations, true) },
+  );
+  setHandler(sessionWatchSignal, async (watcher) => {
+    if (!patched(SESSION_WATCH_PATCH)) return;
+    await condition(() => settled !== null);
+    try {
+      await getExternalWorkflowHandle(watcher.workflowId, watcher.runId).signal(sessionSettledSignal, settled as SessionSettled);
+    } catch (err) {
+      // the run stopped watching (cancelled, or timed out): the session goes on without it
+      log.info('the workflow watching the session is gone', { sessionId, watcher: watcher.workflowId, error: String(err) });
+    }
   });
   setHandler(interruptSignal, () => {
     interruptRequested = true;
@@ -217,8 +306,21 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
     }
   }
 
-  /** One activity call of a turn; a turn has several when it stops for approvals. */
+  /** One activity call of a turn; a turn has several when it stops for approvals. The calls it stops on are pending once it returns. */
   async function runLeg(turnId: string, leg: number, turnInput: TurnInput, uncancellable = false): Promise<TurnOutcome | 'cancelled'> {
+    legInFlight = true;
+    try {
+      const outcome = await callLeg(turnId, leg, turnInput, uncancellable);
+      // (a leg that only releases an interrupted runtime stops on nothing anybody waits for)
+      if (!uncancellable && outcome !== 'cancelled' && outcome.result.status === 'requires_action') awaitPerson(outcome.result.pending);
+      return outcome;
+    } finally {
+      // from here, a confirmation for a call this workflow does not know is for a call nobody waits for
+      legInFlight = false;
+    }
+  }
+
+  async function callLeg(turnId: string, leg: number, turnInput: TurnInput, uncancellable: boolean): Promise<TurnOutcome | 'cancelled'> {
     const args = { sessionId, turnId, leg, agent, initiator: input.initiator, input: turnInput, policy, policyVersion, budget: input.budget };
     const call = async (): Promise<TurnOutcome> => noteHolder(await atHolder(onHolder, turns, (on) => on.runTurn(args)));
     if (uncancellable) return CancellationScope.nonCancellable(call);
@@ -259,35 +361,58 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
     return outcome;
   }
 
-  /** Waits, durably, for a person to decide each pending tool call; what is still undecided at the deadline is denied. */
-  async function awaitDecisions(turnId: string, leg: number, requests: Array<{ requestId: string; toolUseId: string }>): Promise<PermissionDecision[]> {
+  /** The calls a leg stopped on wait for a person from now on; an answer signalled before the leg returned is taken. */
+  function awaitPerson(requests: Array<{ requestId: string; toolUseId: string }>): void {
     for (const request of requests) {
       const answered = early.get(request.toolUseId);
       early.delete(request.toolUseId);
-      pending.set(request.toolUseId, { ...request, decision: answered ? { result: answered.result, message: answered.denyMessage, actor: answered.actor } : null });
+      pending.set(request.toolUseId, { ...request, decision: answered ? { result: answered.result, message: answered.denyMessage, actor: answered.actor, eventId: answered.eventId } : null });
     }
+  }
+
+  /** Waits, durably, for a person to decide each pending tool call; what is still undecided at the deadline is denied. */
+  async function awaitDecisions(turnId: string, leg: number, requests: Array<{ requestId: string; toolUseId: string }>): Promise<PermissionDecision[]> {
     await setStatus('requires_action', { type: 'requires_action', event_ids: [] }, `${turnId}:${leg}:requires_action`, requests.map((r) => r.toolUseId));
-    const decided = () => requests.every((r) => pending.get(r.toolUseId)?.decision);
-    const inTime = await condition(() => decided() || interruptRequested || archived, `${agent.approvalTimeoutSeconds} seconds`);
+    const allDecided = () => requests.every((r) => pending.get(r.toolUseId)?.decision);
+    const inTime = await condition(() => allDecided() || interruptRequested || archived, `${agent.approvalTimeoutSeconds} seconds`);
     const decisions: PermissionDecision[] = [];
     for (const request of requests) {
       const approval = pending.get(request.toolUseId) as PendingApproval;
+      // read call by call, as before: a signalled answer for a later call that comes while an earlier one is written counts
       const decision = approval.decision;
-      const expired = !decision;
       const behavior = decision?.result ?? 'deny';
-      const message = decision?.message ?? (expired ? (inTime ? 'interrupted' : 'approval timed out') : undefined);
-      await bookkeeping().recordDecision({
-        sessionId,
-        toolUseId: request.toolUseId,
-        result: behavior,
-        actor: decision?.actor ?? null,
-        reason: expired ? (inTime ? 'interrupted before a decision' : `no decision within ${agent.approvalTimeoutSeconds}s: default deny`) : `decided by ${decision.actor.keyId}`,
-        denyMessage: message ?? null,
-      });
+      const message = decision?.message ?? (decision ? undefined : inTime ? 'interrupted' : 'approval timed out');
+      // decided from here: a confirmation that comes while this is written is refused, naming this decision
+      decided.set(request.toolUseId, { result: behavior, decidedBy: decision?.actor.keyId ?? null });
+      const written = recording.get(request.toolUseId);
+      if (written) await written;
+      else {
+        await writeDecision(request.toolUseId, decision, {
+          message: message as string,
+          reason: inTime ? 'interrupted before a decision' : `no decision within ${agent.approvalTimeoutSeconds}s: default deny`,
+        });
+      }
       pending.delete(request.toolUseId);
+      recording.delete(request.toolUseId);
       decisions.push({ requestId: request.requestId, behavior, message });
     }
     return decisions;
+  }
+
+  /**
+   * A call's decision as the event log, the approval row and the audit log keep it (the recordDecision activity), by a
+   * person or, with `unanswered` saying why, by nobody.
+   */
+  function writeDecision(toolUseId: string, decision: PendingApproval['decision'], unanswered?: { message: string; reason: string }): Promise<void> {
+    return bookkeeping().recordDecision({
+      sessionId,
+      toolUseId,
+      result: decision?.result ?? 'deny',
+      actor: decision?.actor ?? null,
+      reason: decision ? `decided by ${decision.actor.keyId}` : (unanswered?.reason ?? 'no decision'),
+      denyMessage: decision ? (decision.message ?? null) : (unanswered?.message ?? null),
+      ...(decision?.eventId ? { eventId: decision.eventId } : {}),
+    });
   }
 
   // ---- main loop ------------------------------------------------------------------------------------------
@@ -298,6 +423,7 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
     interruptRequested = false;
     const message = queue.shift() as QueuedMessage;
     await runOneTurn(message);
+    settled ??= { status, stopReason };
     if (archived) break;
     if (workflowInfo().continueAsNewSuggested || turn % (input.turnsPerRun ?? DEFAULT_TURNS_PER_RUN) === 0) {
       await condition(allHandlersFinished);
@@ -318,6 +444,8 @@ export async function agentSession(input: SessionWorkflowInput): Promise<{ stopR
     await setStatus('terminated', reason, 'terminated');
     await remoteBookkeeping.closeRuntime({ sessionId, runtime: agent.runtime.type });
   }
+  // a session that ends before its first turn settled (archived first) settles here
+  settled ??= { status, stopReason };
   await condition(allHandlersFinished);
   return { stopReason: reason };
 

@@ -1,14 +1,15 @@
 /**
- * Sessions: start (a Temporal workflow per session), the fleet query, events in (signals) and out (history and
- * an SSE stream that replays from Last-Event-ID), and the approvals inbox.
+ * Sessions: start (a Temporal workflow per session), the fleet query, events in (signals, and an update for tool
+ * decisions) and out (history and an SSE stream that replays from Last-Event-ID), and the approvals inbox.
  */
 import { createRoute, z } from '@hono/zod-openapi';
-import { WorkflowIdConflictPolicy, WorkflowNotFoundError } from '@temporalio/common';
+import { WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError } from '@temporalio/client';
+import { ApplicationFailure, WorkflowIdConflictPolicy, WorkflowNotFoundError } from '@temporalio/common';
 import { streamSSE } from 'hono/streaming';
 import { getAgent } from '../../db/queries/agents';
 import { planSession, recordSession, SessionStartError, sessionWorkflowInput } from '../../db/queries/session-start';
 import { appendAudit } from '../../db/queries/audit';
-import { listEvents, toPublicEvent } from '../../db/queries/events';
+import { findEvent, listEvents, toPublicEvent } from '../../db/queries/events';
 import { isKeyActive } from '../../db/queries/teams';
 import {
   getApproval,
@@ -23,14 +24,18 @@ import {
   type SessionRow,
 } from '../../db/queries/sessions';
 import { newId, stableId } from '../../db/ids';
+import { alreadyDecided } from '../../governance/approvals';
 import { microsToUsd } from '../../governance/budget';
 import { SANDBOX_KINDS, type Actor, type SandboxKind } from '../../governance/types';
 import {
   archiveSignal,
   interruptSignal,
   SESSION_WORKFLOW,
-  toolConfirmationSignal,
+  toolConfirmationUpdate,
   userMessageSignal,
+  type RecordedDecision,
+  type ToolConfirmation as WorkflowToolConfirmation,
+  type ToolConfirmationRefusal,
 } from '../../workflows/definitions';
 import { DEFAULT_MAX_STREAMS_PER_KEY, DEFAULT_STREAM_KEY_CHECK_MS, requirePermission, requires, type App, type AppDeps } from '../create-app';
 import { ApiError, notFound, problemBody } from '../errors';
@@ -159,6 +164,13 @@ function rethrowStartError(err: unknown): never {
   throw err;
 }
 
+/**
+ * How long a request waits for the session's workflow to answer its decisions. It answers in milliseconds when a worker
+ * holds the session; a decision on a call whose leg is still returning it waits for that leg; with no worker running,
+ * nothing answers, and the client is told so rather than kept waiting.
+ */
+const DECISION_DEADLINE_MS = 60_000;
+
 /** what a refused stream is told to wait: streams end when sessions do or clients leave, neither on a schedule */
 const STREAM_RETRY_AFTER_SECONDS = 10;
 
@@ -222,6 +234,39 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) throw new ApiError(409, 'session.not_accepting', `session ${sessionId} has ended`);
       throw new ApiError(503, 'temporal.unavailable', 'the workflow service did not take the event; retry');
+    }
+  }
+
+  /**
+   * A request's decisions, sent to the session's workflow as one update: it records all of them (event, approval row,
+   * audit row) before it answers, or refuses all of them, saying why. `fieldOf` names a refused call's field.
+   */
+  async function decide(sessionId: string, confirmations: WorkflowToolConfirmation[], fieldOf: (toolUseId: string) => string): Promise<RecordedDecision[]> {
+    try {
+      const outcome = await temporal.withDeadline(Date.now() + DECISION_DEADLINE_MS, () =>
+        // the update id is the first event's: the client's own retries of this call are the same update
+        handle(sessionId).executeUpdate(toolConfirmationUpdate, { args: [{ confirmations }], updateId: confirmations[0]!.eventId }),
+      );
+      return outcome.decisions;
+    } catch (err) {
+      const refused = err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure ? err.cause : null;
+      if (refused) {
+        const toolUseId = (refused.details?.[0] as { toolUseId?: string } | undefined)?.toolUseId ?? '';
+        const field = fieldOf(toolUseId);
+        switch (refused.type as ToolConfirmationRefusal) {
+          case 'approval.not_pending':
+            throw new ApiError(409, 'approval.not_pending', refused.message);
+          case 'approval.unknown_call':
+            throw new ApiError(404, 'resource.not_found', `${field}: ${refused.message}`, [{ name: field, reason: refused.message }]);
+          case 'approval.self_approval':
+            throw new ApiError(403, 'approval.self_approval', refused.message);
+        }
+      }
+      if (err instanceof WorkflowNotFoundError) throw new ApiError(409, 'session.not_accepting', `session ${sessionId} has ended`);
+      if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError) {
+        throw new ApiError(503, 'temporal.unavailable', `session ${sessionId} did not answer within ${DECISION_DEADLINE_MS / 1000} s (no worker may be running); the decision may still be taken later: read the session before deciding again`);
+      }
+      throw new ApiError(503, 'temporal.unavailable', 'the workflow service did not take the decision; retry');
     }
   }
 
@@ -367,7 +412,20 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
       path: '/v1/sessions/{session_id}/events',
       tags,
       request: { params: SessionId, body: jsonBody(z.object({ events: z.array(UserEvent).min(1).max(50) })) },
-      responses: { 200: json(z.object({ data: z.array(EventSchema) }), 'The events as accepted'), ...problemResponses },
+      description:
+        "`user.tool_confirmation` needs `approvals:decide`, the others `sessions:write`. A request's tool confirmations are taken by the session's workflow together, before its other events are sent: " +
+        'all of them are recorded (the `user.tool_confirmation` event, the approval and its audit row) before the answer, which carries each as recorded, or none is and nothing of the request is sent. ' +
+        'When two people decide the same call at once, one gets 200 and the other 409.',
+      responses: {
+        200: json(z.object({ data: z.array(EventSchema) }), 'The events as accepted; each tool confirmation as recorded (with `decided_by` and `processed_at`)'),
+        ...problemResponses,
+        404: { description: 'No such session (or another team\'s), or no such tool call in it: `invalid_params` names the `tool_use_id` field', content: problemResponses[404].content },
+        409: {
+          description:
+            'The session has ended (`session.not_accepting`), or a tool call is no longer waiting (`approval.not_pending`), with `detail` "tool call <id> was already decided by <key id> (allow|deny)" (`system` when nobody decided before the deadline or an interrupt)',
+          content: problemResponses[409].content,
+        },
+      },
     }),
     async (c) => {
       const actor = c.get('actor');
@@ -380,23 +438,42 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
         throw new ApiError(403, 'approval.self_approval', `key ${actor.keyId} started session ${session.id}: another key must decide its tool calls`);
       }
       // check every event before sending any: a batch is taken whole or not at all
+      const fieldOf = (toolUseId: string) => `body.events[${events.findIndex((e) => e.type === 'user.tool_confirmation' && e.tool_use_id === toolUseId)}].tool_use_id`;
       for (const [i, event] of events.entries()) {
         if (session.status === 'terminated' || session.archivedAt) throw new ApiError(409, 'session.not_accepting', `session ${session.id} has ended`);
         if (event.type === 'user.tool_confirmation') {
+          const field = `body.events[${i}].tool_use_id`;
+          if (fieldOf(event.tool_use_id) !== field) {
+            const reason = `tool call ${event.tool_use_id} is decided by ${fieldOf(event.tool_use_id)} already: a request decides a call once`;
+            throw new ApiError(400, 'request.invalid', `${field}: ${reason}`, [{ name: field, reason }]);
+          }
+          // the workflow has the last word (below); these answer the common cases without a round trip to it
           const approval = await getApproval(db, { teamId: actor.teamId, sessionId: session.id, toolUseId: event.tool_use_id });
-          if (!approval) throw new ApiError(404, 'resource.not_found', `body.events[${i}].tool_use_id: no tool call ${event.tool_use_id} in this session`);
-          if (approval.status !== 'pending') throw new ApiError(409, 'approval.not_pending', `tool call ${event.tool_use_id} is already ${approval.status}`);
+          if (!approval) throw new ApiError(404, 'resource.not_found', `${field}: no tool call ${event.tool_use_id} in this session`, [{ name: field, reason: 'no such tool call in this session' }]);
+          if (approval.status !== 'pending') {
+            throw new ApiError(409, 'approval.not_pending', alreadyDecided(event.tool_use_id, { result: approval.status === 'allowed' ? 'allow' : 'deny', decidedBy: approval.decidedByKeyId }));
+          }
         }
       }
+      const ids = events.map(() => newId('sevt'));
+      // the decisions go first, together: the workflow records all of them or refuses the request (409 when another
+      // person decided a call first), and then nothing else of it is sent either
+      const confirmations = events.flatMap((event, i) =>
+        event.type === 'user.tool_confirmation' ? [{ toolUseId: event.tool_use_id, result: event.result, denyMessage: event.deny_message, actor, eventId: ids[i]! }] : [],
+      );
+      const decided = confirmations.length > 0 ? await decide(session.id, confirmations, fieldOf) : [];
       const accepted = [];
-      for (const event of events) {
-        const eventId = newId('sevt');
+      for (const [i, event] of events.entries()) {
+        const eventId = ids[i]!;
+        if (event.type === 'user.tool_confirmation') {
+          // the decision as recorded: its event, with who decided and when
+          const recorded = await findEvent(db, session.id, eventId);
+          const decision = decided.find((d) => d.eventId === eventId);
+          accepted.push(recorded ? toPublicEvent(recorded) : { id: eventId, ...event, decided_by: decision?.decidedBy ?? actor.keyId, processed_at: null });
+          continue;
+        }
         if (event.type === 'user.message') {
           await signal(session.id, () => handle(session.id).signal(userMessageSignal, { eventId, text: textOf(event.content) }));
-        } else if (event.type === 'user.tool_confirmation') {
-          await signal(session.id, () =>
-            handle(session.id).signal(toolConfirmationSignal, { toolUseId: event.tool_use_id, result: event.result, denyMessage: event.deny_message, actor, eventId }),
-          );
         } else {
           await signal(session.id, () => handle(session.id).signal(interruptSignal, { actor, eventId }));
         }
