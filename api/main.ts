@@ -6,6 +6,7 @@ import { serve } from '@hono/node-server';
 import { Client, Connection } from '@temporalio/client';
 import { z } from 'zod';
 import { adminKeyEnv, databaseEnv, egressEnv, masterKeyEnv, parseEnv, sandboxEnv, telemetryEnv, temporalEnv } from '../config/env';
+import { listenForNotifications } from '../db/notifications';
 import { openDatabase } from '../db/client';
 import { countSessionsByState } from '../db/queries/sessions';
 import { bootstrapAdmin } from '../db/queries/teams';
@@ -38,6 +39,8 @@ const tracing = env.OTEL_EXPORTER_OTLP_ENDPOINT ? startTracing({ endpoint: env.O
 const log = createJsonLog();
 const database = await openDatabase({ url: env.DATABASE_URL, pgliteDir: resolve(env.AGENTPLANE_DATA_DIR, 'pglite') });
 const admin = await bootstrapAdmin(database.db, env.AGENTPLANE_ADMIN_KEY);
+// one LISTEN connection: event streams wake when a session's events commit, instead of each polling
+const notifications = listenForNotifications(database, { url: env.DATABASE_URL });
 const connection = await Connection.connect({ address: env.TEMPORAL_ADDRESS });
 const temporal = new Client({ connection, namespace: env.TEMPORAL_NAMESPACE, interceptors: clientInterceptors(tracing) });
 const metrics = createApiMetrics({ sessionsByState: () => countSessionsByState(database.db) });
@@ -55,6 +58,7 @@ const app = createApp({
   log,
   tracer: tracing?.tracer,
   metrics,
+  notifications,
 });
 
 const server = serve({ fetch: app.fetch, port: env.PORT, hostname: env.HOST }, (info) => {
@@ -68,6 +72,7 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     server.close();
     void Promise.all([metricsServer?.close(), tracing?.shutdown()])
       .then(() => connection.close())
+      .then(() => notifications.close())
       .then(() => database.close())
       .then(() => process.exit(0));
   });

@@ -26,6 +26,7 @@ import { stopGatewayDaemons } from '../gateway/client';
 import { stopOpenCodeServers } from '../runtimes/opencode/opencode.adapter';
 import { createSandboxProvider } from '../runtimes/kit/sandbox';
 import { createSessionWorker } from '../worker/create-worker';
+import { listenForNotifications } from '../db/notifications';
 import { createWorkerSandboxes } from '../worker/sandboxes';
 import { createWorkerSnapshots } from '../worker/snapshots';
 import { createWorkerGateway } from '../worker/gateway';
@@ -139,7 +140,10 @@ const notifier = createNotifier({ db: database.db, vault, egress });
 notifier.start();
 
 const connection = await Connection.connect({ address: temporalAddress });
+// event streams wake when a session's events commit (PGlite: its own listen hears the worker in this process; Postgres: one connection)
+const notifications = listenForNotifications(database, { url: env.DATABASE_URL });
 const app = createApp({
+  notifications,
   db: database.db,
   vault,
   temporal: new Client({ connection, interceptors: clientInterceptors(tracing) }),
@@ -189,6 +193,7 @@ async function shutdown() {
   await metricsServer?.close();
   await workerConnection.close();
   await connection.close();
+  await notifications.close();
   await database.close();
   await temporalServer?.stop();
   process.exit(0);

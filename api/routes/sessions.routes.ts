@@ -9,7 +9,6 @@ import { getAgent } from '../../db/queries/agents';
 import { planSession, recordSession, SessionStartError, sessionWorkflowInput } from '../../db/queries/session-start';
 import { appendAudit } from '../../db/queries/audit';
 import { listEvents, toPublicEvent } from '../../db/queries/events';
-import { isKeyActive } from '../../db/queries/teams';
 import {
   getApproval,
   getSession,
@@ -30,7 +29,17 @@ import {
   toolConfirmationSignal,
   userMessageSignal,
 } from '../../workflows/definitions';
-import { DEFAULT_MAX_STREAMS_PER_KEY, DEFAULT_STREAM_KEY_CHECK_MS, requirePermission, requires, type App, type AppDeps } from '../create-app';
+import {
+  DEFAULT_MAX_STREAMS_PER_KEY,
+  DEFAULT_STREAM_KEY_CHECK_MS,
+  DEFAULT_STREAM_POLL_MS,
+  DEFAULT_STREAM_SAFETY_READ_MS,
+  requirePermission,
+  requires,
+  type App,
+  type AppDeps,
+} from '../create-app';
+import { createEventStreams } from '../event-streams';
 import { ApiError, notFound, problemBody } from '../errors';
 import { governanceOf, type AgentDefinition } from '../schemas/agent.schema';
 import { idParam, json, jsonBody, Metadata, page, PageQuery, problemResponses, rateLimitedResponse, Version } from '../schemas/common';
@@ -159,6 +168,10 @@ function rethrowStartError(err: unknown): never {
 
 /** what a refused stream is told to wait: streams end when sessions do or clients leave, neither on a schedule */
 const STREAM_RETRY_AFTER_SECONDS = 10;
+/** an idle stream sends a ping this often, so proxies and clients do not take it for dead */
+const STREAM_PING_MS = 15_000;
+/** events a stream reads at once; a full page is followed by the next one without waiting */
+const STREAM_PAGE = 500;
 
 /**
  * The open event streams of each key in this process. Counted in memory, not in the database: a stream lives and
@@ -190,8 +203,14 @@ const textOf = (content: z.infer<typeof TextContent>) => (typeof content === 'st
 export function registerSessionRoutes(app: App, deps: AppDeps): void {
   const { db, temporal } = deps;
   const handle = (sessionId: string) => temporal.workflow.getHandle(sessionId);
-  const pollMs = deps.streamPollMs ?? 200;
-  const keyCheckMs = deps.streamKeyCheckMs ?? DEFAULT_STREAM_KEY_CHECK_MS;
+  const eventStreams = createEventStreams({
+    db,
+    notifications: deps.notifications,
+    pollMs: deps.streamPollMs ?? DEFAULT_STREAM_POLL_MS,
+    safetyReadMs: deps.streamSafetyReadMs ?? DEFAULT_STREAM_SAFETY_READ_MS,
+    keyCheckMs: deps.streamKeyCheckMs ?? DEFAULT_STREAM_KEY_CHECK_MS,
+    log: deps.log ?? (() => undefined),
+  });
   const streamSlots = createStreamSlots(deps.maxStreamsPerKey ?? DEFAULT_MAX_STREAMS_PER_KEY);
 
   async function loadSession(actor: Actor, sessionId: string) {
@@ -464,38 +483,49 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
       }
       const requestId = c.get('requestId');
       return streamSSE(c, async (stream) => {
+        // followed before the first read: whatever that read misses is committed later, and wakes the stream
+        const follower = eventStreams.follow({ teamId: actor.teamId, keyId: actor.keyId, sessionId: session.id });
         try {
           let closed = false;
           stream.onAbort(() => {
             closed = true;
+            follower.close();
           });
           let idleSince = Date.now();
-          let keyCheckedAt = Date.now();
+          /** everything up to this seq has been read (or lies before the cursor): a wake-up for it needs no read */
+          let known = cursor;
+          /** read before waiting: at first (what the client missed), and again while a read comes back full */
+          let more = true;
           while (!closed) {
-            if (Date.now() - keyCheckedAt >= keyCheckMs) {
-              keyCheckedAt = Date.now();
-              if (!(await isKeyActive(db, { teamId: actor.teamId, keyId: actor.keyId }))) {
-                // no id: a client that resumes from Last-Event-ID resumes from the last event, and is refused with 401
-                const revoked = new ApiError(401, 'auth.invalid_key', 'the API key was revoked while the stream was open; the stream is closed');
-                await stream.writeSSE({ event: 'error', data: JSON.stringify(problemBody(revoked, requestId)) });
-                return;
+            if (follower.revoked) {
+              // no id: a client that resumes from Last-Event-ID resumes from the last event, and is refused with 401
+              const revoked = new ApiError(401, 'auth.invalid_key', 'the API key was revoked while the stream was open; the stream is closed');
+              await stream.writeSSE({ event: 'error', data: JSON.stringify(problemBody(revoked, requestId)) });
+              return;
+            }
+            if (more || follower.head > known) {
+              // committed before this read started, so the read returns it (unless the page is full)
+              const head = follower.head;
+              const rows = await listEvents(db, { sessionId: session.id, afterSeq: cursor, limit: STREAM_PAGE, order: 'asc' });
+              for (const row of rows) {
+                await stream.writeSSE({ id: String(row.seq), event: row.type, data: JSON.stringify(toPublicEvent(row)) });
+                cursor = row.seq;
+                if (row.type === 'session.status_terminated') closed = true;
               }
+              more = rows.length === STREAM_PAGE;
+              known = Math.max(cursor, head);
+              if (rows.length > 0) idleSince = Date.now();
+              if (more) continue;
             }
-            const rows = await listEvents(db, { sessionId: session.id, afterSeq: cursor, limit: 500, order: 'asc' });
-            for (const row of rows) {
-              await stream.writeSSE({ id: String(row.seq), event: row.type, data: JSON.stringify(toPublicEvent(row)) });
-              cursor = row.seq;
-              if (row.type === 'session.status_terminated') closed = true;
-            }
-            if (rows.length > 0) idleSince = Date.now();
-            else if (Date.now() - idleSince > 15_000) {
+            if (Date.now() - idleSince >= STREAM_PING_MS) {
               await stream.writeSSE({ event: 'ping', data: '{}' });
               idleSince = Date.now();
             }
-            if (!closed && rows.length < 500) await stream.sleep(pollMs);
+            if (!closed) await follower.wait(known, idleSince + STREAM_PING_MS - Date.now());
           }
         } finally {
           // however the stream ends: the session terminated, the client went away, the key was revoked, a read failed
+          follower.close();
           release();
         }
       });

@@ -11,6 +11,7 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import { inject } from 'vitest';
 import { createApp, type App } from '../../api/create-app';
+import { listenForNotifications, type Notifications } from '../../db/notifications';
 import { openDatabase, type Database } from '../../db/client';
 import { createApiKey, createTeam } from '../../db/queries/teams';
 import { createVault, generateMasterKeySpec, type Vault } from '../../db/vault';
@@ -40,6 +41,8 @@ export interface Stack {
   teamId: string;
   db: Database;
   databaseUrl: string;
+  /** the API's LISTEN connection (event streams wake on it) */
+  notifications: Notifications;
   masterKey: string;
   vault: Vault;
   temporal: Client;
@@ -103,6 +106,8 @@ export function localEgress(): EgressGuard {
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const testDb: TestDatabase = await createTestDatabase();
   const db = await openDatabase({ url: testDb.url });
+  // as api/main.ts: one LISTEN connection (event streams wake when events commit)
+  const notifications = listenForNotifications(db, { url: testDb.url });
   const masterKey = generateMasterKeySpec();
   const vault = createVault(masterKey);
   const team = await createTeam(db.db, { name: 'acme' });
@@ -127,7 +132,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     start: async (controlPath) => void (daemon ??= await startGatewayDaemon({ controlPath, dispatcher: egress.dispatcher })),
   });
   const sandboxes = createWorkerSandboxes({ db: db.db, provider: createSandboxProvider({ ...parseEnv(sandboxEnv, {}), AGENTPLANE_SANDBOX: sandboxKind }, SILENT_LOGGER), egress, dataDir, gateway });
-  const app = createApp({ db: db.db, vault, temporal, taskQueue, capabilities: RUNTIME_CAPABILITIES, egress, sandboxKind, streamPollMs: 50, log: opts.apiLog, tracer: opts.tracing?.tracer, metrics: opts.apiMetrics });
+  const app = createApp({ db: db.db, vault, temporal, taskQueue, capabilities: RUNTIME_CAPABILITIES, egress, sandboxKind, streamPollMs: 50, log: opts.apiLog, tracer: opts.tracing?.tracer, metrics: opts.apiMetrics, notifications });
   const server: ServerType = await new Promise((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
   });
@@ -144,6 +149,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     teamId: team.id,
     db,
     databaseUrl: testDb.url,
+    notifications,
     masterKey,
     vault,
     temporal,
@@ -206,6 +212,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       await daemon?.close();
       await new Promise((resolve) => server.close(resolve));
       await connection.close();
+      await notifications.close();
       await db.close();
       await testDb.drop();
       // runtimes outlive workers by design (a new worker reattaches); a test run must not leave them behind
