@@ -1,40 +1,55 @@
 /**
  * The event streams of one API process (`GET /v1/sessions/{id}/events/stream`) share their database work. A stream
- * follows its session, reads the log after its cursor, and then waits for its session's wake-up; while it waits it
- * costs the database nothing.
+ * follows its session, reads the log after its cursor through its follower, and then waits for its session's
+ * wake-up; while it waits it costs the database nothing.
  *
  * Wake-ups come from the process's LISTEN connection (db/notifications.ts): `appendEvents` notifies `CHANNELS.events`
  * with the session id and its highest seq in the transaction that writes the events, so a stream wakes when they
- * commit. What keeps a stream from ever missing an event:
+ * commit. Reads are shared: the new events of a session are read once (`listEvents`, the query a stream used to run
+ * on its own) and given to every stream of the session in this process. A stream further behind than those rows (a
+ * client replaying from an old Last-Event-ID) reads on its own until it has caught up.
+ *
+ * What keeps a stream from ever missing an event:
  * - it follows its session before its first read: an event that read did not see commits later, and is notified later;
+ * - the log of one session commits in seq order (appends serialise on the session row), so a read after seq n that
+ *   returns fewer rows than it asked for has everything committed after n when it began;
  * - one sweep per process reads the head (`event_seq`) of every followed session at once and wakes the streams
  *   behind it: every `safetyReadMs` (a lost notification delays an event by at most that), at once when the LISTEN
  *   connection is made again (whatever was notified while it was down was lost), and every `pollMs` while
  *   notifications are not heard (an app built without them, or the connection is down);
  * - one read per `keyCheckMs` checks every key that holds a stream, and wakes the streams of revoked keys.
- * So the database sees a read per stream only when its session has new events, and otherwise one sweep and one key
- * check per interval, however many streams are open.
+ * So the database sees one read per followed session per batch of new events, one sweep and one key check per
+ * interval, and the reads of streams replaying history: the same for 10 streams of a session as for 1,000.
  *
  * PGlite (the embedded dev database) fits as it is: the dev process is the only one on it, its `listen` hears that
  * process's own NOTIFY, and db/notifications.ts listens there the same way.
  */
 import type { Db } from '../db/client';
 import { CHANNELS, type Notifications } from '../db/notifications';
-import { eventHeads } from '../db/queries/events';
+import { eventHeads, listEvents, type EventRow } from '../db/queries/events';
 import { activeKeyIds } from '../db/queries/teams';
 
+/** the most events one read returns; a full page means there may be more */
+export const EVENT_PAGE = 500;
+/** the most rows kept for a session's streams; a stream further behind reads on its own */
+const KEPT_ROWS_MAX = 2_000;
+/** the longest a new LISTEN connection goes unnoticed (the sweep it calls for waits for the next tick) */
+const TICK_MS = 100;
+
 export interface EventStreams {
-  /** Follows a session for one stream, from before its first read until `close`. */
-  follow(params: { teamId: string; keyId: string; sessionId: string }): Follower;
+  /** Follows a session for one stream, from before its first read until `close`; `seq` is the session's head as read. */
+  follow(params: { teamId: string; keyId: string; sessionId: string; seq: number }): Follower;
 }
 
 export interface Follower {
-  /** the highest seq known to be committed in the session's log (0 until one is heard of) */
-  readonly head: number;
+  /** the session has events this stream has not been given */
+  readonly behind: boolean;
   /** the stream's key was found revoked: the stream must end */
   readonly revoked: boolean;
-  /** Resolves when `head` passes `afterSeq`, the key is found revoked, the follower is closed, or after `timeoutMs`. */
-  wait(afterSeq: number, timeoutMs: number): Promise<void>;
+  /** The session's events after `afterSeq`, in order, at most EVENT_PAGE of them (a full page: there may be more). */
+  read(afterSeq: number): Promise<EventRow[]>;
+  /** Resolves when the stream falls `behind`, its key is found revoked, it is closed, or after `timeoutMs`. */
+  wait(timeoutMs: number): Promise<void>;
   close(): void;
 }
 
@@ -51,28 +66,42 @@ export interface EventStreamsOptions {
   log: (entry: Record<string, unknown>) => void;
 }
 
-/** the longest a new LISTEN connection goes unnoticed (the sweep it calls for waits for the next tick) */
-const TICK_MS = 100;
-
 interface FollowerState {
   teamId: string;
   keyId: string;
-  afterSeq: number;
+  /** the seq of the last event it was given (or its Last-Event-ID) */
+  cursor: number;
+  /** everything up to this seq has been given to it or does not exist: only a head past it wakes it */
+  known: number;
   revoked: boolean;
   closed: boolean;
   wake: (() => void) | null;
 }
 
+/** Rows (from, to] of a session's log, in order and without gaps (`to` may lie past the last row: nothing is there). */
+interface Kept {
+  from: number;
+  to: number;
+  rows: EventRow[];
+  /** the read that ended at `to` came back short: nothing more was committed when it began */
+  complete: boolean;
+}
+
 interface Followed {
   teamId: string;
+  sessionId: string;
+  /** the highest seq known to be committed */
   head: number;
   followers: Set<FollowerState>;
+  kept: Kept | null;
+  /** the read of new rows under way, shared by every stream that needs it */
+  reading: Promise<void> | null;
 }
 
 export function createEventStreams(opts: EventStreamsOptions): EventStreams {
   const sessions = new Map<string, Followed>();
   const followers = new Set<FollowerState>();
-  const { notifications } = opts;
+  const { db, notifications } = opts;
   let timer: NodeJS.Timeout | null = null;
   let sweeping = false;
   let sweptAt = 0;
@@ -81,11 +110,10 @@ export function createEventStreams(opts: EventStreamsOptions): EventStreams {
   let checkingKeys = false;
   let keysCheckedAt = 0;
 
-  function advance(sessionId: string, head: number): void {
-    const followed = sessions.get(sessionId);
+  function advance(followed: Followed | undefined, head: number): void {
     if (!followed || head <= followed.head) return;
     followed.head = head;
-    for (const follower of followed.followers) if (head > follower.afterSeq) follower.wake?.();
+    for (const follower of followed.followers) if (head > follower.known) follower.wake?.();
   }
 
   notifications?.on(CHANNELS.events, (payload) => {
@@ -95,8 +123,28 @@ export function createEventStreams(opts: EventStreamsOptions): EventStreams {
     } catch {
       return;
     }
-    if (typeof heard.session_id === 'string' && typeof heard.seq === 'number') advance(heard.session_id, heard.seq);
+    if (typeof heard.session_id === 'string' && typeof heard.seq === 'number') advance(sessions.get(heard.session_id), heard.seq);
   });
+
+  /** Reads the rows after what is kept (or after `after`, when nothing is), once for every stream waiting on them. */
+  async function readNew(followed: Followed, after: number): Promise<void> {
+    const head = followed.head;
+    const start = followed.kept?.to ?? after;
+    const rows = await listEvents(db, { sessionId: followed.sessionId, afterSeq: start, limit: EVENT_PAGE, order: 'asc' });
+    const kept = followed.kept ?? (followed.kept = { from: start, to: start, rows: [], complete: false });
+    kept.rows.push(...rows);
+    kept.complete = rows.length < EVENT_PAGE;
+    // a short read has everything committed before it began, the head it knew of included
+    kept.to = Math.max(rows.at(-1)?.seq ?? start, kept.complete ? head : 0);
+    // rows every stream has been given are dropped, and the oldest beyond the cap (a stream that far behind reads on its own)
+    let drop = 0;
+    const slowest = Math.min(...[...followed.followers].map((f) => f.cursor));
+    while (drop < kept.rows.length && (kept.rows[drop]!.seq <= slowest || kept.rows.length - drop > KEPT_ROWS_MAX)) drop++;
+    if (drop > 0) {
+      kept.from = kept.rows[drop - 1]!.seq;
+      kept.rows.splice(0, drop);
+    }
+  }
 
   async function sweep(): Promise<void> {
     sweeping = true;
@@ -104,8 +152,8 @@ export function createEventStreams(opts: EventStreamsOptions): EventStreams {
     // taken before the read: had the connection been made again during it, the next tick sweeps once more
     const epoch = notifications?.epoch ?? -1;
     try {
-      const heads = await eventHeads(opts.db, { sessions: [...sessions].map(([sessionId, s]) => ({ teamId: s.teamId, sessionId })) });
-      for (const [sessionId, head] of heads) advance(sessionId, head);
+      const heads = await eventHeads(db, { sessions: [...sessions.values()].map((s) => ({ teamId: s.teamId, sessionId: s.sessionId })) });
+      for (const [sessionId, head] of heads) advance(sessions.get(sessionId), head);
       sweptEpoch = epoch;
     } catch (err) {
       // the next tick tries again; streams keep what they have
@@ -120,7 +168,7 @@ export function createEventStreams(opts: EventStreamsOptions): EventStreams {
     keysCheckedAt = Date.now();
     try {
       const held = new Map([...followers].map((f) => [f.keyId, { teamId: f.teamId, keyId: f.keyId }]));
-      const active = await activeKeyIds(opts.db, { keys: [...held.values()] });
+      const active = await activeKeyIds(db, { keys: [...held.values()] });
       for (const follower of followers) {
         if (active.has(follower.keyId)) continue;
         follower.revoked = true;
@@ -152,26 +200,55 @@ export function createEventStreams(opts: EventStreamsOptions): EventStreams {
   }
 
   return {
-    follow({ teamId, keyId, sessionId }) {
+    follow({ teamId, keyId, sessionId, seq }) {
       let followed = sessions.get(sessionId);
-      if (!followed) sessions.set(sessionId, (followed = { teamId, head: 0, followers: new Set() }));
-      const state: FollowerState = { teamId, keyId, afterSeq: 0, revoked: false, closed: false, wake: null };
-      followed.followers.add(state);
+      if (!followed) sessions.set(sessionId, (followed = { teamId, sessionId, head: 0, followers: new Set(), kept: null, reading: null }));
+      const session = followed;
+      advance(session, seq);
+      const state: FollowerState = { teamId, keyId, cursor: seq, known: -1, revoked: false, closed: false, wake: null };
+      session.followers.add(state);
       followers.add(state);
       started();
-      const session = followed;
+
+      /** gives the stream what it asked for, and remembers how far that takes it */
+      const given = (afterSeq: number, rows: EventRow[], upTo: number): EventRow[] => {
+        state.cursor = rows.at(-1)?.seq ?? afterSeq;
+        state.known = rows.length === EVENT_PAGE ? state.cursor : Math.max(state.cursor, upTo);
+        return rows;
+      };
+
       return {
-        get head() {
-          return session.head;
+        get behind() {
+          return session.head > state.known;
         },
         get revoked() {
           return state.revoked;
         },
-        wait(afterSeq, timeoutMs) {
-          if (state.closed || state.revoked || session.head > afterSeq) return Promise.resolve();
+        async read(afterSeq) {
+          state.cursor = afterSeq;
+          for (;;) {
+            const kept = session.kept;
+            if (kept && afterSeq < kept.from) {
+              // behind what is kept: on its own, as every stream used to read
+              const head = session.head;
+              const rows = await listEvents(db, { sessionId, afterSeq, limit: EVENT_PAGE, order: 'asc' });
+              return given(afterSeq, rows, head);
+            }
+            if (kept) {
+              const first = firstAfter(kept.rows, afterSeq);
+              const rows = kept.rows.slice(first, first + EVENT_PAGE);
+              if (rows.length === EVENT_PAGE || (kept.complete && session.head <= kept.to)) return given(afterSeq, rows, kept.to);
+            }
+            // nothing kept yet: from this stream's cursor, or from the head as read when it opened if that is lower
+            // (a Last-Event-ID past the end must not leave the rows before it unkept)
+            session.reading ??= readNew(session, Math.min(afterSeq, seq)).finally(() => (session.reading = null));
+            await session.reading;
+          }
+        },
+        wait(timeoutMs) {
+          if (state.closed || state.revoked || session.head > state.known) return Promise.resolve();
           return new Promise<void>((resolve) => {
             const timeout = setTimeout(() => state.wake?.(), Math.max(0, timeoutMs));
-            state.afterSeq = afterSeq;
             state.wake = () => {
               clearTimeout(timeout);
               state.wake = null;
@@ -194,4 +271,16 @@ export function createEventStreams(opts: EventStreamsOptions): EventStreams {
       };
     },
   };
+}
+
+/** The index of the first row whose seq is past `seq` (rows in seq order); `rows.length` when there is none. */
+function firstAfter(rows: EventRow[], seq: number): number {
+  let lo = 0;
+  let hi = rows.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (rows[mid]!.seq > seq) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
 }

@@ -7,6 +7,7 @@
 import { createServer, type AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { sql } from 'drizzle-orm';
+import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp, type AppDeps } from '../api/create-app';
@@ -15,6 +16,7 @@ import { newId } from '../db/ids';
 import { listenForNotifications } from '../db/notifications';
 import { appendEvents } from '../db/queries/events';
 import { createApiKey, createTeam } from '../db/queries/teams';
+import * as schema from '../db/schema/index';
 import { sessions } from '../db/schema/index';
 import { RUNTIME_CAPABILITIES } from '../runtimes/registry';
 import { eventually, startStack, type Stack } from './support/stack';
@@ -52,10 +54,10 @@ const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
 
 /**
  * A client that follows a session's stream as EventSource does: when the connection ends or cannot be made, it
- * connects again after a moment, sending the last id it received as Last-Event-ID. `ids` holds the id of every event
- * frame received, over every connection, in the order received.
+ * connects again after a moment, sending the last id it received as Last-Event-ID (`lastEventId` on the first
+ * connection, if given). `ids` holds the id of every event frame received, over every connection, in the order received.
  */
-function follow(base: string, sessionId: string, key: string) {
+function follow(base: string, sessionId: string, key: string, lastEventId?: number) {
   const ids: number[] = [];
   let connections = 0;
   let stopped = false;
@@ -65,7 +67,8 @@ function follow(base: string, sessionId: string, key: string) {
       controller = new AbortController();
       try {
         const headers: Record<string, string> = { authorization: `Bearer ${key}` };
-        if (ids.length > 0) headers['last-event-id'] = String(ids.at(-1));
+        const last = ids.at(-1) ?? lastEventId;
+        if (last !== undefined) headers['last-event-id'] = String(last);
         const res = await fetch(`${base}/v1/sessions/${sessionId}/events/stream`, { headers, signal: controller.signal });
         if (res.status !== 200) throw new Error(`stream answered ${res.status}: ${await res.text()}`);
         connections++;
@@ -179,6 +182,47 @@ describe('event streams woken by notification', () => {
       expect(client.connections).toBe(2);
     }
     for (const client of clients) await client.stop();
+  });
+
+  it('the streams of a session share one read per append, idle streams read nothing, and a replaying stream joins them once caught up', { timeout: 120_000 }, async () => {
+    // the app's own pool, so that its queries can be counted: one per connection lent out
+    const pool = new pg.Pool({ connectionString: stack.databaseUrl, max: 10 });
+    cleanups.push(() => pool.end());
+    let queries = 0;
+    pool.on('acquire', () => queries++);
+    const db = drizzle(pool, { schema }) as unknown as Db;
+    const base = await serveApp({ db, notifications: stack.notifications, streamPollMs: 600_000, streamSafetyReadMs: 600_000 });
+    const sessionId = await newSession(stack.db.db, stack.teamId);
+    await append(stack.db.db, sessionId, 1, 5);
+    await eventually(async () => (stack.notifications.listening ? true : undefined), { what: 'the LISTEN connection' });
+
+    const clients = Array.from({ length: 50 }, () => follow(base, sessionId, stack.adminKey));
+    await eventually(async () => (clients.every((c) => c.connections === 1) ? true : undefined), { what: 'every stream to be open' });
+    await new Promise((r) => setTimeout(r, 300));
+    queries = 0;
+    for (let i = 6; i <= 15; i++) {
+      await append(stack.db.db, sessionId, i, 1);
+      await allReceived(clients, i - 5, `event ${i} on every stream`, 10_000);
+    }
+    expect(queries).toBe(10);
+    queries = 0;
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(queries).toBe(0);
+
+    // a client replaying from the start reads on its own until it has caught up, and then shares again
+    const replaying = follow(base, sessionId, stack.adminKey, 0);
+    await eventually(async () => (replaying.ids.length === 15 ? true : undefined), { what: 'the replay' });
+    await new Promise((r) => setTimeout(r, 300));
+    queries = 0;
+    await append(stack.db.db, sessionId, 16, 4, 2);
+    await allReceived(clients, 14, 'the events after the replay', 10_000);
+    await allReceived([replaying], 19, 'the events after the replay, on the replaying stream', 10_000);
+    expect(queries).toBeGreaterThanOrEqual(1);
+    expect(queries).toBeLessThanOrEqual(2); // two appends: one read each, or one for both
+    await new Promise((r) => setTimeout(r, 300));
+    for (const client of clients) expect(client.ids).toEqual(range(19).slice(5));
+    expect(replaying.ids).toEqual(range(19));
+    for (const client of [...clients, replaying]) await client.stop();
   });
 
   it('a LISTEN connection cut while events commit loses none: the events of the outage arrive when it is back', { timeout: 120_000 }, async () => {

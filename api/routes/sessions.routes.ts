@@ -8,7 +8,7 @@ import { streamSSE } from 'hono/streaming';
 import { getAgent } from '../../db/queries/agents';
 import { planSession, recordSession, SessionStartError, sessionWorkflowInput } from '../../db/queries/session-start';
 import { appendAudit } from '../../db/queries/audit';
-import { listEvents, toPublicEvent } from '../../db/queries/events';
+import { listEvents, toPublicEvent, type EventRow } from '../../db/queries/events';
 import {
   getApproval,
   getSession,
@@ -39,7 +39,7 @@ import {
   type App,
   type AppDeps,
 } from '../create-app';
-import { createEventStreams } from '../event-streams';
+import { createEventStreams, EVENT_PAGE } from '../event-streams';
 import { ApiError, notFound, problemBody } from '../errors';
 import { governanceOf, type AgentDefinition } from '../schemas/agent.schema';
 import { idParam, json, jsonBody, Metadata, page, PageQuery, problemResponses, rateLimitedResponse, Version } from '../schemas/common';
@@ -170,8 +170,6 @@ function rethrowStartError(err: unknown): never {
 const STREAM_RETRY_AFTER_SECONDS = 10;
 /** an idle stream sends a ping this often, so proxies and clients do not take it for dead */
 const STREAM_PING_MS = 15_000;
-/** events a stream reads at once; a full page is followed by the next one without waiting */
-const STREAM_PAGE = 500;
 
 /**
  * The open event streams of each key in this process. Counted in memory, not in the database: a stream lives and
@@ -212,6 +210,13 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
     log: deps.log ?? (() => undefined),
   });
   const streamSlots = createStreamSlots(deps.maxStreamsPerKey ?? DEFAULT_MAX_STREAMS_PER_KEY);
+  // an event as its frame's data: the streams of a session share the rows they read, so each becomes JSON once
+  const eventJson = new WeakMap<EventRow, string>();
+  const eventData = (row: EventRow): string => {
+    let data = eventJson.get(row);
+    if (data === undefined) eventJson.set(row, (data = JSON.stringify(toPublicEvent(row))));
+    return data;
+  };
 
   async function loadSession(actor: Actor, sessionId: string) {
     const row = await getSession(db, { teamId: actor.teamId, sessionId });
@@ -484,7 +489,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
       const requestId = c.get('requestId');
       return streamSSE(c, async (stream) => {
         // followed before the first read: whatever that read misses is committed later, and wakes the stream
-        const follower = eventStreams.follow({ teamId: actor.teamId, keyId: actor.keyId, sessionId: session.id });
+        const follower = eventStreams.follow({ teamId: actor.teamId, keyId: actor.keyId, sessionId: session.id, seq: session.eventSeq });
         try {
           let closed = false;
           stream.onAbort(() => {
@@ -492,8 +497,6 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
             follower.close();
           });
           let idleSince = Date.now();
-          /** everything up to this seq has been read (or lies before the cursor): a wake-up for it needs no read */
-          let known = cursor;
           /** read before waiting: at first (what the client missed), and again while a read comes back full */
           let more = true;
           while (!closed) {
@@ -503,17 +506,14 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
               await stream.writeSSE({ event: 'error', data: JSON.stringify(problemBody(revoked, requestId)) });
               return;
             }
-            if (more || follower.head > known) {
-              // committed before this read started, so the read returns it (unless the page is full)
-              const head = follower.head;
-              const rows = await listEvents(db, { sessionId: session.id, afterSeq: cursor, limit: STREAM_PAGE, order: 'asc' });
+            if (more || follower.behind) {
+              const rows = await follower.read(cursor);
               for (const row of rows) {
-                await stream.writeSSE({ id: String(row.seq), event: row.type, data: JSON.stringify(toPublicEvent(row)) });
+                await stream.writeSSE({ id: String(row.seq), event: row.type, data: eventData(row) });
                 cursor = row.seq;
                 if (row.type === 'session.status_terminated') closed = true;
               }
-              more = rows.length === STREAM_PAGE;
-              known = Math.max(cursor, head);
+              more = rows.length === EVENT_PAGE;
               if (rows.length > 0) idleSince = Date.now();
               if (more) continue;
             }
@@ -521,7 +521,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
               await stream.writeSSE({ event: 'ping', data: '{}' });
               idleSince = Date.now();
             }
-            if (!closed) await follower.wait(known, idleSince + STREAM_PING_MS - Date.now());
+            if (!closed) await follower.wait(idleSince + STREAM_PING_MS - Date.now());
           }
         } finally {
           // however the stream ends: the session terminated, the client went away, the key was revoked, a read failed
