@@ -190,7 +190,7 @@ export function createApp(deps: AppDeps): App {
   registerAgentRoutes(app, deps);
   registerEnvironmentRoutes(app, deps);
   registerCredentialRoutes(app, deps);
-  registerSessionRoutes(app, deps);
+  registerSessionRoutes(app, { ...deps, metrics });
   registerScheduleRoutes(app, deps);
   registerKeyRoutes(app, deps);
   registerTeamRoutes(app, deps);

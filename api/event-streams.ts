@@ -28,6 +28,7 @@ import type { Db } from '../db/client';
 import { CHANNELS, type Notifications } from '../db/notifications';
 import { eventHeads, listEvents, type EventRow } from '../db/queries/events';
 import { activeKeyIds } from '../db/queries/teams';
+import type { ApiMetrics } from '../observability/metrics';
 
 /** the most events one read returns; a full page means there may be more */
 export const EVENT_PAGE = 500;
@@ -64,6 +65,8 @@ export interface EventStreamsOptions {
   /** how often the keys holding streams are checked */
   keyCheckMs: number;
   log: (entry: Record<string, unknown>) => void;
+  /** open streams, and the reads made for them by kind */
+  metrics: Pick<ApiMetrics, 'eventStreams' | 'eventStreamReads'>;
 }
 
 interface FollowerState {
@@ -101,7 +104,7 @@ interface Followed {
 export function createEventStreams(opts: EventStreamsOptions): EventStreams {
   const sessions = new Map<string, Followed>();
   const followers = new Set<FollowerState>();
-  const { db, notifications } = opts;
+  const { db, notifications, metrics } = opts;
   let timer: NodeJS.Timeout | null = null;
   let sweeping = false;
   let sweptAt = 0;
@@ -130,6 +133,7 @@ export function createEventStreams(opts: EventStreamsOptions): EventStreams {
   async function readNew(followed: Followed, after: number): Promise<void> {
     const head = followed.head;
     const start = followed.kept?.to ?? after;
+    metrics.eventStreamReads.inc({ kind: 'shared' });
     const rows = await listEvents(db, { sessionId: followed.sessionId, afterSeq: start, limit: EVENT_PAGE, order: 'asc' });
     const kept = followed.kept ?? (followed.kept = { from: start, to: start, rows: [], complete: false });
     kept.rows.push(...rows);
@@ -152,6 +156,7 @@ export function createEventStreams(opts: EventStreamsOptions): EventStreams {
     // taken before the read: had the connection been made again during it, the next tick sweeps once more
     const epoch = notifications?.epoch ?? -1;
     try {
+      metrics.eventStreamReads.inc({ kind: 'sweep' });
       const heads = await eventHeads(db, { sessions: [...sessions.values()].map((s) => ({ teamId: s.teamId, sessionId: s.sessionId })) });
       for (const [sessionId, head] of heads) advance(sessions.get(sessionId), head);
       sweptEpoch = epoch;
@@ -168,6 +173,7 @@ export function createEventStreams(opts: EventStreamsOptions): EventStreams {
     keysCheckedAt = Date.now();
     try {
       const held = new Map([...followers].map((f) => [f.keyId, { teamId: f.teamId, keyId: f.keyId }]));
+      metrics.eventStreamReads.inc({ kind: 'keys' });
       const active = await activeKeyIds(db, { keys: [...held.values()] });
       for (const follower of followers) {
         if (active.has(follower.keyId)) continue;
@@ -208,6 +214,7 @@ export function createEventStreams(opts: EventStreamsOptions): EventStreams {
       const state: FollowerState = { teamId, keyId, cursor: seq, known: -1, revoked: false, closed: false, wake: null };
       session.followers.add(state);
       followers.add(state);
+      metrics.eventStreams.set(followers.size);
       started();
 
       /** gives the stream what it asked for, and remembers how far that takes it */
@@ -231,6 +238,7 @@ export function createEventStreams(opts: EventStreamsOptions): EventStreams {
             if (kept && afterSeq < kept.from) {
               // behind what is kept: on its own, as every stream used to read
               const head = session.head;
+              metrics.eventStreamReads.inc({ kind: 'own' });
               const rows = await listEvents(db, { sessionId, afterSeq, limit: EVENT_PAGE, order: 'asc' });
               return given(afterSeq, rows, head);
             }
@@ -262,6 +270,7 @@ export function createEventStreams(opts: EventStreamsOptions): EventStreams {
           state.wake?.();
           session.followers.delete(state);
           followers.delete(state);
+          metrics.eventStreams.set(followers.size);
           if (session.followers.size === 0) sessions.delete(sessionId);
           if (followers.size === 0 && timer) {
             clearInterval(timer);

@@ -18,6 +18,7 @@ import { appendEvents } from '../db/queries/events';
 import { createApiKey, createTeam } from '../db/queries/teams';
 import * as schema from '../db/schema/index';
 import { sessions } from '../db/schema/index';
+import { createApiMetrics } from '../observability/metrics';
 import { RUNTIME_CAPABILITIES } from '../runtimes/registry';
 import { eventually, startStack, type Stack } from './support/stack';
 import { spawnApi, type ServiceProcess } from './support/worker-process';
@@ -191,7 +192,9 @@ describe('event streams woken by notification', () => {
     let queries = 0;
     pool.on('acquire', () => queries++);
     const db = drizzle(pool, { schema }) as unknown as Db;
-    const base = await serveApp({ db, notifications: stack.notifications, streamPollMs: 600_000, streamSafetyReadMs: 600_000 });
+    const metrics = createApiMetrics();
+    const sharedReads = async () => (await metrics.eventStreamReads.get()).values.find((v) => v.labels.kind === 'shared')?.value ?? 0;
+    const base = await serveApp({ db, notifications: stack.notifications, streamPollMs: 600_000, streamSafetyReadMs: 600_000, metrics });
     const sessionId = await newSession(stack.db.db, stack.teamId);
     await append(stack.db.db, sessionId, 1, 5);
     await eventually(async () => (stack.notifications.listening ? true : undefined), { what: 'the LISTEN connection' });
@@ -199,12 +202,15 @@ describe('event streams woken by notification', () => {
     const clients = Array.from({ length: 50 }, () => follow(base, sessionId, stack.adminKey));
     await eventually(async () => (clients.every((c) => c.connections === 1) ? true : undefined), { what: 'every stream to be open' });
     await new Promise((r) => setTimeout(r, 300));
+    expect((await metrics.eventStreams.get()).values[0]?.value).toBe(50);
     queries = 0;
+    const sharedBefore = await sharedReads();
     for (let i = 6; i <= 15; i++) {
       await append(stack.db.db, sessionId, i, 1);
       await allReceived(clients, i - 5, `event ${i} on every stream`, 10_000);
     }
     expect(queries).toBe(10);
+    expect((await sharedReads()) - sharedBefore).toBe(10); // and the process's metrics say so
     queries = 0;
     await new Promise((r) => setTimeout(r, 1_000));
     expect(queries).toBe(0);

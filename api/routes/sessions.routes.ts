@@ -40,6 +40,7 @@ import {
   type AppDeps,
 } from '../create-app';
 import { createEventStreams, EVENT_PAGE } from '../event-streams';
+import type { ApiMetrics } from '../../observability/metrics';
 import { ApiError, notFound, problemBody } from '../errors';
 import { governanceOf, type AgentDefinition } from '../schemas/agent.schema';
 import { idParam, json, jsonBody, Metadata, page, PageQuery, problemResponses, rateLimitedResponse, Version } from '../schemas/common';
@@ -198,7 +199,7 @@ function createStreamSlots(max: number) {
 
 const textOf = (content: z.infer<typeof TextContent>) => (typeof content === 'string' ? content : content.map((c) => c.text).join('\n'));
 
-export function registerSessionRoutes(app: App, deps: AppDeps): void {
+export function registerSessionRoutes(app: App, deps: AppDeps & { metrics: ApiMetrics }): void {
   const { db, temporal } = deps;
   const handle = (sessionId: string) => temporal.workflow.getHandle(sessionId);
   const eventStreams = createEventStreams({
@@ -208,6 +209,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
     safetyReadMs: deps.streamSafetyReadMs ?? DEFAULT_STREAM_SAFETY_READ_MS,
     keyCheckMs: deps.streamKeyCheckMs ?? DEFAULT_STREAM_KEY_CHECK_MS,
     log: deps.log ?? (() => undefined),
+    metrics: deps.metrics,
   });
   const streamSlots = createStreamSlots(deps.maxStreamsPerKey ?? DEFAULT_MAX_STREAMS_PER_KEY);
   // an event as its frame's data: the streams of a session share the rows they read, so each becomes JSON once
