@@ -112,6 +112,13 @@ export function createEventStreams(opts: EventStreamsOptions): EventStreams {
   let sweptEpoch = -1;
   let checkingKeys = false;
   let keysCheckedAt = 0;
+  /** a sweep or key check failed and nothing has worked since: said once in the log, not at every tick */
+  let failing = false;
+
+  function failed(what: string, err: unknown): void {
+    if (!failing) opts.log({ level: 'WARN', msg: `event streams: ${what} failed; trying again`, error: String(err) });
+    failing = true;
+  }
 
   function advance(followed: Followed | undefined, head: number): void {
     if (!followed || head <= followed.head) return;
@@ -160,9 +167,10 @@ export function createEventStreams(opts: EventStreamsOptions): EventStreams {
       const heads = await eventHeads(db, { sessions: [...sessions.values()].map((s) => ({ teamId: s.teamId, sessionId: s.sessionId })) });
       for (const [sessionId, head] of heads) advance(sessions.get(sessionId), head);
       sweptEpoch = epoch;
+      failing = false;
     } catch (err) {
-      // the next tick tries again; streams keep what they have
-      opts.log({ level: 'WARN', msg: 'event streams: the sweep of followed sessions failed', error: String(err) });
+      // the next one due tries again (while no notifications are heard, the next tick); streams keep what they have
+      failed('the sweep of followed sessions', err);
     } finally {
       sweeping = false;
     }
@@ -180,8 +188,11 @@ export function createEventStreams(opts: EventStreamsOptions): EventStreams {
         follower.revoked = true;
         follower.wake?.();
       }
+      failing = false;
     } catch (err) {
-      opts.log({ level: 'WARN', msg: 'event streams: the check of their keys failed', error: String(err) });
+      // tried again in a second, not a whole interval later: a key revoked before the failure must still lose its streams
+      keysCheckedAt = Date.now() - opts.keyCheckMs + 1_000;
+      failed('the check of the keys holding streams', err);
     } finally {
       checkingKeys = false;
     }

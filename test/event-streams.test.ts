@@ -269,6 +269,25 @@ describe('event streams woken by notification', () => {
     for (const client of clients) await client.stop();
   });
 
+  it('an event whose notification is lost arrives all the same, with the safety read', { timeout: 60_000 }, async () => {
+    const base = await serveApp({ notifications: stack.notifications, streamPollMs: 600_000, streamSafetyReadMs: 500 });
+    const sessionId = await newSession(stack.db.db, stack.teamId);
+    await eventually(async () => (stack.notifications.listening ? true : undefined), { what: 'the LISTEN connection' });
+    const client = follow(base, sessionId, stack.adminKey);
+    await eventually(async () => (client.connections === 1 ? true : undefined), { what: 'the stream to be open' });
+    await append(stack.db.db, sessionId, 1, 2);
+    // written as appendEvents writes it, less its notification
+    await stack.db.db.transaction(async (tx) => {
+      await tx.execute(sql`update sessions set event_seq = 3 where id = ${sessionId}`);
+      await tx.execute(sql`insert into session_events (id, session_id, seq, source_id, type, payload) values (${newId('sevt')}, ${sessionId}, 3, 'e3', 'agent.message', '{}')`);
+    });
+    await allReceived([client], 3, 'the event without a notification', 5_000);
+    await append(stack.db.db, sessionId, 4, 2);
+    await allReceived([client], 5, 'the events after it', 5_000);
+    expect(client.ids).toEqual(range(5));
+    await client.stop();
+  });
+
   it("on the embedded PGlite database a stream is woken through the process's own listen, as in `npm run dev`", { timeout: 60_000 }, async () => {
     const database = await openDatabase({});
     const notifications = listenForNotifications(database);
