@@ -52,8 +52,16 @@ export interface AppDeps {
   sandboxKind: SandboxKind;
   /** the largest request body taken, in bytes (default 1 MiB); a larger one is refused with 413 before it is read */
   maxBodyBytes?: number;
-  /** how often the SSE stream looks for new events */
+  /**
+   * this process's LISTEN connection (db/notifications.ts): with it, event streams wake when their session's events
+   * commit (api/event-streams.ts; without it they are woken by one read for all of them every `streamPollMs`), and a
+   * verified key is kept in memory until it is revoked anywhere, instead of read on every request
+   */
+  notifications?: Notifications;
+  /** how often the event streams look for new events while no notifications are heard (default 200 ms): one read for all of them */
   streamPollMs?: number;
+  /** how often they look even while notifications are heard (default 5 s), so a lost notification delays an event by at most this */
+  streamSafetyReadMs?: number;
   /** event streams one key may hold open at once in this process (default 16); one more is refused with 429 */
   maxStreamsPerKey?: number;
   /** how often an open event stream checks that its key is still active (default 15 s); a revoked key's stream ends */
@@ -64,24 +72,22 @@ export interface AppDeps {
   tracer?: Tracer | null;
   /** request latency by route template; a private registry when absent */
   metrics?: ApiMetrics;
-  /**
-   * this process's LISTEN connection (db/notifications.ts): with it, a verified key is kept in memory until it is
-   * revoked anywhere, instead of read on every request
-   */
-  notifications?: Notifications;
 }
 
 export type App = OpenAPIHono<AppEnv>;
 
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 /**
- * Each open stream polls Postgres (every 200 ms until LISTEN/NOTIFY replaces it), so one key's streams are one key's
- * share of the database. 16 is more than a person follows at once (a browser holds at most 6 connections to one
- * origin over HTTP/1.1); a program that follows more sessions reads their pages or takes webhooks.
+ * An idle stream costs the database nothing (api/event-streams.ts), but each holds a connection and a read per batch
+ * of new events, so one key's streams are one key's share of the process. 16 is more than a person follows at once (a
+ * browser holds at most 6 connections to one origin over HTTP/1.1); a program that follows more sessions reads their
+ * pages or takes webhooks.
  */
 export const DEFAULT_MAX_STREAMS_PER_KEY = 16;
-/** half the 30 s within which a revoked key must lose its streams, for one indexed read per stream */
+/** half the 30 s within which a revoked key must lose its streams, for one read of every key holding a stream */
 export const DEFAULT_STREAM_KEY_CHECK_MS = 15_000;
+export const DEFAULT_STREAM_POLL_MS = 200;
+export const DEFAULT_STREAM_SAFETY_READ_MS = 5_000;
 
 export function createApp(deps: AppDeps): App {
   const app: App = new OpenAPIHono<AppEnv>({
@@ -185,7 +191,7 @@ export function createApp(deps: AppDeps): App {
   registerAgentRoutes(app, deps);
   registerEnvironmentRoutes(app, deps);
   registerCredentialRoutes(app, deps);
-  registerSessionRoutes(app, deps);
+  registerSessionRoutes(app, { ...deps, metrics });
   registerScheduleRoutes(app, deps);
   registerKeyRoutes(app, deps);
   registerTeamRoutes(app, deps);

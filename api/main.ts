@@ -39,7 +39,7 @@ const tracing = env.OTEL_EXPORTER_OTLP_ENDPOINT ? startTracing({ endpoint: env.O
 const log = createJsonLog();
 const database = await openDatabase({ url: env.DATABASE_URL, pgliteDir: resolve(env.AGENTPLANE_DATA_DIR, 'pglite') });
 const admin = await bootstrapAdmin(database.db, env.AGENTPLANE_ADMIN_KEY);
-// one LISTEN connection: revoked keys and changed policies reach this process when their transaction commits
+// one LISTEN connection: revoked keys, changed policies and new events reach this process when they commit
 const notifications = listenForNotifications(database, { url: env.DATABASE_URL });
 const connection = await Connection.connect({ address: env.TEMPORAL_ADDRESS });
 const temporal = new Client({ connection, namespace: env.TEMPORAL_NAMESPACE, interceptors: clientInterceptors(tracing) });

@@ -28,6 +28,8 @@ export const CHANNELS = {
   policy: 'agentplane_policy',
   /** an API key was revoked or its role changed; payload: the key id */
   keys: 'agentplane_keys',
+  /** events were appended to a session's log (db/queries/events.ts); payload: `{"session_id": …, "seq": …}`, seq the highest written */
+  events: 'agentplane_events',
 } as const;
 
 export function listenForNotifications(database: Database, opts: { url?: string; retryMs?: { min: number; max: number } } = {}): Notifications {

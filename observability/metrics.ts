@@ -75,6 +75,13 @@ export function createApiMetrics(opts: { sessionsByState?: () => Promise<Array<{
         for (const row of await sessionsByState()) this.set({ state: row.state, runtime: row.runtime }, row.count);
       },
     }),
+    eventStreams: new Gauge({ name: 'agentplane_event_streams', help: 'Event streams open on this API process', registers }),
+    eventStreamReads: new Counter({
+      name: 'agentplane_event_stream_reads_total',
+      help: "Database reads for this process's event streams: a session's new events read once for all its streams (shared), a stream's own while it replays (own), the heads of every followed session (sweep), the keys holding streams (keys)",
+      labelNames: ['kind'] as const,
+      registers,
+    }),
   };
 }
 

@@ -115,7 +115,8 @@ const egress = createEgressGuard({ allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRI
 const { gateway, meter } = createWorkerGateway({ db: database.db, vault, dataDir, allowPrivate: env.AGENTPLANE_EGRESS_ALLOW_PRIVATE, metrics: workerMetrics, warn: (msg, fields) => console.warn(msg, fields) });
 const sandboxes = createWorkerSandboxes({ db: database.db, provider: createSandboxProvider(env, { info() {}, warn: (msg) => console.warn(msg) }), egress, dataDir, gateway, metrics: workerMetrics });
 const workerConnection = await NativeConnection.connect({ address: temporalAddress });
-// policy changes reach the live policy the worker keeps in memory (PGlite: its own listen; Postgres: one connection)
+// one LISTEN for the whole platform in this process (PGlite: its own listen; Postgres: one connection): the live policy
+// the worker keeps, the keys the API verified, and the event streams hear of changes when they commit
 const notifications = listenForNotifications(database, { url: env.DATABASE_URL });
 const worker = await createSessionWorker({
   connection: workerConnection,

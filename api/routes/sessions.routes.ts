@@ -9,8 +9,7 @@ import { streamSSE } from 'hono/streaming';
 import { getAgent } from '../../db/queries/agents';
 import { planSession, recordSession, SessionStartError, sessionWorkflowInput } from '../../db/queries/session-start';
 import { appendAudit } from '../../db/queries/audit';
-import { findEvent, listEvents, toPublicEvent } from '../../db/queries/events';
-import { isKeyActive } from '../../db/queries/teams';
+import { findEvent, listEvents, toPublicEvent, type EventRow } from '../../db/queries/events';
 import {
   getApproval,
   getSession,
@@ -37,7 +36,18 @@ import {
   type ToolConfirmation as WorkflowToolConfirmation,
   type ToolConfirmationRefusal,
 } from '../../workflows/definitions';
-import { DEFAULT_MAX_STREAMS_PER_KEY, DEFAULT_STREAM_KEY_CHECK_MS, requirePermission, requires, type App, type AppDeps } from '../create-app';
+import {
+  DEFAULT_MAX_STREAMS_PER_KEY,
+  DEFAULT_STREAM_KEY_CHECK_MS,
+  DEFAULT_STREAM_POLL_MS,
+  DEFAULT_STREAM_SAFETY_READ_MS,
+  requirePermission,
+  requires,
+  type App,
+  type AppDeps,
+} from '../create-app';
+import { createEventStreams, EVENT_PAGE } from '../event-streams';
+import type { ApiMetrics } from '../../observability/metrics';
 import { ApiError, notFound, problemBody } from '../errors';
 import { governanceOf, type AgentDefinition } from '../schemas/agent.schema';
 import { idParam, json, jsonBody, Metadata, page, PageQuery, problemResponses, rateLimitedResponse, Version } from '../schemas/common';
@@ -173,6 +183,8 @@ const DECISION_DEADLINE_MS = 60_000;
 
 /** what a refused stream is told to wait: streams end when sessions do or clients leave, neither on a schedule */
 const STREAM_RETRY_AFTER_SECONDS = 10;
+/** an idle stream sends a ping this often, so proxies and clients do not take it for dead */
+const STREAM_PING_MS = 15_000;
 
 /**
  * The open event streams of each key in this process. Counted in memory, not in the database: a stream lives and
@@ -201,12 +213,26 @@ function createStreamSlots(max: number) {
 
 const textOf = (content: z.infer<typeof TextContent>) => (typeof content === 'string' ? content : content.map((c) => c.text).join('\n'));
 
-export function registerSessionRoutes(app: App, deps: AppDeps): void {
+export function registerSessionRoutes(app: App, deps: AppDeps & { metrics: ApiMetrics }): void {
   const { db, temporal } = deps;
   const handle = (sessionId: string) => temporal.workflow.getHandle(sessionId);
-  const pollMs = deps.streamPollMs ?? 200;
-  const keyCheckMs = deps.streamKeyCheckMs ?? DEFAULT_STREAM_KEY_CHECK_MS;
+  const eventStreams = createEventStreams({
+    db,
+    notifications: deps.notifications,
+    pollMs: deps.streamPollMs ?? DEFAULT_STREAM_POLL_MS,
+    safetyReadMs: deps.streamSafetyReadMs ?? DEFAULT_STREAM_SAFETY_READ_MS,
+    keyCheckMs: deps.streamKeyCheckMs ?? DEFAULT_STREAM_KEY_CHECK_MS,
+    log: deps.log ?? (() => undefined),
+    metrics: deps.metrics,
+  });
   const streamSlots = createStreamSlots(deps.maxStreamsPerKey ?? DEFAULT_MAX_STREAMS_PER_KEY);
+  // an event as its frame's data: the streams of a session share the rows they read, so each becomes JSON once
+  const eventJson = new WeakMap<EventRow, string>();
+  const eventData = (row: EventRow): string => {
+    let data = eventJson.get(row);
+    if (data === undefined) eventJson.set(row, (data = JSON.stringify(toPublicEvent(row))));
+    return data;
+  };
 
   async function loadSession(actor: Actor, sessionId: string) {
     const row = await getSession(db, { teamId: actor.teamId, sessionId });
@@ -546,38 +572,44 @@ export function registerSessionRoutes(app: App, deps: AppDeps): void {
       }
       const requestId = c.get('requestId');
       return streamSSE(c, async (stream) => {
+        // followed before the first read: whatever that read misses is committed later, and wakes the stream
+        const follower = eventStreams.follow({ teamId: actor.teamId, keyId: actor.keyId, sessionId: session.id, seq: session.eventSeq });
         try {
           let closed = false;
           stream.onAbort(() => {
             closed = true;
+            follower.close();
           });
           let idleSince = Date.now();
-          let keyCheckedAt = Date.now();
+          /** read before waiting: at first (what the client missed), and again while a read comes back full */
+          let more = true;
           while (!closed) {
-            if (Date.now() - keyCheckedAt >= keyCheckMs) {
-              keyCheckedAt = Date.now();
-              if (!(await isKeyActive(db, { teamId: actor.teamId, keyId: actor.keyId }))) {
-                // no id: a client that resumes from Last-Event-ID resumes from the last event, and is refused with 401
-                const revoked = new ApiError(401, 'auth.invalid_key', 'the API key was revoked while the stream was open; the stream is closed');
-                await stream.writeSSE({ event: 'error', data: JSON.stringify(problemBody(revoked, requestId)) });
-                return;
+            if (follower.revoked) {
+              // no id: a client that resumes from Last-Event-ID resumes from the last event, and is refused with 401
+              const revoked = new ApiError(401, 'auth.invalid_key', 'the API key was revoked while the stream was open; the stream is closed');
+              await stream.writeSSE({ event: 'error', data: JSON.stringify(problemBody(revoked, requestId)) });
+              return;
+            }
+            if (more || follower.behind) {
+              const rows = await follower.read(cursor);
+              for (const row of rows) {
+                await stream.writeSSE({ id: String(row.seq), event: row.type, data: eventData(row) });
+                cursor = row.seq;
+                if (row.type === 'session.status_terminated') closed = true;
               }
+              more = rows.length === EVENT_PAGE;
+              if (rows.length > 0) idleSince = Date.now();
+              if (more) continue;
             }
-            const rows = await listEvents(db, { sessionId: session.id, afterSeq: cursor, limit: 500, order: 'asc' });
-            for (const row of rows) {
-              await stream.writeSSE({ id: String(row.seq), event: row.type, data: JSON.stringify(toPublicEvent(row)) });
-              cursor = row.seq;
-              if (row.type === 'session.status_terminated') closed = true;
-            }
-            if (rows.length > 0) idleSince = Date.now();
-            else if (Date.now() - idleSince > 15_000) {
+            if (Date.now() - idleSince >= STREAM_PING_MS) {
               await stream.writeSSE({ event: 'ping', data: '{}' });
               idleSince = Date.now();
             }
-            if (!closed && rows.length < 500) await stream.sleep(pollMs);
+            if (!closed) await follower.wait(idleSince + STREAM_PING_MS - Date.now());
           }
         } finally {
           // however the stream ends: the session terminated, the client went away, the key was revoked, a read failed
+          follower.close();
           release();
         }
       });

@@ -1,10 +1,12 @@
 /**
  * The session event log. Every writer (workflow bookkeeping, a runtime turn, a retried turn) goes through
  * `appendEvents`: under the session row's lock it drops events already written (same sourceId), numbers the
- * rest without gaps, and commits them together with the status change and the ledger charges they carry.
+ * rest without gaps, and commits them together with the status change and the ledger charges they carry, and with
+ * a notification (`CHANNELS.events`) that wakes the event streams of every API process when they commit.
  */
 import { and, asc, desc, eq, gt, lt, sql } from 'drizzle-orm';
 import { isTransaction, rowsOf, type Db } from '../client';
+import { CHANNELS } from '../notifications';
 import { activeTraceId } from '../../observability/tracing';
 import { stableId } from '../ids';
 import { sessionEvents } from '../schema/index';
@@ -47,6 +49,10 @@ export interface AppendResult {
  * Two appends of the same session serialise on the row lock. The second one's duplicate check reads the snapshot it
  * started with, so if both carry the same sourceId (a retry racing the attempt it retries) the unique index refuses
  * the second: outside a transaction it is re-run once and then finds the event; inside one, the caller's retry does.
+ *
+ * When it wrote events it also sends `pg_notify` with the session id and its new highest seq: Postgres delivers it
+ * when the caller's transaction commits, and never if it rolls back, so a stream that wakes on it finds the events.
+ * A notification is a wake-up, not the data: streams read the log after their cursor (api/event-streams.ts).
  */
 export async function appendEvents(
   db: Db,
@@ -111,7 +117,8 @@ export async function appendEvents(
       stop_reason = case when ${status !== null} then ${status ? JSON.stringify(status.stopReason ?? null) : null}::jsonb else sessions.stop_reason end
     from added, appended
     where sessions.id = ${params.sessionId}
-    returning appended.n as appended, sessions.cost_micros as cost_micros, added.micros as charged_micros`;
+    returning appended.n as appended, sessions.cost_micros as cost_micros, added.micros as charged_micros,
+      case when appended.n > 0 then pg_notify(${CHANNELS.events}, json_build_object('session_id', sessions.id, 'seq', sessions.event_seq)::text) end as notified`;
   const run = async () => rowsOf<{ appended: number; cost_micros: number; charged_micros: number }>(await db.execute(statement))[0];
   let row;
   try {
@@ -135,6 +142,21 @@ export async function listEvents(db: Db, params: { sessionId: string; afterSeq?:
     .where(and(...where))
     .orderBy(params.order === 'asc' ? asc(sessionEvents.seq) : desc(sessionEvents.seq))
     .limit(params.limit);
+}
+
+/**
+ * The highest seq of each session's log (`event_seq`, moved by the statement that appends), for sessions of the given
+ * teams only: one read tells an API process which of the sessions it streams have events its streams have not read.
+ */
+export async function eventHeads(db: Db, params: { sessions: Array<{ teamId: string; sessionId: string }> }): Promise<Map<string, number>> {
+  if (params.sessions.length === 0) return new Map();
+  const wanted = JSON.stringify(params.sessions.map((s) => ({ team_id: s.teamId, session_id: s.sessionId })));
+  const rows = rowsOf<{ id: string; event_seq: number }>(
+    await db.execute(sql`
+      select s.id, s.event_seq from sessions s
+      join jsonb_to_recordset(${wanted}::jsonb) as w(team_id text, session_id text) on s.id = w.session_id and s.team_id = w.team_id`),
+  );
+  return new Map(rows.map((r) => [r.id, Number(r.event_seq)]));
 }
 
 export async function findEvent(db: Db, sessionId: string, eventId: string) {

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { and, asc, desc, eq, isNull, lt } from 'drizzle-orm';
+import { and, asc, desc, eq, isNull, lt, sql } from 'drizzle-orm';
 import type { Role } from '../../governance/types';
-import type { Db } from '../client';
+import { rowsOf, type Db } from '../client';
 import { CHANNELS, type Notifications } from '../notifications';
 import { newId } from '../ids';
 import { appendAudit } from './audit';
@@ -132,13 +132,20 @@ export async function findActiveKey(db: Db, plain: string, changes?: Notificatio
 /** The name the bootstrap gives the installation's first key; how a restart recognises it. */
 export const BOOTSTRAP_KEY_NAME = 'bootstrap admin';
 
-/** Whether the key is still active (not revoked): an open event stream asks this while it runs. */
-export async function isKeyActive(db: Db, params: { teamId: string; keyId: string }): Promise<boolean> {
-  const [row] = await db
-    .select({ id: apiKeys.id })
-    .from(apiKeys)
-    .where(and(eq(apiKeys.id, params.keyId), eq(apiKeys.teamId, params.teamId), isNull(apiKeys.revokedAt)));
-  return row !== undefined;
+/**
+ * Which of the keys are still active (not revoked), each in its own team: an API process asks this for every key that
+ * holds an event stream open, in one read.
+ */
+export async function activeKeyIds(db: Db, params: { keys: Array<{ teamId: string; keyId: string }> }): Promise<Set<string>> {
+  if (params.keys.length === 0) return new Set();
+  const wanted = JSON.stringify(params.keys.map((k) => ({ team_id: k.teamId, key_id: k.keyId })));
+  const rows = rowsOf<{ id: string }>(
+    await db.execute(sql`
+      select k.id from api_keys k
+      join jsonb_to_recordset(${wanted}::jsonb) as w(team_id text, key_id text) on k.id = w.key_id and k.team_id = w.team_id
+      where k.revoked_at is null`),
+  );
+  return new Set(rows.map((r) => r.id));
 }
 
 /**

@@ -11,7 +11,7 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import { inject } from 'vitest';
 import { createApp, type App } from '../../api/create-app';
-import { listenForNotifications } from '../../db/notifications';
+import { listenForNotifications, type Notifications } from '../../db/notifications';
 import { openDatabase, type Database } from '../../db/client';
 import { createApiKey, createTeam } from '../../db/queries/teams';
 import { createVault, generateMasterKeySpec, type Vault } from '../../db/vault';
@@ -41,6 +41,8 @@ export interface Stack {
   teamId: string;
   db: Database;
   databaseUrl: string;
+  /** the API's LISTEN connection (event streams wake on it) */
+  notifications: Notifications;
   masterKey: string;
   vault: Vault;
   temporal: Client;
@@ -104,7 +106,8 @@ export function localEgress(): EgressGuard {
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const testDb: TestDatabase = await createTestDatabase();
   const db = await openDatabase({ url: testDb.url });
-  // as api/main.ts and worker/main.ts: one LISTEN connection (verified keys, live policy held in memory)
+  // as api/main.ts and worker/main.ts: one LISTEN connection (verified keys, the live policy held in memory, event
+  // streams woken when events commit)
   const notifications = listenForNotifications(db, { url: testDb.url });
   const masterKey = generateMasterKeySpec();
   const vault = createVault(masterKey);
@@ -147,6 +150,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     teamId: team.id,
     db,
     databaseUrl: testDb.url,
+    notifications,
     masterKey,
     vault,
     temporal,
