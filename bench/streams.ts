@@ -21,6 +21,7 @@
  */
 import { createServer, type AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { readSseFrames } from '../runtimes/kit/sse';
 import { sql } from 'drizzle-orm';
 import { rowsOf } from '../db/client';
 import { appendEvents } from '../db/queries/events';
@@ -97,21 +98,9 @@ async function openStream(sessionId: string): Promise<Stream> {
   if (res.status !== 200) throw new Error(`stream: ${res.status} ${await res.text()}`);
   const received: Array<[number, number]> = [];
   void (async () => {
-    const reader = res.body!.getReader();
-    const decoder = new TextDecoder();
-    let buffer = '';
     try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) return;
-        const at = performance.now();
-        buffer += decoder.decode(value, { stream: true });
-        for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
-          const id = /^id: (\d+)$/m.exec(buffer.slice(0, end))?.[1];
-          if (id !== undefined) received.push([Number(id), at]);
-          buffer = buffer.slice(end + 2);
-        }
-      }
+      // the frames as every client of the project reads them (eventsource-parser), timed as they come
+      for await (const frame of readSseFrames(res.body!)) if (frame.id !== null) received.push([Number(frame.id), performance.now()]);
     } catch {
       // closed by close()
     }
