@@ -159,7 +159,8 @@ export async function activeKeyIds(db: Db, params: { keys: Array<{ teamId: strin
  * key "bootstrap admin" too, but never before the key the first start made.
  */
 export async function bootstrapAdmin(db: Db, plain: string | undefined): Promise<{ teamId: string; keyId: string; plain: string | null }> {
-  const team = (await findTeamByName(db, 'default')) ?? (await createTeam(db, { name: 'default' }));
+  // two API replicas starting at once on a fresh database both get here: the second finds the team the first made
+  const team = (await findTeamByName(db, 'default')) ?? (await createTeamIfNameFree(db, { name: 'default' })) ?? (await findTeamByName(db, 'default'))!;
   if (plain) {
     const { key } = await createApiKey(db, { teamId: team.id, name: BOOTSTRAP_KEY_NAME, role: 'platform_admin', plain });
     if (key.teamId === team.id) await raiseToPlatformAdmin(db, key.id);
