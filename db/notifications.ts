@@ -150,3 +150,42 @@ function pgliteConnection(database: Database, dispatch: (channel: string, payloa
     end: async () => void (await Promise.all(stops.splice(0).map((stop) => stop()))),
   };
 }
+
+/**
+ * Values read from the database and kept until a notification on `channel` names their group (the payload). An entry
+ * is trusted only while notifications are heard and in the epoch it was read in; a read that raced a notification on
+ * the channel is not kept; nothing is kept without `changes` (every call reads). The live policy and verified API keys
+ * are held this way.
+ */
+export function notifiedCache<V>(channel: string, max = 10_000) {
+  const entries = new Map<string, { value: V; epoch: number; group: string }>();
+  /** notifications heard on the channel (and local forgets): a read that started before one is not kept */
+  let heard = 0;
+  const watched = new WeakSet<Notifications>();
+
+  /** forgets every entry of `group` (what the notification names, or a change this process made itself) */
+  function forget(group: string): void {
+    heard++;
+    for (const [key, entry] of entries) if (entry.group === group) entries.delete(key);
+  }
+
+  async function get(changes: Notifications | undefined, key: string, read: () => Promise<V | null>, groupOf: (value: V) => string): Promise<V | null> {
+    if (!changes) return read();
+    if (!watched.has(changes)) {
+      watched.add(changes);
+      changes.on(channel, forget);
+    }
+    const epoch = changes.epoch;
+    const known = entries.get(key);
+    if (changes.listening && known && known.epoch === epoch) return known.value;
+    const before = heard;
+    const value = await read();
+    if (value !== null && changes.listening && changes.epoch === epoch && heard === before) {
+      if (entries.size >= max) entries.clear();
+      entries.set(key, { value, epoch, group: groupOf(value) });
+    }
+    return value;
+  }
+
+  return { get, forget };
+}

@@ -6,7 +6,7 @@ import { and, eq, ne, sql } from 'drizzle-orm';
 import { composePolicy, policyFromDefinition } from '../../governance/policy';
 import type { ToolPolicy } from '../../governance/types';
 import type { Db } from '../client';
-import { CHANNELS, type Notifications } from '../notifications';
+import { CHANNELS, notifiedCache, type Notifications } from '../notifications';
 import { agents, agentVersions, sessions, teamPolicies, teams } from '../schema/index';
 
 export type TeamDeny = { tool: string; pattern?: string };
@@ -65,20 +65,8 @@ const composedPolicies = new Map<string, { policy: ToolPolicy; revision: number 
 const COMPOSED_POLICIES_MAX = 10_000;
 
 type Head = { revision: number; version: number };
-/** heads by team, then agent, with the epoch each was read in */
-const heads = new Map<string, Map<string, Head & { epoch: number }>>();
-/** per team, how many policy notifications this process has heard: a read that raced one is not kept */
-const heard = new Map<string, number>();
-const watched = new WeakSet<Notifications>();
-
-function watch(changes: Notifications): void {
-  if (watched.has(changes)) return;
-  watched.add(changes);
-  changes.on(CHANNELS.policy, (teamId) => {
-    heard.set(teamId, (heard.get(teamId) ?? 0) + 1);
-    heads.delete(teamId);
-  });
-}
+/** heads by team and agent, forgotten when the team's policy notification names the team */
+const heads = notifiedCache<Head>(CHANNELS.policy);
 
 async function readHead(db: Db, params: { teamId: string; agentId: string }): Promise<Head> {
   const [head] = await db
@@ -90,21 +78,7 @@ async function readHead(db: Db, params: { teamId: string; agentId: string }): Pr
 }
 
 async function headOf(db: Db, params: { teamId: string; agentId: string }, changes?: Notifications): Promise<Head> {
-  if (!changes) return readHead(db, params);
-  watch(changes);
-  const epoch = changes.epoch;
-  const known = heads.get(params.teamId)?.get(params.agentId);
-  if (changes.listening && known?.epoch === epoch) return known;
-  const before = heard.get(params.teamId) ?? 0;
-  const head = await readHead(db, params);
-  // kept only if no notification for the team arrived while it was read, and the connection stayed up throughout
-  if (changes.listening && changes.epoch === epoch && (heard.get(params.teamId) ?? 0) === before) {
-    let team = heads.get(params.teamId);
-    if (!team) heads.set(params.teamId, (team = new Map()));
-    if (team.size >= COMPOSED_POLICIES_MAX) team.clear();
-    team.set(params.agentId, { ...head, epoch });
-  }
-  return head;
+  return (await heads.get(changes, `${params.teamId}/${params.agentId}`, () => readHead(db, params), () => params.teamId))!;
 }
 
 export async function livePolicyFor(db: Db, params: { teamId: string; agentId: string }, changes?: Notifications): Promise<{ policy: ToolPolicy; revision: number }> {

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { and, asc, desc, eq, isNull, lt, sql } from 'drizzle-orm';
 import type { Role } from '../../governance/types';
 import { rowsOf, type Db } from '../client';
-import { CHANNELS, type Notifications } from '../notifications';
+import { CHANNELS, notifiedCache, type Notifications } from '../notifications';
 import { newId } from '../ids';
 import { appendAudit } from './audit';
 import { apiKeys, teams } from '../schema/index';
@@ -96,37 +96,23 @@ type ApiKeyRow = typeof apiKeys.$inferSelect;
  * Trusted only while notifications are heard and
  * in the epoch it was read in (db/notifications.ts); unknown and revoked keys are never kept.
  */
-const verifiedKeys = new Map<string, { key: ApiKeyRow; epoch: number }>();
-const VERIFIED_KEYS_MAX = 10_000;
-/** key notifications heard by this process: a read that raced one is not kept */
-let keyChangesHeard = 0;
-const watchedForKeys = new WeakSet<Notifications>();
+const verifiedKeys = notifiedCache<ApiKeyRow>(CHANNELS.keys);
 
 /** Forgets a verified key (it was revoked or changed): the next request with it is checked in the database. */
 export function forgetVerifiedKey(keyId: string): void {
-  keyChangesHeard++;
-  for (const [hash, entry] of verifiedKeys) if (entry.key.id === keyId) verifiedKeys.delete(hash);
+  verifiedKeys.forget(keyId);
 }
 
 export async function findActiveKey(db: Db, plain: string, changes?: Notifications): Promise<ApiKeyRow | null> {
   const hash = hashKey(plain);
-  if (changes && !watchedForKeys.has(changes)) {
-    watchedForKeys.add(changes);
-    changes.on(CHANNELS.keys, forgetVerifiedKey);
-  }
-  const epoch = changes?.epoch;
-  const known = verifiedKeys.get(hash);
-  if (changes?.listening && known && known.epoch === epoch) return known.key;
-  const heard = keyChangesHeard;
-  const [row] = await db
-    .select()
-    .from(apiKeys)
-    .where(and(eq(apiKeys.hash, hash), isNull(apiKeys.revokedAt)));
-  if (row && changes?.listening && changes.epoch === epoch && keyChangesHeard === heard) {
-    if (verifiedKeys.size >= VERIFIED_KEYS_MAX) verifiedKeys.clear();
-    verifiedKeys.set(hash, { key: row, epoch: epoch! });
-  }
-  return row ?? null;
+  const read = async () => {
+    const [row] = await db
+      .select()
+      .from(apiKeys)
+      .where(and(eq(apiKeys.hash, hash), isNull(apiKeys.revokedAt)));
+    return row ?? null;
+  };
+  return verifiedKeys.get(changes, hash, read, (key) => key.id);
 }
 
 /** The name the bootstrap gives the installation's first key; how a restart recognises it. */
