@@ -5,14 +5,14 @@
  * governance benchmark calls it directly.
  */
 import { log } from '@temporalio/activity';
+import { sql } from 'drizzle-orm';
 import { stableId } from '../db/ids';
-import type { Db } from '../db/client';
+import { rowsOf, type Db } from '../db/client';
 import { GroupCommit } from '../db/group-commit';
 import { activeTraceId } from '../observability/tracing';
-import { appendAuditRows, type AuditEntry } from '../db/queries/audit';
-import { appendEvents, findEvent } from '../db/queries/events';
+import { AUDIT_CHAIN_LOCK, auditRecords, canonicalJson, chainRows, guessedTip, rememberTip, type AuditEntry } from '../db/queries/audit';
+import { findEvent } from '../db/queries/events';
 import { livePolicyFor } from '../db/queries/policies';
-import { canonicalJson } from '../db/queries/audit';
 import { getApproval, insertApproval, type ApprovalRow } from '../db/queries/sessions';
 import { enqueueNotification } from '../db/queries/webhooks';
 import { approvalRequested } from '../governance/notifications';
@@ -70,61 +70,79 @@ const committers = new WeakMap<Db, GroupCommit<DecisionToWrite, Recorded>>();
 /** what was recorded for a replayed request the first time, or null when this decision is the first */
 type Recorded = 'allow' | 'ask' | 'deny' | null;
 
-/** Writes decisions in one transaction: each one's event (and pending approval), then every audit row, in order. */
-function commitDecisions(db: Db, decisions: DecisionToWrite[]): Promise<Recorded[]> {
-  return db.transaction(async (tx) => {
-    const recorded: Recorded[] = [];
-    const audits: AuditEntry[] = [];
-    for (const decision of decisions) {
-      const first = await writeDecision(tx, decision);
-      recorded.push(first);
-      if (first === null) audits.push(auditOf(decision));
+/**
+ * Writes a batch of decisions: every event and audit row in one statement (`agentplane_record_decisions`, migration
+ * 0012), so a batch of any size is one round trip and, without an `ask`, one transaction of its own. An `ask`'s pending
+ * approval and notification join it in a transaction. The statement writes nothing when the caller must first learn
+ * something, and the batch is sent again: a replayed request (after a reattach) answers what was recorded the first
+ * time and is dropped from it; a chain that moved since this process last wrote it is hashed again from its tip.
+ */
+async function commitDecisions(db: Db, decisions: DecisionToWrite[]): Promise<Recorded[]> {
+  const recorded = new Map<number, Recorded>();
+  let tip = guessedTip();
+  for (;;) {
+    const pending = decisions.map((decision, i) => ({ decision, i, toolUseId: toolUseEventId(decision.input.sessionId, decision.request.callId) })).filter(({ i }) => !recorded.has(i));
+    if (pending.length === 0) return decisions.map((_, i) => recorded.get(i)!);
+    const audits = chainRows(pending.map(({ decision }) => auditOf(decision)), tip, new Date());
+    const write = async (tx: Db) => {
+      const outcome = await recordDecisions(tx, pending, audits, tip);
+      if ('written' in outcome) for (const { decision, toolUseId } of pending) if (decision.verdict.action === 'ask') await writePendingApproval(tx, decision, toolUseId);
+      return outcome;
+    };
+    const outcome = pending.some(({ decision }) => decision.verdict.action === 'ask') ? await db.transaction(write) : await write(db);
+    if ('written' in outcome) {
+      if (audits.length > 0) rememberTip(audits.at(-1)!.hash);
+      for (const { i } of pending) recorded.set(i, null);
+      return decisions.map((_, i) => recorded.get(i)!);
     }
-    // last in the transaction: the audit chain's lock is held until the commit
-    await appendAuditRows(tx, audits);
-    return recorded;
-  });
+    if ('tip' in outcome) tip = outcome.tip;
+    else for (const { i, decision, toolUseId } of pending) if (outcome.replayed.includes(toolUseId)) recorded.set(i, await firstDecision(db, decision.input.sessionId, toolUseId));
+  }
 }
 
-async function writeDecision(tx: Db, { input, request, verdict, policyVersion, publicUrl, traceId }: DecisionToWrite): Promise<Recorded> {
-  const toolUseId = toolUseEventId(input.sessionId, request.callId);
-  const written = await appendEvents(tx, {
-    sessionId: input.sessionId,
-    traceId,
-    events: [
-      {
-        id: toolUseId,
-        sourceId: `tool:${request.callId}`,
-        type: 'agent.tool_use',
-        payload: { name: request.tool, input: request.input, evaluated_permission: verdict.action, evaluation: { rule: verdict.reason, policy_version: policyVersion } },
-      },
-    ],
-  });
-  // a replayed request (after a reattach) was decided the first time: that decision stands, and nothing is written again
-  if (written.appended === 0) {
-    const first = await findEvent(tx, input.sessionId, toolUseId);
-    return (first?.payload as { evaluated_permission?: 'allow' | 'ask' | 'deny' } | undefined)?.evaluated_permission ?? verdict.action;
-  }
-  if (verdict.action === 'ask') {
-    const expiresAt = new Date(Date.now() + input.agent.approvalTimeoutSeconds * 1000);
-    await insertApproval(tx, { sessionId: input.sessionId, toolUseId, teamId: input.agent.teamId, tool: request.tool, input: request.input, status: 'pending', expiresAt });
-    // the approvers hear of it iff the pending approval committed
-    await enqueueNotification(tx, {
+type RecordOutcome = { written: number } | { tip: string } | { replayed: string[] };
+
+async function recordDecisions(db: Db, pending: Array<{ decision: DecisionToWrite; toolUseId: string }>, audits: ReturnType<typeof chainRows>, tip: string): Promise<RecordOutcome> {
+  const events = pending.map(({ decision: { input, request, verdict, policyVersion, traceId }, toolUseId }, ord) => ({
+    ord,
+    session_id: input.sessionId,
+    id: toolUseId,
+    source_id: `tool:${request.callId}`,
+    type: 'agent.tool_use',
+    payload: { name: request.tool, input: request.input, evaluated_permission: verdict.action, evaluation: { rule: verdict.reason, policy_version: policyVersion } },
+    trace_id: traceId,
+  }));
+  const [row] = rowsOf<{ outcome: RecordOutcome }>(
+    await db.execute(sql`select agentplane_record_decisions(${JSON.stringify(events)}::jsonb, ${JSON.stringify(auditRecords(audits))}::jsonb, ${tip}, ${AUDIT_CHAIN_LOCK}) as outcome`),
+  );
+  return row!.outcome;
+}
+
+/** a replayed request (after a reattach) was decided the first time: that decision stands, and nothing is written again */
+async function firstDecision(tx: Db, sessionId: string, toolUseId: string): Promise<Recorded> {
+  const first = await findEvent(tx, sessionId, toolUseId);
+  if (!first) throw new Error(`session ${sessionId} does not exist`);
+  return (first.payload as { evaluated_permission?: 'allow' | 'ask' | 'deny' }).evaluated_permission ?? null;
+}
+
+/** an `ask`: the pending approval, and the approvers hear of it iff it commits */
+async function writePendingApproval(tx: Db, { input, request, publicUrl }: DecisionToWrite, toolUseId: string): Promise<void> {
+  const expiresAt = new Date(Date.now() + input.agent.approvalTimeoutSeconds * 1000);
+  await insertApproval(tx, { sessionId: input.sessionId, toolUseId, teamId: input.agent.teamId, tool: request.tool, input: request.input, status: 'pending', expiresAt });
+  await enqueueNotification(tx, {
+    teamId: input.agent.teamId,
+    type: 'approval.requested',
+    payload: approvalRequested({
+      publicUrl: publicUrl ?? 'http://127.0.0.1:8080',
       teamId: input.agent.teamId,
-      type: 'approval.requested',
-      payload: approvalRequested({
-        publicUrl: publicUrl ?? 'http://127.0.0.1:8080',
-        teamId: input.agent.teamId,
-        sessionId: input.sessionId,
-        toolUseId,
-        tool: request.tool,
-        input: request.input,
-        agent: { id: input.agent.agentId, name: input.agent.name },
-        expiresAt,
-      }),
-    });
-  }
-  return null;
+      sessionId: input.sessionId,
+      toolUseId,
+      tool: request.tool,
+      input: request.input,
+      agent: { id: input.agent.agentId, name: input.agent.name },
+      expiresAt,
+    }),
+  });
 }
 
 function auditOf({ input, request, verdict, policyVersion, traceId }: DecisionToWrite): AuditEntry {

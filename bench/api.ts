@@ -23,6 +23,11 @@ import { serve, type ServerType } from '@hono/node-server';
 import type autocannon from 'autocannon';
 import { sql } from 'drizzle-orm';
 import { Hono } from 'hono';
+import { toSessionResponse } from '../api/routes/sessions.routes';
+import { idParam } from '../api/schemas/common';
+import { getSessionWithApprovals } from '../db/queries/sessions';
+import { findActiveKey } from '../db/queries/teams';
+import { createJsonLog } from '../observability/logger';
 import type { LoadOrder, LoadReport } from './processes/load-generator';
 import { flags, ms, printMachine, printTable, seedSessions, startPlatform, summarize } from './support';
 
@@ -120,6 +125,47 @@ printTable(
   ],
 );
 console.log('ratios: p50 ratio = agentplane p50 / bare p50; req/s ratio = bare req/s / agentplane req/s (how many times more the bare handler serves)');
+
+// ---- per stage: where one `GET /v1/sessions/{id}` spends its time --------------------------------------------
+// One call at a time, in this process, no HTTP: each stage of the route on its own (the same functions the route
+// calls), then the whole route through `app.request` and the bare handler the same way. What the whole route costs
+// beyond its stages is Hono's routing and the app's middleware (request id, body limit, role check, metrics, log).
+const sessionId = ids[0]!;
+const db = stack.db.db;
+const found = (await getSessionWithApprovals(db, { teamId: stack.teamId, sessionId, limit: 100 }))!;
+const pathSchema = idParam('session_id', 'sesn');
+const jsonLog = createJsonLog(() => undefined);
+const logEntry = { level: 'INFO', msg: 'request', requestId: 'req_0123456789', sessionId, method: 'GET', path: onePaths[0], route: '/v1/sessions/:session_id', status: 200, ms: 1, keyId: 'key_0123456789' };
+const stageRuns = 2000;
+async function stage(run: () => unknown): Promise<number> {
+  const samples: number[] = [];
+  for (let i = 0; i < stageRuns; i++) {
+    const t0 = performance.now();
+    await run();
+    samples.push(performance.now() - t0);
+  }
+  return summarize(samples).p50;
+}
+const staged: Array<[string, number]> = [
+  ['key check (findActiveKey; verified keys held in memory)', await stage(() => findActiveKey(db, stack.adminKey, stack.notifications))],
+  ['path validation (zod)', await stage(() => pathSchema.parse({ session_id: sessionId }))],
+  ['query (getSessionWithApprovals, one round trip)', await stage(() => getSessionWithApprovals(db, { teamId: stack.teamId, sessionId, limit: 100 }))],
+  ['serialisation (toSessionResponse + JSON.stringify)', await stage(() => JSON.stringify(toSessionResponse(found.session, found.pending)))],
+  ['the request log line (createJsonLog, redacted)', await stage(() => jsonLog(logEntry))],
+];
+const whole = await stage(async () => (await stack.app.request(onePaths[0]!, { headers: auth })).text());
+const bareWhole = await stage(async () => (await bare.request(onePaths[0]!)).text());
+const sum = staged.reduce((total, [, p50]) => total + p50, 0);
+const us = (x: number) => `${(x * 1000).toFixed(0)} µs`;
+printTable(
+  ['GET /v1/sessions/{id}, one at a time, in process', 'p50', 'share of the route'],
+  [
+    ...staged.map(([name, p50]) => [name, us(p50), `${((100 * p50) / whole).toFixed(0)} %`]),
+    ['routing and the rest of the middleware (route − stages)', us(Math.max(0, whole - sum)), `${((100 * Math.max(0, whole - sum)) / whole).toFixed(0)} %`],
+    ['the whole route (app.request)', us(whole), '100 %'],
+    ['bare handler (app.request on the bare Hono app)', us(bareWhole), `ratio ${(whole / bareWhole).toFixed(1)}`],
+  ],
+);
 
 generator.kill();
 await new Promise((resolve) => bareServer.close(resolve));

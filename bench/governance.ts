@@ -69,7 +69,7 @@ async function decideMany(sessionId: string, count: number, intervalMs = 0): Pro
     const n = ++call;
     const command = n % 2 === 0 ? `ls -la /tmp/${n}` : `rm -rf /tmp/${n}`;
     const t0 = performance.now();
-    await activity.run(decideToolCall, { db }, input, { requestId: `r${n}`, callId: `call${n}`, tool: 'bash' as const, input: { command } });
+    await activity.run(decideToolCall, { db, policyChanges: stack.notifications }, input, { requestId: `r${n}`, callId: `call${n}`, tool: 'bash' as const, input: { command } });
     samples.push(performance.now() - t0);
   }
   return samples;

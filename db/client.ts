@@ -65,6 +65,21 @@ export async function migrateDatabase(database: Database): Promise<void> {
   });
 }
 
+const preparedByDb = new WeakMap<Db, Map<string, unknown>>();
+
+/**
+ * A hot query built once per database handle and prepared under `name` (drizzle's `.prepare`, a named statement on
+ * each pooled connection): each call then binds its values, instead of building the SQL again and having Postgres
+ * parse and plan it again. `build` must depend on nothing but `db` and the name (values go in `sql.placeholder`s).
+ */
+export function preparedQuery<T>(db: Db, name: string, build: (db: Db) => T): T {
+  let byName = preparedByDb.get(db);
+  if (!byName) preparedByDb.set(db, (byName = new Map()));
+  let query = byName.get(name) as T | undefined;
+  if (!query) byName.set(name, (query = build(db)));
+  return query;
+}
+
 /** Rows of a raw `db.execute(sql…)`, whichever driver ran it. */
 export function rowsOf<T>(result: unknown): T[] {
   return (result as { rows: T[] }).rows;

@@ -14,7 +14,7 @@ import { toSnapshot } from '../api/schemas/agent.schema';
 import { rowsOf } from '../db/client';
 import { GroupCommit } from '../db/group-commit';
 import { getAgent } from '../db/queries/agents';
-import { verifyAuditChain } from '../db/queries/audit';
+import { rememberTip, verifyAuditChain } from '../db/queries/audit';
 import { createScriptedAdapter } from '../runtimes/scripted/scripted.adapter';
 import { startStack, type Stack } from './support/stack';
 
@@ -130,6 +130,28 @@ describe('group commit of tool decisions', () => {
     const gaps = rowsOf<{ session_id: string }>(await stack.db.db.execute(sql`select session_id from session_events where session_id in ${ids} group by session_id having max(seq) <> count(*)`));
     expect(gaps).toEqual([]);
   }, 600_000);
+
+  it('a replayed request answers what was decided the first time and writes nothing again, in the same batch or a later one', async () => {
+    const { inputs } = await teamWithSessions(1);
+    const input = inputs[0]!;
+    // the same call three times at once (one batch), then again under a policy that would now deny it
+    const first = await Promise.all([decide(input, 'again', 'bash', 'ls /a'), decide(input, 'again', 'bash', 'ls /a'), decide(input, 'again', 'bash', 'ls /a')]);
+    const later: Decision = await activity.run(decideToolCall, { db: stack.db.db }, { ...input, policy: { rules: [], default: 'deny' as const }, policyVersion: 1 }, { requestId: 'again', callId: 'again', tool: 'bash' as const, input: { command: 'ls /a' } });
+    expect([...first, later].map((d) => d.action)).toEqual(['allow', 'allow', 'allow', 'allow']);
+    const events = rowsOf<{ n: string }>(await stack.db.db.execute(sql`select count(*) as n from session_events where type = 'agent.tool_use' and session_id = ${input.sessionId}`));
+    const audits = rowsOf<{ n: string }>(await stack.db.db.execute(sql`select count(*) as n from audit_log where action = 'tool.evaluate' and data->>'session_id' = ${input.sessionId}`));
+    expect([Number(events[0]!.n), Number(audits[0]!.n)]).toEqual([1, 1]);
+  });
+
+  it('hashes again from the real tip when another writer moved the chain since this process last wrote it', async () => {
+    const { teamId, inputs } = await teamWithSessions(1);
+    // as if another process had appended since: this process's guess of the tip is stale
+    rememberTip('f'.repeat(64));
+    expect((await decide(inputs[0]!, 'stale-tip', 'read', '/a')).action).toBe('allow');
+    const audits = rowsOf<{ n: string }>(await stack.db.db.execute(sql`select count(*) as n from audit_log where action = 'tool.evaluate' and data->>'session_id' = ${inputs[0]!.sessionId}`));
+    expect(Number(audits[0]!.n)).toBe(1);
+    expect(await verifyAuditChain(stack.db.db, { from: 'start', teamId })).toMatchObject({ ok: true });
+  });
 
   it('a decision that cannot be written fails alone; the ones committed with it land, each with its audit row', async () => {
     const { inputs } = await teamWithSessions(2);

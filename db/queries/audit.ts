@@ -9,7 +9,7 @@ import { activeTraceId } from '../../observability/tracing';
 import { newId } from '../ids';
 import { auditCheckpoints, auditLog } from '../schema/index';
 
-const AUDIT_CHAIN_LOCK = 7_114_230;
+export const AUDIT_CHAIN_LOCK = 7_114_230;
 export const GENESIS_HASH = '0'.repeat(64);
 
 export interface AuditEntry {
@@ -42,61 +42,77 @@ export async function appendAudit(db: Db, entry: AuditEntry): Promise<AuditRow> 
  */
 let knownTip: string | null = null;
 
+/** the tip to hash a new segment on: the one this process last wrote, else the genesis hash (checked by the writer) */
+export function guessedTip(): string {
+  return knownTip ?? GENESIS_HASH;
+}
+
+/** the tip a committed segment left: the next segment's guess */
+export function rememberTip(tip: string): void {
+  knownTip = tip;
+}
+
+/** New audit rows chained from `tip`, in order, created at `createdAt`: what a writer inserts if the tip holds. */
+export function chainRows(entries: AuditEntry[], tip: string, createdAt: Date): Array<Omit<AuditRow, 'seq'>> {
+  let prevHash = tip;
+  return entries.map((entry) => {
+    const row = {
+      id: newId('aud'),
+      teamId: entry.teamId,
+      actorKeyId: entry.actorKeyId,
+      actorRole: entry.actorRole,
+      action: entry.action,
+      target: entry.target,
+      decision: entry.decision,
+      reason: entry.reason,
+      requestId: entry.requestId ?? null,
+      // like events: the trace of the request or activity that writes the row, unless the caller names one
+      traceId: entry.traceId !== undefined ? entry.traceId : activeTraceId(),
+      data: entry.data ?? {},
+      createdAt,
+      prevHash,
+    };
+    prevHash = hashRow(row);
+    return { ...row, hash: prevHash };
+  });
+}
+
+/** audit rows as `jsonb_to_recordset` reads them (snake case), in chain order */
+export function auditRecords(rows: Array<Omit<AuditRow, 'seq'>>) {
+  return rows.map((r, ord) => ({ ord, id: r.id, team_id: r.teamId, actor_key_id: r.actorKeyId, actor_role: r.actorRole, action: r.action, target: r.target, decision: r.decision, reason: r.reason, request_id: r.requestId, trace_id: r.traceId, data: r.data, created_at: r.createdAt.toISOString(), prev_hash: r.prevHash, hash: r.hash }));
+}
+
 /**
  * Appends rows in order as one segment of the chain, inside the caller's transaction: one lock and one statement for
- * all of them (a group commit of tool decisions writes its whole batch's rows here). As late in the transaction as
- * possible: the lock is held until its commit.
+ * all of them. As late in the transaction as possible: the lock is held until its commit. (A group commit of tool
+ * decisions writes its rows with its events in one call instead: `agentplane_record_decisions`.)
  */
 export async function appendAuditRows(tx: Db, entries: AuditEntry[]): Promise<AuditRow[]> {
   if (entries.length === 0) return [];
   await tx.execute(sql`select pg_advisory_xact_lock(${AUDIT_CHAIN_LOCK})`);
   // statements after the lock see every row committed before it: the tip read here is the chain's tip
   const createdAt = new Date();
-  const chainFrom = (tip: string) => {
-    let prevHash = tip;
-    return entries.map((entry) => {
-      const row = {
-        id: newId('aud'),
-        teamId: entry.teamId,
-        actorKeyId: entry.actorKeyId,
-        actorRole: entry.actorRole,
-        action: entry.action,
-        target: entry.target,
-        decision: entry.decision,
-        reason: entry.reason,
-        requestId: entry.requestId ?? null,
-        // like events: the trace of the request or activity that writes the row, unless the caller names one
-        traceId: entry.traceId !== undefined ? entry.traceId : activeTraceId(),
-        data: entry.data ?? {},
-        createdAt,
-        prevHash,
-      };
-      prevHash = hashRow(row);
-      return { ...row, hash: prevHash };
-    });
-  };
   const insert = async (rows: Array<Omit<AuditRow, 'seq'>>, checkTip: boolean) => {
-    const values = rows.map((r, ord) => ({ ord, id: r.id, team_id: r.teamId, actor_key_id: r.actorKeyId, actor_role: r.actorRole, action: r.action, target: r.target, decision: r.decision, reason: r.reason, request_id: r.requestId, trace_id: r.traceId, data: r.data, prev_hash: r.prevHash, hash: r.hash }));
     // the rows go in in chain order (`order by ord`), so their seqs follow the chain
     const written = rowsOf<{ id: string; seq: number }>(
       await tx.execute(sql`
         insert into audit_log (id, team_id, actor_key_id, actor_role, action, target, decision, reason, request_id, trace_id, data, created_at, prev_hash, hash)
-        select v.id, v.team_id, v.actor_key_id, v.actor_role, v.action, v.target, v.decision, v.reason, v.request_id, v.trace_id, v.data, ${createdAt.toISOString()}::timestamptz, v.prev_hash, v.hash
-        from jsonb_to_recordset(${JSON.stringify(values)}::jsonb)
-          as v(ord int, id text, team_id text, actor_key_id text, actor_role text, action text, target text, decision text, reason text, request_id text, trace_id text, data jsonb, prev_hash text, hash text)
+        select v.id, v.team_id, v.actor_key_id, v.actor_role, v.action, v.target, v.decision, v.reason, v.request_id, v.trace_id, v.data, v.created_at, v.prev_hash, v.hash
+        from jsonb_to_recordset(${JSON.stringify(auditRecords(rows))}::jsonb)
+          as v(ord int, id text, team_id text, actor_key_id text, actor_role text, action text, target text, decision text, reason text, request_id text, trace_id text, data jsonb, created_at timestamptz, prev_hash text, hash text)
         where not ${checkTip} or (select hash from audit_log order by seq desc limit 1) is not distinct from ${rows[0]!.prevHash}
         order by v.ord
         returning id, seq`),
     );
     if (written.length === 0) return null;
     const seqs = new Map(written.map((w) => [w.id, Number(w.seq)]));
-    knownTip = rows.at(-1)!.hash;
+    rememberTip(rows.at(-1)!.hash);
     return rows.map((r) => ({ ...r, seq: seqs.get(r.id)! }));
   };
-  const guessed = knownTip ? await insert(chainFrom(knownTip), true) : null;
+  const guessed = knownTip ? await insert(chainRows(entries, knownTip, createdAt), true) : null;
   if (guessed) return guessed;
   const [last] = await tx.select({ hash: auditLog.hash }).from(auditLog).orderBy(desc(auditLog.seq)).limit(1);
-  return (await insert(chainFrom(last?.hash ?? GENESIS_HASH), false))!;
+  return (await insert(chainRows(entries, last?.hash ?? GENESIS_HASH, createdAt), false))!;
 }
 
 export function hashRow(row: Omit<AuditRow, 'seq' | 'hash'>): string {

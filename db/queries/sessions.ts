@@ -2,7 +2,7 @@
  * The session index, approvals and runtime references. Every read that serves a caller is scoped by team.
  */
 import { and, desc, eq, gte, inArray, isNull, lt, lte, ne, sql, type SQL } from 'drizzle-orm';
-import type { Db } from '../client';
+import { preparedQuery, type Db } from '../client';
 import { approvals, runtimeSessions, sessions } from '../schema/index';
 
 export type SessionRow = typeof sessions.$inferSelect;
@@ -30,18 +30,22 @@ export type PendingApproval = Pick<typeof approvals.$inferSelect, 'toolUseId' | 
  * what `GET /v1/sessions/{id}` answers.
  */
 export async function getSessionWithApprovals(db: Db, params: { teamId: string; sessionId: string; limit: number }): Promise<{ session: SessionRow; pending: PendingApproval[] } | null> {
-  const [row] = await db
-    .select({
-      session: sessions,
-      pending: sql<Array<{ tool_use_id: string; tool: string; input: unknown; requested_at: string; expires_at: string }>>`coalesce((
-        select json_agg(p) from (
-          select a.tool_use_id, a.tool, a.input, a.requested_at, a.expires_at from approvals a
-          where a.session_id = ${sessions.id} and a.team_id = ${sessions.teamId} and a.status = 'pending'
-          order by a.requested_at desc limit ${params.limit}
-        ) p), '[]'::json)`,
-    })
-    .from(sessions)
-    .where(and(eq(sessions.id, params.sessionId), eq(sessions.teamId, params.teamId)));
+  const query = preparedQuery(db, 'session_with_approvals', (db) =>
+    db
+      .select({
+        session: sessions,
+        pending: sql<Array<{ tool_use_id: string; tool: string; input: unknown; requested_at: string; expires_at: string }>>`coalesce((
+          select json_agg(p) from (
+            select a.tool_use_id, a.tool, a.input, a.requested_at, a.expires_at from approvals a
+            where a.session_id = ${sessions.id} and a.team_id = ${sessions.teamId} and a.status = 'pending'
+            order by a.requested_at desc limit ${sql.placeholder('limit')}
+          ) p), '[]'::json)`,
+      })
+      .from(sessions)
+      .where(and(eq(sessions.id, sql.placeholder('sessionId')), eq(sessions.teamId, sql.placeholder('teamId'))))
+      .prepare('session_with_approvals'),
+  );
+  const [row] = await query.execute(params);
   if (!row) return null;
   const pending = row.pending.map((a) => ({ toolUseId: a.tool_use_id, tool: a.tool, input: a.input, requestedAt: new Date(a.requested_at), expiresAt: new Date(a.expires_at) }));
   return { session: row.session, pending: pending as PendingApproval[] };
@@ -81,12 +85,28 @@ export interface SessionFilter {
 
 /** Newest first, paged by id (ulids sort by creation time). */
 export async function listSessions(db: Db, filter: SessionFilter): Promise<SessionRow[]> {
-  return listSessionsQuery(db, filter);
+  // one prepared statement per combination of filters given: the default page is always the same one
+  const given = LIST_FILTERS.filter((f) => filter[f] !== undefined && filter[f] !== '');
+  const shape = `${given.join(',')}${filter.includeArchived ? '+archived' : ''}`;
+  const values = Object.fromEntries(given.map((f) => [f, filter[f]]));
+  const query = preparedQuery(db, `list_sessions:${shape}`, (db) => listSessionsQuery(db, { ...placeholders(given), teamId: filter.teamId, includeArchived: filter.includeArchived, limit: filter.limit }, true).prepare(`list_sessions:${shape}`));
+  return query.execute({ ...values, teamId: filter.teamId, limit: filter.limit });
 }
 
-/** The fleet query itself, not yet run: bench/scale.ts explains exactly what listSessions sends. */
-export function listSessionsQuery(db: Db, filter: SessionFilter) {
-  const where: SQL[] = [eq(sessions.teamId, filter.teamId)];
+/** the optional filters of the fleet list, each a column condition when given */
+const LIST_FILTERS = ['agentId', 'runtime', 'status', 'initiatorKeyId', 'scheduleId', 'createdAfter', 'createdBefore', 'after'] as const;
+
+function placeholders(given: ReadonlyArray<(typeof LIST_FILTERS)[number]>): Partial<SessionFilter> {
+  return Object.fromEntries(given.map((f) => [f, sql.placeholder(f)]));
+}
+
+/**
+ * The fleet query itself, not yet run: bench/scale.ts explains exactly what listSessions sends. `prepared`: the
+ * filter's values, team and limit are placeholders (`listSessions` binds them).
+ */
+export function listSessionsQuery(db: Db, filter: SessionFilter, prepared = false) {
+  const value = <T>(v: T, name: string) => (prepared ? (sql.placeholder(name) as unknown as T) : v);
+  const where: SQL[] = [eq(sessions.teamId, value(filter.teamId, 'teamId'))];
   if (filter.agentId) where.push(eq(sessions.agentId, filter.agentId));
   if (filter.runtime) where.push(eq(sessions.runtime, filter.runtime));
   if (filter.status) where.push(eq(sessions.status, filter.status));
@@ -101,7 +121,7 @@ export function listSessionsQuery(db: Db, filter: SessionFilter) {
     .from(sessions)
     .where(and(...where))
     .orderBy(desc(sessions.id))
-    .limit(filter.limit);
+    .limit(value(filter.limit, 'limit'));
 }
 
 export async function markSessionArchived(db: Db, params: { teamId: string; sessionId: string }) {
