@@ -68,6 +68,18 @@ const bareServer: ServerType = await new Promise((resolve) => {
 });
 const bareUrl = `http://127.0.0.1:${(bareServer.address() as AddressInfo).port}`;
 
+// the floor of a read that needs the database: the bare handler plus the route's one query (the same prepared
+// statement through the same pool), and nothing else: no key check, no validation, no middleware, no serialisation
+const bareQuery = new Hono();
+bareQuery.get('/v1/sessions/:id', async (c) => {
+  await getSessionWithApprovals(stack.db.db, { teamId: stack.teamId, sessionId: c.req.param('id'), limit: 100 });
+  return c.body(one.body, 200, { 'content-type': one.contentType });
+});
+const bareQueryServer: ServerType = await new Promise((resolve) => {
+  const s = serve({ fetch: bareQuery.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s));
+});
+const bareQueryUrl = `http://127.0.0.1:${(bareQueryServer.address() as AddressInfo).port}`;
+
 const generator = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./processes/load-generator.ts', import.meta.url))], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
 
 interface Load {
@@ -96,11 +108,12 @@ const gets = (paths: string[]): autocannon.Request[] => paths.map((path) => ({ m
 const start: autocannon.Request[] = [{ method: 'POST', path: '/v1/sessions', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ agent: agent.body.id }) }];
 
 // one short warm-up of each path (JIT, connection pools, Postgres' caches)
-for (const [url, requests] of [[stack.url, gets(onePaths)], [bareUrl, gets(onePaths)], [stack.url, gets([listPath])], [bareUrl, gets([listPath])], [stack.url, start]] as const) {
+for (const [url, requests] of [[stack.url, gets(onePaths)], [bareUrl, gets(onePaths)], [bareQueryUrl, gets(onePaths)], [stack.url, gets([listPath])], [bareUrl, gets([listPath])], [stack.url, start]] as const) {
   await load(url, [...requests], 1);
 }
 
 const getOne = { real: await load(stack.url, gets(onePaths)), bare: await load(bareUrl, gets(onePaths)) };
+const floor = await load(bareQueryUrl, gets(onePaths));
 const getList = { real: await load(stack.url, gets([listPath])), bare: await load(bareUrl, gets([listPath])) };
 const post = await load(stack.url, start);
 
@@ -123,6 +136,10 @@ printTable(
     ]),
     ['POST /v1/sessions (row + workflow start)', '', ms(post.p50), ms(post.p99), rps(post.rps), post.requests, '', '', '', '', ''],
   ],
+);
+console.log(
+  `floor of GET /v1/sessions/{id}: the bare handler plus its one query: p50 ${ms(floor.p50)}, p99 ${ms(floor.p99)}, ${rps(floor.rps)} req/s; ` +
+    `the bare handler serves ${(getOne.bare.rps / floor.rps).toFixed(2)}× that, the real route ${(getOne.real.rps / floor.rps).toFixed(2)}× that`,
 );
 console.log('ratios: p50 ratio = agentplane p50 / bare p50; req/s ratio = bare req/s / agentplane req/s (how many times more the bare handler serves)');
 
@@ -169,4 +186,5 @@ printTable(
 
 generator.kill();
 await new Promise((resolve) => bareServer.close(resolve));
+await new Promise((resolve) => bareQueryServer.close(resolve));
 await platform.stop();

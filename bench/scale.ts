@@ -27,9 +27,9 @@ import pg from 'pg';
 import { listSessions, listSessionsQuery, type SessionFilter } from '../db/queries/sessions';
 import { DEFAULT_CACHED_SESSIONS } from '../worker/create-worker';
 import type { ScaleWorkerLimits, ScaleWorkerMemory, ScaleWorkerStatus } from './processes/scale-worker';
-import { flags, ms, printMachine, printTable, seedSessions, startPlatform, summarize } from './support';
+import { cpuSecondsOf, flags, ms, pidsNamed, printMachine, printTable, seedSessions, startPlatform, summarize } from './support';
 
-const opts = flags({ idle: 200, active: 50, 'turn-ms': 500, fleet: 10_000, 'created-index': 0, cache: 0 });
+const opts = flags({ idle: 200, active: 50, 'turn-ms': 500, fleet: 10_000, 'created-index': 0, cache: 0, 'workflow-threads': 1 });
 const idleLevels = [1, 2, 3, 4].map((q) => Math.round((opts.idle * q) / 4));
 const activeLevels = [1, 10, 50, 100, 200, 400, 800].filter((k) => k <= opts.active);
 const fleetSizes = [1_000, 10_000, 100_000, 1_000_000].filter((n) => n <= opts.fleet);
@@ -40,7 +40,9 @@ const { stack } = platform;
 
 // ---- the worker, as its own process ------------------------------------------------------------------------
 
-const child: ChildProcess = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', fileURLToPath(new URL('./processes/scale-worker.ts', import.meta.url))], {
+// AGENTPLANE_BENCH_CPU_PROF=<dir>: the worker writes a CPU profile of each of its threads there when it stops
+const profileDir = process.env.AGENTPLANE_BENCH_CPU_PROF;
+const child: ChildProcess = spawn(process.execPath, ['--expose-gc', ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), '--import', 'tsx', fileURLToPath(new URL('./processes/scale-worker.ts', import.meta.url))], {
   stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
 });
 /** one request, one answer: the worker answers IPC messages in order */
@@ -63,10 +65,11 @@ const { limits } = await ask<{ limits: ScaleWorkerLimits }>({
     masterKey: stack.masterKey,
     // every idle session stays cached, so its memory is measured (the worker's default, 500, is set for production)
     maxCachedWorkflows: opts.cache || Math.max(opts.idle + 10, DEFAULT_CACHED_SESSIONS),
+    workflowThreads: opts['workflow-threads'],
   },
 });
 console.log(
-  `worker limits: max cached workflows ${limits.maxCachedWorkflows} (--cache; worker default ${DEFAULT_CACHED_SESSIONS}; heap limit ${limits.heapLimitMiB} MiB), ` +
+  `worker limits: max cached workflows ${limits.maxCachedWorkflows} (--cache; worker default ${DEFAULT_CACHED_SESSIONS}; heap limit ${limits.heapLimitMiB} MiB; ${opts['workflow-threads']} workflow thread(s), --workflow-threads), ` +
     `workflow task slots ${limits.maxConcurrentWorkflowTaskExecutions}, activity slots ${limits.maxConcurrentActivityTaskExecutions} (worker/create-worker.ts)`,
 );
 
@@ -132,9 +135,25 @@ if (sessionIds.length < Math.max(...activeLevels)) await startSessions(Math.max(
 const explainer = new pg.Client({ connectionString: stack.databaseUrl });
 await explainer.connect();
 
+/**
+ * Where a turn's CPU goes: each process's CPU time over a level, divided by the turns that ended in it. This process
+ * is the API (and the benchmark's own polling); Postgres is every backend of the server.
+ */
+const cpuRows: Array<Array<string | number>> = [];
+function cpuNow(): { worker: number; temporal: number; postgres: Map<number, number>; api: number } {
+  return { worker: cpuSecondsOf(child.pid!), temporal: cpuSecondsOf(platform.temporal.pid), postgres: new Map(pidsNamed('postgres').map((pid) => [pid, cpuSecondsOf(pid)])), api: cpuSecondsOf(process.pid) };
+}
+/** CPU seconds between two readings; a Postgres backend that ended in between is not counted (its time is lost) */
+function cpuSpent(before: ReturnType<typeof cpuNow>, after: ReturnType<typeof cpuNow>) {
+  let postgres = 0;
+  for (const [pid, seconds] of after.postgres) postgres += seconds - (before.postgres.get(pid) ?? 0);
+  return { worker: after.worker - before.worker, temporal: after.temporal - before.temporal, postgres, api: after.api - before.api };
+}
+
 /** k turns sent at once; one row of the table */
 async function turnsAtOnce(k: number): Promise<Array<string | number>> {
   const chosen = sessionIds.slice(0, k);
+  const cpuBefore = cpuNow();
   const levelStart = new Date();
   const sentAt = new Map<string, number>();
   let maxInFlight = 0;
@@ -172,6 +191,9 @@ async function turnsAtOnce(k: number): Promise<Array<string | number>> {
   const wall = Math.max(...ended.map((e) => e.at.getTime())) - Math.min(...sentAt.values());
   const l = summarize(latencies);
   if (ended.length === 0) return [`${k} (none ended in 300 s)`, maxInFlight, ms(summarize(accepted).p50), '', '', '', '', '', '0'];
+  const perTurn = Object.fromEntries(Object.entries(cpuSpent(cpuBefore, cpuNow())).map(([p, seconds]) => [p, (seconds * 1000) / ended.length]));
+  const total = Object.values(perTurn).reduce((a, b) => a + b, 0);
+  cpuRows.push([k, ...Object.values(perTurn).map((v) => `${v.toFixed(1)} ms`), `${total.toFixed(1)} ms`, `${(2000 / total).toFixed(1)}`]);
   const row = [ended.length < k ? `${k} (${ended.length} ended in 300 s)` : k, maxInFlight, ms(summarize(accepted).p50), ms(l.p50), ms(l.p99), ms(l.p50 - opts['turn-ms']), ms(l.p99 - opts['turn-ms']), `${wall} ms`, ((ended.length * 1000) / wall).toFixed(1)];
   if (ended.length === k) await settled(sessionIds.length);
   return row;
@@ -185,6 +207,8 @@ for (const k of activeLevels) {
 }
 console.log(`\n## (b) turns at once on one worker (scripted \`sleep ${opts['turn-ms']}\`; ${limits.maxConcurrentActivityTaskExecutions} activity slots)`);
 printTable(['turns at once', 'max activities in flight', 'p50 accepted', 'p50', 'p99', 'p50 overhead', 'p99 overhead', 'wall', 'turns/s'], activeRows);
+console.log('\nCPU per turn, by process (CPU time over the level ÷ turns ended; 2 cores give at most 2,000 ms of CPU a second):');
+printTable(['turns at once', 'worker', 'Temporal server', 'Postgres', 'API (+ this benchmark)', 'all', 'turns/s the CPU allows'], cpuRows);
 
 await ask('stop');
 

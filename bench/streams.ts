@@ -27,7 +27,7 @@ import { rowsOf } from '../db/client';
 import { appendEvents } from '../db/queries/events';
 import { eventually } from '../test/support/stack';
 import { spawnApi } from '../test/support/worker-process';
-import { flags, ms, printMachine, printTable, seedSessions, startPlatform, summarize } from './support';
+import { cpuSecondsOf, flags, ms, printMachine, printTable, seedSessions, startPlatform, summarize } from './support';
 
 const opts = flags({ streams: 1000, baseline: 10, rate: 20, duration: 10, idle: 6 });
 printMachine(`streams: ${opts.baseline} and ${opts.streams} streams on one session of one API process, ${opts.rate} events/s for ${opts.duration} s`);
@@ -70,6 +70,8 @@ interface Span {
   seconds: number;
   reads: number;
   transactions: number;
+  /** CPU seconds over the span: the API process, and this one (the clients, their SSE parsing, the writer) */
+  cpu: { api: number; clients: number };
 }
 
 /**
@@ -78,12 +80,14 @@ interface Span {
  */
 async function measure(activity: () => Promise<number>): Promise<Span> {
   const [readsBefore, transactionsBefore] = [await streamReads(), await transactions()];
+  const cpuBefore = { api: cpuSecondsOf(api.child.pid!), clients: cpuSecondsOf(process.pid) };
   const started = performance.now();
   const own = await activity();
+  const cpu = { api: cpuSecondsOf(api.child.pid!) - cpuBefore.api, clients: cpuSecondsOf(process.pid) - cpuBefore.clients };
   await settle();
   const seconds = (performance.now() - started) / 1000;
   // less this process's own: what the activity wrote, and one read of the count
-  return { seconds, reads: (await streamReads()) - readsBefore, transactions: (await transactions()) - transactionsBefore - own - 1 };
+  return { seconds, reads: (await streamReads()) - readsBefore, transactions: (await transactions()) - transactionsBefore - own - 1, cpu };
 }
 
 interface Stream {
@@ -118,6 +122,8 @@ interface Row {
   idle: { reads: number; transactions: number };
   /** per event appended, over what the same span costs idle */
   perEvent: { reads: number; transactions: number };
+  /** CPU while the events were written and delivered, in cores (CPU seconds ÷ wall seconds) */
+  cores: { api: number; clients: number };
 }
 
 async function run(count: number): Promise<Row> {
@@ -133,6 +139,7 @@ async function run(count: number): Promise<Row> {
 
   const committed = new Map<number, number>();
   const total = Math.round(opts.rate * opts.duration);
+  let busySeconds = 0;
   const active = await measure(async () => {
     const start = performance.now();
     for (let i = 1; i <= total; i++) {
@@ -144,6 +151,7 @@ async function run(count: number): Promise<Row> {
     }
     const everything = async () => (streams.every((s) => s.received.length >= total) ? true : undefined);
     await eventually(everything, { timeoutMs: 60_000, intervalMs: 20, what: 'every event on every stream' }).catch(() => undefined);
+    busySeconds = (performance.now() - start) / 1000;
     return total;
   });
 
@@ -157,7 +165,8 @@ async function run(count: number): Promise<Row> {
     stream.close();
   }
   const perEvent = { reads: (active.reads - idle.reads * active.seconds) / total, transactions: (active.transactions - idle.transactions * active.seconds) / total };
-  return { streams: count, events: total, frames, missing, latency: summarize(latencies), idle, perEvent };
+  const cores = { api: active.cpu.api / busySeconds, clients: active.cpu.clients / busySeconds };
+  return { streams: count, events: total, frames, missing, latency: summarize(latencies), idle, perEvent, cores };
 }
 
 const rows: Row[] = [];
@@ -165,8 +174,8 @@ for (const count of [opts.baseline, opts.streams]) rows.push(await run(count));
 
 const two = (x: number) => x.toFixed(2);
 printTable(
-  ['streams', 'events', 'frames received', 'missing', 'delivery p50', 'delivery p99', 'stream reads/s idle', 'transactions/s idle', 'stream reads per event', 'transactions per event'],
-  rows.map((r) => [r.streams, r.events, r.frames, r.missing, ms(r.latency.p50), ms(r.latency.p99), two(r.idle.reads), two(r.idle.transactions), two(r.perEvent.reads), two(r.perEvent.transactions)]),
+  ['streams', 'events', 'frames received', 'missing', 'delivery p50', 'delivery p99', 'stream reads/s idle', 'transactions/s idle', 'stream reads per event', 'transactions per event', 'API CPU (cores)', 'clients CPU (cores)'],
+  rows.map((r) => [r.streams, r.events, r.frames, r.missing, ms(r.latency.p50), ms(r.latency.p99), two(r.idle.reads), two(r.idle.transactions), two(r.perEvent.reads), two(r.perEvent.transactions), two(r.cores.api), two(r.cores.clients)]),
 );
 const [low, high] = rows as [Row, Row];
 const ratio = (a: number, b: number) => (b > 0 ? (a / b).toFixed(2) : 'n/a');

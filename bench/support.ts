@@ -6,6 +6,7 @@
  * the same servers, so the ratio it prints is comparable across machines even when the milliseconds are not.
  */
 import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import { startTemporalDevServer, type TemporalDevServer } from '../scripts/temporal-dev-server';
@@ -122,4 +123,30 @@ export async function seedSessions(db: Db, opts: { teamId: string; count: number
     await db.insert(sessions).values(rows);
   }
   return ids;
+}
+
+/** CPU seconds (user + system) that process `pid` has used so far, from /proc (Linux; 100 ticks a second). 0 once it is gone. */
+export function cpuSecondsOf(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // the fields after the command's closing parenthesis start at the third (state); utime and stime are the 14th and 15th
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/** The pids of every process whose command name is `comm` (e.g. every Postgres backend: `postgres`). */
+export function pidsNamed(comm: string): number[] {
+  return readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
 }

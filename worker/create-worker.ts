@@ -39,6 +39,12 @@ export interface SessionWorkerOptions {
   maxConcurrentActivityTaskExecutions?: number;
   /** sessions whose workflow stays in memory between turns (default DEFAULT_CACHED_SESSIONS) */
   maxCachedWorkflows?: number;
+  /**
+   * threads that run workflows, the cache split among them (default 1, the SDK's). Each cached workflow's
+   * AsyncLocalStorage instances tag every promise created on its thread (temporalio/sdk-typescript#1432), so a
+   * workflow step costs more the more workflows its thread holds: two threads halve that (docs/performance.md "Scale").
+   */
+  workflowThreads?: number;
   /** spans for activities and the workflow sandbox's exporter; null or absent: tracing off */
   tracing?: Tracing | null;
   /**
@@ -99,6 +105,7 @@ export async function createSessionWorker(opts: SessionWorkerOptions): Promise<S
     interceptors: { activity: tracing.activityInterceptors, ...(opts.workflowBundle ? {} : { workflowModules: [WORKFLOW_INTERCEPTORS_PATH] }) },
     sinks: tracing.sinks,
     maxCachedWorkflows: opts.maxCachedWorkflows ?? DEFAULT_CACHED_SESSIONS,
+    workflowThreadPoolSize: opts.workflowThreads ?? 1,
   });
   if (opts.deps.snapshots && (opts.deps.hibernateAfterMs ?? 0) > 0) {
     void hibernateHeld(opts.deps.snapshots, opts.deps, hibernation).catch((err: unknown) => opts.deps.logger?.warn('arming hibernation for the sessions held here failed', { error: (err as Error).message }));

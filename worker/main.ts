@@ -47,6 +47,8 @@ const env = parseEnv({
   AGENTPLANE_LOG_LEVEL: z.enum(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR']).default('INFO'),
   /** sessions kept in memory between turns (~1.5–2 MiB each); the others replay from history on their next message */
   AGENTPLANE_WORKER_CACHED_SESSIONS: z.coerce.number().int().min(0).default(DEFAULT_CACHED_SESSIONS),
+  /** threads that run workflows, the cache split among them: 2 pays off with a large cache (docs/performance.md "Scale") */
+  AGENTPLANE_WORKER_WORKFLOW_THREADS: z.coerce.number().int().min(1).max(16).default(1),
   /** on SIGTERM, how long running turns may go on (to their end, or to a call parked for a person) before they are cut */
   AGENTPLANE_WORKER_DRAIN_SECONDS: z.coerce.number().int().min(0).default(120),
 });
@@ -77,6 +79,7 @@ const worker = await createSessionWorker({
   namespace: env.TEMPORAL_NAMESPACE,
   taskQueue: env.AGENTPLANE_TASK_QUEUE,
   maxCachedWorkflows: env.AGENTPLANE_WORKER_CACHED_SESSIONS,
+  workflowThreads: env.AGENTPLANE_WORKER_WORKFLOW_THREADS,
   drainSeconds: env.AGENTPLANE_WORKER_DRAIN_SECONDS,
   ...(env.AGENTPLANE_WORKFLOW_BUNDLE ? { workflowBundle: { codePath: resolve(env.AGENTPLANE_WORKFLOW_BUNDLE) } } : {}),
   deps: {

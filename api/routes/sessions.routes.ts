@@ -226,12 +226,14 @@ export function registerSessionRoutes(app: App, deps: AppDeps & { metrics: ApiMe
     metrics: deps.metrics,
   });
   const streamSlots = createStreamSlots(deps.maxStreamsPerKey ?? DEFAULT_MAX_STREAMS_PER_KEY);
-  // an event as its frame's data: the streams of a session share the rows they read, so each becomes JSON once
-  const eventJson = new WeakMap<EventRow, string>();
-  const eventData = (row: EventRow): string => {
-    let data = eventJson.get(row);
-    if (data === undefined) eventJson.set(row, (data = JSON.stringify(toPublicEvent(row))));
-    return data;
+  // an event as its SSE frame, encoded once: the streams of a session share the rows they read, so a thousand streams
+  // of one session write the same bytes. The frame is the one Hono's writeSSE makes (the data is one line of JSON).
+  const eventFrames = new WeakMap<EventRow, Uint8Array>();
+  const encoder = new TextEncoder();
+  const eventFrame = (row: EventRow): Uint8Array => {
+    let frame = eventFrames.get(row);
+    if (frame === undefined) eventFrames.set(row, (frame = encoder.encode(`event: ${row.type}\ndata: ${JSON.stringify(toPublicEvent(row))}\nid: ${row.seq}\n\n`)));
+    return frame;
   };
 
   async function loadSession(actor: Actor, sessionId: string) {
@@ -592,8 +594,9 @@ export function registerSessionRoutes(app: App, deps: AppDeps & { metrics: ApiMe
             }
             if (more || follower.behind) {
               const rows = await follower.read(cursor);
+              // one write for the whole read
+              if (rows.length > 0) await stream.write(rows.length === 1 ? eventFrame(rows[0]!) : Buffer.concat(rows.map(eventFrame)));
               for (const row of rows) {
-                await stream.writeSSE({ id: String(row.seq), event: row.type, data: eventData(row) });
                 cursor = row.seq;
                 if (row.type === 'session.status_terminated') closed = true;
               }

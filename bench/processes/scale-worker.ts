@@ -19,6 +19,7 @@ export interface ScaleWorkerConfig {
   temporalAddress: string;
   /** the worker's session cache; the benchmark sets it above its idle sessions so that all of them are measured */
   maxCachedWorkflows: number;
+  workflowThreads?: number;
   taskQueue: string;
   databaseUrl: string;
   masterKey: string;
@@ -59,6 +60,7 @@ process.once('message', async (message: { start: ScaleWorkerConfig }) => {
     namespace: 'default',
     taskQueue: config.taskQueue,
     maxCachedWorkflows: config.maxCachedWorkflows,
+    workflowThreads: config.workflowThreads,
     deps: { db: database.db, vault: createVault(config.masterKey), runtimes: { scripted: createScriptedAdapter() }, dataDir: tmpdir() },
   });
   const running = worker.run();
