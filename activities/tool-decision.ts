@@ -91,11 +91,10 @@ async function commitDecisions(db: Db, decisions: DecisionToWrite[]): Promise<Re
     };
     const outcome = pending.some(({ decision }) => decision.verdict.action === 'ask') ? await db.transaction(write) : await write(db);
     if ('written' in outcome) {
+      // every one left was written now: the next pass finds none pending and answers
       if (audits.length > 0) rememberTip(audits.at(-1)!.hash);
       for (const { i } of pending) recorded.set(i, null);
-      return decisions.map((_, i) => recorded.get(i)!);
-    }
-    if ('tip' in outcome) tip = outcome.tip;
+    } else if ('tip' in outcome) tip = outcome.tip;
     else for (const { i, decision, toolUseId } of pending) if (outcome.replayed.includes(toolUseId)) recorded.set(i, await firstDecision(db, decision.input.sessionId, toolUseId));
   }
 }
