@@ -2,10 +2,10 @@
  * Event streams (`GET /v1/sessions/{id}/events/stream`): N concurrent streams on one session of one API process,
  * events appended at a steady rate as a worker appends them.
  *
- *   npx tsx bench/streams.ts [--streams 1000] [--baseline 10] [--rate 20] [--duration 10] [--idle 6]
+ *   npx tsx bench/streams.ts [--streams 1000] [--baseline 10] [--rate 20] [--duration 10] [--idle 6] [--fetch 0|1]
  *
- * The API is api/main.ts in its own process, as deployed; the clients (fetch, one connection per stream) and the
- * writer (`appendEvents`, one event per statement) run in this one, so commit and receipt are read on one clock:
+ * The API is api/main.ts in its own process, as deployed; the clients (one connection per stream) and the writer
+ * (`appendEvents`, one event per statement) run in this one, so commit and receipt are read on one clock:
  * commit is when `appendEvents` returns (the commit acknowledged to its writer), receipt when a client has the frame.
  * For each N (the baseline, then `--streams`): a fresh session, N streams opened on it, `--idle` seconds with nothing
  * written, then `--duration` seconds of `--rate` events a second, until every stream has every event.
@@ -18,7 +18,13 @@
  * 11 s after the activity before it. The baseline is the same run with fewer streams: load independent of the number
  * of streams shows as the same figures in both rows. (Before LISTEN/NOTIFY each stream read every 200 ms: N × 5
  * reads a second, 5,000 at N = 1,000, idle or not.)
+ *
+ * The clients share this box's 2 cores with the API and Postgres, so what they cost is taken from the API. By default
+ * each is a bare `node:http` request that reads only the frames' `id:` lines (about a third of the CPU of the next);
+ * `--fetch 1` reads them as the project's own clients do (fetch, web streams, eventsource-parser). Both count the
+ * frames that never arrived.
  */
+import { request } from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { readSseFrames } from '../runtimes/kit/sse';
@@ -29,8 +35,8 @@ import { eventually } from '../test/support/stack';
 import { spawnApi } from '../test/support/worker-process';
 import { cpuSecondsOf, flags, ms, printMachine, printTable, seedSessions, startPlatform, summarize } from './support';
 
-const opts = flags({ streams: 1000, baseline: 10, rate: 20, duration: 10, idle: 6 });
-printMachine(`streams: ${opts.baseline} and ${opts.streams} streams on one session of one API process, ${opts.rate} events/s for ${opts.duration} s`);
+const opts = flags({ streams: 1000, baseline: 10, rate: 20, duration: 10, idle: 6, fetch: 0 });
+printMachine(`streams: ${opts.baseline} and ${opts.streams} streams on one session of one API process, ${opts.rate} events/s for ${opts.duration} s, clients ${opts.fetch ? 'fetch + eventsource-parser' : 'node:http, id lines only'}`);
 
 const platform = await startPlatform({}, { worker: false });
 const { stack } = platform;
@@ -97,19 +103,49 @@ interface Stream {
 }
 
 async function openStream(sessionId: string): Promise<Stream> {
+  return opts.fetch ? openFetchStream(sessionId) : openHttpStream(sessionId);
+}
+
+/** as the project's clients read a stream: fetch, then every frame parsed (eventsource-parser) */
+async function openFetchStream(sessionId: string): Promise<Stream> {
   const controller = new AbortController();
   const res = await fetch(`${base}/v1/sessions/${sessionId}/events/stream`, { headers: { authorization: `Bearer ${stack.adminKey}` }, signal: controller.signal });
   if (res.status !== 200) throw new Error(`stream: ${res.status} ${await res.text()}`);
   const received: Array<[number, number]> = [];
   void (async () => {
     try {
-      // the frames as every client of the project reads them (eventsource-parser), timed as they come
       for await (const frame of readSseFrames(res.body!)) if (frame.id !== null) received.push([Number(frame.id), performance.now()]);
     } catch {
       // closed by close()
     }
   })();
   return { received, close: () => controller.abort() };
+}
+
+/** the least a client can do: one socket, and of each frame only its `id:` line, timed when its chunk arrives */
+async function openHttpStream(sessionId: string): Promise<Stream> {
+  const received: Array<[number, number]> = [];
+  const req = request(`${base}/v1/sessions/${sessionId}/events/stream`, { headers: { authorization: `Bearer ${stack.adminKey}` }, agent: false });
+  await new Promise<void>((resolve, reject) => {
+    req.once('error', reject);
+    req.once('response', (res) => {
+      if (res.statusCode !== 200) return reject(new Error(`stream: ${res.statusCode}`));
+      res.setEncoding('utf8');
+      let rest = '';
+      res.on('data', (chunk: string) => {
+        const at = performance.now();
+        const text = rest + chunk;
+        const end = text.lastIndexOf('\n\n');
+        if (end === -1) return void (rest = text);
+        rest = text.slice(end + 2);
+        for (const [, id] of text.slice(0, end).matchAll(/^id: (\d+)$/gm)) received.push([Number(id), at]);
+      });
+      res.on('error', () => undefined);
+      resolve();
+    });
+    req.end();
+  });
+  return { received, close: () => req.destroy() };
 }
 
 interface Row {

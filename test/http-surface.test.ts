@@ -12,6 +12,7 @@ import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp, DEFAULT_MAX_BODY_BYTES, type AppDeps } from '../api/create-app';
 import { openDatabase, rowsOf } from '../db/client';
+import { appendEvents } from '../db/queries/events';
 import { can, type Permission } from '../governance/permissions';
 import { ROLES, type Role } from '../governance/types';
 import { RUNTIME_CAPABILITIES } from '../runtimes/registry';
@@ -413,6 +414,31 @@ describe('event streams are bounded per key and end when the key is revoked', ()
     expect(JSON.parse(last.data!)).toMatchObject({ status: 401, code: 'auth.invalid_key', type: 'https://agentplane.dev/problems/auth.invalid_key' });
     // and it cannot come back
     expect((await openStream(small.url, sessionId, plain)).status).toBe(401);
+  });
+
+  it('served in process (app.request, no Node response) a stream answers as over HTTP: the same headers, the replayed frames', async () => {
+    const sessionId = await startSession();
+    await appendEvents(stack.db.db, { sessionId, events: [{ sourceId: 'in-process-1', type: 'agent.message', payload: { content: [{ type: 'text', text: 'hello' }] } }] });
+    const path = `/v1/sessions/${sessionId}/events/stream`;
+    const headers = { authorization: `Bearer ${stack.adminKey}`, 'last-event-id': '0' };
+    const overHttp = await fetch(`${stack.url}${path}`, { headers });
+    const inProcess = await stack.app.request(path, { headers });
+    for (const res of [overHttp, inProcess]) {
+      expect(res.status).toBe(200);
+      expect(res.headers.get('x-request-id')).toMatch(/^req_/);
+    }
+    for (const name of ['content-type', 'cache-control']) expect(inProcess.headers.get(name), name).toBe(overHttp.headers.get(name));
+
+    const firstFrame = async (res: Response) => {
+      const reader = res.body!.getReader();
+      let text = '';
+      while (!text.includes('\n\n')) text += new TextDecoder().decode((await reader.read()).value);
+      await reader.cancel();
+      return text.slice(0, text.indexOf('\n\n'));
+    };
+    const [viaHttp, viaProcess] = [await firstFrame(overHttp), await firstFrame(inProcess)];
+    expect(viaProcess).toMatch(/^event: \S+\ndata: \{.*\}\nid: \d+$/);
+    expect(viaProcess).toBe(viaHttp);
   });
 
   it('the document declares the 429 of the stream route, with its Retry-After header', async () => {

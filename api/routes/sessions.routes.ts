@@ -5,7 +5,6 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import { WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError } from '@temporalio/client';
 import { ApplicationFailure, WorkflowIdConflictPolicy, WorkflowNotFoundError } from '@temporalio/common';
-import { streamSSE } from 'hono/streaming';
 import { getAgent } from '../../db/queries/agents';
 import { planSession, recordSession, SessionStartError, sessionWorkflowInput } from '../../db/queries/session-start';
 import { appendAudit } from '../../db/queries/audit';
@@ -51,6 +50,7 @@ import type { ApiMetrics } from '../../observability/metrics';
 import { ApiError, notFound, problemBody } from '../errors';
 import { governanceOf, type AgentDefinition } from '../schemas/agent.schema';
 import { idParam, json, jsonBody, Metadata, page, PageQuery, problemResponses, rateLimitedResponse, Version } from '../schemas/common';
+import { eventStreamResponse } from '../sse-response';
 import { auditActor } from './agents.routes';
 
 const tags = ['sessions'];
@@ -185,6 +185,7 @@ const DECISION_DEADLINE_MS = 60_000;
 const STREAM_RETRY_AFTER_SECONDS = 10;
 /** an idle stream sends a ping this often, so proxies and clients do not take it for dead */
 const STREAM_PING_MS = 15_000;
+const PING_FRAME = 'event: ping\ndata: {}\n\n';
 
 /**
  * The open event streams of each key in this process. Counted in memory, not in the database: a stream lives and
@@ -215,6 +216,7 @@ const textOf = (content: z.infer<typeof TextContent>) => (typeof content === 'st
 
 export function registerSessionRoutes(app: App, deps: AppDeps & { metrics: ApiMetrics }): void {
   const { db, temporal } = deps;
+  const log = deps.log ?? (() => undefined);
   const handle = (sessionId: string) => temporal.workflow.getHandle(sessionId);
   const eventStreams = createEventStreams({
     db,
@@ -573,7 +575,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps & { metrics: ApiMe
         );
       }
       const requestId = c.get('requestId');
-      return streamSSE(c, async (stream) => {
+      return eventStreamResponse(c, async (stream) => {
         // followed before the first read: whatever that read misses is committed later, and wakes the stream
         const follower = eventStreams.follow({ teamId: actor.teamId, keyId: actor.keyId, sessionId: session.id, seq: session.eventSeq });
         try {
@@ -589,7 +591,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps & { metrics: ApiMe
             if (follower.revoked) {
               // no id: a client that resumes from Last-Event-ID resumes from the last event, and is refused with 401
               const revoked = new ApiError(401, 'auth.invalid_key', 'the API key was revoked while the stream was open; the stream is closed');
-              await stream.writeSSE({ event: 'error', data: JSON.stringify(problemBody(revoked, requestId)) });
+              await stream.write(`event: error\ndata: ${JSON.stringify(problemBody(revoked, requestId))}\n\n`);
               return;
             }
             if (more || follower.behind) {
@@ -605,7 +607,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps & { metrics: ApiMe
               if (more) continue;
             }
             if (Date.now() - idleSince >= STREAM_PING_MS) {
-              await stream.writeSSE({ event: 'ping', data: '{}' });
+              await stream.write(PING_FRAME);
               idleSince = Date.now();
             }
             if (!closed) await follower.wait(idleSince + STREAM_PING_MS - Date.now());
@@ -615,7 +617,7 @@ export function registerSessionRoutes(app: App, deps: AppDeps & { metrics: ApiMe
           follower.close();
           release();
         }
-      });
+      }, (err) => log({ level: 'ERROR', msg: 'event stream failed', requestId, sessionId: session.id, error: String(err) }));
     },
   );
 
