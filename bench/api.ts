@@ -87,21 +87,25 @@ interface Load {
   p99: number;
   rps: number;
   requests: number;
+  /** CPU of this process (the servers, the pool, pg) per request, in µs: the load generator is another process */
+  cpuPerRequest: number;
 }
 
 /** One autocannon run; every answer must be a 200 (a benchmark of errors measures nothing). */
 async function load(url: string, requests: autocannon.Request[], duration = opts.duration): Promise<Load> {
   const order: LoadOrder = { url, requests, connections: opts.connections, duration };
+  const cpuBefore = process.cpuUsage();
   const report = await new Promise<LoadReport | { error: string }>((resolve, reject) => {
     generator.once('message', (m) => resolve(m as LoadReport | { error: string }));
     generator.once('exit', (code) => reject(new Error(`the load generator exited (${code})`)));
     generator.send(order);
   });
+  const cpu = process.cpuUsage(cpuBefore);
   generator.removeAllListeners('exit');
   if ('error' in report) throw new Error(`load generator: ${report.error}`);
   if (report.errors > 0 || report.non2xx > 0) throw new Error(`${url}${requests[0]?.path}: ${report.errors} errors, ${report.non2xx} non-2xx answers`);
   const latency = summarize(report.samples);
-  return { p50: latency.p50, p99: latency.p99, rps: report.rps, requests: report.requests };
+  return { p50: latency.p50, p99: latency.p99, rps: report.rps, requests: report.requests, cpuPerRequest: (cpu.user + cpu.system) / report.requests };
 }
 
 const gets = (paths: string[]): autocannon.Request[] => paths.map((path) => ({ method: 'GET', path, headers: auth }));
@@ -140,6 +144,11 @@ printTable(
 console.log(
   `floor of GET /v1/sessions/{id}: the bare handler plus its one query: p50 ${ms(floor.p50)}, p99 ${ms(floor.p99)}, ${rps(floor.rps)} req/s; ` +
     `the bare handler serves ${(getOne.bare.rps / floor.rps).toFixed(2)}× that, the real route ${(getOne.real.rps / floor.rps).toFixed(2)}× that`,
+);
+const cpu = (x: Load) => `${x.cpuPerRequest.toFixed(0)} µs`;
+console.log(
+  `CPU of the serving process per request, GET /v1/sessions/{id}: bare ${cpu(getOne.bare)}, floor ${cpu(floor)}, route ${cpu(getOne.real)} ` +
+    `(the route's own code: ${(getOne.real.cpuPerRequest - floor.cpuPerRequest).toFixed(0)} µs); GET /v1/sessions: bare ${cpu(getList.bare)}, route ${cpu(getList.real)}`,
 );
 console.log('ratios: p50 ratio = agentplane p50 / bare p50; req/s ratio = bare req/s / agentplane req/s (how many times more the bare handler serves)');
 
