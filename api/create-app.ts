@@ -4,7 +4,6 @@
  */
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { SpanKind, SpanStatusCode, type Span, type Tracer } from '@opentelemetry/api';
-import type { ServerResponse } from 'node:http';
 import type { Client } from '@temporalio/client';
 import type { MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
@@ -21,7 +20,7 @@ import { createApiMetrics, type ApiMetrics } from '../observability/metrics';
 import { activeTraceId, extractContext } from '../observability/tracing';
 import { EgressRefusedError, type EgressGuard } from '../runtimes/kit/egress';
 import type { RuntimeCapabilities } from '../runtimes/runtime-adapter';
-import type { AppEnv } from './context';
+import { nodeResponse, type AppEnv } from './context';
 import { ApiError, fromZodError, problem } from './errors';
 import { allowedMethods, nulCharacterProblem } from './request-guards';
 import { registerAgentRoutes } from './routes/agents.routes';
@@ -109,7 +108,7 @@ export function createApp(deps: AppDeps): App {
     const handle = async (span: Span | null) => {
       // before the response exists: every response made through the context carries it. Set on a finished response,
       // a header makes Hono rebuild that response around its body as a stream, which cost a third of a short read.
-      const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+      const outgoing = nodeResponse(c);
       if (outgoing) outgoing.setHeader('x-request-id', c.get('requestId'));
       else c.header('x-request-id', c.get('requestId'));
       await next();

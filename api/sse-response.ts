@@ -8,10 +8,10 @@
  *
  * Served any other way (`app.request` in process has no Node response), the same stream goes through `streamSSE`.
  */
-import type { ServerResponse } from 'node:http';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
+import { nodeResponse } from './context';
 
 export interface EventSink {
   /** resolves once the socket takes more (Node's backpressure), or at once when the client has gone */
@@ -29,7 +29,7 @@ const HEADERS = { 'content-type': 'text/event-stream', 'cache-control': 'no-cach
  * (the request id, api/create-app.ts); headers set on the context are not sent.
  */
 export function eventStreamResponse(c: Context, run: (sink: EventSink) => Promise<void>, onError: (err: unknown) => void): Response {
-  const outgoing = (c.env as { outgoing?: ServerResponse } | undefined)?.outgoing;
+  const outgoing = nodeResponse(c);
   if (!outgoing) {
     return streamSSE(c, (stream) => run({ write: (frame) => stream.write(frame).then(() => undefined), onAbort: (listener) => stream.onAbort(listener) }), async (err) => onError(err));
   }
